@@ -1,0 +1,295 @@
+"""`lottery`: the command line. Config flags are generated from the config dataclasses.
+
+    lottery run --method imp --model lenet300 --dataset digits [--json]
+    lottery list
+    lottery show RUN_ID [--json]
+    lottery export RUN_ID [--level L] --out ticket.safetensors
+
+Every error is one line on stderr and a non-zero exit (2: bad input, 1: run failed, 130: cancelled);
+`--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from .config import GROUPS, RunConfig, choices_of
+from .errors import ConfigError, LotteryError
+
+# ---------------------------------------------------------------- flags from dataclasses
+
+
+def _fields():
+    """(group or "", dataclasses.Field) for every config setting, groups first."""
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            yield group, f
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in GROUPS:
+            yield "", f
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def _hints(cls):
+    return typing.get_type_hints(cls)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for group, f in _fields():
+        cls = GROUPS.get(group, RunConfig)
+        typ = _hints(cls)[f.name]
+        help_text = f.metadata.get("help", "")
+        if choices_of(f):
+            help_text += f" {{{', '.join(choices_of(f))}}}"
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if typ is bool:
+            parser.add_argument(flag_name(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(flag_name(f), dest=f.name, default=None, metavar=f.name.upper(),
+                            help=f"{help_text} (default: {shown})")
+
+
+def _convert(path: str, f: dataclasses.Field, typ, text):
+    """Turn a flag's text into the field's type, or raise ConfigError naming the field."""
+    if text is None or typ is bool:
+        return text
+    try:
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+        if typ is tuple:
+            if text.strip().lower() in ("", "none"):
+                return ()
+            item = f.metadata.get("item_type", str)
+            return tuple(item(part.strip()) for part in text.split(","))
+    except ValueError:
+        kind = {int: "an integer", float: "a number"}.get(typ, f"comma-separated {f.metadata.get('item_type', str).__name__}s")
+        raise ConfigError(path, text, f"must be {kind}") from None
+    return text
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
+    d = base or {}
+    for group, f in _fields():
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        cls = GROUPS.get(group, RunConfig)
+        path = f"{group}.{f.name}" if group else f.name
+        value = _convert(path, f, _hints(cls)[f.name], value)
+        (d.setdefault(group, {}) if group else d)[f.name] = value
+    return RunConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------- output
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:6.2f}%"
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"run {s['run_id']}  {s['status']}  ({s['method']}: {s['model']} on {s['dataset']}, seed {s['seed']}, "
+             f"{s.get('device', '?')})"]
+    if s.get("error"):
+        lines.append(f"error: {s['error']}")
+    controls = list(s.get("controls", {}))
+    head = f"{'level':>5}  {'density':>8}  {'test acc':>8}  {'val acc':>8}  {'early stop':>10}  {'seconds':>7}"
+    head += "".join(f"  {c + ' acc':>11}  {c + ' stop':>11}" for c in controls)
+    lines.append(head)
+    by_level = {c: {r["level"]: r for r in s["controls"][c]} for c in controls}
+    rows = ([s["dense"]] if s.get("dense") else []) + s.get("levels", [])
+    for r in rows:
+        name = "dense" if r["level"] == 0 else str(r["level"])
+        line = (f"{name:>5}  {_pct(r['density']):>8}  {_pct(r['test_accuracy']):>8}  {_pct(r['val_accuracy']):>8}  "
+                f"{r['early_stop_iteration']:>10}  {r['train_seconds']:>7.2f}")
+        for c in controls:
+            cr = by_level[c].get(r["level"])
+            line += f"  {_pct(cr and cr['test_accuracy']):>11}  {(cr['early_stop_iteration'] if cr else '-'):>11}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A tqdm bar over all the iterations a run will train, fed by its events."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.last = quiet, None, 0
+
+    def __call__(self, e) -> None:
+        from tqdm import tqdm
+        from . import events as ev
+
+        if self.quiet:
+            return
+        if isinstance(e, ev.RunStarted):
+            self.bar = tqdm(total=e.trainings * e.iterations, unit="it", file=sys.stderr, desc=e.run_id,
+                            dynamic_ncols=True)
+            self.per = e.iterations
+        elif self.bar is None:
+            return
+        elif isinstance(e, ev.TrainingStarted):
+            self.last = e.start_step
+            self.bar.update(e.start_step)  # a late-rewound ticket skips its first steps
+            self.bar.set_description(f"level {e.level} {e.variant}")
+        elif isinstance(e, ev.Evaluated):
+            self.bar.update(e.iteration - self.last)
+            self.last = e.iteration
+            self.bar.set_postfix(val_acc=f"{e.val_accuracy:.3f}", loss=f"{e.train_loss:.3f}")
+        elif isinstance(e, ev.LevelDone) and e.reused:
+            self.bar.update(self.per)
+        elif isinstance(e, (ev.RunFinished, ev.RunFailed, ev.RunCancelled)):
+            self.bar.close()
+
+
+# ---------------------------------------------------------------- commands
+def cmd_run(args) -> int:
+    from .runner import run
+
+    base = None
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                base = json.load(fh)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError("--config", args.config, f"must be a readable JSON config file ({e})") from None
+    cfg = config_from_args(args, base)
+    progress = _Progress(args.quiet or args.json)
+    try:
+        summary = run(cfg, on_event=progress, runs_dir=args.runs_dir)
+    except KeyboardInterrupt:
+        print(f"cancelled: completed levels are kept in {args.runs_dir}/{cfg.run_id}; run the same command "
+              "to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
+
+
+def cmd_list(args) -> int:
+    from .store import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps([{k: r.get(k) for k in ("run_id", "status", "method", "model", "dataset", "seed")}
+                          for r in runs], indent=1))
+        return 0
+    if not runs:
+        print(f"no runs in {args.runs_dir}")
+    for r in runs:
+        levels = r.get("levels") or []
+        last = levels[-1] if levels else r.get("dense")
+        tail = f"{len(levels)} levels, last density {_pct(last['density'])} test {_pct(last['test_accuracy'])}" \
+            if last else "no level yet"
+        print(f"{r['run_id']:<44} {r.get('status', '?'):<11} {tail}")
+    return 0
+
+
+def _open_run(args):
+    from .store import RunStore
+
+    store = RunStore(args.runs_dir, args.run_id)
+    if not store.exists():
+        raise ConfigError("RUN_ID", args.run_id, f"no such run in {args.runs_dir} (see `lottery list`)")
+    return store
+
+
+def cmd_show(args) -> int:
+    summary = _open_run(args).summary()
+    if summary is None:
+        raise LotteryError(f"run {args.run_id} has no summary yet")
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a ticket as a plain state_dict (pruned weights are zeros) plus its masks, as safetensors."""
+    from .store import save_tensors
+
+    store = _open_run(args)
+    variant_dir = store.dir / "levels" / "ticket"
+    levels = sorted(int(p.name) for p in variant_dir.iterdir() if (p / "record.json").exists()) \
+        if variant_dir.exists() else []
+    level = levels[-1] if args.level is None and levels else args.level
+    if level not in levels:
+        raise ConfigError("--level", args.level, f"completed levels of this run: {levels}")
+    mask, weights = store.load_level("ticket", level)
+    out = {k: v * mask[k] if k in mask else v for k, v in weights.items()}
+    out.update({f"mask.{k}": v for k, v in mask.items()})
+    save_tensors(Path(args.out), out)
+    print(f"wrote level {level} of {args.run_id} to {args.out} ({len(weights)} tensors + {len(mask)} masks)")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runner import DEFAULT_RUNS_DIR
+
+    p = _Parser(prog="lottery", description="Find and study lottery tickets of PyTorch models.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp):
+        sp.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are stored (default: %(default)s)")
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)")
+    common(r)
+    r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(r)
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="list stored runs")
+    common(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sh = sub.add_parser("show", help="show a run's summary")
+    common(sh)
+    sh.add_argument("run_id", metavar="RUN_ID")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+    ex = sub.add_parser("export", help="write a ticket as a plain safetensors state_dict plus masks")
+    common(ex)
+    ex.add_argument("run_id", metavar="RUN_ID")
+    ex.add_argument("--level", type=int, default=None, help="level to export (default: the last)")
+    ex.add_argument("--out", required=True, help="output .safetensors file")
+    ex.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LotteryError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Datasets as in-memory tensors: a registry of loaders plus `npz:PATH` for users' own data.
+
+Every loader returns raw numpy arrays (train and test); `load` then carves the validation split from
+train with a fixed generator (so every seed of an experiment shares one split), standardises with
+training statistics and moves everything to the run's device once. Test data is never used for
+selection: early stopping and model choice read the validation split.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import ConfigError, DataUnavailable
+from .registry import DATASETS
+
+SPLIT_SEED = 0  # the validation split is part of the dataset, not of the run's randomness
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    input_shape: tuple[int, ...]  # per example, e.g. (1, 8, 8) or (64,)
+    num_classes: int
+
+
+def dataset_choices() -> list[str]:
+    return DATASETS.names() + ["npz:PATH"]
+
+
+# ---------------------------------------------------------------- loaders (numpy in, numpy out)
+@DATASETS.register("digits", "scikit-learn's bundled 8x8 digits (1,797 images, offline)")
+def _digits(cfg: DataConfig):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None] / 16.0
+    return train_test_split(x, d.target, test_size=0.2, stratify=d.target, random_state=SPLIT_SEED)
+
+
+def _torchvision(cls_name: str, label: str):
+    def load(cfg: DataConfig):
+        import torchvision
+
+        root = os.path.expanduser(cfg.data_dir)
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train = cls(root, train=True, download=cfg.download)
+            test = cls(root, train=False, download=cfg.download)
+        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+            hint = ("pass --download (needs network)" if not cfg.download
+                    else "the download failed; check the network")
+            raise DataUnavailable(
+                f"{label} is not in {root} ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+                f"{hint}, or use --dataset digits or --dataset npz:PATH offline") from None
+        except OSError as e:
+            raise DataUnavailable(f"{label} could not be downloaded to {root}: {e}; use --dataset "
+                                  "digits or --dataset npz:PATH offline") from None
+
+        def arrays(ds):
+            x = np.asarray(ds.data, dtype=np.float32) / 255.0
+            x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to N, C, H, W
+            return x, np.asarray(ds.targets, dtype=np.int64)
+
+        (xtr, ytr), (xte, yte) = arrays(train), arrays(test)
+        return xtr, xte, ytr, yte
+
+    return load
+
+
+DATASETS.register("mnist", "torchvision MNIST (needs --download once)")(_torchvision("MNIST", "MNIST"))
+DATASETS.register("fashion-mnist", "torchvision Fashion-MNIST (needs --download once)")(
+    _torchvision("FashionMNIST", "Fashion-MNIST"))
+DATASETS.register("cifar10", "torchvision CIFAR-10 (needs --download once)")(
+    _torchvision("CIFAR10", "CIFAR-10"))
+
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz(path: str):
+    field = "data.dataset"
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise ConfigError(field, f"npz:{path}", "the file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:  # never unpickle a user's file
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise ConfigError(field, f"npz:{path}", f"missing arrays {missing}; needs {list(NPZ_KEYS)}")
+            arrs = {k: f[k] for k in NPZ_KEYS}
+    except ConfigError:
+        raise
+    except Exception as e:  # not a zip, object arrays, truncated file...
+        raise ConfigError(field, f"npz:{path}", f"could not be read as .npz without pickle ({e})") from None
+    for split in ("train", "test"):
+        x, y = arrs[f"x_{split}"], arrs[f"y_{split}"]
+        if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
+            raise ConfigError(field, f"npz:{path}", f"x_{split} {x.shape} / y_{split} {y.shape}: need x of "
+                              "shape (N, F), (N, H, W) or (N, C, H, W) and y of shape (N,), N > 0")
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+            raise ConfigError(field, f"npz:{path}", f"x_{split} must hold finite numbers")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise ConfigError(field, f"npz:{path}", f"y_{split} must hold non-negative integer labels")
+    if arrs["x_train"].shape[1:] != arrs["x_test"].shape[1:]:
+        raise ConfigError(field, f"npz:{path}", f"x_train {arrs['x_train'].shape} and x_test "
+                          f"{arrs['x_test'].shape} differ in example shape")
+    x_tr, x_te = (arrs[k].astype(np.float32) for k in ("x_train", "x_test"))
+    if x_tr.ndim == 3:  # N, H, W -> N, 1, H, W
+        x_tr, x_te = x_tr[:, None], x_te[:, None]
+    return x_tr, x_te, arrs["y_train"].astype(np.int64), arrs["y_test"].astype(np.int64)
+
+
+# ---------------------------------------------------------------- the one entry point
+def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
+    if cfg.dataset.startswith("npz:"):
+        x_tr, x_te, y_tr, y_te = _npz(cfg.dataset[4:])
+    else:
+        x_tr, x_te, y_tr, y_te = DATASETS.get(cfg.dataset, "data.dataset")(cfg)
+
+    n_val = max(1, int(round(cfg.val_fraction * len(y_tr))))
+    if len(y_tr) - n_val < 1:
+        raise ConfigError("data.val_fraction", cfg.val_fraction, f"leaves no training data ({len(y_tr)} examples)")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y_tr))
+    val_idx, tr_idx = order[:n_val], order[n_val:]
+
+    # Standardise with statistics of the training part only, per channel for images.
+    axes = (0,) if x_tr.ndim == 2 else (0, 2, 3)
+    mean = x_tr[tr_idx].mean(axis=axes, keepdims=True)
+    std = x_tr[tr_idx].std(axis=axes, keepdims=True) + 1e-6
+
+    def split(x, y) -> Split:
+        xt = torch.from_numpy(np.ascontiguousarray((x - mean) / std, dtype=np.float32))
+        return Split(xt.to(device), torch.from_numpy(np.ascontiguousarray(y)).to(device))
+
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset(cfg.dataset, split(x_tr[tr_idx], y_tr[tr_idx]), split(x_tr[val_idx], y_tr[val_idx]),
+                   split(x_te, y_te), tuple(x_tr.shape[1:]), num_classes)

@@ -1,0 +1,21 @@
+"""The errors the engine raises on purpose. Anything else is a bug."""
+
+
+class LotteryError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+
+class ConfigError(LotteryError, ValueError):
+    """A setting is invalid. The message names the field, the bad value and what is allowed."""
+
+    def __init__(self, field: str, value, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}: {value!r} is not valid; {allowed}")
+
+
+class DataUnavailable(LotteryError):
+    """A dataset cannot be loaded here (not downloaded, no network, unreadable file)."""
+
+
+class RunCancelled(LotteryError):
+    """Raised inside a run when its cancel flag is set; completed levels stay in the store."""

@@ -1,0 +1,76 @@
+"""Typed progress events a run pushes to its sink (`on_event`). The run store is the durable copy.
+
+Events are small frozen dataclasses; `kind` names them for JSON consumers (`to_dict`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Event:
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    method: str
+    trainings: int            # how many trainings the run will do (dense + levels x (1 + controls))
+    iterations: int           # iterations of one full training
+    completed: int            # trainings already in the store (resumed run)
+
+
+@dataclass(frozen=True)
+class TrainingStarted(Event):
+    level: int
+    variant: str              # "ticket" or a control name
+    density: float
+    start_step: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class Evaluated(Event):
+    level: int
+    variant: str
+    iteration: int
+    epoch: float
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class LevelDone(Event):
+    level: int
+    variant: str
+    record: dict              # the level's row of the summary
+    reused: bool              # True when it was already in the store
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    summary: dict
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    error: str
+
+
+@dataclass(frozen=True)
+class RunCancelled(Event):
+    completed_levels: int
+
+
+Sink = Optional[Callable[[Event], None]]

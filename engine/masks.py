@@ -1,0 +1,179 @@
+"""Masks: {parameter name: bool tensor of the parameter's shape}, and the selection rules over them.
+
+Scoring (what matters: |w|, SNIP, ...) and selection (how many to keep, where: layerwise, global) are
+kept apart so every method shares one exact, tested selection: `keep_top` keeps exactly the requested
+number of entries, ties broken by position, so masks are deterministic and densities exact.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+import torch
+from torch import nn
+
+Mask = Dict[str, torch.Tensor]
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable(model: nn.Module) -> list[str]:
+    """Names of the weights that may be pruned: Linear/Conv weights, in module order.
+
+    Biases and normalisation parameters are never pruned. The last entry is the output layer, whose
+    policy is separate config (`prune.output_fraction`).
+    """
+    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES)]
+
+
+def output_layer(model: nn.Module) -> str:
+    return prunable(model)[-1]
+
+
+def ones(model: nn.Module) -> Mask:
+    params = dict(model.named_parameters())
+    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable(model)}
+
+
+# ---------------------------------------------------------------- reports
+def kept(mask: Mask) -> int:
+    return int(sum(int(m.sum()) for m in mask.values()))
+
+
+def total(mask: Mask) -> int:
+    return sum(m.numel() for m in mask.values())
+
+
+def density(mask: Mask) -> float:
+    """Fraction of prunable weights kept (sparsity = 1 - density)."""
+    return kept(mask) / total(mask)
+
+
+def layer_densities(mask: Mask) -> dict[str, float]:
+    return {n: float(m.sum()) / m.numel() for n, m in mask.items()}
+
+
+# ---------------------------------------------------------------- selection
+def keep_top(scores: torch.Tensor, alive: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Bool mask keeping exactly `n_keep` of the alive entries with the highest scores.
+
+    Dead entries never come back. Ties go to the earlier position (stable sort), so the result does
+    not depend on the platform's top-k implementation.
+    """
+    n_alive = int(alive.sum())
+    if not 0 <= n_keep <= n_alive:
+        raise ValueError(f"cannot keep {n_keep} of {n_alive} alive entries")
+    flat = torch.where(alive, scores.float(), torch.tensor(float("-inf"), device=scores.device)).flatten()
+    order = torch.argsort(flat, descending=True, stable=True)[:n_keep]
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=scores.device)
+    out[order] = True
+    return out.view_as(alive)
+
+
+def prune_step(scores: dict[str, torch.Tensor], mask: Mask, fraction: float, output_fraction: float,
+               scope: str, output_name: str) -> Mask:
+    """One pruning level: remove `fraction` of the remaining weights by lowest score.
+
+    layerwise: each layer loses ceil(fraction x its remaining); global: the non-output layers form one
+    pool that loses ceil(fraction x pool remaining). The output layer always loses
+    ceil(output_fraction x its remaining) on its own (0 keeps it dense), as in Frankle & Carbin.
+    """
+    new: Mask = {}
+    pool = [n for n in mask if n != output_name]
+    if scope == "layerwise":
+        for n in pool:
+            alive = int(mask[n].sum())
+            new[n] = keep_top(scores[n], mask[n], alive - math.ceil(fraction * alive))
+    elif scope == "global":
+        alive = sum(int(mask[n].sum()) for n in pool)
+        new.update(_keep_global(scores, mask, pool, alive - math.ceil(fraction * alive)))
+    else:
+        raise ValueError(f"unknown scope {scope!r}")
+    alive = int(mask[output_name].sum())
+    new[output_name] = keep_top(scores[output_name], mask[output_name],
+                                alive - math.ceil(output_fraction * alive))
+    return {n: new[n] for n in mask}  # keep the model's layer order
+
+
+def _keep_global(scores, mask: Mask, names: list[str], n_keep: int) -> Mask:
+    flat_scores = torch.cat([scores[n].flatten().float() for n in names])
+    flat_alive = torch.cat([mask[n].flatten() for n in names])
+    flat = keep_top(flat_scores, flat_alive, n_keep)
+    out, i = {}, 0
+    for n in names:
+        k = mask[n].numel()
+        out[n] = flat[i:i + k].view_as(mask[n])
+        i += k
+    return out
+
+
+def prune_to_density(scores: dict[str, torch.Tensor], mask: Mask, target: float, output_density: float,
+                     scope: str, output_name: str) -> Mask:
+    """One-shot: keep round(target x size) of the non-output layers (per layer or pooled) and
+    round(output_density x size) of the output layer."""
+    new: Mask = {}
+    pool = [n for n in mask if n != output_name]
+    if scope == "layerwise":
+        for n in pool:
+            new[n] = keep_top(scores[n], mask[n], min(int(mask[n].sum()), round(target * mask[n].numel())))
+    else:
+        size = sum(mask[n].numel() for n in pool)
+        alive = sum(int(mask[n].sum()) for n in pool)
+        new.update(_keep_global(scores, mask, pool, min(alive, round(target * size))))
+    o = mask[output_name]
+    new[output_name] = keep_top(scores[output_name], o, min(int(o.sum()), round(output_density * o.numel())))
+    return {n: new[n] for n in mask}
+
+
+def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().abs() for n in mask}
+
+
+# ---------------------------------------------------------------- controls' mask transforms
+def shuffle_within_layers(mask: Mask, generator: torch.Generator) -> Mask:
+    """Permute each layer's mask entries: same per-layer counts, positions forgotten."""
+    out = {}
+    for n, m in mask.items():
+        perm = torch.randperm(m.numel(), generator=generator).to(m.device)
+        out[n] = m.flatten()[perm].view_as(m)
+    return out
+
+
+def random_like(mask: Mask, generator: torch.Generator) -> Mask:
+    """A fresh uniformly random mask with exactly the same number kept in every layer."""
+    out = {}
+    for n, m in mask.items():
+        scores = torch.rand(m.shape, generator=generator).to(m.device)
+        out[n] = keep_top(scores, torch.ones_like(m), int(m.sum()))
+    return out
+
+
+# ---------------------------------------------------------------- applying and exporting
+@torch.no_grad()
+def apply(model: nn.Module, mask: Mask) -> None:
+    """Zero the pruned weights in place."""
+    params = dict(model.named_parameters())
+    for n, m in mask.items():
+        params[n].mul_(m)
+
+
+def export_pytorch(model: nn.Module, mask: Mask) -> nn.Module:
+    """Attach the mask with `torch.nn.utils.prune.custom_from_mask`, so a ticket keeps its sparsity
+    while training in code that knows nothing of this project. Modifies and returns `model`."""
+    from torch.nn.utils import prune
+
+    modules = dict(model.named_modules())
+    for n, m in mask.items():
+        mod_name, _, pname = n.rpartition(".")
+        prune.custom_from_mask(modules[mod_name], pname, m.to(dtype=torch.float32))
+    return model
+
+
+def plain_state_dict(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
+    """The ticket as an ordinary state_dict: pruned weights are stored as zeros."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for n, m in mask.items():
+        sd[n].mul_(m)
+    return sd

@@ -1,0 +1,36 @@
+"""Magnitude pruning: iterative (IMP, with init / late / learning-rate rewinding) and one-shot."""
+from __future__ import annotations
+
+import math
+
+from .. import masks as M
+from ..registry import METHODS
+
+
+def _magnitudes(weights, mask):
+    return {n: weights[n].abs() for n in mask}
+
+
+@METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")
+def imp(ctx) -> None:
+    cfg = ctx.config.prune
+    trained = ctx.dense
+    for level in range(1, cfg.levels + 1):
+        mask = M.prune_step(_magnitudes(trained.weights, trained.mask), trained.mask, cfg.prune_fraction,
+                            cfg.output_fraction, cfg.scope, ctx.output_name)
+        start, start_step = ctx.rewind(trained.weights)
+        trained = ctx.train_ticket(level, mask, start, start_step)
+
+
+@METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")
+def oneshot(ctx) -> None:
+    cfg = ctx.config.prune
+    # The output layer ends where IMP would leave it after reaching the same hidden density, so
+    # one-shot and iterative tickets at equal density are comparable layer by layer.
+    equivalent_levels = math.log(cfg.density) / math.log(1 - cfg.prune_fraction)
+    output_density = (1 - cfg.output_fraction) ** equivalent_levels
+    dense = ctx.dense
+    mask = M.prune_to_density(_magnitudes(dense.weights, dense.mask), dense.mask, cfg.density, output_density,
+                              cfg.scope, ctx.output_name)
+    start, start_step = ctx.rewind(dense.weights)
+    ctx.train_ticket(1, mask, start, start_step)

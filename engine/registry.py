@@ -1,0 +1,56 @@
+"""One registry type for models, datasets, methods and controls.
+
+Each registry maps a name to an object plus a one-line description, so the CLI's `--help`, the
+explorer's dropdowns and the error messages all list the same choices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    help: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, help: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = Entry(name, obj, help)
+            return obj
+
+        return add
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str, field: str) -> T:
+        """Look a name up; `field` is the config field that holds it, for the error message."""
+        if name not in self._entries:
+            raise ConfigError(field, name, f"known {self.kind}s: {', '.join(self.names())}")
+        return self._entries[name].obj
+
+    def describe(self) -> dict[str, str]:
+        return {e.name: e.help for e in self._entries.values()}
+
+
+MODELS: Registry = Registry("model")
+DATASETS: Registry = Registry("dataset")
+METHODS: Registry = Registry("method")
+CONTROLS: Registry = Registry("control")

@@ -1,0 +1,286 @@
+"""`run(config)`: validate, load, then let the chosen method produce tickets level by level.
+
+The runner owns everything methods should not have to think about: the store (resume, atomic
+writes), events, cancellation, the dense baseline (level 0), the rewind point, and the controls
+trained beside every ticket. A method is a short function of a `RunContext` (see engine.methods).
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import data as data_mod
+from . import events as ev
+from . import masks as M
+from . import models, trainer
+from .config import RunConfig
+from .errors import ConfigError, LotteryError, RunCancelled
+from .registry import CONTROLS, METHODS
+from .seeding import derive_seed
+from .store import RunStore, check_writable, load_tensors, save_tensors
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", name, "CUDA is not available on this machine; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device", name, "MPS is not available on this machine; use auto or cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError("device", name, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)
+
+
+@dataclass
+class Trained:
+    """A finished training: its summary row, the mask it trained under and its trained weights."""
+    record: dict
+    mask: M.Mask
+    weights: dict[str, torch.Tensor]
+
+
+class RunContext:
+    """What a method sees: the config, the data, and `train_ticket` to train (or reuse) a level."""
+
+    def __init__(self, config: RunConfig, data: data_mod.Dataset, store: RunStore, device: torch.device,
+                 make_model: Callable[[], nn.Module], reinit: Callable[[nn.Module, int], None],
+                 sink: ev.Sink, cancel):
+        self.config, self.data, self.store, self.device = config, data, store, device
+        self._make_model, self._reinit = make_model, reinit
+        self._sink, self.cancel = sink, cancel
+        self.total_steps = trainer.total_steps(len(data.train), config.train)
+        probe = make_model()
+        self.output_name = M.output_layer(probe)
+        self.init_weights: dict[str, torch.Tensor] = {}
+        self.rewind_weights: dict[str, torch.Tensor] | None = None
+        self.dense: Trained | None = None
+        self.on_saved: Callable[[], None] | None = None  # the runner rewrites summary.json here
+
+    # ------------------------------------------------------------ helpers for methods
+    def emit(self, event: ev.Event) -> None:
+        if self._sink is not None:
+            self._sink(event)
+
+    def model_with(self, weights: dict[str, torch.Tensor]) -> nn.Module:
+        model = self._make_model()
+        model.load_state_dict(weights)
+        return model.to(self.device)
+
+    def fresh_weights(self, *stream) -> dict[str, torch.Tensor]:
+        """A new initialisation from an independent seed stream (the reinit control)."""
+        model = self._make_model()
+        self._reinit(model, derive_seed(self.config.seed, *stream))
+        return {k: v.detach().to(self.device) for k, v in model.state_dict().items()}
+
+    def rewind(self, trained: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+        """(weights to restart survivors from, step to restart at) for the configured rewind point."""
+        point = self.config.prune.rewind_point
+        if point.kind == "init":
+            return self.init_weights, 0
+        if point.kind == "iter":
+            return self.rewind_weights, point.iteration
+        return trained, 0  # learning-rate rewinding: keep the weights, replay the schedule
+
+    def train_ticket(self, level: int, mask: M.Mask, start: dict[str, torch.Tensor], start_step: int,
+                     *, with_controls: bool = True) -> Trained:
+        """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels."""
+        ticket = self._train("ticket", level, mask, start, start_step)
+        if with_controls and level > 0:
+            for name in self.config.prune.controls:
+                c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
+                                                                                 start_step)
+                self._train(name, level, c_mask, c_start, c_step)
+        return ticket
+
+    # ------------------------------------------------------------ one training, stored
+    def _train(self, variant: str, level: int, mask: M.Mask, start, start_step: int) -> Trained:
+        stored = self.store.level_record(variant, level)
+        if stored is not None:
+            mask, weights = self.store.load_level(variant, level, self.device)
+            self.emit(ev.LevelDone(self.store.run_id, level, variant, stored, reused=True))
+            return Trained(stored, mask, weights)
+
+        model = self.model_with(start)
+        M.apply(model, mask)
+        density = M.density(mask)
+        self.emit(ev.TrainingStarted(self.store.run_id, level, variant, density, start_step, self.total_steps))
+        rid = self.store.run_id
+
+        def on_eval(point):
+            self.store.append_metrics({"type": "eval", "level": level, "variant": variant, **point})
+            self.emit(ev.Evaluated(rid, level, variant, point["iteration"], point["epoch"], point["train_loss"],
+                                   point["val_loss"], point["val_accuracy"], point["test_accuracy"]))
+
+        on_step = None
+        rewind_k = self.config.prune.rewind_point.iteration
+        if variant == "ticket" and level == 0 and rewind_k:
+            def on_step(step, m):  # capture the late-rewinding point during dense training
+                if step == rewind_k:
+                    self.rewind_weights = {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+        seed = derive_seed(self.config.seed, "train", variant, level)
+        result = trainer.train(model, self.data, self.config.train, mask, seed=seed, start_step=start_step,
+                               on_step=on_step, on_eval=on_eval, cancel=self.cancel)
+        weights = {k: v.detach() for k, v in model.state_dict().items()}
+        record = {
+            "level": level, "variant": variant, "density": density, "sparsity": 1 - density,
+            "kept_weights": M.kept(mask), "prunable_weights": M.total(mask),
+            "test_accuracy": result.final["test_accuracy"], "test_loss": result.final["test_loss"],
+            "val_accuracy": result.final["val_accuracy"], "val_loss": result.final["val_loss"],
+            "early_stop_iteration": result.early_stop_iteration,
+            "early_stop_test_accuracy": result.at_early_stop["test_accuracy"],
+            "early_stop_val_accuracy": result.at_early_stop["val_accuracy"],
+            "train_seconds": round(result.seconds, 4), "start_step": start_step, "iterations": result.iterations,
+            "layers": M.layer_densities(mask),
+        }
+        if self.rewind_weights is not None and variant == "ticket" and level == 0:
+            save_tensors(self.store.weights_path("rewind"), self.rewind_weights)
+        self.store.save_level(variant, level, mask, weights, record)
+        self.store.append_metrics({"type": "level", **record})
+        if self.on_saved is not None:
+            self.on_saved()
+        self.emit(ev.LevelDone(rid, level, variant, record, reused=False))
+        return Trained(record, mask, weights)
+
+
+# ---------------------------------------------------------------- the summary a user reads
+ROW_KEYS = ("level", "density", "sparsity", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
+            "early_stop_iteration", "early_stop_test_accuracy", "train_seconds", "layers")
+
+
+def build_summary(config: RunConfig, store: RunStore, status: str, *, model_name: str, device: str,
+                  error: str | None = None) -> dict:
+    def rows(variant):
+        return [{k: r[k] for k in ROW_KEYS} for r in store.records(variant)]
+
+    ticket_rows = rows("ticket")
+    dense = next((r for r in ticket_rows if r["level"] == 0), None)
+    summary = {
+        "run_id": store.run_id, "status": status, "method": config.prune.method, "model": model_name,
+        "dataset": config.data.dataset, "seed": config.seed, "device": device,
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.non_default(),
+        "dense": dense,
+        "levels": [r for r in ticket_rows if r["level"] > 0],
+        "controls": {name: rows(name) for name in config.prune.controls},
+    }
+    if error:
+        summary["error"] = error
+    return summary
+
+
+# ---------------------------------------------------------------- which model
+def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):
+    """(make_model, reinit, run_id, model_name) for a registry model or a user's own module.
+
+    A user's module is part of the experiment's identity: its class, parameter shapes and initial
+    values are hashed into the run id, so a different module never resumes someone else's run.
+    """
+    if user_model is None:
+        def make_model():
+            return models.build(config.model, dataset.input_shape, dataset.num_classes, config.seed)
+
+        def reinit(model, seed):
+            models.initialise(model, config.model.init, torch.Generator().manual_seed(seed))
+
+        return make_model, reinit, config.run_id, config.model.model
+
+    if not isinstance(user_model, nn.Module) or not M.prunable(user_model):
+        raise ConfigError("model", type(user_model).__name__, "must be an nn.Module with at least one Linear or "
+                          "Conv layer to prune")
+    template = copy.deepcopy(user_model).cpu()
+    h = hashlib.sha256(type(user_model).__qualname__.encode())
+    for k, v in template.state_dict().items():
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().float().numpy().tobytes())
+    name = f"custom:{type(user_model).__name__}"
+    run_id = f"{config.run_id}-custom{h.hexdigest()[:8]}"
+
+    def reinit(model, seed):
+        models.initialise(model, "torch_default", torch.Generator().manual_seed(seed))
+
+    return (lambda: copy.deepcopy(template)), reinit, run_id, name
+
+
+# ---------------------------------------------------------------- entry point
+def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
+        model: nn.Module | None = None) -> dict:
+    """Run `config` to completion (or resume it) and return its summary.
+
+    `on_event` receives typed events (engine.events); `cancel` is anything with `is_set()` (a
+    `threading.Event`): when set, the run stops after the current step with status "cancelled" and
+    keeps its completed levels. `model` is an optional user `nn.Module` used instead of the registry's;
+    its current weights are the initialisation. Bad settings raise ConfigError before anything is written.
+    """
+    if not isinstance(config, RunConfig):
+        raise ConfigError("config", type(config).__name__, "must be an engine.RunConfig")
+    method = METHODS.get(config.prune.method, "prune.method")
+    device = resolve_device(config.device)
+    root = check_writable(runs_dir)
+    dataset = data_mod.load(config.data, device)
+    make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
+
+    store = RunStore(root, run_id)
+    ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
+    point = config.prune.rewind_point
+    if point.kind == "iter" and point.iteration >= ctx.total_steps:
+        raise ConfigError("prune.rewind", config.prune.rewind,
+                          f"rewind iteration must be below the {ctx.total_steps} training iterations")
+    store.create(config.to_dict() | ({"custom_model": model_name} if model is not None else {}))
+    store.lock()
+    status, error = "running", None
+    summarise = lambda: build_summary(config, store, status, model_name=model_name, device=str(device),  # noqa: E731
+                                      error=error)
+    try:
+        per_level = 1 + len(config.prune.controls)
+        levels = config.prune.levels if config.prune.method == "imp" else 1
+        done = sum(len(store.records(v)) for v in ("ticket", *config.prune.controls))
+        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done))
+        store.write_summary(summarise())
+
+        init_path = store.weights_path("init")
+        if init_path.exists():
+            ctx.init_weights = load_tensors(init_path, device)
+        else:
+            ctx.init_weights = {k: v.detach().to(device) for k, v in make_model().state_dict().items()}
+            save_tensors(init_path, ctx.init_weights)
+        if store.weights_path("rewind").exists():
+            ctx.rewind_weights = load_tensors(store.weights_path("rewind"), device)
+
+        ctx.on_saved = lambda: store.write_summary(summarise())
+        ctx.dense = ctx.train_ticket(0, M.ones(make_model()), ctx.init_weights, 0)
+        method(ctx)
+        status = "completed"
+    except (RunCancelled, KeyboardInterrupt) as e:
+        status = "cancelled"
+        store.write_summary(summarise())
+        ctx.emit(ev.RunCancelled(run_id, len(store.records("ticket"))))
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return summarise()
+    except BaseException as e:
+        status = "failed"
+        error = f"{type(e).__name__}: {e}"
+        store.write_summary(summarise())
+        ctx.emit(ev.RunFailed(run_id, error))
+        if not isinstance(e, LotteryError):
+            store.append_metrics({"type": "error", "traceback": traceback.format_exc()})
+        raise
+    finally:
+        store.unlock()
+    summary = summarise()
+    store.write_summary(summary)
+    ctx.emit(ev.RunFinished(run_id, summary))
+    return summary

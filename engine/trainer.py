@@ -1,0 +1,156 @@
+"""One flat training loop over in-memory tensors, with masks enforced.
+
+Read it top to bottom: pick the batch for this step (a fixed permutation per epoch, so data order is a
+function of (seed, step) and late rewinding can continue from step k), forward, backward, zero the
+gradients of pruned weights, step. Zeroing the gradients is enough to keep pruned weights at exactly 0
+with no optimizer state: SGD's momentum and Adam's moments start at 0 and only ever see 0 there, and
+(coupled) weight decay of a zero weight is zero. Tests check this invariant after every step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import Dataset, Split
+from .errors import ConfigError, RunCancelled
+from .masks import Mask
+from .seeding import generator
+
+
+def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
+    if cfg.batch_size > n_train:
+        raise ConfigError("train.batch_size", cfg.batch_size, f"must be at most the {n_train} training examples")
+    return n_train // cfg.batch_size  # the last partial batch is dropped: every step sees batch_size examples
+
+
+def total_steps(n_train: int, cfg: TrainConfig) -> int:
+    return cfg.epochs * steps_per_epoch(n_train, cfg)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+    if cfg.lr_schedule == "step":  # x0.1 at 50% and at 75% of training
+        return cfg.lr * (0.1 ** ((step >= total // 2) + (step >= 3 * total // 4)))
+    return cfg.lr
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, batch: int = 8192) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a split, in large batches."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=split.y.device)
+    correct = torch.zeros((), device=split.y.device, dtype=torch.long)
+    for i in range(0, len(split), batch):
+        out = model(split.x[i:i + batch])
+        y = split.y[i:i + batch]
+        loss += F.cross_entropy(out, y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(split)
+    return float(loss) / n, int(correct) / n
+
+
+@dataclass
+class TrainResult:
+    iterations: int                        # the step training ended at
+    seconds: float
+    final: dict                            # val/test loss and accuracy of the final weights
+    early_stop_iteration: int              # iteration of minimum validation loss
+    at_early_stop: dict                    # val/test metrics at that iteration
+    curve: list = field(default_factory=list)
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask], *, seed: int,
+          start_step: int = 0, on_step: Callable[[int, nn.Module], None] | None = None,
+          on_eval: Callable[[dict], None] | None = None, cancel=None) -> TrainResult:
+    """Train `model` in place from `start_step` to the end of the schedule.
+
+    `on_step(step, model)` runs after each optimizer step (rewind capture, dynamic sparsity);
+    `on_eval(metrics)` after each evaluation; `cancel.is_set()` is checked every step.
+    The optimizer starts fresh: rewinding restores weights, not optimizer state.
+    """
+    x, y = data.train.x, data.train.y
+    bs = cfg.batch_size
+    per_epoch = steps_per_epoch(len(y), cfg)
+    total = cfg.epochs * per_epoch
+    eval_every = cfg.eval_every or per_epoch
+    params = dict(model.named_parameters())
+    masked = [(params[n], m.to(params[n].dtype)) for n, m in (mask or {}).items() if not bool(m.all())]
+    masked_params = [p for p, _ in masked]
+    masked_values = [m for _, m in masked]
+    opt = make_optimizer(model.parameters(), cfg)
+    schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
+
+    model.train()
+    curve: list[dict] = []
+    best = (math.inf, start_step, {})
+    loss_sum = torch.zeros((), device=y.device)
+    losses_since_eval = 0
+    perm = None
+    t0 = time.perf_counter()
+    for step in range(start_step, total):
+        epoch, b = divmod(step, per_epoch)
+        if perm is None or b == 0:
+            perm = torch.randperm(len(y), generator=generator(seed, "order", epoch)).to(y.device)
+        idx = perm[b * bs:(b + 1) * bs]
+        if schedule:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked:
+            torch._foreach_mul_([p.grad for p in masked_params], masked_values)
+        opt.step()
+        loss_sum += loss.detach()
+        losses_since_eval += 1
+        if on_step is not None:
+            on_step(step + 1, model)
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+
+        if (step + 1) % eval_every == 0 or step + 1 == total:
+            val_loss, val_acc = evaluate(model, data.val)
+            test_loss, test_acc = evaluate(model, data.test)
+            point = {"iteration": step + 1, "epoch": (step + 1) / per_epoch,
+                     "train_loss": float(loss_sum) / losses_since_eval,
+                     "val_loss": val_loss, "val_accuracy": val_acc,
+                     "test_loss": test_loss, "test_accuracy": test_acc}
+            loss_sum.zero_()
+            losses_since_eval = 0
+            curve.append(point)
+            if val_loss < best[0]:
+                best = (val_loss, step + 1, point)
+            if on_eval is not None:
+                on_eval(point)
+
+    seconds = time.perf_counter() - t0
+    if not curve:  # started at or past the end: nothing to train, still report the weights as they are
+        val_loss, val_acc = evaluate(model, data.val)
+        test_loss, test_acc = evaluate(model, data.test)
+        curve.append({"iteration": start_step, "epoch": start_step / per_epoch, "train_loss": float("nan"),
+                      "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
+                      "test_accuracy": test_acc})
+        best = (val_loss, start_step, curve[-1])
+    keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+    return TrainResult(iterations=total, seconds=seconds, final={k: curve[-1][k] for k in keys},
+                       early_stop_iteration=best[1], at_early_stop={k: best[2][k] for k in keys},
+                       curve=curve)
