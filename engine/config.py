@@ -199,7 +199,8 @@ class PruneConfig:
             raise ConfigError("prune.controls", self.controls, "must be a tuple of control names")
         known = _known_controls()
         for c in self.controls:
-            _choice("prune.controls", c, known)
+            if c not in known:
+                raise ConfigError("prune.controls", self.controls, f"unknown control {c!r}; allowed: {', '.join(known)}")
         if len(set(self.controls)) != len(self.controls):
             raise ConfigError("prune.controls", self.controls, "each control may appear once")
 
@@ -227,7 +228,8 @@ class RunConfig:
 
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON-ready data (tuples become lists); `from_dict` reads it back."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -283,9 +285,14 @@ def _field(cls, name: str) -> dataclasses.Field:
 
 
 def _diff(obj, default, skip=frozenset()) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
             if f.name not in skip and f.metadata.get("hashed", True)
             and getattr(obj, f.name) != getattr(default, f.name)}
+
+
+def _plain(value):
+    """Tuples as lists, so a config reads the same from memory and from JSON."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _build(cls, values: dict, prefix: str, extra: dict | None = None):

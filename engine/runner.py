@@ -59,9 +59,8 @@ class RunContext:
         self.config, self.data, self.store, self.device = config, data, store, device
         self._make_model, self._reinit = make_model, reinit
         self._sink, self.cancel = sink, cancel
+        self.output_name = M.output_layer(make_model())  # builds the model once: shape errors surface here
         self.total_steps = trainer.total_steps(len(data.train), config.train)
-        probe = make_model()
-        self.output_name = M.output_layer(probe)
         self.init_weights: dict[str, torch.Tensor] = {}
         self.rewind_weights: dict[str, torch.Tensor] | None = None
         self.dense: Trained | None = None
