@@ -11,84 +11,32 @@ Every error is one line on stderr and a non-zero exit (2: bad input, 1: run fail
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 
-from .config import GROUPS, RunConfig, choices_of
+from .config import RunConfig, config_from_settings, settings
 from .errors import ConfigError, LotteryError
 
 # ---------------------------------------------------------------- flags from dataclasses
-
-
-def _fields():
-    """(group or "", dataclasses.Field) for every config setting, groups first."""
-    for group, cls in GROUPS.items():
-        for f in dataclasses.fields(cls):
-            yield group, f
-    for f in dataclasses.fields(RunConfig):
-        if f.name not in GROUPS:
-            yield "", f
-
-
-def flag_name(f: dataclasses.Field) -> str:
-    return "--" + f.name.replace("_", "-")
-
-
-def _hints(cls):
-    return typing.get_type_hints(cls)
+def flag_name(setting) -> str:
+    return "--" + setting.name.replace("_", "-")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    for group, f in _fields():
-        cls = GROUPS.get(group, RunConfig)
-        typ = _hints(cls)[f.name]
-        help_text = f.metadata.get("help", "")
-        if choices_of(f):
-            help_text += f" {{{', '.join(choices_of(f))}}}"
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if typ is bool:
-            parser.add_argument(flag_name(f), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {default})")
-            continue
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(flag_name(f), dest=f.name, default=None, metavar=f.name.upper(),
-                            help=f"{help_text} (default: {shown})")
-
-
-def _convert(path: str, f: dataclasses.Field, typ, text):
-    """Turn a flag's text into the field's type, or raise ConfigError naming the field."""
-    if text is None or typ is bool:
-        return text
-    try:
-        if typ is int:
-            return int(text)
-        if typ is float:
-            return float(text)
-        if typ is tuple:
-            if text.strip().lower() in ("", "none"):
-                return ()
-            item = f.metadata.get("item_type", str)
-            return tuple(item(part.strip()) for part in text.split(","))
-    except ValueError:
-        kind = {int: "an integer", float: "a number"}.get(typ, f"comma-separated {f.metadata.get('item_type', str).__name__}s")
-        raise ConfigError(path, text, f"must be {kind}") from None
-    return text
+    for s in settings():
+        help_text = s.help + (f" {{{', '.join(s.choices)}}}" if s.choices else "")
+        if s.type is bool:
+            parser.add_argument(flag_name(s), dest=s.path, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {s.default})")
+        else:
+            parser.add_argument(flag_name(s), dest=s.path, default=None, metavar=s.name.upper(),
+                                help=f"{help_text} (default: {s.format(s.default)})")
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
-    d = base or {}
-    for group, f in _fields():
-        value = getattr(args, f.name, None)
-        if value is None:
-            continue
-        cls = GROUPS.get(group, RunConfig)
-        path = f"{group}.{f.name}" if group else f.name
-        value = _convert(path, f, _hints(cls)[f.name], value)
-        (d.setdefault(group, {}) if group else d)[f.name] = value
-    return RunConfig.from_dict(d)
+    given = {s.path: getattr(args, s.path) for s in settings() if getattr(args, s.path, None) is not None}
+    return config_from_settings(given, base)
 
 
 # ---------------------------------------------------------------- output
@@ -233,7 +181,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend=None) -> argparse.ArgumentParser:
+    """The parser; `extend(subparsers, common)` lets the explorer add its commands (serve, report)
+    without the engine importing any UI code."""
     from .runner import DEFAULT_RUNS_DIR
 
     p = _Parser(prog="lottery", description="Find and study lottery tickets of PyTorch models.")
@@ -269,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--level", type=int, default=None, help="level to export (default: the last)")
     ex.add_argument("--out", required=True, help="output .safetensors file")
     ex.set_defaults(func=cmd_export)
+    if extend is not None:
+        extend(sub, common)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extend=None) -> int:
+    args = build_parser(extend).parse_args(argv)
     try:
         return args.func(args)
     except LotteryError as e:

@@ -6,11 +6,13 @@ explorer's widgets are generated from them. A config hashes, over its non-defaul
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -278,6 +280,70 @@ class RunConfig:
 
 GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                            "prune": PruneConfig}
+
+
+# ---------------------------------------------------------------- settings: what UIs are generated from
+@dataclass(frozen=True)
+class Setting:
+    """One config field as a UI sees it: the CLI makes a flag of it, the explorer a widget."""
+    path: str          # "prune.levels" (or "seed" for top-level fields)
+    name: str          # "levels"
+    type: type         # int, float, str, bool or tuple
+    default: Any
+    help: str
+    choices: list[str] | None
+    item_type: type | None  # for tuples
+
+    def parse(self, text):
+        """A value from text (a flag, a text box), or ConfigError naming the field."""
+        if not isinstance(text, str) or self.type is str:
+            return text
+        try:
+            if self.type is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            if self.type is int:
+                return int(text)
+            if self.type is float:
+                return float(text)
+            if self.type is tuple:
+                if text.strip().lower() in ("", "none"):
+                    return ()
+                return tuple(self.item_type(part.strip()) for part in text.split(","))
+        except ValueError:
+            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(
+                self.type, f"comma-separated {getattr(self.item_type, '__name__', 'value')}s")
+            raise ConfigError(self.path, text, f"must be {kind}") from None
+        return text
+
+    def format(self, value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def settings() -> list[Setting]:
+    """Every config field, groups first, in declaration order."""
+    out = []
+    for group, cls in [*GROUPS.items(), ("", RunConfig)]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if cls is RunConfig and f.name in GROUPS:
+                continue
+            out.append(Setting(f"{group}.{f.name}" if group else f.name, f.name, hints[f.name], f.default,
+                               f.metadata.get("help", ""), choices_of(f), f.metadata.get("item_type")))
+    return out
+
+
+def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:
+    """A validated RunConfig from {setting path: value or text}; unspecified settings keep `base`/defaults."""
+    d = copy.deepcopy(base) if base else {}
+    by_path = {s.path: s for s in settings()}
+    for path, value in values.items():
+        if path not in by_path:
+            raise ConfigError(path, value, "is not a config field")
+        group, _, name = path.rpartition(".")
+        (d.setdefault(group, {}) if group else d)[name] = by_path[path].parse(value)
+    return RunConfig.from_dict(d)
 
 
 def _field(cls, name: str) -> dataclasses.Field:

@@ -70,3 +70,12 @@ def test_rewind_parsing():
     assert Rewind.parse("iter:25") == Rewind("iter", 25)
     with pytest.raises(ConfigError):
         Rewind.parse("iter:0")
+
+
+def test_every_field_is_a_setting_with_help():
+    import dataclasses
+    from engine.config import GROUPS, settings
+    paths = {s.path for s in settings()}
+    expected = {f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls)} | {"seed", "device"}
+    assert paths == expected
+    assert all(s.help for s in settings())
