@@ -1,0 +1,152 @@
+"""The Lottery Ticket Explorer app: launch panel, live training, ticket views and the run browser.
+
+    lottery serve                      # or: panel serve explorer/app.py
+    ExplorerApp(runs_dir="runs")       # in a notebook cell: the same views, inline
+
+Runs train on worker threads; a periodic callback (4 Hz) drains their events into the views, so the
+event loop never waits for training. Closing the browser tab cancels that page's run.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import panel as pn
+import param
+
+from engine.store import RunStore
+
+from . import plots
+from .browser import RunBrowser
+from .launch import LaunchPanel
+
+POLL_MS = 250
+RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
+
+
+class ExplorerApp(pn.viewable.Viewer):
+    runs_dir = param.String(default="runs")
+
+    def __init__(self, **params):
+        params.setdefault("runs_dir", os.environ.get(RUNS_DIR_ENV, "runs"))
+        super().__init__(**params)
+        self.launcher = LaunchPanel(self.runs_dir)
+        self.browser = RunBrowser(self.runs_dir)
+        self.live = pn.pane.HoloViews(plots.learning_curve([]), sizing_mode="stretch_width", css_classes=["live-plot"])
+        self.accuracy = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
+        self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
+        self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
+        self.heatmap = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["mask-plot"])
+        self.run_select = pn.widgets.Select(name="run", options=[], sizing_mode="stretch_width")
+        self.level_select = pn.widgets.Select(name="level", options=[], width=120)
+        self.layer_select = pn.widgets.Select(name="layer", options=[], width=220)
+        self.run_select.param.watch(lambda e: self._on_run_choice(), "value")
+        self.level_select.param.watch(lambda e: self._draw_heatmap(), "value")
+        self.layer_select.param.watch(lambda e: self._draw_heatmap(), "value")
+        self.browser.param.watch(lambda e: self.refresh_views(), "selected")
+        self._seen = (None, -1, "")
+        self._curve_len = 0
+        self._mask_cache: dict = {}
+        self._callback = None
+        self.refresh_views()
+
+    # ------------------------------------------------------------ live updates
+    def start_polling(self) -> None:
+        """Drain run events on the event loop every POLL_MS (needs a Panel session or a notebook comm)."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.tick, period=POLL_MS)
+
+    def stop(self) -> None:
+        """Cancel this page's run and stop polling (the session is gone)."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.launcher.cancel()
+
+    def tick(self) -> None:
+        self.launcher.drain()
+        s = self.launcher.session
+        if s is None:
+            return
+        if len(s.curve) != self._curve_len:
+            self._curve_len = len(s.curve)
+            self.live.object = plots.learning_curve(s.curve, f"Live: level {s.level} {s.variant}")
+        state = (s.run_id, s.levels_done, s.status)
+        if state != self._seen:
+            self._seen = state
+            self.browser.refresh()
+            self.refresh_views(focus=s.run_id)
+
+    # ------------------------------------------------------------ views
+    def refresh_views(self, focus: str | None = None) -> None:
+        chosen = self.browser.chosen()
+        self.accuracy.object = plots.accuracy_vs_density(chosen)
+        self.early_stop.object = plots.early_stop_vs_density(chosen)
+        ids = [s["run_id"] for s in self.browser.summaries]
+        current = focus if focus in ids else self.run_select.value if self.run_select.value in ids else \
+            (self.browser.selected[0] if self.browser.selected else ids[0] if ids else None)
+        self.run_select.options = ids
+        if self.run_select.value != current:
+            self.run_select.value = current  # triggers _on_run_choice
+        else:
+            self._on_run_choice()
+
+    def _summary(self, run_id):
+        return next((s for s in self.browser.summaries if s["run_id"] == run_id), None)
+
+    def _on_run_choice(self) -> None:
+        summary = self._summary(self.run_select.value)
+        self.density.object = plots.density_bars(summary)
+        rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
+        levels = [r["level"] for r in rows]
+        layers = list(rows[0]["layers"]) if rows else []
+        self.level_select.options = levels
+        if levels and self.level_select.value not in levels:
+            self.level_select.value = levels[-1]
+        self.layer_select.options = layers
+        if layers and self.layer_select.value not in layers:
+            self.layer_select.value = layers[0]
+        self._draw_heatmap()
+
+    def _draw_heatmap(self) -> None:
+        run_id, level, layer = self.run_select.value, self.level_select.value, self.layer_select.value
+        mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None
+        self.heatmap.object = plots.mask_heatmap(mask, layer or "", level or 0)
+
+    def _mask(self, run_id, level, layer):
+        """A layer's mask from the store; finished levels never change, so they are cached."""
+        key = (run_id, level, layer)
+        if key not in self._mask_cache:
+            store = RunStore(self.runs_dir, run_id)
+            if store.level_record("ticket", level) is None:
+                return None
+            mask, _ = store.load_level("ticket", level)
+            self._mask_cache[key] = mask[layer].numpy().astype(np.uint8) if layer in mask else None
+        return self._mask_cache[key]
+
+    def tabs(self) -> pn.Tabs:
+        masks = pn.Column(self.density, pn.Row(self.run_select, self.level_select, self.layer_select),
+                          self.heatmap, sizing_mode="stretch_width")
+        return pn.Tabs(("Live", self.live), ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
+                       ("Masks", masks), ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
+
+    def __panel__(self):  # inline in a notebook
+        return pn.Row(pn.Column(self.launcher, width=320), self.tabs(), sizing_mode="stretch_width")
+
+    def template(self) -> pn.template.FastListTemplate:
+        """The served page: the same views in a FastListTemplate."""
+        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self.launcher],
+                                            main=[self.tabs()], sidebar_width=340, accent="#1f4e79")
+
+
+def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
+    """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes."""
+    app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
+    app.start_polling()
+    pn.state.on_session_destroyed(lambda ctx: app.stop())
+    return app.template()
+
+
+if pn.state.served:  # `panel serve explorer/app.py`
+    pn.extension("tabulator", notifications=False)
+    session_app().servable()

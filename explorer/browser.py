@@ -1,0 +1,84 @@
+"""The run browser: every run in the store, selection for comparison, delete with confirmation."""
+from __future__ import annotations
+
+import panel as pn
+import param
+
+import engine
+from engine.store import RunStore
+
+from .tables import runs_table
+
+
+class RunBrowser(pn.viewable.Viewer):
+    """Lists the store's runs; `selected` are the run ids the views compare (none selected = all)."""
+
+    selected = param.List(default=[])
+    summaries = param.List(default=[])
+
+    def __init__(self, runs_dir, **params):
+        super().__init__(**params)
+        self.runs_dir = runs_dir
+        self.table = pn.widgets.Tabulator(runs_table([]), selectable="checkbox", disabled=True, show_index=False,
+                                          sizing_mode="stretch_width", height=320, pagination=None,
+                                          css_classes=["run-table"])
+        self.table.param.watch(self._on_select, "selection")
+        self.refresh_button = pn.widgets.Button(name="Refresh", width=100)
+        self.delete_button = pn.widgets.Button(name="Delete selected", button_type="danger", width=140)
+        self.confirm_button = pn.widgets.Button(name="Yes, delete", button_type="danger", width=120)
+        self.keep_button = pn.widgets.Button(name="Keep", width=80)
+        self.confirm = pn.Row(pn.pane.Markdown("", css_classes=["confirm-text"]), self.confirm_button,
+                              self.keep_button, visible=False)
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.delete_button.on_click(lambda _: self.ask_delete())
+        self.confirm_button.on_click(lambda _: self.delete_selected())
+        self.keep_button.on_click(lambda _: setattr(self.confirm, "visible", False))
+        self.notice = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.refresh()
+
+    def refresh(self) -> None:
+        keep = list(self.selected)
+        self.summaries = engine.list_runs(self.runs_dir)
+        df = runs_table(self.summaries)
+        self.table.value = df
+        ids = list(df["run_id"])
+        self.table.selection = [ids.index(r) for r in keep if r in ids]
+        self.selected = [r for r in keep if r in ids]
+
+    def _on_select(self, event) -> None:
+        ids = list(self.table.value["run_id"])
+        self.selected = [ids[i] for i in event.new if i < len(ids)]
+
+    def select(self, run_ids: list[str]) -> None:
+        ids = list(self.table.value["run_id"])
+        self.table.selection = [ids.index(r) for r in run_ids if r in ids]
+
+    def chosen(self) -> list[dict]:
+        """Summaries the views should show: the selection, or every run when nothing is selected."""
+        if not self.selected:
+            return self.summaries
+        return [s for s in self.summaries if s["run_id"] in self.selected]
+
+    def ask_delete(self) -> None:
+        if not self.selected:
+            self.notice.object = "Select runs to delete first."
+            return
+        self.confirm[0].object = f"Delete {len(self.selected)} run(s) and all their files? This cannot be undone."
+        self.confirm.visible = True
+
+    def delete_selected(self) -> None:
+        self.confirm.visible = False
+        deleted, refused = [], []
+        for run_id in self.selected:
+            try:
+                RunStore(self.runs_dir, run_id).delete()
+                deleted.append(run_id)
+            except engine.LotteryError as e:
+                refused.append(str(e))
+        self.notice.object = "; ".join([f"deleted {len(deleted)} run(s)"] * bool(deleted) + refused)
+        self.selected = []
+        self.refresh()
+
+    def __panel__(self):
+        return pn.Column(pn.Row(self.refresh_button, self.delete_button), self.confirm, self.notice, self.table,
+                         sizing_mode="stretch_width")

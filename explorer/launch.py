@@ -1,0 +1,134 @@
+"""The launch panel: widgets generated from the engine's config settings, Launch and Cancel.
+
+One widget per `engine.config.settings()` entry, so a new config field appears here without touching
+this file. The settings a lottery-ticket user changes most are shown; the rest sit in "More settings".
+"""
+from __future__ import annotations
+
+import panel as pn
+import param
+
+import engine
+from engine.config import Setting, config_from_settings, settings
+
+from .session import RunSession
+
+PRIMARY = ["model.model", "data.dataset", "prune.method", "prune.levels", "prune.prune_fraction", "prune.scope",
+           "prune.rewind", "train.epochs", "seed", "prune.controls"]
+
+
+def widget_for(s: Setting):
+    """The Panel widget for one setting (its name is the setting's path; its tooltip the help)."""
+    label = s.path.split(".")[-1].replace("_", " ")
+    common = dict(name=label, description=s.help, sizing_mode="stretch_width")
+    if s.type is tuple and s.choices:
+        return pn.widgets.MultiChoice(options=s.choices, value=list(s.default), **common)
+    if s.choices and s.path == "data.dataset":  # registry names, or any npz:PATH typed in
+        return pn.widgets.AutocompleteInput(options=[c for c in s.choices if c != "npz:PATH"], value=s.default,
+                                            restrict=False, min_characters=0, **common)
+    if s.choices:
+        return pn.widgets.Select(options=s.choices, value=s.default, **common)
+    if s.type is bool:
+        return pn.widgets.Checkbox(value=s.default, name=label, sizing_mode="stretch_width")
+    if s.type is int:
+        return pn.widgets.IntInput(value=s.default, **common)
+    if s.type is float:
+        return pn.widgets.FloatInput(value=s.default, **common)
+    return pn.widgets.TextInput(value=s.format(s.default), **common)
+
+
+class LaunchPanel(pn.viewable.Viewer):
+    """Start runs on worker threads; show their progress, errors and a Cancel button."""
+
+    session = param.ClassSelector(class_=RunSession, allow_None=True, default=None)
+    error = param.String(default="")
+
+    def __init__(self, runs_dir, **params):
+        super().__init__(**params)
+        self.runs_dir = runs_dir
+        self.settings = {s.path: s for s in settings()}
+        self.widgets = {path: widget_for(s) for path, s in self.settings.items()}
+        self.launch_button = pn.widgets.Button(name="Launch", button_type="primary", sizing_mode="stretch_width")
+        self.cancel_button = pn.widgets.Button(name="Cancel", button_type="warning", disabled=True,
+                                               sizing_mode="stretch_width")
+        self.launch_button.on_click(lambda _: self.launch())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
+        self.status = pn.pane.Markdown("Ready. Defaults: LeNet-300-100 on digits, IMP with rewinding to init.",
+                                       css_classes=["run-status"], sizing_mode="stretch_width")
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["run-error"],
+                                   sizing_mode="stretch_width")
+
+    # ------------------------------------------------------------ actions
+    def values(self) -> dict:
+        out = {}
+        for path, w in self.widgets.items():
+            v = w.value
+            out[path] = tuple(v) if isinstance(v, list) else v
+        return out
+
+    def set_values(self, **values) -> None:
+        """Set widgets by setting path (tests, notebooks): set_values(**{"train.epochs": 3})."""
+        for path, v in values.items():
+            w = self.widgets[path]
+            w.value = list(v) if isinstance(w, pn.widgets.MultiChoice) else v
+
+    def config(self) -> engine.RunConfig:
+        return config_from_settings(self.values())
+
+    def launch(self) -> RunSession | None:
+        if self.session is not None and self.session.alive:
+            self._show_error("a run is already going on this page; cancel it or wait for it to finish")
+            return None
+        try:
+            cfg = self.config()
+        except engine.ConfigError as e:
+            self._show_error(str(e))
+            return None
+        self._show_error("")
+        session = RunSession(cfg, self.runs_dir)
+        self.session = session
+        session.start()
+        self._sync()
+        return session
+
+    def cancel(self) -> None:
+        if self.session is not None:
+            self.session.cancel()
+            self._sync()
+
+    def drain(self) -> int:
+        """Apply the active run's events (called by the app's periodic callback)."""
+        if self.session is None:
+            return 0
+        n = self.session.drain()
+        if n:
+            self._sync()
+        return n
+
+    def _show_error(self, text: str) -> None:
+        self.error = text
+        self.alert.object = text
+        self.alert.visible = bool(text)
+
+    def _sync(self) -> None:
+        s = self.session
+        running = s is not None and s.status in ("starting", "running")
+        self.launch_button.disabled = running
+        self.cancel_button.disabled = not running
+        if s is None:
+            return
+        self.progress.value = int(s.progress)
+        self.status.object = f"**{s.status}** — {s.message}"
+        if s.status == "failed":
+            self._show_error(s.error)
+
+    # ------------------------------------------------------------ view
+    def __panel__(self):
+        primary = [self.widgets[p] for p in PRIMARY]
+        more = [w for p, w in self.widgets.items() if p not in PRIMARY]
+        return pn.Column(
+            "### Launch a run", *primary,
+            pn.Card(*more, title="More settings", collapsed=True, sizing_mode="stretch_width"),
+            pn.Row(self.launch_button, self.cancel_button, sizing_mode="stretch_width"),
+            self.progress, self.status, self.alert, sizing_mode="stretch_width")
