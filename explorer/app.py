@@ -37,9 +37,9 @@ class ExplorerApp(pn.viewable.Viewer):
         self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
         self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
         self.heatmap = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["mask-plot"])
-        self.run_select = pn.widgets.Select(name="run", options=[], sizing_mode="stretch_width")
-        self.level_select = pn.widgets.Select(name="level", options=[], width=120)
-        self.layer_select = pn.widgets.Select(name="layer", options=[], width=220)
+        self.run_select = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
+        self.level_select = pn.widgets.Select(label="level", options=[], width=120)
+        self.layer_select = pn.widgets.Select(label="layer", options=[], width=220)
         self.run_select.param.watch(lambda e: self._on_run_choice(), "value")
         self.level_select.param.watch(lambda e: self._draw_heatmap(), "value")
         self.layer_select.param.watch(lambda e: self._draw_heatmap(), "value")
@@ -100,8 +100,10 @@ class ExplorerApp(pn.viewable.Viewer):
         rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
         levels = [r["level"] for r in rows]
         layers = list(rows[0]["layers"]) if rows else []
+        old = self.level_select.options
+        following = not old or self.level_select.value == old[-1]  # on the newest level: stay on the newest
         self.level_select.options = levels
-        if levels and self.level_select.value not in levels:
+        if levels and (following or self.level_select.value not in levels):
             self.level_select.value = levels[-1]
         self.layer_select.options = layers
         if layers and self.layer_select.value not in layers:

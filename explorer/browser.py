@@ -23,10 +23,10 @@ class RunBrowser(pn.viewable.Viewer):
                                           sizing_mode="stretch_width", height=320, pagination=None,
                                           css_classes=["run-table"])
         self.table.param.watch(self._on_select, "selection")
-        self.refresh_button = pn.widgets.Button(name="Refresh", width=100)
-        self.delete_button = pn.widgets.Button(name="Delete selected", button_type="danger", width=140)
-        self.confirm_button = pn.widgets.Button(name="Yes, delete", button_type="danger", width=120)
-        self.keep_button = pn.widgets.Button(name="Keep", width=80)
+        self.refresh_button = pn.widgets.Button(label="Refresh", width=100)
+        self.delete_button = pn.widgets.Button(label="Delete selected", color="danger", width=140)
+        self.confirm_button = pn.widgets.Button(label="Yes, delete", color="danger", width=120)
+        self.keep_button = pn.widgets.Button(label="Keep", width=80)
         self.confirm = pn.Row(pn.pane.Markdown("", css_classes=["confirm-text"]), self.confirm_button,
                               self.keep_button, visible=False)
         self.refresh_button.on_click(lambda _: self.refresh())

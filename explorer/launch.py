@@ -20,7 +20,7 @@ PRIMARY = ["model.model", "data.dataset", "prune.method", "prune.levels", "prune
 def widget_for(s: Setting):
     """The Panel widget for one setting (its name is the setting's path; its tooltip the help)."""
     label = s.path.split(".")[-1].replace("_", " ")
-    common = dict(name=label, description=s.help, sizing_mode="stretch_width")
+    common = dict(label=label, description=s.help, sizing_mode="stretch_width")
     if s.type is tuple and s.choices:
         return pn.widgets.MultiChoice(options=s.choices, value=list(s.default), **common)
     if s.choices and s.path == "data.dataset":  # registry names, or any npz:PATH typed in
@@ -29,7 +29,7 @@ def widget_for(s: Setting):
     if s.choices:
         return pn.widgets.Select(options=s.choices, value=s.default, **common)
     if s.type is bool:
-        return pn.widgets.Checkbox(value=s.default, name=label, sizing_mode="stretch_width")
+        return pn.widgets.Checkbox(value=s.default, label=label, sizing_mode="stretch_width")
     if s.type is int:
         return pn.widgets.IntInput(value=s.default, **common)
     if s.type is float:
@@ -48,8 +48,8 @@ class LaunchPanel(pn.viewable.Viewer):
         self.runs_dir = runs_dir
         self.settings = {s.path: s for s in settings()}
         self.widgets = {path: widget_for(s) for path, s in self.settings.items()}
-        self.launch_button = pn.widgets.Button(name="Launch", button_type="primary", sizing_mode="stretch_width")
-        self.cancel_button = pn.widgets.Button(name="Cancel", button_type="warning", disabled=True,
+        self.launch_button = pn.widgets.Button(label="Launch", color="primary", sizing_mode="stretch_width")
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", disabled=True,
                                                sizing_mode="stretch_width")
         self.launch_button.on_click(lambda _: self.launch())
         self.cancel_button.on_click(lambda _: self.cancel())

@@ -1,0 +1,100 @@
+"""An ipywidgets launcher for classic notebooks: `explorer.widgets.launcher()`.
+
+The same settings as the Panel launch panel (generated from the engine's config), the same
+`RunSession` underneath; a small thread applies the run's events to the widgets four times a second.
+"""
+from __future__ import annotations
+
+import threading
+
+import ipywidgets as W
+
+import engine
+from engine.cli import format_summary
+from engine.config import Setting, config_from_settings, settings
+
+from .launch import PRIMARY
+from .session import RunSession
+
+
+def _widget(s: Setting) -> W.Widget:
+    label = s.path.split(".")[-1].replace("_", " ")
+    style = {"description_width": "110px"}
+    if s.type is tuple and s.choices:
+        return W.SelectMultiple(options=s.choices, value=tuple(s.default), description=label, style=style,
+                                rows=len(s.choices))
+    if s.choices and s.path != "data.dataset":
+        return W.Dropdown(options=s.choices, value=s.default, description=label, style=style)
+    if s.type is bool:
+        return W.Checkbox(value=s.default, description=label, style=style)
+    if s.type is int:
+        return W.IntText(value=s.default, description=label, style=style)
+    if s.type is float:
+        return W.FloatText(value=s.default, description=label, style=style)
+    return W.Text(value=s.format(s.default), description=label, style=style)
+
+
+class Launcher(W.VBox):
+    """Settings, Launch/Cancel, a progress bar, a status line and the finished run's table."""
+
+    def __init__(self, runs_dir="runs"):
+        self.runs_dir = runs_dir
+        self.settings = {s.path: s for s in settings()}
+        self.fields = {path: _widget(s) for path, s in self.settings.items()}
+        for path, w in self.fields.items():
+            w.tooltip = self.settings[path].help
+        self.launch_button = W.Button(description="Launch", button_style="primary")
+        self.cancel_button = W.Button(description="Cancel", button_style="warning", disabled=True)
+        self.progress = W.FloatProgress(value=0, min=0, max=100, description="progress")
+        self.status = W.HTML("Ready.")
+        self.output = W.Output()
+        self.session: RunSession | None = None
+        self.launch_button.on_click(lambda _: self.launch())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        more = W.Accordion(children=[W.VBox([w for p, w in self.fields.items() if p not in PRIMARY])])
+        more.set_title(0, "More settings")
+        super().__init__([*(self.fields[p] for p in PRIMARY), more,
+                          W.HBox([self.launch_button, self.cancel_button]), self.progress, self.status,
+                          self.output])
+
+    def launch(self) -> RunSession | None:
+        values = {p: tuple(w.value) if isinstance(w.value, (list, tuple)) else w.value
+                  for p, w in self.fields.items()}
+        try:
+            cfg = config_from_settings(values)
+        except engine.ConfigError as e:
+            self.status.value = f"<b style='color:#b00'>error:</b> {e}"
+            return None
+        self.session = RunSession(cfg, self.runs_dir)
+        self.session.start()
+        self.launch_button.disabled, self.cancel_button.disabled = True, False
+        threading.Thread(target=self._follow, args=(self.session,), daemon=True).start()
+        return self.session
+
+    def cancel(self) -> None:
+        if self.session is not None:
+            self.session.cancel()
+
+    def _follow(self, session: RunSession) -> None:
+        while True:
+            session.drain()
+            self.progress.value = session.progress
+            self.status.value = f"<b>{session.status}</b> — {session.message}"
+            if session.status in ("completed", "cancelled", "failed") and not session.alive:
+                break
+            session.join(0.25)
+        session.drain()
+        self.launch_button.disabled, self.cancel_button.disabled = False, True
+        summary = engine.RunStore(self.runs_dir, session.run_id).summary()
+        if summary:
+            with self.output:
+                print(format_summary(summary))
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the launched run ends (for scripts and tests)."""
+        if self.session is not None:
+            self.session.join(timeout)
+
+
+def launcher(runs_dir="runs") -> Launcher:
+    return Launcher(runs_dir)

@@ -1,0 +1,148 @@
+"""The explorer without a browser: launch -> drain events -> state and plot data."""
+import time
+
+import holoviews as hv
+import pytest
+
+import engine
+from explorer import plots
+from explorer.app import ExplorerApp
+from explorer.tables import level_rows, seed_bands
+
+from conftest import tiny
+
+
+def _until_done(app, timeout=120):
+    s = app.launcher.session
+    end = time.time() + timeout
+    while time.time() < end:
+        app.tick()
+        if s.status in ("completed", "failed", "cancelled") and not s.alive:
+            app.tick()
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"run still {s.status} after {timeout}s")
+
+
+def _render(obj):
+    return hv.renderer("bokeh").get_plot(obj).state
+
+
+@pytest.fixture
+def app(tmp_path):
+    return ExplorerApp(runs_dir=str(tmp_path / "runs"))
+
+
+def test_opens_on_the_offline_default_with_stored_runs(tmp_path):
+    runs = tmp_path / "runs"
+    engine.run(tiny(), runs_dir=runs)
+    app = ExplorerApp(runs_dir=str(runs))
+    assert app.launcher.widgets["data.dataset"].value == "digits"
+    assert app.launcher.widgets["model.model"].value == "lenet300"
+    assert list(app.browser.table.value["run_id"]) == [tiny().run_id]
+    assert app.run_select.value == tiny().run_id
+    assert isinstance(app.heatmap.object, hv.Image)
+
+
+def test_launch_streams_progress_and_updates_views(app):
+    app.launcher.set_values(**{"train.epochs": 2, "prune.levels": 2, "prune.controls": ("reinit",)})
+    session = app.launcher.launch()
+    assert session is not None and app.launcher.cancel_button.disabled is False
+    s = _until_done(app)
+    assert s.status == "completed" and s.progress == 100
+    assert s.curve and s.curve[-1]["iteration"] > 0
+    assert "completed" in app.launcher.status.object
+    assert app.launcher.launch_button.disabled is False
+    # the views read the new run
+    assert list(app.browser.table.value["run_id"]) == [s.run_id]
+    levels = level_rows(app.browser.chosen())
+    assert sorted(levels["variant"].unique()) == ["dense", "reinit", "ticket"]
+    for pane in (app.accuracy, app.early_stop, app.density, app.heatmap, app.live):
+        _render(pane.object)
+    assert app.level_select.options == [0, 1, 2]
+    assert app.heatmap.object.data.mean() == pytest.approx(0.64, abs=1e-3)  # hidden.0 at level 2: 0.8^2
+
+
+def test_invalid_settings_show_the_config_error(app):
+    app.launcher.set_values(**{"prune.prune_fraction": 1.5})
+    assert app.launcher.launch() is None
+    assert app.launcher.alert.visible
+    assert app.launcher.alert.object.startswith("prune.prune_fraction: 1.5")
+    app.launcher.set_values(**{"prune.rewind": "later"})
+    app.launcher.set_values(**{"prune.prune_fraction": 0.2})
+    assert app.launcher.launch() is None and "prune.rewind" in app.launcher.alert.object
+
+
+def test_a_failing_run_shows_its_error_and_the_app_keeps_working(app, tmp_path):
+    app.launcher.set_values(**{"data.dataset": "cifar10", "data.data_dir": str(tmp_path / "nodata")})
+    _until_done(app) if app.launcher.launch() else None
+    assert app.launcher.session.status == "failed"
+    assert "CIFAR-10" in app.launcher.alert.object and "--download" in app.launcher.alert.object
+    app.launcher.set_values(**{"data.dataset": "digits", "train.epochs": 1, "prune.levels": 1})
+    app.launcher.launch()
+    assert _until_done(app).status == "completed"
+
+
+def test_cancel_stops_cleanly_and_keeps_completed_levels(app):
+    app.launcher.set_values(**{"train.epochs": 3, "prune.levels": 20, "prune.controls": ()})
+    s = app.launcher.launch()
+    end = time.time() + 120
+    while s.levels_done < 2 and time.time() < end:
+        app.tick()
+        time.sleep(0.02)
+    app.launcher.cancel()
+    assert _until_done(app).status == "cancelled"
+    summary = engine.RunStore(app.runs_dir, s.run_id).summary()
+    assert summary["status"] == "cancelled" and 1 <= len(summary["levels"]) < 20
+    assert "kept" in app.launcher.status.object
+
+
+def test_delete_asks_for_confirmation(tmp_path):
+    runs = tmp_path / "runs"
+    engine.run(tiny(), runs_dir=runs)
+    app = ExplorerApp(runs_dir=str(runs))
+    app.browser.select([tiny().run_id])
+    assert app.browser.selected == [tiny().run_id]
+    app.browser.ask_delete()
+    assert app.browser.confirm.visible and engine.RunStore(runs, tiny().run_id).exists()
+    app.browser.delete_selected()
+    assert not engine.RunStore(runs, tiny().run_id).exists()
+    assert app.browser.table.value.empty
+
+
+def test_seed_bands_average_over_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    summaries = [engine.run(tiny(seed=s), runs_dir=runs) for s in (0, 1)]
+    bands = seed_bands(level_rows(summaries), "test_accuracy")
+    assert bands["experiment"].nunique() == 1  # seeds are one experiment
+    row = bands[(bands["variant"] == "ticket") & (bands["level"] == 2)].iloc[0]
+    accs = [s["levels"][1]["test_accuracy"] for s in summaries]
+    assert row["seeds"] == 2 and row["mean"] == pytest.approx(sum(accs) / 2)
+    plot = _render(plots.accuracy_vs_density(summaries))
+    assert plot.x_scale.__class__.__name__ == "LogScale"
+
+
+def test_report_writes_standalone_html(tmp_path):
+    from explorer.cli import main
+    runs = tmp_path / "runs"
+    s = engine.run(tiny(), runs_dir=runs)
+    out = tmp_path / "report.html"
+    assert main(["report", s["run_id"], "--runs-dir", str(runs), "--html", str(out)]) == 0
+    html = out.read_text()
+    assert s["run_id"] in html and "Bokeh" in html and "cdn.bokeh.org" not in html
+
+
+def test_ipywidgets_launcher(tmp_path):
+    from explorer.widgets import launcher
+    w = launcher(runs_dir=str(tmp_path / "runs"))
+    w.fields["train.epochs"].value = 1
+    w.fields["prune.levels"].value = 1
+    w.fields["prune.controls"].value = ()
+    session = w.launch()
+    w.wait(120)
+    end = time.time() + 10
+    while w.launch_button.disabled and time.time() < end:
+        time.sleep(0.05)
+    assert session.status == "completed" and w.progress.value == 100
+    w.fields["prune.levels"].value = 0
+    assert w.launch() is None and "prune.levels" in w.status.value
