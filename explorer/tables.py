@@ -81,3 +81,29 @@ def runs_table(summaries: list[dict]) -> pd.DataFrame:
                      "updated": s.get("updated")})
     return pd.DataFrame(rows, columns=["run_id", "status", "method", "model", "dataset", "seed", "levels",
                                        "last density", "last test acc", "dense test acc", "updated"])
+
+
+def reach_rows(runs_dir, summaries: list[dict], threshold: float = 0.95) -> pd.DataFrame:
+    """First evaluated iteration at which each training's validation accuracy reached `threshold`.
+
+    On small data sets the early-stopping iteration sits near the end for every network (validation
+    loss keeps creeping down), while the time to a fixed accuracy separates winning tickets from
+    their controls clearly; it is read from each run's metrics.jsonl.
+    """
+    from engine.store import RunStore
+
+    rows = []
+    for s in summaries:
+        density = {(r["variant"], r["level"]): r["density"] for r in RunStore(runs_dir, s["run_id"]).metrics()
+                   if r.get("type") == "level"}
+        first: dict = {}
+        for r in RunStore(runs_dir, s["run_id"]).metrics():
+            key = (r.get("variant"), r.get("level"))
+            if r.get("type") == "eval" and r["val_accuracy"] >= threshold and key not in first:
+                first[key] = r["iteration"]
+        for (variant, level), d in density.items():
+            rows.append({"run_id": s["run_id"], "experiment": experiment_of(s), "seed": s.get("seed"),
+                         "variant": "dense" if level == 0 else variant, "level": level, "density": d,
+                         "iterations_to_threshold": first.get((variant, level))})
+    return pd.DataFrame(rows, columns=["run_id", "experiment", "seed", "variant", "level", "density",
+                                       "iterations_to_threshold"])
