@@ -16,9 +16,10 @@ import param
 
 from engine.store import RunStore
 
-from . import plots
-from .browser import RunBrowser
-from .launch import LaunchPanel
+# absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
+from explorer import plots
+from explorer.browser import RunBrowser
+from explorer.launch import LaunchPanel
 
 POLL_MS = 250
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"

@@ -1,0 +1,348 @@
+"""Browser tests of the served app: Playwright driving Debian's Chromium against `lottery serve`.
+
+One server (a subprocess on a free localhost port, its own temporary runs directory) serves the whole
+module; every test opens its own browser context, i.e. its own Panel session. Waits are Playwright waits
+on what the page shows, each with a bound; there are no fixed sleeps. A failing test leaves screenshots
+of its pages and the server's log in test-artifacts/.
+
+    python -m pytest -q tests/test_ui.py          # needs /usr/bin/chromium (apt-get install -y chromium)
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+pytestmark = [pytest.mark.ui,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} not installed")]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+import engine  # noqa: E402  (after the skips: a machine without chromium skips before importing torch)
+
+SERVER_START_S = 90     # import torch + panel, first request answered
+PAGE_READY_MS = 60_000  # first page: bokeh loaded, widgets and the live plot rendered
+TINY_RUN_MS = 120_000   # a tiny run launched from the page reaches "completed"
+WAIT_MS = 30_000        # anything else the page should show soon
+
+# The settings the tests type in, as (widget label, setting path). Tiny runs: 2 epochs, 2 levels, the
+# default controls (reinit, random) -> 7 short trainings on digits.
+TINY = {"train.epochs": 2, "prune.levels": 2}
+
+
+def run_id_for(**settings) -> str:
+    """The run id the app must produce for these settings: proves the typed values reached the server."""
+    return engine.RunConfig().replace(**settings).run_id
+
+
+# ---------------------------------------------------------------- failure artifacts
+class _CallOutcome:
+    """A pytest plugin, registered while this module runs: keeps each test's call-phase report on the item,
+    so the page fixture knows at teardown whether to keep screenshots (no conftest hook needed)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        if report.when == "call":
+            item._ui_call_report = report
+        return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record_outcomes(request):
+    plugin = _CallOutcome()
+    request.config.pluginmanager.register(plugin, "test_ui-call-outcome")
+    yield
+    request.config.pluginmanager.unregister(plugin)
+
+
+def _failed(request) -> bool:
+    report = getattr(request.node, "_ui_call_report", None)
+    return report is None or report.failed  # no call report: setup or the test itself broke
+
+
+# ---------------------------------------------------------------- the server
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    """True once the server answers HTTP at all (a static file, so no Panel session is created)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
+class Server:
+    def __init__(self, root: Path):
+        self.runs_dir = root / "runs"
+        self.log_path = root / "serve.log"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(self.runs_dir),
+             "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + SERVER_START_S
+        probe = self.url + "static/js/bokeh.min.js"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lottery serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if _answers(probe):
+                return
+            time.sleep(0.2)  # polling interval of the bounded start-up wait, not a wait for the UI
+        self.stop()
+        raise RuntimeError(f"lottery serve did not answer within {SERVER_START_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, n: int = 12_000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("ui"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser, server, request):
+    """open_page() -> a fresh page (own context = own Panel session) with the app loaded and rendered.
+    On failure every page the test opened is saved to test-artifacts/, with the server's log."""
+    contexts = []
+
+    def _open():
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.set_default_timeout(WAIT_MS)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.goto(server.url, timeout=PAGE_READY_MS)
+        expect(page.locator(".live-plot canvas").first).to_be_visible(timeout=PAGE_READY_MS)
+        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+        return page
+
+    yield _open
+    if _failed(request):
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = re.sub(r"[^\w.-]+", "_", request.node.name)
+        for i, ctx in enumerate(contexts):
+            for j, page in enumerate(ctx.pages):
+                try:
+                    page.screenshot(path=str(ARTIFACTS / f"{name}-{i}{j}.png"), full_page=True, timeout=10_000)
+                except Exception as e:  # a broken page must not hide the test's own failure
+                    print(f"screenshot of {name} page {i}{j} failed: {e}", file=sys.stderr)
+        (ARTIFACTS / f"{name}-server.log").write_text(server.log_tail())
+    for ctx in contexts:
+        ctx.close()
+
+
+# ---------------------------------------------------------------- page helpers
+def set_value(page, label: str, value) -> None:
+    """Type into the launch panel's input labelled `label` and commit it (Enter fires the change)."""
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    expect(box).to_have_value(str(value))
+
+
+def status(page):
+    return page.locator(".run-status")
+
+
+def open_tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$")).click()
+    expect(page.locator(".bk-tab.bk-active")).to_have_text(title)
+
+
+FIGURES_JS = """() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (m.type !== 'Figure') continue;
+      const labels = (axes) => axes.map(a => a.axis_label).filter(l => l);
+      out.push({css: m.css_classes, title: m.title ? m.title.text : null,
+                x: labels(m.below.concat(m.above)), y: labels(m.left.concat(m.right)),
+                tools: m.toolbar.tools.map(t => t.type)});
+    }
+  }
+  return out;
+}"""
+
+
+def figure(page, css: str) -> dict:
+    """The Bokeh model behind a plot pane: its title and axis labels are drawn on canvas, so read them here."""
+    found = [f for f in page.evaluate(FIGURES_JS) if css in f["css"]]
+    assert len(found) == 1, f"expected one Bokeh figure with class {css}, got {found}"
+    return found[0]
+
+
+def assert_drawn(page, css: str) -> None:
+    """A visible canvas of real size inside the plot, with more than a blank background painted on it."""
+    from PIL import Image
+
+    canvas = page.locator(f".{css} canvas").first
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 150, box
+    img = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 20, f"{css} canvas looks blank: {len(colours)} colours"
+    background = max(colours)[0] if colours else 0
+    assert background < 0.97 * img.width * img.height, f"{css} canvas is almost all one colour"
+
+
+# ---------------------------------------------------------------- tests
+def test_tiny_run_completes_and_plots(open_page, server):
+    page = open_page()
+    set_value(page, "epochs", 2)
+    set_value(page, "levels", 2)
+    set_value(page, "seed", 1)
+    run_id = run_id_for(**TINY, seed=1)
+    page.get_by_role("button", name="Launch").click()
+    expect(status(page)).to_contain_text("completed", timeout=TINY_RUN_MS)
+    expect(status(page)).to_contain_text(run_id)  # the typed epochs/levels/seed are the ones that ran
+    expect(page.locator("progress")).to_have_attribute("value", "100")
+    expect(page.get_by_role("button", name="Launch")).to_be_enabled()
+    expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+    assert json.loads((server.runs_dir / run_id / "summary.json").read_text())["status"] == "completed"
+
+    open_tab(page, "Accuracy")
+    assert_drawn(page, "accuracy-plot")
+    legend = page.locator(".accuracy-plot .bk-Legend .bk-label")  # the legend is DOM, unlike the axes
+    for variant in ("dense", "ticket", "reinit", "random"):
+        expect(legend.filter(has_text=re.compile(f"^{variant} · "))).to_have_count(1)
+    expect(page.locator(".accuracy-plot .bk-Toolbar")).to_have_count(1)
+    fig = figure(page, "accuracy-plot")
+    assert fig["title"] == "Test accuracy vs density"
+    assert any("density" in x for x in fig["x"]) and any("accuracy" in y for y in fig["y"]), fig
+    assert {"PanTool", "WheelZoomTool", "SaveTool", "ResetTool"} <= set(fig["tools"]), fig
+
+    open_tab(page, "Masks")
+    assert_drawn(page, "density-plot")
+    fig = figure(page, "density-plot")
+    assert fig["title"] == "Per-layer density by level" and any("density" in y for y in fig["y"]), fig
+    assert "HoverTool" in fig["tools"], fig
+    assert_drawn(page, "mask-plot")
+    assert figure(page, "mask-plot")["title"].startswith("Mask of ")
+
+
+def test_cancel_keeps_completed_levels(open_page, server):
+    page = open_page()
+    set_value(page, "epochs", 40)
+    set_value(page, "levels", 5)
+    run_id = run_id_for(**{"train.epochs": 40, "prune.levels": 5})
+    page.get_by_role("button", name="Launch").click()
+    expect(status(page)).to_contain_text(run_id)
+    expect(status(page)).to_contain_text(re.compile(r"running.*level 0/5 ticket: iteration \d+"))
+    # the dense network finished and was stored: training of level 1 has begun
+    expect(status(page)).to_contain_text(re.compile(r"running.*level 1/5"), timeout=TINY_RUN_MS)
+    expect(page.locator("progress")).not_to_have_attribute("value", "0")
+    page.get_by_role("button", name="Cancel").click()
+    expect(status(page)).to_contain_text("cancelled", timeout=WAIT_MS)
+    expect(status(page)).to_contain_text(re.compile(r"[1-9]\d* level\(s\) kept"))
+    expect(page.get_by_role("button", name="Launch")).to_be_enabled()
+    expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+
+    store = server.runs_dir / run_id
+    assert (store / "levels" / "ticket" / "000" / "record.json").is_file()  # the dense level stays
+    assert json.loads((store / "summary.json").read_text())["status"] == "cancelled"
+    assert not (store / "levels" / "ticket" / "005").exists()
+
+
+def test_bad_value_shows_field_error(open_page, server):
+    page = open_page()
+    before = set(os.listdir(server.runs_dir)) if server.runs_dir.exists() else set()
+    set_value(page, "prune fraction", 1.5)
+    page.get_by_role("button", name="Launch").click()
+    alert = page.locator(".run-error")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("prune.prune_fraction")
+    expect(alert).to_contain_text("1.5")
+    expect(page.get_by_role("button", name="Launch")).to_be_enabled()
+    expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
+    expect(status(page)).not_to_contain_text("running")
+    after = set(os.listdir(server.runs_dir)) if server.runs_dir.exists() else set()
+    assert after == before, "a rejected config must not write a run"
+
+    set_value(page, "prune fraction", 0.2)  # fixing the value and launching clears the error
+    set_value(page, "epochs", 1)
+    set_value(page, "levels", 1)
+    page.get_by_role("button", name="Launch").click()
+    expect(alert).to_be_hidden()
+    expect(status(page)).to_contain_text("completed", timeout=TINY_RUN_MS)
+
+
+def test_two_pages_run_at_once(open_page, server):
+    pages, ids = [], []
+    for seed in (21, 22):
+        page = open_page()
+        set_value(page, "epochs", 2)
+        set_value(page, "levels", 2)
+        set_value(page, "seed", seed)
+        pages.append(page)
+        ids.append(run_id_for(**TINY, seed=seed))
+    assert ids[0] != ids[1]
+    for page in pages:  # launch both before waiting on either
+        page.get_by_role("button", name="Launch").click()
+    for page, own, other in ((pages[0], ids[0], ids[1]), (pages[1], ids[1], ids[0])):
+        expect(status(page)).to_contain_text("completed", timeout=TINY_RUN_MS)
+        expect(status(page)).to_contain_text(own)
+        expect(status(page)).not_to_contain_text(other)
+        expect(page.locator(".run-error")).to_be_hidden()
+    for run_id in ids:
+        assert json.loads((server.runs_dir / run_id / "summary.json").read_text())["status"] == "completed"
+
+    open_tab(pages[0], "Runs")  # the run browser lists both runs
+    pages[0].get_by_role("button", name="Refresh").click()
+    table = pages[0].locator(".run-table")
+    for run_id in ids:
+        expect(table).to_contain_text(run_id)
