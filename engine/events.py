@@ -73,4 +73,20 @@ class RunCancelled(Event):
     completed_levels: int
 
 
+@dataclass(frozen=True)
+class AnalysisProgress(Event):
+    """One step of a long analysis (e.g. one rewind point of instability) is done."""
+    analysis: str
+    done: int
+    total: int
+    message: str
+
+
+@dataclass(frozen=True)
+class AnalysisReady(Event):
+    """An analysis finished and was stored at `path` (RUN_DIR/analyses/NAME.json)."""
+    analysis: str
+    path: str
+
+
 Sink = Optional[Callable[[Event], None]]

@@ -150,6 +150,21 @@ def random_like(mask: Mask, generator: torch.Generator) -> Mask:
     return out
 
 
+def inverted_like(mask: Mask, generator: torch.Generator) -> Mask:
+    """Per layer, the same number kept, drawn at random from the ticket's *pruned* positions first.
+
+    A layer keeping more than half its weights has too few pruned positions: it takes all of them and
+    fills up with random kept ones, so the overlap with the ticket is the unavoidable minimum 2k - n.
+    (Ranking by lowest trained |w| is no alternative: pruned weights are exactly 0 after training.)
+    """
+    out = {}
+    for n, m in mask.items():
+        # pruned positions score in [1, 2), kept ones in [0, 1): all pruned ones go first, at random
+        scores = torch.rand(m.shape, generator=generator).to(m.device) + (~m).to(torch.float32)
+        out[n] = keep_top(scores, torch.ones_like(m), int(m.sum()))
+    return out
+
+
 # ---------------------------------------------------------------- applying and exporting
 @torch.no_grad()
 def apply(model: nn.Module, mask: Mask) -> None:

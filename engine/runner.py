@@ -65,6 +65,7 @@ class RunContext:
         self.rewind_weights: dict[str, torch.Tensor] | None = None
         self.dense: Trained | None = None
         self.on_saved: Callable[[], None] | None = None  # the runner rewrites summary.json here
+        self.model_name = config.model.model
 
     # ------------------------------------------------------------ helpers for methods
     def emit(self, event: ev.Event) -> None:
@@ -94,16 +95,16 @@ class RunContext:
     def train_ticket(self, level: int, mask: M.Mask, start: dict[str, torch.Tensor], start_step: int,
                      *, with_controls: bool = True) -> Trained:
         """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels."""
-        ticket = self._train("ticket", level, mask, start, start_step)
+        ticket = self.train_variant("ticket", level, mask, start, start_step)
         if with_controls and level > 0:
             for name in self.config.prune.controls:
                 c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
                                                                                  start_step)
-                self._train(name, level, c_mask, c_start, c_step)
+                self.train_variant(name, level, c_mask, c_start, c_step)
         return ticket
 
-    # ------------------------------------------------------------ one training, stored
-    def _train(self, variant: str, level: int, mask: M.Mask, start, start_step: int) -> Trained:
+    # ------------------------------------------------------------ one training, stored (or reused)
+    def train_variant(self, variant: str, level: int, mask: M.Mask, start, start_step: int) -> Trained:
         stored = self.store.level_record(variant, level)
         if stored is not None:
             mask, weights = self.store.load_level(variant, level, self.device)
@@ -214,6 +215,40 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
 
 
 # ---------------------------------------------------------------- entry point
+def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR, model: nn.Module | None = None,
+                 on_event: ev.Sink = None, cancel=None) -> RunContext:
+    """Validate `config`, load its data and open (or create) its run directory with theta_0 in place.
+
+    Everything that can fail on bad input fails here, before the store is touched. Analyses use it to
+    train more variants of a stored run (e.g. sanity controls) with the same machinery as `run`.
+    """
+    if not isinstance(config, RunConfig):
+        raise ConfigError("config", type(config).__name__, "must be an engine.RunConfig")
+    METHODS.get(config.prune.method, "prune.method")
+    device = resolve_device(config.device)
+    root = check_writable(runs_dir)
+    dataset = data_mod.load(config.data, device)
+    make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
+
+    store = RunStore(root, run_id)
+    ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
+    ctx.model_name = model_name
+    point = config.prune.rewind_point
+    if point.kind == "iter" and point.iteration >= ctx.total_steps:
+        raise ConfigError("prune.rewind", config.prune.rewind,
+                          f"rewind iteration must be below the {ctx.total_steps} training iterations")
+    store.create(config.to_dict() | ({"custom_model": model_name} if model is not None else {}))
+    init_path = store.weights_path("init")
+    if init_path.exists():
+        ctx.init_weights = load_tensors(init_path, device)
+    else:
+        ctx.init_weights = {k: v.detach().to(device) for k, v in make_model().state_dict().items()}
+        save_tensors(init_path, ctx.init_weights)
+    if store.weights_path("rewind").exists():
+        ctx.rewind_weights = load_tensors(store.weights_path("rewind"), device)
+    return ctx
+
+
 def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
         model: nn.Module | None = None) -> dict:
     """Run `config` to completion (or resume it) and return its summary.
@@ -223,43 +258,23 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
     keeps its completed levels. `model` is an optional user `nn.Module` used instead of the registry's;
     its current weights are the initialisation. Bad settings raise ConfigError before anything is written.
     """
-    if not isinstance(config, RunConfig):
-        raise ConfigError("config", type(config).__name__, "must be an engine.RunConfig")
+    ctx = open_context(config, runs_dir=runs_dir, model=model, on_event=on_event, cancel=cancel)
     method = METHODS.get(config.prune.method, "prune.method")
-    device = resolve_device(config.device)
-    root = check_writable(runs_dir)
-    dataset = data_mod.load(config.data, device)
-    make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
-
-    store = RunStore(root, run_id)
-    ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
-    point = config.prune.rewind_point
-    if point.kind == "iter" and point.iteration >= ctx.total_steps:
-        raise ConfigError("prune.rewind", config.prune.rewind,
-                          f"rewind iteration must be below the {ctx.total_steps} training iterations")
-    store.create(config.to_dict() | ({"custom_model": model_name} if model is not None else {}))
+    store, run_id = ctx.store, ctx.store.run_id
     store.lock()
     status, error = "running", None
-    summarise = lambda: build_summary(config, store, status, model_name=model_name, device=str(device),  # noqa: E731
-                                      error=error)
+
+    def summarise() -> dict:
+        return build_summary(config, store, status, model_name=ctx.model_name, device=str(ctx.device), error=error)
+
     try:
         per_level = 1 + len(config.prune.controls)
         levels = config.prune.levels if config.prune.method == "imp" else 1
         done = sum(len(store.records(v)) for v in ("ticket", *config.prune.controls))
         ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done))
         store.write_summary(summarise())
-
-        init_path = store.weights_path("init")
-        if init_path.exists():
-            ctx.init_weights = load_tensors(init_path, device)
-        else:
-            ctx.init_weights = {k: v.detach().to(device) for k, v in make_model().state_dict().items()}
-            save_tensors(init_path, ctx.init_weights)
-        if store.weights_path("rewind").exists():
-            ctx.rewind_weights = load_tensors(store.weights_path("rewind"), device)
-
         ctx.on_saved = lambda: store.write_summary(summarise())
-        ctx.dense = ctx.train_ticket(0, M.ones(make_model()), ctx.init_weights, 0)
+        ctx.dense = ctx.train_ticket(0, M.ones(ctx.model_with(ctx.init_weights)), ctx.init_weights, 0)
         method(ctx)
         status = "completed"
     except (RunCancelled, KeyboardInterrupt) as e:

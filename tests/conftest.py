@@ -1,6 +1,11 @@
 import pytest
+import torch
 
 import engine
+
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two OpenMP threads per
+# process stall badly whenever another process (the app server, a notebook kernel) holds a core.
+torch.set_num_threads(1)
 
 
 def tiny(**changes) -> engine.RunConfig:

@@ -5,6 +5,7 @@ random  - a new random mask with exactly the ticket's per-layer counts, from the
 shuffle - the ticket's mask permuted within each layer, from the ticket's start weights
           (Frankle et al. 2021's sanity check; for unstructured masks it is distributed like `random`,
           it differs once masks carry structure).
+inverted - as many weights per layer, taken from the positions the ticket pruned, from its start weights.
 """
 from __future__ import annotations
 
@@ -26,3 +27,8 @@ def random(ctx, level, mask, start, start_step):
 @CONTROLS.register("shuffle", "the ticket's mask shuffled within each layer")
 def shuffle(ctx, level, mask, start, start_step):
     return M.shuffle_within_layers(mask, generator(ctx.config.seed, "shuffle", level)), start, start_step
+
+
+@CONTROLS.register("inverted", "the ticket's pruned positions kept instead (same per-layer counts)")
+def inverted(ctx, level, mask, start, start_step):
+    return M.inverted_like(mask, generator(ctx.config.seed, "inverted", level)), start, start_step

@@ -1,0 +1,80 @@
+"""What every analysis of a stored run needs: reopen the run (config, data, model, masks, weights) and
+store its result next to the run's levels.
+
+    RUNS_DIR/RUN_ID/analyses/NAME.json   written atomically; the explorer and `lottery show` read them
+
+Only runs of registry models can be reopened: a user's own `nn.Module` is not in the store (nothing is
+pickled), so analyses that need to rebuild the model say so instead of guessing.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import data as data_mod
+from .. import models
+from ..config import RunConfig
+from ..errors import LotteryError
+from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported)
+from ..masks import Mask
+from ..store import RunStore, load_tensors, write_json
+
+
+class StoredRun:
+    """A finished (or partly finished) run reopened for analysis."""
+
+    def __init__(self, runs_dir: str | os.PathLike, run: RunConfig | str, device: str | torch.device | None = None):
+        run_id = run.run_id if isinstance(run, RunConfig) else run
+        self.store = RunStore(runs_dir, run_id)
+        if not self.store.exists():
+            raise LotteryError(f"no run {run_id} in {self.store.root}")
+        stored = self.store.config()
+        if "custom_model" in stored:
+            raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
+                               "store does not keep; this analysis needs to rebuild the model")
+        self.config = run if isinstance(run, RunConfig) else RunConfig.from_dict(stored)
+        from ..runner import resolve_device  # late: the runner imports the methods, which may import us
+        self.device = torch.device(device) if device is not None else resolve_device(self.config.device)
+
+    @functools.cached_property
+    def data(self) -> data_mod.Dataset:
+        return data_mod.load(self.config.data, self.device)
+
+    def make_model(self) -> nn.Module:
+        """The run's architecture with its initial weights, on the run's device."""
+        cfg = self.config
+        model = models.build(cfg.model, self.data.input_shape, self.data.num_classes, cfg.seed)
+        return model.to(self.device)
+
+    def init_weights(self) -> dict[str, torch.Tensor]:
+        return load_tensors(self.store.weights_path("init"), self.device)
+
+    def levels(self, variant: str = "ticket") -> list[int]:
+        """Completed levels (0 = the dense net)."""
+        return [r["level"] for r in self.store.records(variant)]
+
+    def level(self, level: int, variant: str = "ticket") -> tuple[Mask, dict[str, torch.Tensor], dict]:
+        """(mask, trained weights, record) of a completed level."""
+        record = self.store.level_record(variant, level)
+        if record is None:
+            raise LotteryError(f"run {self.store.run_id} has no completed {variant} level {level} "
+                               f"(completed: {self.levels(variant)})")
+        mask, weights = self.store.load_level(variant, level, self.device)
+        return mask, weights, record
+
+
+def analysis_path(store: RunStore, name: str) -> Path:
+    return store.dir / "analyses" / f"{name}.json"
+
+
+def save_analysis(store: RunStore, name: str, result: dict, on_event=None) -> Path:
+    """Write `result` to RUN_DIR/analyses/NAME.json atomically and announce it."""
+    path = analysis_path(store, name)
+    write_json(path, result)
+    if on_event is not None:
+        on_event(AnalysisReady(store.run_id, name, str(path)))
+    return path

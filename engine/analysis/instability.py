@@ -1,0 +1,126 @@
+"""Instability analysis (Frankle, Dziugaite, Roy & Carbin 2020, "Linear mode connectivity and the LTH").
+
+For a stored run, a level's mask m (level 0: the dense net) and each rewind point k: start from
+m * W_k, train two copies to the end of training with different data orders (the only SGD noise here),
+and measure the error barrier on the straight line between the two results. A barrier below 2% means
+the network is *stable* at k: SGD noise no longer decides which linearly connected minimum it reaches.
+
+W_k is the *dense* network after k iterations of the run's own dense training (same initialisation,
+same data-order seed as the run's level 0), as in the paper, where a ticket rewound to k restarts from
+m * W_k. So W_k is exactly the run's late-rewinding point when the run used `--rewind iter:k`.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from .. import masks as M
+from .. import trainer
+from ..config import RunConfig
+from ..errors import ConfigError, RunCancelled
+from ..seeding import derive_seed
+from .common import AnalysisProgress, StoredRun, save_analysis
+from .interpolation import error_barrier, interpolate, loss_barrier
+
+DEFAULT_REWIND_POINTS = (0, 25, 100, 500)
+STABLE_THRESHOLD = 0.02  # "stable" when the error barrier is at most 2 percentage points
+
+
+class _Captured(Exception):
+    """Raised from `on_step` once the last requested rewind point is captured: stops training early."""
+
+
+def _dense_seed(config: RunConfig) -> int:
+    # The seed the runner gives the dense training (variant "ticket", level 0), so W_k follows the
+    # run's own trajectory.
+    return derive_seed(config.seed, "train", "ticket", 0)
+
+
+def check_rewind_points(rewind_points, total_steps: int) -> list[int]:
+    """Sorted, distinct iterations in [0, total_steps), or ConfigError."""
+    points = list(rewind_points)
+    if (not points or any(not isinstance(k, int) or isinstance(k, bool) for k in points)
+            or len(set(points)) != len(points)):
+        raise ConfigError("rewind_points", rewind_points, "must be one or more distinct integer iterations")
+    if min(points) < 0 or max(points) >= total_steps:
+        raise ConfigError("rewind_points", rewind_points,
+                          f"each must be in [0, {total_steps}) (this run trains {total_steps} iterations)")
+    return sorted(points)
+
+
+def rewind_weights(run: StoredRun, points: list[int], cancel=None) -> dict[int, dict[str, torch.Tensor]]:
+    """{k: W_k}: the run's initial weights for k = 0, the dense training's weights after k steps otherwise.
+
+    One dense training to max(points), capturing each W_k on the way.
+    """
+    init = run.init_weights()
+    out = {0: init} if 0 in points else {}
+    wanted = [k for k in points if k > 0]
+    if wanted:
+        model = run.make_model()
+        model.load_state_dict(init)
+
+        def on_step(step, m):
+            if step in wanted:
+                out[step] = {k: v.detach().clone() for k, v in m.state_dict().items()}
+                if step == wanted[-1]:
+                    raise _Captured
+
+        try:
+            trainer.train(model, run.data, run.config.train, None, seed=_dense_seed(run.config),
+                          on_step=on_step, cancel=cancel)
+        except _Captured:
+            pass
+    return out
+
+
+def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_points=DEFAULT_REWIND_POINTS,
+                level: int = 0, points: int = 31, on_event=None, cancel=None, device=None) -> dict:
+    """Error barrier between two differently-ordered trainings from m * W_k, for each rewind point k.
+
+    `config` is the run's RunConfig or its run id. Returns (and stores as
+    RUN_DIR/analyses/instability-L{level}.json) a JSON-ready dict: the barriers in the order of the
+    sorted rewind points and the interpolation curve for each k (keyed by str(k), as JSON keys are).
+    `cancel.is_set()` is checked every training step and between trainings (RunCancelled).
+    """
+    run = StoredRun(runs_dir, config, device)
+    cfg = run.config
+    data = run.data
+    total = trainer.total_steps(len(data.train), cfg.train)
+    ks = check_rewind_points(rewind_points, total)
+    mask, _, record = run.level(level)
+    t0 = time.perf_counter()
+    starts = rewind_weights(run, ks, cancel)
+
+    barriers, loss_barriers, endpoints, curves = [], [], [], {}
+    for i, k in enumerate(ks):
+        ends = []
+        for copy in (0, 1):
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled("cancelled")
+            model = run.make_model()
+            model.load_state_dict(starts[k])
+            M.apply(model, mask)
+            result = trainer.train(model, data, cfg.train, mask, start_step=k, cancel=cancel,
+                                   seed=derive_seed(cfg.seed, "instability", level, k, copy))
+            ends.append(({n: v.detach().clone() for n, v in model.state_dict().items()}, result.final))
+        (a, fa), (b, fb) = ends
+        curve = interpolate(model, a, b, data.test, points, mask, bn_data=data.train)  # used only with BN
+        curves[str(k)] = curve
+        barriers.append(error_barrier(curve))
+        loss_barriers.append(loss_barrier(curve))
+        endpoints.append([fa["test_accuracy"], fb["test_accuracy"]])
+        if on_event is not None:
+            on_event(AnalysisProgress(run.store.run_id, "instability", i + 1, len(ks),
+                                      f"k={k}: error barrier {barriers[-1]:.4f}"))
+
+    result = {
+        "analysis": "instability", "run_id": run.store.run_id, "level": level, "density": record["density"],
+        "rewind_points": ks, "barriers": barriers, "loss_barriers": loss_barriers,
+        "endpoint_test_accuracy": endpoints, "curves": curves, "stable_threshold": STABLE_THRESHOLD,
+        "points": points, "iterations": total, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    save_analysis(run.store, f"instability-L{level}", result, on_event)
+    return result

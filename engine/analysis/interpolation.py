@@ -1,0 +1,116 @@
+"""Loss and error along the straight line between two weight sets, and the error barrier.
+
+theta(alpha) = (1 - alpha) * A + alpha * B for alpha evenly spaced in [0, 1]. Masks are respected: a
+weight pruned in the mask is 0 at every alpha (it already is at both endpoints of a ticket; multiplying
+by the mask makes it so for any pair). Every point is evaluated by `engine.trainer.evaluate`, the same
+path that produced the runs' accuracies, and alpha = 0 / 1 give A / B bit for bit, so the endpoints of
+a curve reproduce the endpoint nets' numbers exactly.
+
+BatchNorm: interpolating running statistics is meaningless (the statistics of the interpolated net's
+activations are not the interpolation of the endpoints' statistics), so for a model with BatchNorm every
+point, the endpoints included, gets statistics recomputed on training data (Frankle et al. 2020). The
+endpoints then reproduce the endpoint nets *with recomputed statistics*: one consistent rule for the
+whole curve keeps the barrier free of a bias between stored and recomputed statistics.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data import Split
+from ..masks import Mask
+from ..trainer import evaluate
+
+BN_BATCH = 256
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, data: Split, batch: int = BN_BATCH) -> None:
+    """Replace every BatchNorm's running statistics by their average over `data` for the current weights.
+
+    momentum=None makes BatchNorm keep a cumulative average over the batches seen since the reset.
+    Only the BatchNorm layers are put in train mode, so nothing else (dropout) acts differently.
+    """
+    bns = batchnorms(model)
+    was_training = model.training
+    saved = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for i in range(0, len(data), batch):
+        model(data.x[i:i + batch])
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum
+    model.train(was_training)
+
+
+def _blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float,
+           mask: Mask | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, va in a.items():
+        if va.is_floating_point():
+            # (1-a)*A + a*B, not torch.lerp: this form is exactly A at alpha=0 and exactly B at alpha=1.
+            v = va * (1.0 - alpha) + b[k] * alpha
+            out[k] = v * mask[k] if mask is not None and k in mask else v
+        else:
+            out[k] = va  # integer buffers (BatchNorm's num_batches_tracked): not interpolable, unused here
+    return out
+
+
+def interpolate(model: nn.Module | Callable[[], nn.Module], weights_a: dict[str, torch.Tensor],
+                weights_b: dict[str, torch.Tensor], data_split: Split, points: int = 31,
+                mask: Mask | None = None, bn_data: Split | None = None) -> list[dict]:
+    """[{alpha, loss, accuracy, error}] at `points` evenly spaced alphas from 0 (A) to 1 (B) inclusive.
+
+    `model` is a module of the right architecture (it is copied, never modified) or a factory of one.
+    `bn_data` (usually the training split) is required when the model has BatchNorm, unused otherwise.
+    """
+    if points < 2:
+        raise ValueError(f"points must be at least 2 (the two endpoints), got {points}")
+    net = copy.deepcopy(model) if isinstance(model, nn.Module) else model()
+    net = net.to(data_split.x.device)
+    has_bn = bool(batchnorms(net))
+    if has_bn and bn_data is None:
+        raise ValueError("this model has BatchNorm: pass bn_data (e.g. the training split) so the statistics "
+                         "of each interpolated net are recomputed")
+    if set(weights_a) != set(weights_b):
+        raise ValueError("the two weight sets hold different parameters: "
+                         f"{sorted(set(weights_a) ^ set(weights_b))[:5]}")
+    curve = []
+    for alpha in (i / (points - 1) for i in range(points)):
+        net.load_state_dict(_blend(weights_a, weights_b, alpha, mask))
+        if has_bn:
+            recompute_bn_stats(net, bn_data)
+        loss, acc = evaluate(net, data_split)
+        curve.append({"alpha": alpha, "loss": loss, "accuracy": acc, "error": 1.0 - acc})
+    return curve
+
+
+def _barrier(curve: list[dict], key: str) -> float:
+    first, last = curve[0][key], curve[-1][key]
+    return max(p[key] - ((1 - p["alpha"]) * first + p["alpha"] * last) for p in curve)
+
+
+def error_barrier(curve: list[dict]) -> float:
+    """max over alpha of error(alpha) - [(1 - alpha) error(0) + alpha error(1)].
+
+    Never negative (the endpoints contribute 0). Frankle et al. 2020 subtract the *mean* of the endpoint
+    errors instead; the two agree when the endpoints' errors do, which two copies of one training
+    nearly always do, and the linear form stays 0 for any linearly connected pair.
+    """
+    return _barrier(curve, "error")
+
+
+def loss_barrier(curve: list[dict]) -> float:
+    """The same barrier on the loss."""
+    return _barrier(curve, "loss")

@@ -1,0 +1,57 @@
+"""Sanity checks for a ticket (Frankle et al. 2021, "Pruning Neural Networks at Initialization: Why are
+We Missing the Mark?"; Su et al. 2020): does the ticket's accuracy come from *which* weights it keeps
+and *what values* they start from, or only from how many it keeps per layer?
+
+Every registered control (engine.methods.controls: reinit, random, shuffle, inverted) is trained for the
+chosen ticket levels exactly as the run trains its own controls, through the runner's context, so the
+controls the run already trained are reused, new ones are stored beside them, and all keep the ticket's
+per-layer counts. The result is a table of accuracy deltas (control - ticket) per level.
+"""
+from __future__ import annotations
+
+import os
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..registry import CONTROLS
+from ..store import RunStore
+from .common import AnalysisProgress, save_analysis
+
+
+def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | None = None, on_event=None,
+               cancel=None) -> dict:
+    """Train every control for `levels` (default: all ticket levels) and store analyses/sanity.json."""
+    from ..runner import open_context  # late: the runner imports the methods, which import the registry
+
+    store = RunStore(runs_dir, run_id)
+    if not store.exists():
+        raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
+    config = RunConfig.from_dict({k: v for k, v in store.config().items() if k != "custom_model"})
+    done = [r["level"] for r in store.records("ticket") if r["level"] > 0]
+    levels = done if levels is None else levels
+    bad = [lv for lv in levels if lv not in done]
+    if bad or not levels:
+        raise ConfigError("level", bad or levels, f"completed ticket levels of this run: {done}")
+    ctx = open_context(config, runs_dir=runs_dir, on_event=on_event, cancel=cancel)
+    store.lock()
+    try:
+        rows = []
+        for i, level in enumerate(levels):
+            mask, _ = store.load_level("ticket", level)
+            _, previous = store.load_level("ticket", level - 1)
+            start, start_step = ctx.rewind(previous)
+            ticket = store.level_record("ticket", level)
+            row = {"level": level, "density": ticket["density"], "ticket": ticket["test_accuracy"]}
+            for name in CONTROLS.names():
+                c_mask, c_start, c_step = CONTROLS.get(name, "control")(ctx, level, mask, start, start_step)
+                trained = ctx.train_variant(name, level, c_mask, c_start, c_step)
+                row[name] = trained.record["test_accuracy"]
+                row[f"{name}_delta"] = trained.record["test_accuracy"] - ticket["test_accuracy"]
+            rows.append(row)
+            if on_event is not None:
+                on_event(AnalysisProgress(run_id, "sanity", i + 1, len(levels), f"level {level} done"))
+    finally:
+        store.unlock()
+    result = {"analysis": "sanity", "run_id": run_id, "controls": CONTROLS.names(), "rows": rows}
+    save_analysis(store, "sanity", result, on_event)
+    return result
