@@ -13,8 +13,6 @@ from engine.config import ModelConfig
 from conftest import tiny
 
 
-
-
 def _mask(bits):
     return {"a.weight": torch.tensor(bits[:6], dtype=torch.bool).view(2, 3),
             "b.weight": torch.tensor(bits[6:], dtype=torch.bool)}

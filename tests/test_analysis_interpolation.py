@@ -16,8 +16,6 @@ from engine.store import load_tensors
 from conftest import tiny
 
 
-
-
 @pytest.fixture(scope="module")
 def digits():
     return D.load(tiny().data)

@@ -14,8 +14,6 @@ from engine.config import ModelConfig
 from conftest import tiny
 
 
-
-
 def kruskal_persistences(w: np.ndarray, global_max: float) -> np.ndarray:
     """Independent reference: the n - 1 merge persistences 1 - |w_e|/W of a maximum spanning tree of the
     complete bipartite graph, by Kruskal with union-find (strongest edge first)."""
