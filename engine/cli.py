@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import RunConfig, config_from_settings, settings
+from .config import RunConfig, Setting, config_from_settings, settings
 from .errors import ConfigError, LotteryError
 
 # ---------------------------------------------------------------- flags from dataclasses
@@ -149,11 +149,79 @@ def _open_run(args):
     return store
 
 
+def stored_analyses(store) -> dict:
+    """{name: result} of every analysis stored with a run (RUN_DIR/analyses/NAME.json)."""
+    from .store import read_json
+
+    folder = store.dir / "analyses"
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
+
+def format_analysis(name: str, a: dict) -> str:
+    """One or two lines a person reads; the JSON holds the curves and matrices."""
+    kind = a.get("analysis", name)
+    if kind == "barrier":
+        return (f"{name}: error barrier {a['error_barrier']:.4f}, loss barrier {a['loss_barrier']:.4f} "
+                f"(ticket vs {a['b']} at level {a['level']}, density {_pct(a['density']).strip()})")
+    if kind == "instability":
+        pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
+        stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
+        return (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
+                f"from k={stable[0] if stable else 'never'}")
+    if kind == "persistence":
+        return f"{name}: network NP by level " + ", ".join(
+            f"{e['level']}: {e['network']:.4f}" for e in a["levels"])
+    if kind == "earlybird":
+        when = f"epoch {a['detected_epoch']:g}" if a.get("detected_epoch") is not None else "not detected"
+        extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {_pct(a['imp_ticket']['test_accuracy'])}"
+                 if a.get("imp_ticket") else "")
+        return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
+    if kind == "sanity":
+        lines = [f"{name}: test accuracy of each control minus the ticket's"]
+        for r in a["rows"]:
+            lines.append(f"  level {r['level']} ({_pct(r['density']).strip()}): ticket {_pct(r['ticket']).strip()}  " +
+                         "  ".join(f"{c} {100 * r[c + '_delta']:+.2f}" for c in a["controls"]))
+        return "\n".join(lines)
+    return f"{name}: stored"
+
+
 def cmd_show(args) -> int:
-    summary = _open_run(args).summary()
+    store = _open_run(args)
+    summary = store.summary()
     if summary is None:
         raise LotteryError(f"run {args.run_id} has no summary yet")
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    analyses = stored_analyses(store)
+    if args.json:
+        print(json.dumps({**summary, "analyses": analyses}, indent=1))
+        return 0
+    print(format_summary(summary))
+    for name, a in analyses.items():
+        print(format_analysis(name, a))
+    return 0
+
+
+ANALYSES = ("barrier", "instability", "persistence", "earlybird", "sanity")
+
+
+def cmd_analyze(args) -> int:
+    from . import analysis
+
+    store = _open_run(args)
+    if args.analysis == "barrier":
+        result = analysis.run_barrier(args.runs_dir, args.run_id, args.level, args.against, args.points)
+    elif args.analysis == "instability":
+        points = Setting("--rewind-points", "rewind_points", tuple, None, "", None, int).parse(args.rewind_points)
+        result = analysis.instability(args.run_id, args.runs_dir, points, args.level or 0, args.points)
+    elif args.analysis == "persistence":
+        result = analysis.run_persistence(args.runs_dir, args.run_id)
+    elif args.analysis == "earlybird":
+        result = analysis.run_earlybird(args.runs_dir, args.run_id, args.density, eps=args.eps)
+    else:
+        result = analysis.run_sanity(args.runs_dir, args.run_id, None if args.level is None else [args.level])
+    name = {"instability": f"instability-L{args.level or 0}",
+            "barrier": f"barrier-L{result.get('level')}-{result.get('b')}"}.get(args.analysis, args.analysis)
+    print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
+    print(f"stored in {store.dir / 'analyses' / (name + '.json')}", file=sys.stderr)
     return 0
 
 
@@ -212,6 +280,22 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     sh.add_argument("run_id", metavar="RUN_ID")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_show)
+
+    an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(ANALYSES))
+    common(an)
+    an.add_argument("run_id", metavar="RUN_ID")
+    an.add_argument("analysis", choices=ANALYSES)
+    an.add_argument("--level", type=int, default=None, help="ticket level (barrier, sanity: default all/last; "
+                    "instability: default 0 = dense)")
+    an.add_argument("--against", default=None, help="barrier: the variant to interpolate the ticket with "
+                    "(default: the run's first control)")
+    an.add_argument("--points", type=int, default=31, help="interpolation points (default: %(default)s)")
+    an.add_argument("--rewind-points", default="0,25,100,500", help="instability: iterations k (default: %(default)s)")
+    an.add_argument("--density", type=float, default=None, help="earlybird: mask density to track (default: "
+                    "the per-layer densities of the run's last ticket)")
+    an.add_argument("--eps", type=float, default=0.1, help="earlybird: distance threshold (default: %(default)s)")
+    an.add_argument("--json", action="store_true")
+    an.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="write a ticket as a plain safetensors state_dict plus masks")
     common(ex)

@@ -185,7 +185,9 @@ class PruneConfig:
     scope: str = option("layerwise", "rank weights within each layer or across all layers",
                         choices=["layerwise", "global"])
     rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}")
-    density: float = option(0.1, "target density of the hidden layers (oneshot)")
+    density: float = option(0.1, "target density of the hidden layers (oneshot, earlybird)")
+    earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
+                                  "than this fraction of entries")
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
                              "separated (none: no controls)", choices=_known_controls, item_type=str)
 
@@ -197,6 +199,7 @@ class PruneConfig:
         _choice("prune.scope", self.scope, ["layerwise", "global"])
         Rewind.parse(self.rewind)
         _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
+        _number("prune.earlybird_eps", self.earlybird_eps, lo=0, hi=1, lo_open=True)
         if not isinstance(self.controls, tuple):
             raise ConfigError("prune.controls", self.controls, "must be a tuple of control names")
         known = _known_controls()

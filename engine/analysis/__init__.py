@@ -10,14 +10,14 @@ Results of stored runs go to RUN_DIR/analyses/NAME.json (`common.save_analysis`)
 """
 from .common import AnalysisProgress, AnalysisReady, StoredRun, analysis_path, save_analysis
 from .earlybird import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
-                        mask_distance)
+                        mask_distance, run_earlybird)
 from .instability import DEFAULT_REWIND_POINTS, STABLE_THRESHOLD, instability, rewind_weights
-from .interpolation import error_barrier, interpolate, loss_barrier, recompute_bn_stats
+from .interpolation import error_barrier, interpolate, loss_barrier, recompute_bn_stats, run_barrier
 from .persistence import layer_persistence, network_persistence, run_persistence
 from .sanity import run_sanity
 
 __all__ = ["AnalysisProgress", "AnalysisReady", "StoredRun", "analysis_path", "save_analysis",
            "EarlyBirdFound", "EarlyBirdTracker", "bn_l1_penalty", "channel_rule", "magnitude_rule",
-           "mask_distance", "DEFAULT_REWIND_POINTS", "STABLE_THRESHOLD", "instability", "rewind_weights",
-           "interpolate", "error_barrier", "loss_barrier", "recompute_bn_stats", "layer_persistence",
+           "mask_distance", "run_earlybird", "DEFAULT_REWIND_POINTS", "STABLE_THRESHOLD", "instability", "rewind_weights",
+           "interpolate", "run_barrier", "error_barrier", "loss_barrier", "recompute_bn_stats", "layer_persistence",
            "network_persistence", "run_persistence", "run_sanity"]

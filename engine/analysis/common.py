@@ -21,6 +21,7 @@ from ..config import RunConfig
 from ..errors import LotteryError
 from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported)
 from ..masks import Mask
+from ..seeding import derive_seed
 from ..store import RunStore, load_tensors, write_json
 
 
@@ -65,6 +66,12 @@ class StoredRun:
                                f"(completed: {self.levels(variant)})")
         mask, weights = self.store.load_level(variant, level, self.device)
         return mask, weights, record
+
+
+def dense_seed(config: RunConfig) -> int:
+    """The data-order seed the runner gives a run's dense training (variant "ticket", level 0), so
+    analyses that replay it follow the run's own trajectory."""
+    return derive_seed(config.seed, "train", "ticket", 0)
 
 
 def analysis_path(store: RunStore, name: str) -> Path:

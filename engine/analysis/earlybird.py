@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from .. import masks as M
+from .. import trainer
+from .common import StoredRun, dense_seed, save_analysis
 
 Rule = Callable[[nn.Module], M.Mask]
 
@@ -163,3 +165,42 @@ class EarlyBirdTracker:
         return {"window": self.window, "eps": self.eps, "epochs": self.epochs,
                 "detected_epoch": self.detected_epoch, "recent_distances": self.recent_distances,
                 "distance_matrix": self.distance_matrix().tolist()}
+
+
+# ---------------------------------------------------------------- on a stored run
+def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: int = 5, eps: float = 0.1,
+                  on_event=None, cancel=None) -> dict:
+    """Replay a run's dense training from theta_0 (same data order) and track, every epoch, the magnitude
+    mask at `density` (default: the density of the run's last ticket level, whose IMP ticket it is
+    compared with). Stored as RUN_DIR/analyses/earlybird.json with the full distance matrix."""
+    run = StoredRun(runs_dir, run_id)
+    tickets = [run.store.level_record("ticket", lv) for lv in run.levels() if lv > 0]
+    target = density if density is not None else (tickets[-1]["layers"] if tickets else None)
+    if target is None:
+        raise ValueError("the run has no ticket level yet: pass a density")
+    model = run.make_model()
+    model.load_state_dict(run.init_weights())
+    rule = _layer_density_rule(target) if isinstance(target, dict) else magnitude_rule(target)
+    tracker = EarlyBirdTracker(rule, window, eps)
+    per_epoch = trainer.steps_per_epoch(len(run.data.train), run.config.train)
+    tracker.update(model, 0.0)
+    trainer.train(model, run.data, run.config.train, None, seed=dense_seed(run.config),
+                  on_step=tracker.hook(per_epoch), cancel=cancel)
+    result = {"analysis": "earlybird", "run_id": run_id, **tracker.to_dict(),
+              "target": target, "epochs_total": run.config.train.epochs}
+    closest = min(tickets, key=lambda r: abs(r["density"] - (M.density(tracker.ticket) if tracker.ticket
+                                                              else 0))) if tickets else None
+    if closest is not None:
+        result["imp_ticket"] = {"level": closest["level"], "density": closest["density"],
+                                "test_accuracy": closest["test_accuracy"]}
+    save_analysis(run.store, "earlybird", result, on_event)
+    return result
+
+
+def _layer_density_rule(layers: dict[str, float]) -> Rule:
+    """The magnitude mask with the given per-layer densities (those of an IMP ticket)."""
+    def rule(model: nn.Module) -> M.Mask:
+        dense = M.ones(model)
+        scores = M.magnitude_scores(model, dense)
+        return {n: M.keep_top(scores[n], dense[n], round(layers[n] * dense[n].numel())) for n in dense}
+    return rule

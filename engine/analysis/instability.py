@@ -21,7 +21,7 @@ from .. import trainer
 from ..config import RunConfig
 from ..errors import ConfigError, RunCancelled
 from ..seeding import derive_seed
-from .common import AnalysisProgress, StoredRun, save_analysis
+from .common import AnalysisProgress, StoredRun, dense_seed, save_analysis
 from .interpolation import error_barrier, interpolate, loss_barrier
 
 DEFAULT_REWIND_POINTS = (0, 25, 100, 500)
@@ -30,12 +30,6 @@ STABLE_THRESHOLD = 0.02  # "stable" when the error barrier is at most 2 percenta
 
 class _Captured(Exception):
     """Raised from `on_step` once the last requested rewind point is captured: stops training early."""
-
-
-def _dense_seed(config: RunConfig) -> int:
-    # The seed the runner gives the dense training (variant "ticket", level 0), so W_k follows the
-    # run's own trajectory.
-    return derive_seed(config.seed, "train", "ticket", 0)
 
 
 def check_rewind_points(rewind_points, total_steps: int) -> list[int]:
@@ -69,7 +63,7 @@ def rewind_weights(run: StoredRun, points: list[int], cancel=None) -> dict[int, 
                     raise _Captured
 
         try:
-            trainer.train(model, run.data, run.config.train, None, seed=_dense_seed(run.config),
+            trainer.train(model, run.data, run.config.train, None, seed=dense_seed(run.config),
                           on_step=on_step, cancel=cancel)
         except _Captured:
             pass

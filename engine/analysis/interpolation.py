@@ -21,8 +21,10 @@ import torch
 from torch import nn
 
 from ..data import Split
+from ..errors import ConfigError
 from ..masks import Mask
 from ..trainer import evaluate
+from .common import StoredRun, save_analysis
 
 BN_BATCH = 256
 
@@ -114,3 +116,32 @@ def error_barrier(curve: list[dict]) -> float:
 def loss_barrier(curve: list[dict]) -> float:
     """The same barrier on the loss."""
     return _barrier(curve, "loss")
+
+
+def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | None = None, points: int = 31,
+                on_event=None) -> dict:
+    """Interpolate, on the test split, between a ticket level's trained weights and another trained net of
+    the same level (`against`: a control the run trained, default its first), and store the barrier as
+    RUN_DIR/analyses/barrier-L{level}-{against}.json. Level defaults to the last completed one."""
+    run = StoredRun(runs_dir, run_id)
+    levels = [lv for lv in run.levels() if lv > 0]
+    level = levels[-1] if level is None and levels else level
+    if level not in levels:
+        raise ConfigError("--level", level, f"completed ticket levels of this run: {levels}")
+    trained = sorted(d.name for d in (run.store.dir / "levels").iterdir()
+                     if d.name != "ticket" and run.store.level_record(d.name, level))
+    variants = [c for c in run.config.prune.controls if c in trained] + \
+        [v for v in trained if v not in run.config.prune.controls]  # the run's own controls first
+    against = against or (variants[0] if variants else None)
+    if against not in variants:
+        raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
+    mask_a, weights_a, record_a = run.level(level)
+    mask_b, weights_b, record_b = run.level(level, against)
+    same_mask = all(torch.equal(mask_a[n], mask_b[n]) for n in mask_a)
+    curve = interpolate(run.make_model, weights_a, weights_b, run.data.test, points,
+                        mask_a if same_mask else None, bn_data=run.data.train)
+    result = {"analysis": "barrier", "run_id": run_id, "level": level, "a": "ticket", "b": against,
+              "density": record_a["density"], "same_mask": same_mask, "curve": curve,
+              "error_barrier": error_barrier(curve), "loss_barrier": loss_barrier(curve)}
+    save_analysis(run.store, f"barrier-L{level}-{against}", result, on_event)
+    return result

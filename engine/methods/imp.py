@@ -22,15 +22,18 @@ def imp(ctx) -> None:
         trained = ctx.train_ticket(level, mask, start, start_step)
 
 
+def imp_output_density(cfg) -> float:
+    """The output layer's density where IMP would leave it on reaching `cfg.density` in the hidden layers,
+    so one-shot (and early-bird) tickets compare with iterative ones layer by layer."""
+    equivalent_levels = math.log(cfg.density) / math.log(1 - cfg.prune_fraction)
+    return (1 - cfg.output_fraction) ** equivalent_levels
+
+
 @METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")
 def oneshot(ctx) -> None:
     cfg = ctx.config.prune
-    # The output layer ends where IMP would leave it after reaching the same hidden density, so
-    # one-shot and iterative tickets at equal density are comparable layer by layer.
-    equivalent_levels = math.log(cfg.density) / math.log(1 - cfg.prune_fraction)
-    output_density = (1 - cfg.output_fraction) ** equivalent_levels
     dense = ctx.dense
-    mask = M.prune_to_density(_magnitudes(dense.weights, dense.mask), dense.mask, cfg.density, output_density,
-                              cfg.scope, ctx.output_name)
+    mask = M.prune_to_density(_magnitudes(dense.weights, dense.mask), dense.mask, cfg.density,
+                              imp_output_density(cfg), cfg.scope, ctx.output_name)
     start, start_step = ctx.rewind(dense.weights)
     ctx.train_ticket(1, mask, start, start_step)
