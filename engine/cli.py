@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import RunConfig, Setting, config_from_settings, settings
+from .analysis import ANALYSES, analyze, parse_rewind_points
+from .config import RunConfig, config_from_settings, settings
 from .errors import ConfigError, LotteryError
 
 # ---------------------------------------------------------------- flags from dataclasses
@@ -200,24 +201,11 @@ def cmd_show(args) -> int:
     return 0
 
 
-ANALYSES = ("barrier", "instability", "persistence", "earlybird", "sanity")
-
-
 def cmd_analyze(args) -> int:
-    from . import analysis
-
     store = _open_run(args)
-    if args.analysis == "barrier":
-        result = analysis.run_barrier(args.runs_dir, args.run_id, args.level, args.against, args.points)
-    elif args.analysis == "instability":
-        points = Setting("--rewind-points", "rewind_points", tuple, None, "", None, int).parse(args.rewind_points)
-        result = analysis.instability(args.run_id, args.runs_dir, points, args.level or 0, args.points)
-    elif args.analysis == "persistence":
-        result = analysis.run_persistence(args.runs_dir, args.run_id)
-    elif args.analysis == "earlybird":
-        result = analysis.run_earlybird(args.runs_dir, args.run_id, args.density, eps=args.eps)
-    else:
-        result = analysis.run_sanity(args.runs_dir, args.run_id, None if args.level is None else [args.level])
+    points = parse_rewind_points(args.rewind_points)
+    result = analyze(args.analysis, args.runs_dir, args.run_id, level=args.level, against=args.against,
+                     points=args.points, rewind_points=points, density=args.density, eps=args.eps)
     name = {"instability": f"instability-L{args.level or 0}",
             "barrier": f"barrier-L{result.get('level')}-{result.get('b')}"}.get(args.analysis, args.analysis)
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))

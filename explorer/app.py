@@ -18,6 +18,7 @@ from engine.store import RunStore
 
 # absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
 from explorer import plots
+from explorer.analyses import AnalysisPanel
 from explorer.browser import RunBrowser
 from explorer.launch import LaunchPanel
 
@@ -33,6 +34,7 @@ class ExplorerApp(pn.viewable.Viewer):
         super().__init__(**params)
         self.launcher = LaunchPanel(self.runs_dir)
         self.browser = RunBrowser(self.runs_dir)
+        self.analyses = AnalysisPanel(self.runs_dir)
         self.live = pn.pane.HoloViews(plots.learning_curve([]), sizing_mode="stretch_width", css_classes=["live-plot"])
         self.accuracy = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
         self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
@@ -66,6 +68,7 @@ class ExplorerApp(pn.viewable.Viewer):
 
     def tick(self) -> None:
         self.launcher.drain()
+        self.analyses.poll()
         s = self.launcher.session
         if s is None:
             return
@@ -115,6 +118,7 @@ class ExplorerApp(pn.viewable.Viewer):
         run_id, level, layer = self.run_select.value, self.level_select.value, self.layer_select.value
         mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None
         self.heatmap.object = plots.mask_heatmap(mask, layer or "", level or 0)
+        self.analyses.show(run_id, level, layer)  # the persistence diagram follows the same level and layer
 
     def _mask(self, run_id, level, layer):
         """A layer's mask from the store; finished levels never change, so they are cached."""
@@ -131,7 +135,9 @@ class ExplorerApp(pn.viewable.Viewer):
         masks = pn.Column(self.density, pn.Row(self.run_select, self.level_select, self.layer_select),
                           self.heatmap, sizing_mode="stretch_width")
         return pn.Tabs(("Live", self.live), ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
-                       ("Masks", masks), ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
+                       ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
+                                                                         self.layer_select), self.analyses)),
+                       ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):  # inline in a notebook
         return pn.Row(pn.Column(self.launcher, width=320), self.tabs(), sizing_mode="stretch_width")

@@ -146,3 +146,24 @@ def test_ipywidgets_launcher(tmp_path):
     assert session.status == "completed" and w.progress.value == 100
     w.fields["prune.levels"].value = 0
     assert w.launch() is None and "prune.levels" in w.status.value
+
+
+def test_analyses_tab_runs_an_analysis_on_a_worker_and_shows_it(tmp_path):
+    runs = tmp_path / "runs"
+    s = engine.run(tiny(), runs_dir=runs)
+    app = ExplorerApp(runs_dir=str(runs))
+    assert app.analyses.run_id == s["run_id"]
+    app.analyses.rewind_points.value = "0,5"
+    for name in ("persistence", "sanity", "earlybird", "instability"):
+        app.analyses.choice.value = name
+        app.analyses.start()
+        end = time.time() + 120
+        while not app.analyses.poll() and time.time() < end:
+            time.sleep(0.05)
+        assert "done" in app.analyses.status.object, app.analyses.status.object
+    panes = app.analyses.panes
+    assert isinstance(panes["np_levels"].object, hv.Overlay)
+    assert isinstance(panes["diagram"].object, hv.Overlay)  # diagonal and pairs of the chosen layer
+    assert isinstance(panes["sanity"].object, hv.Bars)
+    for pane in panes.values():
+        _render(pane.object)

@@ -32,6 +32,15 @@ class _Captured(Exception):
     """Raised from `on_step` once the last requested rewind point is captured: stops training early."""
 
 
+def parse_rewind_points(text: str) -> tuple[int, ...]:
+    """"0,25,100" -> (0, 25, 100), or ConfigError naming rewind_points."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError("rewind_points", text, "must be comma-separated integer iterations, e.g. 0,25,100,500") \
+            from None
+
+
 def check_rewind_points(rewind_points, total_steps: int) -> list[int]:
     """Sorted, distinct iterations in [0, total_steps), or ConfigError."""
     points = list(rewind_points)

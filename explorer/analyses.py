@@ -1,0 +1,84 @@
+"""The Analyses tab: run an analysis of the chosen run on a worker thread, show what is stored."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import panel as pn
+
+import engine
+from engine import analysis
+from engine.analysis import ANALYSES
+from engine.cli import stored_analyses
+from engine.store import RunStore
+
+from explorer import analysis_plots as ap
+
+_WORKER = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")  # one analysis at a time
+
+
+class AnalysisPanel(pn.viewable.Viewer):
+    def __init__(self, runs_dir, **params):
+        super().__init__(**params)
+        self.runs_dir = runs_dir
+        self.run_id = self.level = self.layer = None
+        self.choice = pn.widgets.Select(label="analysis", options=list(ANALYSES), value="persistence", width=160)
+        self.rewind_points = pn.widgets.TextInput(label="rewind points (instability)", value="0,25,100,500",
+                                                  width=200)
+        self.button = pn.widgets.Button(label="Analyze", color="primary", width=110)
+        self.button.on_click(lambda _: self.start())
+        self.status = pn.pane.Markdown("", css_classes=["analysis-status"], sizing_mode="stretch_width")
+        self.future: cf.Future | None = None
+        self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"{k}-plot"])
+                      for k in ("instability", "np_levels", "diagram", "earlybird", "sanity")}
+
+    def start(self) -> None:
+        if self.run_id is None:
+            self.status.object = "Select a run first."
+            return
+        if self.future is not None and not self.future.done():
+            self.status.object = "An analysis is already running."
+            return
+        name = self.choice.value
+        try:
+            points = analysis.parse_rewind_points(self.rewind_points.value)
+        except engine.ConfigError as e:
+            self.status.object = f"**{name}**: {e}"
+            return
+        self.status.object = f"running **{name}** on {self.run_id}..."
+        self.future = _WORKER.submit(analysis.analyze, name, self.runs_dir, self.run_id, rewind_points=points)
+        self.future.name = name
+
+    def poll(self) -> bool:
+        """Called on the event loop: True when a finished analysis was just shown."""
+        if self.future is None or not self.future.done():
+            return False
+        f, self.future = self.future, None
+        try:
+            f.result()
+            self.status.object = f"**{f.name}** done and stored with the run."
+        except (engine.LotteryError, ValueError) as e:
+            self.status.object = f"**{f.name}** failed: {e}"
+        except Exception as e:  # keep the app alive; the message says what happened
+            self.status.object = f"**{f.name}** failed: {type(e).__name__}: {e}"
+        self.show(self.run_id, self.level, self.layer)
+        return True
+
+    def show(self, run_id, level=None, layer=None) -> None:
+        self.run_id, self.level, self.layer = run_id, level, layer
+        store = RunStore(self.runs_dir, run_id) if run_id else None
+        stored = stored_analyses(store) if store is not None and store.exists() else {}
+        by_kind: dict = {}
+        for name, result in stored.items():  # the latest file of each kind (names sort by level)
+            by_kind[result.get("analysis", name)] = result
+        self.panes["instability"].object = ap.instability(by_kind.get("instability"))
+        self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))
+        self.panes["diagram"].object = ap.persistence_diagram(by_kind.get("persistence"), level, layer)
+        self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird"))
+        self.panes["sanity"].object = ap.sanity(by_kind.get("sanity"))
+
+    def __panel__(self):
+        p = self.panes
+        return pn.Column(pn.Row(self.choice, self.rewind_points, self.button, self.status,
+                                sizing_mode="stretch_width"),
+                         p["instability"], pn.Row(p["np_levels"], p["diagram"], sizing_mode="stretch_width"),
+                         p["earlybird"], p["sanity"], sizing_mode="stretch_width")

@@ -1,0 +1,77 @@
+"""Plots of stored analyses (RUN_DIR/analyses/*.json): instability, neural persistence, early-bird, sanity."""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+
+from .plots import COMMON, _empty
+
+
+def instability(result: dict | None) -> hv.Layout | hv.Element:
+    """Error along the interpolation path for each rewind point k, and the barrier vs k with the 2% line."""
+    title = "Instability"
+    if not result:
+        return _empty(title, "no instability analysis yet: Analyze → instability")
+    curves = [hv.Curve([(p["alpha"], 100 * p["error"]) for p in result["curves"][str(k)]], "alpha", "test error (%)",
+                       label=f"k = {k}") for k in result["rewind_points"]]
+    paths = hv.Overlay(curves).opts(title=f"Interpolation between two trainings from W_k (level {result['level']})",
+                                    legend_position="top_right", **COMMON)
+    ks = [max(k, 1) for k in result["rewind_points"]]  # k = 0 drawn at 1 on the log axis
+    barrier = hv.Curve((ks, [100 * b for b in result["barriers"]]), "rewind iteration k", "error barrier (%)",
+                       label="barrier") * hv.Scatter((ks, [100 * b for b in result["barriers"]]),
+                                                     "rewind iteration k", "error barrier (%)").opts(size=7) * \
+        hv.HLine(100 * result["stable_threshold"], label="stable (2%)").opts(color="firebrick", line_dash="dashed")
+    return paths + barrier.opts(title="Barrier vs rewind point", logx=True, **COMMON)
+
+
+def persistence_levels(result: dict | None) -> hv.Element:
+    """Normalised network neural persistence over the levels of a run."""
+    title = "Neural persistence over levels"
+    if not result:
+        return _empty(title, "no persistence analysis yet: Analyze → persistence")
+    df = pd.DataFrame([{"level": e["level"], "density": e["density"], "network NP": e["network"]}
+                       for e in result["levels"]])
+    return (hv.Curve(df, "level", ["network NP", "density"]) * hv.Scatter(df, "level", ["network NP", "density"])
+            .opts(size=7)).opts(title=title, **COMMON)
+
+
+def persistence_diagram(result: dict | None, level, layer: str | None) -> hv.Element:
+    """Zero-dimensional persistence diagram of one layer at one level: (birth, death) of each MST merge."""
+    title = f"Persistence diagram: {layer} at level {level}"
+    entry = next((e for e in (result or {}).get("levels", []) if e["level"] == level), None)
+    if entry is None or layer not in entry["layers"]:
+        return _empty("Persistence diagram", "select a level and layer of an analysed run")
+    pairs = np.asarray(entry["layers"][layer]["pairs"], dtype=float).reshape(-1, 2)
+    np_value = entry["layers"][layer]["normalised"]
+    diag = hv.Curve([(0, 0), (1, 1)]).opts(color="gray", line_dash="dotted")
+    return (diag * hv.Scatter(pairs, "birth", "death").opts(size=4, alpha=0.5)).opts(
+        title=f"{title} — normalised NP {np_value:.4f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), **COMMON)
+
+
+def earlybird(result: dict | None) -> hv.Element:
+    """Mask distance between every pair of epochs, with the detection epoch marked."""
+    title = "Early-bird mask distances"
+    if not result:
+        return _empty(title, "no early-bird analysis yet: Analyze → earlybird, or a run with --method earlybird")
+    m = np.asarray(result["distance_matrix"], dtype=float)
+    epochs = result["epochs"]
+    rows = [(str(epochs[i]), str(epochs[j]), m[i, j]) for i in range(len(epochs)) for j in range(len(epochs))]
+    heat = hv.HeatMap(rows, ["epoch", "compared with epoch"], "distance").opts(
+        cmap="viridis", colorbar=True, tools=["hover"], responsive=True, height=360, xrotation=90)
+    when = result.get("detected_epoch")
+    label = f"detected at epoch {when:g} (eps {result['eps']})" if when is not None else "not detected"
+    if when is not None:
+        heat = heat * hv.VLine(str(when)).opts(color="red", line_width=2)
+    return heat.opts(title=f"{title} — {label}")
+
+
+def sanity(result: dict | None) -> hv.Element:
+    """Accuracy of each control minus the ticket's, per level."""
+    title = "Sanity checks: control − ticket test accuracy"
+    if not result:
+        return _empty(title, "no sanity analysis yet: Analyze → sanity")
+    rows = [{"level": str(r["level"]), "control": c, "delta (points)": 100 * r[f"{c}_delta"]}
+            for r in result["rows"] for c in result["controls"]]
+    return hv.Bars(pd.DataFrame(rows), ["level", "control"], "delta (points)").opts(
+        title=title, multi_level=True, xrotation=90, **COMMON)
