@@ -29,7 +29,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         self.status = pn.pane.Markdown("", css_classes=["analysis-status"], sizing_mode="stretch_width")
         self.future: cf.Future | None = None
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"{k}-plot"])
-                      for k in ("instability", "np_levels", "diagram", "earlybird", "sanity")}
+                      for k in ("paths", "barriers", "np_levels", "diagram", "earlybird", "sanity")}
 
     def start(self) -> None:
         if self.run_id is None:
@@ -70,7 +70,8 @@ class AnalysisPanel(pn.viewable.Viewer):
         by_kind: dict = {}
         for name, result in stored.items():  # the latest file of each kind (names sort by level)
             by_kind[result.get("analysis", name)] = result
-        self.panes["instability"].object = ap.instability(by_kind.get("instability"))
+        self.panes["paths"].object = ap.instability_paths(by_kind.get("instability"))
+        self.panes["barriers"].object = ap.instability_barriers(by_kind.get("instability"))
         self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))
         self.panes["diagram"].object = ap.persistence_diagram(by_kind.get("persistence"), level, layer)
         self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird"))
@@ -80,5 +81,6 @@ class AnalysisPanel(pn.viewable.Viewer):
         p = self.panes
         return pn.Column(pn.Row(self.choice, self.rewind_points, self.button, self.status,
                                 sizing_mode="stretch_width"),
-                         p["instability"], pn.Row(p["np_levels"], p["diagram"], sizing_mode="stretch_width"),
+                         pn.Row(p["paths"], p["barriers"], sizing_mode="stretch_width"),
+                         pn.Row(p["np_levels"], p["diagram"], sizing_mode="stretch_width"),
                          p["earlybird"], p["sanity"], sizing_mode="stretch_width")

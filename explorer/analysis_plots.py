@@ -8,21 +8,27 @@ import pandas as pd
 from .plots import COMMON, _empty
 
 
-def instability(result: dict | None) -> hv.Layout | hv.Element:
-    """Error along the interpolation path for each rewind point k, and the barrier vs k with the 2% line."""
-    title = "Instability"
+def instability_paths(result: dict | None) -> hv.Element:
+    """Test error along the interpolation path between the two trainings, for each rewind point k."""
     if not result:
-        return _empty(title, "no instability analysis yet: Analyze → instability")
+        return _empty("Instability", "no instability analysis yet: Analyze → instability")
     curves = [hv.Curve([(p["alpha"], 100 * p["error"]) for p in result["curves"][str(k)]], "alpha", "test error (%)",
                        label=f"k = {k}") for k in result["rewind_points"]]
-    paths = hv.Overlay(curves).opts(title=f"Interpolation between two trainings from W_k (level {result['level']})",
-                                    legend_position="top_right", **COMMON)
+    return hv.Overlay(curves).opts(title=f"Interpolation between two trainings from W_k (level {result['level']})",
+                                   legend_position="top_right", **COMMON)
+
+
+def instability_barriers(result: dict | None) -> hv.Element:
+    """Error barrier vs rewind point k, with the 2% stability line."""
+    if not result:
+        return _empty("Barrier vs rewind point", "")
     ks = [max(k, 1) for k in result["rewind_points"]]  # k = 0 drawn at 1 on the log axis
     barrier = hv.Curve((ks, [100 * b for b in result["barriers"]]), "rewind iteration k", "error barrier (%)",
                        label="barrier") * hv.Scatter((ks, [100 * b for b in result["barriers"]]),
                                                      "rewind iteration k", "error barrier (%)").opts(size=7) * \
         hv.HLine(100 * result["stable_threshold"], label="stable (2%)").opts(color="firebrick", line_dash="dashed")
-    return paths + barrier.opts(title="Barrier vs rewind point", logx=True, **COMMON)
+    top = max(100 * result["stable_threshold"], *(100 * b for b in result["barriers"])) * 1.15
+    return barrier.opts(title="Barrier vs rewind point (k = 0 drawn at 1)", logx=True, ylim=(0, top), **COMMON)
 
 
 def persistence_levels(result: dict | None) -> hv.Element:
@@ -44,8 +50,8 @@ def persistence_diagram(result: dict | None, level, layer: str | None) -> hv.Ele
         return _empty("Persistence diagram", "select a level and layer of an analysed run")
     pairs = np.asarray(entry["layers"][layer]["pairs"], dtype=float).reshape(-1, 2)
     np_value = entry["layers"][layer]["normalised"]
-    diag = hv.Curve([(0, 0), (1, 1)]).opts(color="gray", line_dash="dotted")
-    return (diag * hv.Scatter(pairs, "birth", "death").opts(size=4, alpha=0.5)).opts(
+    diag = hv.Curve([(0, 0), (1, 1)], "birth", "death").opts(color="gray", line_dash="dotted")
+    return (hv.Scatter(pairs, "birth", "death").opts(size=4, alpha=0.5) * diag).opts(
         title=f"{title} — normalised NP {np_value:.4f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), **COMMON)
 
 
@@ -55,14 +61,14 @@ def earlybird(result: dict | None) -> hv.Element:
     if not result:
         return _empty(title, "no early-bird analysis yet: Analyze → earlybird, or a run with --method earlybird")
     m = np.asarray(result["distance_matrix"], dtype=float)
-    epochs = result["epochs"]
-    rows = [(str(epochs[i]), str(epochs[j]), m[i, j]) for i in range(len(epochs)) for j in range(len(epochs))]
-    heat = hv.HeatMap(rows, ["epoch", "compared with epoch"], "distance").opts(
-        cmap="viridis", colorbar=True, tools=["hover"], responsive=True, height=360, xrotation=90)
+    epochs = result["epochs"]  # one mask per epoch, evenly spaced
+    lo, hi = epochs[0] - 0.5, epochs[-1] + 0.5
+    heat = hv.Image(m[::-1], bounds=(lo, lo, hi, hi), kdims=["epoch", "compared with epoch"], vdims=["distance"]).opts(
+        cmap="viridis", colorbar=True, tools=["hover"], responsive=True, height=360)
     when = result.get("detected_epoch")
     label = f"detected at epoch {when:g} (eps {result['eps']})" if when is not None else "not detected"
     if when is not None:
-        heat = heat * hv.VLine(str(when)).opts(color="red", line_width=2)
+        heat = heat * hv.VLine(when).opts(color="red", line_width=2)
     return heat.opts(title=f"{title} — {label}")
 
 

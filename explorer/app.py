@@ -36,6 +36,7 @@ class ExplorerApp(pn.viewable.Viewer):
         self.browser = RunBrowser(self.runs_dir)
         self.analyses = AnalysisPanel(self.runs_dir)
         self.live = pn.pane.HoloViews(plots.learning_curve([]), sizing_mode="stretch_width", css_classes=["live-plot"])
+        self.loss = pn.pane.HoloViews(plots.loss_curve([]), sizing_mode="stretch_width", css_classes=["loss-plot"])
         self.accuracy = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
         self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
         self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
@@ -75,6 +76,7 @@ class ExplorerApp(pn.viewable.Viewer):
         if len(s.curve) != self._curve_len:
             self._curve_len = len(s.curve)
             self.live.object = plots.learning_curve(s.curve, f"Live: level {s.level} {s.variant}")
+            self.loss.object = plots.loss_curve(s.curve)
         state = (s.run_id, s.levels_done, s.status)
         if state != self._seen:
             self._seen = state
@@ -134,7 +136,7 @@ class ExplorerApp(pn.viewable.Viewer):
     def tabs(self) -> pn.Tabs:
         masks = pn.Column(self.density, pn.Row(self.run_select, self.level_select, self.layer_select),
                           self.heatmap, sizing_mode="stretch_width")
-        return pn.Tabs(("Live", self.live), ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
+        return pn.Tabs(("Live", pn.Column(self.live, self.loss, sizing_mode="stretch_width")), ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
                        ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
                                                                          self.layer_select), self.analyses)),
                        ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")

@@ -95,12 +95,18 @@ def early_stop_vs_density(summaries: list[dict]) -> hv.Element:
 
 
 def learning_curve(points: list[dict], title: str = "Live training") -> hv.Element:
-    """Validation accuracy and training loss of the training in progress."""
+    """Validation and test accuracy of the training in progress."""
     if not points:
         return _empty(title, "launch a run to watch it train")
     df = pd.DataFrame(points)
     acc = hv.Curve(df, "iteration", ("val_accuracy", "accuracy"), label="val accuracy").opts(line_width=2)
     test = hv.Curve(df, "iteration", ("test_accuracy", "accuracy"), label="test accuracy").opts(line_dash="dotted")
-    loss = hv.Curve(df, "iteration", ("train_loss", "loss"), label="train loss").opts(color="firebrick")
-    return (acc * test).opts(title=title, ylim=(0, 1), legend_position="bottom_right", **COMMON) + \
-        loss.opts(title="Training loss", **COMMON)
+    return (acc * test).opts(title=title, ylim=(0, 1), legend_position="bottom_right", **COMMON)
+
+
+def loss_curve(points: list[dict]) -> hv.Element:
+    """Mean training loss between evaluations of the training in progress."""
+    if not points:
+        return _empty("Training loss", "")
+    return hv.Curve(pd.DataFrame(points), "iteration", ("train_loss", "training loss")).opts(
+        title="Training loss", color="firebrick", **COMMON)
