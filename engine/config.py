@@ -75,6 +75,12 @@ def _known_methods():
     return METHODS.names()
 
 
+def _method(name):
+    from . import methods  # noqa: F401
+    from .registry import METHODS
+    return METHODS.get(name, "prune.method")
+
+
 def _known_controls():
     from . import methods  # noqa: F401
     from .registry import CONTROLS
@@ -182,10 +188,11 @@ class PruneConfig:
     prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level")
     output_fraction: float = option(0.1, "fraction of the output layer's remaining weights pruned per "
                                     "level (0: never prune the output layer)")
-    scope: str = option("layerwise", "rank weights within each layer or across all layers",
-                        choices=["layerwise", "global"])
+    scope: str = option("layerwise", "rank weights within each layer, across all layers, or with ERK layer "
+                        "densities (erk: pruning-at-init methods only)", choices=["layerwise", "global", "erk"])
     rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}")
     density: float = option(0.1, "target density of the hidden layers (oneshot, earlybird)")
+    synflow_rounds: int = option(100, "synflow: scoring rounds (density after round t = rho^(t/rounds))")
     earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
                                   "than this fraction of entries")
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
@@ -196,7 +203,11 @@ class PruneConfig:
         _number("prune.levels", self.levels, lo=1, hi=100, integer=True)
         _number("prune.prune_fraction", self.prune_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         _number("prune.output_fraction", self.output_fraction, lo=0, hi=1, hi_open=True)
-        _choice("prune.scope", self.scope, ["layerwise", "global"])
+        _choice("prune.scope", self.scope, ["layerwise", "global", "erk"])
+        scopes = getattr(_method(self.method), "scopes", ("layerwise", "global"))
+        if self.scope not in scopes:
+            raise ConfigError("prune.scope", self.scope, f"method {self.method} allows: {', '.join(scopes)}")
+        _number("prune.synflow_rounds", self.synflow_rounds, lo=1, hi=10_000, integer=True)
         Rewind.parse(self.rewind)
         _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
         _number("prune.earlybird_eps", self.earlybird_eps, lo=0, hi=1, lo_open=True)

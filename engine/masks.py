@@ -87,7 +87,7 @@ def prune_step(scores: dict[str, torch.Tensor], mask: Mask, fraction: float, out
             new[n] = keep_top(scores[n], mask[n], alive - math.ceil(fraction * alive))
     elif scope == "global":
         alive = sum(int(mask[n].sum()) for n in pool)
-        new.update(_keep_global(scores, mask, pool, alive - math.ceil(fraction * alive)))
+        new.update(keep_global(scores, mask, alive - math.ceil(fraction * alive), pool))
     else:
         raise ValueError(f"unknown scope {scope!r}")
     alive = int(mask[output_name].sum())
@@ -96,7 +96,9 @@ def prune_step(scores: dict[str, torch.Tensor], mask: Mask, fraction: float, out
     return {n: new[n] for n in mask}  # keep the model's layer order
 
 
-def _keep_global(scores, mask: Mask, names: list[str], n_keep: int) -> Mask:
+def keep_global(scores, mask: Mask, n_keep: int, names: list[str] | None = None) -> Mask:
+    """Keep exactly `n_keep` entries, ranked together over the layers `names` (default: all of `mask`)."""
+    names = list(mask) if names is None else names
     flat_scores = torch.cat([scores[n].flatten().float() for n in names])
     flat_alive = torch.cat([mask[n].flatten() for n in names])
     flat = keep_top(flat_scores, flat_alive, n_keep)
@@ -120,10 +122,31 @@ def prune_to_density(scores: dict[str, torch.Tensor], mask: Mask, target: float,
     else:
         size = sum(mask[n].numel() for n in pool)
         alive = sum(int(mask[n].sum()) for n in pool)
-        new.update(_keep_global(scores, mask, pool, min(alive, round(target * size))))
+        new.update(keep_global(scores, mask, min(alive, round(target * size)), pool))
     o = mask[output_name]
     new[output_name] = keep_top(scores[output_name], o, min(int(o.sum()), round(output_density * o.numel())))
     return {n: new[n] for n in mask}
+
+
+def keep_per_layer(scores, mask: Mask, counts: dict[str, int]) -> Mask:
+    """Keep exactly counts[name] entries in each layer."""
+    return {n: keep_top(scores[n], mask[n], counts[n]) for n in mask}
+
+
+def erk_densities(mask: Mask, density: float) -> dict[str, float]:
+    """Erdos-Renyi-Kernel layer densities (Evci et al. 2020, RigL): density proportional to
+    sum(shape) / prod(shape), scaled so the network keeps `density` of all weights; a layer that would
+    exceed 1 is made dense and the scale re-solved over the rest."""
+    size = {n: m.numel() for n, m in mask.items()}
+    raw = {n: sum(m.shape) / m.numel() for n, m in mask.items()}
+    dense: set[str] = set()
+    while True:
+        budget = density * sum(size.values()) - sum(size[n] for n in dense)
+        scale = budget / sum(raw[n] * size[n] for n in mask if n not in dense)
+        top = max((n for n in mask if n not in dense), key=lambda n: raw[n], default=None)
+        if top is None or scale * raw[top] <= 1:
+            return {n: 1.0 if n in dense else scale * raw[n] for n in mask}
+        dense.add(top)
 
 
 def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:

@@ -1,0 +1,64 @@
+"""Pruning at initialisation: score the initial weights, keep the best --density, train the ticket.
+
+SNIP, GraSP, SynFlow, magnitude and random (engine.scores) share one selection: global (one pool over
+every prunable layer, output included, as in the Synaptic-Flow experiments), layerwise (every layer at
+--density) or erk (Erdos-Renyi-Kernel layer densities). The ticket starts from theta_0 at step 0 and is
+trained beside the run's controls; the runner's dense training is the baseline.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import masks as M
+from .. import scores as S
+from ..registry import METHODS
+from ..seeding import generator
+
+PAI_SCOPES = ("global", "layerwise", "erk")
+EXAMPLES_PER_CLASS = 10  # SNIP/GraSP score one batch of about 10 examples per class
+
+
+def score_batch(data, seed: int):
+    """Up to EXAMPLES_PER_CLASS training examples of each class, drawn with the run's seed."""
+    y = data.train.y
+    order = torch.randperm(len(y), generator=generator(seed, "pai-batch")).to(y.device)
+    picked = torch.cat([order[y[order] == c][:EXAMPLES_PER_CLASS] for c in range(data.num_classes)])
+    return data.train.x[picked], y[picked]
+
+
+def target_counts(mask: M.Mask, density: float, scope: str) -> int | dict[str, int]:
+    """How many to keep: one global count, or one per layer (uniform or ERK)."""
+    if scope == "global":
+        return round(density * M.total(mask))
+    per_layer = M.erk_densities(mask, density) if scope == "erk" else {n: density for n in mask}
+    return {n: round(per_layer[n] * m.numel()) for n, m in mask.items()}
+
+
+def pai_mask(ctx, rule: str) -> M.Mask:
+    cfg = ctx.config.prune
+    model = ctx.model_with(ctx.init_weights)
+    dense = M.ones(model)
+    keep = target_counts(dense, cfg.density, cfg.scope)
+    if rule == "synflow":
+        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=cfg.synflow_rounds)
+    batch = score_batch(ctx.data, ctx.config.seed)
+    scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
+    return M.keep_global(scores, dense, keep) if isinstance(keep, int) else M.keep_per_layer(scores, dense, keep)
+
+
+def _register(rule: str, help: str):
+    def method(ctx) -> None:
+        stored = ctx.store.level_record("ticket", 1)
+        mask = ctx.store.load_level("ticket", 1, ctx.device)[0] if stored else pai_mask(ctx, rule)
+        ctx.train_ticket(1, mask, ctx.init_weights, 0)
+
+    method.__name__ = rule
+    method.scopes = PAI_SCOPES
+    METHODS.register(rule, help)(method)
+
+
+_register("snip", "pruning at init: |gradient x weight| on ~10 examples per class (Lee et al. 2019)")
+_register("grasp", "pruning at init: weight x Hessian-gradient, signed, lowest pruned (Wang et al. 2020)")
+_register("synflow", "pruning at init, data-free: iterative synaptic flow, --synflow-rounds (Tanaka et al. 2020)")
+_register("magnitude", "pruning at init: largest |initial weight|")
+_register("random", "pruning at init: a uniformly random mask")
