@@ -28,9 +28,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
-pytestmark = [pytest.mark.ui,
-              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} not installed")]
+pytestmark = pytest.mark.ui
 
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
@@ -40,9 +41,10 @@ SERVER_START_S = 90     # import torch + panel, first request answered
 PAGE_READY_MS = 60_000  # first page: bokeh loaded, widgets and the live plot rendered
 TINY_RUN_MS = 120_000   # a tiny run launched from the page reaches "completed"
 WAIT_MS = 30_000        # anything else the page should show soon
+CANCEL_MS = 90_000      # Cancel clicked during training -> "cancelled" (clicks queue behind plot updates)
 
-# The settings the tests type in, as (widget label, setting path). Tiny runs: 2 epochs, 2 levels, the
-# default controls (reinit, random) -> 7 short trainings on digits.
+# A tiny run, typed into the "epochs" and "levels" inputs: 2 epochs, 2 levels and the default controls
+# (reinit, random) -> 7 short trainings on digits.
 TINY = {"train.epochs": 2, "prune.levels": 2}
 
 
@@ -261,11 +263,18 @@ def test_tiny_run_completes_and_plots(open_page, server):
     expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
     assert json.loads((server.runs_dir / run_id / "summary.json").read_text())["status"] == "completed"
 
+    # compare just this run (other tests' runs share the store): tick its row in the run browser
+    open_tab(page, "Runs")
+    row = page.locator(".run-table .tabulator-row").filter(has_text=run_id)
+    row.get_by_label("Select Row").check()
+    expect(row.get_by_label("Select Row")).to_be_checked()
+
     open_tab(page, "Accuracy")
     assert_drawn(page, "accuracy-plot")
     legend = page.locator(".accuracy-plot .bk-Legend .bk-label")  # the legend is DOM, unlike the axes
+    expect(legend).to_have_count(4)  # one entry per variant of the one experiment
     for variant in ("dense", "ticket", "reinit", "random"):
-        expect(legend.filter(has_text=re.compile(f"^{variant} · "))).to_have_count(1)
+        expect(legend.filter(has_text=re.compile(f"^{variant} · .*epochs=2"))).to_have_count(1)
     expect(page.locator(".accuracy-plot .bk-Toolbar")).to_have_count(1)
     fig = figure(page, "accuracy-plot")
     assert fig["title"] == "Test accuracy vs density"
@@ -283,9 +292,11 @@ def test_tiny_run_completes_and_plots(open_page, server):
 
 def test_cancel_keeps_completed_levels(open_page, server):
     page = open_page()
-    set_value(page, "epochs", 20)  # 16 trainings of 540 iterations: many seconds, even on a fast machine
+    # 16 trainings of 1080 iterations: tens of seconds, so the run is still going when the cancel lands
+    # (the server can take seconds to act on a click while it trains: see bench/serve_latency.py)
+    set_value(page, "epochs", 40)
     set_value(page, "levels", 5)
-    run_id = run_id_for(**{"train.epochs": 20, "prune.levels": 5})
+    run_id = run_id_for(**{"train.epochs": 40, "prune.levels": 5})
     page.get_by_role("button", name="Launch").click()
     expect(status(page)).to_contain_text(run_id)
     # the dense network is trained and stored once a pruned level trains
@@ -293,7 +304,7 @@ def test_cancel_keeps_completed_levels(open_page, server):
                                          timeout=TINY_RUN_MS)
     expect(page.locator("progress")).not_to_have_attribute("value", "0")
     page.get_by_role("button", name="Cancel").click()
-    expect(status(page)).to_contain_text("cancelled", timeout=WAIT_MS)
+    expect(status(page)).to_contain_text("cancelled", timeout=CANCEL_MS)
     expect(status(page)).to_contain_text(re.compile(r"[1-9]\d* level\(s\) kept"))
     expect(page.get_by_role("button", name="Launch")).to_be_enabled()
     expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
@@ -352,3 +363,24 @@ def test_two_pages_run_at_once(open_page, server):
     table = pages[0].locator(".run-table")
     for run_id in ids:
         expect(table).to_contain_text(run_id)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="app bug: with 4 experiments the accuracy overlay has more renderers than HoloViews' "
+                          "legend_limit (25), so no legend is drawn; set legend_limit in plots._by_density")
+def test_accuracy_legend_with_several_experiments(open_page, server):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the server and Chromium share the cores (see Server.start)
+    try:
+        for changes in ({"train.epochs": 1, "prune.levels": 1}, {"train.epochs": 1, "prune.levels": 2},
+                        {"train.epochs": 2, "prune.levels": 1}, {"train.epochs": 3, "prune.levels": 1}):
+            # four experiments (4 x 8 renderers), stored straight by the engine
+            engine.run(engine.RunConfig().replace(**changes), runs_dir=server.runs_dir)
+    finally:
+        torch.set_num_threads(threads)
+    page = open_page()
+    open_tab(page, "Accuracy")
+    assert_drawn(page, "accuracy-plot")
+    expect(page.locator(".accuracy-plot .bk-Legend .bk-label").first).to_be_visible(timeout=5_000)
