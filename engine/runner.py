@@ -237,6 +237,11 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     if point.kind == "iter" and point.iteration >= ctx.total_steps:
         raise ConfigError("prune.rewind", config.prune.rewind,
                           f"rewind iteration must be below the {ctx.total_steps} training iterations")
+    if store.exists():  # resume: same experiment? (device, data_dir, download may differ: they change no result)
+        stored = store.config()
+        if RunConfig.from_dict({k: v for k, v in stored.items() if k != "custom_model"}).non_default() != \
+                config.non_default() or stored.get("custom_model") != (model_name if model is not None else None):
+            raise LotteryError(f"run {run_id} exists with a different config; refusing to mix them")
     store.create(config.to_dict() | ({"custom_model": model_name} if model is not None else {}))
     init_path = store.weights_path("init")
     if init_path.exists():

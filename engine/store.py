@@ -89,13 +89,9 @@ class RunStore:
         return (self.dir / "config.json").exists()
 
     def create(self, config: dict) -> None:
-        """Create the run directory, or check that an existing one holds the same config."""
-        if self.exists():
-            stored = read_json(self.dir / "config.json")
-            if stored != config:
-                raise LotteryError(f"run {self.run_id} exists with a different config; refusing to mix them")
-            return
-        write_json(self.dir / "config.json", config)
+        """Write config.json for a new run (the caller has checked an existing run's identity)."""
+        if not self.exists():
+            write_json(self.dir / "config.json", config)
 
     def lock(self) -> None:
         """Claim the run so two processes or app sessions never train the same run at once."""

@@ -9,7 +9,9 @@ event loop never waits for training. Closing the browser tab cancels that page's
 from __future__ import annotations
 
 import os
+import time
 
+import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -22,7 +24,8 @@ from explorer.analyses import AnalysisPanel
 from explorer.browser import RunBrowser
 from explorer.launch import LaunchPanel
 
-POLL_MS = 250
+POLL_MS = 250        # drain run events 4 times a second
+LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
 
 
@@ -35,8 +38,14 @@ class ExplorerApp(pn.viewable.Viewer):
         self.launcher = LaunchPanel(self.runs_dir)
         self.browser = RunBrowser(self.runs_dir)
         self.analyses = AnalysisPanel(self.runs_dir)
-        self.live = pn.pane.HoloViews(plots.learning_curve([]), sizing_mode="stretch_width", css_classes=["live-plot"])
-        self.loss = pn.pane.HoloViews(plots.loss_curve([]), sizing_mode="stretch_width", css_classes=["loss-plot"])
+        # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
+        # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
+        self.live_pipe = hv.streams.Pipe(data=[])
+        self.live = pn.pane.HoloViews(hv.DynamicMap(plots.learning_curve, streams=[self.live_pipe]),
+                                      sizing_mode="stretch_width", css_classes=["live-plot"])
+        self.loss = pn.pane.HoloViews(hv.DynamicMap(plots.loss_curve, streams=[self.live_pipe]),
+                                      sizing_mode="stretch_width", css_classes=["loss-plot"])
+        self._curve_sent = 0.0
         self.accuracy = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
         self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
         self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
@@ -49,7 +58,7 @@ class ExplorerApp(pn.viewable.Viewer):
         self.layer_select.param.watch(lambda e: self._draw_heatmap(), "value")
         self.browser.param.watch(lambda e: self.refresh_views(), "selected")
         self._seen = (None, -1, "")
-        self._curve_len = 0
+        self._curve_key = None
         self._mask_cache: dict = {}
         self._callback = None
         self.refresh_views()
@@ -73,10 +82,11 @@ class ExplorerApp(pn.viewable.Viewer):
         s = self.launcher.session
         if s is None:
             return
-        if len(s.curve) != self._curve_len:
-            self._curve_len = len(s.curve)
-            self.live.object = plots.learning_curve(s.curve, f"Live: level {s.level} {s.variant}")
-            self.loss.object = plots.loss_curve(s.curve)
+        done = s.status in ("completed", "cancelled", "failed")
+        key = (s.run_id, s.level, s.variant, len(s.curve))
+        if key != self._curve_key and (done or time.monotonic() - self._curve_sent >= LIVE_PERIOD_S):
+            self._curve_key, self._curve_sent = key, time.monotonic()
+            self.live_pipe.send(list(s.curve))
         state = (s.run_id, s.levels_done, s.status)
         if state != self._seen:
             self._seen = state

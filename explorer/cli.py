@@ -5,6 +5,7 @@ one of them runs, so `lottery run` starts as fast as the engine alone.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from engine import cli as engine_cli
@@ -17,6 +18,10 @@ def cmd_serve(args) -> int:
 
     if args.address not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
         raise engine_cli.ConfigError("--address", args.address, "binding beyond localhost needs --allow-remote")
+    # Leave a core to the event loop: runs train on worker threads of this process, and torch's default
+    # of one thread per core starves the server (and stalls badly when anything else runs).
+    import torch
+    torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     pn.extension("tabulator", notifications=False)
     print(f"Lottery Ticket Explorer on http://{args.address}:{args.port} (runs in {args.runs_dir}); Ctrl-C stops",
           file=sys.stderr)
@@ -41,6 +46,8 @@ def add_commands(sub, common) -> None:
     sv.add_argument("--port", type=int, default=5006, help="port (default: %(default)s)")
     sv.add_argument("--allow-remote", action="store_true", help="allow binding beyond localhost")
     sv.add_argument("--show", action="store_true", help="open a browser tab")
+    sv.add_argument("--torch-threads", type=int, default=0,
+                    help="torch threads for training (default: one less than the cores, at least 1)")
     sv.set_defaults(func=cmd_serve)
 
     rp = sub.add_parser("report", help="write a standalone HTML page of a run's views")

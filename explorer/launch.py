@@ -48,12 +48,14 @@ class LaunchPanel(pn.viewable.Viewer):
         self.runs_dir = runs_dir
         self.settings = {s.path: s for s in settings()}
         self.widgets = {path: widget_for(s) for path, s in self.settings.items()}
-        self.launch_button = pn.widgets.Button(label="Launch", color="primary", sizing_mode="stretch_width")
+        self.launch_button = pn.widgets.Button(label="Launch", color="primary", sizing_mode="stretch_width",
+                                               css_classes=["launch-button"])
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", disabled=True,
-                                               sizing_mode="stretch_width")
+                                               sizing_mode="stretch_width", css_classes=["cancel-button"])
         self.launch_button.on_click(lambda _: self.launch())
         self.cancel_button.on_click(lambda _: self.cancel())
-        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary")
+        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", bar_color="primary",
+                                               css_classes=["run-progress"])
         self.status = pn.pane.Markdown("Ready. Defaults: LeNet-300-100 on digits, IMP with rewinding to init.",
                                        css_classes=["run-status"], sizing_mode="stretch_width")
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["run-error"],

@@ -13,8 +13,10 @@ from .tables import layer_rows, level_rows, seed_bands
 
 hv.extension("bokeh", logo=False)
 
-VARIANT_STYLE = {"ticket": "solid", "reinit": "dashed", "random": "dotted", "shuffle": "dotdash"}
-COMMON = dict(responsive=True, height=320, show_grid=True, tools=["hover"])
+VARIANT_STYLE = {"ticket": "solid", "reinit": "dashed", "random": "dotted", "shuffle": "dotdash", "inverted": "dashdot"}
+VARIANT_COLOR = {"ticket": "#1f77b4", "reinit": "#d62728", "random": "#2ca02c", "shuffle": "#9467bd",
+                 "inverted": "#8c564b", "dense": "black"}
+COMMON = dict(responsive=True, height=320, show_grid=True)
 
 
 def _empty(title: str, message: str) -> hv.Overlay:
@@ -31,7 +33,7 @@ def density_bars(summary: dict | None) -> hv.Element:
     if df.empty:
         return _empty(title, "no level finished yet")
     return hv.Bars(df, kdims=["level", "layer"], vdims=["density"]).opts(
-        title=title, ylim=(0, 1.02), xlabel="level (layer)", ylabel="density (fraction kept)", multi_level=True,
+        title=title, ylim=(0, 1.02), tools=["hover"], xlabel="level (layer)", ylabel="density (fraction kept)", multi_level=True,
         xrotation=90, **COMMON)
 
 
@@ -53,6 +55,7 @@ def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, perc
     if levels.empty:
         return _empty(title, "no runs yet: launch one")
     bands = seed_bands(levels, value)
+    n_experiments = bands["experiment"].nunique()
     scale = 100.0 if percent else 1.0
     elements = []
     for (exp, variant), g in bands.groupby(["experiment", "variant"], sort=False):
@@ -62,17 +65,20 @@ def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, perc
             y = float(g["mean"].iloc[0]) * scale
             elements.append(hv.HLine(y).opts(color="gray", line_dash="dashed", line_width=1))
             elements.append(hv.Scatter([(1.0, y)], "density", ylabel, label=label).opts(
-                color="black", marker="square", size=8))
+                color="black", marker="square", size=8, tools=["hover"]))
             continue
         data = pd.DataFrame({"density": g["density"], ylabel: g["mean"] * scale, "std": g["std"] * scale,
                              "seeds": g["seeds"], "level": g["level"]})
+        color = VARIANT_COLOR.get(variant, "gray") if n_experiments == 1 else None  # many runs: colour by run
+        colored = {"color": color} if color else {}
         if (g["seeds"] > 1).any():
-            elements.append(hv.Spread(data, kdims=["density"], vdims=[ylabel, "std"], label=label).opts(alpha=0.2))
+            elements.append(hv.Spread(data, kdims=["density"], vdims=[ylabel, "std"], label=label).opts(
+                alpha=0.2, **colored))
         style = VARIANT_STYLE.get(variant, "dashdot")
         elements.append(hv.Curve(data, kdims=["density"], vdims=[ylabel, "seeds", "level"], label=label).opts(
-            line_dash=style, line_width=2))
+            line_dash=style, line_width=2, tools=["hover"], **colored))
         elements.append(hv.Scatter(data, kdims=["density"], vdims=[ylabel, "seeds", "level"], label=label).opts(
-            size=6))
+            size=6, tools=["hover"], **colored))
     # Explicit limits: a log axis whose range is re-derived on live updates can collapse to a point.
     lo, hi = float(bands["density"].min()), 1.0
     ys = pd.concat([bands["lo"], bands["hi"]]) * scale
@@ -80,7 +86,8 @@ def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, perc
     return hv.Overlay(elements).opts(
         title=title, logx=True, invert_xaxis=True, xlim=(lo / 1.25, hi * 1.1),
         ylim=(float(ys.min()) - pad, float(ys.max()) + pad), framewise=True,
-        xlabel="density (fraction of weights kept, log)", ylabel=ylabel, legend_position="bottom_left", **COMMON)
+        xlabel="density (fraction of weights kept, log)", ylabel=ylabel, legend_position="bottom_left",
+        legend_limit=200, **COMMON)
 
 
 def accuracy_vs_density(summaries: list[dict]) -> hv.Element:
@@ -94,19 +101,22 @@ def early_stop_vs_density(summaries: list[dict]) -> hv.Element:
                        "Early-stopping iteration vs density", False)
 
 
-def learning_curve(points: list[dict], title: str = "Live training") -> hv.Element:
-    """Validation and test accuracy of the training in progress."""
-    if not points:
-        return _empty(title, "launch a run to watch it train")
-    df = pd.DataFrame(points)
-    acc = hv.Curve(df, "iteration", ("val_accuracy", "accuracy"), label="val accuracy").opts(line_width=2)
+CURVE_COLUMNS = ["iteration", "train_loss", "val_accuracy", "test_accuracy"]
+
+
+def learning_curve(data: list[dict] | None = None) -> hv.Overlay:
+    """Validation and test accuracy of the training in progress. Same structure with or without points,
+    so a DynamicMap fed by a Pipe can update it in place instead of rebuilding the plot."""
+    df = pd.DataFrame(data or [], columns=CURVE_COLUMNS)
+    acc = hv.Curve(df, "iteration", ("val_accuracy", "accuracy"), label="val accuracy").opts(
+        line_width=2, tools=["hover"])
     test = hv.Curve(df, "iteration", ("test_accuracy", "accuracy"), label="test accuracy").opts(line_dash="dotted")
-    return (acc * test).opts(title=title, ylim=(0, 1), legend_position="bottom_right", **COMMON)
+    return (acc * test).opts(title="Live training: accuracy", ylim=(0, 1), legend_position="bottom_right",
+                             framewise=True, **COMMON)
 
 
-def loss_curve(points: list[dict]) -> hv.Element:
+def loss_curve(data: list[dict] | None = None) -> hv.Curve:
     """Mean training loss between evaluations of the training in progress."""
-    if not points:
-        return _empty("Training loss", "")
-    return hv.Curve(pd.DataFrame(points), "iteration", ("train_loss", "training loss")).opts(
-        title="Training loss", color="firebrick", **COMMON)
+    df = pd.DataFrame(data or [], columns=CURVE_COLUMNS)
+    return hv.Curve(df, "iteration", ("train_loss", "training loss")).opts(
+        title="Live training: loss", color="firebrick", framewise=True, tools=["hover"], **COMMON)

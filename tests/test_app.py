@@ -51,6 +51,7 @@ def test_launch_streams_progress_and_updates_views(app):
     s = _until_done(app)
     assert s.status == "completed" and s.progress == 100
     assert s.curve and s.curve[-1]["iteration"] > 0
+    assert app.live_pipe.data[-1] == s.curve[-1]  # the live plot was streamed the final point
     assert "completed" in app.launcher.status.object
     assert app.launcher.launch_button.disabled is False
     # the views read the new run

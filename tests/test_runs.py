@@ -243,3 +243,9 @@ def test_device_auto_falls_back_to_cpu_and_cuda_is_refused_without_it(runs_dir):
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(engine.ConfigError, match="device: 'cuda'"):
         engine.run(tiny(device="cuda"), runs_dir=runs_dir)
+
+
+def test_resuming_with_another_device_setting_is_the_same_run(runs_dir):
+    first = engine.run(tiny(device="auto"), runs_dir=runs_dir)
+    again = engine.run(tiny(device="cpu", **{"data.download": True}), runs_dir=runs_dir)
+    assert again["run_id"] == first["run_id"] and again["status"] == "completed"

@@ -206,6 +206,15 @@ def status(page):
     return page.locator(".run-status")
 
 
+STATUS_JS = """e => Array.from((e.shadowRoot || e).children)
+  .filter(c => c.tagName !== 'STYLE' && c.tagName !== 'LINK').map(c => c.innerText).join(' ').trim()"""
+
+
+def status_text(page) -> str:
+    """The status Markdown's text (it renders in a shadow root, which textContent does not reach)."""
+    return status(page).evaluate(STATUS_JS)
+
+
 def open_tab(page, title: str) -> None:
     page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$")).click()
     expect(page.locator(".bk-tab.bk-active")).to_have_text(title)
@@ -292,27 +301,29 @@ def test_tiny_run_completes_and_plots(open_page, server):
 
 def test_cancel_keeps_completed_levels(open_page, server):
     page = open_page()
-    # 16 trainings of 1080 iterations: tens of seconds, so the run is still going when the cancel lands
-    # (the server can take seconds to act on a click while it trains: see bench/serve_latency.py)
+    # 25 trainings of 1080 iterations: minutes, so the run is still going when the cancel lands (while it
+    # trains, the server can take many seconds to act on a click: see bench/serve_latency.py)
     set_value(page, "epochs", 40)
-    set_value(page, "levels", 5)
-    run_id = run_id_for(**{"train.epochs": 40, "prune.levels": 5})
+    set_value(page, "levels", 8)
+    run_id = run_id_for(**{"train.epochs": 40, "prune.levels": 8})
     page.get_by_role("button", name="Launch").click()
     expect(status(page)).to_contain_text(run_id)
     # the dense network is trained and stored once a pruned level trains
-    expect(status(page)).to_contain_text(re.compile(r"running\W+level [1-5]/5 \w+: iteration \d+"),
+    expect(status(page)).to_contain_text(re.compile(r"running\W+level [1-8]/8 \w+: iteration \d+"),
                                          timeout=TINY_RUN_MS)
     expect(page.locator("progress")).not_to_have_attribute("value", "0")
     page.get_by_role("button", name="Cancel").click()
     expect(status(page)).to_contain_text("cancelled", timeout=CANCEL_MS)
-    expect(status(page)).to_contain_text(re.compile(r"[1-9]\d* level\(s\) kept"))
+    kept = re.compile(r"([1-9]\d*) level\(s\) kept")
+    expect(status(page)).to_contain_text(kept)
     expect(page.get_by_role("button", name="Launch")).to_be_enabled()
     expect(page.get_by_role("button", name="Cancel")).to_be_disabled()
 
+    n = int(kept.search(status_text(page)).group(1))
     store = server.runs_dir / run_id
-    assert (store / "levels" / "ticket" / "000" / "record.json").is_file()  # the dense level stays
+    stored = sorted(p.parent.name for p in (store / "levels" / "ticket").glob("*/record.json"))
+    assert stored == [f"{level:03d}" for level in range(n)], (n, stored)  # what the status says is on disk
     assert json.loads((store / "summary.json").read_text())["status"] == "cancelled"
-    assert not (store / "levels" / "ticket" / "005").exists()
 
 
 def test_bad_value_shows_field_error(open_page, server):
@@ -365,9 +376,6 @@ def test_two_pages_run_at_once(open_page, server):
         expect(table).to_contain_text(run_id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="app bug: with 4 experiments the accuracy overlay has more renderers than HoloViews' "
-                          "legend_limit (25), so no legend is drawn; set legend_limit in plots._by_density")
 def test_accuracy_legend_with_several_experiments(open_page, server):
     import torch
 
@@ -383,4 +391,4 @@ def test_accuracy_legend_with_several_experiments(open_page, server):
     page = open_page()
     open_tab(page, "Accuracy")
     assert_drawn(page, "accuracy-plot")
-    expect(page.locator(".accuracy-plot .bk-Legend .bk-label").first).to_be_visible(timeout=5_000)
+    expect(page.locator(".accuracy-plot .bk-Legend .bk-label").first).to_be_visible(timeout=2_000)  # drawn above
