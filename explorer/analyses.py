@@ -21,6 +21,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir = runs_dir
         self.run_id = self.level = self.layer = None
+        self._drawn = False
         self.choice = pn.widgets.Select(label="analysis", options=list(ANALYSES), value="persistence", width=160)
         self.rewind_points = pn.widgets.TextInput(label="rewind points (instability)", value="0,25,100,500",
                                                   width=200)
@@ -60,10 +61,15 @@ class AnalysisPanel(pn.viewable.Viewer):
             self.status.object = f"**{f.name}** failed: {e}"
         except Exception as e:  # keep the app alive; the message says what happened
             self.status.object = f"**{f.name}** failed: {type(e).__name__}: {e}"
-        self.show(self.run_id, self.level, self.layer)
+        self.show(self.run_id, self.level, self.layer, force=True)
         return True
 
-    def show(self, run_id, level=None, layer=None) -> None:
+    def show(self, run_id, level=None, layer=None, force: bool = False) -> None:
+        """Draw the stored analyses of `run_id`; a no-op when nothing changed (levels finishing during a
+        run call this often, and rebuilding six plots each time would stall the event loop)."""
+        if not force and (run_id, level, layer) == (self.run_id, self.level, self.layer) and self._drawn:
+            return
+        self._drawn = True
         self.run_id, self.level, self.layer = run_id, level, layer
         store = RunStore(self.runs_dir, run_id) if run_id else None
         stored = stored_analyses(store) if store is not None and store.exists() else {}

@@ -54,9 +54,12 @@ class ExplorerApp(pn.viewable.Viewer):
         self.level_select = pn.widgets.Select(label="level", options=[], width=120)
         self.layer_select = pn.widgets.Select(label="layer", options=[], width=220)
         self.run_select.param.watch(lambda e: self._on_run_choice(), "value")
-        self.level_select.param.watch(lambda e: self._draw_heatmap(), "value")
-        self.layer_select.param.watch(lambda e: self._draw_heatmap(), "value")
+        self.level_select.param.watch(lambda e: self._on_level_or_layer(), "value")
+        self.layer_select.param.watch(lambda e: self._on_level_or_layer(), "value")
         self.browser.param.watch(lambda e: self.refresh_views(), "selected")
+        self._stale: set[str] = set()
+        self._tabs = self.tabs()
+        self._tabs.param.watch(lambda e: self.draw_visible(), "active")
         self._seen = (None, -1, "")
         self._curve_key = None
         self._mask_cache: dict = {}
@@ -94,25 +97,42 @@ class ExplorerApp(pn.viewable.Viewer):
             self.refresh_views(focus=s.run_id)
 
     # ------------------------------------------------------------ views
+    # Only the visible tab's plots are rebuilt (building a HoloViews plot costs tens of milliseconds on the
+    # event loop); the others are marked stale and drawn when their tab is opened.
+    TAB_NAMES = ("Live", "Accuracy", "Early stopping", "Masks", "Analyses", "Runs")
+
     def refresh_views(self, focus: str | None = None) -> None:
-        chosen = self.browser.chosen()
-        self.accuracy.object = plots.accuracy_vs_density(chosen)
-        self.early_stop.object = plots.early_stop_vs_density(chosen)
+        """The store changed (a level finished, a run was selected or deleted): update the run choice and
+        redraw what is visible."""
         ids = [s["run_id"] for s in self.browser.summaries]
         current = focus if focus in ids else self.run_select.value if self.run_select.value in ids else \
             (self.browser.selected[0] if self.browser.selected else ids[0] if ids else None)
+        self._stale = {"Accuracy", "Early stopping", "Masks", "Analyses"}
         self.run_select.options = ids
         if self.run_select.value != current:
             self.run_select.value = current  # triggers _on_run_choice
         else:
-            self._on_run_choice()
+            self._on_run_choice()  # the same run may have new levels
+
+    def draw_visible(self, everything: bool = False) -> None:
+        """Draw the stale plots of the active tab (or of every tab)."""
+        active = self.TAB_NAMES[self._tabs.active]
+        for name in [n for n in self.TAB_NAMES if n in self._stale and (everything or n == active)]:
+            self._stale.discard(name)
+            if name == "Accuracy":
+                self.accuracy.object = plots.accuracy_vs_density(self.browser.chosen())
+            elif name == "Early stopping":
+                self.early_stop.object = plots.early_stop_vs_density(self.browser.chosen())
+            elif name == "Masks":
+                self._draw_run()
+            elif name == "Analyses":
+                self.analyses.show(self.run_select.value, self.level_select.value, self.layer_select.value)
 
     def _summary(self, run_id):
         return next((s for s in self.browser.summaries if s["run_id"] == run_id), None)
 
     def _on_run_choice(self) -> None:
         summary = self._summary(self.run_select.value)
-        self.density.object = plots.density_bars(summary)
         rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
         levels = [r["level"] for r in rows]
         layers = list(rows[0]["layers"]) if rows else []
@@ -124,13 +144,19 @@ class ExplorerApp(pn.viewable.Viewer):
         self.layer_select.options = layers
         if layers and self.layer_select.value not in layers:
             self.layer_select.value = layers[0]
-        self._draw_heatmap()
+        self._stale |= {"Masks", "Analyses"}
+        self.draw_visible()
 
-    def _draw_heatmap(self) -> None:
+    def _on_level_or_layer(self) -> None:
+        self._stale |= {"Masks", "Analyses"}
+        self.draw_visible()
+
+    def _draw_run(self) -> None:
+        """The Masks tab: per-layer densities of the chosen run and the chosen layer's mask."""
         run_id, level, layer = self.run_select.value, self.level_select.value, self.layer_select.value
+        self.density.object = plots.density_bars(self._summary(run_id))
         mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None
         self.heatmap.object = plots.mask_heatmap(mask, layer or "", level or 0)
-        self.analyses.show(run_id, level, layer)  # the persistence diagram follows the same level and layer
 
     def _mask(self, run_id, level, layer):
         """A layer's mask from the store; finished levels never change, so they are cached."""
@@ -146,18 +172,19 @@ class ExplorerApp(pn.viewable.Viewer):
     def tabs(self) -> pn.Tabs:
         masks = pn.Column(self.density, pn.Row(self.run_select, self.level_select, self.layer_select),
                           self.heatmap, sizing_mode="stretch_width")
-        return pn.Tabs(("Live", pn.Column(self.live, self.loss, sizing_mode="stretch_width")), ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
+        return pn.Tabs(("Live", pn.Column(self.live, self.loss, sizing_mode="stretch_width")),
+                       ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
                        ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
                                                                          self.layer_select), self.analyses)),
                        ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):  # inline in a notebook
-        return pn.Row(pn.Column(self.launcher, width=320), self.tabs(), sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self.launcher, width=320), self._tabs, sizing_mode="stretch_width")
 
     def template(self) -> pn.template.FastListTemplate:
         """The served page: the same views in a FastListTemplate."""
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self.launcher],
-                                            main=[self.tabs()], sidebar_width=340, accent="#1f4e79")
+                                            main=[self._tabs], sidebar_width=340, accent="#1f4e79")
 
 
 def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
