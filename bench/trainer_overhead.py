@@ -80,6 +80,7 @@ VARIANTS = {
     "plain loop": run_plain,
     "plain loop, fused Adam": lambda *a: run_plain(*a, fused=True),
     "plain loop + eval/epoch": lambda *a: run_plain(*a, evaluate=True),
+    "plain fused Adam + eval": lambda *a: run_plain(*a, evaluate=True, fused=True),
     "DataLoader loop": run_dataloader,
 }
 
@@ -127,6 +128,8 @@ def main():
     print(f"engine / plain + eval     {e / med['plain loop + eval/epoch']:.3f}")
     print(f"engine / DataLoader       {e / med['DataLoader loop']:.3f}")
     print(f"engine / plain fused Adam {e / med['plain loop, fused Adam']:.3f}   (same optimizer kernel)")
+    print(f"engine / plain fused+eval {e / med['plain fused Adam + eval']:.3f}   (same kernel, same evaluations: "
+          "what masking and bookkeeping cost)")
 
     if args.profile:
         import cProfile

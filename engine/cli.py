@@ -206,7 +206,7 @@ def cmd_analyze(args) -> int:
     points = parse_rewind_points(args.rewind_points)
     result = analyze(args.analysis, args.runs_dir, args.run_id, level=args.level, against=args.against,
                      points=args.points, rewind_points=points, density=args.density, eps=args.eps)
-    name = {"instability": f"instability-L{args.level or 0}",
+    name = {"instability": f"instability-L{args.level or 0}", "earlybird": "earlybird-replay",
             "barrier": f"barrier-L{result.get('level')}-{result.get('b')}"}.get(args.analysis, args.analysis)
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
     print(f"stored in {store.dir / 'analyses' / (name + '.json')}", file=sys.stderr)

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import ConfigError, LotteryError
@@ -57,11 +58,18 @@ def read_json(path: Path):
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(cpu, tmp))
+    # safetensors sorts names; the model's layer order is kept in the metadata so loading gives it back
+    # (masks iterate in layer order, and seeded per-layer draws depend on that order).
+    order = json.dumps(list(tensors))
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata={"order": order}))
 
 
 def load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
+    """The tensors of a file written by `save_tensors`, in the order they were saved."""
+    tensors = load_file(str(path), device=str(device))
+    with safe_open(str(path), framework="pt") as f:
+        order = json.loads((f.metadata() or {}).get("order", "[]"))
+    return {k: tensors[k] for k in order if k in tensors} | tensors
 
 
 def check_writable(runs_dir: str | os.PathLike) -> Path:
@@ -171,6 +179,7 @@ class RunStore:
         write_json(d / "record.json", record)  # last: marks the level complete
 
     def load_level(self, variant: str, level: int, device="cpu"):
+        """(mask, trained weights) of a completed level, in the model's layer order."""
         d = self.level_dir(variant, level)
         return load_tensors(d / "mask.safetensors", device), load_tensors(d / "weights.safetensors", device)
 

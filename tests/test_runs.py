@@ -249,3 +249,25 @@ def test_resuming_with_another_device_setting_is_the_same_run(runs_dir):
     first = engine.run(tiny(device="auto"), runs_dir=runs_dir)
     again = engine.run(tiny(device="cpu", **{"data.download": True}), runs_dir=runs_dir)
     assert again["run_id"] == first["run_id"] and again["status"] == "completed"
+
+
+def test_stored_masks_come_back_in_layer_order(runs_dir):
+    """safetensors sorts names; conv2's module order is features.* before fc*: loading must keep it,
+    or seeded per-layer draws (random/shuffle controls) would differ after a resume."""
+    s = engine.run(tiny(**{"model.model": "conv2", "model.width": 0.25, "prune.levels": 1,
+                           "prune.controls": ("random",)}), runs_dir=runs_dir)
+    mask, weights = RunStore(runs_dir, s["run_id"]).load_level("ticket", 1)
+    assert list(mask) == ["features.0.weight", "features.2.weight", "fc1.weight", "fc2.weight", "out.weight"]
+    assert list(weights)[:2] == ["features.0.weight", "features.0.bias"]
+
+
+def test_resumed_random_control_equals_an_uninterrupted_one(tmp_path):
+    cfg = tiny(**{"model.model": "conv2", "model.width": 0.25, "prune.controls": ("random",)})
+    clean = engine.run(cfg, runs_dir=tmp_path / "clean")
+    cancel = threading.Event()
+    stop = lambda e: cancel.set() if isinstance(e, ev.LevelDone) and e.level == 1 and e.variant == "random" else None  # noqa: E731
+    assert engine.run(cfg, on_event=stop, cancel=cancel, runs_dir=tmp_path / "resumed")["status"] == "cancelled"
+    engine.run(cfg, runs_dir=tmp_path / "resumed")
+    a = RunStore(tmp_path / "clean", clean["run_id"]).load_level("random", 2)[0]
+    b = RunStore(tmp_path / "resumed", clean["run_id"]).load_level("random", 2)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,6 +14,7 @@ Rules (what "the mask the pruning rule would take now" means):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import deque
 from typing import Callable
 
@@ -170,30 +171,37 @@ class EarlyBirdTracker:
 # ---------------------------------------------------------------- on a stored run
 def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: int = 5, eps: float = 0.1,
                   on_event=None, cancel=None) -> dict:
-    """Replay a run's dense training from theta_0 (same data order) and track, every epoch, the magnitude
-    mask at `density` (default: the density of the run's last ticket level, whose IMP ticket it is
-    compared with). Stored as RUN_DIR/analyses/earlybird.json with the full distance matrix."""
+    """Replay a run's dense training from theta_0 (same data order) and track the magnitude mask every
+    epoch: at `density` with the run's scope and output-layer policy (the `earlybird` method's rule), or
+    by default at the per-layer densities of the run's last ticket, whose IMP ticket it is compared with.
+    Stored as RUN_DIR/analyses/earlybird-replay.json with the full distance matrix (the `earlybird`
+    method's own search record is analyses/earlybird.json)."""
+    from ..methods.imp import imp_output_density  # late: the methods import this module
+
     run = StoredRun(runs_dir, run_id)
     tickets = [run.store.level_record("ticket", lv) for lv in run.levels() if lv > 0]
-    target = density if density is not None else (tickets[-1]["layers"] if tickets else None)
-    if target is None:
+    if density is None and not tickets:
         raise ValueError("the run has no ticket level yet: pass a density")
+    if density is None:
+        rule = _layer_density_rule(tickets[-1]["layers"])
+    else:
+        prune = dataclasses.replace(run.config.prune, density=density)
+        rule = magnitude_rule(density, imp_output_density(prune), run.config.prune.scope)
     model = run.make_model()
     model.load_state_dict(run.init_weights())
-    rule = _layer_density_rule(target) if isinstance(target, dict) else magnitude_rule(target)
     tracker = EarlyBirdTracker(rule, window, eps)
     per_epoch = trainer.steps_per_epoch(len(run.data.train), run.config.train)
     tracker.update(model, 0.0)
     trainer.train(model, run.data, run.config.train, None, seed=dense_seed(run.config),
                   on_step=tracker.hook(per_epoch), cancel=cancel)
     result = {"analysis": "earlybird", "run_id": run_id, **tracker.to_dict(),
-              "target": target, "epochs_total": run.config.train.epochs}
-    closest = min(tickets, key=lambda r: abs(r["density"] - (M.density(tracker.ticket) if tracker.ticket
-                                                              else 0))) if tickets else None
-    if closest is not None:
+              "density": density if density is not None else tickets[-1]["density"],
+              "epochs_total": run.config.train.epochs}
+    if tickets:
+        closest = min(tickets, key=lambda r: abs(r["density"] - result["density"]))
         result["imp_ticket"] = {"level": closest["level"], "density": closest["density"],
                                 "test_accuracy": closest["test_accuracy"]}
-    save_analysis(run.store, "earlybird", result, on_event)
+    save_analysis(run.store, "earlybird-replay", result, on_event)
     return result
 
 
