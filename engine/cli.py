@@ -150,6 +150,27 @@ def _open_run(args):
     return store
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, format_table
+
+    def floats(text):
+        try:
+            return [float(x) for x in text.split(",")]
+        except ValueError:
+            raise ConfigError("--densities", text, "must be comma-separated numbers in (0, 1)") from None
+
+    base = config_from_args(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    progress = _Progress(args.quiet or args.json)
+    try:
+        result = compare(base, methods, floats(args.densities), args.seeds, runs_dir=args.runs_dir, on_event=progress)
+    except KeyboardInterrupt:
+        print("cancelled: finished runs are kept; run the same command to continue", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0 if result["status"] == "completed" else 130
+
+
 def stored_analyses(store) -> dict:
     """{name: result} of every analysis stored with a run (RUN_DIR/analyses/NAME.json)."""
     from .store import read_json
@@ -268,6 +289,17 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     sh.add_argument("run_id", metavar="RUN_ID")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_show)
+
+    cp = sub.add_parser("compare", help="leaderboard: several methods at the same densities and budget")
+    common(cp)
+    cp.add_argument("--methods", default="imp,oneshot,snip,grasp,synflow,magnitude,random",
+                    help="comma-separated methods (default: %(default)s)")
+    cp.add_argument("--densities", default="0.2,0.05,0.01", help="target densities (default: %(default)s)")
+    cp.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
+    cp.add_argument("--json", action="store_true")
+    cp.add_argument("--quiet", action="store_true")
+    add_config_flags(cp)
+    cp.set_defaults(func=cmd_compare)
 
     an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(ANALYSES))
     common(an)

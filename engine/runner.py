@@ -156,7 +156,7 @@ class RunContext:
 
 # ---------------------------------------------------------------- the summary a user reads
 ROW_KEYS = ("level", "density", "sparsity", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
-            "early_stop_iteration", "early_stop_test_accuracy", "train_seconds", "layers")
+            "early_stop_iteration", "early_stop_test_accuracy", "train_seconds", "start_step", "iterations", "layers")
 
 
 def build_summary(config: RunConfig, store: RunStore, status: str, *, model_name: str, device: str,
