@@ -140,7 +140,7 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum (sgd only)")
     weight_decay: float = option(0.0, "L2 weight decay")
     batch_size: int = option(60, "training batch size")
-    epochs: int = option(70, "training epochs per level")
+    epochs: int = option(10, "training epochs per level")
     lr_schedule: str = option("constant", "learning-rate schedule over a level's training",
                               choices=["constant", "cosine", "step"])
     warmup: int = option(0, "linear learning-rate warm-up, in iterations")
@@ -184,7 +184,7 @@ class Rewind:
 @dataclass(frozen=True)
 class PruneConfig:
     method: str = option("imp", "ticket-finding method", choices=_known_methods)
-    levels: int = option(10, "pruning levels (imp)")
+    levels: int = option(14, "pruning levels (imp)")
     prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level")
     output_fraction: float = option(0.1, "fraction of the output layer's remaining weights pruned per "
                                     "level (0: never prune the output layer)")
