@@ -79,7 +79,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         self.panes["paths"].object = ap.instability_paths(by_kind.get("instability"))
         self.panes["barriers"].object = ap.instability_barriers(by_kind.get("instability"))
         self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))
-        self.panes["diagram"].object = ap.persistence_diagram(by_kind.get("persistence"), level, layer)
+        self.panes["diagram"].object = ap.persistence_diagrams(by_kind.get("persistence"), level)
         self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird"))
         self.panes["sanity"].object = ap.sanity(by_kind.get("sanity"))
 
@@ -88,5 +88,5 @@ class AnalysisPanel(pn.viewable.Viewer):
         return pn.Column(pn.Row(self.choice, self.rewind_points, self.button, self.status,
                                 sizing_mode="stretch_width"),
                          pn.Row(p["paths"], p["barriers"], sizing_mode="stretch_width"),
-                         pn.Row(p["np_levels"], p["diagram"], sizing_mode="stretch_width"),
+                         p["np_levels"], p["diagram"],
                          p["earlybird"], p["sanity"], sizing_mode="stretch_width")

@@ -42,17 +42,20 @@ def persistence_levels(result: dict | None) -> hv.Element:
             .opts(size=7)).opts(title=title, **COMMON)
 
 
-def persistence_diagram(result: dict | None, level, layer: str | None) -> hv.Element:
-    """Zero-dimensional persistence diagram of one layer at one level: (birth, death) of each MST merge."""
-    title = f"Persistence diagram: {layer} at level {level}"
+def persistence_diagrams(result: dict | None, level) -> hv.Layout | hv.Element:
+    """Zero-dimensional persistence diagrams of every layer at one level, one panel per layer: each point
+    is one merge of the layer's maximum spanning tree, (birth, death) = (0, 1 - |w|/max|w|)."""
     entry = next((e for e in (result or {}).get("levels", []) if e["level"] == level), None)
-    if entry is None or layer not in entry["layers"]:
-        return _empty("Persistence diagram", "select a level and layer of an analysed run")
-    pairs = np.asarray(entry["layers"][layer]["pairs"], dtype=float).reshape(-1, 2)
-    np_value = entry["layers"][layer]["normalised"]
-    diag = hv.Curve([(0, 0), (1, 1)], "birth", "death").opts(color="gray", line_dash="dotted")
-    return (hv.Scatter(pairs, "birth", "death").opts(size=4, alpha=0.5) * diag).opts(
-        title=f"{title} — normalised NP {np_value:.4f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), **COMMON)
+    if entry is None:
+        return _empty("Persistence diagrams", "select a level of an analysed run")
+    panels = []
+    for name, layer in entry["layers"].items():
+        pairs = np.asarray(layer["pairs"], dtype=float).reshape(-1, 2)
+        diag = hv.Curve([(0, 0), (1, 1)], "birth", "death").opts(color="gray", line_dash="dotted")
+        panels.append((hv.Scatter(pairs, "birth", "death").opts(size=4, alpha=0.5, tools=["hover"]) * diag).opts(
+            title=f"{name}: NP {layer['normalised']:.4f}", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+            width=300, height=280, show_grid=True))
+    return hv.Layout(panels).opts(title=f"Persistence diagrams at level {level}").cols(3)
 
 
 def earlybird(result: dict | None) -> hv.Element:

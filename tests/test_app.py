@@ -169,7 +169,8 @@ def test_analyses_tab_runs_an_analysis_on_a_worker_and_shows_it(tmp_path):
         assert "done" in app.analyses.status.object, app.analyses.status.object
     panes = app.analyses.panes
     assert isinstance(panes["np_levels"].object, hv.Overlay)
-    assert isinstance(panes["diagram"].object, hv.Overlay)  # diagonal and pairs of the chosen layer
+    assert isinstance(panes["diagram"].object, hv.Layout)  # one diagram per layer
+    assert len(panes["diagram"].object) == 3
     assert isinstance(panes["sanity"].object, hv.Bars)
     for pane in panes.values():
         _render(pane.object)
