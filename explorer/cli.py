@@ -25,9 +25,14 @@ def cmd_serve(args) -> int:
     pn.extension("tabulator", notifications=False)
     print(f"Lottery Ticket Explorer on http://{args.address}:{args.port} (runs in {args.runs_dir}); Ctrl-C stops",
           file=sys.stderr)
-    pn.serve({"/": lambda: session_app(args.runs_dir)}, address=args.address, port=args.port, show=args.show,
-             websocket_origin=[f"{args.address}:{args.port}", f"localhost:{args.port}", f"127.0.0.1:{args.port}"]
-             if not args.allow_remote else ["*"], title="Lottery Ticket Explorer", threaded=False)
+    try:
+        pn.serve({"/": lambda: session_app(args.runs_dir)}, address=args.address, port=args.port, show=args.show,
+                 websocket_origin=[f"{args.address}:{args.port}", f"localhost:{args.port}",
+                                   f"127.0.0.1:{args.port}"] if not args.allow_remote else ["*"],
+                 title="Lottery Ticket Explorer", threaded=False)
+    except OSError as e:  # typically: the port is taken
+        raise engine_cli.ConfigError("--port", args.port, f"cannot serve on {args.address}:{args.port} ({e.strerror}); "
+                                     "pick another port") from None
     return 0
 
 
