@@ -282,6 +282,8 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         ctx.dense = ctx.train_ticket(0, M.ones(ctx.model_with(ctx.init_weights)), ctx.init_weights, 0)
         method(ctx)
         status = "completed"
+        summary = summarise()
+        store.write_summary(summary)  # before the lock goes: nobody sees a finished run as interrupted
     except (RunCancelled, KeyboardInterrupt) as e:
         status = "cancelled"
         store.write_summary(summarise())
@@ -299,7 +301,5 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         raise
     finally:
         store.unlock()
-    summary = summarise()
-    store.write_summary(summary)
     ctx.emit(ev.RunFinished(run_id, summary))
     return summary

@@ -102,23 +102,34 @@ class RunStore:
             write_json(self.dir / "config.json", config)
 
     def lock(self) -> None:
-        """Claim the run so two processes or app sessions never train the same run at once."""
+        """Claim the run so two processes or app sessions never train the same run at once.
+
+        The pid is written to a temporary file that is hard-linked into place: the link either creates
+        a complete lock or fails, so no one ever reads a half-written one. A lock whose process is gone
+        (a crash) is taken over.
+        """
         path = self.dir / ".lock"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise LotteryError(f"run {self.run_id} is already running (process {pid})") from None
-            if pid == os.getpid():
-                raise LotteryError(f"run {self.run_id} is already running in this process") from None
-            path.unlink(missing_ok=True)  # stale lock from a crashed process
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.dir)
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, path)
+                    return
+                except FileExistsError:
+                    try:
+                        pid = int(path.read_text())
+                    except (OSError, ValueError):
+                        pid = -1
+                    if pid == os.getpid():
+                        raise LotteryError(f"run {self.run_id} is already running in this process") from None
+                    if pid < 0 or _alive(pid):
+                        raise LotteryError(f"run {self.run_id} is already running (process {pid})") from None
+                    path.unlink(missing_ok=True)  # stale lock from a crashed process: take it over
+            raise LotteryError(f"run {self.run_id} is being claimed by another process")
+        finally:
+            os.unlink(tmp)
 
     def unlock(self) -> None:
         (self.dir / ".lock").unlink(missing_ok=True)

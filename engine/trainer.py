@@ -141,7 +141,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             loss_sum.zero_()
             losses_since_eval = 0
             curve.append(point)
-            if val_loss < best[0]:
+            if not best[2] or val_loss < best[0]:  # the first point counts even if its loss is NaN
                 best = (val_loss, step + 1, point)
             if on_eval is not None:
                 on_eval(point)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 
 import panel as pn
 
@@ -29,6 +30,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         self.button.on_click(lambda _: self.start())
         self.status = pn.pane.Markdown("", css_classes=["analysis-status"], sizing_mode="stretch_width")
         self.future: cf.Future | None = None
+        self.cancel_event = threading.Event()  # set when the page closes: a long analysis stops
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"{k}-plot"])
                       for k in ("paths", "barriers", "np_levels", "diagram", "earlybird", "sanity")}
 
@@ -46,7 +48,10 @@ class AnalysisPanel(pn.viewable.Viewer):
             self.status.object = f"**{name}**: {e}"
             return
         self.status.object = f"running **{name}** on {self.run_id}..."
-        self.future = _WORKER.submit(analysis.analyze, name, self.runs_dir, self.run_id, rewind_points=points)
+        self.cancel_event = threading.Event()
+        level = self.level if name in ("sanity", "barrier") and self.level else None  # the selected ticket level
+        self.future = _WORKER.submit(analysis.analyze, name, self.runs_dir, self.run_id, rewind_points=points,
+                                     level=level, cancel=self.cancel_event)
         self.future.name = name
 
     def poll(self) -> bool:
@@ -74,8 +79,11 @@ class AnalysisPanel(pn.viewable.Viewer):
         store = RunStore(self.runs_dir, run_id) if run_id else None
         stored = stored_analyses(store) if store is not None and store.exists() else {}
         by_kind: dict = {}
-        for name, result in stored.items():  # the latest file of each kind (names sort by level)
-            by_kind[result.get("analysis", name)] = result
+        for result in stored.values():  # per kind: the file of the selected level, else the highest level
+            kind, old = result.get("analysis"), by_kind.get(result.get("analysis"))
+            if old is None or result.get("level") == level or (
+                    old.get("level") != level and (result.get("level") or 0) > (old.get("level") or 0)):
+                by_kind[kind] = result
         self.panes["paths"].object = ap.instability_paths(by_kind.get("instability"))
         self.panes["barriers"].object = ap.instability_barriers(by_kind.get("instability"))
         self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))

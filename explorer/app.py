@@ -78,6 +78,7 @@ class ExplorerApp(pn.viewable.Viewer):
             self._callback.stop()
             self._callback = None
         self.launcher.cancel()
+        self.analyses.cancel_event.set()
 
     def tick(self) -> None:
         self.launcher.drain()

@@ -109,6 +109,8 @@ class RunSession(param.Parameterized):
             self.status = "cancelled"
             self.message = f"{self.run_id} cancelled; {e.completed_levels} level(s) kept in the store"
         elif isinstance(e, ev.RunFailed):
+            if self.status == "failed":  # the engine reported it already; _work's echo adds nothing
+                return curve
             self.status, self.error = "failed", e.error
             self.message = f"{self.run_id} failed: {e.error}"
         total = max(1, self._trainings * self._iterations)

@@ -13,7 +13,7 @@ import os
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..registry import CONTROLS
+from ..registry import CONTROLS, METHODS
 from ..store import RunStore
 from .common import AnalysisProgress, save_analysis
 
@@ -37,9 +37,11 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     try:
         rows = []
         for i, level in enumerate(levels):
-            mask, _ = store.load_level("ticket", level)
-            _, previous = store.load_level("ticket", level - 1)
-            start, start_step = ctx.rewind(previous)
+            mask, _ = store.load_level("ticket", level, ctx.device)
+            if getattr(METHODS.get(config.prune.method, "prune.method"), "starts_from_init", False):
+                start, start_step = ctx.init_weights, 0  # pruning at init: tickets start at theta_0
+            else:
+                start, start_step = ctx.rewind(store.load_level("ticket", level - 1, ctx.device)[1])
             ticket = store.level_record("ticket", level)
             row = {"level": level, "density": ticket["density"], "ticket": ticket["test_accuracy"]}
             for name in CONTROLS.names():

@@ -54,6 +54,7 @@ def _register(rule: str, help: str):
 
     method.__name__ = rule
     method.scopes = PAI_SCOPES
+    method.starts_from_init = True  # sanity controls of these tickets start at theta_0, step 0
     METHODS.register(rule, help)(method)
 
 
