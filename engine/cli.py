@@ -271,7 +271,13 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
         sp.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are stored (default: %(default)s)")
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
-    r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)")
+    from .registry import CONTROLS, DATASETS, METHODS, MODELS
+
+    listing = "\n".join(f"{kind}:\n" + "\n".join(f"  {name:<14} {text}" for name, text in reg.describe().items())
+                        for kind, reg in (("methods", METHODS), ("controls", CONTROLS), ("models", MODELS),
+                                          ("datasets", DATASETS)))
+    r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)",
+                       epilog=listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(r)
     r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")

@@ -191,7 +191,8 @@ class PruneConfig:
     scope: str = option("layerwise", "rank weights within each layer, across all layers, or with ERK layer "
                         "densities (erk: pruning-at-init methods only)", choices=["layerwise", "global", "erk"])
     rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}")
-    density: float = option(0.1, "target density of the hidden layers (oneshot, earlybird)")
+    density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of all prunable "
+                            "weights (pruning at init)")
     synflow_rounds: int = option(100, "synflow: scoring rounds (density after round t = rho^(t/rounds))")
     earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
                                   "than this fraction of entries")

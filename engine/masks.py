@@ -149,8 +149,9 @@ def erk_densities(mask: Mask, density: float) -> dict[str, float]:
         dense.add(top)
 
 
-def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
+def magnitude_scores(model_or_weights, mask: Mask) -> dict[str, torch.Tensor]:
+    """|w| of the masked parameters, from a model or a state dict."""
+    params = dict(model_or_weights.named_parameters()) if isinstance(model_or_weights, nn.Module) else model_or_weights
     return {n: params[n].detach().abs() for n in mask}
 
 

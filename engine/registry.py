@@ -37,17 +37,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+    def describe(self) -> dict[str, str]:
+        """{name: one-line help}, for `lottery run --help`."""
+        return {e.name: e.help for e in self._entries.values()}
 
     def get(self, name: str, field: str) -> T:
         """Look a name up; `field` is the config field that holds it, for the error message."""
         if name not in self._entries:
             raise ConfigError(field, name, f"known {self.kind}s: {', '.join(self.names())}")
         return self._entries[name].obj
-
-    def describe(self) -> dict[str, str]:
-        return {e.name: e.help for e in self._entries.values()}
 
 
 MODELS: Registry = Registry("model")

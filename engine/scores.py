@@ -53,9 +53,8 @@ def grasp(model: nn.Module, mask: M.Mask, batch, generator=None) -> Scores:
     model = copy.deepcopy(model)
     M.apply(model, mask)
     params = list(_params(model, mask).values())
-    loss = F.cross_entropy(model(x) / GRASP_TEMPERATURE, y)
-    stopped = [g.detach() for g in torch.autograd.grad(loss, params)]
     grads = torch.autograd.grad(F.cross_entropy(model(x) / GRASP_TEMPERATURE, y), params, create_graph=True)
+    stopped = [g.detach() for g in grads]
     hg = torch.autograd.grad(sum((g * s).sum() for g, s in zip(grads, stopped)), params)  # H g
     return {n: (p * h).detach() for (n, p), h in zip(_params(model, mask).items(), hg)}
 

@@ -7,16 +7,12 @@ from .. import masks as M
 from ..registry import METHODS
 
 
-def _magnitudes(weights, mask):
-    return {n: weights[n].abs() for n in mask}
-
-
 @METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")
 def imp(ctx) -> None:
     cfg = ctx.config.prune
     trained = ctx.dense
     for level in range(1, cfg.levels + 1):
-        mask = M.prune_step(_magnitudes(trained.weights, trained.mask), trained.mask, cfg.prune_fraction,
+        mask = M.prune_step(M.magnitude_scores(trained.weights, trained.mask), trained.mask, cfg.prune_fraction,
                             cfg.output_fraction, cfg.scope, ctx.output_name)
         start, start_step = ctx.rewind(trained.weights)
         trained = ctx.train_ticket(level, mask, start, start_step)
@@ -33,7 +29,7 @@ def imp_output_density(cfg) -> float:
 def oneshot(ctx) -> None:
     cfg = ctx.config.prune
     dense = ctx.dense
-    mask = M.prune_to_density(_magnitudes(dense.weights, dense.mask), dense.mask, cfg.density,
+    mask = M.prune_to_density(M.magnitude_scores(dense.weights, dense.mask), dense.mask, cfg.density,
                               imp_output_density(cfg), cfg.scope, ctx.output_name)
     start, start_step = ctx.rewind(dense.weights)
     ctx.train_ticket(1, mask, start, start_step)
