@@ -194,6 +194,9 @@ class PruneConfig:
     density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of all prunable "
                             "weights (pruning at init)")
     synflow_rounds: int = option(100, "synflow: scoring rounds (density after round t = rho^(t/rounds))")
+    dst_interval: int = option(100, "rigl/set: update the mask every this many iterations (Delta T)")
+    dst_fraction: float = option(0.3, "rigl/set: initial drop fraction alpha, decayed by a cosine")
+    dst_end: float = option(0.75, "rigl/set: stop updating the mask after this fraction of training")
     earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
                                   "than this fraction of entries")
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
@@ -212,6 +215,9 @@ class PruneConfig:
         Rewind.parse(self.rewind)
         _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
         _number("prune.earlybird_eps", self.earlybird_eps, lo=0, hi=1, lo_open=True)
+        _number("prune.dst_interval", self.dst_interval, lo=1, integer=True)
+        _number("prune.dst_fraction", self.dst_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
+        _number("prune.dst_end", self.dst_end, lo=0, hi=1, lo_open=True)
         if not isinstance(self.controls, tuple):
             raise ConfigError("prune.controls", self.controls, "must be a tuple of control names")
         known = _known_controls()

@@ -93,9 +93,12 @@ class RunContext:
         return trained, 0  # learning-rate rewinding: keep the weights, replay the schedule
 
     def train_ticket(self, level: int, mask: M.Mask, start: dict[str, torch.Tensor], start_step: int,
-                     *, with_controls: bool = True) -> Trained:
-        """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels."""
-        ticket = self.train_variant("ticket", level, mask, start, start_step)
+                     *, with_controls: bool = True, dynamic=None) -> Trained:
+        """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels.
+
+        `dynamic` (dynamic sparse training, engine.methods.dst) moves the ticket's mask while it trains;
+        the mask stored, and given to the controls, is the final one."""
+        ticket = self.train_variant("ticket", level, mask, start, start_step, dynamic=dynamic)
         if with_controls and level > 0:
             for name in self.config.prune.controls:
                 c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
@@ -104,7 +107,8 @@ class RunContext:
         return ticket
 
     # ------------------------------------------------------------ one training, stored (or reused)
-    def train_variant(self, variant: str, level: int, mask: M.Mask, start, start_step: int) -> Trained:
+    def train_variant(self, variant: str, level: int, mask: M.Mask, start, start_step: int, *,
+                      dynamic=None) -> Trained:
         stored = self.store.level_record(variant, level)
         if stored is not None:
             mask, weights = self.store.load_level(variant, level, self.device)
@@ -129,9 +133,14 @@ class RunContext:
                 if step == rewind_k:
                     self.rewind_weights = {k: v.detach().clone() for k, v in m.state_dict().items()}
 
+        on_optimizer = None
+        if dynamic is not None:
+            mask, on_step, on_optimizer = dynamic.values, dynamic.on_step, dynamic.attach
         seed = derive_seed(self.config.seed, "train", variant, level)
         result = trainer.train(model, self.data, self.config.train, mask, seed=seed, start_step=start_step,
-                               on_step=on_step, on_eval=on_eval, cancel=self.cancel)
+                               on_step=on_step, on_eval=on_eval, cancel=self.cancel, on_optimizer=on_optimizer)
+        if dynamic is not None:
+            mask = dynamic.mask()
         weights = {k: v.detach() for k, v in model.state_dict().items()}
         record = {
             "level": level, "variant": variant, "density": density, "sparsity": 1 - density,

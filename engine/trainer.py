@@ -83,11 +83,14 @@ class TrainResult:
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask], *, seed: int,
           start_step: int = 0, on_step: Callable[[int, nn.Module], None] | None = None,
-          on_eval: Callable[[dict], None] | None = None, cancel=None) -> TrainResult:
+          on_eval: Callable[[dict], None] | None = None, cancel=None,
+          on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> TrainResult:
     """Train `model` in place from `start_step` to the end of the schedule.
 
     `on_step(step, model)` runs after each optimizer step (rewind capture, dynamic sparsity);
-    `on_eval(metrics)` after each evaluation; `cancel.is_set()` is checked every step.
+    `on_eval(metrics)` after each evaluation; `cancel.is_set()` is checked every step; `on_optimizer(opt)`
+    once the optimizer exists (dynamic sparsity zeroes optimizer state of weights it moves). A mask given
+    as float tensors of the parameters' dtype is used as is, so a caller may change it in place.
     The optimizer starts fresh: rewinding restores weights, not optimizer state.
     """
     x, y = data.train.x, data.train.y
@@ -100,6 +103,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     opt = make_optimizer(model.parameters(), cfg)
+    if on_optimizer is not None:
+        on_optimizer(opt)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
 
     model.train()

@@ -1,0 +1,105 @@
+"""Dynamic sparse training: RigL (Evci et al. 2020) and SET (Mocanu et al. 2018).
+
+The parameter count is fixed from the start: a random mask at --density (ERK layer densities with
+--scope erk, as RigL recommends). Every --dst-interval steps until --dst-end of training, each sparse
+layer drops the fraction alpha_t = alpha/2 (1 + cos(pi t / T_end)) of its active weights with the smallest
+|w| and grows as many inactive ones: RigL those with the largest dense gradient |dL/dw| on a batch, SET
+random ones. Per-layer active counts never change; dropped and grown weights are 0 with zero optimizer
+state. The mask lives as float tensors the trainer multiplies gradients by, updated in place.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import masks as M
+from .. import scores as S
+from ..registry import METHODS
+from ..seeding import generator
+from .pai import PAI_SCOPES, target_counts
+
+
+class DynamicSparsity:
+    """Drop/grow updates of a mask during one training (see the module docstring)."""
+
+    def __init__(self, ctx, mask: M.Mask, grow: str, dtype=torch.float32):
+        cfg = ctx.config.prune
+        self.ctx, self.grow = ctx, grow
+        self.values = {n: m.to(dtype) for n, m in mask.items()}  # what the trainer masks gradients with
+        self.interval, self.alpha = cfg.dst_interval, cfg.dst_fraction
+        self.end = int(cfg.dst_end * ctx.total_steps)
+        self.optimizer = None
+        self.history: list[dict] = []  # per update: step, fraction, {layer: weights moved}
+
+    def attach(self, optimizer) -> None:
+        self.optimizer = optimizer
+
+    def mask(self) -> M.Mask:
+        return {n: v.bool() for n, v in self.values.items()}
+
+    def fraction(self, step: int) -> float:
+        return self.alpha / 2 * (1 + math.cos(math.pi * step / self.end))
+
+    def on_step(self, step: int, model) -> None:
+        if step % self.interval or step >= self.end:
+            return
+        frac = self.fraction(step)
+        params = dict(model.named_parameters())
+        scores = self._grow_scores(model, params, step)
+        moved = {}
+        with torch.no_grad():
+            for n, v in self.values.items():
+                active = v.bool()
+                k, inactive = int(active.sum()), int((~active).sum())
+                n_swap = min(int(frac * k), inactive)
+                if n_swap == 0:
+                    continue
+                p = params[n]
+                drop = torch.argsort(torch.where(active, p.abs(), torch.tensor(float("inf"), device=p.device))
+                                     .flatten(), stable=True)[:n_swap]
+                grow = torch.argsort(torch.where(active, torch.tensor(float("-inf"), device=p.device), scores[n])
+                                     .flatten(), descending=True, stable=True)[:n_swap]
+                v.view(-1)[drop] = 0
+                v.view(-1)[grow] = 1
+                p.view(-1)[drop] = 0  # dropped weights leave; grown ones are 0 already and start there
+                for state in (self.optimizer.state.get(p, {}) if self.optimizer else {}).values():
+                    if torch.is_tensor(state) and state.shape == p.shape:
+                        state.view(-1)[drop] = 0
+                        state.view(-1)[grow] = 0
+                moved[n] = n_swap
+        self.history.append({"step": step, "fraction": frac, "moved": moved})
+
+    def _grow_scores(self, model, params, step: int) -> dict[str, torch.Tensor]:
+        g = generator(self.ctx.config.seed, "dst", step)
+        if self.grow == "random":
+            return {n: torch.rand(v.shape, generator=g).to(v.device) for n, v in self.values.items()}
+        data, bs = self.ctx.data.train, self.ctx.config.train.batch_size
+        idx = torch.randperm(len(data), generator=g)[:bs].to(data.y.device)
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(data.x[idx]), data.y[idx]).backward()  # dense: inactive weights get gradients too
+        scores = {n: params[n].grad.detach().abs().clone() for n in self.values}
+        model.zero_grad(set_to_none=True)
+        return scores
+
+
+def _register(name: str, grow: str, help: str):
+    def method(ctx) -> None:
+        cfg = ctx.config.prune
+        model = ctx.model_with(ctx.init_weights)
+        dense = M.ones(model)
+        keep = target_counts(dense, cfg.density, cfg.scope)
+        start = S.random(model, dense, generator=generator(ctx.config.seed, "dst-initial-mask"))
+        mask = M.keep_global(start, dense, keep) if isinstance(keep, int) else M.keep_per_layer(start, dense, keep)
+        dynamic = DynamicSparsity(ctx, mask, grow, next(model.parameters()).dtype)
+        ctx.train_ticket(1, mask, ctx.init_weights, 0, dynamic=dynamic)
+
+    method.__name__ = name
+    method.scopes = PAI_SCOPES
+    method.starts_from_init = True
+    METHODS.register(name, help)(method)
+
+
+_register("rigl", "gradient", "dynamic sparse training: drop smallest |w|, grow largest |gradient| (Evci et al. 2020)")
+_register("set", "random", "dynamic sparse training: drop smallest |w|, grow at random (Mocanu et al. 2018)")

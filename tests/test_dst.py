@@ -1,0 +1,70 @@
+"""Dynamic sparse training (RigL, SET): fixed per-layer counts, the drop schedule, clean grown weights."""
+import math
+
+import pytest
+import torch
+
+import engine
+from engine import masks as M
+from engine.methods import dst
+
+from conftest import tiny
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Record every update of the DynamicSparsity a run creates, checking invariants as it goes."""
+    seen = []
+
+    class Checked(dst.DynamicSparsity):
+        def on_step(self, step, model):
+            before = {n: v.bool().clone() for n, v in self.values.items()}
+            updates = len(self.history)
+            super().on_step(step, model)
+            if len(self.history) == updates:
+                return
+            params = dict(model.named_parameters())
+            for n, v in self.values.items():
+                now = v.bool()
+                assert int(now.sum()) == int(before[n].sum()), "per-layer active count changed"
+                grown, dropped = now & ~before[n], before[n] & ~now
+                assert int(grown.sum()) == int(dropped.sum()) == self.history[-1]["moved"].get(n, 0)
+                assert (params[n][~now] == 0).all() and (params[n][grown] == 0).all()
+                for key, state in self.optimizer.state[params[n]].items():
+                    if torch.is_tensor(state) and state.shape == now.shape:
+                        assert (state[grown] == 0).all() and (state[dropped] == 0).all(), key
+            seen.append(self)
+
+    monkeypatch.setattr(dst, "DynamicSparsity", Checked)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_counts_stay_fixed_and_the_drop_fraction_follows_the_cosine(tmp_path, spy, method):
+    cfg = tiny(**{"prune.method": method, "prune.scope": "erk", "prune.density": 0.1, "train.epochs": 6,
+                  "prune.dst_interval": 10, "prune.controls": ()})
+    s = engine.run(cfg, runs_dir=tmp_path)
+    d = spy[-1]
+    steps = [h["step"] for h in d.history]
+    assert steps == [t for t in range(10, d.end, 10)]  # every Delta T until T_end
+    for h in d.history:
+        frac = 0.3 / 2 * (1 + math.cos(math.pi * h["step"] / d.end))
+        assert h["fraction"] == pytest.approx(frac)
+        for n, moved in h["moved"].items():
+            k = int(d.values[n].sum())
+            assert moved == min(int(frac * k), d.values[n].numel() - k)
+    store = engine.RunStore(tmp_path, s["run_id"])
+    mask, weights = store.load_level("ticket", 1)
+    for n, keep in mask.items():
+        assert (weights[n][~keep] == 0).all()
+    assert s["levels"][0]["layers"]["out.weight"] < 1 and s["levels"][0]["density"] == pytest.approx(0.1, abs=1e-4)
+
+
+def test_rigl_and_set_grow_differently(tmp_path):
+    masks = {}
+    for method in ("rigl", "set"):
+        s = engine.run(tiny(**{"prune.method": method, "prune.density": 0.2, "prune.dst_interval": 10,
+                               "train.epochs": 4, "prune.controls": ()}), runs_dir=tmp_path)
+        masks[method] = engine.RunStore(tmp_path, s["run_id"]).load_level("ticket", 1)[0]
+    assert not torch.equal(masks["rigl"]["hidden.0.weight"], masks["set"]["hidden.0.weight"])
+    assert M.layer_densities(masks["rigl"]) == M.layer_densities(masks["set"])
