@@ -159,7 +159,7 @@ def cmd_compare(args) -> int:
         except ValueError:
             raise ConfigError("--densities", text, "must be comma-separated numbers in (0, 1)") from None
 
-    base = config_from_args(args)
+    base = {s.path: getattr(args, s.path) for s in settings() if getattr(args, s.path, None) is not None}
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     progress = _Progress(args.quiet or args.json)
     try:

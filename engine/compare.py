@@ -10,22 +10,28 @@ from __future__ import annotations
 import math
 import statistics
 
-from .config import RunConfig
+from .config import PruneConfig, RunConfig, config_from_settings
 from .errors import ConfigError
 from .registry import METHODS
 from .runner import run
 
 
-def _config(base: RunConfig, method: str, seed: int, density: float | None, levels: int | None) -> RunConfig:
+def _config(base: RunConfig | dict, method: str, seed: int, density: float | None, levels: int | None) -> RunConfig:
+    """`base` is a RunConfig or {setting path: value} (the CLI's flags, validated per method here, so a
+    scope only some methods allow, such as erk, applies to those and the others keep their default)."""
     changes = {"prune.method": method, "seed": seed}
     if density is not None:
         changes["prune.density"] = density
     if levels is not None:
         changes["prune.levels"] = levels
+    values = dict(base) if isinstance(base, dict) else {}
+    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", PruneConfig.scope)
     scopes = getattr(METHODS.get(method, "methods"), "scopes", ("layerwise", "global"))
-    if base.prune.scope not in scopes:  # e.g. IMP's layerwise default for a PaI method: use its own default
+    if scope in ("layerwise", "global", "erk") and scope not in scopes:  # a valid scope this method lacks
         changes["prune.scope"] = scopes[0]
-    return base.replace(**changes)
+    if isinstance(base, RunConfig):
+        return base.replace(**changes)
+    return config_from_settings({**values, **changes})
 
 
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:
@@ -48,7 +54,8 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
     for method in methods:
         for seed in range(seeds):
             if method == "imp":  # one run down to the lowest density; each target reads its nearest level
-                levels = min(100, math.ceil(math.log(min(densities)) / math.log(1 - base.prune.prune_fraction)))
+                fraction = _config(base, method, seed, None, None).prune.prune_fraction
+                levels = min(100, math.ceil(math.log(min(densities)) / math.log(1 - fraction)))
                 summaries = [run(_config(base, method, seed, None, levels), on_event, cancel, runs_dir=runs_dir)]
             else:
                 summaries = [run(_config(base, method, seed, d, None), on_event, cancel, runs_dir=runs_dir)
@@ -74,7 +81,8 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
                                for n in names},
             "runs": sorted({e["run_id"] for e in entries}),
         })
-    return {"status": "completed", "model": base.model.model, "dataset": base.data.dataset, "seeds": seeds,
+    first = _config(base, methods[0], 0, None, None)
+    return {"status": "completed", "model": first.model.model, "dataset": first.data.dataset, "seeds": seeds,
             "densities": densities, "methods": methods, "rows": rows}
 
 

@@ -36,3 +36,13 @@ def test_compare_cli_and_bad_input(tmp_path, capsys):
     assert main(["compare", "--methods", "magic", "--runs-dir", str(tmp_path)]) == 2
     assert "methods: 'magic'" in capsys.readouterr().err
     assert main(["compare", "--densities", "0.2,1.5", "--runs-dir", str(tmp_path)]) == 2
+    assert main(["compare", "--methods", "imp", "--scope", "bogus", "--runs-dir", str(tmp_path)]) == 2
+    assert "prune.scope: 'bogus'" in capsys.readouterr().err
+
+
+def test_erk_applies_to_the_methods_that_allow_it(tmp_path, capsys):
+    args = ["compare", "--methods", "imp,snip", "--densities", "0.5", "--seeds", "1", "--epochs", "1", "--levels", "1",
+            "--controls", "none", "--scope", "erk", "--runs-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"imp", "snip"}
