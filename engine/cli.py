@@ -227,8 +227,7 @@ def cmd_analyze(args) -> int:
     points = parse_rewind_points(args.rewind_points)
     result = analyze(args.analysis, args.runs_dir, args.run_id, level=args.level, against=args.against,
                      points=args.points, rewind_points=points, density=args.density, eps=args.eps)
-    name = {"instability": f"instability-L{args.level or 0}", "earlybird": "earlybird-replay",
-            "barrier": f"barrier-L{result.get('level')}-{result.get('b')}"}.get(args.analysis, args.analysis)
+    name = result["name"]
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
     print(f"stored in {store.dir / 'analyses' / (name + '.json')}", file=sys.stderr)
     return 0
@@ -239,9 +238,7 @@ def cmd_export(args) -> int:
     from .store import save_tensors
 
     store = _open_run(args)
-    variant_dir = store.dir / "levels" / "ticket"
-    levels = sorted(int(p.name) for p in variant_dir.iterdir() if (p / "record.json").exists()) \
-        if variant_dir.exists() else []
+    levels = [r["level"] for r in store.records("ticket")]
     level = levels[-1] if args.level is None and levels else args.level
     if level not in levels:
         raise ConfigError("--level", args.level, f"completed levels of this run: {levels}")

@@ -189,6 +189,10 @@ class RunStore:
         save_tensors(d / "weights.safetensors", weights)
         write_json(d / "record.json", record)  # last: marks the level complete
 
+    def load_mask(self, variant: str, level: int, device="cpu"):
+        """Only the mask of a completed level (views that draw masks need no weights)."""
+        return load_tensors(self.level_dir(variant, level) / "mask.safetensors", device)
+
     def load_level(self, variant: str, level: int, device="cpu"):
         """(mask, trained weights) of a completed level, in the model's layer order."""
         d = self.level_dir(variant, level)

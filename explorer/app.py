@@ -166,7 +166,7 @@ class ExplorerApp(pn.viewable.Viewer):
             store = RunStore(self.runs_dir, run_id)
             if store.level_record("ticket", level) is None:
                 return None
-            mask, _ = store.load_level("ticket", level)
+            mask = store.load_mask("ticket", level)
             self._mask_cache[key] = mask[layer].numpy().astype(np.uint8) if layer in mask else None
         return self._mask_cache[key]
 

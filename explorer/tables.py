@@ -94,10 +94,10 @@ def reach_rows(runs_dir, summaries: list[dict], threshold: float = 0.95) -> pd.D
 
     rows = []
     for s in summaries:
-        density = {(r["variant"], r["level"]): r["density"] for r in RunStore(runs_dir, s["run_id"]).metrics()
-                   if r.get("type") == "level"}
+        metrics = RunStore(runs_dir, s["run_id"]).metrics()
+        density = {(r["variant"], r["level"]): r["density"] for r in metrics if r.get("type") == "level"}
         first: dict = {}
-        for r in RunStore(runs_dir, s["run_id"]).metrics():
+        for r in metrics:
             key = (r.get("variant"), r.get("level"))
             if r.get("type") == "eval" and r["val_accuracy"] >= threshold and key not in first:
                 first[key] = r["iteration"]

@@ -79,7 +79,8 @@ def analysis_path(store: RunStore, name: str) -> Path:
 
 
 def save_analysis(store: RunStore, name: str, result: dict, on_event=None) -> Path:
-    """Write `result` to RUN_DIR/analyses/NAME.json atomically and announce it."""
+    """Write `result` to RUN_DIR/analyses/NAME.json atomically and announce it; `result["name"]` = NAME."""
+    result["name"] = name
     path = analysis_path(store, name)
     write_json(path, result)
     if on_event is not None:

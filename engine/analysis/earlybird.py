@@ -209,6 +209,6 @@ def _layer_density_rule(layers: dict[str, float]) -> Rule:
     """The magnitude mask with the given per-layer densities (those of an IMP ticket)."""
     def rule(model: nn.Module) -> M.Mask:
         dense = M.ones(model)
-        scores = M.magnitude_scores(model, dense)
-        return {n: M.keep_top(scores[n], dense[n], round(layers[n] * dense[n].numel())) for n in dense}
+        counts = {n: round(layers[n] * m.numel()) for n, m in dense.items()}
+        return M.keep_per_layer(M.magnitude_scores(model, dense), dense, counts)
     return rule
