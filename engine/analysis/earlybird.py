@@ -90,7 +90,10 @@ def mask_distance(a: M.Mask, b: M.Mask) -> float:
     """Normalised Hamming distance: the fraction of all mask entries where `a` and `b` differ."""
     if list(a) != list(b) or any(a[n].shape != b[n].shape for n in a):
         raise ValueError("masks over different parameters cannot be compared")
-    fa, fb = _flat(a), _flat(b)
+    return _hamming(_flat(a), _flat(b))
+
+
+def _hamming(fa: torch.Tensor, fb: torch.Tensor) -> float:
     return float((fa != fb).sum()) / fa.numel()
 
 
@@ -131,7 +134,7 @@ class EarlyBirdTracker:
         if self._flats and flat.numel() != self._flats[0].numel():
             raise ValueError("the mask changed size between updates")
         self._window.append(flat)  # the FIFO: the newest and up to window - 1 older masks
-        distances = [float((flat != old).sum()) / flat.numel() for old in list(self._window)[:-1]]
+        distances = [_hamming(flat, old) for old in list(self._window)[:-1]]
         self._flats.append(flat)
         self.epochs.append(epoch)
         self.recent_distances.append(distances)
