@@ -93,12 +93,12 @@ class RunContext:
         return trained, 0  # learning-rate rewinding: keep the weights, replay the schedule
 
     def train_ticket(self, level: int, mask: M.Mask, start: dict[str, torch.Tensor], start_step: int,
-                     *, with_controls: bool = True, dynamic=None) -> Trained:
+                     *, with_controls: bool = True, search: "MaskSearch | None" = None) -> Trained:
         """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels.
 
-        `dynamic` (dynamic sparse training, engine.methods.dst) moves the ticket's mask while it trains;
-        the mask stored, and given to the controls, is the final one."""
-        ticket = self.train_variant("ticket", level, mask, start, start_step, dynamic=dynamic)
+        `search` (see MaskSearch) changes the ticket's mask while it trains (dynamic sparse training,
+        strong tickets); the mask stored, and given to the controls, is the final one."""
+        ticket = self.train_variant("ticket", level, mask, start, start_step, search=search)
         if with_controls and level > 0:
             for name in self.config.prune.controls:
                 c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
@@ -108,7 +108,7 @@ class RunContext:
 
     # ------------------------------------------------------------ one training, stored (or reused)
     def train_variant(self, variant: str, level: int, mask: M.Mask, start, start_step: int, *,
-                      dynamic=None) -> Trained:
+                      search: "MaskSearch | None" = None) -> Trained:
         stored = self.store.level_record(variant, level)
         if stored is not None:
             mask, weights = self.store.load_level(variant, level, self.device)
@@ -117,8 +117,8 @@ class RunContext:
 
         model = self.model_with(start)
         M.apply(model, mask)
-        density = M.density(mask)
-        self.emit(ev.TrainingStarted(self.store.run_id, level, variant, density, start_step, self.total_steps))
+        self.emit(ev.TrainingStarted(self.store.run_id, level, variant, M.density(mask), start_step,
+                                     self.total_steps))
         rid = self.store.run_id
 
         def on_eval(point):
@@ -133,15 +133,16 @@ class RunContext:
                 if step == rewind_k:
                     self.rewind_weights = {k: v.detach().clone() for k, v in m.state_dict().items()}
 
-        on_optimizer = None
-        if dynamic is not None:
-            mask, on_step, on_optimizer = dynamic.values, dynamic.on_step, dynamic.attach
+        grad_mask, on_optimizer = mask, None
+        if search is not None:
+            grad_mask, on_step, on_optimizer = search.prepare(model), search.on_step, search.attach
         seed = derive_seed(self.config.seed, "train", variant, level)
-        result = trainer.train(model, self.data, self.config.train, mask, seed=seed, start_step=start_step,
+        result = trainer.train(model, self.data, self.config.train, grad_mask, seed=seed, start_step=start_step,
                                on_step=on_step, on_eval=on_eval, cancel=self.cancel, on_optimizer=on_optimizer)
-        if dynamic is not None:
-            mask = dynamic.mask()
+        if search is not None:
+            mask = search.finish(model)
         weights = {k: v.detach() for k, v in model.state_dict().items()}
+        density = M.density(mask)
         record = {
             "level": level, "variant": variant, "density": density, "sparsity": 1 - density,
             "kept_weights": M.kept(mask), "prunable_weights": M.total(mask),
@@ -161,6 +162,27 @@ class RunContext:
             self.on_saved()
         self.emit(ev.LevelDone(rid, level, variant, record, reused=False))
         return Trained(record, mask, weights)
+
+
+class MaskSearch:
+    """How a method changes a ticket's mask while the trainer trains it (dynamic sparse training, strong
+    tickets). The runner calls `prepare(model)` on the model built from the start weights with the
+    initial mask applied; it returns what the trainer multiplies gradients by (None: nothing). Then
+    `attach(optimizer)` once the optimizer exists, `on_step(step, model)` after every step, and
+    `finish(model)` at the end: it leaves `model` holding the ticket's plain weights (pruned ones exactly
+    0) and returns the final bool mask, which is what is stored."""
+
+    def prepare(self, model: nn.Module):
+        raise NotImplementedError
+
+    def attach(self, optimizer) -> None:
+        pass
+
+    def on_step(self, step: int, model: nn.Module) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> M.Mask:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------- the summary a user reads

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from .. import masks as M
 from .. import scores as S
 from ..registry import METHODS
+from ..runner import MaskSearch
 from ..seeding import generator
-from .pai import PAI_SCOPES, target_counts
+from .pai import PAI_SCOPES, select, target_counts
 
 
-class DynamicSparsity:
+class DynamicSparsity(MaskSearch):
     """Drop/grow updates of a mask during one training (see the module docstring)."""
 
     def __init__(self, ctx, mask: M.Mask, grow: str, dtype=torch.float32):
@@ -33,10 +34,13 @@ class DynamicSparsity:
         self.optimizer = None
         self.history: list[dict] = []  # per update: step, fraction, {layer: weights moved}
 
+    def prepare(self, model) -> dict[str, torch.Tensor]:
+        return self.values
+
     def attach(self, optimizer) -> None:
         self.optimizer = optimizer
 
-    def mask(self) -> M.Mask:
+    def finish(self, model) -> M.Mask:
         return {n: v.bool() for n, v in self.values.items()}
 
     def fraction(self, step: int) -> float:
@@ -89,11 +93,10 @@ def _register(name: str, grow: str, help: str):
         cfg = ctx.config.prune
         model = ctx.model_with(ctx.init_weights)
         dense = M.ones(model)
-        keep = target_counts(dense, cfg.density, cfg.scope)
         start = S.random(model, dense, generator=generator(ctx.config.seed, "dst-initial-mask"))
-        mask = M.keep_global(start, dense, keep) if isinstance(keep, int) else M.keep_per_layer(start, dense, keep)
-        dynamic = DynamicSparsity(ctx, mask, grow, next(model.parameters()).dtype)
-        ctx.train_ticket(1, mask, ctx.init_weights, 0, dynamic=dynamic)
+        mask = select(start, dense, cfg.density, cfg.scope)
+        search = DynamicSparsity(ctx, mask, grow, next(model.parameters()).dtype)
+        ctx.train_ticket(1, mask, ctx.init_weights, 0, search=search)
 
     method.__name__ = name
     method.scopes = PAI_SCOPES

@@ -34,16 +34,22 @@ def target_counts(mask: M.Mask, density: float, scope: str) -> int | dict[str, i
     return {n: round(per_layer[n] * m.numel()) for n, m in mask.items()}
 
 
+def select(scores: dict[str, torch.Tensor], dense: M.Mask, density: float, scope: str) -> M.Mask:
+    """Keep the highest scores at `density`: over one global pool, per layer, or at ERK layer densities."""
+    keep = target_counts(dense, density, scope)
+    return M.keep_global(scores, dense, keep) if isinstance(keep, int) else M.keep_per_layer(scores, dense, keep)
+
+
 def pai_mask(ctx, rule: str) -> M.Mask:
     cfg = ctx.config.prune
     model = ctx.model_with(ctx.init_weights)
     dense = M.ones(model)
-    keep = target_counts(dense, cfg.density, cfg.scope)
     if rule == "synflow":
-        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=cfg.synflow_rounds)
+        return S.synflow_mask(model, dense, ctx.data.input_shape, target_counts(dense, cfg.density, cfg.scope),
+                              rounds=cfg.synflow_rounds)
     batch = score_batch(ctx.data, ctx.config.seed)
     scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
-    return M.keep_global(scores, dense, keep) if isinstance(keep, int) else M.keep_per_layer(scores, dense, keep)
+    return select(scores, dense, cfg.density, cfg.scope)
 
 
 def _register(rule: str, help: str):
