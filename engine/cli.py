@@ -198,6 +198,10 @@ def format_analysis(name: str, a: dict) -> str:
         extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {_pct(a['imp_ticket']['test_accuracy'])}"
                  if a.get("imp_ticket") else "")
         return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
+    if kind == "search":
+        extra = "".join(f", {k.replace('_', ' ')} {_pct(a[k]).strip()}" for k in ("natural_density", "expected_density")
+                        if a.get(k) is not None)
+        return f"{name}: {a['method']} mask search, {a['steps']} steps in {a['seconds']:.1f} s{extra}"
     if kind == "sanity":
         lines = [f"{name}: test accuracy of each control minus the ticket's"]
         for r in a["rows"]:

@@ -121,7 +121,8 @@ class ModelConfig:
     hidden: tuple = option((256, 128), "hidden widths of the `mlp` model, comma separated",
                            item_type=int)
     init: str = option("kaiming_normal", "weight initialisation of Linear/Conv layers",
-                       choices=["kaiming_normal", "kaiming_uniform", "xavier_normal", "torch_default"])
+                       choices=["kaiming_normal", "kaiming_uniform", "xavier_normal", "signed_constant",
+                                "torch_default"])
 
     def __post_init__(self):
         _choice("model.model", self.model, _known_models())
@@ -197,6 +198,11 @@ class PruneConfig:
     dst_interval: int = option(100, "rigl/set: update the mask every this many iterations (Delta T)")
     dst_fraction: float = option(0.3, "rigl/set: initial drop fraction alpha, decayed by a cosine")
     dst_end: float = option(0.75, "rigl/set: stop updating the mask after this fraction of training")
+    search_epochs: int = option(5, "cs/cts: epochs of mask search (per round for cs)")
+    search_lr: float = option(0.1, "cts: Adam learning rate of the mask logits")
+    cs_rounds: int = option(3, "cs: rounds of temperature annealing (beta 1 -> 200 per round)")
+    cs_penalty: float = option(1e-8, "cs: weight lambda of the mask penalty lambda x sum sigmoid(beta s) "
+                               "(its scale depends on the model's size)")
     earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
                                   "than this fraction of entries")
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
@@ -215,6 +221,10 @@ class PruneConfig:
         Rewind.parse(self.rewind)
         _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
         _number("prune.earlybird_eps", self.earlybird_eps, lo=0, hi=1, lo_open=True)
+        _number("prune.search_epochs", self.search_epochs, lo=1, hi=100_000, integer=True)
+        _number("prune.search_lr", self.search_lr, lo=0, hi=100, lo_open=True)
+        _number("prune.cs_rounds", self.cs_rounds, lo=1, hi=100, integer=True)
+        _number("prune.cs_penalty", self.cs_penalty, lo=0, hi=1e6)
         _number("prune.dst_interval", self.dst_interval, lo=1, integer=True)
         _number("prune.dst_fraction", self.dst_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
         _number("prune.dst_end", self.dst_end, lo=0, hi=1, lo_open=True)

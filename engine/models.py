@@ -162,6 +162,9 @@ def initialise(model: nn.Module, scheme: str, generator: torch.Generator) -> nn.
                 elif scheme == "kaiming_uniform":
                     bound = math.sqrt(6.0 / w[0].numel())
                     cpu.uniform_(-bound, bound, generator=generator)
+                elif scheme == "signed_constant":  # +-sqrt(2/fan_in): Edge-Popup's best weights for supermasks
+                    cpu.normal_(0.0, 1.0, generator=generator)
+                    cpu = cpu.sign() * math.sqrt(2.0 / w[0].numel())
                 elif scheme == "xavier_normal":
                     fan_in, fan_out = w[0].numel(), w.shape[0] * w[0][0].numel()
                     cpu.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)

@@ -20,7 +20,7 @@ from torch import nn
 from . import data as data_mod
 from . import events as ev
 from . import masks as M
-from . import models, trainer
+from . import models, structured, trainer
 from .config import RunConfig
 from .errors import ConfigError, LotteryError, RunCancelled
 from .registry import CONTROLS, METHODS
@@ -116,7 +116,8 @@ class RunContext:
             return Trained(stored, mask, weights)
 
         model = self.model_with(start)
-        M.apply(model, mask)
+        if search is None:  # a search decides itself what its start looks like
+            M.apply(model, mask)
         self.emit(ev.TrainingStarted(self.store.run_id, level, variant, M.density(mask), start_step,
                                      self.total_steps))
         rid = self.store.run_id
@@ -166,8 +167,8 @@ class RunContext:
 
 class MaskSearch:
     """How a method changes a ticket's mask while the trainer trains it (dynamic sparse training, strong
-    tickets). The runner calls `prepare(model)` on the model built from the start weights with the
-    initial mask applied; it returns what the trainer multiplies gradients by (None: nothing). Then
+    tickets). The runner calls `prepare(model)` on the model built from the start weights (the initial
+    mask not applied); it returns what the trainer multiplies gradients by (None: nothing). Then
     `attach(optimizer)` once the optimizer exists, `on_step(step, model)` after every step, and
     `finish(model)` at the end: it leaves `model` holding the ticket's plain weights (pruned ones exactly
     0) and returns the final bool mask, which is what is stored."""
@@ -186,6 +187,12 @@ class MaskSearch:
 
 
 # ---------------------------------------------------------------- the summary a user reads
+def trained_controls(config: RunConfig) -> tuple[str, ...]:
+    """The controls a run trains: none for methods whose tickets are never trained (strong tickets)."""
+    method = METHODS.get(config.prune.method, "prune.method")
+    return () if getattr(method, "untrained_ticket", False) else config.prune.controls
+
+
 ROW_KEYS = ("level", "density", "sparsity", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
             "early_stop_iteration", "early_stop_test_accuracy", "train_seconds", "start_step", "iterations", "layers")
 
@@ -204,7 +211,7 @@ def build_summary(config: RunConfig, store: RunStore, status: str, *, model_name
         "config": config.non_default(),
         "dense": dense,
         "levels": [r for r in ticket_rows if r["level"] > 0],
-        "controls": {name: rows(name) for name in config.prune.controls},
+        "controls": {name: rows(name) for name in trained_controls(config)},
     }
     if error:
         summary["error"] = error
@@ -260,6 +267,7 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     root = check_writable(runs_dir)
     dataset = data_mod.load(config.data, device)
     make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
+    structured.check_model(config.prune, make_model())
 
     store = RunStore(root, run_id)
     ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
@@ -304,9 +312,9 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         return build_summary(config, store, status, model_name=ctx.model_name, device=str(ctx.device), error=error)
 
     try:
-        per_level = 1 + len(config.prune.controls)
-        levels = config.prune.levels if config.prune.method == "imp" else 1
-        done = sum(len(store.records(v)) for v in ("ticket", *config.prune.controls))
+        per_level = 1 + len(trained_controls(config))
+        levels = structured.imp_levels(config.prune) if config.prune.method == "imp" else 1
+        done = sum(len(store.records(v)) for v in ("ticket", *trained_controls(config)))
         ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done))
         store.write_summary(summarise())
         ctx.on_saved = lambda: store.write_summary(summarise())

@@ -45,13 +45,20 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = list(params)
+    """The configured optimizer over the parameters that train. Frozen ones (requires_grad False: the
+    weights under a strong ticket's scores) are left out; parameters marked `no_weight_decay = True`
+    (Continuous Sparsification's mask logits) get no weight decay."""
+    params = [p for p in params if p.requires_grad]
+    no_decay = [getattr(p, "no_weight_decay", False) for p in params]
+    groups = [g for g in ({"params": [p for p, nd in zip(params, no_decay) if not nd]},
+                          {"params": [p for p, nd in zip(params, no_decay) if nd], "weight_decay": 0.0})
+              if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # Fused Adam: the unfused CPU path calls sqrt() on the second moments, which is ~5x slower on the
     # exact zeros a ticket's pruned weights keep there (measured in bench/trainer_overhead.py).
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 @torch.inference_mode()
@@ -84,12 +91,15 @@ class TrainResult:
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask], *, seed: int,
           start_step: int = 0, on_step: Callable[[int, nn.Module], None] | None = None,
           on_eval: Callable[[dict], None] | None = None, cancel=None,
-          on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None) -> TrainResult:
+          on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
+          penalty: Callable[[], torch.Tensor] | None = None) -> TrainResult:
     """Train `model` in place from `start_step` to the end of the schedule.
 
-    `on_step(step, model)` runs after each optimizer step (rewind capture, dynamic sparsity);
+    `on_step(step, model)` runs after each optimizer step and its evaluation, if any (rewind capture, dynamic
+    sparsity, annealing);
     `on_eval(metrics)` after each evaluation; `cancel.is_set()` is checked every step; `on_optimizer(opt)`
-    once the optimizer exists (dynamic sparsity zeroes optimizer state of weights it moves). A mask given
+    once the optimizer exists (dynamic sparsity zeroes optimizer state of weights it moves); `penalty()` is
+    added to every step's loss (Continuous Sparsification's mask penalty). A mask given
     as float tensors of the parameters' dtype is used as is, so a caller may change it in place.
     The optimizer starts fresh: rewinding restores weights, not optimizer state.
     """
@@ -123,16 +133,14 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
 
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if penalty is None else loss + penalty()).backward()
         if masked:
             torch._foreach_mul_([p.grad for p in masked_params], masked_values)
         opt.step()
         loss_sum += loss.detach()
         losses_since_eval += 1
-        if on_step is not None:
-            on_step(step + 1, model)
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
 
@@ -150,6 +158,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
                 best = (val_loss, step + 1, point)
             if on_eval is not None:
                 on_eval(point)
+        if on_step is not None:  # after the evaluation, so a change it makes applies from the next step on
+            on_step(step + 1, model)
 
     seconds = time.perf_counter() - t0
     if not curve:  # started at or past the end: nothing to train, still report the weights as they are

@@ -35,6 +35,7 @@ class DynamicSparsity(MaskSearch):
         self.history: list[dict] = []  # per update: step, fraction, {layer: weights moved}
 
     def prepare(self, model) -> dict[str, torch.Tensor]:
+        M.apply(model, self.values)
         return self.values
 
     def attach(self, optimizer) -> None:

@@ -1,0 +1,39 @@
+"""What the mask-search methods (cs, cts) share: progress events while they search, and a stored record
+of the search (analyses/search.json: its cost in training steps and seconds, and its curve), which
+`lottery show` prints and the leaderboard reads as the method's search cost.
+
+A search is reported as variant "search" of level 1, so the explorer's live view follows it like any
+training; it is not a stored level (its mask is not a ticket until the method selects one).
+"""
+from __future__ import annotations
+
+import time
+
+from .. import events as ev
+from ..analysis.common import save_analysis
+
+VARIANT = "search"
+
+
+class SearchLog:
+    """Announce a search, relay its evaluations, and store its record when it ends."""
+
+    def __init__(self, ctx, method: str, total_steps: int):
+        self.ctx, self.method, self.total_steps = ctx, method, total_steps
+        self.curve: list[dict] = []
+        self.t0 = time.perf_counter()
+        ctx.emit(ev.TrainingStarted(ctx.store.run_id, 1, VARIANT, 1.0, 0, total_steps))
+
+    def evaluated(self, point: dict, **extra) -> None:
+        """`point` as the trainer's on_eval gives it (iteration, epoch, losses, accuracies) plus extras."""
+        self.curve.append({**point, **extra})
+        self.ctx.emit(ev.Evaluated(self.ctx.store.run_id, 1, VARIANT, point["iteration"], point["epoch"],
+                                   point["train_loss"], point["val_loss"], point["val_accuracy"],
+                                   point["test_accuracy"]))
+
+    def save(self, **result) -> dict:
+        record = {"analysis": "search", "method": self.method, "run_id": self.ctx.store.run_id,
+                  "steps": self.total_steps, "seconds": round(time.perf_counter() - self.t0, 4),
+                  "curve": self.curve, **result}
+        save_analysis(self.ctx.store, "search", record, self.ctx.emit)
+        return record
