@@ -80,7 +80,7 @@ class _Progress:
         if self.quiet:
             return
         if isinstance(e, ev.RunStarted):
-            self.bar = tqdm(total=e.trainings * e.iterations, unit="it", file=sys.stderr, desc=e.run_id,
+            self.bar = tqdm(total=e.trainings * e.iterations + e.search_steps, unit="it", file=sys.stderr, desc=e.run_id,
                             dynamic_ncols=True)
             self.per = e.iterations
         elif self.bar is None:
@@ -237,6 +237,39 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    """Inference latency of dense vs masked vs CSR vs channel vs 2:4, for a layer size or a stored ticket."""
+    from . import probe
+
+    options = {"batches": probe.parse_list(args.batch, "--batch", int, "must be comma-separated batch sizes"),
+               "dtypes": probe.parse_list(args.dtype, "--dtype", str, "must be comma-separated dtypes"),
+               "device": args.device, "min_run_time": args.min_time, "threads": args.threads}
+    for value in options["dtypes"]:
+        if value not in probe.DTYPES:
+            raise ConfigError("--dtype", value, f"allowed: {', '.join(probe.DTYPES)}")
+    if min(options["batches"]) < 1:
+        raise ConfigError("--batch", args.batch, "batch sizes must be positive")
+    if not 0 < args.min_time <= 60:
+        raise ConfigError("--min-time", args.min_time, "must be a number of seconds in (0, 60]")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("--threads", args.threads, "must be a positive number of CPU threads")
+    if args.run is not None:
+        if args.sparsity is not None or args.layer is not None:
+            raise ConfigError("--sparsity" if args.sparsity is not None else "--layer", args.sparsity or args.layer,
+                              "applies to layer probes; --run probes the ticket's own mask")
+        result = probe.probe_run(args.runs_dir, args.run, args.level, **options)
+    else:
+        if args.level is not None:
+            raise ConfigError("--level", args.level, "needs --run RUN_ID")
+        sparsities = probe.parse_list(args.sparsity or "0.5,0.9", "--sparsity", float,
+                                      "must be comma-separated sparsities in (0, 1)")
+        if not all(0 < s < 1 for s in sparsities):
+            raise ConfigError("--sparsity", args.sparsity, "must be comma-separated sparsities in (0, 1)")
+        result = probe.probe_layer(*probe.parse_layer(args.layer or "1024x1024"), sparsities=sparsities, **options)
+    print(json.dumps(result, indent=1) if args.json else probe.format_table(result))
+    return 0
+
+
 def cmd_export(args) -> int:
     """Write a ticket as a plain state_dict (pruned weights are zeros) plus its masks, as safetensors."""
     from .store import save_tensors
@@ -330,6 +363,23 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     ex.add_argument("--level", type=int, default=None, help="level to export (default: the last)")
     ex.add_argument("--out", required=True, help="output .safetensors file")
     ex.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("probe", help="inference latency of dense vs masked vs CSR vs channel vs 2:4 weights")
+    common(pr)
+    pr.add_argument("--run", metavar="RUN_ID", default=None, help="probe a stored ticket (its own mask)")
+    pr.add_argument("--level", type=int, default=None, help="the ticket's level (default: the last)")
+    pr.add_argument("--layer", default=None, help="probe one Linear layer INxOUT, e.g. 4096x4096 (default "
+                    "without --run: 1024x1024)")
+    pr.add_argument("--sparsity", default=None, help="layer probes: comma-separated sparsities (default: 0.5,0.9)")
+    pr.add_argument("--batch", default="1,64,256", help="comma-separated batch sizes (default: %(default)s)")
+    pr.add_argument("--dtype", default="float32", help="comma-separated: float32, float16, bfloat16 "
+                    "(default: %(default)s)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
+    pr.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per row (default: %(default)s)")
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's, "
+                    "one per core)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_probe)
     if extend is not None:
         extend(sub, common)
     return p

@@ -27,6 +27,7 @@ class RunStarted(Event):
     trainings: int            # how many trainings the run will do (dense + levels x (1 + controls))
     iterations: int           # iterations of one full training
     completed: int            # trainings already in the store (resumed run)
+    search_steps: int = 0     # steps of a mask search (cs, cts) before the ticket's training
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,10 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         per_level = 1 + len(trained_controls(config))
         levels = structured.imp_levels(config.prune) if config.prune.method == "imp" else 1
         done = sum(len(store.records(v)) for v in ("ticket", *trained_controls(config)))
-        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done))
+        search_epochs = getattr(method, "search_epochs", lambda cfg: 0)(config)
+        search_steps = 0 if store.level_record("ticket", 1) else search_epochs * ctx.total_steps // config.train.epochs
+        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done,
+                               search_steps))
         store.write_summary(summarise())
         ctx.on_saved = lambda: store.write_summary(summarise())
         ctx.dense = ctx.train_ticket(0, M.ones(ctx.model_with(ctx.init_weights)), ctx.init_weights, 0)

@@ -36,7 +36,7 @@ class RunSession(param.Parameterized):
         self._events: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        self._trainings, self._iterations, self._done_iters, self._base = 1, 1, 0, 0
+        self._trainings, self._iterations, self._done_iters, self._base, self._search = 1, 1, 0, 0, 0
 
     # ------------------------------------------------------------ worker side
     def start(self) -> None:
@@ -84,7 +84,7 @@ class RunSession(param.Parameterized):
     def _apply(self, e: ev.Event, curve):
         if isinstance(e, ev.RunStarted):
             self.status = "running"
-            self._trainings, self._iterations = e.trainings, e.iterations
+            self._trainings, self._iterations, self._search = e.trainings, e.iterations, e.search_steps
             self._done_iters = 0  # stored levels are counted as their LevelDone(reused) events arrive
         elif isinstance(e, ev.TrainingStarted):
             self.level, self.variant = e.level, e.variant
@@ -103,7 +103,7 @@ class RunSession(param.Parameterized):
             self.levels_done += 1
         elif isinstance(e, ev.RunFinished):
             self.summary, self.status = e.summary, "completed"
-            self._done_iters = self._trainings * self._iterations
+            self._done_iters = self._trainings * self._iterations + self._search
             self.message = f"{self.run_id} completed"
         elif isinstance(e, ev.RunCancelled):
             self.status = "cancelled"
@@ -113,7 +113,7 @@ class RunSession(param.Parameterized):
                 return curve
             self.status, self.error = "failed", e.error
             self.message = f"{self.run_id} failed: {e.error}"
-        total = max(1, self._trainings * self._iterations)
+        total = max(1, self._trainings * self._iterations + self._search)
         self.progress = min(100.0, 100.0 * self._done_iters / total)
         return curve
 

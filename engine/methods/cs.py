@@ -107,3 +107,4 @@ def cs(ctx) -> None:
 
 
 cs.scopes = PAI_SCOPES
+cs.search_epochs = lambda config: config.prune.cs_rounds * config.prune.search_epochs  # for progress totals

@@ -126,3 +126,4 @@ def cts(ctx) -> None:
 
 
 cts.scopes = PAI_SCOPES
+cts.search_epochs = lambda config: config.prune.search_epochs  # for progress totals
