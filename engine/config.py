@@ -198,9 +198,9 @@ class PruneConfig:
     dst_interval: int = option(100, "rigl/set: update the mask every this many iterations (Delta T)")
     dst_fraction: float = option(0.3, "rigl/set: initial drop fraction alpha, decayed by a cosine")
     dst_end: float = option(0.75, "rigl/set: stop updating the mask after this fraction of training")
-    search_epochs: int = option(5, "cs/cts: epochs of mask search (per round for cs)")
+    search_epochs: int = option(20, "cts: epochs of mask search (each costs about one training epoch)")
     search_lr: float = option(0.1, "cts: Adam learning rate of the mask logits")
-    cs_rounds: int = option(3, "cs: rounds of temperature annealing (beta 1 -> 200 per round)")
+    cs_rounds: int = option(3, "cs: rounds of --epochs each, the temperature annealed (beta 1 -> 200) per round")
     cs_penalty: float = option(1e-8, "cs: weight lambda of the mask penalty lambda x sum sigmoid(beta s) "
                                "(its scale depends on the model's size)")
     earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "

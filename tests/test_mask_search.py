@@ -48,13 +48,13 @@ def test_cs_and_cts_give_binary_tickets_at_the_target_density(tmp_path, method, 
     assert s["controls"]["reinit"][0]["layers"] == s["levels"][0]["layers"]
     record = search_record(tmp_path, s)
     per_epoch = trainer.steps_per_epoch(len(engine.data.load(cfg.data, torch.device("cpu")).train), cfg.train)
-    rounds = cfg.prune.cs_rounds if method == "cs" else 1
-    assert record["steps"] == rounds * cfg.prune.search_epochs * per_epoch
-    assert len(record["curve"]) == rounds * cfg.prune.search_epochs
+    epochs = cfg.prune.cs_rounds * cfg.train.epochs if method == "cs" else cfg.prune.search_epochs
+    assert record["steps"] == epochs * per_epoch
+    assert len(record["curve"]) == epochs
 
 
 def test_cs_anneals_beta_to_200_each_round_and_records_its_own_density(tmp_path):
-    cfg = tiny(**{"prune.method": "cs", "prune.search_epochs": 3, "prune.cs_rounds": 2, "prune.cs_penalty": 1e-4})
+    cfg = tiny(**{"prune.method": "cs", "train.epochs": 3, "prune.cs_rounds": 2, "prune.cs_penalty": 1e-4})
     record = search_record(tmp_path, engine.run(cfg, runs_dir=tmp_path))
     betas = [round(p["beta"], 6) for p in record["curve"]]
     assert betas == [1.0, round(200 ** 0.5, 6), 200.0] * 2
@@ -115,7 +115,7 @@ def test_frozen_parameters_stay_out_of_the_optimizer_and_mask_logits_out_of_weig
 
 
 def test_leaderboard_reads_search_costs(tmp_path):
-    base = tiny(**{"train.epochs": 1, "prune.search_epochs": 2, "prune.cs_rounds": 1})
+    base = tiny(**{"train.epochs": 1, "prune.search_epochs": 2})
     result = compare(base, ["cts", "edgepopup"], [0.2], 1, runs_dir=tmp_path)
     rows = {r["method"]: r for r in result["rows"]}
     per_epoch = trainer.steps_per_epoch(len(engine.data.load(base.data, torch.device("cpu")).train), base.train)

@@ -4,8 +4,8 @@ into a step.
 Every prunable weight w gets a mask logit s, starting at s0 = 0, and the network computes with
 w * sigmoid(beta s) / sigmoid(s0) (so it starts dense). Weights and logits train together on cross-entropy
 + lambda * sum sigmoid(beta s) (--cs-penalty) with the run's optimizer; the logits get no weight decay.
-Within a round of --search-epochs epochs beta grows geometrically from 1 to 200 (x 200^(1/(E-1)) after
-each epoch); between rounds beta resets to 1 and s <- min(beta s, s0), so logits driven negative stay off
+A round is one training of --epochs epochs, in which beta grows geometrically from 1 to 200
+(x 200^(1/(E-1)) after each epoch); between rounds beta resets to 1 and s <- min(beta s, s0), so logits driven negative stay off
 while the survivors restart at the top of the sigmoid. Weights are not rewound between rounds.
 
 CS's own ticket after --cs-rounds rounds is 1[s > 0]; its density follows from lambda and is recorded
@@ -14,8 +14,6 @@ top --density of s (global, layerwise or erk, exact counts), then rewinds (--rew
 any other ticket, with its controls.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 from torch import nn
@@ -56,9 +54,9 @@ def search(ctx) -> dict[str, torch.Tensor]:
         module = modules[name.rpartition(".")[0]]
         masks[name] = SoftMask(module.weight.detach())
         parametrize.register_parametrization(module, "weight", masks[name])
-    epochs = cfg.search_epochs
+    train_cfg = ctx.config.train
+    epochs = train_cfg.epochs
     growth = BETA_MAX ** (1 / (epochs - 1)) if epochs > 1 else BETA_MAX
-    train_cfg = dataclasses.replace(ctx.config.train, epochs=epochs)
     per_epoch = trainer.steps_per_epoch(len(ctx.data.train), train_cfg)
     log = SearchLog(ctx, "cs", cfg.cs_rounds * epochs * per_epoch)
 
@@ -107,4 +105,4 @@ def cs(ctx) -> None:
 
 
 cs.scopes = PAI_SCOPES
-cs.search_epochs = lambda config: config.prune.cs_rounds * config.prune.search_epochs  # for progress totals
+cs.search_epochs = lambda config: config.prune.cs_rounds * config.train.epochs  # for progress totals
