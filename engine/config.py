@@ -87,6 +87,21 @@ def _known_controls():
     return CONTROLS.names()
 
 
+def _patterns():
+    from .structured import PATTERNS
+    return PATTERNS
+
+
+def _refills():
+    from .structured import REFILLS
+    return REFILLS
+
+
+def _channel_scores():
+    from .structured import CHANNEL_SCORES
+    return CHANNEL_SCORES
+
+
 # ---------------------------------------------------------------- the config groups
 @dataclass(frozen=True)
 class DataConfig:
@@ -191,6 +206,18 @@ class PruneConfig:
                                     "level (0: never prune the output layer)")
     scope: str = option("layerwise", "rank weights within each layer, across all layers, or with ERK layer "
                         "densities (erk: pruning-at-init methods only)", choices=["layerwise", "global", "erk"])
+    pattern: str = option("unstructured", "sparsity pattern of the hidden layers: single weights, whole output "
+                          "channels/neurons (the model physically shrinks), or nm (exactly N kept in every M "
+                          "consecutive weights along the input dimension); the output layer is always pruned "
+                          "weight by weight (imp, oneshot, pruning at init)", choices=_patterns)
+    nm: str = option("2:4", "N:M of --pattern nm (1 <= N <= M): the hidden layers' density is N/M, --density does "
+                     "not apply; imp keeps one fewer per group each level, M-N levels at most")
+    refill: str = option("none", "after each pruning step coarsen the unstructured mask (Chen et al. 2022): refill "
+                         "keeps the nnz/fan-in best channels fully dense, regroup dense column blocks for groups of "
+                         "rows with similar patterns (imp, oneshot)", choices=_refills)
+    channel_score: str = option("l1", "rank channels (--pattern channel, --refill refill) by the l1 norm of their "
+                                "row of scores, or by |gamma| of the BatchNorm after the layer (bn: trained nets; "
+                                "layers without one use l1)", choices=_channel_scores)
     rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}")
     density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of all prunable "
                             "weights (pruning at init)")
@@ -217,6 +244,7 @@ class PruneConfig:
         scopes = getattr(_method(self.method), "scopes", ("layerwise", "global"))
         if self.scope not in scopes:
             raise ConfigError("prune.scope", self.scope, f"method {self.method} allows: {', '.join(scopes)}")
+        self._check_pattern()
         _number("prune.synflow_rounds", self.synflow_rounds, lo=1, hi=10_000, integer=True)
         Rewind.parse(self.rewind)
         _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
@@ -236,6 +264,26 @@ class PruneConfig:
                 raise ConfigError("prune.controls", self.controls, f"unknown control {c!r}; allowed: {', '.join(known)}")
         if len(set(self.controls)) != len(self.controls):
             raise ConfigError("prune.controls", self.controls, "each control may appear once")
+
+    def _check_pattern(self):
+        from .structured import parse_nm
+
+        _choice("prune.pattern", self.pattern, _patterns())
+        parse_nm(self.nm)
+        _choice("prune.refill", self.refill, _refills())
+        _choice("prune.channel_score", self.channel_score, _channel_scores())
+        method = _method(self.method)
+        patterns = getattr(method, "patterns", ("unstructured",))
+        if self.pattern not in patterns:
+            raise ConfigError("prune.pattern", self.pattern, f"method {self.method} allows: {', '.join(patterns)}")
+        if self.pattern != "unstructured" and self.scope == "global":
+            raise ConfigError("prune.scope", self.scope, f"--pattern {self.pattern} selects within each layer: use "
+                              "layerwise (or erk for pruning at init)")
+        if self.refill != "none" and not getattr(method, "refills", False):
+            raise ConfigError("prune.refill", self.refill, f"method {self.method} allows: none (refill and regroup "
+                              "follow imp and oneshot pruning steps)")
+        if self.refill != "none" and self.pattern != "unstructured":
+            raise ConfigError("prune.refill", self.refill, "coarsens unstructured masks: use --pattern unstructured")
 
     @property
     def rewind_point(self) -> Rewind:

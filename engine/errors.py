@@ -19,3 +19,8 @@ class DataUnavailable(LotteryError):
 
 class RunCancelled(LotteryError):
     """Raised inside a run when its cancel flag is set; completed levels stay in the store."""
+
+
+class Unsupported(LotteryError):
+    """This model or this hardware cannot do what was asked (a ResNet's physical shrink, 2:4 kernels on a
+    CPU); the message says why."""

@@ -83,17 +83,25 @@ def prune_step(scores: dict[str, torch.Tensor], mask: Mask, fraction: float, out
     pool = [n for n in mask if n != output_name]
     if scope == "layerwise":
         for n in pool:
-            alive = int(mask[n].sum())
-            new[n] = keep_top(scores[n], mask[n], alive - math.ceil(fraction * alive))
+            new[n] = drop_fraction(scores[n], mask[n], fraction)
     elif scope == "global":
         alive = sum(int(mask[n].sum()) for n in pool)
         new.update(keep_global(scores, mask, alive - math.ceil(fraction * alive), pool))
     else:
         raise ValueError(f"unknown scope {scope!r}")
-    alive = int(mask[output_name].sum())
-    new[output_name] = keep_top(scores[output_name], mask[output_name],
-                                alive - math.ceil(output_fraction * alive))
+    new[output_name] = drop_fraction(scores[output_name], mask[output_name], output_fraction)
     return {n: new[n] for n in mask}  # keep the model's layer order
+
+
+def drop_fraction(scores: torch.Tensor, alive: torch.Tensor, fraction: float) -> torch.Tensor:
+    """One layer loses ceil(fraction x its alive entries), lowest scores first."""
+    n_alive = int(alive.sum())
+    return keep_top(scores, alive, n_alive - math.ceil(fraction * n_alive))
+
+
+def keep_density(scores: torch.Tensor, alive: torch.Tensor, density: float) -> torch.Tensor:
+    """One layer keeps round(density x its size) entries (at most the alive ones), highest scores first."""
+    return keep_top(scores, alive, min(int(alive.sum()), round(density * alive.numel())))
 
 
 def keep_global(scores, mask: Mask, n_keep: int, names: list[str] | None = None) -> Mask:
@@ -118,13 +126,12 @@ def prune_to_density(scores: dict[str, torch.Tensor], mask: Mask, target: float,
     pool = [n for n in mask if n != output_name]
     if scope == "layerwise":
         for n in pool:
-            new[n] = keep_top(scores[n], mask[n], min(int(mask[n].sum()), round(target * mask[n].numel())))
+            new[n] = keep_density(scores[n], mask[n], target)
     else:
         size = sum(mask[n].numel() for n in pool)
         alive = sum(int(mask[n].sum()) for n in pool)
         new.update(keep_global(scores, mask, min(alive, round(target * size)), pool))
-    o = mask[output_name]
-    new[output_name] = keep_top(scores[output_name], o, min(int(o.sum()), round(output_density * o.numel())))
+    new[output_name] = keep_density(scores[output_name], mask[output_name], output_density)
     return {n: new[n] for n in mask}
 
 

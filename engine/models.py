@@ -36,6 +36,10 @@ class MLP(nn.Module):
             x = F.relu(layer(x))
         return self.out(x)
 
+    def as_sequential(self) -> nn.Sequential:
+        """The same computation as a chain of its own modules (engine.shrink reads chains)."""
+        return nn.Sequential(nn.Flatten(), *[m for layer in self.hidden for m in (layer, nn.ReLU())], self.out)
+
 
 class ConvNet(nn.Module):
     """Frankle & Carbin's Conv-2/4/6: pairs of 3x3 convs, each pair followed by 2x2 max-pool, then
@@ -58,6 +62,10 @@ class ConvNet(nn.Module):
     def forward(self, x):
         x = self.features(x).flatten(1)
         return self.out(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same computation as a chain of its own modules (engine.shrink reads chains)."""
+        return nn.Sequential(*self.features, nn.Flatten(), self.fc1, nn.ReLU(), self.fc2, nn.ReLU(), self.out)
 
 
 class BasicBlock(nn.Module):

@@ -72,13 +72,16 @@ def synflow(model: nn.Module, mask: M.Mask, input_shape, generator=None) -> Scor
     return {n: (p.grad * p).detach().abs().float() for n, p in _params(model, mask).items()}
 
 
-def synflow_mask(model: nn.Module, mask: M.Mask, input_shape, keep: dict[str, int] | int, rounds: int = 100) -> M.Mask:
+def synflow_mask(model: nn.Module, mask: M.Mask, input_shape, keep, rounds: int = 100) -> M.Mask:
     """Iterative SynFlow: `rounds` rounds, density after round t = rho^(t / rounds), re-scoring the masked
-    net each round so no layer collapses. `keep` is the final count, global (int) or per layer (dict)."""
+    net each round so no layer collapses. `keep` is the final count, global (int) or per layer (dict), or
+    a rule keep(scores, mask, progress) that selects at progress t / rounds itself (structured patterns)."""
     total = M.total(mask)
     for t in range(1, rounds + 1):
         scores = synflow(model, mask, input_shape)
-        if isinstance(keep, int):
+        if callable(keep):
+            mask = keep(scores, mask, t / rounds)
+        elif isinstance(keep, int):
             n_keep = round(total * (keep / total) ** (t / rounds))
             mask = M.keep_global(scores, mask, n_keep)
         else:

@@ -1,27 +1,33 @@
-"""Magnitude pruning: iterative (IMP, with init / late / learning-rate rewinding) and one-shot."""
+"""Magnitude pruning: iterative (IMP, with init / late / learning-rate rewinding) and one-shot.
+
+Both prune in the configured pattern (--pattern unstructured, channel or nm, then --refill; see
+engine.structured).
+"""
 from __future__ import annotations
 
 import math
 
 from .. import masks as M
 from ..registry import METHODS
+from ..structured import PATTERNS, Pattern, hidden_density, imp_levels
 
 
 @METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")
 def imp(ctx) -> None:
     cfg = ctx.config.prune
+    pattern = Pattern(cfg, ctx.model_with(ctx.init_weights))
     trained = ctx.dense
-    for level in range(1, cfg.levels + 1):
-        mask = M.prune_step(M.magnitude_scores(trained.weights, trained.mask), trained.mask, cfg.prune_fraction,
-                            cfg.output_fraction, cfg.scope, ctx.output_name)
+    for level in range(1, imp_levels(cfg) + 1):
+        mask = pattern.prune_step(M.magnitude_scores(trained.weights, trained.mask), trained.mask, trained.weights,
+                                  level)
         start, start_step = ctx.rewind(trained.weights)
         trained = ctx.train_ticket(level, mask, start, start_step)
 
 
 def imp_output_density(cfg) -> float:
-    """The output layer's density where IMP would leave it on reaching `cfg.density` in the hidden layers,
-    so one-shot (and early-bird) tickets compare with iterative ones layer by layer."""
-    equivalent_levels = math.log(cfg.density) / math.log(1 - cfg.prune_fraction)
+    """The output layer's density where IMP would leave it on reaching the target density in the hidden
+    layers, so one-shot (and early-bird) tickets compare with iterative ones layer by layer."""
+    equivalent_levels = math.log(hidden_density(cfg)) / math.log(1 - cfg.prune_fraction)
     return (1 - cfg.output_fraction) ** equivalent_levels
 
 
@@ -29,7 +35,12 @@ def imp_output_density(cfg) -> float:
 def oneshot(ctx) -> None:
     cfg = ctx.config.prune
     dense = ctx.dense
-    mask = M.prune_to_density(M.magnitude_scores(dense.weights, dense.mask), dense.mask, cfg.density,
-                              imp_output_density(cfg), cfg.scope, ctx.output_name)
+    pattern = Pattern(cfg, ctx.model_with(ctx.init_weights))
+    mask = pattern.prune_to_density(M.magnitude_scores(dense.weights, dense.mask), dense.mask, dense.weights,
+                                    hidden_density(cfg), imp_output_density(cfg))
     start, start_step = ctx.rewind(dense.weights)
     ctx.train_ticket(1, mask, start, start_step)
+
+
+imp.patterns = oneshot.patterns = PATTERNS  # what PruneConfig accepts for --pattern and --refill
+imp.refills = oneshot.refills = True

@@ -13,6 +13,7 @@ from .. import masks as M
 from .. import scores as S
 from ..registry import METHODS
 from ..seeding import generator
+from ..structured import PATTERNS, Pattern
 
 PAI_SCOPES = ("global", "layerwise", "erk")
 EXAMPLES_PER_CLASS = 10  # SNIP/GraSP score one batch of about 10 examples per class
@@ -26,11 +27,16 @@ def score_batch(data, seed: int):
     return data.train.x[picked], y[picked]
 
 
+def layer_densities(mask: M.Mask, density: float, scope: str) -> dict[str, float]:
+    """The per-layer densities of the layerwise (uniform) and erk scopes."""
+    return M.erk_densities(mask, density) if scope == "erk" else {n: density for n in mask}
+
+
 def target_counts(mask: M.Mask, density: float, scope: str) -> int | dict[str, int]:
     """How many to keep: one global count, or one per layer (uniform or ERK)."""
     if scope == "global":
         return round(density * M.total(mask))
-    per_layer = M.erk_densities(mask, density) if scope == "erk" else {n: density for n in mask}
+    per_layer = layer_densities(mask, density, scope)
     return {n: round(per_layer[n] * m.numel()) for n, m in mask.items()}
 
 
@@ -40,16 +46,27 @@ def select(scores: dict[str, torch.Tensor], dense: M.Mask, density: float, scope
     return M.keep_global(scores, dense, keep) if isinstance(keep, int) else M.keep_per_layer(scores, dense, keep)
 
 
+def structured_rule(cfg, model, dense: M.Mask):
+    """--pattern channel or nm: a rule keep(scores, mask, progress) at the layerwise or ERK densities
+    (PruneConfig refuses global), the hidden layers in the pattern (engine.structured)."""
+    pattern, weights = Pattern(cfg, model), model.state_dict()
+    densities = layer_densities(dense, cfg.density, cfg.scope)
+    return lambda scores, mask, progress=1.0: pattern.prune_to(scores, mask, weights, densities, progress)
+
+
 def pai_mask(ctx, rule: str) -> M.Mask:
     cfg = ctx.config.prune
     model = ctx.model_with(ctx.init_weights)
     dense = M.ones(model)
+    if cfg.pattern == "unstructured":
+        keep = target_counts(dense, cfg.density, cfg.scope)
+    else:
+        keep = structured_rule(cfg, model, dense)
     if rule == "synflow":
-        return S.synflow_mask(model, dense, ctx.data.input_shape, target_counts(dense, cfg.density, cfg.scope),
-                              rounds=cfg.synflow_rounds)
+        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=cfg.synflow_rounds)
     batch = score_batch(ctx.data, ctx.config.seed)
     scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
-    return select(scores, dense, cfg.density, cfg.scope)
+    return keep(scores, dense) if callable(keep) else select(scores, dense, cfg.density, cfg.scope)
 
 
 def _register(rule: str, help: str):
@@ -60,6 +77,7 @@ def _register(rule: str, help: str):
 
     method.__name__ = rule
     method.scopes = PAI_SCOPES
+    method.patterns = PATTERNS
     method.starts_from_init = True  # sanity controls of these tickets start at theta_0, step 0
     METHODS.register(rule, help)(method)
 
