@@ -103,6 +103,12 @@ def test_batchnorm_scales_are_found_after_their_layers():
     assert norms["blocks.1.shortcut.0.weight"] == "blocks.1.shortcut.1.weight"
     assert "out.weight" not in norms
     assert S.following_norms(MLP(8, [4], 2)) == {}
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    weights["bn.weight"] = torch.tensor([0.1, -3.0, 0.2, 2.0])  # |gamma| ranks the channels, not the rows' l1
+    mask = M.ones(model)
+    score = S.channel_scores(M.magnitude_scores(model, mask), mask, weights, norms)
+    assert S.rows(S.keep_channels(score["conv.weight"], mask["conv.weight"], 2)).any(1).tolist() == \
+        [False, True, False, True]
 
 
 # ---------------------------------------------------------------- physical shrink
