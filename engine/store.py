@@ -21,12 +21,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, LotteryError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and safetensors are imported by the two functions that read and write tensors: everything else here
+# is JSON, and the explorer lists and plots stored runs without waiting for torch to import.
 
 
 def atomic_write(path: Path, write) -> None:
@@ -57,6 +60,8 @@ def read_json(path: Path):
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # safetensors sorts names; the model's layer order is kept in the metadata so loading gives it back
     # (masks iterate in layer order, and seeded per-layer draws depend on that order).
@@ -66,6 +71,9 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     """The tensors of a file written by `save_tensors`, in the order they were saved."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     tensors = load_file(str(path), device=str(device))
     with safe_open(str(path), framework="pt") as f:
         order = json.loads((f.metadata() or {}).get("order", "[]"))

@@ -19,10 +19,8 @@ import param
 from engine.store import RunStore
 
 # absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
-from explorer import plots
-from explorer.analyses import AnalysisPanel
+from explorer import engine_import, plots
 from explorer.browser import RunBrowser
-from explorer.launch import LaunchPanel
 
 POLL_MS = 250        # drain run events 4 times a second
 LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
@@ -35,9 +33,11 @@ class ExplorerApp(pn.viewable.Viewer):
     def __init__(self, **params):
         params.setdefault("runs_dir", os.environ.get(RUNS_DIR_ENV, "runs"))
         super().__init__(**params)
-        self.launcher = LaunchPanel(self.runs_dir)
         self.browser = RunBrowser(self.runs_dir)
-        self.analyses = AnalysisPanel(self.runs_dir)
+        # The launch panel and the analyses need the engine's torch side: see explorer.engine_import.
+        self.launcher = self.analyses = None
+        self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
+        self._analyses_tab = pn.Column(_loading(), sizing_mode="stretch_width")
         # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
         # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
         self.live_pipe = hv.streams.Pipe(data=[])
@@ -64,7 +64,37 @@ class ExplorerApp(pn.viewable.Viewer):
         self._curve_key = None
         self._mask_cache: dict = {}
         self._callback = None
+        self._engine = engine_import.current  # None: not served by `lottery serve`, imported right here
+        self._waiting_for_engine = self._engine is not None and not self._engine.ready()
+        if not self._waiting_for_engine:
+            self._attach_engine()
         self.refresh_views()
+
+    def _attach_engine(self) -> None:
+        """Put the launch panel and the analyses in place of their "loading engine…" notes."""
+        from explorer.analyses import AnalysisPanel
+        from explorer.launch import LaunchPanel
+
+        self.launcher = LaunchPanel(self.runs_dir)
+        self.analyses = AnalysisPanel(self.runs_dir)
+        self._sidebar[:] = [self.launcher]
+        self._analyses_tab[:] = [self.analyses]
+
+    def _take_engine_when_imported(self) -> None:
+        """(tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
+        before the browser has loaded the page can fail to reach it."""
+        if not (self._engine.future.done() and pn.state.loaded):
+            return
+        self._waiting_for_engine = False
+        error = self._engine.future.exception()
+        if error is None:
+            self._attach_engine()
+            self.draw_visible()
+            return
+        failed = pn.pane.Alert(f"The engine failed to load: {error!r}", alert_type="danger",
+                               css_classes=["run-error"])
+        self._sidebar[:] = [failed]
+        self._analyses_tab[:] = [failed]
 
     # ------------------------------------------------------------ live updates
     def start_polling(self) -> None:
@@ -77,10 +107,15 @@ class ExplorerApp(pn.viewable.Viewer):
         if self._callback is not None:
             self._callback.stop()
             self._callback = None
-        self.launcher.cancel()
-        self.analyses.cancel_event.set()
+        if self.launcher is not None:
+            self.launcher.cancel()
+            self.analyses.cancel_event.set()
 
     def tick(self) -> None:
+        if self._waiting_for_engine:
+            self._take_engine_when_imported()
+        if self.launcher is None:
+            return
         self.launcher.drain()
         self.analyses.poll()
         s = self.launcher.session
@@ -119,6 +154,8 @@ class ExplorerApp(pn.viewable.Viewer):
         """Draw the stale plots of the active tab (or of every tab)."""
         active = self.TAB_NAMES[self._tabs.active]
         for name in [n for n in self.TAB_NAMES if n in self._stale and (everything or n == active)]:
+            if name == "Analyses" and self.analyses is None:
+                continue  # stays stale: drawn once the engine is in
             self._stale.discard(name)
             if name == "Accuracy":
                 self.accuracy.object = plots.accuracy_vs_density(self.browser.chosen())
@@ -176,22 +213,29 @@ class ExplorerApp(pn.viewable.Viewer):
         return pn.Tabs(("Live", pn.Column(self.live, self.loss, sizing_mode="stretch_width")),
                        ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
                        ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
-                                                                         self.layer_select), self.analyses)),
+                                                                         self.layer_select), self._analyses_tab)),
                        ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):  # inline in a notebook
-        return pn.Row(pn.Column(self.launcher, width=320), self._tabs, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self._sidebar, width=320), self._tabs, sizing_mode="stretch_width")
 
     def template(self) -> pn.template.FastListTemplate:
         """The served page: the same views in a FastListTemplate."""
-        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self.launcher],
+        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self._sidebar],
                                             main=[self._tabs], sidebar_width=340, accent="#1f4e79")
+
+
+def _loading() -> pn.pane.Markdown:
+    return pn.pane.Markdown("Loading engine…", css_classes=["engine-loading"], sizing_mode="stretch_width")
 
 
 def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
     """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes."""
     app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
     app.start_polling()
+    if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page has loaded
+        engine_import.current.pages += 1
+        pn.state.onload(engine_import.current.start)
     pn.state.on_session_destroyed(lambda ctx: app.stop())
     return app.template()
 

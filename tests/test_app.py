@@ -1,12 +1,16 @@
 """The explorer without a browser: launch -> drain events -> state and plot data."""
+import subprocess
+import sys
 import time
 
 import holoviews as hv
+import panel as pn
 import pytest
 
 import engine
-from explorer import plots
+from explorer import engine_import, plots
 from explorer.app import ExplorerApp
+from explorer.cli import plain_serve_args
 from explorer.tables import level_rows, seed_bands
 
 from conftest import tiny
@@ -45,6 +49,65 @@ def test_opens_on_the_offline_default_with_stored_runs(tmp_path):
     app._tabs.active = app.TAB_NAMES.index("Masks")
     assert isinstance(app.heatmap.object, hv.Image)  # ...like this one
     assert app.accuracy.object is None
+
+
+def test_a_served_page_shows_stored_runs_while_the_engine_loads(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    engine.run(tiny(), runs_dir=runs)
+    loading = engine_import.EngineImport()  # as `lottery serve` sets it up, not started yet
+    monkeypatch.setattr(engine_import, "current", loading)
+    app = ExplorerApp(runs_dir=str(runs))
+    assert app.launcher is None and app.analyses is None
+    assert "Loading engine" in app._sidebar[0].object and "Loading engine" in app._analyses_tab[0].object
+    assert list(app.browser.table.value["run_id"]) == [tiny().run_id]  # stored runs at once
+    app._tabs.active = app.TAB_NAMES.index("Accuracy")
+    assert isinstance(app.accuracy.object, hv.Overlay)
+    app._tabs.active = app.TAB_NAMES.index("Analyses")  # drawn once the engine is in
+    app.tick()
+    assert app.launcher is None
+    loading.start()
+    loading.future.result(timeout=120)
+    app.tick()
+    assert app.launcher.widgets["model.model"].value == "lenet300"
+    assert app.analyses.run_id == tiny().run_id
+    assert app.launcher.launch_button in app._sidebar.select(pn.widgets.Button)  # in place of the note
+    assert app.analyses.button in app._analyses_tab.select(pn.widgets.Button)
+    app.launcher.set_values(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": ()})
+    app.launcher.launch()
+    assert _until_done(app).status == "completed"
+
+
+def test_an_engine_that_failed_to_import_is_reported_on_the_page(tmp_path, monkeypatch):
+    failed = engine_import.EngineImport()
+    failed.future.set_exception(ImportError("No module named 'torch'"))
+    monkeypatch.setattr(engine_import, "current", failed)
+    app = ExplorerApp(runs_dir=str(tmp_path / "runs"))
+    app.tick()
+    assert app.launcher is None
+    assert "The engine failed to load" in app._sidebar[0].object and "torch" in app._sidebar[0].object
+    app.stop()
+
+
+def test_serve_is_parsed_without_the_engine_parser():
+    args = plain_serve_args(["serve", "--port", "5100", "--runs-dir", "r"])
+    assert (args.port, args.runs_dir, args.address) == (5100, "r", "127.0.0.1")
+    assert plain_serve_args(["serve"]).runs_dir == engine.DEFAULT_RUNS_DIR
+    for argv in (["serve", "--help"], ["serve", "--debug"], ["serve", "--port", "x"], ["--debug", "serve"],
+                 ["run"], []):
+        assert plain_serve_args(argv) is None, argv  # the full parser handles (and explains) these
+
+
+def test_serving_the_first_page_does_not_build_the_engine_parser(tmp_path):
+    """`lottery serve` parses its own flags (building the engine's parser imports torch), and the first page
+    shows stored runs while the launch panel waits for the engine (explorer.engine_import)."""
+    code = ("import sys, explorer.cli, explorer.app; from explorer import engine_import; "
+            "assert explorer.cli.plain_serve_args(['serve']) is not None; "
+            "engine_import.current = engine_import.EngineImport(); "
+            f"app = explorer.app.ExplorerApp(runs_dir={str(tmp_path)!r}); app.template(); "
+            "assert app.launcher is None and app.browser.summaries == []; "
+            "print(sorted(m for m in ('engine.cli', 'explorer.launch') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 
 
 def test_launch_streams_progress_and_updates_views(app):

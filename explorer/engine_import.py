@@ -1,0 +1,67 @@
+"""`lottery serve` imports the engine's torch side on a worker thread, after its first page has loaded.
+
+The stored-run views need only JSON, but the launch panel lists the registered models and methods and
+the analyses tab runs the engine's analyses: both import torch, which takes a second or two of CPU,
+nearly all of it holding the interpreter lock. Imported beside the first page being built and served, it
+slows that page down about as much as if the page had waited for it. So a served page shows "loading
+engine…" where those two go, the import starts once the first page has loaded in the browser (or IDLE_S
+after start-up if nobody has asked for a page by then), and pages put the two in when it is done.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import traceback
+
+IDLE_S = 1.0  # with no page asked for by then, import anyway: the engine is ready when someone comes
+
+
+class EngineImport:
+    def __init__(self, torch_threads: int = 0):
+        self.future: cf.Future = cf.Future()  # resolved when the import is done (or has failed)
+        self.torch_threads = torch_threads
+        self.pages = 0  # pages asked for so far (session_app counts them and starts the import on load)
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Start the import on a worker thread (the first call does; later calls do nothing)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._work, name="import-engine", daemon=True).start()
+
+    def ready(self) -> bool:
+        return self.future.done() and self.future.exception() is None
+
+    def _start_if_no_page(self) -> None:
+        if not self.pages:
+            self.start()
+
+    def _work(self) -> None:
+        try:
+            import torch
+            if self.torch_threads:
+                torch.set_num_threads(self.torch_threads)
+            import explorer.analyses  # noqa: F401  (engine.analysis)
+            from engine.config import settings
+            settings()  # imports the models, data sets and methods the launch panel lists
+        except Exception as e:
+            traceback.print_exc()  # the page says that it failed; the server's log says why
+            self.future.set_exception(e)
+        else:
+            self.future.set_result(None)
+
+
+current: EngineImport | None = None  # the server's (start_later); None: ExplorerApp imports the engine itself
+
+
+def start_later(torch_threads: int = 0) -> EngineImport:
+    """For a server about to start: import the engine after its first page has loaded, or after IDLE_S."""
+    global current
+    current = EngineImport(torch_threads)
+    timer = threading.Timer(IDLE_S, current._start_if_no_page)
+    timer.daemon = True
+    timer.start()
+    return current
