@@ -217,8 +217,7 @@ def probe_model(model: nn.Module, mask: M.Mask, input_shape, *, target: str = "m
 
 def probe_run(runs_dir, run_id: str, level: int | None = None, **options) -> dict:
     """A stored ticket (default: the last completed level) through `probe_model`."""
-    from . import data, models
-    from .config import RunConfig
+    from .analysis.common import StoredRun
     from .store import RunStore
 
     store = RunStore(runs_dir, run_id)
@@ -232,13 +231,10 @@ def probe_run(runs_dir, run_id: str, level: int | None = None, **options) -> dic
     level = levels[-1] if level is None and levels else level
     if level not in levels:
         raise ConfigError("--level", level, f"completed levels of this run: {levels}")
-    config = RunConfig.from_dict(stored)
-    dataset = data.load(config.data)
-    model = models.build(config.model, dataset.input_shape, dataset.num_classes, config.seed)
-    mask, weights = store.load_level("ticket", level)
-    model.load_state_dict(weights)
+    run = StoredRun(runs_dir, run_id, device="cpu")
+    model, mask = run.ticket(level)
     target = f"{run_id} level {level} (density {M.density(mask):.2%})"
-    return probe_model(model, mask, dataset.input_shape, target=target, **options)
+    return probe_model(model, mask, run.data.input_shape, target=target, **options)
 
 
 def _channel_layer(linear: nn.Linear, keep: torch.Tensor, sparsity: float) -> Variant:

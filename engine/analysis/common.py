@@ -58,6 +58,14 @@ class StoredRun:
         """Completed levels (0 = the dense net)."""
         return [r["level"] for r in self.store.records(variant)]
 
+    def ticket(self, level: int | None = None, variant: str = "ticket") -> tuple[nn.Module, Mask]:
+        """(the model holding `level`'s trained weights, its mask); default: the last completed level."""
+        done = self.levels(variant)
+        mask, weights, _ = self.level(done[-1] if level is None and done else level, variant)
+        model = self.make_model()
+        model.load_state_dict(weights)
+        return model, mask
+
     def level(self, level: int, variant: str = "ticket") -> tuple[Mask, dict[str, torch.Tensor], dict]:
         """(mask, trained weights, record) of a completed level."""
         record = self.store.level_record(variant, level)
