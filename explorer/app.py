@@ -240,6 +240,8 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
     return app.template()
 
 
-if pn.state.served:  # `panel serve explorer/app.py`
+# `panel serve explorer/app.py` runs this file as a script; imported as the package module it skips the check
+# (pn.state.served calls inspect.stack(), about 60 ms)
+if __name__ != "explorer.app" and pn.state.served:
     pn.extension("tabulator", notifications=False)
     session_app().servable()
