@@ -67,11 +67,11 @@ class LeaderboardPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir = runs_dir
         self.base_config = base_config or (lambda: engine.RunConfig())  # the launch panel's settings, when given
-        self.methods = pn.widgets.MultiChoice(name="methods", options=METHODS.names(), value=list(DEFAULT_METHODS),
+        self.methods = pn.widgets.MultiChoice(label="methods", options=METHODS.names(), value=list(DEFAULT_METHODS),
                                               sizing_mode="stretch_width")
-        self.densities = pn.widgets.TextInput(name="densities", value="0.2,0.05", width=160)
-        self.seeds = pn.widgets.IntInput(name="seeds", value=1, start=1, end=20, width=90)
-        self.button = pn.widgets.Button(name="Compare", button_type="primary", width=110)
+        self.densities = pn.widgets.TextInput(label="densities", value="0.2,0.05", width=160)
+        self.seeds = pn.widgets.IntInput(label="seeds", value=1, start=1, end=20, width=90)
+        self.button = pn.widgets.Button(label="Compare", color="primary", width=110)
         self.button.on_click(lambda _: self.start())
         self.status = pn.pane.Markdown("", css_classes=["leaderboard-status"], sizing_mode="stretch_width")
         self.accuracy = pn.pane.HoloViews(accuracy_vs_density(None), sizing_mode="stretch_width",

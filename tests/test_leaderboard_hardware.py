@@ -1,0 +1,88 @@
+"""The Leaderboard and Hardware tabs without a browser: work on a worker thread, results into the plots."""
+import time
+
+import holoviews as hv
+import pytest
+
+from explorer.hardware import HardwarePanel, speedup_plot
+from explorer.leaderboard import LeaderboardPanel, accuracy_vs_density, cost_vs_accuracy
+
+from conftest import tiny
+
+
+def wait(panel, timeout=120):
+    deadline = time.monotonic() + timeout
+    while panel.future is not None:
+        panel.poll()
+        assert time.monotonic() < deadline, "worker did not finish"
+        time.sleep(0.05)
+
+
+def test_leaderboard_compares_on_a_worker_and_plots_bands_and_costs(runs_dir):
+    panel = LeaderboardPanel(runs_dir, base_config=lambda: tiny(**{"train.epochs": 1, "prune.search_epochs": 1}))
+    panel.methods.value = ["imp", "snip", "edgepopup"]
+    panel.densities.value = "0.5,0.2"
+    panel.start()
+    wait(panel)
+    assert panel.status.object.startswith("done")
+    rows = panel.result["rows"]
+    assert {(r["method"], r["target_density"]) for r in rows} == {(m, d) for m in ("imp", "snip", "edgepopup")
+                                                                  for d in (0.5, 0.2)}
+    plot = panel.accuracy.object
+    assert isinstance(plot, hv.Overlay)
+    spreads = [e for e in plot if isinstance(e, hv.Spread)]
+    assert sorted(s.label for s in spreads) == ["edgepopup", "imp", "snip"]
+    costs = {e.label: e.dframe() for e in panel.cost.object if isinstance(e, hv.Scatter)}
+    assert (costs["snip"]["search steps"] == 0).all() and (costs["imp"]["search steps"] > 0).all()
+    assert "leaderboard:" in panel.table.object
+
+
+@pytest.mark.parametrize("densities,message", [("0.5,abc", "densities"), ("1.5", "densities")])
+def test_leaderboard_bad_densities_say_what_is_allowed(runs_dir, densities, message):
+    panel = LeaderboardPanel(runs_dir, base_config=lambda: tiny())
+    panel.densities.value = densities
+    panel.start()
+    wait(panel)
+    assert message in panel.status.object and "(0, 1)" in panel.status.object
+
+
+def test_plots_of_an_empty_leaderboard_say_how_to_fill_it():
+    assert isinstance(accuracy_vs_density(None), hv.Overlay)
+    assert isinstance(cost_vs_accuracy({"rows": []}), hv.Overlay)
+
+
+def test_hardware_probe_streams_rows_and_names_unavailable_patterns(runs_dir):
+    panel = HardwarePanel(runs_dir)
+    panel.layer.value, panel.batches.value, panel.sparsities.value = "64x64", "1,8", "0.5"
+    panel.start()
+    seen = []
+    deadline = time.monotonic() + 120
+    while panel.future is not None:
+        if panel.poll():
+            seen.append(len(panel.rows))
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert panel.status.object.startswith("done") and "cpu" in panel.status.object
+    assert len(panel.rows) == 2 * 5  # dense, masked, csr, channel, 2:4 per batch
+    assert "2:4" in panel.unavailable.object  # no CUDA here: said, not measured
+    assert all(r["speedup"] for r in panel.rows if r["available"])
+    plot = speedup_plot({"rows": panel.rows, "device": "cpu test"})
+    assert "cpu test" in plot.opts.get().kwargs["title"]
+    scatters = {e.label: len(e) for e in plot if isinstance(e, hv.Scatter)}
+    assert scatters["masked"] == scatters["csr"] == scatters["channel"] == 2 and scatters["2:4"] == 0
+
+
+def test_hardware_probe_of_a_stored_run_and_bad_input(runs_dir):
+    import engine
+    engine.run(tiny(**{"prune.method": "oneshot", "prune.pattern": "channel", "prune.density": 0.5}), runs_dir=runs_dir)
+    panel = HardwarePanel(runs_dir)
+    assert len(panel.run.options) == 1
+    panel.source.value, panel.run.value, panel.batches.value = "run", panel.run.options[0], "4"
+    panel.start()
+    wait(panel)
+    assert "level 1" in panel.status.object
+    channel = next(r for r in panel.rows if r["pattern"] == "channel")
+    assert channel["available"] and channel["theoretical_speedup"] > 1
+    panel.source.value, panel.layer.value = "layer", "64by64"
+    panel.start()
+    assert "INxOUT" in panel.status.object and panel.future is None
