@@ -5,6 +5,7 @@ explorer's dropdowns and the error messages all list the same choices.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
@@ -21,9 +22,14 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, module: str):
         self.kind = kind
+        self.module = module  # importing it registers the entries: every lookup imports it first
         self._entries: dict[str, Entry[T]] = {}
+
+    def _filled(self) -> dict[str, Entry[T]]:
+        importlib.import_module(self.module)
+        return self._entries
 
     def register(self, name: str, help: str) -> Callable[[T], T]:
         def add(obj: T) -> T:
@@ -35,20 +41,21 @@ class Registry(Generic[T]):
         return add
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self._filled())
 
     def describe(self) -> dict[str, str]:
         """{name: one-line help}, for `lottery run --help`."""
-        return {e.name: e.help for e in self._entries.values()}
+        return {e.name: e.help for e in self._filled().values()}
 
     def get(self, name: str, field: str) -> T:
         """Look a name up; `field` is the config field that holds it, for the error message."""
-        if name not in self._entries:
-            raise ConfigError(field, name, f"known {self.kind}s: {', '.join(self.names())}")
-        return self._entries[name].obj
+        entries = self._filled()
+        if name not in entries:
+            raise ConfigError(field, name, f"known {self.kind}s: {', '.join(entries)}")
+        return entries[name].obj
 
 
-MODELS: Registry = Registry("model")
-DATASETS: Registry = Registry("dataset")
-METHODS: Registry = Registry("method")
-CONTROLS: Registry = Registry("control")
+MODELS: Registry = Registry("model", "engine.models")
+DATASETS: Registry = Registry("dataset", "engine.data")
+METHODS: Registry = Registry("method", "engine.methods")
+CONTROLS: Registry = Registry("control", "engine.methods")

@@ -97,15 +97,15 @@ def test_serve_is_parsed_without_the_engine_parser():
         assert plain_serve_args(argv) is None, argv  # the full parser handles (and explains) these
 
 
-def test_serving_the_first_page_does_not_build_the_engine_parser(tmp_path):
+def test_serving_the_first_page_needs_no_torch(tmp_path):
     """`lottery serve` parses its own flags (building the engine's parser imports torch), and the first page
-    shows stored runs while the launch panel waits for the engine (explorer.engine_import)."""
+    shows stored runs (JSON) while the launch panel waits for the engine (explorer.engine_import)."""
     code = ("import sys, explorer.cli, explorer.app; from explorer import engine_import; "
             "assert explorer.cli.plain_serve_args(['serve']) is not None; "
             "engine_import.current = engine_import.EngineImport(); "
             f"app = explorer.app.ExplorerApp(runs_dir={str(tmp_path)!r}); app.template(); "
             "assert app.launcher is None and app.browser.summaries == []; "
-            "print(sorted(m for m in ('engine.cli', 'explorer.launch') if m in sys.modules))")
+            "print(sorted(m for m in ('engine.cli', 'explorer.launch', 'torch', 'safetensors') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 
