@@ -301,7 +301,9 @@ def _row(v: Variant, module, x, dtype_name: str, min_run_time: float, threads: i
     return row
 
 
-def describe(device: torch.device, threads: int) -> str:
+def describe(device: torch.device | str = "auto", threads: int | None = None) -> str:
+    """The device probes run on, in words ("cpu (x86_64, 2 threads)", "NVIDIA H100 (CUDA, ...)")."""
+    device, threads = _device(device), threads or torch.get_num_threads()
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"{torch.cuda.get_device_name(device)} (CUDA, compute capability {major}.{minor})"

@@ -35,9 +35,11 @@ class ExplorerApp(pn.viewable.Viewer):
         super().__init__(**params)
         self.browser = RunBrowser(self.runs_dir)
         # The launch panel and the analyses need the engine's torch side: see explorer.engine_import.
-        self.launcher = self.analyses = None
+        self.launcher = self.analyses = self.leaderboard = self.hardware = None
         self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
         self._analyses_tab = pn.Column(_loading(), sizing_mode="stretch_width")
+        self._leaderboard_tab = pn.Column(_loading(), sizing_mode="stretch_width")
+        self._hardware_tab = pn.Column(_loading(), sizing_mode="stretch_width")
         # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
         # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
         self.live_pipe = hv.streams.Pipe(data=[])
@@ -71,14 +73,21 @@ class ExplorerApp(pn.viewable.Viewer):
         self.refresh_views()
 
     def _attach_engine(self) -> None:
-        """Put the launch panel and the analyses in place of their "loading engine…" notes."""
+        """Put the launch panel, the analyses, the leaderboard and the hardware probes in place of their
+        "loading engine…" notes."""
         from explorer.analyses import AnalysisPanel
+        from explorer.hardware import HardwarePanel
         from explorer.launch import LaunchPanel
+        from explorer.leaderboard import LeaderboardPanel
 
         self.launcher = LaunchPanel(self.runs_dir)
         self.analyses = AnalysisPanel(self.runs_dir)
+        self.leaderboard = LeaderboardPanel(self.runs_dir, base_config=self.launcher.config)
+        self.hardware = HardwarePanel(self.runs_dir)
         self._sidebar[:] = [self.launcher]
         self._analyses_tab[:] = [self.analyses]
+        self._leaderboard_tab[:] = [self.leaderboard]
+        self._hardware_tab[:] = [self.hardware]
 
     def _take_engine_when_imported(self) -> None:
         """(tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
@@ -93,8 +102,8 @@ class ExplorerApp(pn.viewable.Viewer):
             return
         failed = pn.pane.Alert(f"The engine failed to load: {error!r}", alert_type="danger",
                                css_classes=["run-error"])
-        self._sidebar[:] = [failed]
-        self._analyses_tab[:] = [failed]
+        for column in (self._sidebar, self._analyses_tab, self._leaderboard_tab, self._hardware_tab):
+            column[:] = [failed]
 
     # ------------------------------------------------------------ live updates
     def start_polling(self) -> None:
@@ -109,7 +118,8 @@ class ExplorerApp(pn.viewable.Viewer):
             self._callback = None
         if self.launcher is not None:
             self.launcher.cancel()
-            self.analyses.cancel_event.set()
+            for worker in (self.analyses, self.leaderboard, self.hardware):
+                worker.cancel_event.set()
 
     def tick(self) -> None:
         if self._waiting_for_engine:
@@ -118,6 +128,10 @@ class ExplorerApp(pn.viewable.Viewer):
             return
         self.launcher.drain()
         self.analyses.poll()
+        self.hardware.poll()
+        if self.leaderboard.poll():  # the comparison stored new runs
+            self.browser.refresh()
+            self.hardware.refresh_runs()
         s = self.launcher.session
         if s is None:
             return
@@ -130,12 +144,13 @@ class ExplorerApp(pn.viewable.Viewer):
         if state != self._seen:
             self._seen = state
             self.browser.refresh()
+            self.hardware.refresh_runs()
             self.refresh_views(focus=s.run_id)
 
     # ------------------------------------------------------------ views
     # Only the visible tab's plots are rebuilt (building a HoloViews plot costs tens of milliseconds on the
     # event loop); the others are marked stale and drawn when their tab is opened.
-    TAB_NAMES = ("Live", "Accuracy", "Early stopping", "Masks", "Analyses", "Runs")
+    TAB_NAMES = ("Live", "Accuracy", "Early stopping", "Masks", "Analyses", "Leaderboard", "Hardware", "Runs")
 
     def refresh_views(self, focus: str | None = None) -> None:
         """The store changed (a level finished, a run was selected or deleted): update the run choice and
@@ -214,6 +229,7 @@ class ExplorerApp(pn.viewable.Viewer):
                        ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
                        ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
                                                                          self.layer_select), self._analyses_tab)),
+                       ("Leaderboard", self._leaderboard_tab), ("Hardware", self._hardware_tab),
                        ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
 
     def __panel__(self):  # inline in a notebook

@@ -69,12 +69,13 @@ class HardwarePanel(pn.viewable.Viewer):
         self.stop.on_click(lambda _: self.cancel_event.set())
         self.status = pn.pane.Markdown("", css_classes=["probe-status"], sizing_mode="stretch_width")
         self.unavailable = pn.pane.Markdown("", css_classes=["probe-unavailable"], sizing_mode="stretch_width")
-        self.pipe = hv.streams.Pipe(data={})
+        # the title names the device, known before any probe (plot titles do not follow stream updates)
+        self.device = probe.describe()
+        self.pipe = hv.streams.Pipe(data={"rows": [], "device": self.device})
         self.plot = pn.pane.HoloViews(hv.DynamicMap(speedup_plot, streams=[self.pipe]), sizing_mode="stretch_width",
                                       css_classes=["hardware-plot"])
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.rows: list[dict] = []
-        self.device = ""
         self._queue: queue.Queue = queue.Queue()
         self.future: cf.Future | None = None
         self.cancel_event = threading.Event()
@@ -106,8 +107,8 @@ class HardwarePanel(pn.viewable.Viewer):
         except engine.ConfigError as e:
             self.status.object = f"**{e}**"
             return
-        self.rows, self.device = [], ""
-        self.pipe.send({})
+        self.rows = []
+        self.pipe.send({"rows": [], "device": self.device})
         self.unavailable.object = self.table.object = ""
         self.cancel_event = threading.Event()
         self.status.object = "probing..."
@@ -130,7 +131,6 @@ class HardwarePanel(pn.viewable.Viewer):
             f, self.future = self.future, None
             try:
                 result = f.result()
-                self.device = result["device"]
                 self.status.object = f"done: {result['target']} on {result['device']}"
                 self.table.object = f"```\n{probe.format_table(result)}\n```"
             except engine.RunCancelled:
@@ -142,7 +142,7 @@ class HardwarePanel(pn.viewable.Viewer):
             new = new or [None]
         if not new:
             return False
-        self.pipe.send({"rows": list(self.rows), "device": self.device or "this machine"})
+        self.pipe.send({"rows": list(self.rows), "device": self.device})
         missing = {(r["pattern"], r["dtype"]): r["reason"] for r in self.rows if not r["available"]}
         self.unavailable.object = "\n".join(f"- **{p}** ({d}) unavailable: {reason}" for (p, d), reason in missing.items())
         return True

@@ -66,7 +66,8 @@ class LeaderboardPanel(pn.viewable.Viewer):
     def __init__(self, runs_dir, base_config=None, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.base_config = base_config or (lambda: engine.RunConfig())  # the launch panel's settings, when given
+        # the launch panel's settings (model, data, training budget), when given
+        self.base_config = base_config or (lambda: engine.RunConfig())
         self.methods = pn.widgets.MultiChoice(label="methods", options=METHODS.names(), value=list(DEFAULT_METHODS),
                                               sizing_mode="stretch_width")
         self.densities = pn.widgets.TextInput(label="densities", value="0.2,0.05", width=160)
@@ -96,9 +97,14 @@ class LeaderboardPanel(pn.viewable.Viewer):
         if not methods:
             self.status.object = "methods: choose at least one"
             return
+        try:
+            base = self.base_config()
+        except engine.ConfigError as e:
+            self.status.object = f"settings: {e}"
+            return
         self.status.object = f"comparing {', '.join(methods)} at {densities} ({self.seeds.value} seed(s))..."
         self.cancel_event = threading.Event()
-        self.future = _WORKER.submit(compare, self.base_config(), methods, densities, int(self.seeds.value),
+        self.future = _WORKER.submit(compare, base, methods, densities, int(self.seeds.value),
                                      runs_dir=self.runs_dir, cancel=self.cancel_event)
 
     def poll(self) -> bool:

@@ -392,3 +392,43 @@ def test_accuracy_legend_with_several_experiments(open_page, server):
     open_tab(page, "Accuracy")
     assert_drawn(page, "accuracy-plot")
     expect(page.locator(".accuracy-plot .bk-Legend .bk-label").first).to_be_visible(timeout=2_000)  # drawn above
+
+
+def test_hardware_tab_probes_a_layer_and_says_2_4_is_unavailable(open_page):
+    page = open_page()
+    open_tab(page, "Hardware")
+    box = page.get_by_label("layer (in x out)", exact=True)
+    box.fill("128x128")
+    box.press("Enter")
+    batches = page.get_by_label("batch sizes", exact=True)
+    batches.fill("1,16")
+    batches.press("Enter")
+    page.get_by_role("button", name="Probe").click()
+    expect(page.locator(".probe-status")).to_contain_text("done", timeout=TINY_RUN_MS)
+    expect(page.locator(".probe-unavailable")).to_contain_text("2:4")
+    assert_drawn(page, "hardware-plot")
+    fig = figure(page, "hardware-plot")
+    assert fig["title"].startswith("Measured vs theoretical speedup on cpu"), fig
+    legend = page.locator(".hardware-plot .bk-Legend .bk-label")
+    for pattern in ("masked", "csr", "channel"):
+        expect(legend.filter(has_text=re.compile(f"^{pattern}$"))).to_have_count(1)
+
+
+def test_leaderboard_tab_compares_methods(open_page):
+    page = open_page()
+    set_value(page, "epochs", 1)
+    set_value(page, "levels", 1)
+    open_tab(page, "Leaderboard")
+    box = page.get_by_label("densities", exact=True)
+    box.fill("0.5")
+    box.press("Enter")
+    # keep the comparison tiny: remove every preselected method but imp and snip
+    for method in ("oneshot", "grasp", "synflow", "rigl", "set", "cs", "cts", "edgepopup"):
+        page.locator(".choices__item", has_text=re.compile(f"^{method}")).locator("button").click()
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator(".leaderboard-status")).to_contain_text("done", timeout=TINY_RUN_MS)
+    assert_drawn(page, "leaderboard-plot")
+    legend = page.locator(".leaderboard-plot .bk-Legend .bk-label")
+    expect(legend.filter(has_text=re.compile("^imp$"))).to_have_count(1)
+    expect(legend.filter(has_text=re.compile("^snip$"))).to_have_count(1)
+    assert_drawn(page, "cost-plot")
