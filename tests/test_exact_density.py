@@ -1,0 +1,64 @@
+"""Every registered method's ticket keeps exactly the number of weights its rule says, layer by layer.
+
+The expected counts are computed here from each method's documented rule, independently of the engine's
+selection code; a method registered without an entry below fails the test, so new ones get checked too.
+"""
+import math
+
+import pytest
+import torch
+
+import engine
+from engine import masks as M
+from engine.methods.imp import imp_output_density
+from engine.registry import METHODS
+
+from conftest import tiny
+
+SIZES = {"hidden.0.weight": 300 * 64, "hidden.1.weight": 100 * 300, "out.weight": 10 * 100}  # lenet300 on 8x8
+DENSITY = 0.05
+
+
+def per_layer(density):
+    return {n: round(density * size) for n, size in SIZES.items()}
+
+
+def erk(density):
+    shapes = {"hidden.0.weight": (300, 64), "hidden.1.weight": (100, 300), "out.weight": (10, 100)}
+    ones = {n: torch.ones(shape, dtype=torch.bool) for n, shape in shapes.items()}
+    return {n: round(d * SIZES[n]) for n, d in M.erk_densities(ones, density).items()}
+
+
+def magnitude_oneshot(cfg):
+    out = round(imp_output_density(cfg.prune) * SIZES["out.weight"])
+    return {**per_layer(DENSITY), "out.weight": out}
+
+
+def imp_levels(cfg):
+    alive = dict(SIZES)
+    for _ in range(cfg.prune.levels):
+        for n in alive:
+            fraction = cfg.prune.output_fraction if n == "out.weight" else cfg.prune.prune_fraction
+            alive[n] -= math.ceil(fraction * alive[n])
+    return alive
+
+
+EXPECTED = {  # method: (settings, expected {layer: kept} or, for global selection, one total)
+    "imp": ({"prune.levels": 3}, imp_levels),
+    "oneshot": ({}, magnitude_oneshot),
+    "earlybird": ({"train.epochs": 2}, magnitude_oneshot),
+    **{m: ({"prune.scope": "erk"}, lambda cfg: erk(DENSITY))
+       for m in ("snip", "grasp", "synflow", "magnitude", "random", "rigl", "set", "cs", "cts", "edgepopup")},
+    "biprop": ({}, lambda cfg: per_layer(DENSITY)),
+}
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_keeps_exactly_what_its_rule_says(tmp_path, method):
+    assert method in EXPECTED, f"add {method}'s counting rule to this test"
+    settings, expected = EXPECTED[method]
+    cfg = tiny(**{"prune.method": method, "prune.density": DENSITY, "train.epochs": 1, "prune.controls": (),
+                  "prune.synflow_rounds": 5, "prune.search_epochs": 1, "prune.cs_rounds": 1, **settings})
+    summary = engine.run(cfg, runs_dir=tmp_path)
+    mask, _ = engine.RunStore(tmp_path, summary["run_id"]).load_level("ticket", summary["levels"][-1]["level"])
+    assert {n: int(m.sum()) for n, m in mask.items()} == expected(cfg)
