@@ -31,7 +31,8 @@ def speedup_plot(data: dict | None = None) -> hv.Overlay:
     "time falls as FLOPs do", the horizontal line at 1 "no faster than dense". Same structure with or
     without rows, so a Pipe can stream into it."""
     data = data or {}
-    rows = [r for r in data.get("rows", []) if r.get("available") and r["pattern"] != "dense"
+    shown = data.get("patterns", PATTERNS)
+    rows = [r for r in data.get("rows", []) if r.get("available") and r["pattern"] in shown
             and r.get("theoretical_speedup")]
     df = pd.DataFrame([{**{k: r.get(k) for k in COLUMNS[:-1]},
                         "label": f"{r['pattern']} {r['dtype']} batch {r['batch']}"} for r in rows], columns=COLUMNS)
@@ -63,6 +64,8 @@ class HardwarePanel(pn.viewable.Viewer):
         self.batches = pn.widgets.TextInput(label="batch sizes", value="1,64,256", width=120)
         self.dtypes = pn.widgets.CheckButtonGroup(label="dtype", options=list(probe.DTYPES), value=["float32"])
         self.sparsities = pn.widgets.TextInput(label="sparsities (layer)", value="0.5,0.9", width=120)
+        self.patterns = pn.widgets.CheckButtonGroup(label="patterns shown", options=PATTERNS, value=list(PATTERNS))
+        self.patterns.param.watch(lambda e: self._send(), "value")
         self.button = pn.widgets.Button(label="Probe", color="primary", width=100)
         self.stop = pn.widgets.Button(label="Cancel", width=90)
         self.button.on_click(lambda _: self.start())
@@ -108,7 +111,7 @@ class HardwarePanel(pn.viewable.Viewer):
             self.status.object = f"**{e}**"
             return
         self.rows = []
-        self.pipe.send({"rows": [], "device": self.device})
+        self._send()
         self.unavailable.object = self.table.object = ""
         self.cancel_event = threading.Event()
         self.status.object = "probing..."
@@ -142,13 +145,17 @@ class HardwarePanel(pn.viewable.Viewer):
             new = new or [None]
         if not new:
             return False
-        self.pipe.send({"rows": list(self.rows), "device": self.device})
+        self._send()
         missing = {(r["pattern"], r["dtype"]): r["reason"] for r in self.rows if not r["available"]}
         self.unavailable.object = "\n".join(f"- **{p}** ({d}) unavailable: {reason}" for (p, d), reason in missing.items())
         return True
+
+    def _send(self) -> None:
+        self.pipe.send({"rows": list(self.rows), "device": self.device, "patterns": list(self.patterns.value)})
 
     def __panel__(self):
         return pn.Column(pn.Row(self.source, self.layer, self.run, sizing_mode="stretch_width"),
                          pn.Row(self.batches, self.dtypes, self.sparsities, self.button, self.stop,
                                 sizing_mode="stretch_width"),
+                         self.patterns,
                          self.status, self.plot, self.unavailable, self.table, sizing_mode="stretch_width")

@@ -70,6 +70,9 @@ def test_hardware_probe_streams_rows_and_names_unavailable_patterns(runs_dir):
     assert "cpu test" in plot.opts.get().kwargs["title"]
     scatters = {e.label: len(e) for e in plot if isinstance(e, hv.Scatter)}
     assert scatters["masked"] == scatters["csr"] == scatters["channel"] == 2 and scatters["2:4"] == 0
+    panel.patterns.value = ["channel"]  # the pattern filter redraws from the rows already measured
+    shown = {e.label: len(e) for e in speedup_plot(panel.pipe.data) if isinstance(e, hv.Scatter)}
+    assert shown["channel"] == 2 and shown["csr"] == shown["masked"] == 0
 
 
 def test_hardware_probe_of_a_stored_run_and_bad_input(runs_dir):
