@@ -92,10 +92,11 @@ def _search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:
     IMP: the dense net and every earlier level; one-shot: the dense net; early-bird: the dense search up to
     detection; mask searches (cs, cts): their stored search record; strong tickets: their score training,
     which is the whole search; pruning at initialisation: none (scoring a batch is not training)."""
+    from .analysis.common import analysis_path
     from .store import RunStore, read_json
 
     method = summary["method"]
-    analyses = RunStore(runs_dir, summary["run_id"]).dir / "analyses"
+    store = RunStore(runs_dir, summary["run_id"])
     trainings = [summary["dense"]] + [lv for lv in summary["levels"] if lv["level"] < level["level"]]
     if method == "imp":
         return sum(t["iterations"] - t["start_step"] for t in trainings), sum(t["train_seconds"] for t in trainings)
@@ -103,11 +104,11 @@ def _search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:
         return summary["dense"]["iterations"], summary["dense"]["train_seconds"]
     if getattr(METHODS.get(method, "method"), "untrained_ticket", False):
         return level["iterations"], level["train_seconds"]
-    if (analyses / "search.json").exists():
-        search = read_json(analyses / "search.json")
+    if analysis_path(store, "search").exists():
+        search = read_json(analysis_path(store, "search"))
         return search["steps"], search["seconds"]
     if method == "earlybird":
-        search = read_json(analyses / "earlybird.json")
+        search = read_json(analysis_path(store, "earlybird"))
         per_epoch = summary["dense"]["iterations"] / search["epochs_total"]
         epochs = search["epochs"][-1]  # the search stopped at detection (or ran to the end)
         return round(epochs * per_epoch), summary["dense"]["train_seconds"] * epochs / search["epochs_total"]

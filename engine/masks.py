@@ -210,11 +210,14 @@ def export_pytorch(model: nn.Module, mask: Mask) -> nn.Module:
     while training in code that knows nothing of this project. Modifies and returns `model`."""
     from torch.nn.utils import prune
 
-    modules = dict(model.named_modules())
     for n, m in mask.items():
-        mod_name, _, pname = n.rpartition(".")
-        prune.custom_from_mask(modules[mod_name], pname, m.to(dtype=torch.float32))
+        prune.custom_from_mask(owner(model, n), n.rpartition(".")[2], m.to(dtype=torch.float32))
     return model
+
+
+def owner(model: nn.Module, name: str) -> nn.Module:
+    """The module holding parameter `name` ("hidden.0.weight" -> model.hidden[0])."""
+    return model.get_submodule(name.rpartition(".")[0])
 
 
 def plain_state_dict(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:

@@ -93,14 +93,14 @@ class RunContext:
         return trained, 0  # learning-rate rewinding: keep the weights, replay the schedule
 
     def train_ticket(self, level: int, mask: M.Mask, start: dict[str, torch.Tensor], start_step: int,
-                     *, with_controls: bool = True, search: "MaskSearch | None" = None) -> Trained:
+                     *, search: "MaskSearch | None" = None) -> Trained:
         """Train the ticket (mask, start weights) of `level`, then its controls; reuse stored levels.
 
         `search` (see MaskSearch) changes the ticket's mask while it trains (dynamic sparse training,
         strong tickets); the mask stored, and given to the controls, is the final one."""
         ticket = self.train_variant("ticket", level, mask, start, start_step, search=search)
-        if with_controls and level > 0:
-            for name in self.config.prune.controls:
+        if level > 0:
+            for name in trained_controls(self.config):
                 c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
                                                                                  start_step)
                 self.train_variant(name, level, c_mask, c_start, c_step)
@@ -135,7 +135,7 @@ class RunContext:
                     self.rewind_weights = {k: v.detach().clone() for k, v in m.state_dict().items()}
 
         grad_mask, on_optimizer = mask, None
-        if search is not None:
+        if search is not None:  # never at level 0, so it never displaces the rewind capture above
             grad_mask, on_step, on_optimizer = search.prepare(model), search.on_step, search.attach
         seed = derive_seed(self.config.seed, "train", variant, level)
         result = trainer.train(model, self.data, self.config.train, grad_mask, seed=seed, start_step=start_step,
@@ -268,6 +268,9 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     dataset = data_mod.load(config.data, device)
     make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
     structured.check_model(config.prune, make_model())
+    method_check = getattr(METHODS.get(config.prune.method, "prune.method"), "check", None)
+    if method_check is not None:  # a method's own requirements, before anything is written
+        method_check(config, make_model())
 
     store = RunStore(root, run_id)
     ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)

@@ -111,15 +111,17 @@ class HardwarePanel(pn.viewable.Viewer):
             self.status.object = f"**{e}**"
             return
         self.rows = []
+        rows = self._queue = queue.Queue()  # a cancelled probe's late rows must not leak into this one
         self._send()
         self.unavailable.object = self.table.object = ""
         self.cancel_event = threading.Event()
         self.status.object = "probing..."
         self.future = _WORKER.submit(work, *args, **options, cancel=self.cancel_event,
-                                     progress=lambda done, total, row: self._queue.put((done, total, row)))
+                                     progress=lambda done, total, row: rows.put((done, total, row)))
 
     def poll(self) -> bool:
         """Called on the event loop: stream new rows into the plot; True when something changed."""
+        finished = self.future is not None and self.future.done()  # before draining: no row can come after
         new = []
         while True:
             try:
@@ -130,7 +132,7 @@ class HardwarePanel(pn.viewable.Viewer):
             self.rows += [row for _, _, row in new]
             done, total, _ = new[-1]
             self.status.object = f"probing... {done}/{total} measurements"
-        if self.future is not None and self.future.done():
+        if finished:
             f, self.future = self.future, None
             try:
                 result = f.result()

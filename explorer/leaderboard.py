@@ -7,6 +7,7 @@ display inline in a notebook.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import queue
 import threading
 
 import holoviews as hv
@@ -14,22 +15,36 @@ import pandas as pd
 import panel as pn
 
 import engine
+from engine import events as ev
 from engine.compare import compare, format_table
 from engine.registry import METHODS
 
 from explorer.plots import COMMON, _empty
 
 DEFAULT_METHODS = ["imp", "oneshot", "snip", "grasp", "synflow", "rigl", "set", "cs", "cts", "edgepopup"]
-_WORKER = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="leaderboard")
+
+
+def _in_background(fn, *args, **kwargs) -> cf.Future:
+    """`fn` on its own daemon thread: one page's comparison never queues behind another's, and a long one
+    does not keep the server from stopping."""
+    future: cf.Future = cf.Future()
+
+    def work():
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # handed to the page, which shows it
+            future.set_exception(e)
+
+    threading.Thread(target=work, name="leaderboard", daemon=True).start()
+    return future
 
 
 def _frame(result: dict | None) -> pd.DataFrame:
     rows = [{"method": r["method"], "density": r["density"], "accuracy": 100 * r["test_accuracy_mean"],
              "std": 100 * r["test_accuracy_std"], "search steps": r["search_steps"],
-             "search seconds": r["search_seconds"], "target": r["target_density"]}
+             "search seconds": r["search_seconds"]}
             for r in (result or {}).get("rows", [])]
-    return pd.DataFrame(rows, columns=["method", "density", "accuracy", "std", "search steps", "search seconds",
-                                       "target"])
+    return pd.DataFrame(rows, columns=["method", "density", "accuracy", "std", "search steps", "search seconds"])
 
 
 def accuracy_vs_density(result: dict | None) -> hv.Element:
@@ -73,7 +88,9 @@ class LeaderboardPanel(pn.viewable.Viewer):
         self.densities = pn.widgets.TextInput(label="densities", value="0.2,0.05", width=160)
         self.seeds = pn.widgets.IntInput(label="seeds", value=1, start=1, end=20, width=90)
         self.button = pn.widgets.Button(label="Compare", color="primary", width=110)
+        self.stop = pn.widgets.Button(label="Cancel", width=90)
         self.button.on_click(lambda _: self.start())
+        self.stop.on_click(lambda _: self.cancel_event.set())
         self.status = pn.pane.Markdown("", css_classes=["leaderboard-status"], sizing_mode="stretch_width")
         self.accuracy = pn.pane.HoloViews(accuracy_vs_density(None), sizing_mode="stretch_width",
                                           css_classes=["leaderboard-plot"])
@@ -81,8 +98,10 @@ class LeaderboardPanel(pn.viewable.Viewer):
                                       css_classes=["cost-plot"])
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.future: cf.Future | None = None
-        self.cancel_event = threading.Event()  # set when the page closes
+        self.cancel_event = threading.Event()  # set by Cancel, and when the page closes
         self.result: dict | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._trainings = 0
 
     def start(self) -> None:
         if self.future is not None and not self.future.done():
@@ -97,6 +116,9 @@ class LeaderboardPanel(pn.viewable.Viewer):
         if not methods:
             self.status.object = "methods: choose at least one"
             return
+        if not isinstance(self.seeds.value, int) or self.seeds.value < 1:
+            self.status.object = f"seeds: {self.seeds.value!r} must be a positive integer"
+            return
         try:
             base = self.base_config()
         except engine.ConfigError as e:
@@ -104,12 +126,29 @@ class LeaderboardPanel(pn.viewable.Viewer):
             return
         self.status.object = f"comparing {', '.join(methods)} at {densities} ({self.seeds.value} seed(s))..."
         self.cancel_event = threading.Event()
-        self.future = _WORKER.submit(compare, base, methods, densities, int(self.seeds.value),
-                                     runs_dir=self.runs_dir, cancel=self.cancel_event)
+        events = self._events = queue.Queue()
+        self._trainings = 0
+        self.future = _in_background(compare, base, methods, densities, self.seeds.value, runs_dir=self.runs_dir,
+                                     on_event=events.put, cancel=self.cancel_event)
 
     def poll(self) -> bool:
-        """Called on the event loop: True when a finished comparison was just shown."""
-        if self.future is None or not self.future.done():
+        """Called on the event loop: progress of a running comparison; True when a finished one was just shown."""
+        if self.future is None:
+            return False
+        finished = self.future.done()  # before draining: no event can come after
+        latest = None
+        while True:
+            try:
+                e = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self._trainings += isinstance(e, ev.LevelDone)
+            latest = e if isinstance(e, (ev.RunStarted, ev.TrainingStarted)) else latest
+        if latest is not None and not finished:
+            what = f"{latest.method} run" if isinstance(latest, ev.RunStarted) else \
+                f"level {latest.level} {latest.variant}"
+            self.status.object = f"comparing... {self._trainings} trainings done (or reused); now {latest.run_id}: {what}"
+        if not finished:
             return False
         f, self.future = self.future, None
         try:
@@ -130,6 +169,7 @@ class LeaderboardPanel(pn.viewable.Viewer):
         return True
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, sizing_mode="stretch_width"),
+        return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, self.stop,
+                                sizing_mode="stretch_width"),
                          self.status, pn.Row(self.accuracy, self.cost, sizing_mode="stretch_width"), self.table,
                          sizing_mode="stretch_width")

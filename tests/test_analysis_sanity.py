@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine import masks as M
-from engine import run
+from engine import ConfigError, run
 from engine.analysis import run_sanity
 from engine.registry import CONTROLS
 from engine.store import RunStore
@@ -65,3 +65,9 @@ def test_sanity_rejects_unknown_levels(tmp_path):
     s = run(tiny(), runs_dir=runs)
     with pytest.raises(Exception, match="completed ticket levels"):
         run_sanity(runs, s["run_id"], levels=[5])
+
+
+def test_sanity_refuses_strong_tickets(tmp_path):
+    s = run(tiny(**{"prune.method": "edgepopup", "prune.density": 0.5, "train.epochs": 1}), runs_dir=tmp_path)
+    with pytest.raises(ConfigError, match="never trained"):
+        run_sanity(tmp_path, s["run_id"])

@@ -89,3 +89,24 @@ def test_hardware_probe_of_a_stored_run_and_bad_input(runs_dir):
     panel.source.value, panel.layer.value = "layer", "64by64"
     panel.start()
     assert "INxOUT" in panel.status.object and panel.future is None
+
+
+def test_leaderboard_shows_progress_and_cancel_stops_it(runs_dir):
+    panel = LeaderboardPanel(runs_dir, base_config=lambda: tiny(**{"train.epochs": 30}))
+    panel.methods.value, panel.densities.value = ["imp"], "0.3"
+    panel.start()
+    deadline = time.monotonic() + 60
+    while "trainings done" not in panel.status.object:
+        panel.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    panel.stop.clicks += 1  # the Cancel button
+    wait(panel)
+    assert "cancelled" in panel.status.object
+
+
+def test_leaderboard_refuses_an_empty_seed_count(runs_dir):
+    panel = LeaderboardPanel(runs_dir, base_config=lambda: tiny())
+    panel.seeds.value = None
+    panel.start()
+    assert panel.future is None and "seeds" in panel.status.object

@@ -38,7 +38,7 @@ def assert_exact(mask, want):
 @pytest.mark.parametrize("scope", ["global", "layerwise", "erk"])
 def test_cs_and_cts_give_binary_tickets_at_the_target_density(tmp_path, method, scope):
     cfg = tiny(**{"prune.method": method, "prune.scope": scope, "prune.density": 0.05, "prune.search_epochs": 2,
-                  "prune.cs_rounds": 2, "train.epochs": 1})
+                  "prune.cs_rounds": 2, "train.epochs": 2})
     s = engine.run(cfg, runs_dir=tmp_path)
     mask, weights = stored(tmp_path, s)
     assert all(m.dtype == torch.bool for m in mask.values())
@@ -131,3 +131,39 @@ def test_leaderboard_reads_search_costs(tmp_path):
 def test_bad_search_settings_name_the_field(changes, field):
     with pytest.raises(engine.ConfigError, match=field):
         tiny(**changes)
+
+
+def test_cs_with_one_epoch_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(engine.ConfigError, match="train.epochs.*at least 2"):
+        engine.run(tiny(**{"prune.method": "cs", "train.epochs": 1}), runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method", ["biprop", "cts", "edgepopup"])
+def test_a_layer_left_empty_by_rounding_stays_exactly_zero(tmp_path, method):
+    cfg = tiny(**{"prune.method": method, "prune.density": 0.0004, "prune.search_epochs": 1, "train.epochs": 1})
+    s = engine.run(cfg, runs_dir=tmp_path)  # layerwise: round(0.0004 x 1000) = 0 weights of the output layer
+    mask, weights = stored(tmp_path, s)
+    assert int(mask["out.weight"].sum()) == 0 and (weights["out.weight"] == 0).all()
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("method", ["cs", "cts"])
+def test_a_run_resumed_after_its_search_does_not_search_again(tmp_path, monkeypatch, method):
+    import threading
+    from engine import events as ev
+    from engine.methods import cs, cts
+
+    cfg = tiny(**{"prune.method": method, "prune.search_epochs": 1, "prune.cs_rounds": 1})
+    cancel = threading.Event()
+
+    def stop_in_ticket_training(e):  # cancel once the ticket itself trains, after the search
+        if isinstance(e, ev.TrainingStarted) and e.level == 1 and e.variant == "ticket":
+            cancel.set()
+
+    first = engine.run(cfg, on_event=stop_in_ticket_training, cancel=cancel, runs_dir=tmp_path)
+    assert first["status"] == "cancelled" and first["levels"] == []
+    module = cs if method == "cs" else cts
+    monkeypatch.setattr(module, "search", lambda *a, **k: pytest.fail("searched again"))
+    resumed = engine.run(cfg, runs_dir=tmp_path)
+    assert resumed["status"] == "completed" and len(resumed["levels"]) == 1

@@ -27,6 +27,9 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     if not store.exists():
         raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
     config = RunConfig.from_dict({k: v for k, v in store.config().items() if k != "custom_model"})
+    if getattr(METHODS.get(config.prune.method, "prune.method"), "untrained_ticket", False):
+        raise ConfigError("RUN_ID", run_id, f"{config.prune.method} tickets are never trained, so trained controls "
+                          "do not compare with them; its comparison is the run's dense network")
     done = [r["level"] for r in store.records("ticket") if r["level"] > 0]
     levels = done if levels is None else levels
     bad = [lv for lv in levels if lv not in done]

@@ -21,10 +21,11 @@ from torch.nn.utils import parametrize
 
 from .. import masks as M
 from .. import trainer
+from ..errors import ConfigError
 from ..registry import METHODS
 from ..seeding import derive_seed
 from .pai import PAI_SCOPES, select
-from .search import SearchLog
+from .search import SearchLog, searched_mask
 
 S0 = 0.0
 BETA_MAX = 200.0
@@ -48,15 +49,14 @@ def search(ctx) -> dict[str, torch.Tensor]:
     """Run the rounds of CS from theta_0; return the final logits {weight name: s}."""
     cfg = ctx.config.prune
     model = ctx.model_with(ctx.init_weights)
-    modules = dict(model.named_modules())
     masks = {}
     for name in M.prunable(model):
-        module = modules[name.rpartition(".")[0]]
+        module = M.owner(model, name)
         masks[name] = SoftMask(module.weight.detach())
         parametrize.register_parametrization(module, "weight", masks[name])
     train_cfg = ctx.config.train
     epochs = train_cfg.epochs
-    growth = BETA_MAX ** (1 / (epochs - 1)) if epochs > 1 else BETA_MAX
+    growth = BETA_MAX ** (1 / (epochs - 1))  # check() ensures epochs >= 2
     per_epoch = trainer.steps_per_epoch(len(ctx.data.train), train_cfg)
     log = SearchLog(ctx, "cs", cfg.cs_rounds * epochs * per_epoch)
 
@@ -66,16 +66,15 @@ def search(ctx) -> dict[str, torch.Tensor]:
     def natural_density() -> float:
         return sum(int((m.logits > 0).sum()) for m in masks.values()) / sum(m.logits.numel() for m in masks.values())
 
+    def on_step(step, _model):
+        if step % per_epoch == 0 and step < epochs * per_epoch:  # after each epoch but the last (at 200)
+            for m in masks.values():
+                m.beta *= growth
+
     for r in range(cfg.cs_rounds):
-        offset = r * epochs * per_epoch
-
-        def on_step(step, _model):
-            if step % per_epoch == 0 and step < epochs * per_epoch:  # after each epoch but the last (at 200)
-                for m in masks.values():
-                    m.beta *= growth
-
-        def on_eval(point, r=r):
-            log.evaluated({**point, "iteration": offset + point["iteration"], "epoch": r * epochs + point["epoch"]},
+        def on_eval(point, r=r):  # r bound now: the round this evaluation belongs to
+            log.evaluated({**point, "iteration": r * epochs * per_epoch + point["iteration"],
+                           "epoch": r * epochs + point["epoch"]},
                           round=r + 1, beta=next(iter(masks.values())).beta, natural_density=natural_density())
 
         for m in masks.values():
@@ -94,15 +93,23 @@ def search(ctx) -> dict[str, torch.Tensor]:
                         "penalty; top --density of the logits, rewound and trained (Savarese et al. 2020)")
 def cs(ctx) -> None:
     cfg = ctx.config.prune
-    if ctx.store.level_record("ticket", 1) is not None:  # resumed: the search is done, the ticket stored
-        mask, _ = ctx.store.load_level("ticket", 1, ctx.device)
-    else:
+
+    def find() -> M.Mask:
         logits = search(ctx)
-        mask = select(logits, {n: torch.ones_like(s, dtype=torch.bool) for n, s in logits.items()},
+        return select(logits, {n: torch.ones_like(s, dtype=torch.bool) for n, s in logits.items()},
                       cfg.density, cfg.scope)
+
+    mask = searched_mask(ctx, find)
     start, start_step = ctx.rewind(ctx.dense.weights)
     ctx.train_ticket(1, mask, start, start_step)
 
 
+def check(config, model) -> None:
+    if config.train.epochs < 2:
+        raise ConfigError("train.epochs", config.train.epochs, "cs anneals beta from 1 to 200 over the epochs of "
+                          "each round: at least 2")
+
+
 cs.scopes = PAI_SCOPES
+cs.check = check
 cs.search_epochs = lambda config: config.prune.cs_rounds * config.train.epochs  # for progress totals

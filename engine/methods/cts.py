@@ -26,9 +26,9 @@ from .. import masks as M
 from .. import trainer
 from ..errors import RunCancelled
 from ..registry import METHODS
-from ..seeding import generator
+from ..seeding import derive_seed, generator
 from .pai import PAI_SCOPES, select, target_counts
-from .search import SearchLog
+from .search import SearchLog, searched_mask
 
 TAU = 2 / 3
 KL_SCALE = 100.0
@@ -46,15 +46,17 @@ def search(ctx, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     counts = target_counts(dense, cfg.density, cfg.scope)
     keep = counts if isinstance(counts, int) else sum(counts.values())
     kappa = {n: (counts[n] / m.numel() if isinstance(counts, dict) else cfg.density) for n, m in dense.items()}
-    logits = {n: torch.full_like(frozen[n], math.log(k / (1 - k)) if k < 1 else 10.0).requires_grad_()
-              for n, k in kappa.items()}
+    logits = {n: torch.full_like(frozen[n], _logit(k)).requires_grad_() for n, k in kappa.items()}
     opt = torch.optim.Adam(logits.values(), lr=cfg.search_lr)
-    g = generator(ctx.config.seed, "cts")
+    device = next(iter(frozen.values())).device
+    noise = torch.Generator(device=device).manual_seed(derive_seed(ctx.config.seed, "cts"))
     data, bs = ctx.data, ctx.config.train.batch_size
     per_epoch = trainer.steps_per_epoch(len(data.train), ctx.config.train)
     total = cfg.search_epochs * per_epoch
     log = SearchLog(ctx, "cts", total)
-    lam, loss_sum = None, 0.0
+    # Kept as tensors, so a step never waits for the device: lam is NaN until the sparsity term first acts.
+    lam = torch.tensor(float("nan"), device=device)
+    loss_sum = torch.zeros((), device=device)
 
     def masked(mask):
         return {n: frozen[n] * mask[n] for n in mask}
@@ -65,9 +67,10 @@ def search(ctx, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         val_loss, val_acc = trainer.evaluate(ticket, data.val)
         test_loss, test_acc = trainer.evaluate(ticket, data.test)
         expected = sum(float(torch.sigmoid(s.detach()).sum()) for s in logits.values()) / M.total(dense)
-        log.evaluated({"iteration": step, "epoch": step / per_epoch, "train_loss": loss_sum / per_epoch,
+        log.evaluated({"iteration": step, "epoch": step / per_epoch, "train_loss": float(loss_sum) / per_epoch,
                        "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
-                       "test_accuracy": test_acc}, expected_density=expected, balance=lam)
+                       "test_accuracy": test_acc}, expected_density=expected, balance=_number(lam))
+        loss_sum.zero_()
 
     model.train()
     for step in range(total):
@@ -75,53 +78,57 @@ def search(ctx, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if b == 0:
             order = torch.randperm(len(data.train), generator=generator(ctx.config.seed, "cts-order", epoch))
             order = order.to(data.train.y.device)
-            loss_sum = 0.0
         x = data.train.x[order[b * bs:(b + 1) * bs]]
         with torch.no_grad():
             log_p_dense = F.log_softmax(model(x), 1)
         mask = {}
         for n, s in logits.items():
-            u = torch.rand(s.shape, generator=g).to(s).clamp_(1e-6, 1 - 1e-6)
-            mask[n] = torch.sigmoid((s + torch.log(u) - torch.log1p(-u)) / TAU)
+            u = torch.rand(s.shape, generator=noise, device=device, dtype=s.dtype).clamp_(1e-6, 1 - 1e-6)
+            mask[n] = torch.sigmoid((s + torch.logit(u)) / TAU)
         log_p_sparse = F.log_softmax(functional_call(model, masked(mask), (x,)), 1)
         task = KL_SCALE * (log_p_sparse.exp() * (log_p_sparse - log_p_dense)).sum(1).mean()
         g_task = torch.autograd.grad(task, list(logits.values()))
         probs = [torch.sigmoid(s.detach()) for s in logits.values()]
-        excess = KL_SCALE * (sum(float(p.sum()) for p in probs) / (HEADROOM * keep) - 1)
-        if excess >= 0:
-            g_sparse = [KL_SCALE / (HEADROOM * keep) * p * (1 - p) for p in probs]  # d e / d s
-            ratio = _norm(g_task) / max(_norm(g_sparse), 1e-30)
-            lam = ratio if lam is None else EMA * lam + (1 - EMA) * ratio
-            grads = [gt + lam * gs for gt, gs in zip(g_task, g_sparse)]
-        else:
-            grads = g_task
-        for s, gr in zip(logits.values(), grads):
-            s.grad = gr
+        acts = torch.stack([p.sum() for p in probs]).sum() >= HEADROOM * keep  # e >= 0
+        g_sparse = [KL_SCALE / (HEADROOM * keep) * p * (1 - p) for p in probs]  # d e / d s
+        ratio = _norm(g_task) / _norm(g_sparse).clamp_min(1e-30)
+        lam = torch.where(acts, torch.where(torch.isnan(lam), ratio, EMA * lam + (1 - EMA) * ratio), lam)
+        weight = torch.where(acts, lam, torch.zeros_like(lam))
+        for s, gt, gs in zip(logits.values(), g_task, g_sparse):
+            s.grad = gt + weight * gs
         opt.step()
-        loss_sum += float(task.detach())
+        loss_sum += task.detach()
         if ctx.cancel is not None and ctx.cancel.is_set():
             raise RunCancelled("cancelled")
         if (step + 1) % per_epoch == 0:
             evaluate(step + 1)
     final = {n: s.detach() for n, s in logits.items()}
     log.save(expected_density=sum(float(torch.sigmoid(s).sum()) for s in final.values()) / M.total(dense),
-             balance=lam)
+             balance=_number(lam))
     return final
 
 
-def _norm(tensors) -> float:
-    return math.sqrt(sum(float((t * t).sum()) for t in tensors))
+def _logit(k: float) -> float:
+    """Initial logit for keep-probability k; an empty (k = 0) or full layer starts far out."""
+    return -10.0 if k <= 0 else 10.0 if k >= 1 else math.log(k / (1 - k))
+
+
+def _norm(tensors) -> torch.Tensor:
+    return torch.sqrt(sum((t * t).sum() for t in tensors))
+
+
+def _number(t: torch.Tensor) -> float | None:
+    return None if torch.isnan(t) else float(t)
 
 
 @METHODS.register("cts", "Concrete Ticket Search: binary-Concrete mask logits over frozen weights, reverse KL to the "
-                         "dense outputs, GradBalance sparsity; top --density trained like IMP (Arora & Teuscher)")
+                         "dense outputs, GradBalance sparsity; top --density trained like IMP; use an early --rewind iter:K "
+                         "(Arora & Teuscher)")
 def cts(ctx) -> None:
     cfg = ctx.config.prune
     start, start_step = ctx.rewind(ctx.dense.weights)
-    if ctx.store.level_record("ticket", 1) is not None:  # resumed: the search is done, the ticket stored
-        mask, _ = ctx.store.load_level("ticket", 1, ctx.device)
-    else:
-        mask = select(search(ctx, start), M.ones(ctx.model_with(start)), cfg.density, cfg.scope)
+    mask = searched_mask(ctx, lambda: select(search(ctx, start), M.ones(ctx.model_with(start)), cfg.density,
+                                             cfg.scope))
     ctx.train_ticket(1, mask, start, start_step)
 
 

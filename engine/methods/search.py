@@ -3,14 +3,18 @@ of the search (analyses/search.json: its cost in training steps and seconds, and
 `lottery show` prints and the leaderboard reads as the method's search cost.
 
 A search is reported as variant "search" of level 1, so the explorer's live view follows it like any
-training; it is not a stored level (its mask is not a ticket until the method selects one).
+training; it is not a stored level. The mask it selects is stored (RUN_DIR/search-mask.safetensors, after
+the search record) so a run resumed before its ticket finished training does not search again.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from .. import events as ev
-from ..analysis.common import save_analysis
+from ..analysis.common import analysis_path, save_analysis
+from ..masks import Mask
+from ..store import load_tensors, save_tensors
 
 VARIANT = "search"
 
@@ -37,3 +41,15 @@ class SearchLog:
                   "curve": self.curve, **result}
         save_analysis(self.ctx.store, "search", record, self.ctx.emit)
         return record
+
+
+def searched_mask(ctx, search: Callable[[], Mask]) -> Mask:
+    """The ticket's mask from a stored level or a stored search, else from `search()` (then stored)."""
+    if ctx.store.level_record("ticket", 1) is not None:
+        return ctx.store.load_level("ticket", 1, ctx.device)[0]
+    path = ctx.store.weights_path("search-mask")
+    if path.exists() and analysis_path(ctx.store, "search").exists():
+        return load_tensors(path, ctx.device)
+    mask = search()
+    save_tensors(path, mask)  # after the search record: its presence means the search is complete
+    return mask

@@ -59,7 +59,7 @@ class Supermask(nn.Module):
         m = _TopK.apply(self.scores.abs(), self.k)
         if not self.binary:
             return w * m
-        alpha = (w.abs() * m).sum() / self.k  # ||m * w||_1 / ||m||_0, a function of the mask
+        alpha = (w.abs() * m).sum() / max(self.k, 1)  # ||m * w||_1 / ||m||_0 (an empty layer stays 0)
         return alpha * torch.sign(w) * m
 
     def mask(self) -> torch.Tensor:
@@ -85,17 +85,15 @@ class SupermaskSearch(MaskSearch):
         self.frozen = {k: v.detach().clone() for k, v in model.named_parameters()}
         for p in model.parameters():
             p.requires_grad_(False)
-        modules = dict(model.named_modules())
         for name, scores in self.scores.items():
-            parametrize.register_parametrization(modules[name.rpartition(".")[0]], "weight",
+            parametrize.register_parametrization(M.owner(model, name), "weight",
                                                  Supermask(scores.clone(), self.counts[name], self.binary))
         return None  # nothing to mask: the parametrization decides what the forward pass sees
 
     def finish(self, model: nn.Module) -> M.Mask:
-        modules = dict(model.named_modules())
         mask = {}
         for name in self.scores:
-            module = modules[name.rpartition(".")[0]]
+            module = M.owner(model, name)
             mask[name] = module.parametrizations.weight[0].mask()
             original = module.parametrizations.weight.original
             if not torch.equal(original, self.frozen[name]):
@@ -114,7 +112,7 @@ def _register(name: str, binary: bool, help: str):
         dense = M.ones(ctx.model_with(ctx.init_weights))
         search = SupermaskSearch(initial_scores(ctx.init_weights, dense, ctx.config.seed),
                                  target_counts(dense, cfg.density, cfg.scope), binary)
-        ctx.train_ticket(1, search.initial_mask(), ctx.init_weights, 0, with_controls=False, search=search)
+        ctx.train_ticket(1, search.initial_mask(), ctx.init_weights, 0, search=search)
 
     method.__name__ = name
     method.scopes = ("layerwise", "erk")  # per-layer top-k, as in the papers
