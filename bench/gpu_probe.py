@@ -13,12 +13,16 @@ prints the 2:4 speedups against the target (>= 1.3x dense). Without CUDA it says
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from engine import probe
-from engine.structured import keep_nm
+# The GPU machine gets a bare checkout (the project not pip-installed): import the engine from the repo.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine import probe  # noqa: E402
+from engine.structured import keep_nm  # noqa: E402
 
 TARGET = 1.3  # 2:4 speedup over dense the tutorial's case should reach
 
@@ -44,9 +48,9 @@ def tutorial_check(device) -> str:
     dense = probe.masked_variant(model, mask, example).build(torch.float16, device)
     try:
         sparse = probe.semi_structured_variant(model, mask, example).build(torch.float16, device)
-    except probe.Unsupported as e:
-        return f"2:4 correctness: not checked ({e})"
-    diff = (dense(x) - sparse(x)).abs().max().item()
+        diff = (dense(x) - sparse(x)).abs().max().item()
+    except Exception as e:  # a failing 2:4 kernel must not lose the tables printed before
+        return f"2:4 correctness: not checked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     return f"2:4 correctness: max |2:4 - masked dense| = {diff:.3g} (fp16; tutorial: allclose at rtol 1e-3)"
 
 

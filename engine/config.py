@@ -19,6 +19,9 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 
+DEVICE_SYNTAX = r"auto|cpu|mps|cuda(:\d+)?"
+
+
 def option(default, help: str, *, choices: Callable[[], list[str]] | list[str] | None = None,
            hashed: bool = True, **extra):
     """A dataclass field with help text, optional choices, and whether it changes results (`hashed`).
@@ -282,6 +285,9 @@ class PruneConfig:
         if self.refill != "none" and not getattr(method, "refills", False):
             raise ConfigError("prune.refill", self.refill, f"method {self.method} allows: none (refill and regroup "
                               "follow imp and oneshot pruning steps)")
+        if self.channel_score == "bn" and getattr(method, "starts_from_init", False):
+            raise ConfigError("prune.channel_score", self.channel_score, f"{self.method} prunes at initialisation, "
+                              "where every BatchNorm gamma is 1: use l1")
         if self.refill != "none" and self.pattern != "unstructured":
             raise ConfigError("prune.refill", self.refill, "coarsens unstructured masks: use --pattern unstructured")
 
@@ -304,7 +310,7 @@ class RunConfig:
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, getattr(self, name), f"must be a {cls.__name__}")
         _number("seed", self.seed, lo=0, hi=2**31 - 1, integer=True)
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+        if not isinstance(self.device, str) or not re.fullmatch(DEVICE_SYNTAX, self.device):
             raise ConfigError("device", self.device, "allowed: auto, cpu, cuda, cuda:N, mps")
 
     # ------------------------------------------------------------ (de)serialisation

@@ -260,6 +260,8 @@ def _measure(variants: list[Variant], target: str, input_shape, batches, dtypes,
                 built[id(v)] = v.build(dtype, device).eval().requires_grad_(False)
             except Unsupported as e:
                 built[id(v)] = str(e)
+            except Exception as e:  # e.g. no fp16 CSR conversion here: that row is unavailable, the rest go on
+                built[id(v)] = f"{type(e).__name__}: {_first_line(e)}"
         for batch in batches:
             x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(batch)).to(device, dtype)
             base = None

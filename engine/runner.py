@@ -10,6 +10,7 @@ import copy
 import datetime as _dt
 import hashlib
 import os
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -21,7 +22,7 @@ from . import data as data_mod
 from . import events as ev
 from . import masks as M
 from . import models, structured, trainer
-from .config import RunConfig
+from .config import DEVICE_SYNTAX, RunConfig
 from .errors import ConfigError, LotteryError, RunCancelled
 from .registry import CONTROLS, METHODS
 from .seeding import derive_seed
@@ -31,6 +32,8 @@ DEFAULT_RUNS_DIR = "runs"
 
 
 def resolve_device(name: str) -> torch.device:
+    if not isinstance(name, str) or not re.fullmatch(DEVICE_SYNTAX, name):
+        raise ConfigError("device", name, "allowed: auto, cpu, cuda, cuda:N, mps")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -9,7 +9,9 @@ keeps, so the trainer, the store and the controls need nothing new.
 A pattern applies to the hidden layers. The output layer's rows are the classes, so under every pattern
 it is pruned weight by weight by the method's usual output rule (--output-fraction; 0 keeps it dense).
 Conv weights are seen as 2-D: one row per output channel, the input dimension flattened to
-in_channels x kh x kw (the GEMM a convolution runs as).
+in_channels x kh x kw (the GEMM a convolution runs as). For conv weights this is PyTorch's
+(in, kh, kw) order: N:M groups of a 3x3 conv span kernel windows, unlike the input-channel-last layout
+hardware 2:4 convolutions use (NVIDIA ASP), so conv N:M tickets show accuracy, not sparse-kernel speed.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import param
 
 import engine
 from engine import events as ev
+from engine.structured import imp_levels
 
 
 class RunSession(param.Parameterized):
@@ -118,4 +119,4 @@ class RunSession(param.Parameterized):
         return curve
 
     def _levels(self) -> int:
-        return self.config.prune.levels if self.config.prune.method == "imp" else 1
+        return imp_levels(self.config.prune) if self.config.prune.method == "imp" else 1

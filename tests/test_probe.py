@@ -89,3 +89,8 @@ def test_probe_bad_input_is_one_line(tmp_path, capsys, args, needle):
     assert main(["probe", *args, "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(needle) and err.count("\n") == 1, err
+
+
+def test_probe_device_is_checked_in_one_line():
+    with pytest.raises(engine.ConfigError, match="device.*allowed: auto, cpu"):
+        probe.probe_layer(8, 8, device="foo")

@@ -252,3 +252,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", "--pattern", "channel", "--channel-score", "bn", "--runs-dir", str(tmp_path / "r")]) == 2
     assert "error: prune.channel_score: 'bn'" in capsys.readouterr().err
     assert not any((tmp_path / "r").glob("*/levels"))
+
+
+def test_bn_channel_score_is_refused_for_pruning_at_init():
+    with pytest.raises(engine.ConfigError, match="prune.channel_score.*gamma is 1"):
+        tiny(**{"prune.method": "snip", "prune.pattern": "channel", "prune.channel_score": "bn"})
+
+
+def test_oneshot_nm_output_layer_matches_imp_levels():
+    from engine.methods.imp import imp_output_density
+    cfg = tiny(**{"prune.method": "oneshot", "prune.pattern": "nm", "prune.nm": "2:4"}).prune
+    assert imp_output_density(cfg) == pytest.approx((1 - cfg.output_fraction) ** 2)  # IMP: 4:4 -> 3:4 -> 2:4

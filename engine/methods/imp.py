@@ -27,7 +27,10 @@ def imp(ctx) -> None:
 def imp_output_density(cfg) -> float:
     """The output layer's density where IMP would leave it on reaching the target density in the hidden
     layers, so one-shot (and early-bird) tickets compare with iterative ones layer by layer."""
-    equivalent_levels = math.log(hidden_density(cfg)) / math.log(1 - cfg.prune_fraction)
+    if cfg.pattern == "nm":  # IMP steps M:M -> N:M one kept weight per group per level
+        equivalent_levels = imp_levels(cfg)
+    else:
+        equivalent_levels = math.log(hidden_density(cfg)) / math.log(1 - cfg.prune_fraction)
     return (1 - cfg.output_fraction) ** equivalent_levels
 
 
