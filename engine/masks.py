@@ -23,8 +23,13 @@ def prunable(model: nn.Module) -> list[str]:
     Biases and normalisation parameters are never pruned. The last entry is the output layer, whose
     policy is separate config (`prune.output_fraction`).
     """
-    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
+    return [param_name(name) for name, m in model.named_modules()
             if isinstance(m, PRUNABLE_TYPES)]
+
+
+def param_name(module: str, attr: str = "weight") -> str:
+    """The state-dict name of a module's parameter ("hidden.0" -> "hidden.0.weight"; the root -> "weight")."""
+    return f"{module}.{attr}" if module else attr
 
 
 def output_layer(model: nn.Module) -> str:

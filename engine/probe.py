@@ -44,9 +44,6 @@ from .shrink import shrink
 from .structured import is_nm, keep_channels, keep_nm
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 # ---------------------------------------------------------------- counting
 @torch.no_grad()
 def macs(model: nn.Module, example: torch.Tensor, mask: M.Mask | None = None) -> int:
@@ -54,8 +51,8 @@ def macs(model: nn.Module, example: torch.Tensor, mask: M.Mask | None = None) ->
     the layers `mask` names, times the positions it is applied at (a conv's output pixels)."""
     per_layer, hooks = {}, []
     for name, mod in model.named_modules():
-        if isinstance(mod, LAYERS):
-            key = f"{name}.weight" if name else "weight"
+        if isinstance(mod, M.PRUNABLE_TYPES):
+            key = M.param_name(name)
             weights = int(mask[key].sum()) if mask is not None and key in mask else mod.weight.numel()
 
             def hook(mod, inputs, out, key=key, weights=weights):
@@ -110,7 +107,9 @@ def _masked(model: nn.Module, mask: M.Mask, dtype, device) -> nn.Module:
 def _replace_linears(model: nn.Module, names: list[str], make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
     """`model` with its Linear layers whose weights are named in `names` replaced by make(layer)."""
     for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear) and f"{name}.weight" in names:
+        if isinstance(mod, nn.Linear) and M.param_name(name) in names:
+            if not name:  # the model is the Linear itself
+                return make(mod)
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent), attr, make(mod))
     return model
@@ -170,11 +169,11 @@ def semi_structured_variant(model: nn.Module, mask: M.Mask, example: torch.Tenso
 
 
 def _linears(model: nn.Module, mask: M.Mask) -> list[str]:
-    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear) and f"{n}.weight" in mask]
+    return [M.param_name(n) for n, m in model.named_modules() if isinstance(m, nn.Linear) and M.param_name(n) in mask]
 
 
 def _conv_note(model: nn.Module) -> str:
-    convs = any(isinstance(m, LAYERS) and not isinstance(m, nn.Linear) for m in model.modules())
+    convs = any(isinstance(m, M.PRUNABLE_TYPES) and not isinstance(m, nn.Linear) for m in model.modules())
     return "conv layers dense (PyTorch has no sparse convolution)" if convs else ""
 
 

@@ -91,13 +91,9 @@ def following_norms(model: nn.Module) -> dict[str, str]:
         elif next(mod.parameters(recurse=False), None) is not None:
             if (last is not None and isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine
                     and mod.num_features == last[1].weight.shape[0]):
-                out[_param(last[0], "weight")] = _param(name, "weight")
+                out[M.param_name(last[0], "weight")] = M.param_name(name, "weight")
             last = None
     return out
-
-
-def _param(module: str, name: str) -> str:
-    return f"{module}.{name}" if module else name
 
 
 def channel_scores(scores: dict[str, torch.Tensor], mask: M.Mask, weights: dict[str, torch.Tensor] | None = None,

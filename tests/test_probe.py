@@ -94,3 +94,11 @@ def test_probe_bad_input_is_one_line(tmp_path, capsys, args, needle):
 def test_probe_device_is_checked_in_one_line():
     with pytest.raises(engine.ConfigError, match="device.*allowed: auto, cpu"):
         probe.probe_layer(8, 8, device="foo")
+
+
+def test_a_bare_linear_is_probed_as_csr_too():
+    layer = nn.Linear(32, 16)
+    mask = {"weight": torch.rand(16, 32, generator=torch.Generator().manual_seed(0)) > 0.9}
+    result = probe.probe_model(layer, mask, (32,), batches=(4,), min_run_time=0.01)
+    csr = next(r for r in result["rows"] if r["pattern"] == "csr")
+    assert csr["available"] and csr["params"] < probe.parameters(layer)
