@@ -1,0 +1,117 @@
+"""The batched trainer: K members trained as one computation end where each would end trained alone."""
+import pytest
+import torch
+
+from engine import batched as B
+from engine import masks as M
+from engine import models, trainer
+from engine.config import DataConfig, ModelConfig, TrainConfig
+from engine.data import load
+from engine.errors import Unsupported
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load(DataConfig())
+
+
+def _members(digits, mc, k=3, late=None):
+    """k members with their own init and seed; odd ones pruned to 50% (one shared mask), `late` starts late."""
+    nets = [models.build(mc, digits.input_shape, digits.num_classes, seed) for seed in range(k)]
+    ones = M.ones(nets[0])
+    mask = M.prune_step(M.magnitude_scores(nets[0], ones), ones, 0.5, 0.2, "layerwise", M.output_layer(nets[0]))
+    return nets, [B.Member({n: v.clone() for n, v in net.state_dict().items()}, mask if i % 2 else None, seed=7 + i,
+                           start_step=late if i == k - 1 and late else 0) for i, net in enumerate(nets)]
+
+
+def _alone(net, digits, cfg, member):
+    if member.mask is not None:
+        M.apply(net, member.mask)
+    result = trainer.train(net, digits, cfg, member.mask, seed=member.seed, start_step=member.start_step)
+    return net.state_dict(), result
+
+
+@pytest.mark.parametrize("cfg", [
+    TrainConfig(epochs=2, batch_size=60),
+    TrainConfig(epochs=1, batch_size=50, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3,
+                lr_schedule="cosine", warmup=5, eval_every=7),
+], ids=["adam", "sgd-momentum-wd-cosine"])
+def test_members_end_as_if_trained_alone(digits, cfg):
+    mc = ModelConfig(model="mlp", hidden=(32, 16))
+    nets, members = _members(digits, mc, late=9)
+    out = B.train_batched(nets[0], digits, cfg, members)
+    for i, (net, member) in enumerate(zip(nets, members)):
+        weights, alone = _alone(net, digits, cfg, member)
+        for n, w in weights.items():
+            torch.testing.assert_close(out.member(i)[n], w, atol=2e-6, rtol=1e-5, msg=f"member {i} {n}")
+        got = out.results[i]
+        assert got.early_stop_iteration == alone.early_stop_iteration
+        assert [p["iteration"] for p in got.curve] == [p["iteration"] for p in alone.curve]
+        for p, q in zip(got.curve, alone.curve):
+            assert p["val_accuracy"] == q["val_accuracy"] and p["test_accuracy"] == q["test_accuracy"]
+            assert p["train_loss"] == pytest.approx(q["train_loss"], rel=1e-5)
+            assert p["val_loss"] == pytest.approx(q["val_loss"], rel=1e-5)
+
+
+def test_convolutions_batch_too(digits):
+    mc = ModelConfig(model="conv2", width=0.125)
+    cfg = TrainConfig(epochs=1, batch_size=100)
+    nets, members = _members(digits, mc, k=2)
+    out = B.train_batched(nets[0], digits, cfg, members)
+    for i, (net, member) in enumerate(zip(nets, members)):
+        weights, _ = _alone(net, digits, cfg, member)
+        for n, w in weights.items():
+            torch.testing.assert_close(out.member(i)[n], w, atol=1e-5, rtol=1e-4)
+
+
+def test_pruned_entries_stay_zero_with_no_gradient_and_no_optimizer_state(digits, monkeypatch):
+    mc = ModelConfig(model="mlp", hidden=(32, 16))
+    cfg = TrainConfig(epochs=1, batch_size=64, weight_decay=1e-2)
+    nets, members = _members(digits, mc, k=2)
+    made = []
+    real = B._Optimizer
+    monkeypatch.setattr(B, "_Optimizer", lambda *a: made.append(real(*a)) or made[-1])
+    mask = members[1].mask
+    seen = []
+
+    def on_step(step, params):
+        for n, keep in mask.items():
+            assert (params[n][1][~keep] == 0).all(), f"pruned weight of {n} moved at step {step}"
+            assert (params[n].grad[1][~keep] == 0).all(), f"pruned weight of {n} got a gradient at step {step}"
+        seen.append(step)
+
+    out = B.train_batched(nets[0], digits, cfg, members, on_step=on_step)
+    assert seen and seen[-1] == trainer.total_steps(len(digits.train), cfg)
+    for n, keep in mask.items():
+        m, v = made[0].state[n]
+        assert (m[1][~keep] == 0).all() and (v[1][~keep] == 0).all()
+        assert m[1][keep].abs().sum() > 0 and m[0].abs().sum() > 0  # survivors and the dense member did move
+        assert (out.weights[n][1][~keep] == 0).all()
+
+
+def test_a_member_starting_at_the_end_is_evaluated_as_it_is(digits):
+    mc = ModelConfig(model="mlp", hidden=(16,))
+    cfg = TrainConfig(epochs=1, batch_size=200)
+    nets, members = _members(digits, mc, k=2)
+    total = trainer.total_steps(len(digits.train), cfg)
+    members[1].start_step = total
+    out = B.train_batched(nets[0], digits, cfg, members)
+    assert [p["iteration"] for p in out.results[1].curve] == [total]
+    torch.testing.assert_close(out.member(1)["out.weight"], members[1].init["out.weight"] * members[1].mask["out.weight"])
+    nets[1].load_state_dict(out.member(1))
+    assert out.results[1].final["test_accuracy"] == trainer.evaluate(nets[1], digits.test)[1]
+
+
+def test_evaluate_batched_matches_trainer_evaluate(digits):
+    mc = ModelConfig(model="mlp", hidden=(16,))
+    nets = [models.build(mc, digits.input_shape, digits.num_classes, s) for s in range(3)]
+    loss, acc = B.evaluate_batched(nets[0], B.stack_weights([n.state_dict() for n in nets]), digits.test)
+    for i, net in enumerate(nets):
+        ref_loss, ref_acc = trainer.evaluate(net, digits.test)
+        assert float(acc[i]) == ref_acc and float(loss[i]) == pytest.approx(ref_loss, rel=1e-6)
+
+
+def test_batchnorm_models_are_refused_in_one_line(digits):
+    net = models.build(ModelConfig(model="resnet20", width=0.25), digits.input_shape, digits.num_classes, 0)
+    with pytest.raises(Unsupported, match="BatchNorm"):
+        B.train_batched(net, digits, TrainConfig(epochs=1), [B.Member(net.state_dict())])
