@@ -68,10 +68,12 @@ def format_summary(s: dict) -> str:
 
 
 class _Progress:
-    """A tqdm bar over all the iterations a run will train, fed by its events."""
+    """A tqdm bar over all the iterations a run will train (counted by engine.progress, as in the explorer)."""
 
     def __init__(self, quiet: bool):
-        self.quiet, self.bar, self.last = quiet, None, 0
+        from .progress import Progress
+
+        self.quiet, self.bar, self.progress = quiet, None, Progress()
 
     def __call__(self, e) -> None:
         from tqdm import tqdm
@@ -79,22 +81,16 @@ class _Progress:
 
         if self.quiet:
             return
+        step = self.progress.update(e)
         if isinstance(e, ev.RunStarted):
-            self.bar = tqdm(total=e.trainings * e.iterations + e.search_steps, unit="it", file=sys.stderr, desc=e.run_id,
-                            dynamic_ncols=True)
-            self.per = e.iterations
-        elif self.bar is None:
+            self.bar = tqdm(total=self.progress.total, unit="it", file=sys.stderr, desc=e.run_id, dynamic_ncols=True)
+        if self.bar is None:
             return
-        elif isinstance(e, ev.TrainingStarted):
-            self.last = e.start_step
-            self.bar.update(e.start_step)  # a late-rewound ticket skips its first steps
+        self.bar.update(step)
+        if isinstance(e, ev.TrainingStarted):
             self.bar.set_description(f"level {e.level} {e.variant}")
         elif isinstance(e, ev.Evaluated):
-            self.bar.update(e.iteration - self.last)
-            self.last = e.iteration
             self.bar.set_postfix(val_acc=f"{e.val_accuracy:.3f}", loss=f"{e.train_loss:.3f}")
-        elif isinstance(e, ev.LevelDone) and e.reused:
-            self.bar.update(self.per)
         elif isinstance(e, (ev.RunFinished, ev.RunFailed, ev.RunCancelled)):
             self.bar.close()
 

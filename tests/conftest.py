@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -13,6 +15,17 @@ def tiny(**changes) -> engine.RunConfig:
     base = {"train.epochs": 2, "prune.levels": 2, "prune.controls": ("reinit",), "device": "cpu"}
     base.update(changes)
     return engine.RunConfig().replace(**base)
+
+
+def wait_until(predicate, timeout: float = 120, interval: float = 0.05, what: str = ""):
+    """Call `predicate()` every `interval` s until it returns something truthy, and return that; fail the
+    test after `timeout` s. The predicate may do work too (an app's tick(), a panel's poll())."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done after {timeout} s: {what or getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+    return value
 
 
 @pytest.fixture
