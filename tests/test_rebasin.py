@@ -1,0 +1,97 @@
+"""Git Re-Basin weight matching: permutations keep the function, masks move with their weights."""
+import pytest
+import torch
+
+from engine import batched as B
+from engine import masks as M
+from engine import models
+from engine import rebasin as R
+from engine.config import DataConfig, ModelConfig, TrainConfig
+from engine.data import load
+from engine.errors import Unsupported
+
+ARCHS = [("mlp", dict(hidden=(24, 12)), (1, 8, 8)), ("lenet300", dict(width=0.1), (1, 8, 8)),
+         ("conv2", dict(width=0.125), (1, 8, 8)), ("conv4", dict(width=0.125), (3, 8, 8)),
+         ("conv6", dict(width=0.0625), (1, 16, 16))]
+
+
+def _net(name, kw, shape, seed):
+    return models.build(ModelConfig(model=name, **kw), shape, 10, seed)
+
+
+@pytest.mark.parametrize("name,kw,shape", ARCHS, ids=[a[0] for a in ARCHS])
+def test_permuted_and_matched_nets_compute_the_same_function(name, kw, shape):
+    a, b = _net(name, kw, shape, 0), _net(name, kw, shape, 1)
+    spec = R.permutation_spec(a)
+    perm = R.random_permutation(spec, torch.Generator().manual_seed(3))
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in perm.values())
+    x = torch.randn(7, *shape, generator=torch.Generator().manual_seed(4))
+    copy = _net(name, kw, shape, 9)
+    for weights in (R.permute(spec, perm, b.state_dict()), R.rebasin(a, a.state_dict(), b.state_dict())[0]):
+        assert any(not torch.equal(weights[k], v) for k, v in b.state_dict().items())
+        copy.load_state_dict(weights)
+        torch.testing.assert_close(copy(x), b(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,kw,shape", ARCHS[:3], ids=[a[0] for a in ARCHS[:3]])
+def test_weight_matching_undoes_a_permutation_exactly(name, kw, shape):
+    a = _net(name, kw, shape, 0)
+    spec = R.permutation_spec(a)
+    shuffled = R.permute(spec, R.random_permutation(spec, torch.Generator().manual_seed(1)), a.state_dict())
+    back, _, _ = R.rebasin(a, a.state_dict(), shuffled)
+    for k, v in a.state_dict().items():
+        assert torch.equal(back[k], v), k
+
+
+def test_matching_brings_b_closer_to_a():
+    a, b = _net("mlp", dict(hidden=(32, 32)), (1, 8, 8), 0), _net("mlp", dict(hidden=(32, 32)), (1, 8, 8), 1)
+    matched, _, _ = R.rebasin(a, a.state_dict(), b.state_dict())
+
+    def dist(w):
+        return sum(float((a.state_dict()[k] - w[k]).pow(2).sum()) for k in w)
+
+    assert dist(matched) < dist(b.state_dict())
+
+
+def test_masks_are_permuted_with_their_weights():
+    a, b = _net("conv2", dict(width=0.125), (1, 8, 8), 0), _net("conv2", dict(width=0.125), (1, 8, 8), 1)
+    ones = M.ones(b)
+    mask = M.prune_step(M.magnitude_scores(b, ones), ones, 0.6, 0.2, "layerwise", M.output_layer(b))
+    M.apply(b, mask)
+    weights, moved_mask, perm = R.rebasin(a, a.state_dict(), b.state_dict(), mask)
+    spec = R.permutation_spec(a)
+    for n, keep in moved_mask.items():
+        assert keep.dtype == torch.bool and int(keep.sum()) == int(mask[n].sum())
+        assert (weights[n][~keep] == 0).all(), n               # pruned entries moved with the mask
+        assert (weights[n][keep] != 0).all(), n
+    assert not all(torch.equal(moved_mask[n], mask[n]) for n in mask)
+    assert all(torch.equal(R.permute(spec, perm, {n: mask[n].float()})[n].bool(), moved_mask[n]) for n in mask)
+
+
+def test_models_outside_the_chain_are_refused_in_one_line():
+    with pytest.raises(Unsupported, match="ResNetCifar is not one"):
+        R.permutation_spec(_net("resnet20", dict(width=0.25), (3, 8, 8), 0))
+
+    class WithNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.n, self.b = torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2)
+
+        def as_sequential(self):
+            return torch.nn.Sequential(self.a, self.n, self.b)
+
+    with pytest.raises(Unsupported, match="through LayerNorm"):
+        R.permutation_spec(WithNorm())
+
+
+def test_barrier_of_a_net_and_its_shuffled_copy_vanishes_once_matched():
+    data = load(DataConfig())
+    mc = ModelConfig(model="mlp", hidden=(32,))
+    net = models.build(mc, data.input_shape, data.num_classes, 0)
+    trained = B.train_batched(net, data, TrainConfig(epochs=2), [B.Member(net.state_dict(), seed=1)]).member(0)
+    spec = R.permutation_spec(net)
+    shuffled = R.permute(spec, R.random_permutation(spec, torch.Generator().manual_seed(0)), trained)
+    result = R.barriers(net, trained, shuffled, data.test, points=5)
+    assert result["matched_error_barrier"] == 0 and result["matched_loss_barrier"] == 0
+    assert result["naive_loss_barrier"] > 0.1  # the midpoint of a net and its shuffled copy is much worse
+    assert result["naive_curve"][0] == result["matched_curve"][0]
