@@ -1,0 +1,438 @@
+"""Model zoos: many networks of one architecture, trained at once, stored as one run.
+
+    lottery zoo --model mlp --hidden 64,32 --dataset digits --members 64 [--seed S] [--epochs E] [--json]
+    lottery zoo --ticket RUN_ID [--level L] --members 16        # a ticket zoo
+    lottery show ZOO_ID                                          # members' accuracy summary
+
+Two kinds:
+- *dense*: member i starts from its own initialisation (seed stream ("zoo", "init", i)) and sees its own data
+  order (("zoo", "order", i)): independent seeds, what DeepWeightFlow learns a distribution from;
+- *ticket*: every member retrains a stored ticket (its mask) from the run's rewind point (init, iter:K,
+  or for learning-rate rewinding the previous level's trained weights) with its own data order; members
+  share one mask and, when the rewind point is stable, one basin. The model, data and training settings
+  are the ticket run's (training flags given on the command line override them).
+
+Members are trained in chunks of `--chunk` by `engine.batched.train_batched` (one vmap computation per
+chunk); a finished chunk is stored at once, so an interrupted zoo resumes from its last finished chunk.
+
+Store layout (a zoo is a run folder like any other; `lottery list` lists it, `lottery show` summarises it):
+
+    RUNS_DIR/ZOO_ID/                   ZOO_ID = zoo-MODEL-DATASET-HASH (hash of the options and config)
+      config.json       {"kind": "zoo", "zoo": ZooOptions fields (level resolved), "config": RunConfig}
+      summary.json      status, kind ("dense"/"ticket"), members, test/val accuracy statistics
+      metrics.jsonl     every member's evaluation points ({"type": "eval", "member": i, ...})
+      chunks/CCC/       while training: weights.safetensors (stacked [c, ...]) + record.json (written last)
+      weights.safetensors   when complete: {parameter: [N, *shape]}, member i at index i, pruned entries 0
+      members.json      when complete: one record per member (seeds, final and early-stop metrics)
+      mask.safetensors  ticket zoos: the mask every member shares
+      analyses/         zoo-level analyses (barriers naive vs re-basined: `zoo_barriers`)
+
+Reading a zoo (DeepWeightFlow, the explorer): `z = load_zoo(runs_dir, zoo_id)` gives `z.weights` (stacked),
+`z.mask` (None for dense), `z.members` (records), `z.config` (its RunConfig: model, data, train),
+`z.model()` (the architecture), `z.data` (the dataset, loaded once) and `z.dir` (store what you derive
+from the zoo under it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import events as ev
+from .config import RunConfig, option, validate
+from .errors import ConfigError, LotteryError, RunCancelled
+from .seeding import derive_seed
+from .store import RunStore, check_writable, load_tensors, read_json, save_tensors, write_json
+
+KIND = "zoo"  # config.json's "kind": how the store tells a zoo from a ticket run
+
+
+@dataclass(frozen=True)
+class ZooOptions:
+    """What `lottery zoo` (and the explorer's train-zoo button) asks for, besides the model/data/training config."""
+    members: int = option(16, "networks in the zoo (at least 2)", lo=2, hi=100_000)
+    ticket: str | None = option(None, "make a ticket zoo: RUN_ID of a stored run whose ticket every member retrains "
+                                "from the run's rewind point, each with its own data order")
+    level: int | None = option(None, "ticket zoo: the ticket's level (default: the run's last completed level)", lo=0)
+    chunk: int = option(32, "members trained together as one batched computation (and stored together: the "
+                        "unit a cancelled zoo resumes from)", lo=1, hi=100_000, hashed=False)
+
+    def __post_init__(self):
+        validate(self)
+        if self.level is not None and self.ticket is None:
+            raise ConfigError("level", self.level, "applies to ticket zoos: give --ticket RUN_ID")
+
+
+# ---------------------------------------------------------------- planning (everything that can fail, before writing)
+@dataclass
+class _Plan:
+    zoo_id: str
+    config: RunConfig
+    options: ZooOptions       # level resolved for ticket zoos
+    kind: str                 # "dense" or "ticket"
+    start: dict | None        # ticket zoo: the shared start weights
+    start_step: int
+    mask: dict | None
+
+
+def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, runs_dir=None) -> RunConfig:
+    """The RunConfig a zoo trains with: for a dense zoo, `values` ({setting path: value}) or a RunConfig;
+    for a ticket zoo, the ticket run's config with `values` overriding training settings and seed only."""
+    from .settings import config_from_settings
+
+    if isinstance(values, RunConfig):
+        if options.ticket is None:
+            return values
+        values = {f"train.{k}": v for k, v in values.to_dict()["train"].items()}
+    values = dict(values or {})
+    if options.ticket is None:
+        return config_from_settings(values)
+    store = _ticket_store(options, runs_dir)
+    fixed = [p for p in values if p.split(".")[0] in ("model", "data")]
+    if fixed:
+        raise ConfigError(fixed[0], values[fixed[0]], f"a ticket zoo trains the ticket run's own model and data; "
+                          "leave it out (training flags and --seed may change)")
+    stored = {k: v for k, v in store.config().items() if k != "custom_model"}
+    return config_from_settings(values, base=stored)
+
+
+def _ticket_store(options: ZooOptions, runs_dir) -> RunStore:
+    store = RunStore(runs_dir, options.ticket)
+    if not store.exists():
+        raise ConfigError("--ticket", options.ticket, f"no such run in {runs_dir} (see `lottery list`)")
+    stored = store.config()
+    if stored.get("kind") == KIND:
+        raise ConfigError("--ticket", options.ticket, "is a zoo; a ticket zoo needs a run with tickets")
+    if "custom_model" in stored:
+        raise ConfigError("--ticket", options.ticket, f"trained a user's own module ({stored['custom_model']}), "
+                          "which the store does not keep")
+    return store
+
+
+def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
+    """Check everything (ticket run and level, architecture on `data`) and name the zoo; writes nothing."""
+    from . import masks as M
+    from .batched import check_batchable
+
+    kind = "dense" if options.ticket is None else "ticket"
+    start, start_step, mask = None, 0, None
+    if options.ticket is not None:
+        store = _ticket_store(options, runs_dir)
+        levels = [r["level"] for r in store.records("ticket")]
+        level = levels[-1] if options.level is None and levels else options.level
+        if level not in levels:
+            raise ConfigError("--level", options.level, f"completed ticket levels of run {options.ticket}: {levels}")
+        options = dataclasses.replace(options, level=level)
+        mask = store.load_mask("ticket", level)
+        start, start_step = _rewind_point(store, RunConfig.from_dict(
+            {k: v for k, v in store.config().items() if k != "custom_model"}), level, mask)
+    model = _architecture(config, data)
+    check_batchable(model)
+    if mask is not None and set(mask) != set(M.prunable(model)):
+        raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
+    blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+                               if f.metadata.get("hashed", True)}, "config": config.non_default()},
+                      sort_keys=True, default=list).encode()
+    dataset = "".join(c for c in config.data.dataset.split(":")[0].lower() if c.isalnum())
+    zoo_id = f"zoo-{config.model.model}-{dataset}-{hashlib.sha256(blob).hexdigest()[:10]}"
+    return _Plan(zoo_id, config, options, kind, start, start_step, mask)
+
+
+def _rewind_point(store: RunStore, config: RunConfig, level: int, mask) -> tuple[dict, int]:
+    """Where the run restarted `level`'s ticket from: (start weights, start step), as RunContext.rewind."""
+    if level == 0:  # the dense network: from its initialisation
+        return load_tensors(store.weights_path("init")), 0
+    point = config.prune.rewind_point
+    if point.kind == "iter":
+        return load_tensors(store.weights_path("rewind")), point.iteration
+    if point.kind == "lr":  # learning-rate rewinding: the previous level's trained weights, schedule replayed
+        return store.load_level("ticket", level - 1)[1], 0
+    return load_tensors(store.weights_path("init")), 0
+
+
+def _architecture(config: RunConfig, data):
+    from . import models
+
+    return models.build(config.model, data.input_shape, data.num_classes, config.seed).to(data.train.y.device)
+
+
+# ---------------------------------------------------------------- training
+def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.Sink = None, cancel=None) -> dict:
+    """Train (or resume, or just return) the zoo of `options` and `config`; returns its summary.
+
+    Bad input raises ConfigError before anything is written; a cancel (`cancel.is_set()`) stops after the
+    current step with status "cancelled", keeping the finished chunks."""
+    from . import data as data_mod
+    from . import models
+    from .batched import Member, train_batched
+    from .runner import resolve_device
+    from .trainer import total_steps
+
+    device = resolve_device(config.device)
+    data = data_mod.load(config.data, device)
+    p = plan(options, config, runs_dir, data)
+    total = total_steps(len(data.train), config.train)
+    if p.start_step >= total:
+        raise ConfigError("--ticket", options.ticket, f"its rewind step {p.start_step} is past the {total} steps "
+                          "of this training")
+    root = check_writable(runs_dir)
+    store = RunStore(root, p.zoo_id)
+    store.create({"kind": KIND, "zoo": dataclasses.asdict(p.options), "config": config.to_dict()})
+    done_summary = store.summary()
+    if done_summary and done_summary.get("status") == "completed" and store.weights_path("weights").exists():
+        return done_summary
+    store.lock()
+    n, chunk = p.options.members, p.options.chunk
+    bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
+    status, error, t0 = "running", None, time.perf_counter()
+
+    def summarise() -> dict:
+        return _summary(store, p, status, str(device), error)
+
+    try:
+        if p.mask is not None:
+            save_tensors(store.dir / "mask.safetensors", p.mask)
+        finished = sum(_chunk_record(store, i) is not None for i in range(len(bounds)))
+        _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(bounds), total, finished))
+        store.write_summary(summarise())
+        template = _architecture(config, data)
+        for c, (a, b) in enumerate(bounds):
+            if _chunk_record(store, c) is not None:
+                _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, _chunk_record(store, c), reused=True))
+                continue
+            members = []
+            for i in range(a, b):
+                init_seed = derive_seed(config.seed, "zoo", "init", i)
+                init = p.start if p.start is not None else models.build(
+                    config.model, data.input_shape, data.num_classes, init_seed).state_dict()
+                members.append(Member({k: v.to(device) for k, v in init.items()}, p.mask,
+                                      seed=derive_seed(config.seed, "zoo", "order", i), start_step=p.start_step))
+            _emit(on_event, ev.TrainingStarted(p.zoo_id, c, KIND, 1.0, p.start_step, total))
+            evals: dict[int, list] = {}
+
+            def on_eval(j, point, a=a, c=c):
+                store.append_metrics({"type": "eval", "member": a + j, **point})
+                evals.setdefault(point["iteration"], []).append(point)
+                if len(evals[point["iteration"]]) == len(members):  # the chunk's mean, one event per evaluation
+                    pts = evals.pop(point["iteration"])
+                    mean = {k: statistics.fmean(q[k] for q in pts) for k in ("train_loss", "val_loss",
+                                                                              "val_accuracy", "test_accuracy")}
+                    _emit(on_event, ev.Evaluated(p.zoo_id, c, KIND, point["iteration"], point["epoch"], **mean))
+
+            out = train_batched(template, data, config.train, members, on_eval=on_eval, cancel=cancel)
+            records = [_member_record(a + j, config, p, r) for j, r in enumerate(out.results)]
+            d = _chunk_dir(store, c)
+            save_tensors(d / "weights.safetensors", out.weights)
+            write_json(d / "record.json", {"chunk": c, "members": records, "seconds": out.results[0].seconds})
+            store.write_summary(summarise())
+            _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, {"chunk": c, "members": b - a}, reused=False))
+        _finish(store, len(bounds))
+        status = "completed"
+        summary = summarise()
+        store.write_summary(summary)
+    except (RunCancelled, KeyboardInterrupt) as e:
+        status = "cancelled"
+        store.write_summary(summarise())
+        _emit(on_event, ev.RunCancelled(p.zoo_id, sum(_chunk_record(store, i) is not None for i in range(len(bounds)))))
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return summarise()
+    except BaseException as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        store.write_summary(summarise())
+        _emit(on_event, ev.RunFailed(p.zoo_id, error))
+        raise
+    finally:
+        store.unlock()
+    _emit(on_event, ev.RunFinished(p.zoo_id, summary))
+    return summary
+
+
+def _emit(sink, event) -> None:
+    if sink is not None:
+        sink(event)
+
+
+def _chunk_dir(store: RunStore, c: int) -> Path:
+    return store.dir / "chunks" / f"{c:03d}"
+
+
+def _chunk_record(store: RunStore, c: int) -> dict | None:
+    path = _chunk_dir(store, c) / "record.json"
+    return read_json(path) if path.exists() else None
+
+
+def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
+    return {"member": i, "init_seed": None if p.start is not None else derive_seed(config.seed, "zoo", "init", i),
+            "order_seed": derive_seed(config.seed, "zoo", "order", i), "start_step": p.start_step,
+            **{k: r.final[k] for k in ("test_accuracy", "test_loss", "val_accuracy", "val_loss")},
+            "early_stop_iteration": r.early_stop_iteration,
+            "early_stop_test_accuracy": r.at_early_stop["test_accuracy"],
+            "early_stop_val_accuracy": r.at_early_stop["val_accuracy"]}
+
+
+def _finish(store: RunStore, chunks: int) -> None:
+    """All chunks stored: write the zoo's one stacked file and member table, then drop the chunks."""
+    import torch
+
+    parts = [load_tensors(_chunk_dir(store, c) / "weights.safetensors") for c in range(chunks)]
+    stacked = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    records = [m for c in range(chunks) for m in _chunk_record(store, c)["members"]]
+    seconds = sum(_chunk_record(store, c)["seconds"] for c in range(chunks))
+    save_tensors(store.weights_path("weights"), stacked)
+    write_json(store.dir / "members.json", {"members": records, "train_seconds": round(seconds, 3)})
+    shutil.rmtree(store.dir / "chunks")
+
+
+def _member_records(store: RunStore) -> tuple[list[dict], float]:
+    path = store.dir / "members.json"
+    if path.exists():
+        m = read_json(path)
+        return m["members"], m["train_seconds"]
+    chunks = [read_json(r) for r in sorted((store.dir / "chunks").glob("*/record.json"))]
+    return [m for c in chunks for m in c["members"]], sum(c["seconds"] for c in chunks)
+
+
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+            "q1": q[0], "q3": q[2]}
+
+
+def _summary(store: RunStore, p: _Plan, status: str, device: str, error: str | None) -> dict:
+    records, seconds = _member_records(store)
+    s = {"run_id": p.zoo_id, "kind": KIND, "zoo_kind": p.kind, "status": status, "method": KIND,
+         "model": p.config.model.model, "dataset": p.config.data.dataset, "seed": p.config.seed, "device": device,
+         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+         "members": p.options.members, "trained": len(records), "train_seconds": round(seconds, 3),
+         "epochs": p.config.train.epochs, "ticket": p.options.ticket, "level": p.options.level,
+         "density": None, "config": p.config.non_default(),
+         "test_accuracy": _stats([r["test_accuracy"] for r in records]),
+         "val_accuracy": _stats([r["val_accuracy"] for r in records]),
+         "levels": [], "dense": None, "controls": {}}  # what readers of ticket runs' summaries expect to find
+    if p.mask is not None:
+        from . import masks as M
+        s["density"] = M.density(p.mask)
+    if error:
+        s["error"] = error
+    return s
+
+
+# ---------------------------------------------------------------- reading
+def is_zoo(store: RunStore) -> bool:
+    return store.exists() and store.config().get("kind") == KIND
+
+
+@dataclass
+class Zoo:
+    """A stored, complete zoo."""
+    zoo_id: str
+    dir: Path
+    kind: str                  # "dense" or "ticket"
+    config: RunConfig
+    options: ZooOptions
+    weights: dict              # {parameter: [N, *shape]}
+    mask: dict | None          # ticket zoos: the shared mask
+    members: list[dict]
+    device: object = "cpu"
+
+    def model(self):
+        """The zoo's architecture (a module with its own initial weights; load a member into it)."""
+        return _architecture(self.config, self.data)
+
+    @functools.cached_property
+    def data(self):
+        from . import data as data_mod
+        return data_mod.load(self.config.data, self.device)
+
+    def member(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.weights.items()}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
+    store = RunStore(runs_dir, zoo_id)
+    if not store.exists():
+        raise ConfigError("ZOO_ID", zoo_id, f"no such zoo in {runs_dir} (see `lottery list`)")
+    stored = store.config()
+    if stored.get("kind") != KIND:
+        raise ConfigError("ZOO_ID", zoo_id, "is a ticket run, not a zoo (make one with `lottery zoo`)")
+    if not store.weights_path("weights").exists():
+        raise LotteryError(f"zoo {zoo_id} is not complete; run the same `lottery zoo` command again to finish it")
+    options = ZooOptions(**stored["zoo"])
+    mask_path = store.dir / "mask.safetensors"
+    return Zoo(zoo_id, store.dir, "dense" if options.ticket is None else "ticket", RunConfig.from_dict(stored["config"]),
+               options, load_tensors(store.weights_path("weights"), device),
+               load_tensors(mask_path, device) if mask_path.exists() else None,
+               read_json(store.dir / "members.json")["members"], device)
+
+
+def format_zoo(s: dict) -> str:
+    """What `lottery show ZOO_ID` prints."""
+    what = (f"ticket zoo of {s['ticket']} level {s['level']} (density {100 * s['density']:.2f}%)"
+            if s.get("zoo_kind") == "ticket" else "dense zoo")
+    lines = [f"zoo {s['run_id']}  {s['status']}  ({what}: {s['trained']}/{s['members']} x {s['model']} on "
+             f"{s['dataset']}, seed {s['seed']}, {s['epochs']} epochs, {s.get('device', '?')})"]
+    if s.get("error"):
+        lines.append(f"error: {s['error']}")
+    for key in ("test_accuracy", "val_accuracy"):
+        st = s.get(key)
+        if st:
+            lines.append(f"{key.replace('_', ' '):>13}: median {100 * st['median']:.2f}%  mean {100 * st['mean']:.2f}% "
+                         f"+- {100 * st['std']:.2f}  quartiles [{100 * st['q1']:.2f}, {100 * st['q3']:.2f}]  "
+                         f"range [{100 * st['min']:.2f}, {100 * st['max']:.2f}]")
+    lines.append(f"trained in {s['train_seconds']:.1f} s as one batched computation per chunk")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- `lottery zoo`
+def config_settings():
+    """The run settings a zoo takes: model, data, training, seed and device (no pruning)."""
+    from .settings import run_settings
+
+    return [s for s in run_settings() if s.path.split(".")[0] in ("model", "data", "train", "seed", "device")]
+
+
+def add_command(sub, common) -> None:
+    """`lottery zoo`: flags generated from ZooOptions and the model/data/train config groups."""
+    from .settings import add_flags, settings_of
+
+    zp = sub.add_parser("zoo", help="train a model zoo: many networks of one architecture as one batched "
+                        "computation (dense seeds, or a stored ticket retrained with many data orders)")
+    common(zp)
+    zp.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    zp.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_flags(zp, settings_of(ZooOptions))
+    add_flags(zp, config_settings())
+    zp.set_defaults(func=cmd_zoo)
+
+
+def cmd_zoo(args) -> int:
+    import sys
+
+    from .cli import _Progress, options_from_flags
+    from .settings import values_from_args
+
+    options = options_from_flags(ZooOptions, args)
+    config = zoo_config(options, values_from_args(args, config_settings()), runs_dir=args.runs_dir)
+    try:
+        summary = train_zoo(options, config, runs_dir=args.runs_dir, on_event=_Progress(args.quiet or args.json))
+    except KeyboardInterrupt:
+        print(f"cancelled: finished chunks are kept in {args.runs_dir}; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=1) if args.json else format_zoo(summary))
+    return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
