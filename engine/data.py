@@ -16,6 +16,7 @@ import torch
 from .config import DataConfig
 from .errors import ConfigError, DataUnavailable
 from .registry import DATASETS
+from . import text  # noqa: E402  (registers the text tasks: pydoc-mlm, pydoc-modules, pydoc-topics, text:PATH)
 
 SPLIT_SEED = 0  # the validation split is part of the dataset, not of the run's randomness
 
@@ -40,7 +41,7 @@ class Dataset:
 
 
 def dataset_choices() -> list[str]:
-    return DATASETS.names() + ["npz:PATH"]
+    return DATASETS.names() + ["npz:PATH", "text:PATH"]
 
 
 # ---------------------------------------------------------------- loaders (numpy in, numpy out)
@@ -132,7 +133,13 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     if cfg.dataset.startswith("npz:"):
         x_tr, x_te, y_tr, y_te = _npz(cfg.dataset[4:])
     else:
-        x_tr, x_te, y_tr, y_te = DATASETS.get(cfg.dataset, "data.dataset")(cfg)
+        loader = text.load_text if cfg.dataset.startswith("text:") else DATASETS.get(cfg.dataset, "data.dataset")
+        loaded = loader(cfg)
+        if isinstance(loaded, Dataset):  # text tasks carve their own splits (token ids are not standardised)
+            return Dataset(loaded.name, *(Split(s.x.to(device), s.y.to(device))
+                                          for s in (loaded.train, loaded.val, loaded.test)),
+                           loaded.input_shape, loaded.num_classes)
+        x_tr, x_te, y_tr, y_te = loaded
 
     n_val = max(1, int(round(cfg.val_fraction * len(y_tr))))
     if len(y_tr) - n_val < 1:

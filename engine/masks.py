@@ -21,8 +21,11 @@ def prunable(model: nn.Module) -> list[str]:
     """Names of the weights that may be pruned: Linear/Conv weights, in module order.
 
     Biases and normalisation parameters are never pruned. The last entry is the output layer, whose
-    policy is separate config (`prune.output_fraction`).
+    policy is separate config (`prune.output_fraction`). A model may name its prunable parameters itself
+    (`prunable_names()`: a transformer's attention and FFN weights, not its embeddings or heads).
     """
+    if hasattr(model, "prunable_names"):
+        return model.prunable_names()
     return [param_name(name) for name, m in model.named_modules()
             if isinstance(m, PRUNABLE_TYPES)]
 
@@ -32,7 +35,11 @@ def param_name(module: str, attr: str = "weight") -> str:
     return f"{module}.{attr}" if module else attr
 
 
-def output_layer(model: nn.Module) -> str:
+def output_layer(model: nn.Module) -> str | None:
+    """The output layer, pruned at its own rate; None for a model whose head is not in the mask at all
+    (`has_output_layer = False`: transformers)."""
+    if not getattr(model, "has_output_layer", True):
+        return None
     return prunable(model)[-1]
 
 
@@ -94,7 +101,8 @@ def prune_step(scores: dict[str, torch.Tensor], mask: Mask, fraction: float, out
         new.update(keep_global(scores, mask, alive - math.ceil(fraction * alive), pool))
     else:
         raise ValueError(f"unknown scope {scope!r}")
-    new[output_name] = drop_fraction(scores[output_name], mask[output_name], output_fraction)
+    if output_name is not None:
+        new[output_name] = drop_fraction(scores[output_name], mask[output_name], output_fraction)
     return {n: new[n] for n in mask}  # keep the model's layer order
 
 
@@ -136,7 +144,8 @@ def prune_to_density(scores: dict[str, torch.Tensor], mask: Mask, target: float,
         size = sum(mask[n].numel() for n in pool)
         alive = sum(int(mask[n].sum()) for n in pool)
         new.update(keep_global(scores, mask, min(alive, round(target * size)), pool))
-    new[output_name] = keep_density(scores[output_name], mask[output_name], output_density)
+    if output_name is not None:
+        new[output_name] = keep_density(scores[output_name], mask[output_name], output_density)
     return {n: new[n] for n in mask}
 
 

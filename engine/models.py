@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from .errors import ConfigError
 from .registry import MODELS
+from . import transformer  # noqa: E402  (registers minilm, bert-tiny; hf:PATH_OR_ID)
 
 
 def _w(n: int, width: float) -> int:
@@ -152,8 +153,12 @@ def initialise(model: nn.Module, scheme: str, generator: torch.Generator) -> nn.
     """Initialise Linear/Conv weights with `scheme` from `generator`; biases 0, norms (1, 0).
 
     `torch_default` calls each layer's own `reset_parameters()`, which is also how a user's own
-    module is re-initialised for the `reinit` control.
+    module is re-initialised for the `reinit` control. A transformer (engine.transformer) draws all its
+    weights as BERT does, pre-trained or not (the `reinit` control of a pre-trained model starts from scratch).
     """
+    if hasattr(model, "init_from_seed"):
+        model.init_from_seed(generator, keep_pretrained=False)
+        return model
     with torch.no_grad():
         for m in model.modules():
             if scheme == "torch_default":
@@ -189,7 +194,10 @@ def initialise(model: nn.Module, scheme: str, generator: torch.Generator) -> nn.
 
 def build(cfg: ModelConfig, input_shape, num_classes: int, seed: int) -> nn.Module:
     """A freshly initialised model. Same (cfg, shapes, seed) -> bit-identical weights."""
-    factory = MODELS.get(cfg.model, "model.model")
+    factory = transformer.factory_for(cfg.model) or MODELS.get(cfg.model, "model.model")
     model = factory(cfg, tuple(input_shape), num_classes)
+    if hasattr(model, "init_from_seed"):  # pre-trained transformers: theta_0 = pre-trained weights + seeded heads
+        model.init_from_seed(torch.Generator().manual_seed(seed))
+        return model
     g = torch.Generator().manual_seed(seed)
     return initialise(model, cfg.init, g)

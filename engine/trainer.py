@@ -64,6 +64,7 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, batch: int = 8192) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over a split, in large batches."""
+    batch = getattr(model, "eval_batch_size", batch)  # a transformer's activations need smaller batches
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=split.y.device)
@@ -74,7 +75,8 @@ def evaluate(model: nn.Module, split: Split, batch: int = 8192) -> tuple[float, 
         loss += F.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
     model.train(was_training)
-    n = len(split)
+    # per-token targets (masked language modelling): -100 marks a slot that predicts nothing
+    n = int((split.y != -100).sum()) if split.y.dim() > 1 else len(split)
     return float(loss) / n, int(correct) / n
 
 

@@ -31,3 +31,19 @@ def wait_until(predicate, timeout: float = 120, interval: float = 0.05, what: st
 @pytest.fixture
 def runs_dir(tmp_path):
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def text_cache(tmp_path_factory):
+    """One cache directory (LOTTERY_CACHE_DIR) for the session: the text corpus and its tokenised tasks are
+    built once (about 20 s) and shared by every test of text tasks and transformers."""
+    import os
+
+    path = tmp_path_factory.mktemp("lottery-cache")
+    old = os.environ.get("LOTTERY_CACHE_DIR")
+    os.environ["LOTTERY_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LOTTERY_CACHE_DIR", None)
+    else:
+        os.environ["LOTTERY_CACHE_DIR"] = old
