@@ -15,58 +15,27 @@ import json
 import sys
 from pathlib import Path
 
-from .analysis import ANALYSES, analyze, parse_rewind_points
-from .config import RunConfig, config_from_settings, settings
+from .config import RunConfig
 from .errors import ConfigError, LotteryError
-
-# ---------------------------------------------------------------- flags from dataclasses
-def flag_name(setting) -> str:
-    return "--" + setting.name.replace("_", "-")
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    for s in settings():
-        help_text = s.help + (f" {{{', '.join(s.choices)}}}" if s.choices else "")
-        if s.type is bool:
-            parser.add_argument(flag_name(s), dest=s.path, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {s.default})")
-        else:
-            parser.add_argument(flag_name(s), dest=s.path, default=None, metavar=s.name.upper(),
-                                help=f"{help_text} (default: {s.format(s.default)})")
+from .formatting import format_analysis, format_summary, pct
+from .settings import add_flags, build, config_from_settings, run_settings, settings_of, values_from_args
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
-    given = {s.path: getattr(args, s.path) for s in settings() if getattr(args, s.path, None) is not None}
-    return config_from_settings(given, base)
+    return config_from_settings(values_from_args(args, run_settings()), base)
+
+
+def options_from_flags(options: type, args: argparse.Namespace):
+    """The options dataclass `options` from the flags `add_flags(parser, settings_of(options))` made; errors
+    name the flag."""
+    try:
+        return build(options, values_from_args(args, settings_of(options)))
+    except ConfigError as e:
+        flag = "--" + e.field.replace("_", "-") if e.field in options.__dataclass_fields__ else e.field
+        raise ConfigError(flag, e.value, e.allowed) from None
 
 
 # ---------------------------------------------------------------- output
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:6.2f}%"
-
-
-def format_summary(s: dict) -> str:
-    lines = [f"run {s['run_id']}  {s['status']}  ({s['method']}: {s['model']} on {s['dataset']}, seed {s['seed']}, "
-             f"{s.get('device', '?')})"]
-    if s.get("error"):
-        lines.append(f"error: {s['error']}")
-    controls = list(s.get("controls", {}))
-    head = f"{'level':>5}  {'density':>8}  {'test acc':>8}  {'val acc':>8}  {'early stop':>10}  {'seconds':>7}"
-    head += "".join(f"  {c + ' acc':>11}  {c + ' stop':>11}" for c in controls)
-    lines.append(head)
-    by_level = {c: {r["level"]: r for r in s["controls"][c]} for c in controls}
-    rows = ([s["dense"]] if s.get("dense") else []) + s.get("levels", [])
-    for r in rows:
-        name = "dense" if r["level"] == 0 else str(r["level"])
-        line = (f"{name:>5}  {_pct(r['density']):>8}  {_pct(r['test_accuracy']):>8}  {_pct(r['val_accuracy']):>8}  "
-                f"{r['early_stop_iteration']:>10}  {r['train_seconds']:>7.2f}")
-        for c in controls:
-            cr = by_level[c].get(r["level"])
-            line += f"  {_pct(cr and cr['test_accuracy']):>11}  {(cr['early_stop_iteration'] if cr else '-'):>11}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 class _Progress:
     """A tqdm bar over all the iterations a run will train (counted by engine.progress, as in the explorer)."""
 
@@ -131,7 +100,7 @@ def cmd_list(args) -> int:
     for r in runs:
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
-        tail = f"{len(levels)} levels, last density {_pct(last['density'])} test {_pct(last['test_accuracy'])}" \
+        tail = f"{len(levels)} levels, last density {pct(last['density'])} test {pct(last['test_accuracy'])}" \
             if last else "no level yet"
         print(f"{r['run_id']:<44} {r.get('status', '?'):<11} {tail}")
     return 0
@@ -147,19 +116,14 @@ def _open_run(args):
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, format_table
+    from .compare import CompareOptions, compare, format_table
 
-    def floats(text):
-        try:
-            return [float(x) for x in text.split(",")]
-        except ValueError:
-            raise ConfigError("--densities", text, "must be comma-separated numbers in (0, 1)") from None
-
-    base = {s.path: getattr(args, s.path) for s in settings() if getattr(args, s.path, None) is not None}
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    opts = options_from_flags(CompareOptions, args)
+    base = values_from_args(args, run_settings())
     progress = _Progress(args.quiet or args.json)
     try:
-        result = compare(base, methods, floats(args.densities), args.seeds, runs_dir=args.runs_dir, on_event=progress)
+        result = compare(base, list(opts.methods), list(opts.densities), opts.seeds, runs_dir=args.runs_dir,
+                         on_event=progress)
     except KeyboardInterrupt:
         print("cancelled: finished runs are kept; run the same command to continue", file=sys.stderr)
         return 130
@@ -167,52 +131,12 @@ def cmd_compare(args) -> int:
     return 0 if result["status"] == "completed" else 130
 
 
-def stored_analyses(store) -> dict:
-    """{name: result} of every analysis stored with a run (RUN_DIR/analyses/NAME.json)."""
-    from .store import read_json
-
-    folder = store.dir / "analyses"
-    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
-
-
-def format_analysis(name: str, a: dict) -> str:
-    """One or two lines a person reads; the JSON holds the curves and matrices."""
-    kind = a.get("analysis", name)
-    if kind == "barrier":
-        return (f"{name}: error barrier {a['error_barrier']:.4f}, loss barrier {a['loss_barrier']:.4f} "
-                f"(ticket vs {a['b']} at level {a['level']}, density {_pct(a['density']).strip()})")
-    if kind == "instability":
-        pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
-        stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
-        return (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
-                f"from k={stable[0] if stable else 'never'}")
-    if kind == "persistence":
-        return f"{name}: network NP by level " + ", ".join(
-            f"{e['level']}: {e['network']:.4f}" for e in a["levels"])
-    if kind == "earlybird":
-        when = f"epoch {a['detected_epoch']:g}" if a.get("detected_epoch") is not None else "not detected"
-        extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {_pct(a['imp_ticket']['test_accuracy'])}"
-                 if a.get("imp_ticket") else "")
-        return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
-    if kind == "search":
-        extra = "".join(f", {k.replace('_', ' ')} {_pct(a[k]).strip()}" for k in ("natural_density", "expected_density")
-                        if a.get(k) is not None)
-        return f"{name}: {a['method']} mask search, {a['steps']} steps in {a['seconds']:.1f} s{extra}"
-    if kind == "sanity":
-        lines = [f"{name}: test accuracy of each control minus the ticket's"]
-        for r in a["rows"]:
-            lines.append(f"  level {r['level']} ({_pct(r['density']).strip()}): ticket {_pct(r['ticket']).strip()}  " +
-                         "  ".join(f"{c} {100 * r[c + '_delta']:+.2f}" for c in a["controls"]))
-        return "\n".join(lines)
-    return f"{name}: stored"
-
-
 def cmd_show(args) -> int:
     store = _open_run(args)
     summary = store.summary()
     if summary is None:
         raise LotteryError(f"run {args.run_id} has no summary yet")
-    analyses = stored_analyses(store)
+    analyses = store.analyses()
     if args.json:
         print(json.dumps({**summary, "analyses": analyses}, indent=1))
         return 0
@@ -223,13 +147,16 @@ def cmd_show(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    from .analysis import analyze
+    from .registry import ANALYSES
+
     store = _open_run(args)
-    points = parse_rewind_points(args.rewind_points)
-    result = analyze(args.analysis, args.runs_dir, args.run_id, level=args.level, against=args.against,
-                     points=args.points, rewind_points=points, density=args.density, eps=args.eps)
+    options = ANALYSES.get(args.analysis, "analysis").options
+    opts = options and options_from_flags(options, args)
+    result = analyze(args.analysis, args.runs_dir, args.run_id, opts)
     name = result["name"]
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
-    print(f"stored in {store.dir / 'analyses' / (name + '.json')}", file=sys.stderr)
+    print(f"stored in {store.analysis_path(name)}", file=sys.stderr)
     return 0
 
 
@@ -312,7 +239,7 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(r)
+    add_flags(r, run_settings())
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="list stored runs")
@@ -328,30 +255,28 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
 
     cp = sub.add_parser("compare", help="leaderboard: several methods at the same densities and budget")
     common(cp)
-    cp.add_argument("--methods", default="imp,oneshot,snip,grasp,synflow,magnitude,random",
-                    help="comma-separated methods (default: %(default)s)")
-    cp.add_argument("--densities", default="0.2,0.05,0.01", help="target densities (default: %(default)s)")
-    cp.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: %(default)s)")
+    from .compare import CompareOptions
+
     cp.add_argument("--json", action="store_true")
     cp.add_argument("--quiet", action="store_true")
-    add_config_flags(cp)
+    add_flags(cp, settings_of(CompareOptions))
+    add_flags(cp, run_settings())
     cp.set_defaults(func=cmd_compare)
 
-    an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(ANALYSES))
-    common(an)
+    from .analysis import computable
+    from .registry import ANALYSES
+
+    an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(computable()))
     an.add_argument("run_id", metavar="RUN_ID")
-    an.add_argument("analysis", choices=ANALYSES)
-    an.add_argument("--level", type=int, default=None, help="ticket level (barrier, sanity: default all/last; "
-                    "instability: default 0 = dense)")
-    an.add_argument("--against", default=None, help="barrier: the variant to interpolate the ticket with "
-                    "(default: the run's first control)")
-    an.add_argument("--points", type=int, default=31, help="interpolation points (default: %(default)s)")
-    an.add_argument("--rewind-points", default="0,25,100,500", help="instability: iterations k (default: %(default)s)")
-    an.add_argument("--density", type=float, default=None, help="earlybird: mask density to track (default: "
-                    "the per-layer densities of the run's last ticket)")
-    an.add_argument("--eps", type=float, default=0.1, help="earlybird: distance threshold (default: %(default)s)")
-    an.add_argument("--json", action="store_true")
-    an.set_defaults(func=cmd_analyze)
+    kinds = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
+    for name in computable():  # one sub-command per registered analysis, its flags from its options
+        help_text = ANALYSES.describe()[name]
+        one = kinds.add_parser(name, help=help_text, description=help_text)
+        common(one)
+        one.add_argument("--json", action="store_true")
+        if ANALYSES.get(name, "analysis").options is not None:
+            add_flags(one, settings_of(ANALYSES.get(name, "analysis").options))
+        one.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="write a ticket as a plain safetensors state_dict plus masks")
     common(ex)

@@ -7,13 +7,33 @@ own training (training steps and seconds), and the deltas of the controls traine
 """
 from __future__ import annotations
 
-import math
 import statistics
+from dataclasses import dataclass
 
-from .config import PruneConfig, RunConfig, config_from_settings
+from .config import RunConfig, option, validate
 from .errors import ConfigError
 from .registry import METHODS
-from .runner import run
+from .settings import config_from_settings
+from .store import RunStore
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What `lottery compare` and the app's Leaderboard tab ask for (one set of defaults)."""
+    methods: tuple = option(("imp", "oneshot", "snip", "grasp", "synflow", "rigl", "set", "cs", "cts", "edgepopup"),
+                            "methods compared, comma separated (one of each family by default)",
+                            choices=METHODS.names, item_type=str, unique=True, check=lambda v, path: _some(v, path))
+    densities: tuple = option((0.2, 0.05, 0.01), "target densities, comma separated", item_type=float, lo=0, hi=1,
+                              lo_open=True, hi_open=True, check=lambda v, path: _some(v, path))
+    seeds: int = option(3, "seeds 0..N-1 per method and density", lo=1, hi=1000)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def _some(value: tuple, path: str) -> None:
+    if not value:
+        raise ConfigError(path, value, "must name at least one")
 
 
 def _config(base: RunConfig | dict, method: str, seed: int, density: float | None, levels: int | None) -> RunConfig:
@@ -25,8 +45,8 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     if levels is not None:
         changes["prune.levels"] = levels
     values = dict(base) if isinstance(base, dict) else {}
-    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", PruneConfig.scope)
-    scopes = getattr(METHODS.get(method, "methods"), "scopes", ("layerwise", "global"))
+    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", "layerwise")
+    scopes = METHODS.get(method, "methods").scopes
     if scope in ("layerwise", "global", "erk") and scope not in scopes:  # a valid scope this method lacks
         changes["prune.scope"] = scopes[0]
     if isinstance(base, RunConfig):
@@ -44,27 +64,24 @@ def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -
 
 def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: int, *, runs_dir,
             on_event=None, cancel=None) -> dict:
-    for m in methods:
-        METHODS.get(m, "methods")
-    if not densities or any(not 0 < d < 1 for d in densities):
-        raise ConfigError("densities", densities, "must be one or more numbers in (0, 1)")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError("seeds", seeds, "must be a positive integer")
+    from .runner import run  # late: the options above are read by the CLI and the app without torch
+
+    CompareOptions(tuple(methods), tuple(densities), seeds)  # errors name methods, densities or seeds
     raw: dict[tuple[str, float], list[dict]] = {}
     for method in methods:
+        spec = METHODS.get(method, "methods")
         for seed in range(seeds):
-            if method == "imp":  # one run down to the lowest density; each target reads its nearest level
-                fraction = _config(base, method, seed, None, None).prune.prune_fraction
-                levels = min(100, math.ceil(math.log(min(densities)) / math.log(1 - fraction)))
+            if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
+                levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
                 summaries = [run(_config(base, method, seed, None, levels), on_event, cancel, runs_dir=runs_dir)]
             else:
                 summaries = [run(_config(base, method, seed, d, None), on_event, cancel, runs_dir=runs_dir)
                              for d in densities]
             if any(s["status"] != "completed" for s in summaries):
                 return {"status": "cancelled", "rows": []}
-            for d, s in zip(densities, summaries * len(densities) if method == "imp" else summaries):
+            for d, s in zip(densities, summaries * len(densities) if len(summaries) == 1 else summaries):
                 level = min(s["levels"], key=lambda lv: abs(lv["density"] - d))
-                raw.setdefault((method, d), []).append(_row(s, level, *_search_cost(s, level, runs_dir)))
+                raw.setdefault((method, d), []).append(_row(s, level, *search_cost(s, level, runs_dir)))
     rows = []
     for (method, d), entries in raw.items():
         accs = [e["test_accuracy"] for e in entries]
@@ -86,33 +103,11 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
             "densities": densities, "methods": methods, "rows": rows}
 
 
-def _search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:
-    """(training steps, seconds) spent finding `level`'s mask, before the ticket's own training.
-
-    IMP: the dense net and every earlier level; one-shot: the dense net; early-bird: the dense search up to
-    detection; mask searches (cs, cts): their stored search record; strong tickets: their score training,
-    which is the whole search; pruning at initialisation: none (scoring a batch is not training)."""
-    from .analysis.common import analysis_path
-    from .store import RunStore, read_json
-
-    method = summary["method"]
-    store = RunStore(runs_dir, summary["run_id"])
-    trainings = [summary["dense"]] + [lv for lv in summary["levels"] if lv["level"] < level["level"]]
-    if method == "imp":
-        return sum(t["iterations"] - t["start_step"] for t in trainings), sum(t["train_seconds"] for t in trainings)
-    if method == "oneshot":
-        return summary["dense"]["iterations"], summary["dense"]["train_seconds"]
-    if getattr(METHODS.get(method, "method"), "untrained_ticket", False):
-        return level["iterations"], level["train_seconds"]
-    if analysis_path(store, "search").exists():
-        search = read_json(analysis_path(store, "search"))
-        return search["steps"], search["seconds"]
-    if method == "earlybird":
-        search = read_json(analysis_path(store, "earlybird"))
-        per_epoch = summary["dense"]["iterations"] / search["epochs_total"]
-        epochs = search["epochs"][-1]  # the search stopped at detection (or ran to the end)
-        return round(epochs * per_epoch), summary["dense"]["train_seconds"] * epochs / search["epochs_total"]
-    return 0, 0.0
+def search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:
+    """(training steps, seconds) spent finding `level`'s mask, before the ticket's own training, as the
+    method counts it (MethodSpec.search_cost)."""
+    spec = METHODS.get(summary["method"], "method")
+    return spec.search_cost(summary, level, RunStore(runs_dir, summary["run_id"]))
 
 
 def format_table(result: dict) -> str:

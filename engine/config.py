@@ -1,35 +1,52 @@
-"""Run configuration: frozen dataclasses, validated on construction.
+"""Run configuration: frozen dataclasses, validated on construction from their fields' metadata.
 
-These dataclasses are the one source of truth for settings. Each field carries its help text and
-(where it has a closed set of values) its choices in `metadata`; the CLI's flags (`engine.cli`) and the
-explorer's widgets are generated from them. A config hashes, over its non-default fields, to a run id.
+These dataclasses are the one source of truth for settings. Each field is made with `option()`: its help
+text, its choices (a list, or a registry's names), its bounds, and whether it changes results; the
+validation below, the CLI's flags and the explorer's widgets (engine.settings) are all generated from that.
+A method's own settings live in an options dataclass in the method's module (MethodSpec.options) and are
+stored flat in the "prune" group, beside PruneConfig's fields. A config hashes, over its non-default
+fields, to a run id.
+
+This module imports nothing of the engine but its errors and its registries (which import nothing): every
+other module may import it.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ConfigError
-
+from .registry import CONTROLS, DATASETS, METHODS, MODELS
 
 DEVICE_SYNTAX = r"auto|cpu|mps|cuda(:\d+)?"
+PATTERNS = ["unstructured", "channel", "nm"]
+REFILLS = ["none", "refill", "regroup"]
+CHANNEL_SCORES = ["l1", "bn"]
 
 
-def option(default, help: str, *, choices: Callable[[], list[str]] | list[str] | None = None,
-           hashed: bool = True, **extra):
-    """A dataclass field with help text, optional choices, and whether it changes results (`hashed`).
+def option(default, help: str, *, choices: Callable[[], list[str]] | list[str] | None = None, lo=None, hi=None,
+           lo_open: bool = False, hi_open: bool = False, check: Callable[[Any, str], None] | None = None,
+           hashed: bool = True, item_type: type | None = None, unique: bool = False):
+    """A dataclass field with its help text and what `validate` checks.
 
-    Fields that do not change what a run computes (where data is cached, whether downloads are
-    allowed) are left out of the run id so the same experiment keeps the same id.
+    choices  allowed values (a list, or a function returning one, e.g. a registry's names); for a tuple
+             field, allowed items
+    lo, hi   numeric bounds, closed unless lo_open / hi_open
+    check    check(value, path) for what metadata cannot say; raises ConfigError
+    hashed   False for fields that do not change what a run computes (where data is cached, whether
+             downloads are allowed): they stay out of the run id so the same experiment keeps the same id
+    item_type, unique: a tuple field's item type, and whether each item may appear once
     """
-    meta = {"help": help, "choices": choices, "hashed": hashed, **extra}
+    meta = {"help": help, "choices": choices, "hashed": hashed, "lo": lo, "hi": hi, "lo_open": lo_open,
+            "hi_open": hi_open, "check": check, "item_type": item_type, "unique": unique}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults")
     return field(default=default, metadata=meta)
@@ -40,7 +57,20 @@ def choices_of(f: dataclasses.Field) -> list[str] | None:
     return c() if callable(c) else c
 
 
-# ---------------------------------------------------------------- validation helpers
+@functools.cache
+def field_types(cls) -> dict[str, tuple[type, bool]]:
+    """{field: (type, whether None is allowed)} from the annotations: `int | None` -> (int, True)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+        if args:
+            out[name] = (next(a for a in args if a is not type(None)), type(None) in args)
+        else:
+            out[name] = (typing.get_origin(hint) or hint, False)
+    return out
+
+
+# ---------------------------------------------------------------- validation from the metadata
 def _number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -61,120 +91,166 @@ def _choice(name: str, value, allowed: list[str]):
         raise ConfigError(name, value, f"allowed: {', '.join(allowed)}")
 
 
-def _known_datasets():
-    from . import data
-    return data.dataset_choices()
+def validate(obj, prefix: str = "") -> None:
+    """Check every field of the dataclass instance `obj` against its type and `option()` metadata; errors
+    name the field as `prefix + name`. Options dataclasses call it from `__post_init__`."""
+    types_ = field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.name not in types_ or "help" not in f.metadata:
+            continue
+        path, value, meta = prefix + f.name, getattr(obj, f.name), f.metadata
+        kind, nullable = types_[f.name]
+        if value is None and nullable:
+            continue
+        bounds = {k: meta[k] for k in ("lo", "hi", "lo_open", "hi_open")}
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(path, value, "must be true or false")
+        elif kind in (int, float):
+            _number(path, value, integer=kind is int, **bounds)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(path, value, "must be a string")
+            if choices_of(f) is not None:
+                _choice(path, value, choices_of(f))
+        elif kind is tuple:
+            _check_tuple(path, value, meta, choices_of(f), bounds)
+        if meta.get("check") is not None:
+            meta["check"](value, path)
 
 
-def _known_models():
-    from . import models  # noqa: F401  (fills the registry)
-    from .registry import MODELS
-    return MODELS.names()
+def _check_tuple(path: str, value, meta, allowed, bounds) -> None:
+    item = meta.get("item_type")
+    if not isinstance(value, tuple):
+        raise ConfigError(path, value, f"must be a tuple of {getattr(item, '__name__', 'value')}s")
+    for v in value:
+        if allowed is not None and v not in allowed:
+            raise ConfigError(path, value, f"unknown {v!r}; allowed: {', '.join(allowed)}")
+        if item in (int, float):
+            try:
+                _number(path, v, integer=item is int, **bounds)
+            except ConfigError as e:
+                raise ConfigError(path, value, f"each item {e.allowed}") from None
+    if meta.get("unique") and len(set(value)) != len(value):
+        raise ConfigError(path, value, "each item may appear once")
 
 
-def _known_methods():
-    from . import methods  # noqa: F401
-    from .registry import METHODS
-    return METHODS.names()
+# ---------------------------------------------------------------- checks metadata cannot express
+def parse_nm(text: str, field: str = "prune.nm") -> tuple[int, int]:
+    """"2:4" -> (2, 4); anything else is a ConfigError naming `field`."""
+    m = re.fullmatch(r"(\d+):(\d+)", text) if isinstance(text, str) else None
+    if m is None or not 1 <= int(m[1]) <= int(m[2]):
+        raise ConfigError(field, text, "must be N:M with 1 <= N <= M, e.g. 2:4")
+    return int(m[1]), int(m[2])
 
 
-def _method(name):
-    from . import methods  # noqa: F401
-    from .registry import METHODS
-    return METHODS.get(name, "prune.method")
+def _dataset(value: str, path: str) -> None:
+    if not value:
+        raise ConfigError(path, value, "must be a non-empty string")
+    if value.startswith(("npz:", "text:")):
+        if not value.partition(":")[2]:
+            raise ConfigError(path, value, "needs a path, e.g. npz:my_data.npz or text:my_texts.jsonl")
+    else:
+        _choice(path, value, dataset_choices())
 
 
-def _known_controls():
-    from . import methods  # noqa: F401
-    from .registry import CONTROLS
-    return CONTROLS.names()
+def dataset_choices() -> list[str]:
+    return DATASETS.names() + ["npz:PATH", "text:PATH"]
 
 
-def _patterns():
-    from .structured import PATTERNS
-    return PATTERNS
+def _model(value: str, path: str) -> None:
+    if value.startswith("hf:"):  # a Hugging Face folder or cached hub id (engine.transformer), checked on load
+        if not value[3:]:
+            raise ConfigError(path, value, "hf: needs a folder or hub id, e.g. hf:./my-bert")
+    else:
+        _choice(path, value, MODELS.names() + ["hf:PATH_OR_ID"])
 
 
-def _refills():
-    from .structured import REFILLS
-    return REFILLS
+def _tokenizer(value: str, path: str) -> None:
+    from .text import check_tokenizer_name  # text tasks' names live there (it imports no torch)
+    check_tokenizer_name(value)
 
 
-def _channel_scores():
-    from .structured import CHANNEL_SCORES
-    return CHANNEL_SCORES
+def _hidden(value: tuple, path: str) -> None:
+    if not value or not all(isinstance(h, int) and not isinstance(h, bool) for h in value):
+        raise ConfigError(path, value, "must be one or more positive integers")
+
+
+def _non_empty(value: str, path: str) -> None:
+    if not value:
+        raise ConfigError(path, value, "must be a directory path")
 
 
 # ---------------------------------------------------------------- the config groups
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = option("digits", "dataset: a registered name, or npz:PATH with x_train, y_train, "
-                          "x_test, y_test arrays", choices=_known_datasets)
+    dataset: str = option("digits", "dataset: a registered name, npz:PATH with x_train, y_train, "
+                          "x_test, y_test arrays, or text:PATH (.jsonl/.npz of your texts and labels)", check=_dataset)
     val_fraction: float = option(0.1, "fraction of the training set held out for validation "
-                                 "(early stopping and selection; test is never used for selection)")
+                                 "(early stopping and selection; test is never used for selection)",
+                                 lo=0, hi=0.5, lo_open=True, hi_open=True)
     data_dir: str = option("~/.cache/lottery-explorer/data", "where torchvision datasets are stored",
-                           hashed=False)
+                           hashed=False, check=_non_empty)
     download: bool = option(False, "allow downloading torchvision datasets (needs network)", hashed=False)
+    # text datasets (engine.text): token ids of this tokenizer, padded to max_length
+    tokenizer: str = option("minilm", "text datasets: the tokenizer (minilm, or hf:PATH_OR_ID: the same as --model)",
+                            check=_tokenizer)
+    max_length: int = option(32, "text datasets: tokens per example (longer texts of the built-in tasks are cut, "
+                             "yours refused)", lo=8, hi=4096)
 
     def __post_init__(self):
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise ConfigError("data.dataset", self.dataset, "must be a non-empty string")
-        if self.dataset.startswith("npz:"):
-            if not self.dataset[4:]:
-                raise ConfigError("data.dataset", self.dataset, "npz: needs a path, e.g. npz:my_data.npz")
-        else:
-            _choice("data.dataset", self.dataset, [c for c in _known_datasets() if c != "npz:PATH"]
-                    + ["npz:PATH"])
-        _number("data.val_fraction", self.val_fraction, lo=0, hi=0.5, lo_open=True, hi_open=True)
-        if not isinstance(self.data_dir, str) or not self.data_dir:
-            raise ConfigError("data.data_dir", self.data_dir, "must be a directory path")
-        if not isinstance(self.download, bool):
-            raise ConfigError("data.download", self.download, "must be true or false")
+        validate(self, "data.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = option("lenet300", "architecture", choices=_known_models)
-    width: float = option(1.0, "width multiplier for hidden layers / channels")
+    model: str = option("lenet300", "architecture (or hf:PATH_OR_ID: a Hugging Face encoder from a local folder or "
+                        "the local hub cache, offline)", check=_model)
+    width: float = option(1.0, "width multiplier for hidden layers / channels", lo=0, hi=64, lo_open=True)
     hidden: tuple = option((256, 128), "hidden widths of the `mlp` model, comma separated",
-                           item_type=int)
+                           item_type=int, lo=1, hi=1_000_000, check=_hidden)
     init: str = option("kaiming_normal", "weight initialisation of Linear/Conv layers",
                        choices=["kaiming_normal", "kaiming_uniform", "xavier_normal", "signed_constant",
                                 "torch_default"])
+    # the Bayesian variant (engine.bayes): mean-field Gaussian weights trained on the ELBO
+    bayesian: bool = option(False, "mean-field Gaussian (Bayes by Backprop) Linear/Conv2d layers trained on the "
+                            "ELBO, evaluated by the Monte-Carlo predictive (engine.bayes)")
+    prior_sigma: float = option(1.0, "bayesian: std of the N(0, s^2) prior on every weight", lo=0, hi=100,
+                                lo_open=True)
+    sigma_init: float = option(1e-3, "bayesian: initial posterior std of every weight", lo=0, hi=100, lo_open=True)
+    rho_lr: float = option(1e-2, "bayesian: learning rate of rho (sigma = softplus(rho)); the means use --lr",
+                           lo=0, hi=10, lo_open=True)
+    kl_warmup: int = option(0, "bayesian: iterations over which the KL weight rises from 0 to 1 (0: off)", lo=0)
+    mc_samples: int = option(16, "bayesian: Monte-Carlo samples of the predictive in every evaluation", lo=1,
+                             hi=10_000)
 
     def __post_init__(self):
-        _choice("model.model", self.model, _known_models())
-        _number("model.width", self.width, lo=0, hi=64, lo_open=True)
-        if (not isinstance(self.hidden, tuple) or not self.hidden
-                or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 1_000_000
-                           for h in self.hidden)):
-            raise ConfigError("model.hidden", self.hidden, "must be one or more positive integers")
-        _choice("model.init", self.init, choices_of(_field(ModelConfig, "init")))
+        validate(self, "model.")
+        if not self.bayesian:  # a Bayesian setting on a deterministic net would change the run id, not the run
+            for f in dataclasses.fields(self):
+                if f.name in BAYES_FIELDS and getattr(self, f.name) != f.default:
+                    raise ConfigError(f"model.{f.name}", getattr(self, f.name), "applies to Bayesian models "
+                                      "only: add --bayesian")
+
+
+BAYES_FIELDS = ("prior_sigma", "sigma_init", "rho_lr", "kl_warmup", "mc_samples")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     optimizer: str = option("adam", "optimizer", choices=["adam", "sgd"])
-    lr: float = option(1.2e-3, "learning rate")
-    momentum: float = option(0.9, "SGD momentum (sgd only)")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    batch_size: int = option(60, "training batch size")
-    epochs: int = option(10, "training epochs per level")
+    lr: float = option(1.2e-3, "learning rate", lo=0, hi=10, lo_open=True)
+    momentum: float = option(0.9, "SGD momentum (sgd only)", lo=0, hi=1, hi_open=True)
+    weight_decay: float = option(0.0, "L2 weight decay", lo=0, hi=1)
+    batch_size: int = option(60, "training batch size", lo=1, hi=1_000_000)
+    epochs: int = option(10, "training epochs per level", lo=1, hi=100_000)
     lr_schedule: str = option("constant", "learning-rate schedule over a level's training",
                               choices=["constant", "cosine", "step"])
-    warmup: int = option(0, "linear learning-rate warm-up, in iterations")
-    eval_every: int = option(0, "evaluate every N iterations (0: once per epoch)")
+    warmup: int = option(0, "linear learning-rate warm-up, in iterations", lo=0)
+    eval_every: int = option(0, "evaluate every N iterations (0: once per epoch)", lo=0)
 
     def __post_init__(self):
-        _choice("train.optimizer", self.optimizer, ["adam", "sgd"])
-        _number("train.lr", self.lr, lo=0, hi=10, lo_open=True)
-        _number("train.momentum", self.momentum, lo=0, hi=1, hi_open=True)
-        _number("train.weight_decay", self.weight_decay, lo=0, hi=1)
-        _number("train.batch_size", self.batch_size, lo=1, hi=1_000_000, integer=True)
-        _number("train.epochs", self.epochs, lo=1, hi=100_000, integer=True)
-        _choice("train.lr_schedule", self.lr_schedule, ["constant", "cosine", "step"])
-        _number("train.warmup", self.warmup, lo=0, integer=True)
-        _number("train.eval_every", self.eval_every, lo=0, integer=True)
+        validate(self, "train.")
 
 
 @dataclass(frozen=True)
@@ -202,98 +278,110 @@ class Rewind:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    method: str = option("imp", "ticket-finding method", choices=_known_methods)
-    levels: int = option(14, "pruning levels (imp)")
-    prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level")
+    """What every method shares; each method's own options (MethodSpec.options) are held in `options`,
+    stored flat beside these fields and readable as attributes (`cfg.prune.synflow_rounds`)."""
+    method: str = option("imp", "ticket-finding method", choices=METHODS.names)
+    levels: int = option(14, "pruning levels (imp)", lo=1, hi=100)
+    prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level", lo=0, hi=1,
+                                   lo_open=True, hi_open=True)
     output_fraction: float = option(0.1, "fraction of the output layer's remaining weights pruned per "
-                                    "level (0: never prune the output layer)")
+                                    "level (0: never prune the output layer)", lo=0, hi=1, hi_open=True)
     scope: str = option("layerwise", "rank weights within each layer, across all layers, or with ERK layer "
                         "densities (erk: pruning-at-init methods only)", choices=["layerwise", "global", "erk"])
     pattern: str = option("unstructured", "sparsity pattern of the hidden layers: single weights, whole output "
                           "channels/neurons (the model physically shrinks), or nm (exactly N kept in every M "
                           "consecutive weights along the input dimension); the output layer is always pruned "
-                          "weight by weight (imp, oneshot, pruning at init)", choices=_patterns)
+                          "weight by weight (imp, oneshot, pruning at init)", choices=PATTERNS)
     nm: str = option("2:4", "N:M of --pattern nm (1 <= N <= M): the hidden layers' density is N/M, --density does "
-                     "not apply; imp keeps one fewer per group each level, M-N levels at most")
+                     "not apply; imp keeps one fewer per group each level, M-N levels at most",
+                     check=lambda v, path: parse_nm(v, path))
     refill: str = option("none", "after each pruning step coarsen the unstructured mask (Chen et al. 2022): refill "
                          "keeps the nnz/fan-in best channels fully dense, regroup dense column blocks for groups of "
-                         "rows with similar patterns (imp, oneshot)", choices=_refills)
+                         "rows with similar patterns (imp, oneshot)", choices=REFILLS)
     channel_score: str = option("l1", "rank channels (--pattern channel, --refill refill) by the l1 norm of their "
                                 "row of scores, or by |gamma| of the BatchNorm after the layer (bn: trained nets; "
-                                "layers without one use l1)", choices=_channel_scores)
-    rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}")
+                                "layers without one use l1)", choices=CHANNEL_SCORES)
+    rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}", check=lambda v, path: Rewind.parse(v, path))
     density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of all prunable "
-                            "weights (pruning at init)")
-    synflow_rounds: int = option(100, "synflow: scoring rounds (density after round t = rho^(t/rounds))")
-    dst_interval: int = option(100, "rigl/set: update the mask every this many iterations (Delta T)")
-    dst_fraction: float = option(0.3, "rigl/set: initial drop fraction alpha, decayed by a cosine")
-    dst_end: float = option(0.75, "rigl/set: stop updating the mask after this fraction of training")
-    search_epochs: int = option(20, "cts: epochs of mask search (each costs about one training epoch)")
-    search_lr: float = option(0.1, "cts: Adam learning rate of the mask logits")
-    cs_rounds: int = option(3, "cs: rounds of --epochs each, the temperature annealed (beta 1 -> 200) per round")
-    cs_penalty: float = option(1e-8, "cs: weight lambda of the mask penalty lambda x sum sigmoid(beta s) "
-                               "(its scale depends on the model's size)")
-    earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
-                                  "than this fraction of entries")
+                            "weights (pruning at init)", lo=0, hi=1, lo_open=True)
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
-                             "separated (none: no controls)", choices=_known_controls, item_type=str)
+                             "separated (none: no controls)", choices=CONTROLS.names, item_type=str, unique=True)
+    # every registered method's own options, flat {name: value}; filled with defaults on construction
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _choice("prune.method", self.method, _known_methods())
-        _number("prune.levels", self.levels, lo=1, hi=100, integer=True)
-        _number("prune.prune_fraction", self.prune_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
-        _number("prune.output_fraction", self.output_fraction, lo=0, hi=1, hi_open=True)
-        _choice("prune.scope", self.scope, ["layerwise", "global", "erk"])
-        scopes = getattr(_method(self.method), "scopes", ("layerwise", "global"))
-        if self.scope not in scopes:
-            raise ConfigError("prune.scope", self.scope, f"method {self.method} allows: {', '.join(scopes)}")
-        self._check_pattern()
-        _number("prune.synflow_rounds", self.synflow_rounds, lo=1, hi=10_000, integer=True)
-        Rewind.parse(self.rewind)
-        _number("prune.density", self.density, lo=0, hi=1, lo_open=True)
-        _number("prune.earlybird_eps", self.earlybird_eps, lo=0, hi=1, lo_open=True)
-        _number("prune.search_epochs", self.search_epochs, lo=1, hi=100_000, integer=True)
-        _number("prune.search_lr", self.search_lr, lo=0, hi=100, lo_open=True)
-        _number("prune.cs_rounds", self.cs_rounds, lo=1, hi=100, integer=True)
-        _number("prune.cs_penalty", self.cs_penalty, lo=0, hi=1e6)
-        _number("prune.dst_interval", self.dst_interval, lo=1, integer=True)
-        _number("prune.dst_fraction", self.dst_fraction, lo=0, hi=1, lo_open=True, hi_open=True)
-        _number("prune.dst_end", self.dst_end, lo=0, hi=1, lo_open=True)
-        if not isinstance(self.controls, tuple):
-            raise ConfigError("prune.controls", self.controls, "must be a tuple of control names")
-        known = _known_controls()
-        for c in self.controls:
-            if c not in known:
-                raise ConfigError("prune.controls", self.controls, f"unknown control {c!r}; allowed: {', '.join(known)}")
-        if len(set(self.controls)) != len(self.controls):
-            raise ConfigError("prune.controls", self.controls, "each control may appear once")
-
-    def _check_pattern(self):
-        from .structured import parse_nm
-
-        _choice("prune.pattern", self.pattern, _patterns())
-        parse_nm(self.nm)
-        _choice("prune.refill", self.refill, _refills())
-        _choice("prune.channel_score", self.channel_score, _channel_scores())
-        method = _method(self.method)
-        patterns = getattr(method, "patterns", ("unstructured",))
-        if self.pattern not in patterns:
-            raise ConfigError("prune.pattern", self.pattern, f"method {self.method} allows: {', '.join(patterns)}")
+        validate(self, "prune.")
+        spec = METHODS.get(self.method, "prune.method")
+        object.__setattr__(self, "options", _method_option_values(self.options))
+        if self.scope not in spec.scopes:
+            raise ConfigError("prune.scope", self.scope, f"method {self.method} allows: {', '.join(spec.scopes)}")
+        if self.pattern not in spec.patterns:
+            raise ConfigError("prune.pattern", self.pattern,
+                              f"method {self.method} allows: {', '.join(spec.patterns)}")
         if self.pattern != "unstructured" and self.scope == "global":
             raise ConfigError("prune.scope", self.scope, f"--pattern {self.pattern} selects within each layer: use "
                               "layerwise (or erk for pruning at init)")
-        if self.refill != "none" and not getattr(method, "refills", False):
+        if self.refill != "none" and not spec.refills:
             raise ConfigError("prune.refill", self.refill, f"method {self.method} allows: none (refill and regroup "
                               "follow imp and oneshot pruning steps)")
-        if self.channel_score == "bn" and getattr(method, "starts_from_init", False):
+        if self.channel_score == "bn" and spec.starts_from_init:
             raise ConfigError("prune.channel_score", self.channel_score, f"{self.method} prunes at initialisation, "
                               "where every BatchNorm gamma is 1: use l1")
         if self.refill != "none" and self.pattern != "unstructured":
             raise ConfigError("prune.refill", self.refill, "coarsens unstructured masks: use --pattern unstructured")
 
+    def __getattr__(self, name: str):  # only called for names that are not fields: a method option
+        if name.startswith("__") or name == "options":
+            raise AttributeError(name)
+        try:
+            return self.options[name]
+        except KeyError:
+            raise AttributeError(f"PruneConfig has no field or method option {name!r}") from None
+
+    def method_options(self):
+        """The options dataclass instance of this config's method (None if it has none)."""
+        return options_instance(METHODS.get(self.method, "prune.method").options, self.options)
+
     @property
     def rewind_point(self) -> Rewind:
         return Rewind.parse(self.rewind)
+
+
+def method_option_fields() -> dict[str, tuple[type, dataclasses.Field]]:
+    """{option name: (options class, field)} over every registered method, in registration order."""
+    out: dict[str, tuple[type, dataclasses.Field]] = {}
+    core = {f.name for f in dataclasses.fields(PruneConfig)}
+    for name, spec in METHODS.items():
+        for f in dataclasses.fields(spec.options) if spec.options is not None else ():
+            owner = out.get(f.name, (spec.options,))[0]
+            if f.name in core or owner is not spec.options:
+                raise TypeError(f"option {f.name!r} of method {name} is already a field of PruneConfig or of "
+                                f"{owner.__name__}: give it its own name")
+            out[f.name] = (spec.options, f)
+    return out
+
+
+def options_instance(cls, values: dict):
+    """`cls` (an options dataclass, or None) built from the flat values that name its fields."""
+    if cls is None:
+        return None
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def _method_option_values(given: dict) -> dict:
+    """Every method option's value: `given` where it names one, else its default; validated by building each
+    options class (errors name prune.FIELD)."""
+    known = method_option_fields()
+    if not isinstance(given, dict):
+        raise ConfigError("prune.options", given, "must be a mapping of method options")
+    for name, value in given.items():
+        if name not in known:
+            raise ConfigError(f"prune.{name}", value, "unknown field; known: "
+                              f"{', '.join([f.name for f in dataclasses.fields(PruneConfig)][:-1] + list(known))}")
+    values = {name: given.get(name, f.default) for name, (_, f) in known.items()}
+    for cls in dict.fromkeys(cls for cls, _ in known.values()):
+        options_instance(cls, values)
+    return values
 
 
 @dataclass(frozen=True)
@@ -302,21 +390,24 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
-    seed: int = option(0, "random seed (initialisation, data order, controls)")
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N or mps", hashed=False)
+    seed: int = option(0, "random seed (initialisation, data order, controls)", lo=0, hi=2**31 - 1)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N or mps", hashed=False,
+                         check=lambda v, path: _device(v, path))
 
     def __post_init__(self):
         for name, cls in GROUPS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, getattr(self, name), f"must be a {cls.__name__}")
-        _number("seed", self.seed, lo=0, hi=2**31 - 1, integer=True)
-        if not isinstance(self.device, str) or not re.fullmatch(DEVICE_SYNTAX, self.device):
-            raise ConfigError("device", self.device, "allowed: auto, cpu, cuda, cuda:N, mps")
+        validate(self)
+        from .text import check_pairing  # text datasets go with transformer models, tokenised for them
+        check_pairing(self.data.dataset, self.model.model, self.data.tokenizer)
 
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict:
-        """Plain JSON-ready data (tuples become lists); `from_dict` reads it back."""
-        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
+        """Plain JSON-ready data (tuples become lists, method options flat in "prune"); `from_dict` reads it."""
+        d = dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
+        d["prune"].update(d["prune"].pop("options"))
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -345,7 +436,8 @@ class RunConfig:
 
     # ------------------------------------------------------------ identity
     def non_default(self) -> dict:
-        """The hashed fields that differ from their defaults, as {group: {field: value}}."""
+        """The hashed fields that differ from their defaults, as {group: {field: value}} (method options
+        flat in "prune")."""
         out: dict[str, Any] = {}
         for name, gcls in GROUPS.items():
             diff = _diff(getattr(self, name), gcls())
@@ -360,85 +452,28 @@ class RunConfig:
         blob = json.dumps(self.non_default(), sort_keys=True, default=list).encode()
         digest = hashlib.sha256(blob).hexdigest()[:10]
         dataset = re.sub(r"[^a-z0-9]+", "", self.data.dataset.split(":")[0].lower())
-        return f"{self.prune.method}-{self.model.model}-{dataset}-{digest}"
+        model = re.sub(r"[^a-z0-9-]+", "", self.model.model.split(":")[0].lower())  # hf:PATH -> hf
+        return f"{self.prune.method}-{model}-{dataset}-{digest}"
+
+
+def _device(value: str, path: str) -> None:
+    if not re.fullmatch(DEVICE_SYNTAX, value):
+        raise ConfigError(path, value, "allowed: auto, cpu, cuda, cuda:N, mps")
 
 
 GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                            "prune": PruneConfig}
 
 
-# ---------------------------------------------------------------- settings: what UIs are generated from
-@dataclass(frozen=True)
-class Setting:
-    """One config field as a UI sees it: the CLI makes a flag of it, the explorer a widget."""
-    path: str          # "prune.levels" (or "seed" for top-level fields)
-    name: str          # "levels"
-    type: type         # int, float, str, bool or tuple
-    default: Any
-    help: str
-    choices: list[str] | None
-    item_type: type | None  # for tuples
-
-    def parse(self, text):
-        """A value from text (a flag, a text box), or ConfigError naming the field."""
-        if not isinstance(text, str) or self.type is str:
-            return text
-        try:
-            if self.type is bool:
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return text.lower() in ("true", "1", "yes")
-            if self.type is int:
-                return int(text)
-            if self.type is float:
-                return float(text)
-            if self.type is tuple:
-                if text.strip().lower() in ("", "none"):
-                    return ()
-                return tuple(self.item_type(part.strip()) for part in text.split(","))
-        except ValueError:
-            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(
-                self.type, f"comma-separated {getattr(self.item_type, '__name__', 'value')}s")
-            raise ConfigError(self.path, text, f"must be {kind}") from None
-        return text
-
-    def format(self, value) -> str:
-        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-
-
-def settings() -> list[Setting]:
-    """Every config field, groups first, in declaration order."""
-    out = []
-    for group, cls in [*GROUPS.items(), ("", RunConfig)]:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if cls is RunConfig and f.name in GROUPS:
-                continue
-            out.append(Setting(f"{group}.{f.name}" if group else f.name, f.name, hints[f.name], f.default,
-                               f.metadata.get("help", ""), choices_of(f), f.metadata.get("item_type")))
-    return out
-
-
-def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:
-    """A validated RunConfig from {setting path: value or text}; unspecified settings keep `base`/defaults."""
-    d = copy.deepcopy(base) if base else {}
-    by_path = {s.path: s for s in settings()}
-    for path, value in values.items():
-        if path not in by_path:
-            raise ConfigError(path, value, "is not a config field")
-        group, _, name = path.rpartition(".")
-        (d.setdefault(group, {}) if group else d)[name] = by_path[path].parse(value)
-    return RunConfig.from_dict(d)
-
-
-def _field(cls, name: str) -> dataclasses.Field:
-    return next(f for f in dataclasses.fields(cls) if f.name == name)
-
-
 def _diff(obj, default, skip=frozenset()) -> dict:
-    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-            if f.name not in skip and f.metadata.get("hashed", True)
-            and getattr(obj, f.name) != getattr(default, f.name)}
+    out = {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+           if f.name not in skip and f.name != "options" and f.metadata.get("hashed", True)
+           and getattr(obj, f.name) != getattr(default, f.name)}
+    if isinstance(obj, PruneConfig):
+        fields = method_option_fields()
+        out.update({k: _plain(v) for k, v in obj.options.items()
+                    if fields[k][1].metadata.get("hashed", True) and v != default.options[k]})
+    return out
 
 
 def _plain(value):
@@ -447,12 +482,20 @@ def _plain(value):
 
 
 def _build(cls, values: dict, prefix: str, extra: dict | None = None):
-    names = {f.name: f for f in dataclasses.fields(cls)}
+    names = {f.name: f for f in dataclasses.fields(cls) if f.name != "options"}
     kwargs = dict(extra or {})
+    options = {}
     for key, value in values.items():
+        if cls is PruneConfig and key not in names:
+            options[key] = list_to_tuple(value)  # a method option (validated by PruneConfig)
+            continue
         if key not in names:
             raise ConfigError(prefix + key, value, f"unknown field; known: {', '.join(names)}")
-        if isinstance(names[key].default, tuple) and isinstance(value, list):
-            value = tuple(value)  # JSON has no tuples
-        kwargs[key] = value
+        kwargs[key] = list_to_tuple(value) if isinstance(names[key].default, tuple) else value
+    if cls is PruneConfig:
+        kwargs["options"] = options
     return cls(**kwargs)
+
+
+def list_to_tuple(value):
+    return tuple(value) if isinstance(value, list) else value  # JSON has no tuples

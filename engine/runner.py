@@ -24,7 +24,7 @@ from . import masks as M
 from . import models, structured, trainer
 from .config import DEVICE_SYNTAX, RunConfig
 from .errors import ConfigError, LotteryError, RunCancelled
-from .registry import CONTROLS, METHODS
+from .registry import CONTROLS, METHODS, MethodSpec
 from .seeding import derive_seed
 from .store import RunStore, check_writable, load_tensors, save_tensors
 
@@ -69,6 +69,7 @@ class RunContext:
         self.dense: Trained | None = None
         self.on_saved: Callable[[], None] | None = None  # the runner rewrites summary.json here
         self.model_name = config.model.model
+        self.options = config.prune.method_options()  # the method's own options dataclass (or None)
 
     # ------------------------------------------------------------ helpers for methods
     def emit(self, event: ev.Event) -> None:
@@ -161,9 +162,9 @@ class RunContext:
         if self.rewind_weights is not None and variant == "ticket" and level == 0:
             save_tensors(self.store.weights_path("rewind"), self.rewind_weights)
         self.store.save_level(variant, level, mask, weights, record)
-        self.store.append_metrics({"type": "level", **record})
-        if self.on_saved is not None:
+        if self.on_saved is not None:  # first: the summary never lags behind what is stored
             self.on_saved()
+        self.store.append_metrics({"type": "level", **record})
         self.emit(ev.LevelDone(rid, level, variant, record, reused=False))
         return Trained(record, mask, weights)
 
@@ -192,8 +193,11 @@ class MaskSearch:
 # ---------------------------------------------------------------- the summary a user reads
 def trained_controls(config: RunConfig) -> tuple[str, ...]:
     """The controls a run trains: none for methods whose tickets are never trained (strong tickets)."""
-    method = METHODS.get(config.prune.method, "prune.method")
-    return () if getattr(method, "untrained_ticket", False) else config.prune.controls
+    return config.prune.controls if method_spec(config).trains_controls else ()
+
+
+def method_spec(config: RunConfig) -> MethodSpec:
+    return METHODS.get(config.prune.method, "prune.method")
 
 
 ROW_KEYS = ("level", "density", "sparsity", "test_accuracy", "test_loss", "val_accuracy", "val_loss",
@@ -265,15 +269,15 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     """
     if not isinstance(config, RunConfig):
         raise ConfigError("config", type(config).__name__, "must be an engine.RunConfig")
-    METHODS.get(config.prune.method, "prune.method")
+    method_spec(config)
     device = resolve_device(config.device)
     root = check_writable(runs_dir)
     dataset = data_mod.load(config.data, device)
     make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
     structured.check_model(config.prune, make_model())
-    method_check = getattr(METHODS.get(config.prune.method, "prune.method"), "check", None)
-    if method_check is not None:  # a method's own requirements, before anything is written
-        method_check(config, make_model())
+    spec = method_spec(config)
+    if spec.check is not None:  # a method's own requirements, before anything is written
+        spec.check(config, make_model())
 
     store = RunStore(root, run_id)
     ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
@@ -288,6 +292,7 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
                 config.non_default() or stored.get("custom_model") != (model_name if model is not None else None):
             raise LotteryError(f"run {run_id} exists with a different config; refusing to mix them")
     store.create(config.to_dict() | ({"custom_model": model_name} if model is not None else {}))
+    store.check_data(config.data.dataset, dataset.fingerprint)  # a resume on changed data is refused
     init_path = store.weights_path("init")
     if init_path.exists():
         ctx.init_weights = load_tensors(init_path, device)
@@ -309,39 +314,50 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
     its current weights are the initialisation. Bad settings raise ConfigError before anything is written.
     """
     ctx = open_context(config, runs_dir=runs_dir, model=model, on_event=on_event, cancel=cancel)
-    method = METHODS.get(config.prune.method, "prune.method")
+    spec = method_spec(config)
     store, run_id = ctx.store, ctx.store.run_id
     store.lock()
     status, error = "running", None
+    # Resuming a completed run only reads it: if that fails (a damaged file) or is cancelled, its summary and
+    # metrics stay exactly as they were, unless this resume stored a training of its own.
+    completed, saved = store.status() == "completed", []
 
     def summarise() -> dict:
         return build_summary(config, store, status, model_name=ctx.model_name, device=str(ctx.device), error=error)
 
+    def on_saved() -> None:
+        saved.append(True)
+        store.write_summary(summarise())
+
     try:
         per_level = 1 + len(trained_controls(config))
-        levels = structured.imp_levels(config.prune) if config.prune.method == "imp" else 1
         done = sum(len(store.records(v)) for v in ("ticket", *trained_controls(config)))
-        search_epochs = getattr(method, "search_epochs", lambda cfg: 0)(config)
-        search_steps = 0 if store.level_record("ticket", 1) else search_epochs * ctx.total_steps // config.train.epochs
-        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + levels * per_level, ctx.total_steps, done,
-                               search_steps))
-        store.write_summary(summarise())
-        ctx.on_saved = lambda: store.write_summary(summarise())
+        search_steps = 0 if store.level_record("ticket", 1) else \
+            spec.search_epochs(config) * ctx.total_steps // config.train.epochs
+        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + spec.levels(config) * per_level, ctx.total_steps,
+                               done, search_steps))
+        if not completed:
+            store.write_summary(summarise())
+        ctx.on_saved = on_saved
         ctx.dense = ctx.train_ticket(0, M.ones(ctx.model_with(ctx.init_weights)), ctx.init_weights, 0)
-        method(ctx)
+        spec.run(ctx)
         status = "completed"
         summary = summarise()
         store.write_summary(summary)  # before the lock goes: nobody sees a finished run as interrupted
     except (RunCancelled, KeyboardInterrupt) as e:
-        status = "cancelled"
-        store.write_summary(summarise())
+        status = "completed" if completed and not saved else "cancelled"
+        if status == "cancelled":
+            store.write_summary(summarise())
         ctx.emit(ev.RunCancelled(run_id, len(store.records("ticket"))))
         if isinstance(e, KeyboardInterrupt):
             raise
         return summarise()
     except BaseException as e:
+        error = f"{type(e).__name__}: {e}".strip().split("\n")[0]  # one line: clients see it
+        if completed and not saved:
+            ctx.emit(ev.RunFailed(run_id, error))
+            raise
         status = "failed"
-        error = f"{type(e).__name__}: {e}"
         store.write_summary(summarise())
         ctx.emit(ev.RunFailed(run_id, error))
         if not isinstance(e, LotteryError):

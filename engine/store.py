@@ -10,14 +10,23 @@
         mask.safetensors   bool masks
         weights.safetensors the trained weights (state_dict, pruned entries stored as 0)
         record.json        the level's results; written last, so its presence marks the level complete
+      data.json            the content hash of the data set the run trains on (a resume on changed data is
+                           refused)
 
-Files are written to a temporary name and renamed into place, so a crash never leaves a half-written
-file under a real name. Nothing is ever unpickled: JSON and safetensors only.
+Files are written to a temporary name (.NAME.PID.RANDOM.tmp) and renamed into place, so a crash never leaves
+a half-written file under a real name; the temporary files of a process that is gone are removed when the
+run is next claimed for training. Nothing is ever unpickled: JSON and safetensors only.
+
+Paths: a run id is one plain name (`validate_run_id`, used by the CLI, the API and the app alike), and every
+path in a run's folder is built by `RunStore.path`, which checks it lies inside that folder. A damaged file
+raises `StoreDamaged` naming the file and what is wrong with it; `list_runs` lists such runs as
+"unreadable" with the reason instead of failing.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,11 +40,54 @@ if TYPE_CHECKING:
 # torch and safetensors are imported by the two functions that read and write tensors: everything else here
 # is JSON, and the explorer lists and plots stored runs without waiting for torch to import.
 
+RUN_ID_SYNTAX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# a temporary file: written by process PID (so a later open can tell an abandoned one from one being written)
+TEMP_FILE = re.compile(r"\.(?:.+\.(?P<pid>\d+)\.[^.]+\.tmp|lock\.(?P<lockpid>\d+)\.[^.]+|lock\.[^.]+|.+\.tmp)")
+
+
+class StoreDamaged(LotteryError):
+    """A file of the run store cannot be read as what it should be (truncated, not JSON, wrong shape); the
+    message names the file and what is wrong."""
+
+
+def validate_run_id(run_id) -> str:
+    """`run_id` if it is a plain run id (one folder name inside the runs dir), else ConfigError. The one check
+    every way in (CLI, Python API, app) goes through, via RunStore."""
+    if not isinstance(run_id, str) or not RUN_ID_SYNTAX.fullmatch(run_id):
+        raise ConfigError("RUN_ID", run_id, "must be a run id as `lottery list` shows it: letters, digits, "
+                          "'.', '_' and '-', starting with a letter or digit, no path")
+    return run_id
+
+
+def runs_root(runs_dir: str | os.PathLike) -> Path:
+    """The runs dir as a Path; ConfigError if something that is not a directory sits at that path."""
+    root = Path(runs_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("runs_dir", str(runs_dir), "is a file, not a directory of runs")
+    return root
+
+
+def check_output_file(path: str | os.PathLike, flag: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """A file path the user named for output (`export --out`, `report --html`), checked before any work: not a
+    directory, no file standing where a folder is needed, and ending in one of `suffixes` (if given)."""
+    out = Path(path).expanduser()
+    if out.is_dir() or str(path).endswith(os.sep):
+        raise ConfigError(flag, str(path), "is a directory; give a file name" +
+                          (f" ending in {suffixes[0]}" if suffixes else ""))
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ConfigError(flag, str(path), f"must end in {' or '.join(suffixes)}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(flag, str(path), f"cannot be written: {parent} is a file, not a directory")
+    return out
+
 
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) and rename the result to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -55,8 +107,29 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON in `path`; StoreDamaged (naming the file) if it is not valid JSON or cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreDamaged(f"{path} is damaged: not valid JSON ({e})") from None
+    except OSError as e:
+        raise StoreDamaged(f"{path} cannot be read ({e.strerror})") from None
+
+
+def read_object(path: Path) -> dict:
+    """The JSON object in `path` (config, summary, record); StoreDamaged if it holds anything else."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise StoreDamaged(f"{path} is damaged: holds {_clip(obj)}, not a JSON object")
+    return obj
+
+
+def _clip(obj) -> str:
+    text = json.dumps(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -74,10 +147,36 @@ def load_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path), device=str(device))
-    with safe_open(str(path), framework="pt") as f:
-        order = json.loads((f.metadata() or {}).get("order", "[]"))
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as f:
+            order = json.loads((f.metadata() or {}).get("order", "[]"))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # SafetensorError, OSError, bad metadata: say which file and what is wrong
+        raise StoreDamaged(f"{path} is damaged: {_safetensors_problem(Path(path), e)}") from None
     return {k: tensors[k] for k in order if k in tensors} | tensors
+
+
+def _safetensors_problem(path: Path, error: Exception) -> str:
+    """What is wrong with a safetensors file that failed to load, in words (truncation is the usual case: the
+    8-byte header length, the JSON header and the data offsets it lists say how long the file must be)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"not a safetensors file ({size} bytes)"
+            n = int.from_bytes(head, "little")
+            if 8 + n > size:
+                return f"truncated safetensors file (header of {n} bytes, file of {size})"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            return f"truncated safetensors file ({size} bytes, needs {8 + n + end})"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return f"not a readable safetensors file ({type(error).__name__}: {error})"
+    return f"not a readable safetensors file ({type(error).__name__}: {error})"
 
 
 def check_writable(runs_dir: str | os.PathLike) -> Path:
@@ -96,18 +195,47 @@ class RunStore:
     """Read and write one run's directory."""
 
     def __init__(self, runs_dir: str | os.PathLike, run_id: str):
-        self.root = Path(runs_dir).expanduser()
-        self.run_id = run_id
+        self.root = runs_root(runs_dir)
+        self.run_id = validate_run_id(run_id)
         self.dir = self.root / run_id
+        self._real_dir = self.root.resolve() / run_id
+
+    def path(self, *parts: str) -> Path:
+        """RUN_DIR/PART/...: each part one plain name, the result checked to lie inside the run's folder (so a
+        run folder, or anything in it, that is a link leading elsewhere is refused, not followed)."""
+        for part in parts:
+            if not isinstance(part, str) or part in ("", ".", "..") or any(c in part for c in "/\\\0"):
+                raise ConfigError("path", part, f"must be one plain file or folder name inside run {self.run_id}")
+        path = self.dir.joinpath(*parts)
+        real = path.resolve()
+        if real != self._real_dir and self._real_dir not in real.parents:
+            raise StoreDamaged(f"{path} leads to {real}, outside its run folder {self._real_dir}; refusing to "
+                               "follow it")
+        return path
 
     # ------------------------------------------------------------ lifecycle
     def exists(self) -> bool:
-        return (self.dir / "config.json").exists()
+        return self.path("config.json").exists()
 
     def create(self, config: dict) -> None:
         """Write config.json for a new run (the caller has checked an existing run's identity)."""
         if not self.exists():
-            write_json(self.dir / "config.json", config)
+            write_json(self.path("config.json"), config)
+
+    def check_data(self, dataset: str, fingerprint: str, *, record: bool = True) -> None:
+        """Refuse to go on with data whose contents differ from those the run was trained on (data.json);
+        a run without data.json records `fingerprint` (when `record`). An empty fingerprint checks nothing."""
+        if not fingerprint:
+            return
+        path = self.path("data.json")
+        if path.exists():
+            stored = read_object(path)
+            if stored.get("sha256") != fingerprint:
+                raise ConfigError("data.dataset", dataset, f"its contents changed since run {self.run_id} trained "
+                                  f"on it (sha256 {str(stored.get('sha256'))[:12]}... stored, {fingerprint[:12]}... "
+                                  "now); restore that data, give the new data another path, or delete the run")
+        elif record:
+            write_json(path, {"dataset": dataset, "sha256": fingerprint})
 
     def lock(self) -> None:
         """Claim the run so two processes or app sessions never train the same run at once.
@@ -116,14 +244,15 @@ class RunStore:
         a complete lock or fails, so no one ever reads a half-written one. A lock whose process is gone
         (a crash) is taken over.
         """
-        path = self.dir / ".lock"
-        fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.dir)
+        path = self.path(".lock")
+        fd, tmp = tempfile.mkstemp(prefix=f".lock.{os.getpid()}.", dir=self.dir)
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         try:
             for _ in range(2):
                 try:
                     os.link(tmp, path)
+                    self.clean_temp_files()
                     return
                 except FileExistsError:
                     try:
@@ -140,37 +269,69 @@ class RunStore:
             os.unlink(tmp)
 
     def unlock(self) -> None:
-        (self.dir / ".lock").unlink(missing_ok=True)
+        self.path(".lock").unlink(missing_ok=True)
+
+    def clean_temp_files(self) -> None:
+        """Remove the temporary files that processes now gone left behind (a kill during a write). Called
+        once this process holds the lock; another live process's files (an analysis being written) stay."""
+        for p in self.dir.rglob(".*"):
+            m = TEMP_FILE.fullmatch(p.name)
+            pid = m and (m["pid"] or m["lockpid"])
+            if m and p.is_file() and not p.is_symlink() and not (pid and _alive(int(pid))):
+                p.unlink(missing_ok=True)
 
     def is_running(self) -> bool:
-        path = self.dir / ".lock"
+        path = self.path(".lock")
         try:
             return _alive(int(path.read_text() or 0))
         except (OSError, ValueError):
             return False
 
     def delete(self) -> None:
+        """Delete the run: only a real folder (not a link) directly inside the runs dir that holds a
+        config.json, and only when no process is training it."""
+        if self.dir.is_symlink() or self.dir.resolve() != self._real_dir:
+            raise StoreDamaged(f"{self.dir} is a link to {self.dir.resolve()}, outside the runs dir; not deleting")
+        if not (self.dir / "config.json").is_file():
+            raise LotteryError(f"{self.dir} is not a run folder (no config.json); not deleting it")
         if self.is_running():
             raise LotteryError(f"run {self.run_id} is running; cancel it before deleting")
         shutil.rmtree(self.dir)
 
     # ------------------------------------------------------------ content
     def config(self) -> dict:
-        return read_json(self.dir / "config.json")
+        return read_object(self.path("config.json"))
 
     def summary(self) -> dict | None:
-        path = self.dir / "summary.json"
-        return read_json(path) if path.exists() else None
+        """summary.json, checked; a "running" run whose process is gone is "interrupted" (as `list` says)."""
+        path = self.path("summary.json")
+        if not path.exists():
+            return None
+        summary = read_object(path)
+        problem = _summary_problem(summary, self.run_id)
+        if problem:
+            raise StoreDamaged(f"{path} is damaged: {problem}")
+        if summary["status"] == "running" and not self.is_running():
+            summary = {**summary, "status": "interrupted"}
+        return summary
+
+    def status(self) -> str | None:
+        """The status summary.json records (as `summary()` reports it), or None: no summary, or unreadable."""
+        try:
+            summary = self.summary()
+        except LotteryError:
+            return None
+        return summary and summary["status"]
 
     def write_summary(self, summary: dict) -> None:
-        write_json(self.dir / "summary.json", summary)
+        write_json(self.path("summary.json"), summary)
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.dir / "metrics.jsonl", "a") as f:
+        with open(self.path("metrics.jsonl"), "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def metrics(self) -> list[dict]:
-        path = self.dir / "metrics.jsonl"
+        path = self.path("metrics.jsonl")
         if not path.exists():
             return []
         rows = []
@@ -182,14 +343,14 @@ class RunStore:
         return rows
 
     def weights_path(self, name: str) -> Path:
-        return self.dir / f"{name}.safetensors"
+        return self.path(f"{name}.safetensors")
 
     def level_dir(self, variant: str, level: int) -> Path:
-        return self.dir / "levels" / variant / f"{level:03d}"
+        return self.path("levels", variant, f"{level:03d}")
 
     def level_record(self, variant: str, level: int) -> dict | None:
         path = self.level_dir(variant, level) / "record.json"
-        return read_json(path) if path.exists() else None
+        return read_object(path) if path.exists() else None
 
     def save_level(self, variant: str, level: int, mask, weights, record: dict) -> None:
         d = self.level_dir(variant, level)
@@ -206,37 +367,86 @@ class RunStore:
         d = self.level_dir(variant, level)
         return load_tensors(d / "mask.safetensors", device), load_tensors(d / "weights.safetensors", device)
 
+    # ------------------------------------------------------------ analyses: RUN_DIR/analyses/NAME.json
+    def analysis_path(self, name: str) -> Path:
+        """Where the analysis (or a method's record) `name` is stored; a name is one path component."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ConfigError("analysis", name, "must be a plain name (letters, digits, '.', '_', '-')")
+        return self.path("analyses", f"{name}.json")
+
+    def save_analysis(self, name: str, result: dict) -> Path:
+        """Write `result` atomically as the analysis `name`; `result["name"]` becomes `name`."""
+        result["name"] = name
+        path = self.analysis_path(name)
+        write_json(path, result)
+        return path
+
+    def analyses(self) -> dict[str, dict]:
+        """{name: result} of every analysis stored with the run, by name."""
+        folder = self.path("analyses")
+        return {p.stem: read_object(p) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
     def records(self, variant: str) -> list[dict]:
-        base = self.dir / "levels" / variant
+        base = self.path("levels", variant)
         if not base.exists():
             return []
         out = []
         for d in sorted(base.iterdir()):
             rec = d / "record.json"
             if rec.exists():
-                out.append(read_json(rec))
+                out.append(read_object(rec))
         return out
 
 
 def list_runs(runs_dir: str | os.PathLike) -> list[dict]:
-    """Summaries of every run under `runs_dir` (those with no summary yet get a stub), newest first."""
-    root = Path(runs_dir).expanduser()
+    """Summaries of every run under `runs_dir`, newest first: those with no summary yet get a stub, and those
+    that cannot be read are listed with status "unreadable" and the reason as "error". The run id is always
+    the folder's name, never what a summary claims."""
+    root = runs_root(runs_dir)
     if not root.exists():
         return []
     out = []
     for d in root.iterdir():
-        if not (d / "config.json").exists():
+        if d.name.startswith(".") or not (d / "config.json").exists():
             continue
-        store = RunStore(root, d.name)
         try:
+            store = RunStore(root, d.name)
+            store.config()
             summary = store.summary() or {"run_id": d.name, "status": "created"}
-        except (OSError, json.JSONDecodeError):
-            summary = {"run_id": d.name, "status": "unreadable"}
-        if summary.get("status") == "running" and not store.is_running():
-            summary = {**summary, "status": "interrupted"}
-        out.append(((d / "config.json").stat().st_mtime, summary))
+        except LotteryError as e:
+            summary = {"run_id": d.name, "status": "unreadable", "error": _relative(str(e), root),
+                       "dense": None, "levels": [], "controls": {}}
+        try:
+            mtime = (d / "config.json").stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        out.append((mtime, summary))
     out.sort(key=lambda pair: pair[0], reverse=True)
     return [summary for _, summary in out]
+
+
+def _relative(message: str, root: Path) -> str:
+    """A message about files of the runs dir with the runs dir's own path left out (shorter, and the app does
+    not show clients where the store lives)."""
+    for prefix in {str(root) + os.sep, str(root.resolve()) + os.sep}:
+        message = message.replace(prefix, "")
+    return message
+
+
+def _summary_problem(s: dict, run_id: str) -> str | None:
+    """What is wrong with a summary's shape (what the views and `list` rely on), or None."""
+    if s.get("run_id", run_id) != run_id:
+        return f"it names run {_clip(s.get('run_id'))}, not its folder {run_id}"
+    if not isinstance(s.get("status"), str):
+        return f"status {_clip(s.get('status'))} is not a string"
+    if not isinstance(s.get("levels", []), list) or not all(isinstance(r, dict) for r in s.get("levels", [])):
+        return "levels is not a list of rows"
+    if not isinstance(s.get("dense"), (dict, type(None))):
+        return "dense is not a row"
+    controls = s.get("controls", {})
+    if not isinstance(controls, dict) or not all(isinstance(v, list) for v in controls.values()):
+        return "controls is not a mapping of lists of rows"
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -16,27 +16,16 @@ hardware 2:4 convolutions use (NVIDIA ASP), so conv N:M tickets show accuracy, n
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 from torch import nn
 
 from . import masks as M
+from .config import CHANNEL_SCORES, PATTERNS, REFILLS, parse_nm  # noqa: F401  (the choices live with the config)
 from .errors import ConfigError
 
-PATTERNS = ["unstructured", "channel", "nm"]
-REFILLS = ["none", "refill", "regroup"]
-CHANNEL_SCORES = ["l1", "bn"]
 REGROUP_GROUPS = 8       # IMP-Regroup: row groups per layer (k-means clusters)
 REGROUP_ITERATIONS = 10  # ... and k-means iterations to find them
-
-
-def parse_nm(text: str, field: str = "prune.nm") -> tuple[int, int]:
-    """"2:4" -> (2, 4); anything else is a ConfigError naming `field`."""
-    m = re.fullmatch(r"(\d+):(\d+)", text) if isinstance(text, str) else None
-    if m is None or not 1 <= int(m[1]) <= int(m[2]):
-        raise ConfigError(field, text, "must be N:M with 1 <= N <= M, e.g. 2:4")
-    return int(m[1]), int(m[2])
 
 
 def rows(t: torch.Tensor) -> torch.Tensor:

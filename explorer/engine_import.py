@@ -45,8 +45,8 @@ class EngineImport:
             if self.torch_threads:
                 torch.set_num_threads(self.torch_threads)
             import explorer.analyses  # noqa: F401  (engine.analysis)
-            from engine.config import settings
-            settings()  # imports the models, data sets and methods the launch panel lists
+            from engine.settings import run_settings
+            run_settings()  # imports the models, data sets and methods the launch panel lists
         except Exception as e:
             traceback.print_exc()  # the page says that it failed; the server's log says why
             self.future.set_exception(e)

@@ -7,7 +7,7 @@ import panel as pn
 from bokeh.resources import INLINE
 
 import engine
-from engine.cli import format_summary
+from engine.formatting import format_summary
 from engine.store import RunStore
 
 from . import plots

@@ -14,7 +14,7 @@ import param
 import engine
 from engine import events as ev
 from engine.progress import Progress
-from engine.structured import imp_levels
+from engine.registry import METHODS
 
 from .jobs import Job, error_message
 
@@ -110,4 +110,4 @@ class RunSession(param.Parameterized):
         return curve
 
     def _levels(self) -> int:
-        return imp_levels(self.config.prune) if self.config.prune.method == "imp" else 1
+        return METHODS.get(self.config.prune.method, "prune.method").levels(self.config)

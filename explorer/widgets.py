@@ -10,8 +10,8 @@ import threading
 import ipywidgets as W
 
 import engine
-from engine.cli import format_summary
-from engine.config import Setting, config_from_settings, settings
+from engine.formatting import format_summary
+from engine.settings import Setting, config_from_settings, run_settings
 
 from .launch import PRIMARY
 from .session import RunSession
@@ -39,7 +39,7 @@ class Launcher(W.VBox):
 
     def __init__(self, runs_dir="runs"):
         self.runs_dir = runs_dir
-        self.settings = {s.path: s for s in settings()}
+        self.settings = {s.path: s for s in run_settings()}
         self.fields = {path: _widget(s) for path, s in self.settings.items()}
         for path, w in self.fields.items():
             w.tooltip = self.settings[path].help

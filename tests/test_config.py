@@ -74,8 +74,10 @@ def test_rewind_parsing():
 
 def test_every_field_is_a_setting_with_help():
     import dataclasses
-    from engine.config import GROUPS, settings
-    paths = {s.path for s in settings()}
-    expected = {f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls)} | {"seed", "device"}
+    from engine.config import GROUPS, method_option_fields
+    from engine.settings import run_settings
+    paths = {s.path for s in run_settings()}
+    expected = {f"{g}.{f.name}" for g, cls in GROUPS.items() for f in dataclasses.fields(cls) if f.name != "options"}
+    expected |= {"seed", "device"} | {f"prune.{name}" for name in method_option_fields()}
     assert paths == expected
-    assert all(s.help for s in settings())
+    assert all(s.help for s in run_settings())

@@ -1,7 +1,8 @@
 """What every analysis of a stored run needs: reopen the run (config, data, model, masks, weights) and
 store its result next to the run's levels.
 
-    RUNS_DIR/RUN_ID/analyses/NAME.json   written atomically; the explorer and `lottery show` read them
+    RUNS_DIR/RUN_ID/analyses/NAME.json   written atomically by the store (RunStore.save_analysis, which
+                                         also lists them); the explorer and `lottery show` read them
 
 Only runs of registry models can be reopened: a user's own `nn.Module` is not in the store (nothing is
 pickled), so analyses that need to rebuild the model say so instead of guessing.
@@ -22,7 +23,7 @@ from ..errors import LotteryError
 from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported)
 from ..masks import Mask
 from ..seeding import derive_seed
-from ..store import RunStore, load_tensors, write_json
+from ..store import RunStore, load_tensors
 
 
 class StoredRun:
@@ -82,15 +83,9 @@ def dense_seed(config: RunConfig) -> int:
     return derive_seed(config.seed, "train", "ticket", 0)
 
 
-def analysis_path(store: RunStore, name: str) -> Path:
-    return store.dir / "analyses" / f"{name}.json"
-
-
 def save_analysis(store: RunStore, name: str, result: dict, on_event=None) -> Path:
-    """Write `result` to RUN_DIR/analyses/NAME.json atomically and announce it; `result["name"]` = NAME."""
-    result["name"] = name
-    path = analysis_path(store, name)
-    write_json(path, result)
+    """Store `result` as the run's analysis `name` (RunStore.save_analysis) and announce it."""
+    path = store.save_analysis(name, result)
     if on_event is not None:
         on_event(AnalysisReady(store.run_id, name, str(path)))
     return path

@@ -23,6 +23,9 @@ from torch import nn
 
 from .. import masks as M
 from .. import trainer
+from ..config import option, validate
+from ..formatting import pct
+from ..registry import ANALYSES, AnalysisSpec
 from .common import StoredRun, dense_seed, save_analysis
 
 Rule = Callable[[nn.Module], M.Mask]
@@ -215,3 +218,28 @@ def _layer_density_rule(layers: dict[str, float]) -> Rule:
         counts = {n: round(layers[n] * m.numel()) for n, m in dense.items()}
         return M.keep_per_layer(M.magnitude_scores(model, dense), dense, counts)
     return rule
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyBirdReplayOptions:
+    density: float | None = option(None, "mask density to track (default: the per-layer densities of the run's "
+                                   "last ticket)", lo=0, hi=1, lo_open=True)
+    eps: float = option(0.1, "distance below which the mask counts as settled", lo=0, hi=1, lo_open=True)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def format_earlybird(name: str, a: dict) -> str:
+    when = f"epoch {a['detected_epoch']:g}" if a.get("detected_epoch") is not None else "not detected"
+    extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {pct(a['imp_ticket']['test_accuracy'])}"
+             if a.get("imp_ticket") else "")
+    return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
+
+
+# the earlybird method's own search record (analyses/earlybird.json) carries the same kind and format
+ANALYSES.register("earlybird", "replay the dense training and track when the magnitude mask stops changing "
+                               "(You et al. 2020)")(
+    AnalysisSpec(format_earlybird, options=EarlyBirdReplayOptions,
+                 compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: run_earlybird(
+                     runs_dir, run_id, o.density, eps=o.eps, on_event=on_event, cancel=cancel)))

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
 from .. import masks as M
 from .. import trainer
-from ..config import RunConfig
+from ..config import RunConfig, option, validate
 from ..errors import ConfigError, RunCancelled
+from ..registry import ANALYSES, AnalysisSpec
 from ..seeding import derive_seed
 from .common import AnalysisProgress, StoredRun, dense_seed, save_analysis
 from .interpolation import error_barrier, interpolate, loss_barrier
@@ -127,3 +129,27 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
     }
     save_analysis(run.store, f"instability-L{level}", result, on_event)
     return result
+
+
+@dataclass(frozen=True)
+class InstabilityOptions:
+    rewind_points: tuple = option(DEFAULT_REWIND_POINTS, "iterations k of the rewind points W_k, comma separated",
+                                  item_type=int, lo=0)
+    level: int = option(0, "the ticket level whose mask trains from W_k (0: the dense net)", lo=0)
+    points: int = option(31, "interpolation points", lo=2, hi=10_000)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def format_instability(name: str, a: dict) -> str:
+    pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
+    stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
+    return (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
+            f"from k={stable[0] if stable else 'never'}")
+
+
+ANALYSES.register("instability", "linear-mode-connectivity barrier of two trainings from each rewind point W_k")(
+    AnalysisSpec(format_instability, options=InstabilityOptions,
+                 compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: instability(
+                     run_id, runs_dir, o.rewind_points, o.level, o.points, on_event=on_event, cancel=cancel)))

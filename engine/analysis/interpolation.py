@@ -15,14 +15,18 @@ whole curve keeps the barrier free of a bias between stored and recomputed stati
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from ..config import option, validate
 from ..data import Split
 from ..errors import ConfigError
+from ..formatting import pct
 from ..masks import Mask
+from ..registry import ANALYSES, AnalysisSpec
 from ..trainer import evaluate
 from .common import StoredRun, save_analysis
 
@@ -145,3 +149,25 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
               "error_barrier": error_barrier(curve), "loss_barrier": loss_barrier(curve)}
     save_analysis(run.store, f"barrier-L{level}-{against}", result, on_event)
     return result
+
+
+@dataclass(frozen=True)
+class BarrierOptions:
+    level: int | None = option(None, "ticket level (default: the last completed)", lo=1)
+    against: str | None = option(None, "the variant to interpolate the ticket with (default: the run's first "
+                                 "control)")
+    points: int = option(31, "interpolation points", lo=2, hi=10_000)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def format_barrier(name: str, a: dict) -> str:
+    return (f"{name}: error barrier {a['error_barrier']:.4f}, loss barrier {a['loss_barrier']:.4f} "
+            f"(ticket vs {a['b']} at level {a['level']}, density {pct(a['density']).strip()})")
+
+
+ANALYSES.register("barrier", "error barrier on the line between a ticket and a control of the same level")(
+    AnalysisSpec(format_barrier, options=BarrierOptions,
+                 compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: run_barrier(
+                     runs_dir, run_id, o.level, o.against, o.points, on_event=on_event)))

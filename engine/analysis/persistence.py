@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from ..masks import Mask, prunable
+from ..registry import ANALYSES, AnalysisSpec
 from ..store import read_json
-from .common import StoredRun, analysis_path, save_analysis
+from .common import StoredRun, save_analysis
 
 
 def edge_weights(weight: torch.Tensor) -> np.ndarray:
@@ -116,7 +117,7 @@ def run_persistence(runs_dir: str | os.PathLike, run_id: str, on_event=None) -> 
     that file are reused and only new ones are computed.
     """
     run = StoredRun(runs_dir, run_id, device="cpu")
-    path = analysis_path(run.store, "persistence")
+    path = run.store.analysis_path("persistence")
     done = {e["level"]: e for e in read_json(path)["levels"]} if path.exists() else {}
     levels = []
     for level in run.levels():
@@ -128,3 +129,12 @@ def run_persistence(runs_dir: str | os.PathLike, run_id: str, on_event=None) -> 
     result = {"analysis": "persistence", "run_id": run_id, "levels": levels}
     save_analysis(run.store, "persistence", result, on_event)
     return result
+
+
+def format_persistence(name: str, a: dict) -> str:
+    return f"{name}: network NP by level " + ", ".join(f"{e['level']}: {e['network']:.4f}" for e in a["levels"])
+
+
+ANALYSES.register("persistence", "neural persistence of every layer and level (Rieck et al. 2019)")(
+    AnalysisSpec(format_persistence, compute=lambda runs_dir, run_id, o, on_event=None, cancel=None:
+                 run_persistence(runs_dir, run_id, on_event=on_event)))

@@ -10,10 +10,12 @@ per-layer counts. The result is a table of accuracy deltas (control - ticket) pe
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from ..config import RunConfig
+from ..config import RunConfig, option, validate
 from ..errors import ConfigError
-from ..registry import CONTROLS, METHODS
+from ..formatting import pct
+from ..registry import ANALYSES, CONTROLS, METHODS, AnalysisSpec
 from ..store import RunStore
 from .common import AnalysisProgress, save_analysis
 
@@ -27,7 +29,8 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     if not store.exists():
         raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
     config = RunConfig.from_dict({k: v for k, v in store.config().items() if k != "custom_model"})
-    if getattr(METHODS.get(config.prune.method, "prune.method"), "untrained_ticket", False):
+    spec = METHODS.get(config.prune.method, "prune.method")
+    if not spec.trains_controls:
         raise ConfigError("RUN_ID", run_id, f"{config.prune.method} tickets are never trained, so trained controls "
                           "do not compare with them; its comparison is the run's dense network")
     done = [r["level"] for r in store.records("ticket") if r["level"] > 0]
@@ -41,7 +44,7 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
         rows = []
         for i, level in enumerate(levels):
             mask, _ = store.load_level("ticket", level, ctx.device)
-            if getattr(METHODS.get(config.prune.method, "prune.method"), "starts_from_init", False):
+            if spec.starts_from_init:
                 start, start_step = ctx.init_weights, 0  # pruning at init: tickets start at theta_0
             else:
                 start, start_step = ctx.rewind(store.load_level("ticket", level - 1, ctx.device)[1])
@@ -60,3 +63,25 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     result = {"analysis": "sanity", "run_id": run_id, "controls": CONTROLS.names(), "rows": rows}
     save_analysis(store, "sanity", result, on_event)
     return result
+
+
+@dataclass(frozen=True)
+class SanityOptions:
+    level: int | None = option(None, "ticket level (default: every completed level)", lo=1)
+
+    def __post_init__(self):
+        validate(self)
+
+
+def format_sanity(name: str, a: dict) -> str:
+    lines = [f"{name}: test accuracy of each control minus the ticket's"]
+    for r in a["rows"]:
+        lines.append(f"  level {r['level']} ({pct(r['density']).strip()}): ticket {pct(r['ticket']).strip()}  " +
+                     "  ".join(f"{c} {100 * r[c + '_delta']:+.2f}" for c in a["controls"]))
+    return "\n".join(lines)
+
+
+ANALYSES.register("sanity", "every registered control trained beside chosen ticket levels, as accuracy deltas")(
+    AnalysisSpec(format_sanity, options=SanityOptions,
+                 compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: run_sanity(
+                     runs_dir, run_id, None if o.level is None else [o.level], on_event=on_event, cancel=cancel)))

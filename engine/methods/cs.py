@@ -15,20 +15,34 @@ any other ticket, with its controls.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import masks as M
 from .. import trainer
+from ..config import option, validate
 from ..errors import ConfigError
-from ..registry import METHODS
+from ..registry import METHODS, MethodSpec
 from ..seeding import derive_seed
 from .pai import PAI_SCOPES, select
-from .search import SearchLog, searched_mask
+from .search import SearchLog, search_cost, searched_mask
 
 S0 = 0.0
 BETA_MAX = 200.0
+
+
+@dataclass(frozen=True)
+class CSOptions:
+    cs_rounds: int = option(3, "cs: rounds of --epochs each, the temperature annealed (beta 1 -> 200) per round",
+                            lo=1, hi=100)
+    cs_penalty: float = option(1e-8, "cs: weight lambda of the mask penalty lambda x sum sigmoid(beta s) "
+                               "(its scale depends on the model's size)", lo=0, hi=1e6)
+
+    def __post_init__(self):
+        validate(self, "prune.")
 
 
 class SoftMask(nn.Module):
@@ -47,7 +61,7 @@ class SoftMask(nn.Module):
 
 def search(ctx) -> dict[str, torch.Tensor]:
     """Run the rounds of CS from theta_0; return the final logits {weight name: s}."""
-    cfg = ctx.config.prune
+    cfg = ctx.options
     model = ctx.model_with(ctx.init_weights)
     masks = {}
     for name in M.prunable(model):
@@ -89,8 +103,6 @@ def search(ctx) -> dict[str, torch.Tensor]:
     return {n: m.logits.detach().clone() for n, m in masks.items()}
 
 
-@METHODS.register("cs", "Continuous Sparsification: sigmoid masks annealed to binary over --cs-rounds, L0-style "
-                        "penalty; top --density of the logits, rewound and trained (Savarese et al. 2020)")
 def cs(ctx) -> None:
     cfg = ctx.config.prune
 
@@ -110,6 +122,7 @@ def check(config, model) -> None:
                           "each round: at least 2")
 
 
-cs.scopes = PAI_SCOPES
-cs.check = check
-cs.search_epochs = lambda config: config.prune.cs_rounds * config.train.epochs  # for progress totals
+METHODS.register("cs", "Continuous Sparsification: sigmoid masks annealed to binary over --cs-rounds, L0-style "
+                       "penalty; top --density of the logits, rewound and trained (Savarese et al. 2020)")(
+    MethodSpec(cs, options=CSOptions, scopes=PAI_SCOPES, check=check, search_cost=search_cost,
+               search_epochs=lambda config: config.prune.method_options().cs_rounds * config.train.epochs))

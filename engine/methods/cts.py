@@ -17,6 +17,7 @@ This search loop is its own: the objective and the two-gradient balance are not 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,16 +25,27 @@ from torch.func import functional_call
 
 from .. import masks as M
 from .. import trainer
+from ..config import option, validate
 from ..errors import RunCancelled
-from ..registry import METHODS
+from ..registry import METHODS, MethodSpec
 from ..seeding import derive_seed, generator
 from .pai import PAI_SCOPES, select, target_counts
-from .search import SearchLog, searched_mask
+from .search import SearchLog, search_cost, searched_mask
 
 TAU = 2 / 3
 KL_SCALE = 100.0
 HEADROOM = 1.1   # the expected count aims 10% above K; the top K is taken at the end
 EMA = 0.99
+
+
+@dataclass(frozen=True)
+class CTSOptions:
+    search_epochs: int = option(20, "cts: epochs of mask search (each costs about one training epoch)", lo=1,
+                                hi=100_000)
+    search_lr: float = option(0.1, "cts: Adam learning rate of the mask logits", lo=0, hi=100, lo_open=True)
+
+    def __post_init__(self):
+        validate(self, "prune.")
 
 
 def search(ctx, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,12 +59,12 @@ def search(ctx, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     keep = counts if isinstance(counts, int) else sum(counts.values())
     kappa = {n: (counts[n] / m.numel() if isinstance(counts, dict) else cfg.density) for n, m in dense.items()}
     logits = {n: torch.full_like(frozen[n], _logit(k)).requires_grad_() for n, k in kappa.items()}
-    opt = torch.optim.Adam(logits.values(), lr=cfg.search_lr)
+    opt = torch.optim.Adam(logits.values(), lr=ctx.options.search_lr)
     device = next(iter(frozen.values())).device
     noise = torch.Generator(device=device).manual_seed(derive_seed(ctx.config.seed, "cts"))
     data, bs = ctx.data, ctx.config.train.batch_size
     per_epoch = trainer.steps_per_epoch(len(data.train), ctx.config.train)
-    total = cfg.search_epochs * per_epoch
+    total = ctx.options.search_epochs * per_epoch
     log = SearchLog(ctx, "cts", total)
     # Kept as tensors, so a step never waits for the device: lam is NaN until the sparsity term first acts.
     lam = torch.tensor(float("nan"), device=device)
@@ -121,9 +133,6 @@ def _number(t: torch.Tensor) -> float | None:
     return None if torch.isnan(t) else float(t)
 
 
-@METHODS.register("cts", "Concrete Ticket Search: binary-Concrete mask logits over frozen weights, reverse KL to the "
-                         "dense outputs, GradBalance sparsity; top --density trained like IMP; use an early --rewind iter:K "
-                         "(Arora & Teuscher)")
 def cts(ctx) -> None:
     cfg = ctx.config.prune
     start, start_step = ctx.rewind(ctx.dense.weights)
@@ -132,5 +141,8 @@ def cts(ctx) -> None:
     ctx.train_ticket(1, mask, start, start_step)
 
 
-cts.scopes = PAI_SCOPES
-cts.search_epochs = lambda config: config.prune.search_epochs  # for progress totals
+METHODS.register("cts", "Concrete Ticket Search: binary-Concrete mask logits over frozen weights, reverse KL to the "
+                        "dense outputs, GradBalance sparsity; top --density trained like IMP; use an early --rewind "
+                        "iter:K (Arora & Teuscher)")(
+    MethodSpec(cts, options=CTSOptions, scopes=PAI_SCOPES, search_cost=search_cost,
+               search_epochs=lambda config: config.prune.method_options().search_epochs))

@@ -10,27 +10,41 @@ state. The mask lives as float tensors the trainer multiplies gradients by, upda
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .. import masks as M
 from .. import scores as S
-from ..registry import METHODS
+from ..config import option, validate
+from ..registry import METHODS, MethodSpec
 from ..runner import MaskSearch
 from ..seeding import generator
-from .pai import PAI_SCOPES, select, target_counts
+from .pai import PAI_SCOPES, select
+
+
+@dataclass(frozen=True)
+class DSTOptions:
+    dst_interval: int = option(100, "rigl/set: update the mask every this many iterations (Delta T)", lo=1)
+    dst_fraction: float = option(0.3, "rigl/set: initial drop fraction alpha, decayed by a cosine", lo=0, hi=1,
+                                 lo_open=True, hi_open=True)
+    dst_end: float = option(0.75, "rigl/set: stop updating the mask after this fraction of training", lo=0, hi=1,
+                            lo_open=True)
+
+    def __post_init__(self):
+        validate(self, "prune.")
 
 
 class DynamicSparsity(MaskSearch):
     """Drop/grow updates of a mask during one training (see the module docstring)."""
 
     def __init__(self, ctx, mask: M.Mask, grow: str, dtype=torch.float32):
-        cfg = ctx.config.prune
+        options = ctx.options
         self.ctx, self.grow = ctx, grow
         self.values = {n: m.to(dtype) for n, m in mask.items()}  # what the trainer masks gradients with
-        self.interval, self.alpha = cfg.dst_interval, cfg.dst_fraction
-        self.end = int(cfg.dst_end * ctx.total_steps)
+        self.interval, self.alpha = options.dst_interval, options.dst_fraction
+        self.end = int(options.dst_end * ctx.total_steps)
         self.optimizer = None
         self.history: list[dict] = []  # per update: step, fraction, {layer: weights moved}
 
@@ -99,10 +113,8 @@ def _register(name: str, grow: str, help: str):
         search = DynamicSparsity(ctx, mask, grow, next(model.parameters()).dtype)
         ctx.train_ticket(1, mask, ctx.init_weights, 0, search=search)
 
-    method.__name__ = name
-    method.scopes = PAI_SCOPES
-    method.starts_from_init = True
-    METHODS.register(name, help)(method)
+    # the ticket starts at theta_0; its mask changes during its own training: no search before it
+    METHODS.register(name, help)(MethodSpec(method, options=DSTOptions, scopes=PAI_SCOPES, starts_from_init=True))
 
 
 _register("rigl", "gradient", "dynamic sparse training: drop smallest |w|, grow largest |gradient| (Evci et al. 2020)")

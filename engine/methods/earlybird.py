@@ -7,22 +7,33 @@ other (with the run's controls). The search's distance matrix is stored as analy
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import trainer
 from ..analysis.common import dense_seed, save_analysis
 from ..analysis.earlybird import EarlyBirdFound, EarlyBirdTracker, magnitude_rule
-from ..registry import METHODS
+from ..config import option, validate
+from ..registry import METHODS, MethodSpec
+from ..store import RunStore, read_json
 from .imp import imp_output_density
 
 
-@METHODS.register("earlybird", "magnitude ticket at --density drawn when its mask stops changing during "
-                                "dense training (You et al.), then rewound and trained")
+@dataclass(frozen=True)
+class EarlyBirdOptions:
+    earlybird_eps: float = option(0.1, "earlybird: draw the ticket when the last 5 epochs' masks differ by less "
+                                  "than this fraction of entries", lo=0, hi=1, lo_open=True)
+
+    def __post_init__(self):
+        validate(self, "prune.")
+
+
 def earlybird(ctx) -> None:
     cfg = ctx.config.prune
     if ctx.store.level_record("ticket", 1) is not None:  # resumed: the search is done, the ticket stored
         mask, _ = ctx.store.load_level("ticket", 1, ctx.device)
     else:
         rule = magnitude_rule(cfg.density, imp_output_density(cfg), cfg.scope)
-        tracker = EarlyBirdTracker(rule, window=5, eps=cfg.earlybird_eps)
+        tracker = EarlyBirdTracker(rule, window=5, eps=ctx.options.earlybird_eps)
         model = ctx.model_with(ctx.init_weights)
         per_epoch = trainer.steps_per_epoch(len(ctx.data.train), ctx.config.train)
         tracker.update(model, 0.0)
@@ -39,3 +50,16 @@ def earlybird(ctx) -> None:
                       ctx.emit)
     start, start_step = ctx.rewind(ctx.dense.weights)
     ctx.train_ticket(1, mask, start, start_step)
+
+
+def search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float]:
+    """The dense training up to detection (or to its end, where the mask never settled)."""
+    search = read_json(store.analysis_path("earlybird"))
+    per_epoch = summary["dense"]["iterations"] / search["epochs_total"]
+    epochs = search["epochs"][-1]  # the search stopped at detection (or ran to the end)
+    return round(epochs * per_epoch), summary["dense"]["train_seconds"] * epochs / search["epochs_total"]
+
+
+METHODS.register("earlybird", "magnitude ticket at --density drawn when its mask stops changing during dense "
+                              "training (You et al.), then rewound and trained")(
+    MethodSpec(earlybird, options=EarlyBirdOptions, search_cost=search_cost))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 
 from .. import masks as M
-from ..registry import METHODS
-from ..structured import PATTERNS, Pattern, hidden_density, imp_levels
+from ..config import PATTERNS
+from ..registry import METHODS, MethodSpec
+from ..store import RunStore
+from ..structured import Pattern, hidden_density, imp_levels
 
 
-@METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")
 def imp(ctx) -> None:
     cfg = ctx.config.prune
     pattern = Pattern(cfg, ctx.model_with(ctx.init_weights))
@@ -34,7 +35,6 @@ def imp_output_density(cfg) -> float:
     return (1 - cfg.output_fraction) ** equivalent_levels
 
 
-@METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")
 def oneshot(ctx) -> None:
     cfg = ctx.config.prune
     dense = ctx.dense
@@ -45,5 +45,25 @@ def oneshot(ctx) -> None:
     ctx.train_ticket(1, mask, start, start_step)
 
 
-imp.patterns = oneshot.patterns = PATTERNS  # what PruneConfig accepts for --pattern and --refill
-imp.refills = oneshot.refills = True
+
+def imp_search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float]:
+    """An IMP level's mask cost the dense training and every earlier level's."""
+    trainings = [summary["dense"]] + [lv for lv in summary["levels"] if lv["level"] < level["level"]]
+    return sum(t["iterations"] - t["start_step"] for t in trainings), sum(t["train_seconds"] for t in trainings)
+
+
+def dense_search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float]:
+    """A mask pruned from the trained dense net cost the dense training."""
+    return summary["dense"]["iterations"], summary["dense"]["train_seconds"]
+
+
+def levels_to_reach(cfg, density: float) -> int:
+    """IMP levels until --prune-fraction per level reaches `density` (at most 100)."""
+    return min(100, math.ceil(math.log(density) / math.log(1 - cfg.prune_fraction)))
+
+
+METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")(
+    MethodSpec(imp, patterns=tuple(PATTERNS), refills=True, levels=lambda config: imp_levels(config.prune),
+               search_cost=imp_search_cost, levels_to_reach=levels_to_reach))
+METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")(
+    MethodSpec(oneshot, patterns=tuple(PATTERNS), refills=True, search_cost=dense_search_cost))

@@ -7,16 +7,28 @@ trained beside the run's controls; the runner's dense training is the baseline.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import masks as M
 from .. import scores as S
-from ..registry import METHODS
+from ..config import PATTERNS, option, validate
+from ..registry import METHODS, MethodSpec
 from ..seeding import generator
-from ..structured import PATTERNS, Pattern
+from ..structured import Pattern
 
 PAI_SCOPES = ("global", "layerwise", "erk")
 EXAMPLES_PER_CLASS = 10  # SNIP/GraSP score one batch of about 10 examples per class
+
+
+@dataclass(frozen=True)
+class SynflowOptions:
+    synflow_rounds: int = option(100, "synflow: scoring rounds (density after round t = rho^(t/rounds))", lo=1,
+                                 hi=10_000)
+
+    def __post_init__(self):
+        validate(self, "prune.")
 
 
 def score_batch(data, seed: int):
@@ -63,27 +75,26 @@ def pai_mask(ctx, rule: str) -> M.Mask:
     else:
         keep = structured_rule(cfg, model, dense)
     if rule == "synflow":
-        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=cfg.synflow_rounds)
+        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=ctx.options.synflow_rounds)
     batch = score_batch(ctx.data, ctx.config.seed)
     scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
     return keep(scores, dense) if callable(keep) else select(scores, dense, cfg.density, cfg.scope)
 
 
-def _register(rule: str, help: str):
+def _register(rule: str, help: str, options=None):
     def method(ctx) -> None:
         stored = ctx.store.level_record("ticket", 1)
         mask = ctx.store.load_level("ticket", 1, ctx.device)[0] if stored else pai_mask(ctx, rule)
         ctx.train_ticket(1, mask, ctx.init_weights, 0)
 
-    method.__name__ = rule
-    method.scopes = PAI_SCOPES
-    method.patterns = PATTERNS
-    method.starts_from_init = True  # sanity controls of these tickets start at theta_0, step 0
-    METHODS.register(rule, help)(method)
+    # tickets start at theta_0, step 0 (so do their sanity controls); scoring a batch costs no training
+    METHODS.register(rule, help)(MethodSpec(method, options=options, scopes=PAI_SCOPES, patterns=tuple(PATTERNS),
+                                            starts_from_init=True))
 
 
 _register("snip", "pruning at init: |gradient x weight| on ~10 examples per class (Lee et al. 2019)")
 _register("grasp", "pruning at init: weight x Hessian-gradient, signed, lowest pruned (Wang et al. 2020)")
-_register("synflow", "pruning at init, data-free: iterative synaptic flow, --synflow-rounds (Tanaka et al. 2020)")
+_register("synflow", "pruning at init, data-free: iterative synaptic flow, --synflow-rounds (Tanaka et al. 2020)",
+          SynflowOptions)
 _register("magnitude", "pruning at init: largest |initial weight|")
 _register("random", "pruning at init: a uniformly random mask")

@@ -12,9 +12,10 @@ import time
 from typing import Callable
 
 from .. import events as ev
-from ..analysis.common import analysis_path, save_analysis
+from ..analysis.common import save_analysis
 from ..masks import Mask
-from ..store import load_tensors, save_tensors
+from ..registry import ANALYSES, AnalysisSpec
+from ..store import load_tensors, read_json, save_tensors
 
 VARIANT = "search"
 
@@ -48,8 +49,24 @@ def searched_mask(ctx, search: Callable[[], Mask]) -> Mask:
     if ctx.store.level_record("ticket", 1) is not None:
         return ctx.store.load_level("ticket", 1, ctx.device)[0]
     path = ctx.store.weights_path("search-mask")
-    if path.exists() and analysis_path(ctx.store, "search").exists():
+    if path.exists() and ctx.store.analysis_path("search").exists():
         return load_tensors(path, ctx.device)
     mask = search()
     save_tensors(path, mask)  # after the search record: its presence means the search is complete
     return mask
+
+
+def search_cost(summary: dict, level: dict, store) -> tuple[int, float]:
+    """A mask search's cost (cs, cts): its stored record's training steps and seconds."""
+    record = read_json(store.analysis_path(VARIANT))
+    return record["steps"], record["seconds"]
+
+
+def format_search(name: str, a: dict) -> str:
+    extra = "".join(f", {k.replace('_', ' ')} {100 * a[k]:.2f}%" for k in ("natural_density", "expected_density")
+                    if a.get(k) is not None)
+    return f"{name}: {a['method']} mask search, {a['steps']} steps in {a['seconds']:.1f} s{extra}"
+
+
+ANALYSES.register(VARIANT, "a mask search's record: cost, curve and densities (written by cs and cts)")(
+    AnalysisSpec(format_search))

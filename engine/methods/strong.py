@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import masks as M
-from ..registry import METHODS
+from ..registry import METHODS, MethodSpec
 from ..runner import MaskSearch
 from ..seeding import generator
 from .pai import target_counts
@@ -114,10 +114,14 @@ def _register(name: str, binary: bool, help: str):
                                  target_counts(dense, cfg.density, cfg.scope), binary)
         ctx.train_ticket(1, search.initial_mask(), ctx.init_weights, 0, search=search)
 
-    method.__name__ = name
-    method.scopes = ("layerwise", "erk")  # per-layer top-k, as in the papers
-    method.untrained_ticket = True  # the search's supermask is the ticket: no training, no trained controls
-    METHODS.register(name, help)(method)
+    # per-layer top-k, as in the papers; the supermask is the ticket: never trained, so no trained controls,
+    # and its search cost is the score training, i.e. the level's own
+    METHODS.register(name, help)(MethodSpec(method, scopes=("layerwise", "erk"), trains_controls=False,
+                                            search_cost=own_training))
+
+
+def own_training(summary: dict, level: dict, store) -> tuple[int, float]:
+    return level["iterations"], level["train_seconds"]
 
 
 _register("edgepopup", False, "strong ticket: a supermask of --density per layer over frozen random weights, "

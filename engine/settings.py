@@ -1,0 +1,132 @@
+"""Settings: what a command line and a form are generated from.
+
+Any options dataclass whose fields are made with `engine.config.option` (a run's config groups, a
+method's options, a command's options such as `compare.CompareOptions`) becomes a list of `Setting`s;
+the CLI turns each into a flag (`add_flags`, `values_from_args`), the explorer into a widget, and both
+parse what a person typed with `Setting.parse`. Defaults, help and choices are read from the dataclass
+only, so a new field appears everywhere at once.
+
+    settings = settings_of(ZooOptions)                 # one Setting per field
+    add_flags(parser, settings)                        # --flag per field, default None = "not given"
+    opts = build(ZooOptions, values_from_args(args, settings))   # validated by the dataclass
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .config import GROUPS, RunConfig, choices_of, field_types, method_option_fields
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One field as a UI sees it: the CLI makes a flag of it, the explorer a widget."""
+    path: str          # "prune.levels" (or "seed", or a command option's name)
+    name: str          # "levels"
+    type: type         # int, float, str, bool or tuple
+    default: Any
+    help: str
+    choices: list[str] | None
+    item_type: type | None  # for tuples
+    nullable: bool = False  # None allowed (typed `int | None`): "not set", e.g. "the last level"
+
+    def parse(self, text):
+        """A value from text (a flag, a text box), or ConfigError naming the field."""
+        if not isinstance(text, str) or self.type is str:
+            return text
+        if self.nullable and text.strip().lower() in ("", "none"):
+            return None
+        try:
+            if self.type is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            if self.type is int:
+                return int(text)
+            if self.type is float:
+                return float(text)
+            if self.type is tuple:
+                if text.strip().lower() in ("", "none"):
+                    return ()
+                return tuple((self.item_type or str)(part.strip()) for part in text.split(","))
+        except ValueError:
+            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(
+                self.type, f"comma-separated {getattr(self.item_type, '__name__', 'value')}s")
+            raise ConfigError(self.path, text, f"must be {kind}") from None
+        return text
+
+    def format(self, value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def setting(cls, f: dataclasses.Field, prefix: str = "") -> Setting:
+    kind, nullable = field_types(cls)[f.name]
+    return Setting(prefix + f.name, f.name, kind, f.default, f.metadata.get("help", ""), choices_of(f),
+                   f.metadata.get("item_type"), nullable)
+
+
+def settings_of(cls, prefix: str = "", skip=()) -> list[Setting]:
+    """One Setting per field of the options dataclass `cls`, in declaration order."""
+    return [setting(cls, f, prefix) for f in dataclasses.fields(cls)
+            if "help" in f.metadata and f.name not in skip]
+
+
+def run_settings() -> list[Setting]:
+    """Every setting of a run: the config groups' fields in declaration order, every registered method's
+    options after the "prune" group's own fields, then the top-level fields (seed, device)."""
+    out = []
+    for group, cls in GROUPS.items():
+        out += settings_of(cls, group + ".")
+        if group == "prune":
+            out += [setting(owner, f, "prune.") for owner, f in method_option_fields().values()]
+    return out + settings_of(RunConfig, skip=set(GROUPS))
+
+
+def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:
+    """A validated RunConfig from {setting path: value or text}; unspecified settings keep `base`/defaults."""
+    d = copy.deepcopy(base) if base else {}
+    by_path = {s.path: s for s in run_settings()}
+    for path, value in values.items():
+        if path not in by_path:
+            raise ConfigError(path, value, "is not a config field")
+        group, _, name = path.rpartition(".")
+        (d.setdefault(group, {}) if group else d)[name] = by_path[path].parse(value)
+    return RunConfig.from_dict(d)
+
+
+def build(cls, values: dict[str, Any], prefix: str = ""):
+    """An instance of the options dataclass `cls` from {field name: value or text} (missing: defaults);
+    the dataclass validates it. `prefix` names the fields in errors (e.g. "--" for flags)."""
+    by_name = {s.name: s for s in settings_of(cls)}
+    unknown = [k for k in values if k not in by_name]
+    if unknown:
+        raise ConfigError(prefix + unknown[0], values[unknown[0]], f"unknown option; known: {', '.join(by_name)}")
+    return cls(**{k: by_name[k].parse(v) for k, v in values.items()})
+
+
+# ---------------------------------------------------------------- command-line flags
+def add_flags(parser: argparse.ArgumentParser, settings: list[Setting]) -> None:
+    """One flag per setting; its default is None ("not given"), so `values_from_args` returns only what was
+    typed and the dataclass's own default applies otherwise."""
+    for s in settings:
+        help_text = s.help + (f" {{{', '.join(s.choices)}}}" if s.choices else "")
+        default = "none" if s.default is None else s.format(s.default)
+        if s.type is bool:
+            parser.add_argument(s.flag, dest=s.path, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(s.flag, dest=s.path, default=None, metavar=s.name.upper(),
+                                help=f"{help_text} (default: {default})".replace("%", "%%"))
+
+
+def values_from_args(args: argparse.Namespace, settings: list[Setting]) -> dict[str, Any]:
+    """{setting path: text} of the flags given on the command line."""
+    return {s.path: getattr(args, s.path) for s in settings if getattr(args, s.path, None) is not None}
