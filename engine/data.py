@@ -4,9 +4,16 @@ Every loader returns raw numpy arrays (train and test); `load` then carves the v
 train with a fixed generator (so every seed of an experiment shares one split), standardises with
 training statistics and moves everything to the run's device once. Test data is never used for
 selection: early stopping and model choice read the validation split.
+
+Every data set carries a fingerprint, a SHA-256 of its contents as loaded (the arrays, not the file's bytes:
+an npz saved again compressed is the same data set). The run store keeps it in data.json, and a run whose
+data changed under the same name (`npz:PATH` replaced, torchvision files swapped) is refused on resume. A
+loader may return the fingerprint of its source as a fifth item (torchvision's raw uint8 arrays hash four
+times faster than the float arrays made from them).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -19,6 +26,7 @@ from .registry import DATASETS
 from . import text  # noqa: E402  (registers the text tasks: pydoc-mlm, pydoc-modules, pydoc-topics, text:PATH)
 
 SPLIT_SEED = 0  # the validation split is part of the dataset, not of the run's randomness
+MAX_CLASSES = 100_000  # labels are class indices: a label of 10**9 would ask for a 10**9-way output layer
 
 
 @dataclass
@@ -38,6 +46,17 @@ class Dataset:
     test: Split
     input_shape: tuple[int, ...]  # per example, e.g. (1, 8, 8) or (64,)
     num_classes: int
+    fingerprint: str = ""  # SHA-256 of the contents (see the module's docstring); "" = not known
+
+
+def fingerprint(*arrays) -> str:
+    """SHA-256 over the dtype, shape and bytes of each array (numpy arrays or CPU tensors), in order."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def dataset_choices() -> list[str]:
@@ -80,7 +99,8 @@ def _torchvision(cls_name: str, label: str):
             return x, np.asarray(ds.targets, dtype=np.int64)
 
         (xtr, ytr), (xte, yte) = arrays(train), arrays(test)
-        return xtr, xte, ytr, yte
+        return xtr, xte, ytr, yte, fingerprint(np.asarray(train.data), np.asarray(train.targets),
+                                               np.asarray(test.data), np.asarray(test.targets))
 
     return load
 
@@ -119,27 +139,33 @@ def _npz(path: str):
             raise ConfigError(field, f"npz:{path}", f"x_{split} must hold finite numbers")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
             raise ConfigError(field, f"npz:{path}", f"y_{split} must hold non-negative integer labels")
+        if y.max() >= MAX_CLASSES:
+            raise ConfigError(field, f"npz:{path}", f"y_{split} holds the label {int(y.max())}; labels are class "
+                              f"indices 0..N-1 with at most {MAX_CLASSES:,} classes")
     if arrs["x_train"].shape[1:] != arrs["x_test"].shape[1:]:
         raise ConfigError(field, f"npz:{path}", f"x_train {arrs['x_train'].shape} and x_test "
                           f"{arrs['x_test'].shape} differ in example shape")
+    digest = fingerprint(*(arrs[k] for k in NPZ_KEYS))
     x_tr, x_te = (arrs[k].astype(np.float32) for k in ("x_train", "x_test"))
     if x_tr.ndim == 3:  # N, H, W -> N, 1, H, W
         x_tr, x_te = x_tr[:, None], x_te[:, None]
-    return x_tr, x_te, arrs["y_train"].astype(np.int64), arrs["y_test"].astype(np.int64)
+    return x_tr, x_te, arrs["y_train"].astype(np.int64), arrs["y_test"].astype(np.int64), digest
 
 
 # ---------------------------------------------------------------- the one entry point
 def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     if cfg.dataset.startswith("npz:"):
-        x_tr, x_te, y_tr, y_te = _npz(cfg.dataset[4:])
+        loaded = _npz(cfg.dataset[4:])
     else:
         loader = text.load_text if cfg.dataset.startswith("text:") else DATASETS.get(cfg.dataset, "data.dataset")
         loaded = loader(cfg)
         if isinstance(loaded, Dataset):  # text tasks carve their own splits (token ids are not standardised)
-            return Dataset(loaded.name, *(Split(s.x.to(device), s.y.to(device))
-                                          for s in (loaded.train, loaded.val, loaded.test)),
-                           loaded.input_shape, loaded.num_classes)
-        x_tr, x_te, y_tr, y_te = loaded
+            splits = (loaded.train, loaded.val, loaded.test)
+            digest = loaded.fingerprint or fingerprint(*(t.cpu() for s in splits for t in (s.x, s.y)))
+            return Dataset(loaded.name, *(Split(s.x.to(device), s.y.to(device)) for s in splits),
+                           loaded.input_shape, loaded.num_classes, digest)
+    x_tr, x_te, y_tr, y_te = loaded[:4]
+    digest = loaded[4] if len(loaded) > 4 else fingerprint(x_tr, x_te, y_tr, y_te)
 
     n_val = max(1, int(round(cfg.val_fraction * len(y_tr))))
     if len(y_tr) - n_val < 1:
@@ -158,4 +184,4 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
 
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
     return Dataset(cfg.dataset, split(x_tr[tr_idx], y_tr[tr_idx]), split(x_tr[val_idx], y_tr[val_idx]),
-                   split(x_te, y_te), tuple(x_tr.shape[1:]), num_classes)
+                   split(x_te, y_te), tuple(x_tr.shape[1:]), num_classes, digest)

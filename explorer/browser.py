@@ -67,14 +67,20 @@ class RunBrowser(pn.viewable.Viewer):
         self.confirm.visible = True
 
     def delete_selected(self) -> None:
+        """Delete the selected runs by the folder name each was listed under (`list_runs` never takes a run
+        id from inside a summary); the store checks that folder is a run folder inside the runs dir."""
         self.confirm.visible = False
+        listed = {s["run_id"] for s in self.summaries}
         deleted, refused = [], []
         for run_id in self.selected:
+            if run_id not in listed:  # a selection this page did not offer (a forged client message)
+                refused.append(f"refused {run_id!r}: not a run listed here")
+                continue
             try:
                 RunStore(self.runs_dir, run_id).delete()
                 deleted.append(run_id)
             except engine.LotteryError as e:
-                refused.append(str(e))
+                refused.append(f"refused {run_id}: {e}")
         self.notice.object = "; ".join([f"deleted {len(deleted)} run(s)"] * bool(deleted) + refused)
         self.selected = []
         self.refresh()
