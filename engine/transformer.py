@@ -88,10 +88,8 @@ def load_tokenizer(name: str):
 def _why_not_loaded(path: str, what: str, e: Exception) -> str:
     if os.path.isdir(path):
         return f"the folder {path} holds no {what} Hugging Face can read ({type(e).__name__})"
-    if os.path.sep in path or path.startswith("."):
-        return f"no folder {path}"
-    return (f"{path!r} is not a local folder nor a hub id in the local Hugging Face cache (offline: nothing is "
-            "downloaded)")
+    return (f"{path!r} is neither a local folder nor a hub id in the local Hugging Face cache (offline: nothing "
+            "is downloaded)")
 
 
 @functools.lru_cache(maxsize=2)
@@ -175,8 +173,8 @@ class TextModel(nn.Module):
                 elif isinstance(m, nn.LayerNorm):
                     m.weight.fill_(1.0)
                     m.bias.zero_()
-            for p in root.parameters(recurse=False):  # a head's own bias vector
-                p.zero_()
+            if isinstance(root, _Holder):  # a bare bias vector (the MLM decoder's)
+                root.p.zero_()
 
 
 class TextClassifier(TextModel):

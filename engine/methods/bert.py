@@ -1,0 +1,129 @@
+"""BERT tickets (Chen et al. 2020) and their transfer, for any model, pre-trained transformers first.
+
+- `bert-imp`: iterative magnitude pruning that removes --prune-fraction of the ORIGINAL prunable weights per
+  level (level k keeps 1 - k x fraction: 90%, 80%, ... at 0.1, the paper's schedule), ranked by |w| of the
+  last level's trained weights over one global pool (--scope global, the paper's) or within each layer
+  (layerwise), survivors rewound per --rewind: `init` is the pre-trained weights for a pre-trained model.
+  A transformer's mask covers its attention and FFN weights only (engine.transformer).
+- `transfer`: fine-tune a mask found by another run (--mask-from its directory or a mask .safetensors file,
+  --mask-level) on this run's task, from this run's theta_0, beside the dense fine-tune (level 0) and the
+  controls. The transfer matrix is one such run per (source ticket, target task).
+- control `start-magnitude`: one-shot global magnitude pruning of the ticket's start weights to exactly its
+  number of kept weights (for a pre-trained model: magnitude pruning of the pre-trained weights, the paper's
+  "standard pruning" baseline); `random` (same per-layer densities) is the other control to use.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import masks as M
+from ..config import option
+from ..errors import ConfigError
+from ..registry import CONTROLS, METHODS, MethodSpec
+
+
+# ---------------------------------------------------------------- bert-imp
+def keep_count(cfg, level: int, size: int) -> int:
+    return round((1 - level * cfg.prune_fraction) * size)
+
+
+def bert_imp(ctx) -> None:
+    cfg = ctx.config.prune
+    trained = ctx.dense
+    for level in range(1, cfg.levels + 1):
+        scores = M.magnitude_scores(trained.weights, trained.mask)
+        if cfg.scope == "global":
+            mask = M.keep_global(scores, trained.mask, keep_count(cfg, level, M.total(trained.mask)))
+        else:
+            mask = M.keep_per_layer(scores, trained.mask, {n: keep_count(cfg, level, m.numel())
+                                                           for n, m in trained.mask.items()})
+        start, start_step = ctx.rewind(trained.weights)
+        trained = ctx.train_ticket(level, mask, start, start_step)
+
+
+def check_levels(config, model) -> None:
+    cfg = config.prune
+    if cfg.levels * cfg.prune_fraction >= 1:
+        raise ConfigError("prune.levels", cfg.levels, f"x --prune-fraction {cfg.prune_fraction} of the original "
+                          f"weights must stay below 1 (at most {math.ceil(1 / cfg.prune_fraction) - 1} levels)")
+
+
+def bert_imp_cost(summary: dict, level: dict, store) -> tuple[int, float]:
+    """A level's mask cost the dense training and every earlier level's (as IMP's)."""
+    trainings = [summary["dense"]] + [lv for lv in summary["levels"] if lv["level"] < level["level"]]
+    return sum(t["iterations"] - t["start_step"] for t in trainings), sum(t["train_seconds"] for t in trainings)
+
+
+def bert_imp_levels_to_reach(cfg, density: float) -> int:
+    return max(1, min(math.ceil((1 - density) / cfg.prune_fraction), math.ceil(1 / cfg.prune_fraction) - 1))
+
+
+METHODS.register("bert-imp", "IMP removing --prune-fraction of the ORIGINAL weights per level, --scope global, "
+                 "rewinding to theta_0 = the pre-trained weights (BERT tickets, Chen et al. 2020)")(
+    MethodSpec(bert_imp, scopes=("global", "layerwise"), levels=lambda config: config.prune.levels,
+               search_cost=bert_imp_cost, levels_to_reach=bert_imp_levels_to_reach, check=check_levels))
+
+
+# ---------------------------------------------------------------- transfer
+@dataclass(frozen=True)
+class TransferOptions:
+    mask_from: str = option("", "transfer: the mask to fine-tune: a run directory (its ticket at --mask-level) "
+                            "or a mask .safetensors file")
+    mask_level: int = option(-1, "transfer: level of the --mask-from run's ticket (-1: its last level)", lo=-1)
+
+
+def mask_file(options: TransferOptions) -> Path:
+    """The mask file --mask-from / --mask-level name; one-line errors for what is not there."""
+    if not options.mask_from:
+        raise ConfigError("prune.mask_from", options.mask_from, "transfer needs --mask-from RUN_DIR or MASK.safetensors")
+    path = Path(options.mask_from).expanduser()
+    if path.is_file():
+        return path
+    levels = path / "levels" / "ticket"
+    if not levels.is_dir():
+        raise ConfigError("prune.mask_from", options.mask_from, "is neither a run directory nor a mask file")
+    done = sorted(int(p.name) for p in levels.iterdir() if p.name.isdigit() and (p / "record.json").exists()
+                  and int(p.name) > 0)
+    if not done:
+        raise ConfigError("prune.mask_from", options.mask_from, "has no completed ticket level")
+    level = done[-1] if options.mask_level == -1 else options.mask_level
+    if level not in done:
+        raise ConfigError("prune.mask_level", options.mask_level, f"completed levels: {', '.join(map(str, done))}")
+    return levels / f"{level:03d}" / "mask.safetensors"
+
+
+def load_transfer_mask(options: TransferOptions, model, device="cpu") -> M.Mask:
+    """The source mask, checked against this model's prunable weights (same names and shapes)."""
+    from ..store import load_tensors
+
+    mask = load_tensors(mask_file(options), device)
+    params = dict(model.named_parameters())
+    wanted = M.prunable(model)
+    if sorted(mask) != sorted(wanted) or any(tuple(mask[n].shape) != tuple(params[n].shape) for n in wanted):
+        raise ConfigError("prune.mask_from", options.mask_from, "its mask does not cover this model's prunable "
+                          "weights (different architecture?)")
+    return {n: mask[n].bool() for n in wanted}
+
+
+def transfer(ctx) -> None:
+    mask = load_transfer_mask(ctx.options, ctx.model_with(ctx.init_weights), ctx.device)
+    start, start_step = ctx.rewind(ctx.dense.weights)
+    ctx.train_ticket(1, mask, start, start_step)
+
+
+METHODS.register("transfer", "fine-tune a stored ticket (--mask-from, --mask-level) on this run's task from "
+                 "theta_0: one cell of a transfer matrix")(
+    MethodSpec(transfer, options=TransferOptions,
+               check=lambda config, model: load_transfer_mask(config.prune.method_options(), model)))
+
+
+# ---------------------------------------------------------------- the start-magnitude control
+@CONTROLS.register("start-magnitude", "one-shot global magnitude of the ticket's start weights, as many kept "
+                   "(pre-trained models: magnitude pruning of the pre-trained weights)")
+def start_magnitude(ctx, level, mask, start, start_step):
+    full = {n: torch.ones_like(m, dtype=torch.bool) for n, m in mask.items()}
+    return M.keep_global(M.magnitude_scores(start, mask), full, M.kept(mask)), start, start_step

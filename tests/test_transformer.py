@@ -1,0 +1,197 @@
+"""Pre-trained transformers as engine models (engine.transformer): what is prunable, theta_0, the MLM head, BERT
+tickets and transfer through `engine.run`, bad hf: inputs; one test loads the real packaged MiniLM weights."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import engine
+from engine import masks as M
+from engine import trainer, transformer
+from engine.config import DataConfig
+from engine.errors import ConfigError
+from engine.store import load_tensors
+
+pytestmark = pytest.mark.usefixtures("text_cache")
+
+TYPES = ["query", "key", "value", "attn-out", "ffn-in", "ffn-out"]
+
+
+def topics(**kw):
+    return engine.data.load(DataConfig(dataset="pydoc-topics", tokenizer="minilm", max_length=32, **kw))
+
+
+def tiny_run(**changes):
+    base = {"data.dataset": "pydoc-topics", "model.model": "bert-tiny", "train.epochs": 1, "train.batch_size": 32,
+            "prune.levels": 2, "prune.prune_fraction": 0.1, "prune.scope": "global", "prune.method": "bert-imp",
+            "prune.controls": ("random", "start-magnitude"), "device": "cpu"}
+    return engine.RunConfig().replace(**{**base, **changes})
+
+
+def test_tiny_classifier_prunes_attention_and_ffn_only():
+    d = topics()
+    model = transformer.build_text_model("bert-tiny", d.input_shape, d.num_classes)
+    names = M.prunable(model)
+    assert len(names) == 2 * 6 and M.output_layer(model) is None
+    assert [transformer.block_and_type(n) for n in names] == [(b, t) for b in range(2) for t in TYPES]
+    params = dict(model.named_parameters())
+    assert not [n for n in names if "embeddings" in n or "LayerNorm" in n or n.startswith("head")]
+    assert all(params[n].dim() == 2 for n in names)
+    assert model(d.train.x[:5]).shape == (5, d.num_classes)
+    grid = transformer.density_grid({n: 0.5 for n in names})
+    assert grid["blocks"] == [0, 1] and grid["types"] == TYPES and grid["values"][1][5] == 0.5
+
+
+def test_theta0_is_seeded_and_reinit_redraws_everything():
+    d = topics()
+    cfg = engine.RunConfig().replace(**{"data.dataset": "pydoc-topics", "model.model": "bert-tiny"}).model
+    a = engine.models.build(cfg, d.input_shape, d.num_classes, seed=1).state_dict()
+    b = engine.models.build(cfg, d.input_shape, d.num_classes, seed=1).state_dict()
+    c = engine.models.build(cfg, d.input_shape, d.num_classes, seed=2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+
+
+def test_mlm_logits_at_slots_and_accuracy_over_real_targets():
+    mlm = engine.data.load(DataConfig(dataset="pydoc-mlm", tokenizer="minilm", max_length=32))
+    model = transformer.build_text_model("bert-tiny", mlm.input_shape, mlm.num_classes)
+    model.init_from_seed(torch.Generator().manual_seed(0))
+    split = engine.data.Split(mlm.test.x[:64], mlm.test.y[:64])
+    with torch.no_grad():
+        out = model.eval()(split.x)  # evaluation runs without dropout
+    assert out.shape == (64, mlm.num_classes, model.slots)
+    loss, acc = trainer.evaluate(model, split)
+    y = split.y
+    real = y != -100
+    expect_acc = float((out.argmax(1) == y)[real].float().mean())
+    expect_loss = float(torch.nn.functional.cross_entropy(out, y))  # mean over real targets only
+    assert acc == pytest.approx(expect_acc) and loss == pytest.approx(expect_loss, rel=1e-4)
+    # the decoder is the word-embedding matrix itself (tied), not a copy in the state dict
+    assert not any("decoder" in k and k.endswith("weight") for k in model.state_dict())
+
+
+def test_mlm_head_warmup_is_stored_and_reused(monkeypatch):
+    mlm = engine.data.load(DataConfig(dataset="pydoc-mlm", tokenizer="minilm", max_length=32))
+    model = transformer.build_text_model("bert-tiny", mlm.input_shape, mlm.num_classes)
+    model.pretrained = True  # pretend, so the tiny encoder gets a warmed head like MiniLM's
+    monkeypatch.setattr(transformer, "WARMUP_STEPS", 3)
+    transformer.warm_mlm_head(model, steps=3)
+    path = transformer.warm_head_path("bert-tiny", 32)
+    assert path.exists()
+    encoder_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("bert.")}
+    other = transformer.build_text_model("bert-tiny", mlm.input_shape, mlm.num_classes)
+    other.pretrained = True
+    transformer.warm_mlm_head(other)
+    for n in model.head_names():
+        assert torch.equal(dict(model.named_parameters())[n], dict(other.named_parameters())[n])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in encoder_before.items())  # encoder frozen
+
+
+def test_bert_tickets_through_run_and_show(runs_dir):
+    cfg = tiny_run()
+    s = engine.run(cfg, runs_dir=runs_dir)
+    assert [lv["density"] for lv in s["levels"]] == pytest.approx([0.9, 0.8], abs=1e-4)
+    store = engine.store.RunStore(runs_dir, s["run_id"])
+    init = load_tensors(store.weights_path("init"))
+    total = sum(init[n].numel() for n in s["levels"][0]["layers"])
+    for level in (1, 2):
+        mask, weights = store.load_level("ticket", level)
+        assert M.kept(mask) == round((1 - 0.1 * level) * total)  # 10% of the ORIGINAL per level, global
+        for n, m in mask.items():
+            assert (weights[n][~m] == 0).all()
+        for k in init:  # embeddings and LayerNorms are never masked
+            if "embeddings" in k:
+                assert k not in mask
+        for control in ("random", "start-magnitude"):
+            c_mask, _ = store.load_level(control, level)
+            assert M.kept(c_mask) == M.kept(mask)
+        random_mask, _ = store.load_level("random", level)
+        assert M.layer_densities(random_mask) == pytest.approx(M.layer_densities(mask))
+    # the start-magnitude control keeps the largest pre-trained (theta_0) weights
+    mag, _ = store.load_level("start-magnitude", 2)
+    flat = torch.cat([init[n].abs().flatten() for n in mag])
+    kept = torch.cat([mag[n].flatten() for n in mag])
+    assert flat[kept].min() >= flat[~kept].max()
+    shown = subprocess.run([sys.executable, "-m", "explorer.cli", "show", s["run_id"], "--json", "--runs-dir",
+                            str(runs_dir)], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["model"] == "bert-tiny"
+    again = engine.run(cfg, runs_dir=runs_dir)  # resumes: nothing retrained
+    assert [lv["train_seconds"] for lv in again["levels"]] == [lv["train_seconds"] for lv in s["levels"]]
+
+
+def test_transfer_fine_tunes_another_runs_ticket(runs_dir):
+    source = engine.run(tiny_run(**{"prune.levels": 1, "prune.controls": ()}), runs_dir=runs_dir)
+    source_dir = runs_dir / source["run_id"]
+    cfg = engine.RunConfig().replace(**{
+        "data.dataset": "pydoc-modules", "model.model": "bert-tiny", "train.epochs": 1, "train.batch_size": 32,
+        "prune.method": "transfer", "prune.mask_from": str(source_dir), "prune.controls": ("random",),
+        "device": "cpu"})
+    s = engine.run(cfg, runs_dir=runs_dir)
+    store = engine.store.RunStore(runs_dir, s["run_id"])
+    mask, _ = store.load_level("ticket", 1)
+    source_mask, _ = engine.store.RunStore(runs_dir, source["run_id"]).load_level("ticket", 1)
+    assert all(torch.equal(mask[n], source_mask[n]) for n in mask)
+    bad = cfg.replace(**{"prune.mask_from": str(runs_dir / "nope")})
+    with pytest.raises(ConfigError, match="neither a run directory nor a mask file"):
+        engine.run(bad, runs_dir=runs_dir)
+    assert not (runs_dir / bad.run_id).exists()  # refused before anything was written
+
+
+def test_bad_models_are_one_line_errors(tmp_path, runs_dir):
+    def run(model, **kw):
+        cfg = tiny_run(**{"model.model": model, "data.tokenizer": model if model.startswith("hf:") else "minilm",
+                          **kw})
+        with pytest.raises(ConfigError) as e:
+            engine.run(cfg, runs_dir=runs_dir)
+        assert "\n" not in str(e.value)
+        assert not (runs_dir / cfg.run_id).exists()
+        return str(e.value)
+
+    assert "local Hugging Face cache" in run("hf:no-such-org/no-such-model")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a model")
+    assert "holds no" in run(f"hf:{tmp_path / 'empty'}")
+    assert "at most 128 tokens" in run("bert-tiny", **{"data.max_length": 256})
+    # a folder whose tokenizer (MiniLM's, 30522 tokens) does not fit its model (100 embedding rows)
+    import transformers
+    folder = tmp_path / "mismatch"
+    transformers.BertModel(transformers.BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1,
+                                                   num_attention_heads=1, intermediate_size=8)).save_pretrained(folder)
+    transformer.load_tokenizer("minilm").save_pretrained(folder)
+    assert "tokenizer/model mismatch" in run(f"hf:{folder}")
+
+
+def test_hf_folder_loads_like_a_registered_model(tmp_path, runs_dir):
+    import transformers
+    folder = tmp_path / "my-bert"
+    transformers.BertModel(transformer.tiny_config()).save_pretrained(folder)
+    transformer.load_tokenizer("minilm").save_pretrained(folder)
+    name = f"hf:{folder}"
+    s = engine.run(tiny_run(**{"model.model": name, "data.tokenizer": name, "prune.levels": 1,
+                               "prune.controls": ()}), runs_dir=runs_dir)
+    assert s["status"] == "completed" and s["run_id"].startswith("bert-imp-hf-pydoctopics-")
+    init = load_tensors(runs_dir / s["run_id"] / "init.safetensors")
+    saved = transformers.BertModel.from_pretrained(folder).state_dict()
+    assert torch.equal(init["bert.encoder.layer.0.attention.self.query.weight"],
+                       saved["encoder.layer.0.attention.self.query.weight"])  # theta_0 = the folder's weights
+
+
+def test_real_minilm_weights_load_offline():
+    """The one test with the real packaged weights (22.7M parameters, ~90 MB)."""
+    from safetensors.torch import load_file
+
+    d = topics()
+    model = transformer.build_text_model("minilm", d.input_shape, d.num_classes)
+    model.init_from_seed(torch.Generator().manual_seed(0))
+    encoder = sum(p.numel() for p in model.bert.parameters())
+    assert 22_000_000 < encoder < 23_000_000
+    names = M.prunable(model)
+    assert len(names) == 36 and {transformer.block_and_type(n) for n in names} == {
+        (b, t) for b in range(6) for t in TYPES}
+    shipped = load_file(f"{transformer.minilm_path()}/model.safetensors")
+    key = next(k for k in shipped if k.endswith("encoder.layer.5.output.dense.weight"))
+    assert torch.equal(model.state_dict()["bert.encoder.layer.5.output.dense.weight"], shipped[key])
+    with torch.no_grad():
+        assert model(d.test.x[:4]).shape == (4, d.num_classes)
