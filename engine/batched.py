@@ -2,16 +2,17 @@
 
 Small models waste a CPU (or a GPU) one at a time: every step of a 64-32-10 MLP is a handful of tiny
 kernels whose cost is mostly Python and dispatch. Here the K members' parameters are stacked along a new
-leading axis ([K, *shape]) and one step trains them all: the forward is the architecture's own module run
-through `torch.func.functional_call` under `torch.func.vmap` (so any Linear/Conv model works unchanged,
-registry or user-made), the loss is the sum of the members' mean losses (members share no parameter, so
+leading axis ([K, *shape]) and one step trains them all: the forward is one grouped computation over the stack (see
+below), the loss is the sum of the members' mean losses (members share no parameter, so
 each one's gradient is exactly its own), and the optimizer update is elementwise over the stack.
 
-Why vmap and not a hand-written grouped `bmm`: measured on this 2-core CPU (`python bench/zoo_speed.py
---forward`), one training step of 64 digits MLPs 64-64-32-10 (batch 60) costs the same both ways (best of 15
-repeats, under contention from other processes: vmap + functional_call 13.1 ms, grouped baddbmm 13.1 ms),
-and vmap also batches convolutions (Conv-2/4/6) and users' own modules with no second code path per layer
-type. So there is one path: vmap.
+How the forward is batched, measured on this 2-core CPU (bench/zoo_speed.py, same process, interleaved,
+under heavy contention from other processes): chains of Linear layers (mlp, lenet300) run as grouped
+`baddbmm` with activations kept [K, features, batch] (so every weight gradient comes out contiguous for the
+fused optimizer), which trained 64 digits MLPs 64-32 in 0.73-0.80 s vs 0.86-1.04 s through `vmap` over
+`functional_call`, and 8 lenet300 in 0.35-0.56 s vs 0.62-0.70 s; every other architecture (Conv-2/4/6, users'
+modules) goes through `torch.func.vmap` + `functional_call`, which batches any layer type with no code of
+its own.
 
 What each member gets, exactly as `engine.trainer.train` would give it alone (tests/test_batched.py trains
 both ways and compares the weights to float tolerance):
@@ -22,13 +23,14 @@ both ways and compares the weights to float tolerance):
 - the configured learning-rate schedule (`trainer.lr_at`; members at one global step share it, since the
   schedule depends on the step only), batch size, evaluation points (every `eval_every` steps and at the
   end, validation and test), early-stopping record (the iteration of lowest validation loss);
-- Adam or SGD (momentum, coupled L2 weight decay) with torch's update rules, written out here because one
-  `torch.optim` step counter cannot serve members that start at different steps. Masks: a pruned entry's
-  gradient is zeroed before the update, so its weight stays exactly 0 and its moments/momentum stay 0 (its
-  weight decay is of a zero weight: zero).
+- the optimizer `engine.trainer.make_optimizer` builds (torch's fused Adam, or SGD with momentum and coupled
+  L2 weight decay) over the stacked tensors: both update elementwise, so a stack steps each member exactly
+  as alone. Members that share a start step share one optimizer (its step counter is theirs); a group
+  that starts later has its own. Masks: a pruned entry's gradient is zeroed before the step, so its weight
+  stays exactly 0 and its moments/momentum stay 0 (its weight decay is of a zero weight: zero).
 
-Members that start later (a late-rewound ticket beside a reinit control that starts at 0) simply sit out the
-steps before their start: no forward contribution to their gradient, no update, no optimizer state.
+Members that start later (a late-rewound ticket beside a reinit control that starts at 0) join the
+computation at their start step: before it they are not computed at all.
 
 Not supported (one-line `Unsupported`): models with BatchNorm (their running statistics are buffers that
 vmap cannot update in place per member here; train those one by one with engine.trainer), mask searches
@@ -60,10 +62,8 @@ from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled, Unsupported
 from .masks import Mask
 from .seeding import generator
-from .trainer import TrainResult, lr_at, steps_per_epoch
+from .trainer import TrainResult, lr_at, make_optimizer, steps_per_epoch
 
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which engine.trainer uses
-ADAM_EPS = 1e-8
 EVAL_ELEMENTS = 1 << 14    # members x examples per evaluation chunk: bounds the activations held at once
 
 
@@ -99,7 +99,14 @@ def member_weights(stacked: dict[str, torch.Tensor], i: int) -> dict[str, torch.
     return {k: v[i] for k, v in stacked.items()}
 
 
-def check_batchable(model: nn.Module) -> None:
+def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
+    """Unsupported (one line) for what one stacked computation cannot train member by member."""
+    if data is not None and data.train.y.dim() != 1:
+        raise Unsupported("the batched trainer takes one class label per example; per-token targets (text "
+                          "tasks) train one by one with engine.trainer")
+    if any(type(m).__module__.endswith("bayes") for m in model.modules()):
+        raise Unsupported("Bayesian layers sample their weights and add a KL penalty per member; train them one "
+                          "by one with engine.trainer")
     if any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules()):
         raise Unsupported(f"{type(model).__name__} has BatchNorm, whose running statistics the batched trainer "
                           "does not keep per member; train its members one by one (engine.trainer.train)")
@@ -113,6 +120,39 @@ def _forward(model: nn.Module):
     return one
 
 
+def _linear_chain(model: nn.Module):
+    """[(weight name, bias name, relu after)] when `model` is Flatten, Linear and ReLU only, else None."""
+    chain = model.as_sequential() if hasattr(model, "as_sequential") else None
+    if chain is None or not all(isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)) for m in chain):
+        return None
+    names = {id(m): n for n, m in model.named_modules()}
+    mods = list(chain)
+    out = []
+    for i, m in enumerate(mods):
+        if isinstance(m, nn.Linear):
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+            out.append((f"{names[id(m)]}.weight", f"{names[id(m)]}.bias" if m.bias is not None else None, relu))
+    return out
+
+
+def batched_forward(model: nn.Module, shared_input: bool = False):
+    """f(stacked params, x) -> [K, b, C]: x is [K, b, ...] (or [b, ...], shared, with shared_input).
+    Chains of Linear layers run as grouped baddbmm (measured faster than vmap on CPU); anything else through
+    vmap over functional_call."""
+    chain = _linear_chain(model)
+    if chain is None:
+        return vmap(_forward(model), in_dims=(0, None if shared_input else 0))
+
+    def grouped(params, x):  # activations kept [K, features, b]: every weight's gradient comes out contiguous
+        k = next(iter(params.values())).shape[0]
+        h = x.flatten(1).T.expand(k, -1, -1) if shared_input else x.flatten(2).transpose(1, 2)
+        for w, b, relu in chain:
+            h = torch.bmm(params[w], h) if b is None else torch.baddbmm(params[b].unsqueeze(2), params[w], h)
+            h = F.relu(h) if relu else h
+        return h.transpose(1, 2)
+    return grouped
+
+
 @torch.inference_mode()
 def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor], split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy [K], accuracy [K]) of every member of a stack on a split, in one batched pass.
@@ -122,7 +162,7 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor], split: 
     params = {n: w for n, w in weights.items()}
     was_training = model.training
     model.eval()
-    fwd = vmap(_forward(model), in_dims=(0, None))
+    fwd = batched_forward(model, shared_input=True)
     loss = torch.zeros(k, device=split.y.device)
     correct = torch.zeros(k, device=split.y.device, dtype=torch.long)
     chunk = max(16, EVAL_ELEMENTS // k)
@@ -135,55 +175,6 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor], split: 
     return loss.double() / len(split), correct.double() / len(split)
 
 
-class _Optimizer:
-    """Adam or SGD over stacked parameters, with torch.optim's update rules, a step counter per member and
-    an `active` mask: members not yet started are left exactly as they are."""
-
-    def __init__(self, params: dict[str, torch.Tensor], cfg: TrainConfig, k: int):
-        self.params, self.cfg, self.k = params, cfg, k
-        self.state = {n: (torch.zeros_like(p), torch.zeros_like(p)) if cfg.optimizer == "adam" else torch.zeros_like(p)
-                      for n, p in params.items()}
-        self.steps = torch.zeros(k, dtype=torch.float64)
-
-    @torch.no_grad()
-    def step(self, lr: float, active: torch.Tensor | None) -> None:
-        cfg = self.cfg
-        if active is None:
-            self.steps += 1
-        else:
-            self.steps += active.to(self.steps.dtype)
-        for n, p in self.params.items():
-            g = p.grad
-            if cfg.weight_decay:
-                g = g.add(p, alpha=cfg.weight_decay)
-            shape = (self.k,) + (1,) * (p.dim() - 1)
-            if cfg.optimizer == "adam":
-                b1, b2 = ADAM_BETAS
-                m, v = self.state[n]
-                old = (p.clone(), m.clone(), v.clone()) if active is not None else None
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                t = self.steps.clamp(min=1)
-                bias1 = (1 - b1 ** t).to(p.dtype).view(shape)
-                bias2_sqrt = (1 - b2 ** t).sqrt().to(p.dtype).view(shape)
-                p.sub_((lr / bias1) * m / (v.sqrt() / bias2_sqrt + ADAM_EPS))
-                if old is not None:
-                    keep = ~active.view(shape)
-                    for new, before in zip((p, m, v), old):
-                        new.copy_(torch.where(keep, before, new))
-            else:
-                buf = self.state[n]
-                old = (p.clone(), buf.clone()) if active is not None else None
-                if cfg.momentum:
-                    buf.mul_(cfg.momentum).add_(g)  # from zero, the first step gives buf = g, as torch's SGD
-                    g = buf
-                p.sub_(lr * g)
-                if old is not None:
-                    keep = ~active.view(shape)
-                    for new, before in zip((p, buf), old):
-                        new.copy_(torch.where(keep, before, new))
-
-
 def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Sequence[Member], *,
                   on_eval: Callable[[int, dict], None] | None = None, cancel=None,
                   on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> BatchedResult:
@@ -191,11 +182,12 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
 
     `model`: a module of the members' architecture (only its structure is used; it is not changed).
     `on_eval(i, point)` after member i's evaluations (the points trainer.train's on_eval gets);
-    `on_step(step, weights)` after each step, with the live stack; `cancel.is_set()` is checked every step.
+    `on_step(step, weights)` after each step, with every member's current weights stacked in member order
+    (built only when asked for); `cancel.is_set()` is checked every step.
     """
     if not members:
         raise ConfigError("members", 0, "need at least one member")
-    check_batchable(model)
+    check_batchable(model, data)
     x, y = data.train.x, data.train.y
     bs, k, device = cfg.batch_size, len(members), y.device
     per_epoch = steps_per_epoch(len(y), cfg)
@@ -207,64 +199,85 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         if missing:
             raise ConfigError(f"members[{i}].init", sorted(missing)[:3], "start weights lack these parameters")
 
-    masked = sorted({n for m in members for n, t in (m.mask or {}).items() if not bool(t.all())}, key=names.index)
-    masks = {n: torch.stack([(m.mask[n] if m.mask is not None and n in m.mask
-                              else torch.ones_like(m.init[n], dtype=torch.bool)).to(device) for m in members])
-             for n in masked}
-    params = {n: torch.stack([m.init[n].detach().to(device, torch.float32) for m in members]) for n in names}
-    for n, keep in masks.items():
-        params[n].mul_(keep)
-        masks[n] = keep.to(params[n].dtype)
-    for p in params.values():
-        p.requires_grad_(True)
-    opt = _Optimizer(params, cfg, k)
-    fwd = vmap(_forward(model), in_dims=(0, 0))
+    # Members starting at the same step form a group: one stacked leaf tensor per parameter and one optimizer
+    # (engine.trainer.make_optimizer: torch's fused Adam or SGD, the update rules trainer.train uses, and ~4x
+    # faster here than the same rules written out over the stack). A group joins the computation at its step.
+    starts = sorted({m.start_step for m in members})
+    groups = [[i for i, m in enumerate(members) if m.start_step == s] for s in starts]
+    flat = [i for g in groups for i in g]                      # position in the full stack -> member index
+    back = torch.tensor(sorted(range(k), key=flat.__getitem__), device=device)   # member index -> position
+    masked = [n for n in names if any(m.mask is not None and n in m.mask and not bool(m.mask[n].all()) for m in members)]
+
+    def stacked(idx, n, mask=False):
+        def one(m):
+            if mask:
+                return (m.mask[n] if m.mask is not None and n in m.mask else torch.ones_like(m.init[n], dtype=torch.bool))
+            return m.init[n].detach()
+        return torch.stack([one(members[i]).to(device) for i in idx])
+
+    leaves, masks, opts = [], [], []
+    for g in groups:
+        keep = {n: stacked(g, n, mask=True) for n in masked}
+        params = {n: stacked(g, n).to(torch.float32) for n in names}
+        for n in masked:
+            params[n].mul_(keep[n])
+        leaves.append({n: p.requires_grad_(True) for n, p in params.items()})
+        masks.append({n: t.to(torch.float32) for n, t in keep.items()})
+        opts.append(make_optimizer(leaves[-1].values(), cfg))
+    fwd = batched_forward(model)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
 
-    starts = torch.tensor([m.start_step for m in members], device=device)
-    first = min(m.start_step for m in members)
-    seeds = [m.seed for m in members]
+    def full_stack() -> dict[str, torch.Tensor]:  # every member, in stack order
+        return {n: torch.cat([leaf[n].detach() for leaf in leaves]) for n in names}
+
     curves: list[list[dict]] = [[] for _ in members]
-    loss_sum = torch.zeros(k, device=device)
+    loss_sum = torch.zeros(k, device=device)   # in stack order
     counted = torch.zeros(k, device=device)
     perms = None
     was_training = model.training
     model.train()
     t0 = time.perf_counter()
-    for step in range(first, total):
+    for step in range(starts[0], total):
         epoch, b = divmod(step, per_epoch)
         if perms is None or b == 0:  # each member its own order, by the trainer's own rule
-            perms = torch.stack([torch.randperm(len(y), generator=generator(s, "order", epoch)) for s in seeds]).to(device)
-        idx = perms[:, b * bs:(b + 1) * bs]                                   # [K, bs]
-        active = None if step >= int(starts.max()) else starts <= step
+            perms = torch.stack([torch.randperm(len(y), generator=generator(members[i].seed, "order", epoch))
+                                 for i in flat]).to(device)
+        active = sum(s <= step for s in starts)            # groups are sorted by start: the first `active` train
+        n_act = sum(len(g) for g in groups[:active])
+        params = leaves[0] if active == 1 else {n: torch.cat([leaf[n] for leaf in leaves[:active]]) for n in names}
+        idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
-        out = fwd(params, x[idx])                                             # [K, bs, C]
-        losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)   # [K]
-        if active is not None:
-            losses = losses * active
-        for p in params.values():
-            p.grad = None
-        losses.sum().backward()
-        if masked:
-            torch._foreach_mul_([params[n].grad for n in masked], [masks[n] for n in masked])
-        opt.step(lr_at(step, total, cfg) if schedule else cfg.lr, active)
-        loss_sum += losses.detach()
-        counted += 1 if active is None else active
+        out = fwd(params, x[idx])                                               # [K_active, bs, C]
+        losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)
+        for leaf, opt in zip(leaves[:active], opts):
+            opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # members share no parameter: each one's gradient is its own loss's
+        lr = lr_at(step, total, cfg) if schedule else None
+        for leaf, keep, opt in zip(leaves[:active], masks, opts):
+            if keep:
+                torch._foreach_mul_([leaf[n].grad for n in keep], list(keep.values()))
+            if lr is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr * group.get("lr_ratio", 1.0)
+            opt.step()
+        loss_sum[:n_act] += losses.detach()
+        counted[:n_act] += 1
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
 
         if (step + 1) % eval_every == 0 or step + 1 == total:
-            at = [step + 1 if m.start_step <= step else None for m in members]
-            _record(model, params, data, curves, at, per_epoch, loss_sum / counted.clamp(min=1), on_eval)
+            at = [step + 1 if j < n_act else None for j in range(k)]
+            _record(model, full_stack(), data, curves, flat, at, per_epoch, loss_sum / counted.clamp(min=1), on_eval)
             loss_sum.zero_()
             counted.zero_()
         if on_step is not None:
-            on_step(step + 1, params)
+            on_step(step + 1, {n: w.index_select(0, back) for n, w in full_stack().items()})
 
     seconds = time.perf_counter() - t0
     if not all(curves):  # members that started at or past the end: report their weights as they are
-        at = [None if c else m.start_step for c, m in zip(curves, members)]
-        _record(model, params, data, curves, at, per_epoch, torch.full((k,), math.nan, device=device), on_eval)
+        at = [None if curves[i] else members[i].start_step for i in flat]
+        _record(model, full_stack(), data, curves, flat, at, per_epoch, torch.full((k,), math.nan, device=device),
+                on_eval)
     model.train(was_training)
     keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
     results = []
@@ -276,20 +289,20 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         results.append(TrainResult(iterations=total, seconds=seconds, final={q: curve[-1][q] for q in keys},
                                    early_stop_iteration=best["iteration"], at_early_stop={q: best[q] for q in keys},
                                    curve=curve))
-    return BatchedResult(results, {n: p.detach() for n, p in params.items()})
+    return BatchedResult(results, {n: w.index_select(0, back) for n, w in full_stack().items()})
 
 
-def _record(model, params, data: Dataset, curves, at: list[int | None], per_epoch: int, train_loss: torch.Tensor,
-            on_eval) -> None:
-    """Evaluate every member (one batched pass per split) and append a point at iteration at[i] to each
-    member whose at[i] is not None."""
-    weights = {n: p.detach() for n, p in params.items()}
+def _record(model, weights, data: Dataset, curves, flat: list[int], at: list[int | None], per_epoch: int,
+            train_loss: torch.Tensor, on_eval) -> None:
+    """Evaluate the whole stack (one batched pass per split) and append a point at iteration at[j] to the
+    member at stack position j (member flat[j]) wherever at[j] is not None."""
     val_loss, val_acc = evaluate_batched(model, weights, data.val)
     test_loss, test_acc = evaluate_batched(model, weights, data.test)
     rows = zip(at, val_loss.tolist(), val_acc.tolist(), test_loss.tolist(), test_acc.tolist(), train_loss.tolist())
-    for i, (it, vl, va, tl, ta, trl) in enumerate(rows):
+    for j, (it, vl, va, tl, ta, trl) in enumerate(rows):
         if it is None:
             continue
+        i = flat[j]
         point = {"iteration": it, "epoch": it / per_epoch, "train_loss": trl, "val_loss": vl, "val_accuracy": va,
                  "test_loss": tl, "test_accuracy": ta}
         curves[i].append(point)

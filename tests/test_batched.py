@@ -64,28 +64,32 @@ def test_convolutions_batch_too(digits):
             torch.testing.assert_close(out.member(i)[n], w, atol=1e-5, rtol=1e-4)
 
 
-def test_pruned_entries_stay_zero_with_no_gradient_and_no_optimizer_state(digits, monkeypatch):
+def test_pruned_entries_stay_zero_with_no_optimizer_state(digits, monkeypatch):
     mc = ModelConfig(model="mlp", hidden=(32, 16))
     cfg = TrainConfig(epochs=1, batch_size=64, weight_decay=1e-2)
-    nets, members = _members(digits, mc, k=2)
+    nets, members = _members(digits, mc, k=3, late=4)  # members 0, 1 start together, member 2 later
     made = []
-    real = B._Optimizer
-    monkeypatch.setattr(B, "_Optimizer", lambda *a: made.append(real(*a)) or made[-1])
+    real = B.make_optimizer
+    monkeypatch.setattr(B, "make_optimizer", lambda params, c: made.append(real(params, c)) or made[-1])
     mask = members[1].mask
     seen = []
 
-    def on_step(step, params):
+    def on_step(step, weights):
         for n, keep in mask.items():
-            assert (params[n][1][~keep] == 0).all(), f"pruned weight of {n} moved at step {step}"
-            assert (params[n].grad[1][~keep] == 0).all(), f"pruned weight of {n} got a gradient at step {step}"
+            assert (weights[n][1][~keep] == 0).all(), f"pruned weight of {n} moved at step {step}"
+        if step <= 4:  # member 2 has not started: untouched
+            assert torch.equal(weights["out.bias"][2], members[2].init["out.bias"])
         seen.append(step)
 
     out = B.train_batched(nets[0], digits, cfg, members, on_step=on_step)
     assert seen and seen[-1] == trainer.total_steps(len(digits.train), cfg)
+    assert len(made) == 2  # one optimizer per start step
+    leaves = [p for group in made[0].param_groups for p in group["params"]]
     for n, keep in mask.items():
-        m, v = made[0].state[n]
-        assert (m[1][~keep] == 0).all() and (v[1][~keep] == 0).all()
-        assert m[1][keep].abs().sum() > 0 and m[0].abs().sum() > 0  # survivors and the dense member did move
+        state = made[0].state[leaves[list(mask).index(n) * 2]]  # weights and biases alternate
+        assert state["exp_avg"].shape[1:] == keep.shape
+        assert (state["exp_avg"][1][~keep] == 0).all() and (state["exp_avg_sq"][1][~keep] == 0).all()
+        assert state["exp_avg"][1][keep].abs().sum() > 0 and state["exp_avg"][0].abs().sum() > 0
         assert (out.weights[n][1][~keep] == 0).all()
 
 
