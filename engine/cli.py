@@ -1,4 +1,6 @@
-"""`lottery`: the command line. Config flags are generated from the config dataclasses.
+"""`lottery`: the command line. Every flag is generated from an options dataclass (engine.settings): the
+run config groups and each method's options for `run`, CompareOptions, ProbeOptions, each analysis's
+options, and those of the commands other modules add (COMMAND_MODULES).
 
     lottery run --method imp --model lenet300 --dataset digits [--json]
     lottery list
@@ -11,6 +13,7 @@ Every error is one line on stderr and a non-zero exit (2: bad input, 1: run fail
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -93,15 +96,17 @@ def cmd_list(args) -> int:
     runs = list_runs(args.runs_dir)
     if args.json:
         print(json.dumps([{k: r.get(k) for k in ("run_id", "status", "method", "model", "dataset", "seed")}
-                          for r in runs], indent=1))
+                          | ({"error": r["error"]} if r.get("error") else {}) for r in runs], indent=1))
         return 0
     if not runs:
         print(f"no runs in {args.runs_dir}")
     for r in runs:
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
-        tail = f"{len(levels)} levels, last density {pct(last['density'])} test {pct(last['test_accuracy'])}" \
-            if last else "no level yet"
+        tail = f"{len(levels)} levels, last density {pct(last.get('density'))} test " \
+            f"{pct(last.get('test_accuracy'))}" if last else "no level yet"
+        if r.get("status") == "unreadable":  # a damaged run: say why, the others are listed as usual
+            tail = r["error"]
         print(f"{r['run_id']:<44} {r.get('status', '?'):<11} {tail}")
     return 0
 
@@ -164,39 +169,16 @@ def cmd_probe(args) -> int:
     """Inference latency of dense vs masked vs CSR vs channel vs 2:4, for a layer size or a stored ticket."""
     from . import probe
 
-    options = {"batches": probe.parse_list(args.batch, "--batch", int, "must be comma-separated batch sizes"),
-               "dtypes": probe.parse_list(args.dtype, "--dtype", str, "must be comma-separated dtypes"),
-               "device": args.device, "min_run_time": args.min_time, "threads": args.threads}
-    for value in options["dtypes"]:
-        if value not in probe.DTYPES:
-            raise ConfigError("--dtype", value, f"allowed: {', '.join(probe.DTYPES)}")
-    if min(options["batches"]) < 1:
-        raise ConfigError("--batch", args.batch, "batch sizes must be positive")
-    if not 0 < args.min_time <= 60:
-        raise ConfigError("--min-time", args.min_time, "must be a number of seconds in (0, 60]")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError("--threads", args.threads, "must be a positive number of CPU threads")
-    if args.run is not None:
-        if args.sparsity is not None or args.layer is not None:
-            raise ConfigError("--sparsity" if args.sparsity is not None else "--layer", args.sparsity or args.layer,
-                              "applies to layer probes; --run probes the ticket's own mask")
-        result = probe.probe_run(args.runs_dir, args.run, args.level, **options)
-    else:
-        if args.level is not None:
-            raise ConfigError("--level", args.level, "needs --run RUN_ID")
-        sparsities = probe.parse_list(args.sparsity or "0.5,0.9", "--sparsity", float,
-                                      "must be comma-separated sparsities in (0, 1)")
-        if not all(0 < s < 1 for s in sparsities):
-            raise ConfigError("--sparsity", args.sparsity, "must be comma-separated sparsities in (0, 1)")
-        result = probe.probe_layer(*probe.parse_layer(args.layer or "1024x1024"), sparsities=sparsities, **options)
+    result = probe.probe(options_from_flags(probe.ProbeOptions, args), args.runs_dir)
     print(json.dumps(result, indent=1) if args.json else probe.format_table(result))
     return 0
 
 
 def cmd_export(args) -> int:
     """Write a ticket as a plain state_dict (pruned weights are zeros) plus its masks, as safetensors."""
-    from .store import save_tensors
+    from .store import check_output_file, save_tensors
 
+    check_output_file(args.out, "--out")
     store = _open_run(args)
     levels = [r["level"] for r in store.records("ticket")]
     level = levels[-1] if args.level is None and levels else args.level
@@ -210,7 +192,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- commands defined in their own modules
+# Each module here defines add_command(subparsers, common), usually with `options_command`: a new command is
+# its module (an options dataclass + a function) and one line here.
+COMMAND_MODULES = ("engine.zoo", "engine.generate")
+
+
+def options_command(sub, common, name: str, help: str, options: type, run, *, more=()) -> argparse.ArgumentParser:
+    """`lottery NAME`: --runs-dir, --json and one flag per field of the options dataclass `options` (plus the
+    Settings in `more`, e.g. some of `run_settings()`); `run(opts, args)` gets the validated options and the
+    parsed arguments and returns the exit code. Errors name the flag."""
+    parser = sub.add_parser(name, help=help, description=help)
+    common(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_flags(parser, settings_of(options))
+    add_flags(parser, list(more))
+    parser.set_defaults(func=lambda args: run(options_from_flags(options, args), args))
+    return parser
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--epoch 2` is a mistake, not --epochs
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, no usage dump
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
@@ -285,29 +290,26 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output .safetensors file")
     ex.set_defaults(func=cmd_export)
 
+    from .probe import ProbeOptions
+
     pr = sub.add_parser("probe", help="inference latency of dense vs masked vs CSR vs channel vs 2:4 weights")
     common(pr)
-    pr.add_argument("--run", metavar="RUN_ID", default=None, help="probe a stored ticket (its own mask)")
-    pr.add_argument("--level", type=int, default=None, help="the ticket's level (default: the last)")
-    pr.add_argument("--layer", default=None, help="probe one Linear layer INxOUT, e.g. 4096x4096 (default "
-                    "without --run: 1024x1024)")
-    pr.add_argument("--sparsity", default=None, help="layer probes: comma-separated sparsities (default: 0.5,0.9)")
-    pr.add_argument("--batch", default="1,64,256", help="comma-separated batch sizes (default: %(default)s)")
-    pr.add_argument("--dtype", default="float32", help="comma-separated: float32, float16, bfloat16 "
-                    "(default: %(default)s)")
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
-    pr.add_argument("--min-time", type=float, default=0.2, help="seconds of timing per row (default: %(default)s)")
-    pr.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's, "
-                    "one per core)")
     pr.add_argument("--json", action="store_true")
+    add_flags(pr, settings_of(ProbeOptions))
     pr.set_defaults(func=cmd_probe)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(sub, common)
     if extend is not None:
         extend(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None, extend=None) -> int:
-    args = build_parser(extend).parse_args(argv)
+    try:
+        args = build_parser(extend).parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the registries (and torch) import
+        print("cancelled", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except LotteryError as e:

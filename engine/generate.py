@@ -1,0 +1,647 @@
+"""DeepWeightFlow: learn the distribution of a zoo's trained weights and sample new networks from it.
+
+    canonicalise  permute every member's hidden units to match a reference member (Git Re-Basin), so the
+                  zoo's weights differ by what they learned, not by the order of their units;
+    flatten       one row per member (a ticket zoo: only the entries its mask keeps);
+    PCA           optional, K <= members - 1 components (the zoo spans at most N - 1 directions);
+    standardise   every coordinate to zero mean, unit variance over the zoo;
+    flow          a velocity MLP trained with conditional flow matching on the straight path
+                  x_t = (1 - t) x0 + t x1 (target x1 - x0), x0 ~ N(0, I), with Meta's `flow-matching`
+                  library (AffineProbPath + CondOTScheduler) and sampled by integrating the ODE with its
+                  ODESolver (torchdiffeq underneath);
+    back          undo standardisation and PCA, unflatten into the architecture (mask re-applied, so a
+                  generated ticket has exactly the zoo's density), recompute BatchNorm statistics where
+                  present, evaluate with `engine.trainer.evaluate`. No fine-tuning.
+
+What a generation is measured against: the zoo itself (accuracy, diversity = mean pairwise disagreement of
+test predictions, novelty = each net's nearest-neighbour distance to the zoo next to the zoo members' own
+leave-one-out nearest-neighbour distances) and two baselines that need no flow: a Gaussian fitted to the zoo
+in the same coordinates, and the zoo's mean as one network. Both baselines are also given without
+canonicalisation, where averaging unaligned networks is known to fail.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import option, validate
+from .errors import ConfigError, LotteryError, RunCancelled
+
+Stack = dict[str, torch.Tensor]   # parameter name -> tensor [N, ...]: N networks' weights, stacked
+NEAR_COPY = 0.5                   # a generated net closer to a zoo member than this x the zoo's median
+                                  # nearest-neighbour distance counts as a near copy of it
+
+
+# ---------------------------------------------------------------- weight space <-> rows
+def members(stack: Stack) -> int:
+    return next(iter(stack.values())).shape[0]
+
+
+def member(stack: Stack, i: int) -> dict[str, torch.Tensor]:
+    return {k: v[i] for k, v in stack.items()}
+
+
+def restack(states: list[dict[str, torch.Tensor]]) -> Stack:
+    return {k: torch.stack([s[k] for s in states]) for k in states[0]}
+
+
+def flat_names(stack: Stack) -> list[str]:
+    """The entries that are weights (floating point); integer buffers (BatchNorm's counter) are not."""
+    return [k for k, v in stack.items() if v.is_floating_point()]
+
+
+def flatten(stack: Stack, mask: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """[N, D]: every member's floating-point entries in one row; with a mask, only the entries it keeps
+    (pruned entries are 0 in every member and carry nothing to learn)."""
+    rows = []
+    for k in flat_names(stack):
+        v = stack[k].flatten(1)
+        if mask is not None and k in mask:
+            v = v[:, mask[k].flatten().to(v.device)]
+        rows.append(v)
+    return torch.cat(rows, 1)
+
+
+def unflatten(x: torch.Tensor, like: Stack, mask: dict[str, torch.Tensor] | None = None) -> Stack:
+    """The inverse of `flatten` for M rows; `like` gives names and shapes (and the non-weight buffers,
+    copied from its first member). Pruned entries are exactly 0."""
+    out, i, m = {}, 0, x.shape[0]
+    for k, v in like.items():
+        shape = v.shape[1:]
+        if not v.is_floating_point():
+            out[k] = v[:1].expand(m, *shape).clone()
+            continue
+        keep = mask[k].flatten().to(x.device) if mask is not None and k in mask else None
+        n = int(keep.sum()) if keep is not None else math.prod(shape)
+        part = x[:, i:i + n]
+        i += n
+        if keep is not None:
+            full = x.new_zeros(m, math.prod(shape))
+            full[:, keep] = part
+            part = full
+        out[k] = part.reshape(m, *shape).to(v.dtype)
+    if i != x.shape[1]:
+        raise ValueError(f"rows have {x.shape[1]} entries, the architecture {i}")
+    return out
+
+
+def canonicalise(stack: Stack, match: Callable[[dict, dict], dict], reference: int = 0,
+                 cancel=None) -> Stack:
+    """Every member permuted to match member `reference` (which stays as it is)."""
+    ref = member(stack, reference)
+    states = []
+    for i in range(members(stack)):
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+        states.append(ref if i == reference else match(ref, member(stack, i)))
+    return restack(states)
+
+
+# ---------------------------------------------------------------- coordinates: PCA + standardisation
+@dataclass
+class Coordinates:
+    """x (flattened weights) <-> z (what the flow sees): z = ((x - mean) V - 0) / scale, V the top-K
+    principal directions of the zoo (identity without PCA)."""
+    mean: torch.Tensor            # [D]
+    basis: torch.Tensor | None    # [D, K] orthonormal columns, or None
+    scale: torch.Tensor           # [K] or [D]
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, pca: int = 0) -> "Coordinates":
+        mean = x.mean(0)
+        centred = x - mean
+        basis = None
+        if pca:
+            # SVD of the centred zoo: its right singular vectors are the principal directions.
+            _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)
+            basis = vh[:pca].T.to(x.dtype).contiguous()
+            centred = centred @ basis
+        scale = centred.std(0).clamp_min(1e-8)  # a coordinate every member shares stays put, not NaN
+        return cls(mean, basis, scale)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        c = x - self.mean
+        if self.basis is not None:
+            c = c @ self.basis
+        return c / self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        c = z * self.scale
+        if self.basis is not None:
+            c = c @ self.basis.T
+        return c + self.mean
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "scale": self.scale, **({"basis": self.basis} if self.basis is not None else {})}
+
+    @classmethod
+    def from_state(cls, s: dict[str, torch.Tensor]) -> "Coordinates":
+        return cls(s["mean"], s.get("basis"), s["scale"])
+
+
+def check_pca(pca: int, n_members: int) -> None:
+    """K principal components of N networks: the centred zoo has rank at most N - 1."""
+    if not isinstance(pca, int) or isinstance(pca, bool) or pca < 0 or (pca and pca > n_members - 1):
+        raise ConfigError("--pca", pca, f"must be 0 (no PCA) or 1..{n_members - 1} (members - 1) for a zoo of "
+                          f"{n_members} members")
+
+
+# ---------------------------------------------------------------- the velocity network and the flow
+class Velocity(nn.Module):
+    """u(x, t): an MLP over [x, sin/cos features of t] -> R^dim (SiLU; DeepWeightFlow uses an MLP too)."""
+
+    FREQUENCIES = 8
+
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 3):
+        super().__init__()
+        self.dim = dim
+        sizes = [dim + 2 * self.FREQUENCIES, *[hidden] * depth]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], dim))
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(self.FREQUENCIES, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(-1, 1).expand(x.shape[0], 1) * self.freqs  # the ODE solver passes one scalar t
+        return self.net(torch.cat([x, t.sin(), t.cos()], 1))
+
+
+def train_flow(z: torch.Tensor, *, steps: int, hidden: int = 256, lr: float = 1e-3, batch: int = 256,
+               seed: int = 0, cancel=None, on_progress: Callable[[int, float], None] | None = None,
+               progress_every: int = 100) -> tuple[Velocity, list[float]]:
+    """Conditional flow matching on the rows of z: (velocity network, loss every `progress_every` steps).
+
+    Each step draws a batch of zoo rows x1, noise x0 ~ N(0, I) and t ~ U(0, 1); the library's affine path
+    with the conditional-OT scheduler gives x_t = (1 - t) x0 + t x1 and the target velocity x1 - x0.
+    """
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the velocity network's own initialisation
+        model = Velocity(z.shape[1], hidden).to(z.device)
+    path = AffineProbPath(scheduler=CondOTScheduler())
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    n, b = z.shape[0], min(batch, z.shape[0])
+    losses, running = [], torch.zeros((), device=z.device)
+    for step in range(steps):
+        x1 = z[torch.randint(0, n, (b,), generator=g).to(z.device)]
+        x0 = torch.randn(x1.shape, generator=g).to(z.device)
+        t = torch.rand(b, generator=g).to(z.device)
+        sample = path.sample(x_0=x0, x_1=x1, t=t)
+        loss = (model(sample.x_t, sample.t) - sample.dx_t).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.detach()
+        if (step + 1) % progress_every == 0 or step + 1 == steps:
+            losses.append(float(running) / ((step % progress_every) + 1))
+            running.zero_()
+            if on_progress is not None:
+                on_progress(step + 1, losses[-1])
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+    model.eval()
+    return model, losses
+
+
+ODE_METHODS = ("euler", "midpoint", "rk4")
+
+
+@torch.no_grad()
+def sample_flow(model: Velocity, n: int, *, ode_steps: int = 100, method: str = "midpoint",
+                seed: int = 0) -> torch.Tensor:
+    """n rows integrated from x0 ~ N(0, I) at t = 0 to t = 1 with the library's ODE solver."""
+    from flow_matching.solver import ODESolver
+
+    device = next(model.parameters()).device
+    x0 = torch.randn(n, model.dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    solver = ODESolver(velocity_model=model)
+    grid = torch.tensor([0.0, 1.0], device=device)
+    return solver.sample(x_init=x0, step_size=1.0 / ode_steps, method=method, time_grid=grid)
+
+
+def gaussian_rows(z: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n rows of the Gaussian with the zoo's mean and covariance in these coordinates: mean + w (z - mean)
+    / sqrt(N - 1), w ~ N(0, I_N), which has exactly the sample covariance even when it is rank-deficient
+    (coordinates > members)."""
+    mean = z.mean(0)
+    w = torch.randn(n, z.shape[0], generator=torch.Generator().manual_seed(seed)).to(z.device)
+    return mean + w @ (z - mean) / math.sqrt(max(1, z.shape[0] - 1))
+
+
+# ---------------------------------------------------------------- measuring networks
+@torch.no_grad()
+def evaluate_stack(make_model: Callable[[], nn.Module], stack: Stack, split, *, bn_data=None,
+                   cancel=None) -> tuple[list[float], torch.Tensor]:
+    """(test accuracy of every network, their predictions [M, examples]) with `engine.trainer.evaluate`;
+    BatchNorm statistics are recomputed on `bn_data` first where the architecture has BatchNorm (a
+    generated network has none of its own)."""
+    from .analysis.interpolation import batchnorms, recompute_bn_stats
+    from .trainer import evaluate
+
+    net = make_model().to(split.x.device)
+    has_bn = bool(batchnorms(net))
+    if has_bn and bn_data is None:
+        raise ValueError("this model has BatchNorm: pass bn_data to recompute its statistics")
+    accs, preds = [], []
+    for i in range(members(stack)):
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+        net.load_state_dict(member(stack, i))
+        if has_bn:
+            recompute_bn_stats(net, bn_data)
+        accs.append(evaluate(net, split)[1])
+        net.eval()
+        with torch.inference_mode():
+            preds.append(net(split.x).argmax(1))
+    return accs, torch.stack(preds)
+
+
+def disagreement(preds: torch.Tensor) -> float:
+    """Mean over pairs of networks of the fraction of examples on which their predictions differ."""
+    m = preds.shape[0]
+    if m < 2:
+        return 0.0
+    onehot = nn.functional.one_hot(preds).float()              # [M, E, C]
+    agree = torch.einsum("iec,jec->ij", onehot, onehot) / preds.shape[1]
+    return float((1 - agree).sum() / (m * (m - 1)))
+
+
+def novelty(generated: torch.Tensor, zoo: torch.Tensor) -> dict:
+    """Distances in (canonicalised) weight space: each generated net's nearest zoo member, next to each zoo
+    member's nearest other member. A generated net nearer than NEAR_COPY x the zoo's median nearest-neighbour
+    distance is counted as a near copy."""
+    zz = torch.cdist(zoo.double(), zoo.double())
+    zz.fill_diagonal_(float("inf"))
+    zoo_nn = zz.min(1).values
+    gen_nn = torch.cdist(generated.double(), zoo.double()).min(1).values
+    typical = float(zoo_nn.median())
+    return {"zoo_nn": zoo_nn.tolist(), "generated_nn": gen_nn.tolist(), "zoo_nn_median": typical,
+            "generated_nn_median": float(gen_nn.median()),
+            "near_copy_share": float((gen_nn < NEAR_COPY * typical).float().mean())}
+
+
+def distribution(values: list[float]) -> dict:
+    """Median, 5th/95th percentiles, min, max and mean of a list of accuracies."""
+    t = torch.tensor(values, dtype=torch.float64)
+    q = torch.quantile(t, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
+    return {"n": len(values), "median": q[1], "p05": q[0], "p95": q[2], "min": float(t.min()),
+            "max": float(t.max()), "mean": float(t.mean())}
+
+
+# ---------------------------------------------------------------- one generation of a stored zoo
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What `lottery generate ZOO_ID` (and the explorer's generate button) asks for."""
+    samples: int = option(32, "networks to generate", lo=1, hi=100_000)
+    canonicalise: str = option("auto", "permute every member to match the reference member before learning "
+                               "(Git Re-Basin weight matching); auto: rebasin for a dense zoo, none for a ticket zoo "
+                               "(its members share their start point and mask)", choices=["auto", "rebasin", "none"])
+    pca: int = option(0, "principal components the flow works in (0: none; at most members - 1)", lo=0)
+    steps: int = option(3000, "flow-matching training steps", lo=1, hi=10_000_000)
+    ode_steps: int = option(100, "ODE integration steps from noise to weights", lo=1, hi=100_000)
+    ode_method: str = option("rk4", "ODE solver (torchdiffeq)", choices=list(ODE_METHODS))
+    hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
+    lr: float = option(1e-3, "Adam learning rate of the velocity MLP (cosine-decayed)", lo=0, lo_open=True, hi=10)
+    reference: int = option(0, "the zoo member the others are permuted to match", lo=0)
+    prune_density: float = option(0.0, "also magnitude-prune every generated and every zoo network to this density "
+                                  "(layerwise, no retraining) and compare (0: skip; dense zoos)", lo=0, hi=1,
+                                  hi_open=True)
+    seed: int = option(0, "seed of the flow's initialisation, batches and samples", lo=0, hi=2**31 - 1)
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclass
+class _Plan:
+    zoo: object                  # engine.zoo.Zoo
+    options: GenerateOptions
+    canonicalise: str            # "rebasin" or "none" (auto resolved)
+    generation_id: str
+
+
+def generation_id(options: GenerateOptions) -> str:
+    """gen-HASH over the options that change what is generated (all of them)."""
+    blob = json.dumps(dataclasses.asdict(options), sort_keys=True).encode()
+    return "gen-" + hashlib.sha256(blob).hexdigest()[:10]
+
+
+def plan(runs_dir, zoo_id: str, options: GenerateOptions, device="cpu") -> _Plan:
+    """Open the zoo and check the options against it; writes nothing. Errors are one line."""
+    from . import masks as M
+    from .zoo import load_zoo
+
+    zoo = load_zoo(runs_dir, zoo_id, device)
+    n = len(zoo)
+    if n < 2:
+        raise ConfigError("ZOO_ID", zoo_id, f"has {n} member; a distribution needs at least 2")
+    check_pca(options.pca, n)
+    if options.reference >= n:
+        raise ConfigError("--reference", options.reference, f"must be a member index 0..{n - 1}")
+    model = zoo.model()
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored = {k: tuple(v.shape[1:]) for k, v in zoo.weights.items()}
+    if expected != stored:
+        diff = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+        raise ConfigError("ZOO_ID", zoo_id, f"its weights do not fit the architecture of its config "
+                          f"({zoo.config.model.model}): {diff[0]} is {stored.get(diff[0])}, the model has "
+                          f"{expected.get(diff[0])}")
+    canon = options.canonicalise
+    if canon == "auto":
+        canon = "none" if zoo.mask is not None else "rebasin"
+    if canon == "rebasin" and zoo.mask is not None:
+        raise ConfigError("--canonicalise", "rebasin", "a ticket zoo's members share one mask and start point "
+                          "(already one coordinate system); permuting them would move the mask: use none or auto")
+    if canon == "rebasin":
+        from .rebasin import permutation_spec
+        permutation_spec(model)  # raises Unsupported (one line) for architectures it cannot permute
+    if options.prune_density and zoo.mask is not None:
+        raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
+                          "already)")
+    if zoo.mask is not None and set(zoo.mask) != set(M.prunable(model)):
+        raise ConfigError("ZOO_ID", zoo_id, "its mask does not fit its architecture")
+    return _Plan(zoo, options, canon, generation_id(options))
+
+
+def generation_dir(zoo_dir: Path, gen_id: str) -> Path:
+    return Path(zoo_dir) / "generations" / gen_id
+
+
+def generations(zoo_dir) -> list[dict]:
+    """The reports of every complete generation stored with a zoo, oldest first."""
+    from .store import read_json
+
+    folder = Path(zoo_dir) / "generations"
+    reports = [p / "report.json" for p in folder.iterdir() if (p / "report.json").exists()] if folder.exists() else []
+    return [read_json(p) for p in sorted(reports, key=lambda p: p.stat().st_mtime)]
+
+
+def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
+    """(report, generated networks stacked) of a stored generation."""
+    from .store import RunStore, load_tensors, read_json
+
+    d = generation_dir(RunStore(runs_dir, zoo_id).dir, gen_id)
+    if not (d / "report.json").exists():
+        raise ConfigError("GENERATION", gen_id, f"no complete generation of zoo {zoo_id}")
+    return read_json(d / "report.json"), load_tensors(d / "weights.safetensors")
+
+
+def magnitude_prune(stack: Stack, names: list[str], density: float) -> tuple[Stack, dict]:
+    """Every network pruned on its own to `density` in each layer of `names` by |w| (one shot, no
+    retraining), with `engine.masks.keep_density`; returns (pruned stack, first network's mask)."""
+    from . import masks as M
+
+    out, first = dict(stack), {}
+    for k in names:
+        w = stack[k]
+        keep = torch.stack([M.keep_density(w[i].abs(), torch.ones_like(w[i], dtype=torch.bool), density)
+                            for i in range(w.shape[0])])
+        out[k] = w * keep
+        first[k] = keep[0]
+    return out, first
+
+
+def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, on_event=None, cancel=None) -> dict:
+    """Learn the zoo's weight distribution, sample `options.samples` networks, measure them, store the
+    generator and the networks under ZOO_DIR/generations/GEN_ID/ and return the report. A generation already
+    stored is returned as it is. Bad options raise ConfigError before anything is written; a cancel raises
+    RunCancelled and leaves nothing behind."""
+    import shutil
+    import tempfile
+
+    from . import masks as M
+    from .events import AnalysisProgress, AnalysisReady
+    from .runner import resolve_device
+    from .store import read_json, save_tensors, write_json
+    from .zoo import load_zoo
+
+    options = options or GenerateOptions()
+    device = resolve_device(load_zoo(runs_dir, zoo_id).config.device)
+    p = plan(runs_dir, zoo_id, options, device)
+    zoo, o = p.zoo, options
+    final = generation_dir(zoo.dir, p.generation_id)
+    if (final / "report.json").exists():
+        return read_json(final / "report.json")
+
+    total = o.steps + 3  # progress: canonicalise, flow steps, sample, evaluate
+
+    def progress(done: int, message: str) -> None:
+        if on_event is not None:
+            on_event(AnalysisProgress(zoo_id, "generate", done, total, message))
+
+    def stop() -> None:
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+
+    seconds = {}
+    t0 = time.perf_counter()
+    raw = zoo.weights
+    model = zoo.model()
+    stack = raw
+    if p.canonicalise == "rebasin":
+        progress(0, f"canonicalising {len(zoo)} members to member {o.reference} (Git Re-Basin)")
+        from .rebasin import align
+
+        ref = member(raw, o.reference)
+        others = [member(raw, i) for i in range(len(zoo)) if i != o.reference]
+        aligned = iter(align(model, ref, others))
+        stack = restack([ref if i == o.reference else next(aligned) for i in range(len(zoo))])
+    seconds["canonicalise"] = time.perf_counter() - t0
+    stop()
+    mask = zoo.mask
+    x = flatten(stack, mask)
+    coords = Coordinates.fit(x, o.pca)
+    z = coords.encode(x)
+
+    t0 = time.perf_counter()
+    velocity, losses = train_flow(z, steps=o.steps, hidden=o.hidden, lr=o.lr, seed=o.seed, cancel=cancel,
+                                  on_progress=lambda step, loss: progress(1 + step, f"flow step {step}/{o.steps}, "
+                                                                          f"loss {loss:.4f}"))
+    seconds["train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = sample_flow(velocity, o.samples, ode_steps=o.ode_steps, method=o.ode_method, seed=o.seed)
+    generated = unflatten(coords.decode(rows), stack, mask)
+    seconds["generate"] = time.perf_counter() - t0
+    progress(o.steps + 2, f"evaluating {o.samples} generated networks")
+    stop()
+
+    t0 = time.perf_counter()
+    data = zoo.data
+    bn = data.train
+
+    def evaluate(s: Stack):
+        return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
+
+    zoo_acc, zoo_pred = evaluate(raw)
+    gen_acc, gen_pred = evaluate(generated)
+    gauss = unflatten(coords.decode(gaussian_rows(z, o.samples, seed=o.seed)), stack, mask)
+    gauss_acc, gauss_pred = evaluate(gauss)
+    mean_acc = evaluate(unflatten(x.mean(0, keepdim=True), stack, mask))[0][0]
+    baselines = {"gaussian": distribution(gauss_acc), "zoo_mean": mean_acc}
+    if p.canonicalise == "rebasin":  # the same baselines on the unaligned zoo: what canonicalisation buys
+        x_raw = flatten(raw, mask)
+        raw_coords = Coordinates.fit(x_raw, o.pca)
+        raw_gauss = unflatten(raw_coords.decode(gaussian_rows(raw_coords.encode(x_raw), o.samples, seed=o.seed)),
+                              raw, mask)
+        baselines["gaussian_uncanonicalised"] = distribution(evaluate(raw_gauss)[0])
+        baselines["zoo_mean_uncanonicalised"] = evaluate(unflatten(x_raw.mean(0, keepdim=True), raw, mask))[0][0]
+    x_gen = flatten(generated, mask)
+    report = {
+        "analysis": "generate", "generation": p.generation_id, "zoo": zoo_id, "zoo_kind": zoo.kind,
+        "model": zoo.config.model.model, "dataset": zoo.config.data.dataset, "device": str(device),
+        "options": dataclasses.asdict(o), "canonicalise": p.canonicalise, "members": len(zoo),
+        "dims": x.shape[1], "coordinates": z.shape[1],
+        "accuracy": {"zoo": distribution(zoo_acc), "generated": distribution(gen_acc), **baselines},
+        "accuracies": {"zoo": zoo_acc, "generated": gen_acc, "gaussian": gauss_acc},
+        "diversity": {"zoo": disagreement(zoo_pred), "generated": disagreement(gen_pred),
+                      "gaussian": disagreement(gauss_pred)},
+        "novelty": novelty(x_gen, x),
+        "flow_loss": losses,
+        "map": _map(x, x_gen),
+    }
+    if mask is not None:
+        names = list(mask)
+        zero = all(bool((generated[k][:, ~mask[k]] == 0).all()) for k in names)
+        report["density"] = {"zoo": M.density(mask), "generated": M.density(mask), "pruned_entries_zero": zero}
+    if o.prune_density:
+        names = M.prunable(model)
+        pruned_zoo, _ = magnitude_prune(raw, names, o.prune_density)
+        pruned_gen, first = magnitude_prune(generated, names, o.prune_density)
+        report["pruned"] = {"density": M.density(first), "zoo": distribution(evaluate(pruned_zoo)[0]),
+                            "generated": distribution(evaluate(pruned_gen)[0])}
+    seconds["evaluate"] = time.perf_counter() - t0
+    report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    stop()
+
+    # Everything goes to a temporary folder renamed into place: a generation is stored whole or not at all.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.generation_id}.", dir=final.parent))
+    try:
+        save_tensors(tmp / "generator.safetensors", {**{f"velocity.{k}": v for k, v in velocity.state_dict().items()},
+                                                     **{f"coordinates.{k}": v for k, v in coords.state().items()}})
+        save_tensors(tmp / "weights.safetensors", generated)
+        write_json(tmp / "report.json", report)
+        if final.exists():  # a half-stored folder from an older crash (no report.json): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    progress(total, "done")
+    if on_event is not None:
+        on_event(AnalysisReady(zoo_id, "generate", str(final / "report.json")))
+    return report
+
+
+def _map(x: torch.Tensor, x_gen: torch.Tensor) -> dict:
+    """Both sets projected on the zoo's first two principal directions (the explorer's weight-space map)."""
+    mean = x.mean(0)
+    _, _, vh = torch.linalg.svd((x - mean).double(), full_matrices=False)
+    basis = vh[:2].T.to(x.dtype)
+    if basis.shape[1] < 2:
+        basis = torch.cat([basis, basis.new_zeros(basis.shape[0], 2 - basis.shape[1])], 1)
+    return {"zoo": ((x - mean) @ basis).tolist(), "generated": ((x_gen - mean) @ basis).tolist()}
+
+
+# ---------------------------------------------------------------- `lottery generate`
+def _pct(d: dict | float) -> str:
+    v = d["median"] if isinstance(d, dict) else d
+    return f"{100 * v:.2f}%"
+
+
+def _spread(d: dict) -> str:
+    return f"median {100 * d['median']:.2f}% [{100 * d['p05']:.2f}, {100 * d['p95']:.2f}] (5-95%)"
+
+
+def format_report(r: dict, others: list[dict] = ()) -> str:
+    """What `lottery generate` prints: one line per comparison the issue asks for."""
+    a, o, nov = r["accuracy"], r["options"], r["novelty"]
+    lines = [f"generation {r['generation']} of zoo {r['zoo']} ({r['zoo_kind']}, {r['members']} members, "
+             f"{r['model']} on {r['dataset']}): {o['samples']} nets, canonicalise {r['canonicalise']}, "
+             f"{'PCA ' + str(o['pca']) if o['pca'] else 'no PCA'} ({r['coordinates']} of {r['dims']} coordinates), "
+             f"{o['steps']} flow steps, {o['ode_method']} x {o['ode_steps']}",
+             f"  test accuracy  zoo        {_spread(a['zoo'])}",
+             f"                 generated  {_spread(a['generated'])}  (no fine-tuning)",
+             f"  baselines      Gaussian in the same coordinates {_spread(a['gaussian'])}; zoo mean as one net "
+             f"{_pct(a['zoo_mean'])}"]
+    if "gaussian_uncanonicalised" in a:
+        lines.append(f"  without canonicalisation: Gaussian {_spread(a['gaussian_uncanonicalised'])}; zoo mean "
+                     f"{_pct(a['zoo_mean_uncanonicalised'])}")
+    d = r["diversity"]
+    lines.append(f"  diversity      mean pairwise disagreement: zoo {d['zoo']:.3f}, generated {d['generated']:.3f}, "
+                 f"Gaussian {d['gaussian']:.3f}")
+    lines.append(f"  novelty        nearest zoo member: generated median {nov['generated_nn_median']:.3g} vs zoo "
+                 f"members' own {nov['zoo_nn_median']:.3g}; near copies (< {NEAR_COPY} x) "
+                 f"{100 * nov['near_copy_share']:.0f}%")
+    if "density" in r:
+        lines.append(f"  density        {100 * r['density']['generated']:.2f}% (the ticket's; pruned entries exactly 0: "
+                     f"{r['density']['pruned_entries_zero']})")
+    if "pruned" in r:
+        pr = r["pruned"]
+        lines.append(f"  pruned to {100 * pr['density']:.1f}% by magnitude (no retraining): zoo {_spread(pr['zoo'])}, "
+                     f"generated {_spread(pr['generated'])}")
+    s = r["seconds"]
+    lines.append(f"  seconds        canonicalise {s['canonicalise']:.1f}, train flow {s['train']:.1f}, generate "
+                 f"{s['generate']:.2f}, evaluate {s['evaluate']:.1f}")
+    rest = [g for g in others if g["generation"] != r["generation"]]
+    if rest:
+        lines.append("  other generations of this zoo:")
+        lines += [f"    {g['generation']}: canonicalise {g['canonicalise']}, PCA {g['options']['pca']}, "
+                  f"{g['options']['steps']} steps -> generated {_spread(g['accuracy']['generated'])}" for g in rest]
+    return "\n".join(lines)
+
+
+def add_command(sub, common) -> None:
+    from .cli import options_command
+
+    parser = options_command(sub, common, "generate", "DeepWeightFlow: learn a zoo's weight distribution with flow "
+                             "matching and generate new networks (no fine-tuning); stored with the zoo",
+                             GenerateOptions, _cmd_generate)
+    parser.add_argument("zoo_id", metavar="ZOO_ID", help="a zoo made by `lottery zoo`")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_generate(options: GenerateOptions, args) -> int:
+    import sys
+
+    bar = None
+
+    def on_event(e) -> None:
+        nonlocal bar
+        from .events import AnalysisProgress
+        if args.quiet or args.json or not isinstance(e, AnalysisProgress):
+            return
+        if bar is None:
+            from tqdm import tqdm
+            bar = tqdm(total=e.total, unit="step", file=sys.stderr, desc="generate", dynamic_ncols=True)
+        bar.update(e.done - bar.n)
+        bar.set_postfix_str(e.message)
+
+    try:
+        report = generate(args.runs_dir, args.zoo_id, options, on_event=on_event)
+    except (KeyboardInterrupt, RunCancelled):
+        print("cancelled: nothing of this generation was stored", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    from .store import RunStore
+    print(json.dumps(report, indent=1) if args.json
+          else format_report(report, generations(RunStore(args.runs_dir, args.zoo_id).dir)))
+    return 0
