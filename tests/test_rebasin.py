@@ -95,3 +95,36 @@ def test_barrier_of_a_net_and_its_shuffled_copy_vanishes_once_matched():
     assert result["matched_error_barrier"] == 0 and result["matched_loss_barrier"] == 0
     assert result["naive_loss_barrier"] > 0.1  # the midpoint of a net and its shuffled copy is much worse
     assert result["naive_curve"][0] == result["matched_curve"][0]
+
+
+def test_analyze_barrier_rebasin_stores_naive_and_matched(runs_dir, capsys):
+    import engine
+    from engine.cli import main
+
+    from conftest import tiny
+
+    cfg = tiny(**{"model.model": "mlp", "model.hidden": (32,), "prune.levels": 1, "train.epochs": 2})
+    run_id = engine.run(cfg, runs_dir=runs_dir)["run_id"]
+    assert main(["analyze", run_id, "barrier", "--rebasin", "--points", "5", "--runs-dir", str(runs_dir)]) == 0
+    assert "after re-basin: error barrier" in capsys.readouterr().out
+    stored = engine.RunStore(runs_dir, run_id).analyses()["barrier-L1-reinit"]
+    assert stored["rebasin"] and len(stored["matched_curve"]) == 5
+    # both curves start at the ticket itself; the matched one ends at the same function as the control
+    assert stored["matched_curve"][0] == stored["curve"][0]
+    assert stored["matched_curve"][-1]["accuracy"] == stored["curve"][-1]["accuracy"]
+    assert stored["matched_curve"][-1]["loss"] == pytest.approx(stored["curve"][-1]["loss"], rel=1e-5)
+
+
+def test_analyze_barrier_rebasin_refuses_resnets_before_storing(runs_dir, capsys):
+    import engine
+    from engine.cli import main
+
+    from conftest import tiny
+
+    cfg = tiny(**{"model.model": "resnet20", "model.width": 0.25, "prune.levels": 1, "train.epochs": 1,
+                  "train.batch_size": 256})
+    run_id = engine.run(cfg, runs_dir=runs_dir)["run_id"]
+    assert main(["analyze", run_id, "barrier", "--rebasin", "--points", "3", "--runs-dir", str(runs_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "re-basin" in err and len(err.strip().splitlines()) == 1
+    assert engine.RunStore(runs_dir, run_id).analyses() == {}

@@ -123,10 +123,12 @@ def loss_barrier(curve: list[dict]) -> float:
 
 
 def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | None = None, points: int = 31,
-                on_event=None) -> dict:
+                on_event=None, rebasin: bool = False) -> dict:
     """Interpolate, on the test split, between a ticket level's trained weights and another trained net of
     the same level (`against`: a control the run trained, default its first), and store the barrier as
-    RUN_DIR/analyses/barrier-L{level}-{against}.json. Level defaults to the last completed one."""
+    RUN_DIR/analyses/barrier-L{level}-{against}.json. Level defaults to the last completed one.
+    `rebasin`: also interpolate to B with its hidden units permuted to match A (engine.rebasin weight
+    matching; B's mask moves with its weights), stored as matched_curve / matched_error_barrier."""
     run = StoredRun(runs_dir, run_id)
     levels = [lv for lv in run.levels() if lv > 0]
     level = levels[-1] if level is None and levels else level
@@ -141,12 +143,22 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
     mask_a, weights_a, record_a = run.level(level)
     mask_b, weights_b, record_b = run.level(level, against)
+    if rebasin:  # before any evaluation: an architecture re-basin cannot permute fails here, in one line
+        from ..rebasin import rebasin as match
+
+        weights_m, mask_m, _ = match(run.make_model(), weights_a, weights_b, mask_b)
     same_mask = all(torch.equal(mask_a[n], mask_b[n]) for n in mask_a)
     curve = interpolate(run.make_model, weights_a, weights_b, run.data.test, points,
                         mask_a if same_mask else None, bn_data=run.data.train)
     result = {"analysis": "barrier", "run_id": run_id, "level": level, "a": "ticket", "b": against,
               "density": record_a["density"], "same_mask": same_mask, "curve": curve,
               "error_barrier": error_barrier(curve), "loss_barrier": loss_barrier(curve)}
+    if rebasin:
+        same = all(torch.equal(mask_a[n], mask_m[n]) for n in mask_a)
+        matched = interpolate(run.make_model, weights_a, weights_m, run.data.test, points, mask_a if same else None,
+                              bn_data=run.data.train)
+        result.update(rebasin=True, matched_curve=matched, matched_error_barrier=error_barrier(matched),
+                      matched_loss_barrier=loss_barrier(matched))
     save_analysis(run.store, f"barrier-L{level}-{against}", result, on_event)
     return result
 
@@ -157,17 +169,21 @@ class BarrierOptions:
     against: str | None = option(None, "the variant to interpolate the ticket with (default: the run's first "
                                  "control)")
     points: int = option(31, "interpolation points", lo=2, hi=10_000)
+    rebasin: bool = option(False, "also the barrier after Git Re-Basin weight matching of the other net's hidden "
+                           "units to the ticket's (naive vs matched; mlp, lenet300, conv2/4/6)")
 
     def __post_init__(self):
         validate(self)
 
 
 def format_barrier(name: str, a: dict) -> str:
-    return (f"{name}: error barrier {a['error_barrier']:.4f}, loss barrier {a['loss_barrier']:.4f} "
+    matched = (f"; after re-basin: error barrier {a['matched_error_barrier']:.4f}, loss barrier "
+               f"{a['matched_loss_barrier']:.4f}" if a.get("rebasin") else "")
+    return (f"{name}: error barrier {a['error_barrier']:.4f}, loss barrier {a['loss_barrier']:.4f}{matched} "
             f"(ticket vs {a['b']} at level {a['level']}, density {pct(a['density']).strip()})")
 
 
 ANALYSES.register("barrier", "error barrier on the line between a ticket and a control of the same level")(
     AnalysisSpec(format_barrier, options=BarrierOptions,
                  compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: run_barrier(
-                     runs_dir, run_id, o.level, o.against, o.points, on_event=on_event)))
+                     runs_dir, run_id, o.level, o.against, o.points, on_event=on_event, rebasin=o.rebasin)))
