@@ -105,6 +105,9 @@ def cmd_list(args) -> int:
         last = levels[-1] if levels else r.get("dense")
         tail = f"{len(levels)} levels, last density {pct(last.get('density'))} test " \
             f"{pct(last.get('test_accuracy'))}" if last else "no level yet"
+        if r.get("kind") == "zoo":
+            tail = f"zoo of {r.get('trained')}/{r.get('members')} {r.get('model')}, median test " \
+                f"{pct((r.get('test_accuracy') or {}).get('median'))}"
         if r.get("status") == "unreadable":  # a damaged run: say why, the others are listed as usual
             tail = r["error"]
         print(f"{r['run_id']:<44} {r.get('status', '?'):<11} {tail}")

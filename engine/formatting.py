@@ -15,6 +15,9 @@ def pct(x) -> str:
 
 
 def format_summary(s: dict) -> str:
+    if s.get("kind") == "zoo":  # a model zoo (engine.zoo) summarises its members, it has no levels
+        from .zoo import format_zoo
+        return format_zoo(s)
     lines = [f"run {s['run_id']}  {s['status']}  ({s['method']}: {s['model']} on {s['dataset']}, seed {s['seed']}, "
              f"{s.get('device', '?')})"]
     if s.get("error"):

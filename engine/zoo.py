@@ -408,25 +408,20 @@ def config_settings():
 
 def add_command(sub, common) -> None:
     """`lottery zoo`: flags generated from ZooOptions and the model/data/train config groups."""
-    from .settings import add_flags, settings_of
+    from .cli import options_command
 
-    zp = sub.add_parser("zoo", help="train a model zoo: many networks of one architecture as one batched "
-                        "computation (dense seeds, or a stored ticket retrained with many data orders)")
-    common(zp)
-    zp.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    zp.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_flags(zp, settings_of(ZooOptions))
-    add_flags(zp, config_settings())
-    zp.set_defaults(func=cmd_zoo)
+    parser = options_command(sub, common, "zoo", "train a model zoo: many networks of one architecture as one "
+                             "batched computation (dense seeds, or a stored ticket retrained with many data orders)",
+                             ZooOptions, _cmd_zoo, more=config_settings())
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cmd_zoo(args) -> int:
+def _cmd_zoo(options: ZooOptions, args) -> int:
     import sys
 
-    from .cli import _Progress, options_from_flags
+    from .cli import _Progress
     from .settings import values_from_args
 
-    options = options_from_flags(ZooOptions, args)
     config = zoo_config(options, values_from_args(args, config_settings()), runs_dir=args.runs_dir)
     try:
         summary = train_zoo(options, config, runs_dir=args.runs_dir, on_event=_Progress(args.quiet or args.json))

@@ -1,0 +1,119 @@
+"""Model zoos: trained as one batched computation, stored as one run, resumable, refused cleanly."""
+import threading
+
+import pytest
+import torch
+
+import engine
+from engine import events as ev
+from engine import masks as M
+from engine import models, trainer
+from engine import zoo as Z
+from engine.cli import main
+from engine.data import load
+from engine.errors import ConfigError, Unsupported
+from engine.seeding import derive_seed
+from engine.settings import config_from_settings
+
+from conftest import tiny
+
+DENSE = {"model.model": "mlp", "model.hidden": (24,), "train.epochs": 1, "train.batch_size": 100, "device": "cpu"}
+
+
+def _dense(runs_dir, members=3, chunk=2, **kw):
+    options = Z.ZooOptions(members=members, chunk=chunk)
+    return options, Z.zoo_config(options, {**DENSE, **kw}, runs_dir=runs_dir)
+
+
+def test_a_dense_zoo_is_stored_stacked_and_each_member_is_its_own_training(runs_dir):
+    options, config = _dense(runs_dir)
+    summary = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert summary["status"] == "completed" and summary["trained"] == 3 and summary["kind"] == "zoo"
+    zoo = Z.load_zoo(runs_dir, summary["run_id"])
+    assert len(zoo) == 3 and zoo.mask is None and zoo.kind == "dense"
+    assert all(w.shape[0] == 3 for w in zoo.weights.values())
+    assert not (zoo.dir / "chunks").exists()
+    # member 2 (trained in the second chunk) is exactly what trainer.train makes of its own init and order
+    data = load(config.data)
+    net = models.build(config.model, data.input_shape, data.num_classes, derive_seed(config.seed, "zoo", "init", 2))
+    result = trainer.train(net, data, config.train, None, seed=derive_seed(config.seed, "zoo", "order", 2))
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(zoo.member(2)[k], v, atol=2e-6, rtol=1e-5)
+    assert zoo.members[2]["test_accuracy"] == result.final["test_accuracy"]
+    assert len({round(m["test_loss"], 6) for m in zoo.members}) == 3  # three different networks
+    # listed by the store, shown as a zoo, found again rather than retrained
+    assert [r["run_id"] for r in engine.list_runs(runs_dir)] == [summary["run_id"]]
+    assert "dense zoo: 3/3 x mlp" in Z.format_zoo(summary)
+    again = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert again["updated"] == summary["updated"]
+
+
+def test_a_cancelled_zoo_resumes_from_its_last_finished_chunk(runs_dir, tmp_path):
+    options, config = _dense(runs_dir)
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, ev.LevelDone):  # the first chunk is stored: stop during the second
+            cancel.set()
+
+    first = Z.train_zoo(options, config, runs_dir=runs_dir, on_event=on_event, cancel=cancel)
+    assert first["status"] == "cancelled" and first["trained"] == 2
+    with pytest.raises(engine.LotteryError, match="not complete"):
+        Z.load_zoo(runs_dir, first["run_id"])
+    events = []
+    done = Z.train_zoo(options, config, runs_dir=runs_dir, on_event=events.append)
+    assert done["status"] == "completed" and done["trained"] == 3
+    assert [e.reused for e in events if isinstance(e, ev.LevelDone)] == [True, False]
+    whole = Z.train_zoo(options, config, runs_dir=tmp_path / "other")
+    resumed, fresh = Z.load_zoo(runs_dir, done["run_id"]), Z.load_zoo(tmp_path / "other", whole["run_id"])
+    for k in fresh.weights:
+        torch.testing.assert_close(resumed.weights[k], fresh.weights[k])
+
+
+@pytest.fixture
+def ticket_run(runs_dir):
+    cfg = tiny(**{"model.model": "mlp", "model.hidden": (24,), "prune.levels": 1, "prune.controls": (),
+                  "prune.rewind": "iter:5", "train.epochs": 1, "train.batch_size": 100})
+    return engine.run(cfg, runs_dir=runs_dir)["run_id"]
+
+
+def test_a_ticket_zoo_retrains_the_ticket_from_its_rewind_point_with_other_data_orders(runs_dir, ticket_run):
+    options = Z.ZooOptions(members=2, ticket=ticket_run)
+    config = Z.zoo_config(options, {"seed": 4}, runs_dir=runs_dir)
+    summary = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert summary["zoo_kind"] == "ticket" and summary["level"] == 1
+    zoo = Z.load_zoo(runs_dir, summary["run_id"])
+    stored_mask = engine.RunStore(runs_dir, ticket_run).load_mask("ticket", 1)
+    assert all(torch.equal(zoo.mask[n], stored_mask[n]) for n in stored_mask)
+    assert summary["density"] == pytest.approx(M.density(stored_mask))
+    for n, keep in zoo.mask.items():
+        assert (zoo.weights[n][:, ~keep] == 0).all()
+    assert {m["start_step"] for m in zoo.members} == {5}
+    assert not torch.equal(zoo.weights["out.weight"][0], zoo.weights["out.weight"][1])
+
+
+def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, capsys):
+    before = sorted(p.name for p in runs_dir.iterdir())
+    cases = [(["--members", "1"], "--members: 1"),
+             (["--ticket", "nope"], "--ticket: 'nope'"),
+             (["--ticket", ticket_run, "--level", "3"], "--level: 3 is not valid; completed ticket levels"),
+             (["--level", "1"], "applies to ticket zoos"),
+             (["--ticket", ticket_run, "--model", "conv2"], "model.model"),
+             (["--model", "resnet20", "--width", "0.25"], "BatchNorm")]
+    for flags, message in cases:
+        code = main(["zoo", "--runs-dir", str(runs_dir), "--quiet", "--epochs", "1", *flags])
+        err = capsys.readouterr().err
+        assert code in (1, 2) and message in err and len(err.strip().splitlines()) == 1, (flags, err)
+    assert sorted(p.name for p in runs_dir.iterdir()) == before
+
+
+def test_zoo_command_trains_lists_and_shows(runs_dir, capsys):
+    flags = ["--model", "mlp", "--hidden", "16", "--members", "2", "--epochs", "1", "--batch-size", "200"]
+    assert main(["zoo", "--runs-dir", str(runs_dir), "--quiet", "--json", *flags]) == 0
+    import json
+    zoo_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["list", "--runs-dir", str(runs_dir)]) == 0
+    assert zoo_id in capsys.readouterr().out
+    assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "dense zoo: 2/2" in out and "test accuracy: median" in out
