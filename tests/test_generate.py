@@ -1,0 +1,196 @@
+"""DeepWeightFlow (engine.generate): weight space <-> rows, the flow, the report, the store, bad inputs."""
+import json
+import threading
+
+import pytest
+import torch
+
+import engine
+from engine import generate as G
+from engine import masks as M
+from engine import zoo as Z
+from engine.cli import main
+from engine.errors import ConfigError, RunCancelled
+
+from conftest import tiny
+
+DENSE = {"model.model": "mlp", "model.hidden": (12,), "train.epochs": 2, "train.batch_size": 100,
+         "train.optimizer": "sgd", "train.lr": 0.05, "device": "cpu"}
+FAST = dict(steps=30, samples=4, ode_steps=4, hidden=32)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One runs dir with a 5-member dense zoo and a 3-member ticket zoo (trained once for the module)."""
+    runs_dir = tmp_path_factory.mktemp("gen") / "runs"
+    options = Z.ZooOptions(members=5)
+    dense = Z.train_zoo(options, Z.zoo_config(options, DENSE, runs_dir=runs_dir), runs_dir=runs_dir)["run_id"]
+    cfg = tiny(**{"model.model": "mlp", "model.hidden": (12,), "prune.levels": 1, "prune.controls": (),
+                  "prune.rewind": "iter:5", "train.epochs": 1, "train.batch_size": 100})
+    ticket_run = engine.run(cfg, runs_dir=runs_dir)["run_id"]
+    t_opts = Z.ZooOptions(members=3, ticket=ticket_run)
+    ticket = Z.train_zoo(t_opts, Z.zoo_config(t_opts, {}, runs_dir=runs_dir), runs_dir=runs_dir)["run_id"]
+    return runs_dir, dense, ticket, ticket_run
+
+
+# ---------------------------------------------------------------- pure pieces
+def test_flatten_and_unflatten_are_inverse_and_keep_pruned_entries_zero():
+    g = torch.Generator().manual_seed(0)
+    stack = {"a.weight": torch.randn(3, 4, 5, generator=g), "a.bias": torch.randn(3, 4, generator=g),
+             "bn.num_batches_tracked": torch.zeros(3, dtype=torch.long)}
+    mask = {"a.weight": torch.rand(4, 5, generator=g) > 0.5}
+    stack["a.weight"] *= mask["a.weight"]
+    x = G.flatten(stack, mask)
+    assert x.shape == (3, int(mask["a.weight"].sum()) + 4)  # only the kept entries, plus the bias
+    back = G.unflatten(x, stack, mask)
+    for k in stack:
+        assert torch.equal(back[k], stack[k])
+    noise = G.unflatten(torch.randn(2, x.shape[1]), stack, mask)
+    assert (noise["a.weight"][:, ~mask["a.weight"]] == 0).all() and noise["a.weight"].shape == (2, 4, 5)
+
+
+def test_coordinates_round_trip_with_pca_and_gaussian_rows_stay_in_the_zoos_span():
+    x = torch.randn(6, 40, generator=torch.Generator().manual_seed(1))
+    c = G.Coordinates.fit(x, pca=5)  # six points span five directions: PCA 5 loses nothing
+    z = c.encode(x)
+    assert z.shape == (6, 5)
+    torch.testing.assert_close(z.std(0), torch.ones(5))
+    torch.testing.assert_close(c.decode(z), x, atol=1e-4, rtol=1e-4)
+    rows = G.gaussian_rows(x, 50, seed=0)
+    centred, basis = rows - x.mean(0), (x - x.mean(0)).T
+    residual = centred - centred @ torch.linalg.pinv(basis).T @ basis.T
+    assert residual.abs().max() < 1e-3
+    with pytest.raises(ConfigError, match="--pca: 6 .*1..5"):
+        G.check_pca(6, 6)
+
+
+def test_disagreement_and_novelty_measure_what_they_say():
+    preds = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0], [1, 1, 2, 0]])
+    # pairs: (0,1) differ on 1 of 4, (0,2) on 2, (1,2) on 1 -> mean 4/12
+    assert G.disagreement(preds) == pytest.approx(1 / 3)
+    zoo = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    copies = G.novelty(zoo.clone(), zoo)
+    assert copies["near_copy_share"] == 1.0 and copies["generated_nn_median"] == 0.0
+    assert copies["zoo_nn"] == [3.0, 3.0, 4.0]
+    far = G.novelty(torch.tensor([[10.0, 10.0]]), zoo)
+    assert far["near_copy_share"] == 0.0 and far["generated_nn"][0] == pytest.approx((100 + 36) ** 0.5)  # to (0, 4)
+
+
+def test_the_flow_learns_where_the_data_is():
+    g = torch.Generator().manual_seed(0)
+    data = torch.tensor([3.0, -2.0]) + 0.1 * torch.randn(64, 2, generator=g)
+    velocity, losses = G.train_flow(data, steps=300, hidden=64, lr=3e-3, progress_every=50)
+    assert losses[-1] < losses[0]
+    samples = G.sample_flow(velocity, 256, ode_steps=20)
+    assert (samples.mean(0) - torch.tensor([3.0, -2.0])).abs().max() < 0.4
+
+
+# ---------------------------------------------------------------- a generation of a stored zoo
+def test_a_generation_is_measured_stored_and_found_again(runs):
+    runs_dir, dense, _, _ = runs
+    zoo = Z.load_zoo(runs_dir, dense)
+    events = []
+    opts = G.GenerateOptions(pca=3, prune_density=0.5, **FAST)
+    report = G.generate(runs_dir, dense, opts, on_event=events.append)
+    assert report["canonicalise"] == "rebasin" and report["coordinates"] == 3 and report["members"] == 5
+    a = report["accuracy"]
+    assert a["zoo"]["median"] == pytest.approx(sorted(m["test_accuracy"] for m in zoo.members)[2], abs=1e-6)
+    assert len(report["accuracies"]["generated"]) == 4 and 0 <= a["generated"]["median"] <= 1
+    assert {"gaussian", "zoo_mean", "gaussian_uncanonicalised", "zoo_mean_uncanonicalised"} <= set(a)
+    assert 0 <= report["diversity"]["generated"] <= 1 and len(report["novelty"]["generated_nn"]) == 4
+    assert report["pruned"]["density"] == pytest.approx(0.5, abs=0.01)
+    assert len(report["map"]["zoo"]) == 5 and len(report["map"]["generated"]) == 4
+    assert report["seconds"]["train"] > 0
+    done = [e for e in events if isinstance(e, engine.events.AnalysisProgress)]
+    assert done[-1].done == done[-1].total and any(isinstance(e, engine.events.AnalysisReady) for e in events)
+    # stored with the zoo: the generator, the nets (loadable into the architecture), the report
+    stored, nets = G.load_generation(runs_dir, dense, report["generation"])
+    assert stored == json.loads(json.dumps(report))
+    assert all(v.shape[0] == 4 for v in nets.values())
+    model = zoo.model()
+    model.load_state_dict(G.member(nets, 0))
+    gen_dir = G.generation_dir(zoo.dir, report["generation"])
+    assert (gen_dir / "generator.safetensors").exists()
+    # asked again: the stored generation, not a new one
+    mtime = (gen_dir / "report.json").stat().st_mtime
+    assert G.generate(runs_dir, dense, opts)["generation"] == report["generation"]
+    assert (gen_dir / "report.json").stat().st_mtime == mtime
+    assert [g["generation"] for g in G.generations(zoo.dir)] == [report["generation"]]
+
+
+def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
+    runs_dir, _, ticket, _ = runs
+    zoo = Z.load_zoo(runs_dir, ticket)
+    report = G.generate(runs_dir, ticket, G.GenerateOptions(**FAST))
+    assert report["canonicalise"] == "none" and report["zoo_kind"] == "ticket"
+    assert report["dims"] == sum(int(m.sum()) for m in zoo.mask.values()) + sum(
+        v[0].numel() for k, v in zoo.weights.items() if k not in zoo.mask)
+    _, nets = G.load_generation(runs_dir, ticket, report["generation"])
+    for name, keep in zoo.mask.items():
+        assert (nets[name][:, ~keep] == 0).all()
+        assert (nets[name][:, keep] != 0).all()
+    assert report["density"]["generated"] == pytest.approx(M.density(zoo.mask))
+    assert report["density"]["pruned_entries_zero"] is True
+
+
+def test_a_cancelled_generation_stores_nothing(runs):
+    runs_dir, dense, _, _ = runs
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, engine.events.AnalysisProgress) and e.done > 10:
+            cancel.set()
+
+    opts = G.GenerateOptions(seed=7, **{**FAST, "steps": 200})
+    before = sorted(p.name for p in (Z.load_zoo(runs_dir, dense).dir / "generations").iterdir()) \
+        if (Z.load_zoo(runs_dir, dense).dir / "generations").exists() else []
+    with pytest.raises(RunCancelled):
+        G.generate(runs_dir, dense, opts, on_event=on_event, cancel=cancel)
+    folder = Z.load_zoo(runs_dir, dense).dir / "generations"
+    after = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    assert after == before
+
+
+def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp_path):
+    runs_dir, dense, ticket, ticket_run = runs
+    # a zoo whose stored weights are not of the architecture its config names
+    import shutil
+    other = runs_dir / "zoo-mlp-digits-otherarch"
+    shutil.copytree(runs_dir / dense, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["config"]["model"]["hidden"] = [7]
+    (other / "config.json").write_text(json.dumps(cfg))
+    shutil.rmtree(other / "generations", ignore_errors=True)
+
+    def listing():
+        return sorted(str(p.relative_to(runs_dir)) for p in runs_dir.rglob("*"))
+
+    before = listing()
+    cases = [([dense, "--pca", "5"], "--pca: 5 is not valid; must be 0 (no PCA) or 1..4"),
+             ([dense, "--pca", "-1"], "--pca: -1"),
+             ([dense, "--samples", "0"], "--samples: 0"),
+             ([dense, "--reference", "9"], "--reference: 9"),
+             ([dense, "--canonicalise", "sideways"], "--canonicalise: 'sideways'"),
+             ([ticket, "--canonicalise", "rebasin"], "share one mask"),
+             ([ticket, "--prune-density", "0.5"], "applies to dense zoos"),
+             ([ticket_run], "is a ticket run, not a zoo"),
+             (["zoo-nope"], "no such zoo"),
+             (["zoo-mlp-digits-otherarch"], "do not fit the architecture")]
+    for flags, message in cases:
+        code = main(["generate", "--runs-dir", str(runs_dir), "--quiet", "--steps", "2", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (flags, err)
+    assert listing() == before
+
+
+def test_generate_command_prints_the_comparison(runs, capsys):
+    runs_dir, dense, _, _ = runs
+    code = main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--canonicalise", "none",
+                 "--steps", "20", "--samples", "3", "--ode-steps", "3", "--hidden", "16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "canonicalise none" in out and "generated  median" in out and "zoo mean as one net" in out
+    assert "novelty" in out and "diversity" in out and "seconds" in out
+    code = main(["generate", dense, "--runs-dir", str(runs_dir), "--json", "--canonicalise", "none",
+                 "--steps", "20", "--samples", "3", "--ode-steps", "3", "--hidden", "16"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["canonicalise"] == "none"
