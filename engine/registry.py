@@ -155,4 +155,4 @@ DATASETS: Registry = Registry("dataset", "engine.data")
 METHODS: Registry[MethodSpec] = Registry("method", "engine.methods")
 CONTROLS: Registry = Registry("control", "engine.methods")
 # analyses, and the records methods store beside them (a mask search's): both are read back as analyses
-ANALYSES: Registry[AnalysisSpec] = Registry("analysis", "engine.analysis", "engine.methods")
+ANALYSES: Registry[AnalysisSpec] = Registry("analysis", "engine.analysis", "engine.methods", "engine.zoo")

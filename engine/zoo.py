@@ -49,6 +49,7 @@ from pathlib import Path
 from . import events as ev
 from .config import RunConfig, option, validate
 from .errors import ConfigError, LotteryError, RunCancelled
+from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
 from .store import RunStore, check_writable, load_tensors, read_json, save_tensors, write_json
 
@@ -241,7 +242,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     except (RunCancelled, KeyboardInterrupt) as e:
         status = "cancelled"
         store.write_summary(summarise())
-        _emit(on_event, ev.RunCancelled(p.zoo_id, sum(_chunk_record(store, i) is not None for i in range(len(bounds)))))
+        _emit(on_event, ev.RunStopped(p.zoo_id, sum(_chunk_record(store, i) is not None for i in range(len(bounds)))))
         if isinstance(e, KeyboardInterrupt):
             raise
         return summarise()
@@ -396,6 +397,49 @@ def format_zoo(s: dict) -> str:
                          f"range [{100 * st['min']:.2f}, {100 * st['max']:.2f}]")
     lines.append(f"trained in {s['train_seconds']:.1f} s as one batched computation per chunk")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- zoo-level analyses
+def zoo_barriers(runs_dir, zoo_id: str, pairs: int | list[tuple[int, int]] = 3, points: int = 11, *,
+                 seed: int = 0, on_event=None) -> dict:
+    """Barriers between members of a zoo, naive and after Git Re-Basin weight matching (engine.rebasin):
+    `pairs` disjoint pairs (0, 1), (2, 3), ... or the given (i, j) list, interpolated on the test split.
+    Stored as ZOO_DIR/analyses/zoo-barrier.json; `lottery show ZOO_ID` prints its means."""
+    import statistics as st
+
+    from .rebasin import barriers
+
+    zoo = load_zoo(runs_dir, zoo_id)
+    n = len(zoo)
+    if isinstance(pairs, int):
+        if not 1 <= pairs <= n // 2:
+            raise ConfigError("pairs", pairs, f"must be in [1, {n // 2}] for a zoo of {n} members")
+        pairs = [(2 * i, 2 * i + 1) for i in range(pairs)]
+    for i, j in pairs:
+        if not (0 <= i < n and 0 <= j < n and i != j):
+            raise ConfigError("pairs", (i, j), f"members are 0..{n - 1}, two different ones per pair")
+    model = zoo.model()
+    rows = []
+    for k, (i, j) in enumerate(pairs):
+        r = barriers(model, zoo.member(i), zoo.member(j), zoo.data.test, points=points, mask_b=zoo.mask, seed=seed)
+        rows.append({"a": i, "b": j, **r})
+        _emit(on_event, ev.AnalysisProgress(zoo_id, "zoo-barrier", k + 1, len(pairs), f"pair {i}-{j}"))
+    result = {"analysis": "zoo-barrier", "run_id": zoo_id, "pairs": rows, "points": points}
+    for key in ("naive_error_barrier", "matched_error_barrier", "naive_loss_barrier", "matched_loss_barrier"):
+        result[key] = st.fmean(r[key] for r in rows)
+    path = RunStore(runs_dir, zoo_id).save_analysis("zoo-barrier", result)
+    _emit(on_event, ev.AnalysisReady(zoo_id, "zoo-barrier", str(path)))
+    return result
+
+
+def _format_zoo_barrier(name: str, a: dict) -> str:
+    return (f"{name}: mean over {len(a['pairs'])} member pairs: error barrier naive {a['naive_error_barrier']:.4f} -> "
+            f"re-basined {a['matched_error_barrier']:.4f}; loss barrier {a['naive_loss_barrier']:.4f} -> "
+            f"{a['matched_loss_barrier']:.4f}")
+
+
+ANALYSES.register("zoo-barrier", "barriers between zoo members, naive and after Git Re-Basin (engine.zoo.zoo_barriers)")(
+    AnalysisSpec(_format_zoo_barrier))
 
 
 # ---------------------------------------------------------------- `lottery zoo`

@@ -117,3 +117,16 @@ def test_zoo_command_trains_lists_and_shows(runs_dir, capsys):
     assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
     out = capsys.readouterr().out
     assert "dense zoo: 2/2" in out and "test accuracy: median" in out
+
+
+def test_zoo_barriers_naive_and_matched_are_stored_and_shown(runs_dir, capsys):
+    options, config = _dense(runs_dir, members=2)
+    zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
+    result = Z.zoo_barriers(runs_dir, zoo_id, pairs=1, points=3)
+    pair = result["pairs"][0]
+    assert (pair["a"], pair["b"]) == (0, 1) and len(pair["matched_curve"]) == 3
+    assert pair["naive_curve"][0] == pair["matched_curve"][0]  # both start at member 0 itself
+    with pytest.raises(ConfigError, match="pairs"):
+        Z.zoo_barriers(runs_dir, zoo_id, pairs=2)
+    assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
+    assert "zoo-barrier: mean over 1 member pairs" in capsys.readouterr().out
