@@ -1,29 +1,28 @@
-"""The Lottery Ticket Explorer app: launch panel, live training, ticket views and the run browser.
+"""The Lottery Ticket Explorer app: the launch panel beside the tabs of explorer.tabs.
 
     lottery serve                      # or: panel serve explorer/app.py
     ExplorerApp(runs_dir="runs")       # in a notebook cell: the same views, inline
 
-Runs train on worker threads; a periodic callback (4 Hz) drains their events into the views, so the
-event loop never waits for training. Closing the browser tab cancels that page's run.
+Each tab is built on its first visit (its module imported then); only the visible tab is redrawn when the
+store or the chosen run changes, the others when opened. Long work (runs, analyses, comparisons, probes)
+runs on background jobs (explorer.jobs); a periodic callback (4 Hz) drains their events into the views,
+so the event loop never waits for training. Closing the browser tab cancels that page's work.
 """
 from __future__ import annotations
 
 import os
-import time
+import traceback
 
-import holoviews as hv
-import numpy as np
 import panel as pn
 import param
 
-from engine.store import RunStore
-
 # absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
-from explorer import engine_import, plots
+from explorer import engine_import
 from explorer.browser import RunBrowser
+from explorer.tabs import TABS
+from explorer.views import RunChoice
 
-POLL_MS = 250        # drain run events 4 times a second
-LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
+POLL_MS = 250        # drain background events 4 times a second
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
 
 
@@ -34,60 +33,74 @@ class ExplorerApp(pn.viewable.Viewer):
         params.setdefault("runs_dir", os.environ.get(RUNS_DIR_ENV, "runs"))
         super().__init__(**params)
         self.browser = RunBrowser(self.runs_dir)
-        # The launch panel and the analyses need the engine's torch side: see explorer.engine_import.
-        self.launcher = self.analyses = self.leaderboard = self.hardware = None
-        self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
-        self._analyses_tab = pn.Column(_loading(), sizing_mode="stretch_width")
-        self._leaderboard_tab = pn.Column(_loading(), sizing_mode="stretch_width")
-        self._hardware_tab = pn.Column(_loading(), sizing_mode="stretch_width")
-        # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
-        # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
-        self.live_pipe = hv.streams.Pipe(data=[])
-        self.live = pn.pane.HoloViews(hv.DynamicMap(plots.learning_curve, streams=[self.live_pipe]),
-                                      sizing_mode="stretch_width", css_classes=["live-plot"])
-        self.loss = pn.pane.HoloViews(hv.DynamicMap(plots.loss_curve, streams=[self.live_pipe]),
-                                      sizing_mode="stretch_width", css_classes=["loss-plot"])
-        self._curve_sent = 0.0
-        self.accuracy = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
-        self.early_stop = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["early-stop-plot"])
-        self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
-        self.heatmap = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["mask-plot"])
-        self.run_select = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
-        self.level_select = pn.widgets.Select(label="level", options=[], width=120)
-        self.layer_select = pn.widgets.Select(label="layer", options=[], width=220)
-        self.run_select.param.watch(lambda e: self._on_run_choice(), "value")
-        self.level_select.param.watch(lambda e: self._on_level_or_layer(), "value")
-        self.layer_select.param.watch(lambda e: self._on_level_or_layer(), "value")
-        self.browser.param.watch(lambda e: self.refresh_views(), "selected")
-        self._stale: set[str] = set()
-        self._tabs = self.tabs()
-        self._tabs.param.watch(lambda e: self.draw_visible(), "active")
-        self._seen = (None, -1, "")
-        self._curve_key = None
-        self._mask_cache: dict = {}
-        self._callback = None
+        self.choice = RunChoice(self.browser, on_change=self._changed)
+        self.views: dict = {}        # title -> the tab's Viewer, once visited
+        self._stale: set[str] = set()  # built tabs to redraw when next shown
+        # The launch panel and the engine tabs need the engine's torch side: see explorer.engine_import.
+        self.launcher = None
         self._engine = engine_import.current  # None: not served by `lottery serve`, imported right here
+        self._engine_error: BaseException | None = None
+        self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
+        self._tabs = pn.Tabs(*[(t.title, pn.Column(sizing_mode="stretch_width")) for t in TABS], dynamic=True,
+                             sizing_mode="stretch_width")
+        self._tabs.param.watch(lambda e: self._show_active(), "active")
+        self.browser.param.watch(lambda e: self.refresh_views(), "selected")
+        self._callback = None
+        self._run_state = None  # the launched run's (id, levels done, status) at the last tick
         self._waiting_for_engine = self._engine is not None and not self._engine.ready()
         if not self._waiting_for_engine:
             self._attach_engine()
         self.refresh_views()
 
+    # ------------------------------------------------------------ tabs
+    def open(self, title: str):
+        """Show the tab `title` (tests, notebooks) and return its Viewer (None while it waits for the engine)."""
+        self._tabs.active = [t.title for t in TABS].index(title)
+        return self.views.get(title)
+
+    def tab_column(self, title: str) -> pn.Column:
+        """What the tab `title` holds: its Viewer once built, else a note."""
+        return self._tabs[[t.title for t in TABS].index(title)]
+
+    def _show_active(self) -> None:
+        """Build the visible tab on its first visit; redraw it if the store or the choice changed."""
+        tab = TABS[self._tabs.active]
+        if tab.title not in self.views and not self._build(tab):
+            return
+        if tab.title in self._stale:
+            self._stale.discard(tab.title)
+            view = self.views[tab.title]
+            if hasattr(view, "refresh"):
+                view.refresh()
+
+    def _build(self, tab) -> bool:
+        column = self._tabs[TABS.index(tab)]
+        if tab.engine and self.launcher is None:  # still importing (or failed): say so, build once it is in
+            column[:] = [_engine_failed(self._engine_error) if self._engine_error else _loading()]
+            return False
+        self.views[tab.title] = view = tab.build(self)
+        column[:] = [view]
+        self._stale.add(tab.title)
+        return True
+
+    def _changed(self) -> None:
+        """The store or the chosen run changed: every built tab is stale, the visible one is redrawn now."""
+        self._stale = set(self.views)
+        self._show_active()
+
+    def refresh_views(self, focus: str | None = None) -> None:
+        """The store changed (a level finished, a run was selected or deleted): update the run choice and
+        redraw what is visible."""
+        self.choice.update(focus)  # calls _changed
+
+    # ------------------------------------------------------------ the engine
     def _attach_engine(self) -> None:
-        """Put the launch panel, the analyses, the leaderboard and the hardware probes in place of their
-        "loading engine…" notes."""
-        from explorer.analyses import AnalysisPanel
-        from explorer.hardware import HardwarePanel
+        """Put the launch panel in place of its "loading engine…" note; engine tabs build when visited."""
         from explorer.launch import LaunchPanel
-        from explorer.leaderboard import LeaderboardPanel
 
         self.launcher = LaunchPanel(self.runs_dir)
-        self.analyses = AnalysisPanel(self.runs_dir)
-        self.leaderboard = LeaderboardPanel(self.runs_dir, base_config=self.launcher.config)
-        self.hardware = HardwarePanel(self.runs_dir)
         self._sidebar[:] = [self.launcher]
-        self._analyses_tab[:] = [self.analyses]
-        self._leaderboard_tab[:] = [self.leaderboard]
-        self._hardware_tab[:] = [self.hardware]
+        self._show_active()
 
     def _take_engine_when_imported(self) -> None:
         """(tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
@@ -95,143 +108,54 @@ class ExplorerApp(pn.viewable.Viewer):
         if not (self._engine.future.done() and pn.state.loaded):
             return
         self._waiting_for_engine = False
-        error = self._engine.future.exception()
-        if error is None:
+        self._engine_error = self._engine.future.exception()
+        if self._engine_error is None:
             self._attach_engine()
-            self.draw_visible()
             return
-        failed = pn.pane.Alert(f"The engine failed to load: {error!r}", alert_type="danger",
-                               css_classes=["run-error"])
-        for column in (self._sidebar, self._analyses_tab, self._leaderboard_tab, self._hardware_tab):
-            column[:] = [failed]
+        self._sidebar[:] = [_engine_failed(self._engine_error)]
+        self._show_active()
 
     # ------------------------------------------------------------ live updates
     def start_polling(self) -> None:
-        """Drain run events on the event loop every POLL_MS (needs a Panel session or a notebook comm)."""
+        """Drain background events on the event loop every POLL_MS (needs a Panel session or a notebook comm)."""
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.tick, period=POLL_MS)
 
     def stop(self) -> None:
-        """Cancel this page's run and stop polling (the session is gone)."""
+        """Cancel this page's run and the tabs' work, and stop polling (the session is gone)."""
         if self._callback is not None:
             self._callback.stop()
             self._callback = None
         if self.launcher is not None:
             self.launcher.cancel()
-            for worker in (self.analyses, self.leaderboard, self.hardware):
-                worker.cancel_event.set()
+        for view in self.views.values():
+            if hasattr(view, "stop"):
+                view.stop()
 
     def tick(self) -> None:
         if self._waiting_for_engine:
             self._take_engine_when_imported()
-        if self.launcher is None:
-            return
-        self.launcher.drain()
-        self.analyses.poll()
-        self.hardware.poll()
-        if self.leaderboard.poll():  # the comparison stored new runs
+        focus = self._follow_run()
+        stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
+        if focus or any(stored):  # new levels or runs in the store
             self.browser.refresh()
-            self.hardware.refresh_runs()
+            self.refresh_views(focus=focus)
+
+    def _follow_run(self) -> str | None:
+        """Apply the launched run's events; its id when it stored a level or ended (views re-read the store)."""
+        if self.launcher is None:
+            return None
+        self.launcher.drain()
         s = self.launcher.session
         if s is None:
-            return
-        done = s.status in ("completed", "cancelled", "failed")
-        key = (s.run_id, s.level, s.variant, len(s.curve))
-        if key != self._curve_key and (done or time.monotonic() - self._curve_sent >= LIVE_PERIOD_S):
-            self._curve_key, self._curve_sent = key, time.monotonic()
-            self.live_pipe.send(list(s.curve))
+            return None
         state = (s.run_id, s.levels_done, s.status)
-        if state != self._seen:
-            self._seen = state
-            self.browser.refresh()
-            self.hardware.refresh_runs()
-            self.refresh_views(focus=s.run_id)
+        if state == self._run_state:
+            return None
+        self._run_state = state
+        return s.run_id
 
-    # ------------------------------------------------------------ views
-    # Only the visible tab's plots are rebuilt (building a HoloViews plot costs tens of milliseconds on the
-    # event loop); the others are marked stale and drawn when their tab is opened.
-    TAB_NAMES = ("Live", "Accuracy", "Early stopping", "Masks", "Analyses", "Leaderboard", "Hardware", "Runs")
-
-    def refresh_views(self, focus: str | None = None) -> None:
-        """The store changed (a level finished, a run was selected or deleted): update the run choice and
-        redraw what is visible."""
-        ids = [s["run_id"] for s in self.browser.summaries]
-        current = focus if focus in ids else self.run_select.value if self.run_select.value in ids else \
-            (self.browser.selected[0] if self.browser.selected else ids[0] if ids else None)
-        self._stale = {"Accuracy", "Early stopping", "Masks", "Analyses"}
-        self.run_select.options = ids
-        if self.run_select.value != current:
-            self.run_select.value = current  # triggers _on_run_choice
-        else:
-            self._on_run_choice()  # the same run may have new levels
-
-    def draw_visible(self, everything: bool = False) -> None:
-        """Draw the stale plots of the active tab (or of every tab)."""
-        active = self.TAB_NAMES[self._tabs.active]
-        for name in [n for n in self.TAB_NAMES if n in self._stale and (everything or n == active)]:
-            if name == "Analyses" and self.analyses is None:
-                continue  # stays stale: drawn once the engine is in
-            self._stale.discard(name)
-            if name == "Accuracy":
-                self.accuracy.object = plots.accuracy_vs_density(self.browser.chosen())
-            elif name == "Early stopping":
-                self.early_stop.object = plots.early_stop_vs_density(self.browser.chosen())
-            elif name == "Masks":
-                self._draw_run()
-            elif name == "Analyses":
-                self.analyses.show(self.run_select.value, self.level_select.value, self.layer_select.value)
-
-    def _summary(self, run_id):
-        return next((s for s in self.browser.summaries if s["run_id"] == run_id), None)
-
-    def _on_run_choice(self) -> None:
-        summary = self._summary(self.run_select.value)
-        rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
-        levels = [r["level"] for r in rows]
-        layers = list(rows[0]["layers"]) if rows else []
-        old = self.level_select.options
-        following = not old or self.level_select.value == old[-1]  # on the newest level: stay on the newest
-        self.level_select.options = levels
-        if levels and (following or self.level_select.value not in levels):
-            self.level_select.value = levels[-1]
-        self.layer_select.options = layers
-        if layers and self.layer_select.value not in layers:
-            self.layer_select.value = layers[0]
-        self._stale |= {"Masks", "Analyses"}
-        self.draw_visible()
-
-    def _on_level_or_layer(self) -> None:
-        self._stale |= {"Masks", "Analyses"}
-        self.draw_visible()
-
-    def _draw_run(self) -> None:
-        """The Masks tab: per-layer densities of the chosen run and the chosen layer's mask."""
-        run_id, level, layer = self.run_select.value, self.level_select.value, self.layer_select.value
-        self.density.object = plots.density_bars(self._summary(run_id))
-        mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None
-        self.heatmap.object = plots.mask_heatmap(mask, layer or "", level or 0)
-
-    def _mask(self, run_id, level, layer):
-        """A layer's mask from the store; finished levels never change, so they are cached."""
-        key = (run_id, level, layer)
-        if key not in self._mask_cache:
-            store = RunStore(self.runs_dir, run_id)
-            if store.level_record("ticket", level) is None:
-                return None
-            mask = store.load_mask("ticket", level)
-            self._mask_cache[key] = mask[layer].numpy().astype(np.uint8) if layer in mask else None
-        return self._mask_cache[key]
-
-    def tabs(self) -> pn.Tabs:
-        masks = pn.Column(self.density, pn.Row(self.run_select, self.level_select, self.layer_select),
-                          self.heatmap, sizing_mode="stretch_width")
-        return pn.Tabs(("Live", pn.Column(self.live, self.loss, sizing_mode="stretch_width")),
-                       ("Accuracy", self.accuracy), ("Early stopping", self.early_stop),
-                       ("Masks", masks), ("Analyses", pn.Column(pn.Row(self.run_select, self.level_select,
-                                                                         self.layer_select), self._analyses_tab)),
-                       ("Leaderboard", self._leaderboard_tab), ("Hardware", self._hardware_tab),
-                       ("Runs", self.browser), dynamic=True, sizing_mode="stretch_width")
-
+    # ------------------------------------------------------------ layout
     def __panel__(self):  # inline in a notebook
         return pn.Row(pn.Column(self._sidebar, width=320), self._tabs, sizing_mode="stretch_width")
 
@@ -245,9 +169,25 @@ def _loading() -> pn.pane.Markdown:
     return pn.pane.Markdown("Loading engine…", css_classes=["engine-loading"], sizing_mode="stretch_width")
 
 
+def _engine_failed(error: BaseException) -> pn.pane.Alert:
+    return pn.pane.Alert(f"The engine failed to load: {one_line(error)}", alert_type="danger",
+                         css_classes=["run-error"])
+
+
+def one_line(error: BaseException) -> str:
+    """What a client is shown of an error: its type and first line; the traceback stays in the server's log."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
 def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
-    """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes."""
-    app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
+    """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes. A page
+    that cannot be built shows one line; the traceback goes to the server's log, never to the client."""
+    try:
+        app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
+    except Exception as e:
+        traceback.print_exc()
+        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", main=[pn.pane.Alert(
+            f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
     if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page has loaded
         engine_import.current.pages += 1

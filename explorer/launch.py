@@ -1,6 +1,6 @@
 """The launch panel: widgets generated from the engine's config settings, Launch and Cancel.
 
-One widget per `engine.config.settings()` entry, so a new config field appears here without touching
+One widget per `engine.settings.run_settings()` entry, so a new config field appears here without touching
 this file. The settings a lottery-ticket user changes most are shown; the rest sit in "More settings".
 """
 from __future__ import annotations
@@ -9,32 +9,13 @@ import panel as pn
 import param
 
 import engine
-from engine.config import Setting, config_from_settings, settings
+from engine.settings import config_from_settings, run_settings
 
+from .forms import widget_for, widget_value
 from .session import RunSession
 
 PRIMARY = ["model.model", "data.dataset", "prune.method", "prune.levels", "prune.prune_fraction", "prune.scope",
            "prune.rewind", "train.epochs", "seed", "prune.controls"]
-
-
-def widget_for(s: Setting):
-    """The Panel widget for one setting (its name is the setting's path; its tooltip the help)."""
-    label = s.path.split(".")[-1].replace("_", " ")
-    common = dict(label=label, description=s.help, sizing_mode="stretch_width")
-    if s.type is tuple and s.choices:
-        return pn.widgets.MultiChoice(options=s.choices, value=list(s.default), **common)
-    if s.choices and s.path == "data.dataset":  # registry names, or any npz:PATH typed in
-        return pn.widgets.AutocompleteInput(options=[c for c in s.choices if c != "npz:PATH"], value=s.default,
-                                            restrict=False, min_characters=0, **common)
-    if s.choices:
-        return pn.widgets.Select(options=s.choices, value=s.default, **common)
-    if s.type is bool:
-        return pn.widgets.Checkbox(value=s.default, label=label, sizing_mode="stretch_width")
-    if s.type is int:
-        return pn.widgets.IntInput(value=s.default, **common)
-    if s.type is float:
-        return pn.widgets.FloatInput(value=s.default, **common)
-    return pn.widgets.TextInput(value=s.format(s.default), **common)
 
 
 class LaunchPanel(pn.viewable.Viewer):
@@ -46,7 +27,7 @@ class LaunchPanel(pn.viewable.Viewer):
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.settings = {s.path: s for s in settings()}
+        self.settings = {s.path: s for s in run_settings()}
         self.widgets = {path: widget_for(s) for path, s in self.settings.items()}
         self.launch_button = pn.widgets.Button(label="Launch", color="primary", sizing_mode="stretch_width",
                                                css_classes=["launch-button"])
@@ -63,11 +44,7 @@ class LaunchPanel(pn.viewable.Viewer):
 
     # ------------------------------------------------------------ actions
     def values(self) -> dict:
-        out = {}
-        for path, w in self.widgets.items():
-            v = w.value
-            out[path] = tuple(v) if isinstance(v, list) else v
-        return out
+        return {path: widget_value(w) for path, w in self.widgets.items()}
 
     def set_values(self, **values) -> None:
         """Set widgets by setting path (tests, notebooks): set_values(**{"train.epochs": 3})."""

@@ -1,14 +1,10 @@
 """The Leaderboard tab: every method on the same model, data and budget (`engine.compare`), as plots.
 
 Runs are reused from the store, so reopening a leaderboard that was run before only reads summaries.
-`accuracy_vs_density` and `cost_vs_accuracy` take the dict `engine.compare.compare` returns and also
+`accuracy_bands` and `cost_vs_accuracy` take the dict `engine.compare.compare` returns and also
 display inline in a notebook.
 """
 from __future__ import annotations
-
-import concurrent.futures as cf
-import queue
-import threading
 
 import holoviews as hv
 import pandas as pd
@@ -16,27 +12,11 @@ import panel as pn
 
 import engine
 from engine import events as ev
-from engine.compare import compare, format_table
-from engine.registry import METHODS
+from engine.compare import CompareOptions, compare, format_table
 
+from explorer.forms import OptionsForm
+from explorer.jobs import Job, error_message
 from explorer.plots import COMMON, _empty
-
-DEFAULT_METHODS = ["imp", "oneshot", "snip", "grasp", "synflow", "rigl", "set", "cs", "cts", "edgepopup"]
-
-
-def _in_background(fn, *args, **kwargs) -> cf.Future:
-    """`fn` on its own daemon thread: one page's comparison never queues behind another's, and a long one
-    does not keep the server from stopping."""
-    future: cf.Future = cf.Future()
-
-    def work():
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # handed to the page, which shows it
-            future.set_exception(e)
-
-    threading.Thread(target=work, name="leaderboard", daemon=True).start()
-    return future
 
 
 def _frame(result: dict | None) -> pd.DataFrame:
@@ -47,7 +27,7 @@ def _frame(result: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "density", "accuracy", "std", "search steps", "search seconds"])
 
 
-def accuracy_vs_density(result: dict | None) -> hv.Element:
+def accuracy_bands(result: dict | None) -> hv.Element:
     """Test accuracy vs density per method (log axis): mean line, band of ± one std over seeds."""
     title = "Leaderboard: test accuracy vs density"
     df = _frame(result)
@@ -76,100 +56,85 @@ def cost_vs_accuracy(result: dict | None) -> hv.Element:
 
 
 class LeaderboardPanel(pn.viewable.Viewer):
-    """Methods, densities and seeds in; compare on a worker thread; table and plots out."""
+    """Methods, densities and seeds in (CompareOptions: the CLI's defaults); compare on a background job
+    (its own thread: one page's comparison never queues behind another's); table and plots out."""
 
     def __init__(self, runs_dir, base_config=None, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
         # the launch panel's settings (model, data, training budget), when given
         self.base_config = base_config or (lambda: engine.RunConfig())
-        self.methods = pn.widgets.MultiChoice(label="methods", options=METHODS.names(), value=list(DEFAULT_METHODS),
-                                              sizing_mode="stretch_width")
-        self.densities = pn.widgets.TextInput(label="densities", value="0.2,0.05", width=160)
-        self.seeds = pn.widgets.IntInput(label="seeds", value=1, start=1, end=20, width=90)
+        self.form = OptionsForm(CompareOptions, densities={"width": 160}, seeds={"width": 90})
+        self.methods, self.densities, self.seeds = self.form["methods"], self.form["densities"], self.form["seeds"]
         self.button = pn.widgets.Button(label="Compare", color="primary", width=110)
-        self.stop = pn.widgets.Button(label="Cancel", width=90)
+        self.stop_button = pn.widgets.Button(label="Cancel", width=90)
         self.button.on_click(lambda _: self.start())
-        self.stop.on_click(lambda _: self.cancel_event.set())
+        self.stop_button.on_click(lambda _: self.stop())
         self.status = pn.pane.Markdown("", css_classes=["leaderboard-status"], sizing_mode="stretch_width")
-        self.accuracy = pn.pane.HoloViews(accuracy_vs_density(None), sizing_mode="stretch_width",
+        self.accuracy = pn.pane.HoloViews(accuracy_bands(None), sizing_mode="stretch_width",
                                           css_classes=["leaderboard-plot"])
         self.cost = pn.pane.HoloViews(cost_vs_accuracy(None), sizing_mode="stretch_width",
                                       css_classes=["cost-plot"])
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.future: cf.Future | None = None
-        self.cancel_event = threading.Event()  # set by Cancel, and when the page closes
+        self.job: Job | None = None
         self.result: dict | None = None
-        self._events: queue.Queue = queue.Queue()
         self._trainings = 0
 
+    @classmethod
+    def for_app(cls, app) -> "LeaderboardPanel":
+        return cls(app.runs_dir, base_config=app.launcher.config)
+
     def start(self) -> None:
-        if self.future is not None and not self.future.done():
+        if self.job is not None:
             self.status.object = "A comparison is already running."
             return
         try:
-            densities = [float(d) for d in self.densities.value.split(",") if d.strip()]
-        except ValueError:
-            self.status.object = f"densities: {self.densities.value!r} must be numbers in (0, 1), comma separated"
-            return
-        methods = list(self.methods.value)
-        if not methods:
-            self.status.object = "methods: choose at least one"
-            return
-        if not isinstance(self.seeds.value, int) or self.seeds.value < 1:
-            self.status.object = f"seeds: {self.seeds.value!r} must be a positive integer"
-            return
-        try:
+            opts = self.form.options()
             base = self.base_config()
         except engine.ConfigError as e:
-            self.status.object = f"settings: {e}"
+            self.status.object = f"**{e}**"
             return
-        self.status.object = f"comparing {', '.join(methods)} at {densities} ({self.seeds.value} seed(s))..."
-        self.cancel_event = threading.Event()
-        events = self._events = queue.Queue()
+        methods, densities = list(opts.methods), list(opts.densities)
+        self.status.object = f"comparing {', '.join(methods)} at {densities} ({opts.seeds} seed(s))..."
         self._trainings = 0
-        self.future = _in_background(compare, base, methods, densities, self.seeds.value, runs_dir=self.runs_dir,
-                                     on_event=events.put, cancel=self.cancel_event)
+        self.job = Job(lambda job: compare(base, methods, densities, opts.seeds, runs_dir=self.runs_dir,
+                                           on_event=job.emit, cancel=job.cancelled), name="leaderboard")
+
+    def stop(self) -> None:
+        """Cancel (the button, or the page closed): finished runs stay in the store."""
+        if self.job is not None:
+            self.job.cancel()
 
     def poll(self) -> bool:
-        """Called on the event loop: progress of a running comparison; True when a finished one was just shown."""
-        if self.future is None:
+        """Called on the event loop: progress of a running comparison; True when a finished one was just
+        shown (its runs are in the store)."""
+        if self.job is None:
             return False
-        finished = self.future.done()  # before draining: no event can come after
-        latest = None
-        while True:
-            try:
-                e = self._events.get_nowait()
-            except queue.Empty:
-                break
-            self._trainings += isinstance(e, ev.LevelDone)
-            latest = e if isinstance(e, (ev.RunStarted, ev.TrainingStarted)) else latest
+        events, finished = self.job.poll()
+        self._trainings += sum(isinstance(e, ev.LevelDone) for e in events)
+        latest = next((e for e in reversed(events) if isinstance(e, (ev.RunStarted, ev.TrainingStarted))), None)
         if latest is not None and not finished:
             what = f"{latest.method} run" if isinstance(latest, ev.RunStarted) else \
                 f"level {latest.level} {latest.variant}"
             self.status.object = f"comparing... {self._trainings} trainings done (or reused); now {latest.run_id}: {what}"
         if not finished:
             return False
-        f, self.future = self.future, None
-        try:
-            self.result = f.result()
-        except engine.LotteryError as e:
-            self.status.object = f"compare failed: {e}"
+        job, self.job = self.job, None
+        if job.error is not None:
+            self.status.object = f"compare failed: {error_message(job.error)}"
             return True
-        except Exception as e:  # keep the app alive; the message says what happened
-            self.status.object = f"compare failed: {type(e).__name__}: {e}"
-            return True
+        self.result = job.result()
         if self.result["status"] != "completed":
             self.status.object = "comparison cancelled; finished runs stay in the store"
             return True
         self.status.object = "done (runs are stored and reused next time)"
-        self.accuracy.object = accuracy_vs_density(self.result)
+        self.accuracy.object = accuracy_bands(self.result)
         self.cost.object = cost_vs_accuracy(self.result)
         self.table.object = f"```\n{format_table(self.result)}\n```"
         return True
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, self.stop,
+        return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, self.stop_button,
                                 sizing_mode="stretch_width"),
                          self.status, pn.Row(self.accuracy, self.cost, sizing_mode="stretch_width"), self.table,
                          sizing_mode="stretch_width")

@@ -1,7 +1,6 @@
 """The explorer without a browser: launch -> drain events -> state and plot data."""
 import subprocess
 import sys
-import time
 
 import holoviews as hv
 import panel as pn
@@ -13,19 +12,15 @@ from explorer.app import ExplorerApp
 from explorer.cli import plain_serve_args
 from explorer.tables import level_rows, seed_bands
 
-from conftest import tiny
+from conftest import tiny, wait_until
 
 
 def _until_done(app, timeout=120):
     s = app.launcher.session
-    end = time.time() + timeout
-    while time.time() < end:
-        app.tick()
-        if s.status in ("completed", "failed", "cancelled") and not s.alive:
-            app.tick()
-            return s
-        time.sleep(0.05)
-    raise AssertionError(f"run still {s.status} after {timeout}s")
+    wait_until(lambda: app.tick() or (s.status in ("completed", "failed", "cancelled") and not s.alive), timeout,
+               what=f"the run ends (still {s.status})")
+    app.tick()
+    return s
 
 
 def _render(obj):
@@ -44,11 +39,10 @@ def test_opens_on_the_offline_default_with_stored_runs(tmp_path):
     assert app.launcher.widgets["data.dataset"].value == "digits"
     assert app.launcher.widgets["model.model"].value == "lenet300"
     assert list(app.browser.table.value["run_id"]) == [tiny().run_id]
-    assert app.run_select.value == tiny().run_id
-    assert app.accuracy.object is None  # hidden tabs are drawn when opened...
-    app._tabs.active = app.TAB_NAMES.index("Masks")
-    assert isinstance(app.heatmap.object, hv.Image)  # ...like this one
-    assert app.accuracy.object is None
+    assert app.choice.run.value == tiny().run_id
+    assert set(app.views) == {"Live"}  # tabs are built on their first visit...
+    assert isinstance(app.open("Masks").heatmap.object, hv.Image)  # ...like this one
+    assert set(app.views) == {"Live", "Masks"}
 
 
 def test_a_served_page_shows_stored_runs_while_the_engine_loads(tmp_path, monkeypatch):
@@ -57,21 +51,22 @@ def test_a_served_page_shows_stored_runs_while_the_engine_loads(tmp_path, monkey
     loading = engine_import.EngineImport()  # as `lottery serve` sets it up, not started yet
     monkeypatch.setattr(engine_import, "current", loading)
     app = ExplorerApp(runs_dir=str(runs))
-    assert app.launcher is None and app.analyses is None
-    assert "Loading engine" in app._sidebar[0].object and "Loading engine" in app._analyses_tab[0].object
+    assert app.launcher is None
+    assert "Loading engine" in app._sidebar[0].object
     assert list(app.browser.table.value["run_id"]) == [tiny().run_id]  # stored runs at once
-    app._tabs.active = app.TAB_NAMES.index("Accuracy")
-    assert isinstance(app.accuracy.object, hv.Overlay)
-    app._tabs.active = app.TAB_NAMES.index("Analyses")  # drawn once the engine is in
+    assert isinstance(app.open("Accuracy").plot.object, hv.Overlay)
+    assert app.open("Analyses") is None  # built once the engine is in
+    assert "Loading engine" in app.tab_column("Analyses")[0].object
     app.tick()
     assert app.launcher is None
     loading.start()
     loading.future.result(timeout=120)
     app.tick()
     assert app.launcher.widgets["model.model"].value == "lenet300"
-    assert app.analyses.run_id == tiny().run_id
+    analyses = app.views["Analyses"]
+    assert analyses.run_id == tiny().run_id
     assert app.launcher.launch_button in app._sidebar.select(pn.widgets.Button)  # in place of the note
-    assert app.analyses.button in app._analyses_tab.select(pn.widgets.Button)
+    assert analyses.button in app.tab_column("Analyses").select(pn.widgets.Button)
     app.launcher.set_values(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": ()})
     app.launcher.launch()
     assert _until_done(app).status == "completed"
@@ -85,6 +80,7 @@ def test_an_engine_that_failed_to_import_is_reported_on_the_page(tmp_path, monke
     app.tick()
     assert app.launcher is None
     assert "The engine failed to load" in app._sidebar[0].object and "torch" in app._sidebar[0].object
+    assert app.open("Hardware") is None and "torch" in app.tab_column("Hardware")[0].object
     app.stop()
 
 
@@ -99,13 +95,17 @@ def test_serve_is_parsed_without_the_engine_parser():
 
 def test_serving_the_first_page_needs_no_torch(tmp_path):
     """`lottery serve` parses its own flags (building the engine's parser imports torch), and the first page
-    shows stored runs (JSON) while the launch panel waits for the engine (explorer.engine_import)."""
+    shows stored runs (JSON) while the launch panel waits for the engine (explorer.engine_import); the
+    engine tabs' modules are imported on their first visit, not for the first page."""
     code = ("import sys, explorer.cli, explorer.app; from explorer import engine_import; "
             "assert explorer.cli.plain_serve_args(['serve']) is not None; "
             "engine_import.current = engine_import.EngineImport(); "
             f"app = explorer.app.ExplorerApp(runs_dir={str(tmp_path)!r}); app.template(); "
             "assert app.launcher is None and app.browser.summaries == []; "
-            "print(sorted(m for m in ('engine.cli', 'explorer.launch', 'torch', 'safetensors') if m in sys.modules))")
+            "from explorer.tabs import TABS; "
+            "heavy = ['engine.cli', 'explorer.launch', 'torch', 'safetensors'] + "
+            "[t.factory.partition(':')[0] for t in TABS if t.engine]; "  # tab modules load on first visit
+            "print(sorted(m for m in heavy if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
 
@@ -117,18 +117,18 @@ def test_launch_streams_progress_and_updates_views(app):
     s = _until_done(app)
     assert s.status == "completed" and s.progress == 100
     assert s.curve and s.curve[-1]["iteration"] > 0
-    assert app.live_pipe.data[-1] == s.curve[-1]  # the live plot was streamed the final point
+    assert app.views["Live"].pipe.data[-1] == s.curve[-1]  # the live plot was streamed the final point
     assert "completed" in app.launcher.status.object
     assert app.launcher.launch_button.disabled is False
     # the views read the new run
     assert list(app.browser.table.value["run_id"]) == [s.run_id]
     levels = level_rows(app.browser.chosen())
     assert sorted(levels["variant"].unique()) == ["dense", "reinit", "ticket"]
-    app.draw_visible(everything=True)
-    for pane in (app.accuracy, app.early_stop, app.density, app.heatmap, app.live):
+    live, accuracy, early_stop, masks = (app.open(t) for t in ("Live", "Accuracy", "Early stopping", "Masks"))
+    for pane in (accuracy.plot, early_stop.plot, masks.density, masks.heatmap, live.live):
         _render(pane.object)
-    assert app.level_select.options == [0, 1, 2]
-    assert app.heatmap.object.data.mean() == pytest.approx(0.64, abs=1e-3)  # hidden.0 at level 2: 0.8^2
+    assert app.choice.level.options == [0, 1, 2]
+    assert masks.heatmap.object.data.mean() == pytest.approx(0.64, abs=1e-3)  # hidden.0 at level 2: 0.8^2
 
 
 def test_invalid_settings_show_the_config_error(app):
@@ -154,10 +154,7 @@ def test_a_failing_run_shows_its_error_and_the_app_keeps_working(app, tmp_path):
 def test_cancel_stops_cleanly_and_keeps_completed_levels(app):
     app.launcher.set_values(**{"train.epochs": 3, "prune.levels": 20, "prune.controls": ()})
     s = app.launcher.launch()
-    end = time.time() + 120
-    while s.levels_done < 2 and time.time() < end:
-        app.tick()
-        time.sleep(0.02)
+    wait_until(lambda: app.tick() or s.levels_done >= 2, interval=0.02, what="two levels stored")
     app.launcher.cancel()
     assert _until_done(app).status == "cancelled"
     summary = engine.RunStore(app.runs_dir, s.run_id).summary()
@@ -208,9 +205,7 @@ def test_ipywidgets_launcher(tmp_path):
     w.fields["prune.controls"].value = ()
     session = w.launch()
     w.wait(120)
-    end = time.time() + 10
-    while w.launch_button.disabled and time.time() < end:
-        time.sleep(0.05)
+    wait_until(lambda: not w.launch_button.disabled, timeout=10, what="the launcher follows the run to its end")
     assert session.status == "completed" and w.progress.value == 100
     w.fields["prune.levels"].value = 0
     assert w.launch() is None and "prune.levels" in w.status.value
@@ -220,17 +215,15 @@ def test_analyses_tab_runs_an_analysis_on_a_worker_and_shows_it(tmp_path):
     runs = tmp_path / "runs"
     s = engine.run(tiny(), runs_dir=runs)
     app = ExplorerApp(runs_dir=str(runs))
-    app._tabs.active = app.TAB_NAMES.index("Analyses")
-    assert app.analyses.run_id == s["run_id"]
-    app.analyses.rewind_points.value = "0,5"
-    for name in ("persistence", "sanity", "earlybird", "instability"):
-        app.analyses.choice.value = name
-        app.analyses.start()
-        end = time.time() + 120
-        while not app.analyses.poll() and time.time() < end:
-            time.sleep(0.05)
-        assert "done" in app.analyses.status.object, app.analyses.status.object
-    panes = app.analyses.panes
+    analyses = app.open("Analyses")
+    assert analyses.run_id == s["run_id"]
+    analyses.form("instability")["rewind_points"].value = "0,5"  # widgets generated from its options
+    for name in ("persistence", "sanity", "earlybird-replay", "instability"):
+        analyses.choice.value = name
+        analyses.start()
+        wait_until(lambda: app.tick() or analyses.job is None, what=f"{name} ends")
+        assert "done" in analyses.status.object, analyses.status.object
+    panes = analyses.panes
     assert isinstance(panes["np_levels"].object, hv.Overlay)
     assert isinstance(panes["diagram"].object, hv.Layout)  # one diagram per layer
     assert len(panes["diagram"].object) == 3

@@ -16,7 +16,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -36,6 +35,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 import engine  # noqa: E402  (after the skips: a machine without chromium skips before importing torch)
+from conftest import wait_until  # noqa: E402
 
 SERVER_START_S = 90     # import torch + panel, first request answered
 PAGE_READY_MS = 60_000  # first page: bokeh loaded, widgets and the live plot rendered
@@ -114,16 +114,18 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(self.runs_dir),
              "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + SERVER_START_S
         probe = self.url + "static/js/bokeh.min.js"
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"lottery serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if _answers(probe):
-                return
-            time.sleep(0.2)  # polling interval of the bounded start-up wait, not a wait for the UI
-        self.stop()
-        raise RuntimeError(f"lottery serve did not answer within {SERVER_START_S} s:\n{self.log_tail()}")
+            return _answers(probe)
+
+        try:  # polling interval of the bounded start-up wait, not a wait for the UI
+            wait_until(answers, SERVER_START_S, interval=0.2, what="lottery serve answers")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"lottery serve did not answer within {SERVER_START_S} s:\n{self.log_tail()}") from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -247,7 +249,7 @@ def assert_drawn(page, css: str) -> None:
     from PIL import Image
 
     canvas = page.locator(f".{css} canvas").first
-    expect(canvas).to_be_visible()
+    expect(canvas).to_be_visible(timeout=WAIT_MS)  # a plot of many runs takes seconds on a busy machine
     box = canvas.bounding_box()
     assert box and box["width"] > 200 and box["height"] > 150, box
     img = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
@@ -422,11 +424,15 @@ def test_leaderboard_tab_compares_methods(open_page):
     box = page.get_by_label("densities", exact=True)
     box.fill("0.5")
     box.press("Enter")
+    seeds = page.get_by_label("seeds", exact=True)
+    seeds.fill("1")
+    seeds.press("Enter")
     # keep the comparison tiny: remove every preselected method but imp and snip
     for method in ("oneshot", "grasp", "synflow", "rigl", "set", "cs", "cts", "edgepopup"):
         page.locator(".choices__item", has_text=re.compile(f"^{method}")).locator("button").click()
     page.get_by_role("button", name="Compare").click()
-    expect(page.locator(".leaderboard-status")).to_contain_text("done", timeout=TINY_RUN_MS)
+    # "done (…" once finished: the progress line before it reads "comparing... N trainings done"
+    expect(page.locator(".leaderboard-status")).to_contain_text("done (runs are stored", timeout=TINY_RUN_MS)
     assert_drawn(page, "leaderboard-plot")
     legend = page.locator(".leaderboard-plot .bk-Legend .bk-label")
     expect(legend.filter(has_text=re.compile("^imp$"))).to_have_count(1)

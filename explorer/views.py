@@ -1,0 +1,167 @@
+"""The app's run views, each a tab (explorer.tabs): live training curves, accuracy and early stopping vs
+density over the chosen runs, one run's masks, and the run browser. Light: JSON summaries, HoloViews.
+"""
+from __future__ import annotations
+
+import time
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+
+from engine.store import RunStore
+
+from explorer import plots
+
+LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
+ENDED = ("completed", "cancelled", "failed")
+
+
+class RunChoice:
+    """The run, level and layer that Masks and Analyses show: the same three selects in both tabs.
+    `on_change()` is called once per change the user (or a finished level) makes."""
+
+    def __init__(self, browser, on_change):
+        self.browser, self.on_change = browser, on_change
+        self.run = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
+        self.level = pn.widgets.Select(label="level", options=[], width=120)
+        self.layer = pn.widgets.Select(label="layer", options=[], width=220)
+        self._quiet = False  # while the run's levels and layers are set: one on_change, not three
+        self.run.param.watch(lambda e: self._on_run(), "value")
+        self.level.param.watch(lambda e: self._changed(), "value")
+        self.layer.param.watch(lambda e: self._changed(), "value")
+
+    @property
+    def value(self) -> tuple:
+        return self.run.value, self.level.value, self.layer.value
+
+    def summary(self) -> dict | None:
+        return next((s for s in self.browser.summaries if s["run_id"] == self.run.value), None)
+
+    def update(self, focus: str | None = None) -> None:
+        """The store changed: offer its runs, keeping the chosen one (or `focus`, the run training now)."""
+        ids = [s["run_id"] for s in self.browser.summaries]
+        selected = self.browser.selected
+        current = focus if focus in ids else self.run.value if self.run.value in ids else \
+            (selected[0] if selected else ids[0] if ids else None)
+        self.run.options = ids
+        if self.run.value != current:
+            self.run.value = current  # calls _on_run
+        else:
+            self._on_run()  # the same run may have new levels
+
+    def _on_run(self) -> None:
+        summary = self.summary()
+        rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
+        levels = [r["level"] for r in rows]
+        layers = list(rows[0]["layers"]) if rows else []
+        old = self.level.options
+        following = not old or self.level.value == old[-1]  # on the newest level: stay on the newest
+        self._quiet = True
+        try:
+            self.level.options = levels
+            if levels and (following or self.level.value not in levels):
+                self.level.value = levels[-1]
+            self.layer.options = layers
+            if layers and self.layer.value not in layers:
+                self.layer.value = layers[0]
+        finally:
+            self._quiet = False
+        self.on_change()
+
+    def _changed(self) -> None:
+        if not self._quiet:
+            self.on_change()
+
+    def row(self) -> pn.Row:
+        return pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width")
+
+
+class LiveView(pn.viewable.Viewer):
+    """The launched run's learning and loss curves, streamed while it trains."""
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+        # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
+        # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
+        self.pipe = hv.streams.Pipe(data=[])
+        self.live = pn.pane.HoloViews(hv.DynamicMap(plots.learning_curve, streams=[self.pipe]),
+                                      sizing_mode="stretch_width", css_classes=["live-plot"])
+        self.loss = pn.pane.HoloViews(hv.DynamicMap(plots.loss_curve, streams=[self.pipe]),
+                                      sizing_mode="stretch_width", css_classes=["loss-plot"])
+        self._sent_key, self._sent_at = None, 0.0
+
+    def poll(self) -> bool:
+        s = self.app.launcher.session if self.app.launcher is not None else None
+        if s is None:
+            return False
+        key = (s.run_id, s.level, s.variant, len(s.curve))
+        if key != self._sent_key and (s.status in ENDED or time.monotonic() - self._sent_at >= LIVE_PERIOD_S):
+            self._sent_key, self._sent_at = key, time.monotonic()
+            self.pipe.send(list(s.curve))
+        return False
+
+    def __panel__(self):
+        return pn.Column(self.live, self.loss, sizing_mode="stretch_width")
+
+
+class AccuracyView(pn.viewable.Viewer):
+    """Test accuracy vs density of the runs chosen in the browser (all runs when none is)."""
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+        self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
+
+    def refresh(self) -> None:
+        self.plot.object = plots.accuracy_vs_density(self.app.browser.chosen())
+
+    def __panel__(self):
+        return self.plot
+
+
+class EarlyStopView(AccuracyView):
+    """The early-stopping iteration vs density of the chosen runs."""
+
+    def __init__(self, app):
+        super().__init__(app)
+        self.plot.css_classes = ["early-stop-plot"]
+
+    def refresh(self) -> None:
+        self.plot.object = plots.early_stop_vs_density(self.app.browser.chosen())
+
+
+class MasksView(pn.viewable.Viewer):
+    """Per-layer densities of the chosen run and the chosen layer's mask at the chosen level."""
+
+    def __init__(self, app):
+        super().__init__()
+        self.app = app
+        self.density = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["density-plot"])
+        self.heatmap = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["mask-plot"])
+        self._masks: dict = {}  # finished levels never change: cached by (run, level, layer)
+
+    def refresh(self) -> None:
+        run_id, level, layer = self.app.choice.value
+        self.density.object = plots.density_bars(self.app.choice.summary())
+        mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None
+        self.heatmap.object = plots.mask_heatmap(mask, layer or "", level or 0)
+
+    def _mask(self, run_id, level, layer):
+        key = (run_id, level, layer)
+        if key not in self._masks:
+            store = RunStore(self.app.runs_dir, run_id)
+            if store.level_record("ticket", level) is None:
+                return None
+            mask = store.load_mask("ticket", level)
+            self._masks[key] = mask[layer].numpy().astype(np.uint8) if layer in mask else None
+        return self._masks[key]
+
+    def __panel__(self):
+        return pn.Column(self.density, self.app.choice.row(), self.heatmap, sizing_mode="stretch_width")
+
+
+def runs(app):
+    """The Runs tab: the app's run browser (the app keeps it, since every view reads its runs)."""
+    return app.browser
