@@ -199,5 +199,8 @@ def build(cfg: ModelConfig, input_shape, num_classes: int, seed: int) -> nn.Modu
     if hasattr(model, "init_from_seed"):  # pre-trained transformers: theta_0 = pre-trained weights + seeded heads
         model.init_from_seed(torch.Generator().manual_seed(seed))
         return model
+    if cfg.bayesian:  # mu is the layer's weight: initialised below exactly as the deterministic net's
+        from . import bayes
+        bayes.convert(model, bayes.Options.of(cfg))
     g = torch.Generator().manual_seed(seed)
     return initialise(model, cfg.init, g)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import bayes
 from .config import TrainConfig
 from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled
@@ -47,12 +48,14 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer over the parameters that train. Frozen ones (requires_grad False: the
     weights under a strong ticket's scores) are left out; parameters marked `no_weight_decay = True`
-    (Continuous Sparsification's mask logits) get no weight decay."""
+    (Continuous Sparsification's mask logits, Bayesian rho) get no weight decay, and a parameter with its
+    own `lr` (Bayesian rho) its own group, whose lr follows the schedule in proportion (`lr_ratio`)."""
     params = [p for p in params if p.requires_grad]
-    no_decay = [getattr(p, "no_weight_decay", False) for p in params]
-    groups = [g for g in ({"params": [p for p, nd in zip(params, no_decay) if not nd]},
-                          {"params": [p for p, nd in zip(params, no_decay) if nd], "weight_decay": 0.0})
-              if g["params"]]
+    keyed: dict[tuple, list] = {}
+    for p in params:
+        keyed.setdefault((getattr(p, "no_weight_decay", False), getattr(p, "lr", None)), []).append(p)
+    groups = [{"params": ps, "lr_ratio": 1.0 if lr is None else lr / cfg.lr, **({"lr": lr} if lr is not None else {}),
+               **({"weight_decay": 0.0} if nd else {})} for (nd, lr), ps in sorted(keyed.items(), key=_group_order)]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # Fused Adam: the unfused CPU path calls sqrt() on the second moments, which is ~5x slower on the
@@ -61,9 +64,18 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def _group_order(item):  # the default group first, as before per-parameter settings existed
+    (no_decay, lr), _ = item
+    return (no_decay, lr is not None, lr or 0.0)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, batch: int = 8192) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a split, in large batches."""
+    """(mean cross-entropy, accuracy) over a split, in large batches; for a Bayesian net those of its
+    Monte-Carlo predictive (engine.bayes)."""
+    if bayes.is_bayesian(model):
+        m = bayes.evaluate(model, split)
+        return m["nll"], m["accuracy"]
     batch = getattr(model, "eval_batch_size", batch)  # a transformer's activations need smaller batches
     was_training = model.training
     model.eval()
@@ -115,6 +127,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     opt = make_optimizer(model.parameters(), cfg)
+    kl = bayes.start_training(model, len(y), seed)  # a Bayesian net trains on the negative ELBO (else None)
+    if kl is not None:
+        penalty = kl if penalty is None else (lambda extra=penalty: extra() + kl())
     if on_optimizer is not None:
         on_optimizer(opt)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
@@ -132,8 +147,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             perm = torch.randperm(len(y), generator=generator(seed, "order", epoch)).to(y.device)
         idx = perm[b * bs:(b + 1) * bs]
         if schedule:
+            lr = lr_at(step, total, cfg)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr * group["lr_ratio"]
 
         loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
         opt.zero_grad(set_to_none=True)

@@ -6,5 +6,5 @@ trained the dense network (`ctx.dense`, level 0). A control is a function
 `control(ctx, level, mask, start, start_step) -> (mask, start, start_step)` that turns a ticket into
 its comparison. Adding one = one module here + its registry line.
 """
-from . import controls, cs, cts, dst, earlybird, imp, pai, strong  # noqa: F401  (importing registers them)
+from . import bayes_imp, controls, cs, cts, dst, earlybird, imp, pai, strong  # noqa: F401  (importing registers them)
 from . import bert, lota  # noqa: F401  (pre-trained models: BERT tickets, transfer, LoTA)
