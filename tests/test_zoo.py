@@ -130,3 +130,10 @@ def test_zoo_barriers_naive_and_matched_are_stored_and_shown(runs_dir, capsys):
         Z.zoo_barriers(runs_dir, zoo_id, pairs=2)
     assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
     assert "zoo-barrier: mean over 1 member pairs" in capsys.readouterr().out
+
+
+def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):
+    options, config = _dense(runs_dir, members=2)
+    zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
+    assert main(["analyze", zoo_id, "barrier", "--runs-dir", str(runs_dir)]) == 1
+    assert "is a model zoo, not a ticket run" in capsys.readouterr().err

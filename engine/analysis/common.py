@@ -35,6 +35,9 @@ class StoredRun:
         if not self.store.exists():
             raise LotteryError(f"no run {run_id} in {self.store.root}")
         stored = self.store.config()
+        if stored.get("kind") == "zoo":  # engine.zoo: members, not ticket levels
+            raise LotteryError(f"{run_id} is a model zoo, not a ticket run: `lottery show {run_id}` summarises it, "
+                               "engine.zoo.zoo_barriers compares its members")
         if "custom_model" in stored:
             raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
                                "store does not keep; this analysis needs to rebuild the model")
