@@ -17,9 +17,8 @@ import panel as pn
 import param
 
 # absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
-from explorer import engine_import
+from explorer import engine_import, tabs
 from explorer.browser import RunBrowser
-from explorer.tabs import TABS
 from explorer.views import RunChoice
 
 POLL_MS = 250        # drain background events 4 times a second
@@ -34,6 +33,7 @@ class ExplorerApp(pn.viewable.Viewer):
         super().__init__(**params)
         self.browser = RunBrowser(self.runs_dir)
         self.choice = RunChoice(self.browser, on_change=self._changed)
+        self.tabs = list(tabs.TABS)  # explorer/tabs.py: the tabs, in order
         self.views: dict = {}        # title -> the tab's Viewer, once visited
         self._stale: set[str] = set()  # built tabs to redraw when next shown
         # The launch panel and the engine tabs need the engine's torch side: see explorer.engine_import.
@@ -41,9 +41,9 @@ class ExplorerApp(pn.viewable.Viewer):
         self._engine = engine_import.current  # None: not served by `lottery serve`, imported right here
         self._engine_error: BaseException | None = None
         self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
-        self._tabs = pn.Tabs(*[(t.title, pn.Column(sizing_mode="stretch_width")) for t in TABS], dynamic=True,
-                             sizing_mode="stretch_width")
-        self._tabs.param.watch(lambda e: self._show_active(), "active")
+        self._tab_bar = pn.Tabs(*[(t.title, pn.Column(sizing_mode="stretch_width")) for t in self.tabs],
+                                dynamic=True, sizing_mode="stretch_width")
+        self._tab_bar.param.watch(lambda e: self._show_active(), "active")
         self.browser.param.watch(lambda e: self.refresh_views(), "selected")
         self._callback = None
         self._run_state = None  # the launched run's (id, levels done, status) at the last tick
@@ -55,16 +55,16 @@ class ExplorerApp(pn.viewable.Viewer):
     # ------------------------------------------------------------ tabs
     def open(self, title: str):
         """Show the tab `title` (tests, notebooks) and return its Viewer (None while it waits for the engine)."""
-        self._tabs.active = [t.title for t in TABS].index(title)
+        self._tab_bar.active = [t.title for t in self.tabs].index(title)
         return self.views.get(title)
 
     def tab_column(self, title: str) -> pn.Column:
         """What the tab `title` holds: its Viewer once built, else a note."""
-        return self._tabs[[t.title for t in TABS].index(title)]
+        return self._tab_bar[[t.title for t in self.tabs].index(title)]
 
     def _show_active(self) -> None:
         """Build the visible tab on its first visit; redraw it if the store or the choice changed."""
-        tab = TABS[self._tabs.active]
+        tab = self.tabs[self._tab_bar.active]
         if tab.title not in self.views and not self._build(tab):
             return
         if tab.title in self._stale:
@@ -74,7 +74,7 @@ class ExplorerApp(pn.viewable.Viewer):
                 view.refresh()
 
     def _build(self, tab) -> bool:
-        column = self._tabs[TABS.index(tab)]
+        column = self._tab_bar[self.tabs.index(tab)]
         if tab.engine and self.launcher is None:  # still importing (or failed): say so, build once it is in
             column[:] = [_engine_failed(self._engine_error) if self._engine_error else _loading()]
             return False
@@ -157,12 +157,12 @@ class ExplorerApp(pn.viewable.Viewer):
 
     # ------------------------------------------------------------ layout
     def __panel__(self):  # inline in a notebook
-        return pn.Row(pn.Column(self._sidebar, width=320), self._tabs, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self._sidebar, width=320), self._tab_bar, sizing_mode="stretch_width")
 
     def template(self) -> pn.template.FastListTemplate:
         """The served page: the same views in a FastListTemplate."""
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self._sidebar],
-                                            main=[self._tabs], sidebar_width=340, accent="#1f4e79")
+                                            main=[self._tab_bar], sidebar_width=340, accent="#1f4e79")
 
 
 def _loading() -> pn.pane.Markdown:

@@ -44,7 +44,7 @@ class EngineImport:
             import torch
             if self.torch_threads:
                 torch.set_num_threads(self.torch_threads)
-            import explorer.analyses  # noqa: F401  (engine.analysis)
+            import engine.analysis  # noqa: F401  (the Analyses tab's engine side; tab modules load on first visit)
             from engine.settings import run_settings
             run_settings()  # imports the models, data sets and methods the launch panel lists
         except Exception as e:

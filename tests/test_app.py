@@ -230,3 +230,50 @@ def test_analyses_tab_runs_an_analysis_on_a_worker_and_shows_it(tmp_path):
     assert isinstance(panes["sanity"].object, hv.Bars)
     for pane in panes.values():
         _render(pane.object)
+
+
+class ToyView(pn.viewable.Viewer):
+    """A tab registered from the test (one Tab line): records what the app asks of it."""
+    built = []
+
+    def __init__(self, app):
+        super().__init__()
+        self.app, self.calls = app, []
+        ToyView.built.append(self)
+        self.pane = pn.pane.Markdown("toy")
+
+    def refresh(self):
+        self.calls.append(("refresh", self.app.choice.run.value))
+
+    def poll(self):
+        self.calls.append("poll")
+        return False
+
+    def stop(self):
+        self.calls.append("stop")
+
+    def __panel__(self):
+        return self.pane
+
+
+def test_a_new_tab_is_one_line_and_is_built_on_its_first_visit(tmp_path, monkeypatch):
+    from explorer import tabs
+    runs = tmp_path / "runs"
+    engine.run(tiny(), runs_dir=runs)
+    monkeypatch.setattr(tabs, "TABS", [*tabs.TABS, tabs.Tab("Toy", "test_app:ToyView")])
+    ToyView.built.clear()
+    app = ExplorerApp(runs_dir=str(runs))
+    assert app.tab_column("Toy").objects == [] and not ToyView.built  # not built before its first visit
+    app.tick()
+    view = app.open("Toy")
+    assert ToyView.built == [view] and view.pane in app.tab_column("Toy").objects
+    assert view.calls == [("refresh", tiny().run_id)]
+    app.tick()
+    assert view.calls[-1] == "poll"
+    app.open("Live")
+    app.refresh_views()  # the store changed while the tab is hidden: redrawn when shown again, not before
+    assert view.calls.count(("refresh", tiny().run_id)) == 1
+    app.open("Toy")
+    assert view.calls.count(("refresh", tiny().run_id)) == 2 and ToyView.built == [view]
+    app.stop()
+    assert view.calls[-1] == "stop"
