@@ -104,7 +104,9 @@ def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
     if data is not None and data.train.y.dim() != 1:
         raise Unsupported("the batched trainer takes one class label per example; per-token targets (text "
                           "tasks) train one by one with engine.trainer")
-    if any(type(m).__module__.endswith("bayes") for m in model.modules()):
+    from .bayes import is_bayesian
+
+    if is_bayesian(model):
         raise Unsupported("Bayesian layers sample their weights and add a KL penalty per member; train them one "
                           "by one with engine.trainer")
     if any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules()):
