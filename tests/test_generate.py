@@ -194,3 +194,58 @@ def test_generate_command_prints_the_comparison(runs, capsys):
     code = main(["generate", dense, "--runs-dir", str(runs_dir), "--json", "--canonicalise", "none",
                  "--steps", "20", "--samples", "3", "--ode-steps", "3", "--hidden", "16"])
     assert code == 0 and json.loads(capsys.readouterr().out)["canonicalise"] == "none"
+
+
+# ---------------------------------------------------------------- the explorer's Weight space tab (no browser)
+def test_weight_space_panel_generates_on_a_worker_and_draws_what_was_stored(runs):
+    import holoviews as hv
+
+    from conftest import wait_until
+    from explorer import weight_space as W
+
+    runs_dir, dense, _, _ = runs
+    panel = W.WeightSpacePanel(runs_dir)
+    assert dense in panel.zoo.options
+    panel.show(dense)
+    panel.gen_form["pca"].value = 9  # more components than a 5-member zoo has: refused at once, no job
+    panel.generate()
+    assert panel.job is None and "pca: 9 is not valid" in panel.status.object
+    for name, value in {"pca": 2, "steps": 15, "samples": 3, "ode_steps": 3, "hidden": 16, "seed": 3}.items():
+        panel.gen_form[name].value = value
+    panel.generate()
+    assert panel.job is not None and not panel.cancel.disabled
+    wait_until(panel.poll, what="generation finished")
+    assert "generation **gen-" in panel.status.object
+    report = panel._reports[panel.generation.value]
+    assert report["options"]["seed"] == 3 and len(report["accuracies"]["generated"]) == 3
+    for plot in (W.accuracy_plot(report), W.map_plot(report)):
+        assert isinstance(plot, hv.Overlay) and hv.render(plot) is not None
+    assert "generated  median" in panel.table.object
+    # barriers naive vs matched, stored with the zoo and drawn
+    panel.barriers()
+    wait_until(panel.poll, what="barriers finished")
+    assert "naive" in panel.status.object
+    assert hv.render(panel.panes["barriers"].object) is not None
+    # Cancel: a long generation stops, nothing of it is stored
+    panel.gen_form["steps"].value, panel.gen_form["seed"].value = 100_000, 4
+    before = set(panel._reports)
+    panel.generate()
+    panel.cancel.clicks += 1
+    wait_until(lambda: panel.poll() or panel.job is None, what="cancelled")
+    assert "stopped" in panel.status.object and set(panel._reports) == before
+
+
+def test_weight_space_panel_trains_a_zoo(runs_dir):
+    from conftest import wait_until
+    from explorer import weight_space as W
+
+    panel = W.WeightSpacePanel(runs_dir)
+    assert panel.zoo.options == []
+    values = {"model.hidden": "8", "train.epochs": 1}
+    for path, value in values.items():
+        panel.zoo_settings[path].value = value
+    panel.zoo_form["members"].value = 2
+    panel.train_zoo()
+    wait_until(panel.poll, what="zoo trained")
+    assert "completed" in panel.status.object and len(panel.zoo.options) == 1
+    assert W.accuracy_plot(None) is not None and W.barrier_plot(None) is not None
