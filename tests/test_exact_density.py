@@ -51,6 +51,8 @@ EXPECTED = {  # method: (settings, expected {layer: kept} or, for global selecti
     **{m: ({"prune.scope": "erk"}, lambda cfg: erk(DENSITY))
        for m in ("snip", "grasp", "synflow", "magnitude", "random", "rigl", "set", "cts", "edgepopup")},
     "biprop": ({}, lambda cfg: per_layer(DENSITY)),
+    "bayes-imp": ({"prune.levels": 2, "model.bayesian": True, "model.mc_samples": 2, "prune.bayes_deterministic": False,
+                   "prune.bayes_criterion": "mu-then-sigma"}, imp_levels),
 }
 
 
