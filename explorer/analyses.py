@@ -1,8 +1,6 @@
 """The Analyses tab: run an analysis of the chosen run on a background job, show what is stored."""
 from __future__ import annotations
 
-import concurrent.futures as cf
-
 import panel as pn
 
 import engine
@@ -14,9 +12,9 @@ from engine.store import RunStore
 
 from explorer import analysis_plots as ap
 from explorer.forms import OptionsForm
-from explorer.jobs import Job, error_message
+from explorer.jobs import Job, error_message, one_at_a_time
 
-_QUEUE = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis")  # one analysis at a time
+_QUEUE = one_at_a_time("analysis")
 
 
 class AnalysisPanel(pn.viewable.Viewer):

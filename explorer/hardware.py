@@ -7,8 +7,6 @@ built for them. Rows a device cannot run (2:4 off CUDA) are listed with the reas
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-
 import holoviews as hv
 import pandas as pd
 import panel as pn
@@ -18,12 +16,12 @@ from engine import probe
 from engine.store import list_runs
 
 from explorer.forms import OptionsForm
-from explorer.jobs import Job, error_message
+from explorer.jobs import Job, error_message, one_at_a_time
 from explorer.plots import COMMON
 
 PATTERNS = ["masked", "csr", "channel", "2:4"]
 COLUMNS = ["pattern", "sparsity", "batch", "dtype", "theoretical_speedup", "speedup", "median_ms", "label"]
-_QUEUE = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")  # one probe at a time: timings
+_QUEUE = one_at_a_time("probe")
 
 
 def speedup_plot(data: dict | None = None) -> hv.Overlay:
@@ -138,7 +136,7 @@ class HardwarePanel(pn.viewable.Viewer):
                 result = job.result()
                 self.status.object = f"done: {result['target']} on {result['device']}"
                 self.table.object = f"```\n{probe.format_table(result)}\n```"
-            elif isinstance(job.error, (engine.RunCancelled, cf.CancelledError)):
+            elif job.cancelled.is_set():  # stopped at a row (RunCancelled), or before it started
                 self.status.object = f"cancelled after {len(self.rows)} measurements"
             else:
                 self.status.object = f"probe failed: {error_message(job.error)}"

@@ -95,6 +95,12 @@ class Job:
         return not cf.wait([self.future], timeout).not_done
 
 
+def one_at_a_time(name: str) -> cf.ThreadPoolExecutor:
+    """A queue shared by every page for jobs that must not overlap (probes: their timings would compete;
+    analyses: each may train several networks). Pass it as `executor=`."""
+    return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+
 def error_message(e: BaseException) -> str:
     """What a page says about a failed job: the engine's own one-line message for bad input or a refusal
     (LotteryError, ValueError), else the exception's type too (a bug, also printed to the server's log)."""

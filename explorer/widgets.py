@@ -1,11 +1,10 @@
 """An ipywidgets launcher for classic notebooks: `explorer.widgets.launcher()`.
 
 The same settings as the Panel launch panel (generated from the engine's config), the same
-`RunSession` underneath; a small thread applies the run's events to the widgets four times a second.
+`RunSession` underneath. Without Panel's periodic callback, a background job (explorer.jobs) applies
+the run's events to the widgets four times a second (ipywidgets may be updated from any thread).
 """
 from __future__ import annotations
-
-import threading
 
 import ipywidgets as W
 
@@ -13,6 +12,7 @@ import engine
 from engine.formatting import format_summary
 from engine.settings import Setting, config_from_settings, run_settings
 
+from .jobs import Job
 from .launch import PRIMARY
 from .session import RunSession
 
@@ -68,7 +68,8 @@ class Launcher(W.VBox):
         self.session = RunSession(cfg, self.runs_dir)
         self.session.start()
         self.launch_button.disabled, self.cancel_button.disabled = True, False
-        threading.Thread(target=self._follow, args=(self.session,), daemon=True).start()
+        session = self.session
+        Job(lambda job: self._follow(session), name=f"follow-{session.run_id}")
         return self.session
 
     def cancel(self) -> None:
