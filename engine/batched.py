@@ -32,9 +32,12 @@ both ways and compares the weights to float tolerance):
 Members that start later (a late-rewound ticket beside a reinit control that starts at 0) join the
 computation at their start step: before it they are not computed at all.
 
-Not supported (one-line `Unsupported`): models with BatchNorm (their running statistics are buffers that
-vmap cannot update in place per member here; train those one by one with engine.trainer), mask searches
-(dynamic sparsity, strong tickets) and loss penalties: those change a member's mask while it trains.
+BatchNorm's running statistics are stacked like the weights (every member keeps its own, updated by its own
+batches: `functional_call` under `vmap` updates the stacked buffers in place), so ResNets batch too.
+
+Not supported (one-line `Unsupported`): Bayesian layers (a KL penalty and sampled weights per member),
+per-token targets (text tasks), and, by design of the API, mask searches (dynamic sparsity, strong tickets)
+and loss penalties, which change a member's mask or loss while it trains: those train one by one.
 
 API (the zoo, the scale work's ticket + controls and seeds, the stability work's instability copies):
 
@@ -109,11 +112,6 @@ def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
     if is_bayesian(model):
         raise Unsupported("Bayesian layers sample their weights and add a KL penalty per member; train them one "
                           "by one with engine.trainer")
-    if any(isinstance(m, nn.modules.batchnorm._NormBase) for m in model.modules()):
-        raise Unsupported(f"{type(model).__name__} has BatchNorm, whose running statistics the batched trainer "
-                          "does not keep per member; train its members one by one (engine.trainer.train)")
-    if list(model.buffers()):
-        raise Unsupported(f"{type(model).__name__} has buffers, which the batched trainer does not keep per member")
 
 
 def _forward(model: nn.Module):
@@ -196,8 +194,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     total = cfg.epochs * per_epoch
     eval_every = cfg.eval_every or per_epoch
     names = [n for n, _ in model.named_parameters()]
+    buffers = [n for n, _ in model.named_buffers()]  # BatchNorm statistics: stacked too, updated per member
     for i, m in enumerate(members):
-        missing = set(names) - set(m.init)
+        missing = set(names + buffers) - set(m.init)
         if missing:
             raise ConfigError(f"members[{i}].init", sorted(missing)[:3], "start weights lack these parameters")
 
@@ -217,8 +216,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
             return m.init[n].detach()
         return torch.stack([one(members[i]).to(device) for i in idx])
 
-    leaves, masks, opts = [], [], []
+    leaves, stats, masks, opts = [], [], [], []
     for g in groups:
+        stats.append({n: stacked(g, n) for n in buffers})
         keep = {n: stacked(g, n, mask=True) for n in masked}
         params = {n: stacked(g, n).to(torch.float32) for n in names}
         for n in masked:
@@ -229,8 +229,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     fwd = batched_forward(model)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
 
-    def full_stack() -> dict[str, torch.Tensor]:  # every member, in stack order
-        return {n: torch.cat([leaf[n].detach() for leaf in leaves]) for n in names}
+    def full_stack() -> dict[str, torch.Tensor]:  # every member's state dict, stacked in stack order
+        return {n: torch.cat([group[n].detach() for group in leaves]) for n in names} | \
+            {n: torch.cat([group[n] for group in stats]) for n in buffers}
 
     curves: list[list[dict]] = [[] for _ in members]
     loss_sum = torch.zeros(k, device=device)   # in stack order
@@ -246,10 +247,21 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                                  for i in flat]).to(device)
         active = sum(s <= step for s in starts)            # groups are sorted by start: the first `active` train
         n_act = sum(len(g) for g in groups[:active])
-        params = leaves[0] if active == 1 else {n: torch.cat([leaf[n] for leaf in leaves[:active]]) for n in names}
+        if active == 1:
+            params = leaves[0] | stats[0]
+        else:
+            params = {n: torch.cat([group[n] for group in leaves[:active]]) for n in names} | \
+                {n: torch.cat([group[n] for group in stats[:active]]) for n in buffers}
         idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
         out = fwd(params, x[idx])                                               # [K_active, bs, C]
+        if active > 1 and buffers:  # BatchNorm updated the concatenated statistics: give each group its own
+            offset = 0
+            for group in stats[:active]:
+                size = len(next(iter(group.values())))
+                for n in buffers:
+                    group[n].copy_(params[n][offset:offset + size])
+                offset += size
         losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)
         for leaf, opt in zip(leaves[:active], opts):
             opt.zero_grad(set_to_none=True)

@@ -115,7 +115,22 @@ def test_evaluate_batched_matches_trainer_evaluate(digits):
         assert float(acc[i]) == ref_acc and float(loss[i]) == pytest.approx(ref_loss, rel=1e-6)
 
 
-def test_batchnorm_models_are_refused_in_one_line(digits):
-    net = models.build(ModelConfig(model="resnet20", width=0.25), digits.input_shape, digits.num_classes, 0)
-    with pytest.raises(Unsupported, match="BatchNorm"):
+def test_batchnorm_statistics_are_kept_per_member(digits):
+    mc = ModelConfig(model="resnet20", width=0.25)
+    cfg = TrainConfig(epochs=1, batch_size=200)
+    nets, members = _members(digits, mc, k=3, late=2)  # a late group: its statistics are written back per group
+    out = B.train_batched(nets[0], digits, cfg, members)
+    for i, (net, member) in enumerate(zip(nets, members)):
+        weights, alone = _alone(net, digits, cfg, member)
+        for n, w in weights.items():
+            if w.is_floating_point():
+                torch.testing.assert_close(out.member(i)[n], w, atol=1e-4, rtol=1e-4, msg=f"member {i} {n}")
+            else:
+                assert torch.equal(out.member(i)[n], w), n  # num_batches_tracked
+        assert out.results[i].final["test_accuracy"] == pytest.approx(alone.final["test_accuracy"], abs=1 / 360)
+
+
+def test_bayesian_models_are_refused_in_one_line(digits):
+    net = models.build(ModelConfig(model="mlp", hidden=(8,), bayesian=True), digits.input_shape, digits.num_classes, 0)
+    with pytest.raises(Unsupported, match="Bayesian"):
         B.train_batched(net, digits, TrainConfig(epochs=1), [B.Member(net.state_dict())])

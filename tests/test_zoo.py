@@ -99,7 +99,6 @@ def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, ca
              (["--ticket", ticket_run, "--level", "3"], "--level: 3 is not valid; completed ticket levels"),
              (["--level", "1"], "applies to ticket zoos"),
              (["--ticket", ticket_run, "--model", "conv2"], "model.model"),
-             (["--model", "resnet20", "--width", "0.25"], "BatchNorm"),
              (["--model", "mlp", "--bayesian"], "Bayesian")]
     for flags, message in cases:
         code = main(["zoo", "--runs-dir", str(runs_dir), "--quiet", "--epochs", "1", *flags])
