@@ -4,35 +4,110 @@ The engine's CLI knows nothing of the UI; this module adds the UI commands and i
 one of them runs, so `lottery run` starts as fast as the engine alone. The other way round, `lottery serve`
 must not wait for torch: building the engine's parser imports it (the run flags list the registered models
 and methods), so a plain `lottery serve ...` is parsed here and the app imports torch in the background.
+
+Every serve flag is checked before the banner is printed and before anything is bound. `--allow-remote`
+keeps Bokeh's websocket origin allow-list: the bound address (for 0.0.0.0, this host's names and
+addresses) and localhost, plus each `--allow-origin HOST[:PORT]`; a page served from anywhere else cannot
+open a session (its websocket handshake gets 403).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+from urllib.parse import urlsplit
 
 from engine.errors import ConfigError, LotteryError
 
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def check_serve_args(args) -> None:
+    """ConfigError for the first bad serve flag (before the banner, before Panel is imported)."""
+    from engine.store import runs_root  # no torch: the store imports it only to read tensors
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("--port", args.port, "must be a TCP port in 1..65535")
+    cores = os.cpu_count() or 1
+    if not 0 <= args.torch_threads <= cores:
+        raise ConfigError("--torch-threads", args.torch_threads, f"must be 0 (the default: one less than the "
+                          f"cores, at least 1) up to {cores}, the cores of this machine")
+    if args.address not in LOCAL_ADDRESSES and not args.allow_remote:
+        raise ConfigError("--address", args.address, "binding beyond localhost needs --allow-remote")
+    if args.allow_origin and not args.allow_remote:
+        raise ConfigError("--allow-origin", args.allow_origin[0], "needs --allow-remote (without it only pages "
+                          "of this server on localhost can connect)")
+    websocket_origins(args)  # each --allow-origin is well-formed
+    try:
+        socket.getaddrinfo(args.address, args.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError("--address", args.address, f"is not an address to bind ({e})") from None
+    runs_root(args.runs_dir)  # a file where the runs dir should be
+
+
+def websocket_origins(args) -> list[str]:
+    """HOST:PORT origins whose pages may open a session: localhost, the bound address (a wildcard address
+    stands for this host's names and addresses), and each --allow-origin."""
+    hosts = ["127.0.0.1", "localhost"]
+    address = args.address.lower()
+    if address in WILDCARD_ADDRESSES:
+        hosts += _this_host()
+    elif address not in hosts:
+        hosts.append(address)
+    origins = [f"[{h}]:{args.port}" if ":" in h else f"{h}:{args.port}" for h in hosts]
+    origins += [_origin(text) for text in args.allow_origin or ()]
+    return list(dict.fromkeys(origins))
+
+
+def _this_host() -> list[str]:
+    names = [socket.gethostname(), socket.getfqdn()]
+    try:
+        names += socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:  # a host whose name does not resolve: its names still count
+        pass
+    return [n.lower() for n in names if n]
+
+
+def _origin(text: str) -> str:
+    """"lab.example.org:8443" or "https://lab.example.org" -> "host:port" as Bokeh compares origins (a
+    missing port is the scheme's: 80, or 443 for https)."""
+    raw = text.strip().lower()
+    parsed = urlsplit(raw if "://" in raw else "http://" + raw)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if (not parsed.hostname or "*" in raw or parsed.path not in ("", "/") or parsed.query or parsed.fragment
+            or parsed.username or parsed.scheme not in ("http", "https") or port == -1):
+        raise ConfigError("--allow-origin", text, "must be HOST or HOST:PORT as the browser's address bar shows "
+                          "it, e.g. lab.example.org:8443 (no wildcards, no path)")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port or (443 if parsed.scheme == 'https' else 80)}"
+
 
 def cmd_serve(args) -> int:
+    check_serve_args(args)
+    origins = websocket_origins(args)
+
     import panel as pn
 
     from . import engine_import
     from .app import session_app
 
-    if args.address not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
-        raise ConfigError("--address", args.address, "binding beyond localhost needs --allow-remote")
     # Leave a core to the event loop: runs train on worker threads of this process, and torch's default
     # of one thread per core starves the server (and stalls badly when anything else runs).
     engine_import.start_later(torch_threads=args.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     pn.extension("tabulator", notifications=False)
     print(f"Lottery Ticket Explorer on http://{args.address}:{args.port} (runs in {args.runs_dir}); Ctrl-C stops",
           file=sys.stderr)
+    if args.allow_remote:
+        print(f"remote mode: pages from {', '.join(origins)} may connect; anyone who can reach them can launch, "
+              "cancel and delete runs (no authentication)", file=sys.stderr)
     try:
         pn.serve({"/": lambda: session_app(args.runs_dir)}, address=args.address, port=args.port, show=args.show,
-                 websocket_origin=[f"{args.address}:{args.port}", f"localhost:{args.port}",
-                                   f"127.0.0.1:{args.port}"] if not args.allow_remote else ["*"],
-                 title="Lottery Ticket Explorer", threaded=False)
+                 websocket_origin=origins, title="Lottery Ticket Explorer", threaded=False)
     except OSError as e:  # typically: the port is taken
         raise ConfigError("--port", args.port, f"cannot serve on {args.address}:{args.port} ({e.strerror}); "
                           "pick another port") from None
@@ -40,6 +115,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from engine.store import check_output_file
+
+    check_output_file(args.html, "--html", (".html", ".htm"))  # before any work (and Panel's import)
+
     from .report import write_report
 
     path = write_report(args.runs_dir, args.run_id, args.html)
@@ -49,11 +128,15 @@ def cmd_report(args) -> int:
 
 def add_serve_flags(sv) -> None:
     sv.add_argument("--address", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    sv.add_argument("--port", type=int, default=5006, help="port (default: %(default)s)")
-    sv.add_argument("--allow-remote", action="store_true", help="allow binding beyond localhost")
+    sv.add_argument("--port", type=int, default=5006, help="port, 1-65535 (default: %(default)s)")
+    sv.add_argument("--allow-remote", action="store_true", help="allow binding beyond localhost and pages "
+                    "from the origins below; see the README's remote mode for what remote users can do")
+    sv.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
+                    help="with --allow-remote: also accept sessions from pages of this origin (repeatable; "
+                    "default: only the bound address or host, and localhost)")
     sv.add_argument("--show", action="store_true", help="open a browser tab")
     sv.add_argument("--torch-threads", type=int, default=0,
-                    help="torch threads for training (default: one less than the cores, at least 1)")
+                    help="torch threads for training (default 0: one less than the cores, at least 1)")
 
 
 def add_commands(sub, common) -> None:
@@ -74,7 +157,7 @@ def plain_serve_args(argv: list[str]) -> argparse.Namespace | None:
     commands, --help, --debug, a mistake), which the full parser handles and explains."""
     if argv[:1] != ["serve"]:
         return None
-    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    p = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
     p.add_argument("--runs-dir", default="runs")  # engine.runner.DEFAULT_RUNS_DIR (importing it imports torch)
     add_serve_flags(p)
     try:
@@ -86,15 +169,18 @@ def plain_serve_args(argv: list[str]) -> argparse.Namespace | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = plain_serve_args(argv)
-    if args is None:
-        from engine import cli as engine_cli
-        return engine_cli.main(argv, extend=add_commands)
     try:
+        args = plain_serve_args(argv)
+        if args is None:
+            from engine import cli as engine_cli
+            return engine_cli.main(argv, extend=add_commands)
         return cmd_serve(args)
     except LotteryError as e:  # as the engine's CLI reports it
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:  # Ctrl-C while starting up (importing torch or Panel) or serving
+        print("cancelled", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
