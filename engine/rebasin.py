@@ -25,8 +25,9 @@ their weights). The architecture enters once, as a `PermutationSpec` read from t
 A spec maps each permutation (named after the layer whose outputs it permutes: "hidden.0", "features.2",
 "fc1") to the (parameter, axis) pairs it acts on. A Linear after a Flatten of C conv channels sees its input
 as [C, H*W]: the channel permutation acts on the C axis of that view. The output layer's units are the
-classes: never permuted. Models with BatchNorm or skip connections (ResNets) are refused with a one-line
-`Unsupported` for now.
+classes: never permuted. The CIFAR ResNets (resnet20) have their own spec: one permutation per stage's
+residual stream, one per block's inner channels, BatchNorm (statistics included) moved with its channels;
+the statistics are not matched on. Other models are refused with a one-line `Unsupported`.
 """
 from __future__ import annotations
 
@@ -38,13 +39,15 @@ from torch import nn
 
 from .errors import Unsupported
 
-SUPPORTED = "chains of Linear/Conv layers with ReLU, max-pool and flatten between them (mlp, lenet300, conv2/4/6)"
+SUPPORTED = ("chains of Linear/Conv layers with ReLU, max-pool and flatten between them (mlp, lenet300, conv2/4/6) "
+             "and the CIFAR ResNets (resnet20)")
 
 
 @dataclass(frozen=True)
 class PermutationSpec:
     axes: dict[str, tuple[str | None, ...]]   # parameter -> the permutation acting on each axis of its view
     views: dict[str, tuple[int, ...]]         # parameter -> the shape it is permuted in (its own, or [out, C, H*W])
+    stats: frozenset = frozenset()            # buffers permuted with their units but not matched on (BN statistics)
 
     @property
     def perms(self) -> dict[str, list[tuple[str, int]]]:
@@ -62,7 +65,12 @@ class PermutationSpec:
 
 
 def permutation_spec(model: nn.Module) -> PermutationSpec:
-    """The permutation symmetries of `model`, read from its chain of layers (`model.as_sequential()`)."""
+    """The permutation symmetries of `model`, read from its chain of layers (`model.as_sequential()`), or for
+    the CIFAR ResNets from their blocks."""
+    from .models import ResNetCifar
+
+    if isinstance(model, ResNetCifar):
+        return _resnet_spec(model)
     chain = model.as_sequential() if hasattr(model, "as_sequential") else None
     if chain is None:
         raise Unsupported(f"re-basin needs a model that is a chain of layers (`as_sequential()`); "
@@ -97,6 +105,42 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
     if set(axes) != own:
         raise Unsupported(f"re-basin found parameters outside the layer chain: {sorted(own - set(axes))[:3]}")
     return PermutationSpec(axes, views)
+
+
+def _resnet_spec(model) -> PermutationSpec:
+    """A CIFAR ResNet: the residual stream of each stage carries one channel permutation (an identity shortcut
+    adds the block's output to its input unit by unit, so both must be permuted alike; a projection shortcut
+    starts a new one), each block's inner channels their own; BatchNorm weight, bias and running statistics
+    move with their channels."""
+    axes: dict[str, tuple[str | None, ...]] = {}
+    stats = set()
+
+    def conv(name, out_perm, in_perm):
+        axes[f"{name}.weight"] = (out_perm, in_perm, None, None)
+
+    def bn(name, perm):
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            axes[f"{name}.{p}"] = (perm,)
+        stats.update({f"{name}.running_mean", f"{name}.running_var"})
+
+    stream = "conv"
+    conv("conv", stream, None)
+    bn("bn", stream)
+    for i, block in enumerate(model.blocks):
+        b = f"blocks.{i}"
+        out = stream if len(block.shortcut) == 0 else f"{b}.shortcut"
+        conv(f"{b}.conv1", f"{b}.conv1", stream)
+        bn(f"{b}.bn1", f"{b}.conv1")
+        conv(f"{b}.conv2", out, f"{b}.conv1")
+        bn(f"{b}.bn2", out)
+        if len(block.shortcut):
+            conv(f"{b}.shortcut.0", out, stream)
+            bn(f"{b}.shortcut.1", out)
+        stream = out
+    axes["out.weight"] = (None, stream)
+    axes["out.bias"] = (None,)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return PermutationSpec(axes, {k: shapes[k] for k in axes}, frozenset(stats))
 
 
 def _permuted(spec: PermutationSpec, perm: dict[str, torch.Tensor], param: str, w: torch.Tensor,
@@ -144,6 +188,8 @@ def weight_matching(spec: PermutationSpec, weights_a: dict[str, torch.Tensor], w
             n = spec.size(name)
             cost = torch.zeros(n, n, dtype=torch.float64)
             for param, axis in perms[name]:
+                if param in spec.stats:
+                    continue
                 wa = a[param].reshape(spec.views[param]).movedim(axis, 0).reshape(n, -1)
                 wb = _permuted(spec, perm, param, b[param], skip_axis=axis).movedim(axis, 0).reshape(n, -1)
                 cost += wa @ wb.T

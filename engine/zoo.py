@@ -421,7 +421,8 @@ def zoo_barriers(runs_dir, zoo_id: str, pairs: int | list[tuple[int, int]] = 3, 
     model = zoo.model()
     rows = []
     for k, (i, j) in enumerate(pairs):
-        r = barriers(model, zoo.member(i), zoo.member(j), zoo.data.test, points=points, mask_b=zoo.mask, seed=seed)
+        r = barriers(model, zoo.member(i), zoo.member(j), zoo.data.test, points=points, mask_b=zoo.mask,
+                     bn_data=zoo.data.train, seed=seed)
         rows.append({"a": i, "b": j, **r})
         _emit(on_event, ev.AnalysisProgress(zoo_id, "zoo-barrier", k + 1, len(pairs), f"pair {i}-{j}"))
     result = {"analysis": "zoo-barrier", "run_id": zoo_id, "pairs": rows, "points": points}

@@ -170,7 +170,7 @@ class BarrierOptions:
                                  "control)")
     points: int = option(31, "interpolation points", lo=2, hi=10_000)
     rebasin: bool = option(False, "also the barrier after Git Re-Basin weight matching of the other net's hidden "
-                           "units to the ticket's (naive vs matched; mlp, lenet300, conv2/4/6)")
+                           "units to the ticket's (naive vs matched; mlp, lenet300, conv2/4/6, resnet20)")
 
     def __post_init__(self):
         validate(self)
