@@ -22,7 +22,10 @@ What it may read on the app: `runs_dir`; `browser` (the run browser: `summaries`
 `launcher` (the launch panel: `config()` is its settings as a RunConfig, `session` the run it launched).
 `engine=True`: the tab needs the engine's torch side; under `lottery serve` it shows "Loading engine…"
 until explorer.engine_import has imported it (and `launcher` is set). Long work goes through
-explorer.jobs.Job (a worker, cancel, events drained in poll()), never on the event loop.
+explorer.jobs.Job (a worker, cancel, events drained in poll()), never on the event loop. Heavy imports
+(torch, transformers) belong in the tab's module or inside its functions, never in app.py or views.py,
+which the first page loads (tests/test_app.py checks that it imports no torch and no engine tab module).
+In a test or a notebook, `app.open("Weight space")` shows the tab and returns its Viewer.
 """
 from __future__ import annotations
 
