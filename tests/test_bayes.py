@@ -312,3 +312,19 @@ def test_uncertainty_analysis_measures_any_stored_run(runs_dir):
     assert u["mc_samples"] == 1 and [e["level"] for e in u["levels"]] == [0, 1]
     assert u["levels"][1]["variants"]["ticket"]["nll"] == pytest.approx(
         RunStore(runs_dir, cfg.run_id).level_record("ticket", 1)["test_loss"], rel=1e-5)
+
+
+def test_the_kl_gradient_is_autograds_through_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    torch.manual_seed(0)
+    mu = torch.randn(50, dtype=torch.float64)
+    mu[:7] = 0
+    rho = torch.randn(50, dtype=torch.float64) - 2
+    a_mu, a_rho = mu.clone().requires_grad_(), rho.clone().requires_grad_()
+    bayes._KL.apply(a_mu, a_rho, 0.4).backward()
+    b_mu, b_rho = mu.clone().requires_grad_(), rho.clone().requires_grad_()
+    prior = Normal(torch.zeros((), dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64))
+    (kl_divergence(Normal(b_mu, F.softplus(b_rho)), prior) * (mu != 0)).sum().backward()
+    assert torch.allclose(a_mu.grad, b_mu.grad) and torch.allclose(a_rho.grad, b_rho.grad)
+    assert (a_rho.grad[:7] == 0).all()
