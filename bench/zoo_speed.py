@@ -110,7 +110,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: tiny models gain "
                     "nothing from more, and a shared machine stalls OpenMP threads)")
-    ap.add_argument("--hidden", default="64,32", help="the small MLPs' hidden widths (default: %(default)s, as in the issue's example)")
+    ap.add_argument("--hidden", default="64,32",
+                    help="the small MLPs' hidden widths (default: %(default)s, as in the issue's example)")
     ap.add_argument("--forward", action="store_true", help="also time vmap vs grouped bmm per training step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -154,7 +154,8 @@ def batched_forward(model: nn.Module, shared_input: bool = False):
 
 
 @torch.inference_mode()
-def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor], split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
+                     split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy [K], accuracy [K]) of every member of a stack on a split, in one batched pass.
 
     The same numbers `engine.trainer.evaluate` gives each member alone (to float rounding)."""
@@ -207,12 +208,14 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     groups = [[i for i, m in enumerate(members) if m.start_step == s] for s in starts]
     flat = [i for g in groups for i in g]                      # position in the full stack -> member index
     back = torch.tensor(sorted(range(k), key=flat.__getitem__), device=device)   # member index -> position
-    masked = [n for n in names if any(m.mask is not None and n in m.mask and not bool(m.mask[n].all()) for m in members)]
+    masked = [n for n in names
+              if any(m.mask is not None and n in m.mask and not bool(m.mask[n].all()) for m in members)]
 
     def stacked(idx, n, mask=False):
         def one(m):
             if mask:
-                return (m.mask[n] if m.mask is not None and n in m.mask else torch.ones_like(m.init[n], dtype=torch.bool))
+                given = m.mask is not None and n in m.mask
+                return m.mask[n] if given else torch.ones_like(m.init[n], dtype=torch.bool)
             return m.init[n].detach()
         return torch.stack([one(members[i]).to(device) for i in idx])
 

@@ -154,7 +154,8 @@ def _permuted(spec: PermutationSpec, perm: dict[str, torch.Tensor], param: str, 
     return w if skip_axis is not None else w.reshape(shape)
 
 
-def permute(spec: PermutationSpec, perm: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def permute(spec: PermutationSpec, perm: dict[str, torch.Tensor],
+            tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict (or mask, or any dict of parameter-shaped tensors) with the permutations applied;
     entries the spec does not know (buffers) are passed through."""
     return {k: _permuted(spec, perm, k, v) if k in spec.axes else v for k, v in tensors.items()}

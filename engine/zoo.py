@@ -375,7 +375,8 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
         raise LotteryError(f"zoo {zoo_id} is not complete; run the same `lottery zoo` command again to finish it")
     options = ZooOptions(**stored["zoo"])
     mask_path = store.dir / "mask.safetensors"
-    return Zoo(zoo_id, store.dir, "dense" if options.ticket is None else "ticket", RunConfig.from_dict(stored["config"]),
+    return Zoo(zoo_id, store.dir, "dense" if options.ticket is None else "ticket",
+               RunConfig.from_dict(stored["config"]),
                options, load_tensors(store.weights_path("weights"), device),
                load_tensors(mask_path, device) if mask_path.exists() else None,
                read_json(store.dir / "members.json")["members"], device)
@@ -439,7 +440,8 @@ def _format_zoo_barrier(name: str, a: dict) -> str:
             f"{a['matched_loss_barrier']:.4f}")
 
 
-ANALYSES.register("zoo-barrier", "barriers between zoo members, naive and after Git Re-Basin (engine.zoo.zoo_barriers)")(
+ANALYSES.register("zoo-barrier", "barriers between zoo members, naive and after Git Re-Basin "
+                  "(engine.zoo.zoo_barriers)")(
     AnalysisSpec(_format_zoo_barrier))
 
 
