@@ -9,9 +9,10 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 
+from .offline import load_bokeh
 from .tables import layer_rows, level_rows, seed_bands
 
-hv.extension("bokeh", logo=False)
+load_bokeh()  # in a notebook: inline resources, so the plots render offline
 
 VARIANT_STYLE = {"ticket": "solid", "reinit": "dashed", "random": "dotted", "shuffle": "dotdash", "inverted": "dashdot"}
 VARIANT_COLOR = {"ticket": "#1f77b4", "reinit": "#d62728", "random": "#2ca02c", "shuffle": "#9467bd",

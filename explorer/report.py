@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import panel as pn
-from bokeh.resources import INLINE
 
 import engine
 from engine.formatting import format_summary
 from engine.store import RunStore
 
-from . import plots
+from . import offline, plots
 
 
 def write_report(runs_dir, run_id: str, path) -> Path:
@@ -35,5 +34,5 @@ def write_report(runs_dir, run_id: str, path) -> Path:
         sizing_mode="stretch_width")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.save(str(path), resources=INLINE, title=f"Lottery ticket run {run_id}")
+    offline.save_html(page, path, title=f"Lottery ticket run {run_id}")
     return path

@@ -1,0 +1,100 @@
+"""Offline resources: every view of the explorer loads its scripts and stylesheets from this machine.
+
+By default Panel, HoloViews and Bokeh point a notebook's outputs at CDNs (BokehJS from cdn.bokeh.org, Panel's
+JS and its theme stylesheets from cdn.holoviz.org); behind a firewall, or on a train, every plot is blank.
+This module is the one place that says "inline everything", for JupyterLab 4 and Notebook 7 alike (both
+render outputs with the same JupyterLab machinery):
+
+- `pn.config.inline` (`pn.extension(inline=True)`): `pn.extension` publishes BokehJS, Panel's JS and the extensions' bundles (Tabulator…)
+  into the notebook instead of script tags to the CDN; Panel views inline their stylesheets on first render
+  and on every later update;
+- `hv.extension.inline` (the default of HoloViews' notebook extension), so that a later
+  `hv.extension("bokeh")` call in the notebook loads the inline bundle too;
+- HoloViews objects shown by themselves (a cell ending in a plot) are drawn by HoloViews' own display hook,
+  which leaves Panel's stylesheets (theme, loading spinner, layout) on the CDN whatever the setting: they
+  are shown through Panel's notebook rendering instead, which inlines them.
+
+The served app (`lottery serve`) gets its scripts and stylesheets from its own server; the one outside
+request left was the Open Sans font of Panel's Fast design (the FastListTemplate's), from
+fonts.googleapis.com: the app's template uses `Fast` below, the same design without it (text falls back to
+the browser's sans-serif). Standalone pages (`lottery report`) are written by `save_html`, which inlines
+the stylesheets that Panel's own `save(resources=INLINE)` leaves on the CDN.
+
+Importing `explorer.plots` (which every view does) calls `load_bokeh()`: in a notebook kernel that is
+`setup_notebook()`, so a notebook that forgets the setup call still renders offline; elsewhere (a server,
+a script) it only loads HoloViews' Bokeh backend.
+"""
+from __future__ import annotations
+
+import sys
+
+import holoviews as hv
+import panel as pn
+from bokeh.document import Document
+from bokeh.models import UIElement
+from bokeh.resources import INLINE
+from holoviews.core.dimension import LabelledData
+from panel.io.notebook import patch_inline_stylesheets
+
+_notebook_ready = False  # setup_notebook() has run in this kernel
+
+
+def setup_notebook(*extensions: str) -> None:
+    """Load the explorer's views into this notebook so they render with no network: call it once, first.
+
+        from explorer.offline import setup_notebook
+        setup_notebook()                 # or setup_notebook("tabulator") for Panel extensions a notebook uses
+
+    It loads BokehJS, Panel's JS and the named Panel extensions inline (into the notebook, about 3 MB),
+    then HoloViews' Bokeh backend, and shows HoloViews objects through Panel so that their stylesheets are
+    inlined too. Every teaching notebook's first code cell calls it; a new notebook does the same, and its
+    plots and `ExplorerApp(...)` then render in JupyterLab 4 or Notebook 7 without reaching any CDN
+    (checked by tests/test_jupyter_offline.py in a browser that blocks every request leaving 127.0.0.1).
+    """
+    hv.extension.inline = True  # a later hv.extension("bokeh") call (the notebook's own) inlines too
+    pn.extension(*extensions, inline=True)
+    hv.extension("bokeh", inline=True, logo=False)
+    hv.Store.set_display_hook("html+js", LabelledData, _show_through_panel)
+    global _notebook_ready
+    _notebook_ready = True
+
+
+def _show_through_panel(obj):
+    """HoloViews' html+js display hook, drawn by Panel's notebook rendering (stylesheets inlined)."""
+    if "html" not in hv.Store.display_formats:
+        return None  # the notebook asked HoloViews for png/svg instead
+    return pn.panel(obj)._repr_mimebundle_()
+
+
+class Fast(pn.theme.Fast):
+    """Panel's Fast design without its web font (the only resource it fetches from outside)."""
+
+    # Same class name as Panel's: Panel resolves a design's bundled files under its lower-cased class name
+    _resources = {kind: files for kind, files in pn.theme.Fast._resources.items() if kind != "font"}
+
+
+def save_html(page: pn.viewable.Viewable, path, title: str) -> None:
+    """Write `page` as one HTML file that opens from disk with no network: scripts and stylesheets inline."""
+    doc = Document()
+    root = page.get_root(doc)
+    for model in root.select({"type": UIElement}):
+        patch_inline_stylesheets(model)  # Panel's CDN stylesheet links -> the same files' contents
+    doc.add_root(root)
+    # app_favicon/apple_icon: Panel's page template links its icons on the CDN unless they are given
+    pn.io.save.save(doc, str(path), resources=INLINE, title=title,
+                    template_variables={"app_favicon": "data:,", "apple_icon": "data:,"})
+
+
+def load_bokeh() -> None:
+    """HoloViews' Bokeh backend for the explorer's plots; in a notebook kernel, with `setup_notebook()`."""
+    if _in_notebook():
+        if not _notebook_ready:
+            setup_notebook()
+    else:
+        hv.extension("bokeh", logo=False)
+
+
+def _in_notebook() -> bool:
+    ipython = sys.modules.get("IPython")  # not imported: certainly no kernel (and no import cost for a server)
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
