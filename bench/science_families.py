@@ -73,7 +73,7 @@ def shuffle_check(b: Bench) -> None:
 
 def cts_vs_imp(b: Bench) -> None:
     print(f"\n(c) CTS vs IMP with late rewinding ({REWIND}), global scope: test accuracy % and search seconds")
-    from engine.compare import _search_cost
+    from engine.compare import search_cost
     for model in ("lenet300", "conv2"):
         extra = {"model.model": model} | ({"model.width": 0.5} if model == "conv2" else {})
         imp = [b.run(s, **extra, **{"prune.method": "imp", "prune.scope": "global", "prune.rewind": REWIND,
@@ -81,10 +81,10 @@ def cts_vs_imp(b: Bench) -> None:
         for level in (b.args.imp_levels - 4, b.args.imp_levels):
             rows = [r["levels"][level - 1] for r in imp]
             density = rows[0]["density"]
-            cost = [_search_cost(r, row, b.args.runs_dir)[1] for r, row in zip(imp, rows)]
+            cost = [search_cost(r, row, b.args.runs_dir)[1] for r, row in zip(imp, rows)]
             cts = [b.run(s, **extra, **{"prune.method": "cts", "prune.scope": "global", "prune.rewind": REWIND,
                                         "prune.density": round(density, 6), "prune.controls": ()}) for s in b.seeds()]
-            cts_cost = [_search_cost(r, r["levels"][0], b.args.runs_dir)[1] for r in cts]
+            cts_cost = [search_cost(r, r["levels"][0], b.args.runs_dir)[1] for r in cts]
             print(f"  {model:<8} density {density:.4f}: IMP {fmt([r['test_accuracy'] for r in rows])} "
                   f"(search {statistics.fmean(cost):.1f} s)   CTS {fmt([r['levels'][0]['test_accuracy'] for r in cts])} "
                   f"(search {statistics.fmean(cts_cost):.1f} s)")

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         dense_steps = statistics.fmean(s["dense"]["iterations"] for s in summaries)
         dense_s = statistics.fmean(s["dense"]["train_seconds"] for s in summaries)
         ticket = [next(lv for lv in s["levels"] if abs(lv["density"] - r["density"]) < 0.02) for s in summaries]
-        untrained = getattr(METHODS.get(r["method"], "method"), "untrained_ticket", False)
+        untrained = not METHODS.get(r["method"], "method").trains_controls  # a strong ticket: never trained
         own_steps = 0 if untrained else statistics.fmean(t["iterations"] - t["start_step"] for t in ticket)
         own_s = 0 if untrained else statistics.fmean(t["train_seconds"] for t in ticket)
         rows.append({"method": r["method"], "density": r["density"], "test_accuracy": r["test_accuracy_mean"],

@@ -63,7 +63,7 @@ class _Progress:
             self.bar.set_description(f"level {e.level} {e.variant}")
         elif isinstance(e, ev.Evaluated):
             self.bar.set_postfix(val_acc=f"{e.val_accuracy:.3f}", loss=f"{e.train_loss:.3f}")
-        elif isinstance(e, (ev.RunFinished, ev.RunFailed, ev.RunCancelled)):
+        elif isinstance(e, (ev.RunFinished, ev.RunFailed, ev.RunStopped)):
             self.bar.close()
 
 

@@ -123,14 +123,14 @@ def _check_tuple(path: str, value, meta, allowed, bounds) -> None:
     item = meta.get("item_type")
     if not isinstance(value, tuple):
         raise ConfigError(path, value, f"must be a tuple of {getattr(item, '__name__', 'value')}s")
-    for v in value:
+    for v in value:  # the error names the bad item, and the whole value after it
         if allowed is not None and v not in allowed:
-            raise ConfigError(path, value, f"unknown {v!r}; allowed: {', '.join(allowed)}")
+            raise ConfigError(path, v, f"allowed: {', '.join(allowed)} (in {value!r})")
         if item in (int, float):
             try:
                 _number(path, v, integer=item is int, **bounds)
             except ConfigError as e:
-                raise ConfigError(path, value, f"each item {e.allowed}") from None
+                raise ConfigError(path, v, f"each item {e.allowed} (in {value!r})") from None
     if meta.get("unique") and len(set(value)) != len(value):
         raise ConfigError(path, value, "each item may appear once")
 

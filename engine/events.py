@@ -70,7 +70,8 @@ class RunFailed(Event):
 
 
 @dataclass(frozen=True)
-class RunCancelled(Event):
+class RunStopped(Event):
+    """The run stopped because it was cancelled (errors.RunCancelled); its completed levels are kept."""
     completed_levels: int
 
 

@@ -39,6 +39,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
 from . import masks as M
+from .config import option, validate
 from .errors import ConfigError, RunCancelled, Unsupported
 from .shrink import shrink
 from .structured import is_nm, keep_channels, keep_nm
@@ -320,8 +321,66 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-# ---------------------------------------------------------------- parsing and printing (CLI)
+# ---------------------------------------------------------------- options (CLI flags and the app's widgets)
+MAX_LAYER_WEIGHTS = 2 ** 26  # a probed layer up to 64 Mi weights (256 MB in float32)
+
+
+def parse_layer(text: str, field: str = "layer") -> tuple[int, int]:
+    """"4096x4096" -> (in_features, out_features), at most MAX_LAYER_WEIGHTS weights."""
+    parts = text.lower().split("x") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(field, text, "must be INxOUT with positive integers, e.g. 4096x4096 (in x out features)")
+    if int(parts[0]) * int(parts[1]) > MAX_LAYER_WEIGHTS:
+        raise ConfigError(field, text, f"at most {MAX_LAYER_WEIGHTS} weights (in x out), e.g. 8192x8192")
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What `lottery probe` and the app's Hardware tab ask for: a stored ticket (run) or one Linear layer."""
+    run: str | None = option(None, "probe a stored ticket (its own mask): its RUN_ID")
+    level: int | None = option(None, "the ticket's level (default: the last)", lo=0)
+    layer: str | None = option(None, "probe one Linear layer INxOUT, e.g. 4096x4096 (default without --run: "
+                               "1024x1024)", check=lambda v, path: parse_layer(v, path))
+    sparsity: tuple | None = option(None, "layer probes: sparsities, comma separated (default: 0.5,0.9)",
+                                    item_type=float, lo=0, hi=1, lo_open=True, hi_open=True)
+    batch: tuple = option((1, 64, 256), "batch sizes, comma separated", item_type=int, lo=1, hi=65_536,
+                          check=lambda v, path: _some(v, path))
+    dtype: tuple = option(("float32",), "dtypes, comma separated", item_type=str, choices=list(DTYPES),
+                          check=lambda v, path: _some(v, path))
+    device: str = option("auto", "auto, cpu, cuda, cuda:N")
+    min_time: float = option(0.2, "seconds of timing per row", lo=0, hi=60, lo_open=True)
+    threads: int | None = option(None, "CPU threads while timing (default: torch's, one per core)", lo=1,
+                                 hi=1024)
+
+    def __post_init__(self):
+        validate(self)
+        if self.run is not None and (self.sparsity is not None or self.layer is not None):
+            raise ConfigError("sparsity" if self.sparsity is not None else "layer",
+                              self.sparsity if self.sparsity is not None else self.layer,
+                              "applies to layer probes; --run probes the ticket's own mask")
+        if self.run is None and self.level is not None:
+            raise ConfigError("level", self.level, "needs --run RUN_ID")
+
+
+def _some(value: tuple, path: str) -> None:
+    if not value:
+        raise ConfigError(path, value, "must name at least one")
+
+
+def probe(options: ProbeOptions, runs_dir, progress=None, cancel=None) -> dict:
+    """The probe `options` ask for: a stored ticket's or a Linear layer's rows."""
+    timing = {"batches": options.batch, "dtypes": options.dtype, "device": options.device,
+              "min_run_time": options.min_time, "threads": options.threads, "progress": progress, "cancel": cancel}
+    if options.run is not None:
+        return probe_run(runs_dir, options.run, options.level, **timing)
+    return probe_layer(*parse_layer(options.layer or "1024x1024"), sparsities=options.sparsity or (0.5, 0.9),
+                       **timing)
+
+
+# ---------------------------------------------------------------- printing (CLI)
 def parse_list(text: str, field: str, kind, allowed: str) -> list:
+    """"1,64" -> [1, 64] (the Hardware tab's text boxes; the CLI parses ProbeOptions' flags)."""
     try:
         values = [kind(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -329,14 +388,6 @@ def parse_list(text: str, field: str, kind, allowed: str) -> list:
     if not values:
         raise ConfigError(field, text, allowed)
     return values
-
-
-def parse_layer(text: str) -> tuple[int, int]:
-    """"4096x4096" -> (in_features, out_features)."""
-    parts = text.lower().split("x") if isinstance(text, str) else []
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError("--layer", text, "must be INxOUT with positive integers, e.g. 4096x4096 (in x out features)")
-    return int(parts[0]), int(parts[1])
 
 
 def format_table(result: dict) -> str:

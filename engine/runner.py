@@ -348,7 +348,7 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         status = "completed" if completed and not saved else "cancelled"
         if status == "cancelled":
             store.write_summary(summarise())
-        ctx.emit(ev.RunCancelled(run_id, len(store.records("ticket"))))
+        ctx.emit(ev.RunStopped(run_id, len(store.records("ticket"))))
         if isinstance(e, KeyboardInterrupt):
             raise
         return summarise()

@@ -118,13 +118,14 @@ def add_flags(parser: argparse.ArgumentParser, settings: list[Setting]) -> None:
     typed and the dataclass's own default applies otherwise."""
     for s in settings:
         help_text = s.help + (f" {{{', '.join(s.choices)}}}" if s.choices else "")
-        default = "none" if s.default is None else s.format(s.default)
+        if s.default is not None:  # a None default is "not set": its help says what happens then
+            help_text += f" (default: {s.format(s.default)})"
+        help_text = help_text.replace("%", "%%")
         if s.type is bool:
             parser.add_argument(s.flag, dest=s.path, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {default})")
+                                help=help_text)
         else:
-            parser.add_argument(s.flag, dest=s.path, default=None, metavar=s.name.upper(),
-                                help=f"{help_text} (default: {default})".replace("%", "%%"))
+            parser.add_argument(s.flag, dest=s.path, default=None, metavar=s.name.upper(), help=help_text)
 
 
 def values_from_args(args: argparse.Namespace, settings: list[Setting]) -> dict[str, Any]:

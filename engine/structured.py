@@ -178,7 +178,7 @@ def hidden_density(cfg) -> float:
 
 class Pattern:
     """The configured --pattern, --nm, --refill and --channel-score as the selection rules methods call:
-    `prune_step` (an IMP level), `prune_to_density` (one-shot) and `prune_to` (per-layer densities,
+    `imp_level` (an IMP level), `one_shot` (one-shot) and `prune_to` (per-layer densities,
     pruning at init). `weights` arguments are state dicts: the BatchNorm scales are read from them."""
 
     def __init__(self, cfg, model: nn.Module):
@@ -194,7 +194,7 @@ class Pattern:
     def hidden(self, mask: M.Mask) -> list[str]:
         return [n for n in mask if n != self.output]
 
-    def prune_step(self, scores, mask: M.Mask, weights, level: int) -> M.Mask:
+    def imp_level(self, scores, mask: M.Mask, weights, level: int) -> M.Mask:
         """IMP level `level`: unstructured (then refill/regroup) loses --prune-fraction of each layer's
         alive weights (or of the pool); channel loses that fraction of each layer's alive channels; N:M keeps
         M - ceil(level (M - N) / levels) per group, reaching N:M at the last level."""
@@ -213,7 +213,7 @@ class Pattern:
                 new[k] = keep_channels(score[k], mask[k], max(1, alive - math.ceil(cfg.prune_fraction * alive)))
         return {k: new[k] for k in mask}
 
-    def prune_to_density(self, scores, mask: M.Mask, weights, density: float, output_density: float) -> M.Mask:
+    def one_shot(self, scores, mask: M.Mask, weights, density: float, output_density: float) -> M.Mask:
         """One-shot: the hidden layers at `density` (N:M: N per group), the output layer at
         `output_density`, then refill/regroup."""
         if self.structured:

@@ -122,7 +122,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         self.panes["barriers"].object = ap.instability_barriers(by_kind.get("instability"))
         self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))
         self.panes["diagram"].object = ap.persistence_diagrams(by_kind.get("persistence"), level)
-        self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird"))
+        self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird-replay") or by_kind.get("earlybird"))
         self.panes["sanity"].object = ap.sanity(by_kind.get("sanity"))
 
     def __panel__(self):

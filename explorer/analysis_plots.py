@@ -62,7 +62,7 @@ def earlybird(result: dict | None) -> hv.Element:
     """Mask distance between every pair of epochs, with the detection epoch marked."""
     title = "Early-bird mask distances"
     if not result:
-        return _empty(title, "no early-bird analysis yet: Analyze → earlybird, or a run with --method earlybird")
+        return _empty(title, "no early-bird analysis yet: Analyze → earlybird-replay, or a run with --method earlybird")
     m = np.asarray(result["distance_matrix"], dtype=float)
     epochs = result["epochs"]  # one mask per epoch, evenly spaced
     lo, hi = epochs[0] - 0.5, epochs[-1] + 0.5

@@ -73,7 +73,7 @@ class RunSession(param.Parameterized):
         if finished and self.status not in DONE:  # it ended without saying so: refused before it started
             error = self.job.error
             if isinstance(error, cf.CancelledError):
-                curve = self._apply(ev.RunCancelled(self.run_id, 0), curve)
+                curve = self._apply(ev.RunStopped(self.run_id, 0), curve)
             else:
                 curve = self._apply(ev.RunFailed(self.run_id, error_message(error) if error else "ended early"),
                                     curve)
@@ -100,7 +100,7 @@ class RunSession(param.Parameterized):
         elif isinstance(e, ev.RunFinished):
             self.summary, self.status = e.summary, "completed"
             self.message = f"{self.run_id} completed"
-        elif isinstance(e, ev.RunCancelled):
+        elif isinstance(e, ev.RunStopped):
             self.status = "cancelled"
             self.message = f"{self.run_id} cancelled; {e.completed_levels} level(s) kept in the store"
         elif isinstance(e, ev.RunFailed) and self.status != "failed":  # the engine may have reported it already

@@ -20,7 +20,7 @@ def stored(tmp_path_factory):
     ("barrier", [], "error_barrier"),
     ("instability", ["--rewind-points", "0,5", "--points", "5"], "barriers"),
     ("persistence", [], "levels"),
-    ("earlybird", ["--density", "0.3"], "distance_matrix"),
+    ("earlybird-replay", ["--density", "0.3"], "distance_matrix"),
     ("sanity", ["--level", "2"], "rows"),
 ])
 def test_each_analysis_runs_stores_and_shows(stored, capsys, analysis, extra, key):

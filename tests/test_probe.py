@@ -81,7 +81,7 @@ def test_probe_a_stored_channel_ticket_from_the_cli(tmp_path, capsys):
     (["--dtype", "float64"], "error: --dtype: 'float64' is not valid; allowed: float32, float16, bfloat16"),
     (["--layer", "4096"], "error: --layer: '4096' is not valid"),
     (["--batch", "1,x"], "error: --batch: '1,x' is not valid"),
-    (["--sparsity", "1.5"], "error: --sparsity: '1.5' is not valid"),
+    (["--sparsity", "1.5"], "error: --sparsity: 1.5 is not valid"),
     (["--run", "nope"], "error: --run: 'nope' is not valid; no such run"),
     (["--level", "2"], "error: --level: 2 is not valid; needs --run RUN_ID"),
 ])

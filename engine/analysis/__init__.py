@@ -3,7 +3,8 @@
 - interpolation: loss/error along the line between two weight sets, error barriers (BatchNorm-aware);
 - instability: barrier between two differently-ordered trainings from a run's rewind point W_k, per k;
 - persistence: neural persistence (Rieck et al. 2019) of every layer and level, with gudhi;
-- earlybird: the early-bird tracker (mask distances over epochs) and its pruning rules;
+- earlybird_tracker: the early-bird tracker (mask distances over epochs), its pruning rules, and the
+  earlybird-replay analysis;
 - sanity: every registered control trained beside chosen ticket levels, as accuracy deltas.
 
 Each module registers its analysis (`engine.registry.ANALYSES`: options, compute, text format); adding
@@ -13,9 +14,10 @@ RUN_DIR/analyses/NAME.json (`RunStore.save_analysis`).
 from ..errors import ConfigError
 from ..registry import ANALYSES
 from ..settings import build
-from . import earlybird, instability, interpolation, persistence, sanity  # noqa: F401  (importing registers them)
+from . import earlybird_tracker, instability, interpolation, persistence, sanity  # noqa: F401  (registers them)
+from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting and merging)
 from .common import AnalysisProgress, AnalysisReady, StoredRun, save_analysis
-from .earlybird import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
+from .earlybird_tracker import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
                         mask_distance, run_earlybird)
 from .instability import DEFAULT_REWIND_POINTS, STABLE_THRESHOLD, parse_rewind_points, rewind_weights
 from .interpolation import error_barrier, interpolate, loss_barrier, recompute_bn_stats, run_barrier

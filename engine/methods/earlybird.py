@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from .. import trainer
 from ..analysis.common import dense_seed, save_analysis
-from ..analysis.earlybird import EarlyBirdFound, EarlyBirdTracker, magnitude_rule
+from ..analysis.earlybird_tracker import EarlyBirdFound, EarlyBirdTracker, format_earlybird, magnitude_rule
 from ..config import option, validate
-from ..registry import METHODS, MethodSpec
+from ..registry import ANALYSES, METHODS, AnalysisSpec, MethodSpec
 from ..store import RunStore, read_json
 from .imp import imp_output_density
 
@@ -63,3 +63,6 @@ def search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float
 METHODS.register("earlybird", "magnitude ticket at --density drawn when its mask stops changing during dense "
                               "training (You et al.), then rewound and trained")(
     MethodSpec(earlybird, options=EarlyBirdOptions, search_cost=search_cost))
+# its search record (analyses/earlybird.json), read back as an analysis: kind "earlybird", the tracker's record
+ANALYSES.register("earlybird", "the earlybird method's search: mask distances by epoch until detection")(
+    AnalysisSpec(format_earlybird))

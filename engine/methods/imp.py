@@ -19,8 +19,8 @@ def imp(ctx) -> None:
     pattern = Pattern(cfg, ctx.model_with(ctx.init_weights))
     trained = ctx.dense
     for level in range(1, imp_levels(cfg) + 1):
-        mask = pattern.prune_step(M.magnitude_scores(trained.weights, trained.mask), trained.mask, trained.weights,
-                                  level)
+        mask = pattern.imp_level(M.magnitude_scores(trained.weights, trained.mask), trained.mask, trained.weights,
+                                 level)
         start, start_step = ctx.rewind(trained.weights)
         trained = ctx.train_ticket(level, mask, start, start_step)
 
@@ -39,7 +39,7 @@ def oneshot(ctx) -> None:
     cfg = ctx.config.prune
     dense = ctx.dense
     pattern = Pattern(cfg, ctx.model_with(ctx.init_weights))
-    mask = pattern.prune_to_density(M.magnitude_scores(dense.weights, dense.mask), dense.mask, dense.weights,
+    mask = pattern.one_shot(M.magnitude_scores(dense.weights, dense.mask), dense.mask, dense.weights,
                                     hidden_density(cfg), imp_output_density(cfg))
     start, start_step = ctx.rewind(dense.weights)
     ctx.train_ticket(1, mask, start, start_step)

@@ -200,7 +200,7 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
     tracker.update(model, 0.0)
     trainer.train(model, run.data, run.config.train, None, seed=dense_seed(run.config),
                   on_step=tracker.hook(per_epoch), cancel=cancel)
-    result = {"analysis": "earlybird", "run_id": run_id, **tracker.to_dict(),
+    result = {"analysis": "earlybird-replay", "run_id": run_id, **tracker.to_dict(),
               "density": density if density is not None else tickets[-1]["density"],
               "epochs_total": run.config.train.epochs}
     if tickets:
@@ -237,9 +237,10 @@ def format_earlybird(name: str, a: dict) -> str:
     return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
 
 
-# the earlybird method's own search record (analyses/earlybird.json) carries the same kind and format
-ANALYSES.register("earlybird", "replay the dense training and track when the magnitude mask stops changing "
-                               "(You et al. 2020)")(
+# stored as analyses/earlybird-replay.json; the earlybird method stores its own search, an early-bird tracker
+# record of the same shape, as analyses/earlybird.json (kind "earlybird", registered by the method)
+ANALYSES.register("earlybird-replay", "replay the dense training and track when the magnitude mask stops "
+                                      "changing (You et al. 2020)")(
     AnalysisSpec(format_earlybird, options=EarlyBirdReplayOptions,
                  compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: run_earlybird(
                      runs_dir, run_id, o.density, eps=o.eps, on_event=on_event, cancel=cancel)))
