@@ -17,7 +17,7 @@ import panel as pn
 import param
 
 # absolute imports: `panel serve explorer/app.py` runs this file as a script, not as part of the package
-from explorer import engine_import, tabs
+from explorer import engine_import, offline, tabs
 from explorer.browser import RunBrowser
 from explorer.views import RunChoice
 
@@ -162,7 +162,8 @@ class ExplorerApp(pn.viewable.Viewer):
     def template(self) -> pn.template.FastListTemplate:
         """The served page: the same views in a FastListTemplate."""
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self._sidebar],
-                                            main=[self._tab_bar], sidebar_width=340, accent="#1f4e79")
+                                            main=[self._tab_bar], sidebar_width=340, accent="#1f4e79",
+                                            design=offline.Fast)  # no web font from outside
 
 
 def _loading() -> pn.pane.Markdown:
@@ -186,7 +187,7 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
         app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
     except Exception as e:
         traceback.print_exc()
-        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", main=[pn.pane.Alert(
+        return pn.template.FastListTemplate(title="Lottery Ticket Explorer", design=offline.Fast, main=[pn.pane.Alert(
             f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
     if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page has loaded
