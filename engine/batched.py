@@ -202,8 +202,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
             raise ConfigError(f"members[{i}].init", sorted(missing)[:3], "start weights lack these parameters")
 
     # Members starting at the same step form a group: one stacked leaf tensor per parameter and one optimizer
-    # (engine.trainer.make_optimizer: torch's fused Adam or SGD, the update rules trainer.train uses, and ~4x
-    # faster here than the same rules written out over the stack). A group joins the computation at its step.
+    # (engine.trainer.make_optimizer: torch's fused Adam or SGD, the update rules trainer.train uses; for 64 small
+    # MLPs a fused Adam step took 2.2 ms where the same rules written out over the stack took 9-25 ms).
+    # A group joins the computation at its start step.
     starts = sorted({m.start_step for m in members})
     groups = [[i for i, m in enumerate(members) if m.start_step == s] for s in starts]
     flat = [i for g in groups for i in g]                      # position in the full stack -> member index

@@ -39,10 +39,8 @@ import datetime as _dt
 import functools
 import hashlib
 import json
-import os
 import shutil
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +134,7 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
         start, start_step = _rewind_point(store, RunConfig.from_dict(
             {k: v for k, v in store.config().items() if k != "custom_model"}), level, mask)
     model = _architecture(config, data)
-    check_batchable(model)
+    check_batchable(model, data)
     if mask is not None and set(mask) != set(M.prunable(model)):
         raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
     blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
@@ -193,7 +191,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     store.lock()
     n, chunk = p.options.members, p.options.chunk
     bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
-    status, error, t0 = "running", None, time.perf_counter()
+    status, error = "running", None
 
     def summarise() -> dict:
         return _summary(store, p, status, str(device), error)

@@ -11,9 +11,8 @@ from engine import models, trainer
 from engine import zoo as Z
 from engine.cli import main
 from engine.data import load
-from engine.errors import ConfigError, Unsupported
+from engine.errors import ConfigError
 from engine.seeding import derive_seed
-from engine.settings import config_from_settings
 
 from conftest import tiny
 
