@@ -249,3 +249,15 @@ def test_weight_space_panel_trains_a_zoo(runs_dir):
     wait_until(panel.poll, what="zoo trained")
     assert "completed" in panel.status.object and len(panel.zoo.options) == 1
     assert W.accuracy_plot(None) is not None and W.barrier_plot(None) is not None
+
+
+def test_the_app_has_a_weight_space_tab(runs):
+    from explorer.app import ExplorerApp
+    from explorer.weight_space import WeightSpacePanel
+
+    runs_dir, dense, _, _ = runs
+    app = ExplorerApp(runs_dir=str(runs_dir))
+    view = app.open("Weight space")
+    assert isinstance(view, WeightSpacePanel) and dense in view.zoo.options
+    app.tick()  # polls the tab (nothing running)
+    app.stop()
