@@ -101,3 +101,18 @@ def test_merging_searches_one_scale_on_validation():
                       scales=(0.0,))
     base_a = lota.with_encoder(a.model, lota.encoder_state(models["pydoc-topics"]))
     assert zero["a"] == pytest.approx(lota.accuracy(base_a, data["pydoc-topics"].test))
+
+
+def test_lota_tasks_analysis_is_stored_and_formatted(runs_dir):
+    from engine.analysis import analyze
+    from engine.formatting import format_analysis
+
+    s = engine.run(lota_cfg(**{"train.epochs": 1}), runs_dir=runs_dir)
+    result = analyze("lota-tasks", runs_dir, s["run_id"], other="pydoc-modules")
+    assert (runs_dir / s["run_id"] / "analyses" / "lota-tasks.json").exists()
+    assert result["sequential"]["lota"]["overlap"] == 0
+    assert set(result["merge"]) == {"dense", "lota"}
+    text = format_analysis("lota-tasks", result)
+    assert "forgetting" in text and "merged" in text
+    with pytest.raises(ConfigError, match="must differ"):
+        analyze("lota-tasks", runs_dir, s["run_id"], other="pydoc-topics")

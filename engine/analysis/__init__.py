@@ -16,6 +16,7 @@ from ..registry import ANALYSES
 from ..settings import build
 from . import earlybird_tracker, instability, interpolation, persistence, sanity  # noqa: F401  (registers them)
 from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting and merging)
+from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting and merging)
 from .common import AnalysisProgress, AnalysisReady, StoredRun, save_analysis
 from .earlybird_tracker import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
                         mask_distance, run_earlybird)

@@ -127,3 +127,44 @@ METHODS.register("transfer", "fine-tune a stored ticket (--mask-from, --mask-lev
 def start_magnitude(ctx, level, mask, start, start_step):
     full = {n: torch.ones_like(m, dtype=torch.bool) for n, m in mask.items()}
     return M.keep_global(M.magnitude_scores(start, mask), full, M.kept(mask)), start, start_step
+
+
+# ---------------------------------------------------------------- the transfer matrix, from stored summaries
+def transfer_matrix(summaries: list[dict], runs_dir) -> dict:
+    """Cells (source task of the ticket, target task) over the stored `bert-imp` runs (a ticket on its own task:
+    its last level) and `transfer` runs (another run's ticket, named by --mask-from), each with the target's
+    dense fine-tune of the same run and seed. Per cell: ticket and dense test accuracy, mean and std over seeds,
+    the ticket's density, and "matching" = the ticket's mean at least the dense mean minus one dense std."""
+    import json
+    import statistics
+
+    def source_of(s: dict) -> str:
+        if s["method"] == "bert-imp":
+            return s["dataset"]
+        path = Path(s["config"].get("prune", {}).get("mask_from", "")).expanduser()
+        if not path.is_absolute():
+            path = Path(runs_dir) / path.name if not path.exists() else path
+        try:
+            return json.loads((path / "summary.json").read_text())["dataset"]
+        except (OSError, ValueError, KeyError):
+            return path.name or "?"
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for s in summaries:
+        if s.get("method") not in ("bert-imp", "transfer") or not s.get("levels") or not s.get("dense"):
+            continue
+        groups.setdefault((source_of(s), s["dataset"]), []).append(s)
+
+    def ms(xs):
+        return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    cells = []
+    for (source, target), runs in sorted(groups.items()):
+        ticket = ms([r["levels"][-1]["test_accuracy"] for r in runs])
+        dense = ms([r["dense"]["test_accuracy"] for r in runs])
+        cells.append({"source": source, "target": target, "n": len(runs),
+                      "density": statistics.mean(r["levels"][-1]["density"] for r in runs),
+                      "ticket_mean": ticket[0], "ticket_std": ticket[1], "dense_mean": dense[0], "dense_std": dense[1],
+                      "matching": ticket[0] >= dense[0] - dense[1]})
+    return {"cells": cells, "sources": sorted({c["source"] for c in cells}),
+            "targets": sorted({c["target"] for c in cells})}

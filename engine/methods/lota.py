@@ -131,10 +131,12 @@ def fine_tune(model: nn.Module, data, cfg, density: float | None, *, seed: int, 
     return TaskResult(tuned, mask)
 
 
-def sequential(model_a: nn.Module, data_a, model_b: nn.Module, data_b, cfg, density: float, *, seed: int) -> dict:
+def sequential(model_a: nn.Module, data_a, model_b: nn.Module, data_b, cfg, density: float, *, seed: int,
+               cfg_b=None) -> dict:
     """Task A then task B, LoTA (B on the complement of A's mask) vs dense fine-tuning; returns task A's test
     accuracy before and after B (forgetting = before - after) and B's. `model_a`/`model_b`: the base
-    encoder with each task's head."""
+    encoder with each task's head; `cfg_b`: task B's training (default `cfg`)."""
+    cfg_b = cfg if cfg_b is None else cfg_b
     out = {}
     dense_a = fine_tune(model_a, data_a, cfg, None, seed=seed)
     for kind in ("dense", "lota"):
@@ -142,10 +144,10 @@ def sequential(model_a: nn.Module, data_a, model_b: nn.Module, data_b, cfg, dens
                                                       calibrated=dense_a.model)
         start_b = with_encoder(model_b, encoder_state(a.model))
         if kind == "dense":
-            b = fine_tune(start_b, data_b, cfg, None, seed=seed)
+            b = fine_tune(start_b, data_b, cfg_b, None, seed=seed)
         else:
             free = {n: ~m for n, m in a.mask.items()}  # task B may only use what task A left untouched
-            b = fine_tune(start_b, data_b, cfg, density, seed=seed, alive=free)
+            b = fine_tune(start_b, data_b, cfg_b, density, seed=seed, alive=free)
         a_after = with_encoder(a.model, encoder_state(b.model))
         before, after = accuracy(a.model, data_a.test), accuracy(a_after, data_a.test)
         out[kind] = {"a_before": before, "a_after": after, "forgetting": before - after,
