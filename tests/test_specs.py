@@ -93,3 +93,14 @@ def test_a_toy_method_registered_from_a_test_runs_end_to_end_and_is_listed(tmp_p
         assert "toy" in help_text and "--toy-keep" in help_text and "random mask at --toy-keep" in help_text
     finally:
         METHODS.unregister("toy")
+
+
+def test_readme_layout_lists_every_module_and_contributing_names_the_files():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## Contributing")]
+    modules = sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("engine/**/*.py"), *ROOT.glob("explorer/*.py")])
+    missing = [m for m in modules if m not in layout]
+    assert not missing, f"add these to the README's Layout section, one line each: {missing}"
+    contributing = readme[readme.index("## Contributing"):]
+    for change in ("New method", "New analysis", "New explorer tab", "New model", "New command"):
+        assert f"**{change}**" in contributing

@@ -7,15 +7,17 @@
   earlybird-replay analysis;
 - sanity: every registered control trained beside chosen ticket levels, as accuracy deltas.
 
-Each module registers its analysis (`engine.registry.ANALYSES`: options, compute, text format); adding
-one = a module here + its import below (+ its plot in the explorer). Results of stored runs go to
+Each module registers its analysis (`engine.registry.ANALYSES`: options, compute, text format); every
+module of this package is imported on the registry's first lookup, so adding one = a module here (+ its
+plot in the explorer). Results of stored runs go to
 RUN_DIR/analyses/NAME.json (`RunStore.save_analysis`).
 """
+import importlib
+import pkgutil
+
 from ..errors import ConfigError
 from ..registry import ANALYSES
 from ..settings import build
-from . import earlybird_tracker, instability, interpolation, persistence, sanity  # noqa: F401  (registers them)
-from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting and merging)
 from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting and merging)
 from .common import AnalysisProgress, AnalysisReady, StoredRun, save_analysis
 from .earlybird_tracker import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
@@ -24,6 +26,9 @@ from .instability import DEFAULT_REWIND_POINTS, STABLE_THRESHOLD, parse_rewind_p
 from .interpolation import error_barrier, interpolate, loss_barrier, recompute_bn_stats, run_barrier
 from .persistence import layer_persistence, network_persistence, run_persistence
 from .sanity import run_sanity
+
+for _module in pkgutil.iter_modules(__path__):  # every module registers its analysis: a new one needs no line here
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def computable() -> list[str]:
