@@ -163,5 +163,6 @@ class MasksView(pn.viewable.Viewer):
 
 
 def runs(app):
-    """The Runs tab: the app's run browser (the app keeps it, since every view reads its runs)."""
-    return app.browser
+    """The Runs tab: the app's run browser (the app keeps it, since every view reads its runs; it re-reads
+    the store itself, so the tab has no refresh of its own)."""
+    return pn.Column(app.browser, sizing_mode="stretch_width")
