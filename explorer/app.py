@@ -78,7 +78,13 @@ class ExplorerApp(pn.viewable.Viewer):
         if tab.engine and self.launcher is None:  # still importing (or failed): say so, build once it is in
             column[:] = [_engine_failed(self._engine_error) if self._engine_error else _loading()]
             return False
-        self.views[tab.title] = view = tab.build(self)
+        try:
+            self.views[tab.title] = view = tab.build(self)
+        except Exception as e:  # a broken tab says so in its place; the others keep working
+            traceback.print_exc()
+            column[:] = [pn.pane.Alert(f"The {tab.title} tab failed to open: {type(e).__name__}: {e}",
+                                       alert_type="danger", css_classes=["tab-error"])]
+            return False
         column[:] = [view]
         self._stale.add(tab.title)
         return True

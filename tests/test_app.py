@@ -277,3 +277,14 @@ def test_a_new_tab_is_one_line_and_is_built_on_its_first_visit(tmp_path, monkeyp
     assert view.calls.count(("refresh", tiny().run_id)) == 2 and ToyView.built == [view]
     app.stop()
     assert view.calls[-1] == "stop"
+
+
+def test_a_tab_that_fails_to_open_says_so_and_the_app_keeps_working(tmp_path, monkeypatch, capsys):
+    from explorer import tabs
+    monkeypatch.setattr(tabs, "TABS", [*tabs.TABS, tabs.Tab("Broken", "explorer.no_such_module:View")])
+    app = ExplorerApp(runs_dir=str(tmp_path / "runs"))
+    assert app.open("Broken") is None
+    assert "Broken tab failed to open" in app.tab_column("Broken")[0].object and "no_such_module" in \
+        app.tab_column("Broken")[0].object
+    assert "Traceback" in capsys.readouterr().err  # the server's log says where
+    assert app.open("Accuracy") is not None
