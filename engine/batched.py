@@ -168,10 +168,10 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
     correct = torch.zeros(k, device=split.y.device, dtype=torch.long)
     chunk = max(16, EVAL_ELEMENTS // k)
     for i in range(0, len(split), chunk):
-        out = fwd(params, split.x[i:i + chunk])                        # [K, b, C]
+        logits = fwd(params, split.x[i:i + chunk]).transpose(1, 2)     # [K, C, b] (contiguous from bmm)
         y = split.y[i:i + chunk]
-        loss += F.cross_entropy(out.transpose(1, 2), y.expand(k, -1), reduction="none").sum(1)
-        correct += (out.argmax(2) == y).sum(1)
+        loss += F.cross_entropy(logits, y.expand(k, -1), reduction="none").sum(1)
+        correct += (logits.argmax(1) == y).sum(1)
     model.train(was_training)
     return loss.double() / len(split), correct.double() / len(split)
 
