@@ -303,7 +303,7 @@ def _member_records(store: RunStore) -> tuple[list[dict], float]:
 def _stats(values: list[float]) -> dict | None:
     if not values:
         return None
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
     return {"median": statistics.median(values), "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
             "q1": q[0], "q3": q[2]}
