@@ -41,7 +41,7 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
     if not store.exists():
         raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
     config = RunConfig.from_dict(store.config())
-    if config.prune.method != "lota":
+    if not lota.made_by_lota(config):
         raise ConfigError("RUN_ID", run_id, f"is a {config.prune.method} run: lota-tasks analyses lota runs")
     if options.other == config.data.dataset:
         raise ConfigError("other", options.other, "must differ from the run's dataset")

@@ -63,6 +63,11 @@ def lota(ctx) -> None:
     ctx.train_ticket(1, mask, ctx.init_weights, 0, search=SparseAdaptation(mask))
 
 
+def made_by_lota(config) -> bool:
+    """Whether a stored run's config is a lota run (what the lota-tasks analysis reads)."""
+    return config.prune.method == "lota"
+
+
 def check(config, model) -> None:
     if config.train.weight_decay != 0:
         raise ConfigError("train.weight_decay", config.train.weight_decay, "lota needs 0: coupled weight decay would "
