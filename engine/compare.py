@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .config import RunConfig, option, validate
+from .config import PruneConfig, RunConfig, choices_of, option, validate
 from .errors import ConfigError
 from .registry import METHODS
 from .settings import config_from_settings
@@ -45,9 +45,9 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     if levels is not None:
         changes["prune.levels"] = levels
     values = dict(base) if isinstance(base, dict) else {}
-    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", "layerwise")
+    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", PruneConfig.scope)
     scopes = METHODS.get(method, "methods").scopes
-    if scope in ("layerwise", "global", "erk") and scope not in scopes:  # a valid scope this method lacks
+    if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]) and scope not in scopes:  # valid, not here
         changes["prune.scope"] = scopes[0]
     if isinstance(base, RunConfig):
         return base.replace(**changes)
