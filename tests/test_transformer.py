@@ -195,3 +195,23 @@ def test_real_minilm_weights_load_offline():
     assert torch.equal(model.state_dict()["bert.encoder.layer.5.output.dense.weight"], shipped[key])
     with torch.no_grad():
         assert model(d.test.x[:4]).shape == (4, d.num_classes)
+
+
+def test_foundation_tab_draws_the_stored_runs(runs_dir):
+    from explorer.foundation import FoundationPanel, lota_bars
+
+    s = engine.run(tiny_run(**{"prune.levels": 1, "prune.controls": ()}), runs_dir=runs_dir)
+    panel = FoundationPanel(runs_dir)
+    assert panel.run.value == s["run_id"] and panel.level.value == 1
+    matrix = panel.matrix_pane.object
+    assert "HeatMap" in str(matrix)  # one cell: the ticket on its own task
+    blocks = panel.block_pane.object
+    assert sorted(set(blocks.data["block"])) == ["0", "1"] and len(blocks.data) == 12
+    panel.level.value = 0
+    assert set(panel.block_pane.object.data["density"]) == {1.0}  # the dense fine-tune
+    result = {"task_a": "pydoc-topics", "task_b": "pydoc-modules",
+              "sequential": {k: {"forgetting": f} for k, f in (("dense", 0.2), ("lota", 0.05))},
+              "merge": {k: {"a": 0.5, "b": 0.4} for k in ("dense", "lota")}}
+    bars = lota_bars([result, result])
+    assert len(bars.data) == 6 and "n=2" in bars.opts.get().kwargs["title"]
+    panel.__panel__()

@@ -1,0 +1,138 @@
+"""The Foundation models tab: BERT-ticket transfer, LoTA's forgetting and merging, per-block density.
+
+    panel = FoundationPanel("runs")     # in a notebook: displays inline; in the app: the "Foundation models" tab
+
+It reads only what the engine stored: `bert-imp` and `transfer` runs (the transfer matrix, engine.methods.bert
+.transfer_matrix), the `lota-tasks` analyses of `lota` runs, and any transformer run's per-layer densities. Runs
+are launched like any other (the launch panel: --model minilm, a text dataset, --method bert-imp / transfer /
+lota; `lottery analyze RUN_ID lota-tasks` for the two-task experiments); the pure plot functions draw the same
+inline in a notebook:
+
+    transfer_heatmap(matrix)     ticket minus dense test accuracy per (ticket's task, target task), "matching" marked
+    lota_bars(results)           forgetting of task A and merged accuracy, dense vs LoTA, mean over seeds
+    block_density(layers)        one ticket's density as block x module type (query, key, value, attn-out, ffn-...)
+"""
+from __future__ import annotations
+
+import statistics
+
+import holoviews as hv
+import pandas as pd
+import panel as pn
+
+from explorer.plots import COMMON, _empty
+
+TRANSFORMER_METHODS = ("bert-imp", "transfer", "lota")
+
+
+# ---------------------------------------------------------------- plots (stored JSON in, HoloViews out)
+def transfer_heatmap(matrix: dict | None) -> hv.Overlay:
+    title = "Transfer: ticket minus dense test accuracy (rows: the ticket's task; columns: fine-tuned on)"
+    if not matrix or not matrix.get("cells"):
+        return _empty(title, "run bert-imp on a task (and transfer runs: --method transfer --mask-from RUN_DIR)")
+    rows = [{"ticket from": c["source"], "fine-tuned on": c["target"], "delta": c["ticket_mean"] - c["dense_mean"],
+             "label": f"{c['ticket_mean']:.3f} vs {c['dense_mean']:.3f}\n{'matching' if c['matching'] else 'not'}"
+                      f" (n={c['n']}, {c['density']:.0%})"} for c in matrix["cells"]]
+    df = pd.DataFrame(rows)
+    span = max(0.02, max(abs(r["delta"]) for r in rows))
+    heat = hv.HeatMap(df, ["fine-tuned on", "ticket from"], ["delta", "label"]).opts(
+        cmap="RdBu", clim=(-span, span), colorbar=True, tools=["hover"])
+    labels = hv.Labels(df, ["fine-tuned on", "ticket from"], "label").opts(text_font_size="9pt")
+    return (heat * labels).opts(title=title, **COMMON)
+
+
+def lota_bars(results: list[dict]) -> hv.Overlay:
+    """Mean over the stored lota-tasks analyses (seeds): task A's forgetting after task B, and the merged
+    model's accuracy on A and B, dense vs LoTA."""
+    title = "LoTA vs dense: forgetting of task A, and merged task vectors"
+    if not results:
+        return _empty(title, "lottery analyze RUN_ID lota-tasks on a lota run to see forgetting and merging")
+    rows = []
+    for kind in ("dense", "lota"):
+        rows.append({"measure": "forgetting of A", "kind": kind,
+                     "value": statistics.mean(r["sequential"][kind]["forgetting"] for r in results)})
+        for task in ("a", "b"):
+            rows.append({"measure": f"merged, task {task.upper()}", "kind": kind,
+                         "value": statistics.mean(r["merge"][kind][task] for r in results)})
+    bars = hv.Bars(pd.DataFrame(rows), ["measure", "kind"], "value").opts(
+        tools=["hover"], ylabel="accuracy (forgetting: drop)", xlabel="", multi_level=True)
+    pair = f"{results[0]['task_a']} then {results[0]['task_b']}"
+    return bars.opts(title=f"{title} ({pair}, n={len(results)})", **COMMON)
+
+
+def block_density(layers: dict | None, title: str = "Density per block and module type") -> hv.Element:
+    if not layers:
+        return _empty(title, "choose a transformer run and level")
+    from engine.transformer import density_grid  # late: the engine's torch side
+
+    grid = density_grid(layers)
+    rows = [{"block": str(b), "module": t, "density": v} for b, vals in zip(grid["blocks"], grid["values"])
+            for t, v in zip(grid["types"], vals) if v is not None]
+    return hv.HeatMap(pd.DataFrame(rows), ["module", "block"], "density").opts(
+        cmap="viridis", clim=(0, 1), colorbar=True, tools=["hover"], title=title, **COMMON)
+
+
+# ---------------------------------------------------------------- the tab
+class FoundationPanel(pn.viewable.Viewer):
+    def __init__(self, runs_dir, **params):
+        super().__init__(**params)
+        self.runs_dir = runs_dir
+        self.run = pn.widgets.Select(label="Run (transformer)", options=[])
+        self.level = pn.widgets.IntSlider(label="Level", start=0, end=1, value=0)
+        self.matrix_pane = pn.pane.HoloViews(transfer_heatmap(None), sizing_mode="stretch_width")
+        self.lota_pane = pn.pane.HoloViews(lota_bars([]), sizing_mode="stretch_width")
+        self.block_pane = pn.pane.HoloViews(block_density(None), sizing_mode="stretch_width")
+        self.run.param.watch(lambda e: self._run_changed(), "value")
+        self.level.param.watch(lambda e: self._draw_blocks(), "value")
+        self._summaries: dict[str, dict] = {}
+        self.refresh()
+
+    @classmethod
+    def for_app(cls, app):
+        return cls(app.runs_dir)
+
+    def refresh(self):
+        """Re-read the store: the matrix, the LoTA analyses, the run list."""
+        import engine
+        from engine.methods.bert import transfer_matrix
+        from engine.store import RunStore
+
+        summaries = [s for s in engine.list_runs(self.runs_dir) if s.get("method") in TRANSFORMER_METHODS
+                     and s.get("status") != "unreadable"]
+        self._summaries = {s["run_id"]: s for s in summaries}
+        self.matrix_pane.object = transfer_heatmap(transfer_matrix(summaries, self.runs_dir))
+        results = []
+        for s in summaries:  # only lota runs have this analysis
+            a = RunStore(self.runs_dir, s["run_id"]).analyses().get("lota-tasks")
+            if a:
+                results.append(a)
+        self.lota_pane.object = lota_bars(results)
+        keep = self.run.value
+        self.run.options = sorted(self._summaries)
+        self.run.value = keep if keep in self._summaries else next(iter(self.run.options), None)
+        self._run_changed()
+
+    def _levels(self) -> list[dict]:
+        s = self._summaries.get(self.run.value)
+        return [] if not s else [lv for lv in ([s.get("dense")] + s.get("levels", [])) if lv]
+
+    def _run_changed(self):
+        levels = self._levels()
+        self.level.end = max(1, len(levels) - 1)
+        self.level.value = len(levels) - 1 if levels else 0
+        self._draw_blocks()
+
+    def _draw_blocks(self):
+        levels = self._levels()
+        row = levels[self.level.value] if 0 <= self.level.value < len(levels) else None
+        title = (f"Density per block and module type: {self.run.value}, level {row['level']} "
+                 f"({row['density']:.1%})") if row else "Density per block and module type"
+        self.block_pane.object = block_density(row["layers"] if row else None, title)
+
+    def __panel__(self):
+        return pn.Column(
+            pn.pane.Markdown("BERT tickets transfer (Chen et al. 2020): each ticket fine-tuned on each task vs the "
+                             "dense fine-tune; **matching** = mean within one std (over seeds) of dense. LoTA "
+                             "(Panda et al. 2024): sparse task vectors, sequential tasks and merging."),
+            self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level), self.block_pane,
+            sizing_mode="stretch_width")
