@@ -27,7 +27,7 @@ GROUPS = {"zoo": "zoo", "generated": "generated", "gaussian": "Gaussian baseline
 def accuracy_plot(report: dict | None) -> hv.Overlay:
     """Test accuracy of every zoo member, generated network and Gaussian sample (box + points), with the zoo's
     mean as one network as a line."""
-    title = "Test accuracy: zoo vs generated (no fine-tuning)"
+    title = "Test accuracy: zoo vs generated"
     if not report:
         return _empty(title, "generate from a zoo to see its networks here")
     rows = [{"set": label, "accuracy": a} for key, label in GROUPS.items()
@@ -38,8 +38,8 @@ def accuracy_plot(report: dict | None) -> hv.Overlay:
                                                     tools=["hover"])
     mean = hv.HLine(report["accuracy"]["zoo_mean"]).opts(color="gray", line_dash="dashed")
     sub = f"{report['canonicalise']}, {'PCA ' + str(report['options']['pca']) if report['options']['pca'] else 'no PCA'}"
-    return (box * points * mean).opts(title=f"{title} - {sub} (dashed: zoo mean as one net)",
-                                      ylabel="test accuracy", xlabel="", **COMMON)
+    return (box * points * mean).opts(title=f"Test accuracy ({sub}); dashed: zoo mean",
+                                      ylabel="test accuracy", xlabel="", show_legend=False, **COMMON)
 
 
 def map_plot(report: dict | None) -> hv.Overlay:
@@ -104,11 +104,13 @@ class WeightSpacePanel(pn.viewable.Viewer):
         self.zoo_form = OptionsForm(ZooOptions, style={"width": 120})
         wanted = {"model.model": "mlp", "model.hidden": (32, 32), "data.dataset": "digits", "train.epochs": 20,
                   "train.optimizer": "sgd", "train.lr": 0.05, "seed": 0}
-        self.zoo_settings = {s.path: widget_for(s, width=120) for s in config_settings() if s.path in wanted}
+        self.zoo_settings = {s.path: widget_for(s, width=120, label="zoo " + s.name if s.path == "seed" else s.name)
+                             for s in config_settings() if s.path in wanted}
         for path, value in wanted.items():  # the science check's zoo (SGD keeps members alignable)
             w = self.zoo_settings[path]
             w.value = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        self.gen_form = OptionsForm(GenerateOptions, style={"width": 120})
+        self.gen_form = OptionsForm(GenerateOptions, style={"width": 120}, seed={"label": "flow seed"},
+                                    hidden={"label": "flow hidden"}, lr={"label": "flow lr"})
         self.gen_form["steps"].value = 1000
         self.zoo = pn.widgets.Select(label="zoo", options=[], width=320)
         self.generation = pn.widgets.Select(label="generation", options=[], width=320)
@@ -284,9 +286,9 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self.job.cancel()
 
     def __panel__(self):
-        forms = pn.Card(
-            pn.Row(*self.zoo_settings.values(), *self.zoo_form.widgets.values(), self.buttons["zoo"]),
-            pn.Row(*self.gen_form.widgets.values(), self.buttons["generate"]),
+        forms = pn.Card(  # FlexBox: the forms wrap on narrow pages instead of overflowing
+            pn.FlexBox(*self.zoo_settings.values(), *self.zoo_form.widgets.values(), self.buttons["zoo"]),
+            pn.FlexBox(*self.gen_form.widgets.values(), self.buttons["generate"]),
             title="Train a zoo / generate from it", collapsed=False, sizing_mode="stretch_width")
         return pn.Column(forms, pn.Row(self.zoo, self.generation, self.buttons["barriers"], self.cancel,
                                        self.progress, sizing_mode="stretch_width"),
