@@ -34,7 +34,7 @@ import torch
 import engine
 from engine import masks as M
 from engine import trainer
-from engine.analysis import EarlyBirdTracker, StoredRun, analysis_path, analyze, magnitude_rule, mask_distance
+from engine.analysis import EarlyBirdTracker, StoredRun, analyze, magnitude_rule, mask_distance
 from engine.analysis.common import dense_seed
 from engine.methods.imp import imp_output_density
 from engine.store import write_json
@@ -75,7 +75,7 @@ class Study:
 
     def instability(self, run_id: str, level: int, ks) -> dict:
         """analyses/instability-L{level}.json, reused when it has the same rewind points and points."""
-        path = analysis_path(engine.RunStore(self.runs_dir, run_id), f"instability-L{level}")
+        path = engine.RunStore(self.runs_dir, run_id).analysis_path(f"instability-L{level}")
         if path.exists():
             stored = json.loads(path.read_text())
             if stored["rewind_points"] == sorted(ks) and stored["points"] == POINTS:
@@ -92,7 +92,7 @@ def replay_earlybird(runs_dir: str, run_id: str, cfg: engine.RunConfig) -> dict:
     at detection, so its record ends there): the same rule, data order and tracker, every epoch's window.
     Stored as RUN_DIR/analyses/earlybird-replay.json (a name of this script's, not the engine's)."""
     store = engine.RunStore(runs_dir, run_id)
-    path = analysis_path(store, "earlybird-replay")
+    path = store.analysis_path("earlybird-replay")
     if path.exists():
         return json.loads(path.read_text())
     run = StoredRun(runs_dir, run_id, device="cpu")
@@ -258,7 +258,7 @@ def main():
                 cfg = study.config(model, seed, **{"prune.method": "earlybird", "prune.density": target})
                 s = study.run(cfg, f"earlybird d={target} seed {seed}")
                 store = engine.RunStore(args.runs_dir, s["run_id"])
-                eb = json.loads(analysis_path(store, "earlybird").read_text())
+                eb = json.loads(store.analysis_path("earlybird").read_text())
                 ticket = s["levels"][0]
                 eb_density = ticket["density"]
                 accs.append(ticket["test_accuracy"])

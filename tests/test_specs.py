@@ -74,7 +74,8 @@ def test_a_toy_method_registered_from_a_test_runs_end_to_end_and_is_listed(tmp_p
 
     def toy(ctx):
         counts = {n: round(ctx.options.toy_keep * m.numel()) for n, m in ctx.dense.mask.items()}
-        scores = {n: torch.rand(m.shape, generator=generator(ctx.config.seed, "toy")) for n, m in ctx.dense.mask.items()}
+        g = generator(ctx.config.seed, "toy")
+        scores = {n: torch.rand(m.shape, generator=g) for n, m in ctx.dense.mask.items()}
         ctx.train_ticket(1, M.keep_per_layer(scores, ctx.dense.mask, counts), ctx.init_weights, 0)
 
     METHODS.register("toy", "a random mask at --toy-keep per layer (test)")(MethodSpec(toy, options=ToyOptions))

@@ -22,7 +22,7 @@ from . import lota_tasks  # noqa: F401  (registers lota-tasks: LoTA's forgetting
 from .common import AnalysisProgress, AnalysisReady, StoredRun, save_analysis
 from .earlybird_tracker import (EarlyBirdFound, EarlyBirdTracker, bn_l1_penalty, channel_rule, magnitude_rule,
                         mask_distance, run_earlybird)
-from .instability import DEFAULT_REWIND_POINTS, STABLE_THRESHOLD, parse_rewind_points, rewind_weights
+from .instability import DEFAULT_REWIND_POINTS, STABLE_THRESHOLD, instability, parse_rewind_points, rewind_weights
 from .interpolation import error_barrier, interpolate, loss_barrier, recompute_bn_stats, run_barrier
 from .persistence import layer_persistence, network_persistence, run_persistence
 from .sanity import run_sanity
@@ -52,6 +52,6 @@ def analyze(name: str, runs_dir, run_id: str, options=None, *, on_event=None, ca
 
 __all__ = ["analyze", "computable", "AnalysisProgress", "AnalysisReady", "StoredRun", "save_analysis",
            "EarlyBirdFound", "EarlyBirdTracker", "bn_l1_penalty", "channel_rule", "magnitude_rule",
-           "mask_distance", "run_earlybird", "DEFAULT_REWIND_POINTS", "STABLE_THRESHOLD", "parse_rewind_points",
-           "rewind_weights", "interpolate", "run_barrier", "error_barrier", "loss_barrier", "recompute_bn_stats",
-           "layer_persistence", "network_persistence", "run_persistence", "run_sanity"]
+           "mask_distance", "run_earlybird", "DEFAULT_REWIND_POINTS", "STABLE_THRESHOLD", "instability",
+           "parse_rewind_points", "rewind_weights", "interpolate", "run_barrier", "error_barrier", "loss_barrier",
+           "recompute_bn_stats", "layer_persistence", "network_persistence", "run_persistence", "run_sanity"]
