@@ -388,24 +388,27 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     return _Plan(zoo, options, canon, generation_id(options))
 
 
-def generation_dir(zoo_dir: Path, gen_id: str) -> Path:
-    return Path(zoo_dir) / "generations" / gen_id
+def generation_dir(runs_dir, zoo_id: str, gen_id: str) -> Path:
+    """ZOO_DIR/generations/GEN_ID (both ids plain names: the path stays inside the zoo's folder)."""
+    from .store import RunStore
+
+    return RunStore(runs_dir, zoo_id).path("generations", gen_id)
 
 
-def generations(zoo_dir) -> list[dict]:
+def generations(runs_dir, zoo_id: str) -> list[dict]:
     """The reports of every complete generation stored with a zoo, oldest first."""
-    from .store import read_json
+    from .store import RunStore, read_json
 
-    folder = Path(zoo_dir) / "generations"
+    folder = RunStore(runs_dir, zoo_id).path("generations")
     reports = [p / "report.json" for p in folder.iterdir() if (p / "report.json").exists()] if folder.exists() else []
     return [read_json(p) for p in sorted(reports, key=lambda p: p.stat().st_mtime)]
 
 
 def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
     """(report, generated networks stacked) of a stored generation."""
-    from .store import RunStore, load_tensors, read_json
+    from .store import load_tensors, read_json
 
-    d = generation_dir(RunStore(runs_dir, zoo_id).dir, gen_id)
+    d = generation_dir(runs_dir, zoo_id, gen_id)
     if not (d / "report.json").exists():
         raise ConfigError("GENERATION", gen_id, f"no complete generation of zoo {zoo_id}")
     return read_json(d / "report.json"), load_tensors(d / "weights.safetensors")
@@ -441,7 +444,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     options = options or GenerateOptions()
     p = plan(runs_dir, zoo_id, options)
     zoo, o = p.zoo, options
-    final = generation_dir(zoo.dir, p.generation_id)
+    final = generation_dir(runs_dir, zoo_id, p.generation_id)
     if (final / "report.json").exists():
         return read_json(final / "report.json")
 
@@ -647,7 +650,5 @@ def _cmd_generate(options: GenerateOptions, args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    from .store import RunStore
-    print(json.dumps(report, indent=1) if args.json
-          else format_report(report, generations(RunStore(args.runs_dir, args.zoo_id).dir)))
+    print(json.dumps(report, indent=1) if args.json else format_report(report, generations(args.runs_dir, args.zoo_id)))
     return 0

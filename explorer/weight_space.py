@@ -151,14 +151,13 @@ class WeightSpacePanel(pn.viewable.Viewer):
     def show(self, zoo_id: str | None, generation: str | None = None) -> None:
         """List `zoo_id`'s stored generations (newest chosen, or `generation`) and draw them."""
         from engine.generate import generations
-        from engine.store import RunStore
 
         if zoo_id is not None and self.zoo.value != zoo_id:
             if zoo_id not in self.zoo.options:
                 self.zoo.options = [*self.zoo.options, zoo_id]
             self.zoo.value = zoo_id  # its watcher calls show again
             return
-        reports = generations(RunStore(self.runs_dir, zoo_id).dir) if zoo_id else []
+        reports = generations(self.runs_dir, zoo_id) if zoo_id else []
         self._reports = {r["generation"]: r for r in reports}
         labels = {f"{r['generation']} ({r['canonicalise']}, gen median {r['accuracy']['generated']['median']:.3f})":
                   r["generation"] for r in reports}

@@ -109,13 +109,15 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     assert all(v.shape[0] == 4 for v in nets.values())
     model = zoo.model()
     model.load_state_dict(G.member(nets, 0))
-    gen_dir = G.generation_dir(zoo.dir, report["generation"])
+    gen_dir = G.generation_dir(runs_dir, dense, report["generation"])
     assert (gen_dir / "generator.safetensors").exists()
     # asked again: the stored generation, not a new one
     mtime = (gen_dir / "report.json").stat().st_mtime
     assert G.generate(runs_dir, dense, opts)["generation"] == report["generation"]
     assert (gen_dir / "report.json").stat().st_mtime == mtime
-    assert [g["generation"] for g in G.generations(zoo.dir)] == [report["generation"]]
+    assert [g["generation"] for g in G.generations(runs_dir, dense)] == [report["generation"]]
+    with pytest.raises(ConfigError, match="plain"):
+        G.load_generation(runs_dir, dense, "../../" + dense)
 
 
 def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
