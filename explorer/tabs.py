@@ -57,6 +57,7 @@ TABS = [
     Tab("Leaderboard", "explorer.leaderboard:LeaderboardPanel.for_app", engine=True),
     Tab("Hardware", "explorer.hardware:HardwarePanel.for_app", engine=True),
     Tab("Weight space", "explorer.weight_space:WeightSpacePanel.for_app", engine=True),
+    Tab("Bayesian", "explorer.bayes:BayesPanel.for_app", engine=True),
     Tab("Foundation models", "explorer.foundation:FoundationPanel.for_app", engine=True),
     Tab("Runs", "explorer.views:runs"),
 ]

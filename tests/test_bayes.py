@@ -266,9 +266,15 @@ def _bayes_cfg(**changes):
     return tiny(**{**base, **changes})
 
 
-def test_bayes_imp_rewinds_mu_and_rho_and_stores_uncertainty_per_level(runs_dir):
+@pytest.fixture(scope="module")
+def bayes_run(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("bayes") / "runs"
     cfg = _bayes_cfg(**{"prune.bayes_criterion": "mu-then-sigma"})
-    summary = engine.run(cfg, runs_dir=runs_dir)
+    return runs_dir, cfg, engine.run(cfg, runs_dir=runs_dir)
+
+
+def test_bayes_imp_rewinds_mu_and_rho_and_stores_uncertainty_per_level(bayes_run):
+    runs_dir, cfg, summary = bayes_run
     assert summary["status"] == "completed" and len(summary["levels"]) == 2
     store = RunStore(runs_dir, cfg.run_id)
     init = load_tensors(store.weights_path("init"))
@@ -328,3 +334,21 @@ def test_the_kl_gradient_is_autograds_through_torch_distributions():
     (kl_divergence(Normal(b_mu, F.softplus(b_rho)), prior) * (mu != 0)).sum().backward()
     assert torch.allclose(a_mu.grad, b_mu.grad) and torch.allclose(a_rho.grad, b_rho.grad)
     assert (a_rho.grad[:7] == 0).all()
+
+
+def test_the_bayesian_tab_shows_metrics_reliability_and_sigma_maps(bayes_run):
+    from explorer.bayes import BayesPanel, metric_rows
+
+    runs_dir, cfg, _ = bayes_run
+    panel = BayesPanel(runs_dir)
+    assert panel.run.options == [cfg.run_id] and panel.level.options == [0, 1, 2]
+    rows = metric_rows(panel.results)
+    assert set(rows["variant"]) == {"ticket", "reinit", "deterministic ticket"}
+    panel.metric.value = "ece"
+    assert "Ece" in panel.panes["metric"].object.opts.get().kwargs["title"] or \
+        "ECE" in panel.panes["metric"].object.opts.get().kwargs["ylabel"]
+    panel.level.value, panel.layer.value = 1, "hidden.1.weight"
+    sigma = panel._sigma[(cfg.run_id, 1, "hidden.1.weight")][1]
+    mask = RunStore(runs_dir, cfg.run_id).load_mask("ticket", 1)["hidden.1.weight"].numpy()
+    assert ((sigma > 0) == mask).all()  # sigma exactly where the ticket keeps weights
+    assert "level 1" in panel.panes["reliability"].object.opts.get().kwargs["title"]

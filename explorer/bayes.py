@@ -1,0 +1,205 @@
+"""The Bayesian tab: how sure a Bayesian ticket is, level by level (engine.bayes, method bayes-imp).
+
+    panel = BayesPanel("runs")      # in a notebook: displays inline; in the app: the "Bayesian" tab
+
+It reads what a run stored as its `uncertainty` analysis (bayes-imp writes it level by level; `lottery
+analyze RUN_ID uncertainty` measures any run): accuracy, NLL or ECE vs density (metric selector) for the
+ticket, its controls and the deterministic IMP ticket of the same density; a reliability diagram of a chosen
+level; and the chosen layer's mask beside its posterior std (sigma map). The plots are pure functions of the
+stored JSON (and, for sigma, of the stored weights), so they draw inline in a notebook as well:
+
+    metric_plot(results, "ece")     results: {run_id: uncertainty record}
+    reliability_plot(entry)         entry: one level of an uncertainty record
+    sigma_plot(sigma, layer, level) sigma: a layer's posterior std (0 where pruned), e.g. from sigma_of()
+"""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from engine.store import RunStore, list_runs
+
+from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap
+
+METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
+DETERMINISTIC = "deterministic ticket"
+
+
+# ---------------------------------------------------------------- plots (pure: stored JSON in, HoloViews out)
+def metric_rows(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per (run, level, variant) with accuracy, NLL and ECE; the deterministic ticket is a variant."""
+    rows = []
+    for run_id, u in results.items():
+        for e in u.get("levels", []):
+            entries = dict(e["variants"])
+            if e.get("deterministic"):
+                entries[DETERMINISTIC] = e["deterministic"]
+            for variant, m in entries.items():
+                rows.append({"run": run_id, "level": e["level"], "variant": variant,
+                             "density": m.get("density", e["density"]),
+                             **{k: m[k] for k in METRICS}})
+    return pd.DataFrame(rows, columns=["run", "level", "variant", "density", *METRICS])
+
+
+def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Element:
+    """`metric` vs density (log, dense on the left) for every run's ticket, controls and deterministic ticket."""
+    title = f"{METRICS[metric].split(' (')[0].capitalize()} vs density"
+    df = metric_rows(results)
+    if df.empty:
+        return _empty(title, "no Bayesian run measured yet: run --method bayes-imp --bayesian")
+    elements = []
+    many = df["run"].nunique() > 1
+    for (run, variant), g in df.groupby(["run", "variant"], sort=False):
+        g = g.sort_values("density", ascending=False)
+        label = f"{variant} · {run}" if many else variant
+        color = "#ff7f0e" if variant == DETERMINISTIC else VARIANT_COLOR.get(variant, "gray")
+        style = {"color": color} if not many else {}
+        elements.append(hv.Curve(g, "density", [metric, "level"], label=label).opts(
+            line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"], **style))
+        elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(size=6, tools=["hover"],
+                                                                                      **style))
+    return hv.Overlay(elements).opts(title=title, logx=True, invert_xaxis=True, xlabel="density (log)",
+                                     ylabel=METRICS[metric], legend_position="bottom_left", **COMMON)
+
+
+def reliability_plot(entry: dict | None, variant: str = "ticket") -> hv.Element:
+    """Accuracy per confidence bin (bars, Bayesian ticket; an empty bin reads 0) against the diagonal of perfect calibration; the
+    deterministic ticket of the same density as points."""
+    title = "Reliability diagram"
+    if not entry or variant not in entry.get("variants", {}):
+        return _empty(title, "choose a measured level")
+    m = entry["variants"][variant]
+    rel = m["reliability"]
+    steps = hv.Histogram((np.linspace(0, 1, rel["bins"] + 1), np.array(rel["accuracy"])), kdims="confidence",
+                         vdims="accuracy", label=f"{variant} (ECE {m['ece']:.3f})").opts(
+        color=VARIANT_COLOR.get(variant, "gray"), alpha=0.5, tools=["hover"])
+    diagonal = hv.Curve([(0, 0), (1, 1)], "confidence", "accuracy").opts(color="gray", line_dash="dashed")
+    layers = [steps, diagonal]
+    det = entry.get("deterministic")
+    if det:
+        r = det["reliability"]
+        d = pd.DataFrame({"mean confidence": r["confidence"], "accuracy": r["accuracy"], "count": r["count"]})
+        layers.append(hv.Scatter(d.query("count > 0"), "mean confidence", ["accuracy", "count"],
+                                 label=f"{DETERMINISTIC} (ECE {det['ece']:.3f})").opts(
+            color="#ff7f0e", size=8, marker="diamond", tools=["hover"]))
+    return hv.Overlay(layers).opts(title=f"{title}: level {entry['level']}, density {entry['density']:.1%}",
+                                   xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (max predictive probability)",
+                                   ylabel="accuracy", legend_position="top_left", **COMMON)
+
+
+def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.Element:
+    """A layer's posterior std as an image (rows = output units, columns = inputs), log colour; pruned = blank."""
+    title = f"Posterior std (sigma) of {layer} at level {level}" if layer else "Posterior std (sigma)"
+    if sigma is None:
+        return _empty(title, "choose a Bayesian run, a level and a layer")
+    s = np.asarray(sigma, dtype=np.float64).reshape(sigma.shape[0], -1)
+    img = np.where(s > 0, np.log10(np.where(s > 0, s, 1)), np.nan)
+    alive = s[s > 0]
+    sub = f" - median {np.median(alive):.2g}, 10-90% {np.quantile(alive, 0.1):.2g}-{np.quantile(alive, 0.9):.2g}" \
+        if alive.size else ""
+    return hv.Image(img[::-1], bounds=(0, 0, s.shape[1], s.shape[0]), kdims=["input", "output unit"],
+                    vdims=["log10 sigma"]).opts(title=title + sub, cmap="viridis", colorbar=True, responsive=True,
+                                                height=320, tools=["hover"], clipping_colors={"NaN": "#f4f4f4"})
+
+
+def sigma_of(runs_dir, run_id: str, level: int, layer: str, variant: str = "ticket") -> np.ndarray | None:
+    """The posterior std of `layer` in a stored level (None: not a Bayesian run, or not stored)."""
+    from engine import bayes  # torch: only when a sigma map is drawn
+
+    store = RunStore(runs_dir, run_id)
+    if store.level_record(variant, level) is None:
+        return None
+    _, weights = store.load_level(variant, level)
+    sig = bayes.sigmas(weights)
+    return sig[layer].numpy() if layer in sig else None
+
+
+# ---------------------------------------------------------------- the tab
+class BayesPanel(pn.viewable.Viewer):
+    """Runs with an uncertainty record: metric vs density, a level's reliability diagram, mask beside sigma."""
+
+    def __init__(self, runs_dir, **params):
+        super().__init__(**params)
+        self.runs_dir = runs_dir
+        self.results: dict[str, dict] = {}
+        self.metric = pn.widgets.RadioButtonGroup(name="metric", options={v.split(",")[0].split(" (")[0]: k
+                                                                            for k, v in METRICS.items()},
+                                                  value="accuracy", button_type="primary")
+        self.run = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
+        self.level = pn.widgets.Select(label="level", options=[], width=120)
+        self.layer = pn.widgets.Select(label="layer", options=[], width=220)
+        self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"bayes-{k}"])
+                      for k in ("metric", "reliability", "mask", "sigma")}
+        self._sigma: dict = {}  # stored levels never change: cached by (run, level, layer)
+        self.metric.param.watch(lambda e: self._draw_metric(), "value")
+        self.run.param.watch(lambda e: self._on_run(), "value")
+        self.level.param.watch(lambda e: self._draw_level(), "value")
+        self.layer.param.watch(lambda e: self._draw_level(), "value")
+        self.refresh()
+
+    @classmethod
+    def for_app(cls, app) -> "BayesPanel":
+        return cls(app.runs_dir)
+
+    def refresh(self) -> None:
+        """Re-read the store: every run with an uncertainty record."""
+        results = {}
+        for s in list_runs(self.runs_dir):
+            try:
+                u = RunStore(self.runs_dir, s["run_id"]).analyses().get("uncertainty")
+            except Exception:  # an unreadable record is the store's problem; this tab shows the readable ones
+                u = None
+            if u:
+                results[s["run_id"]] = u
+        self.results = results
+        self.run.options = list(results)
+        if self.run.value not in results and results:
+            self.run.value = next(iter(results))
+        self._draw_metric()
+        self._on_run()
+
+    def _on_run(self) -> None:
+        u = self.results.get(self.run.value)
+        levels = [e["level"] for e in u["levels"]] if u else []
+        self.level.options = levels
+        if levels and self.level.value not in levels:
+            self.level.value = levels[-1]
+        layers = []
+        if u:
+            rec = RunStore(self.runs_dir, self.run.value).level_record("ticket", 0)
+            layers = list(rec["layers"]) if rec else []
+        self.layer.options = layers
+        if layers and self.layer.value not in layers:
+            self.layer.value = layers[0]
+        self._draw_level()
+
+    def _draw_metric(self) -> None:
+        self.panes["metric"].object = metric_plot(self.results, self.metric.value)
+
+    def _draw_level(self) -> None:
+        run_id, level, layer = self.run.value, self.level.value, self.layer.value
+        u = self.results.get(run_id)
+        entry = next((e for e in u["levels"] if e["level"] == level), None) if u else None
+        self.panes["reliability"].object = reliability_plot(entry)
+        mask = sigma = None
+        if None not in (run_id, level, layer) and entry is not None:
+            key = (run_id, level, layer)
+            if key not in self._sigma:
+                store = RunStore(self.runs_dir, run_id)
+                m = store.load_mask("ticket", level)
+                self._sigma[key] = (m[layer].numpy().astype(np.uint8) if layer in m else None,
+                                    sigma_of(self.runs_dir, run_id, level, layer))
+            mask, sigma = self._sigma[key]
+        self.panes["mask"].object = mask_heatmap(mask, layer or "", level or 0)
+        self.panes["sigma"].object = sigma_plot(sigma, layer or "", level or 0)
+
+    def __panel__(self):
+        return pn.Column(
+            pn.pane.Markdown("Bayesian tickets: the MC predictive's accuracy, NLL and calibration by density, "
+                             "beside the deterministic ticket of the same density (`lottery run --method bayes-imp "
+                             "--bayesian`).", sizing_mode="stretch_width"),
+            self.metric, self.panes["metric"], pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width"),
+            self.panes["reliability"], pn.Row(self.panes["mask"], self.panes["sigma"], sizing_mode="stretch_width"),
+            sizing_mode="stretch_width")
