@@ -85,6 +85,19 @@ def save_html(page: pn.viewable.Viewable, path, title: str) -> None:
                     template_variables={"app_favicon": "data:,", "apple_icon": "data:,"})
 
 
+def without_mathjax() -> None:
+    """Served pages leave out BokehJS's MathJax bundle (1.8 MB, the largest of the page's scripts).
+
+    Since Panel 1.9 (holoviz/panel#8424) any page holding a Markdown or HTML pane loads it, in case the
+    text holds LaTeX; the explorer's text holds none, and parsing it was about a third of the first page's
+    script time (bench/serve_latency.py). Panel has no setting for it: its check is replaced, for this
+    process. A pane that does need LaTeX brings it back with `pn.extension("mathjax")`.
+    """
+    from panel.io import resources
+
+    resources._panel_use_mathjax = lambda roots: False
+
+
 def load_bokeh() -> None:
     """HoloViews' Bokeh backend for the explorer's plots; in a notebook kernel, with `setup_notebook()`."""
     if _in_notebook():

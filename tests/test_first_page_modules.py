@@ -7,7 +7,7 @@ the module. A light new dependency of the first page is added to the lists below
 
 How: a subprocess runs `lottery serve` on a free port (its engine import switched off, as it would only start
 once a browser has loaded the page) and, from a thread, asks for the first page over HTTP (which builds the
-page's session), then prints every module it has imported.
+page's session), then prints every module it has imported and the scripts the page links.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import json
 import socket
 import subprocess
 import sys
+
+import pytest
 
 # Third-party top-level packages the server and the first page may import (what they import today)
 THIRD_PARTY = {
@@ -41,13 +43,14 @@ def first_page():
     deadline = time.monotonic() + 120
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60).read()
+            html = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60).read().decode()
             break
         except OSError:
             if time.monotonic() > deadline:
                 os._exit(3)
             time.sleep(0.05)
     print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
+    print("SCRIPTS " + json.dumps([s for s in html.split('"') if s.split("?")[0].endswith(".js")]), flush=True)
     os._exit(0)
 
 threading.Thread(target=first_page, daemon=True).start()
@@ -61,12 +64,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_first_page_imports_only_the_allowed_modules(tmp_path):
-    p = subprocess.run([sys.executable, "-c", SERVE_AND_LIST, str(tmp_path / "runs"), str(_free_port())],
+@pytest.fixture(scope="module")
+def first_page(tmp_path_factory) -> dict:
+    """{"MODULES": modules imported once the first page was served, "SCRIPTS": the scripts it links}"""
+    runs = tmp_path_factory.mktemp("first-page") / "runs"
+    p = subprocess.run([sys.executable, "-c", SERVE_AND_LIST, str(runs), str(_free_port())],
                        capture_output=True, text=True, timeout=240)
-    lines = [line for line in p.stdout.splitlines() if line.startswith("MODULES ")]
-    assert p.returncode == 0 and lines, p.stdout[-3000:] + p.stderr[-3000:]
-    modules = json.loads(lines[0][len("MODULES "):])
+    found = {key: json.loads(rest) for key, _, rest in (line.partition(" ") for line in p.stdout.splitlines())
+             if key in ("MODULES", "SCRIPTS")}
+    assert p.returncode == 0 and len(found) == 2, p.stdout[-3000:] + p.stderr[-3000:]
+    return found
+
+
+def test_first_page_imports_only_the_allowed_modules(first_page):
+    modules = first_page["MODULES"]
     top = {m.partition(".")[0] for m in modules}
     third_party = {t for t in top - set(sys.stdlib_module_names)
                    if not t.startswith("_") and t not in ("engine", "explorer", "cython_runtime")}
@@ -78,3 +89,11 @@ def test_first_page_imports_only_the_allowed_modules(tmp_path):
     assert project <= PROJECT, (
         f"new project modules on the first page: {sorted(project - PROJECT)}; tabs load on first visit "
         "(explorer/tabs.py); add it to PROJECT if the first page needs it and it imports nothing heavy")
+
+
+def test_first_page_leaves_out_mathjax(first_page):
+    """The page's largest script (BokehJS's MathJax bundle, 1.8 MB) is not loaded: the app shows no LaTeX
+    (explorer.offline.without_mathjax)."""
+    scripts = first_page["SCRIPTS"]
+    assert any("bokeh.min.js" in s for s in scripts), scripts  # the page's scripts were read
+    assert not any("mathjax" in s for s in scripts), scripts
