@@ -5,9 +5,9 @@ JS and its theme stylesheets from cdn.holoviz.org); behind a firewall, or on a t
 This module is the one place that says "inline everything", for JupyterLab 4 and Notebook 7 alike (both
 render outputs with the same JupyterLab machinery):
 
-- `pn.config.inline` (`pn.extension(inline=True)`): `pn.extension` publishes BokehJS, Panel's JS and the extensions' bundles (Tabulator…)
-  into the notebook instead of script tags to the CDN; Panel views inline their stylesheets on first render
-  and on every later update;
+- `pn.config.inline` (`pn.extension(inline=True)`): `pn.extension` publishes BokehJS, Panel's JS and the
+  extensions' bundles (Tabulator…) into the notebook instead of script tags to the CDN; Panel views inline
+  their stylesheets on first render and on every later update;
 - `hv.extension.inline` (the default of HoloViews' notebook extension), so that a later
   `hv.extension("bokeh")` call in the notebook loads the inline bundle too;
 - HoloViews objects shown by themselves (a cell ending in a plot) are drawn by HoloViews' own display hook,
@@ -18,7 +18,8 @@ The served app (`lottery serve`) gets its scripts and stylesheets from its own s
 request left was the Open Sans font of Panel's Fast design (the FastListTemplate's), from
 fonts.googleapis.com: the app's template uses `Fast` below, the same design without it (text falls back to
 the browser's sans-serif). Standalone pages (`lottery report`) are written by `save_html`, which inlines
-the stylesheets that Panel's own `save(resources=INLINE)` leaves on the CDN.
+the stylesheets that Panel's own `save(resources=INLINE)` leaves on the CDN. `without_mathjax()` keeps
+the served page's largest script (MathJax) off the first page.
 
 Importing `explorer.plots` (which every view does) calls `load_bokeh()`: in a notebook kernel that is
 `setup_notebook()`, so a notebook that forgets the setup call still renders offline; elsewhere (a server,

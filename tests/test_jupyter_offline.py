@@ -33,7 +33,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -95,10 +94,12 @@ class Lab:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-             "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", "--ServerApp.root_dir=" + str(self.root),
-             "--expose-app-in-browser", "--LabApp.news_url=", f"--LabServerApp.user_settings_dir={settings}",
-             f"--LabServerApp.workspaces_dir={self.home / 'workspaces'}",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"],
+             "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
+             "--ServerApp.disable_check_xsrf=True",  # the test's own REST calls (shutting kernels down)
+             f"--ServerApp.root_dir={self.root}", "--expose-app-in-browser",  # window.jupyterapp: Run All
+             f"--LabServerApp.user_settings_dir={settings}", f"--LabServerApp.workspaces_dir={self.home / 'ws'}",
+             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+             "--LabApp.extension_manager=readonly"],  # the server asks no package index either
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
         deadline = time.monotonic() + SERVER_START_S
         while time.monotonic() < deadline:
