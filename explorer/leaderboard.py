@@ -127,10 +127,10 @@ class LeaderboardPanel(pn.viewable.Viewer):
         if self.result["status"] != "completed":
             self.status.object = "comparison cancelled; finished runs stay in the store"
             return True
-        self.status.object = "done (runs are stored and reused next time)"
         self.accuracy.object = accuracy_bands(self.result)
         self.cost.object = cost_vs_accuracy(self.result)
         self.table.object = f"```\n{format_table(self.result)}\n```"
+        self.status.object = "done (runs are stored and reused next time)"  # last: "done" means drawn
         return True
 
     def __panel__(self):
