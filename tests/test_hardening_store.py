@@ -255,6 +255,8 @@ def test_resume_against_changed_npz_contents_is_refused(tmp_path, capsys):
     assert main(args) == 2
     line = _one_line(capsys.readouterr().err)
     assert f"npz:{data}" in line and "changed" in line
+    assert main(["analyze", run_id, "barrier", "--runs-dir", str(runs)]) == 2  # analyses read the same data
+    assert "changed" in _one_line(capsys.readouterr().err)
     assert _snapshot(runs / run_id) == before
 
 

@@ -47,7 +47,9 @@ class StoredRun:
 
     @functools.cached_property
     def data(self) -> data_mod.Dataset:
-        return data_mod.load(self.config.data, self.device)
+        data = data_mod.load(self.config.data, self.device)
+        self.store.check_data(self.config.data.dataset, data.fingerprint, record=False)  # the data it trained on
+        return data
 
     def make_model(self) -> nn.Module:
         """The run's architecture with its initial weights, on the run's device."""
