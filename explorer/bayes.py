@@ -124,9 +124,9 @@ class BayesPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir = runs_dir
         self.results: dict[str, dict] = {}
-        self.metric = pn.widgets.RadioButtonGroup(name="metric", options={v.split(",")[0].split(" (")[0]: k
+        self.metric = pn.widgets.RadioButtonGroup(options={v.split(",")[0].split(" (")[0]: k
                                                                             for k, v in METRICS.items()},
-                                                  value="accuracy", button_type="primary")
+                                                  value="accuracy", color="primary")
         self.run = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
         self.level = pn.widgets.Select(label="level", options=[], width=120)
         self.layer = pn.widgets.Select(label="layer", options=[], width=220)
