@@ -15,8 +15,9 @@ Claims checked (Chen et al. 2020; Panda et al. 2024):
 Tasks: A = pydoc-topics (12-way), B = pydoc-modules (24-way); MLM = pydoc-mlm. Every ticket is a stored run
 (`engine.run`: rerunning resumes), so the transfer cells are ordinary `transfer` runs and the explorer's
 "Foundation models" tab draws the same matrix. Budget (the defaults): IMP 2 levels of 25% of the original
-weights (density 75%, 50%) instead of the paper's 10% steps; the MLM ticket from seed 0 only, on half of
-pydoc-mlm's training sentences for one epoch per level. `--quick` shrinks everything to a smoke run.
+weights (density 75%, 50%) instead of the paper's 10% steps; the MLM ticket from seed 0 only, one epoch of
+pydoc-mlm per level. `--quick` shrinks everything to a smoke run (bert-tiny, which is NOT pre-trained: its
+numbers test the pipeline, not the claims).
 """
 from __future__ import annotations
 
@@ -43,8 +44,6 @@ def config(dataset: str, seed: int, args, **changes) -> engine.RunConfig:
             "train.lr": 1e-4 if dataset == MLM else 5e-5, "train.epochs": epochs, "prune.method": "bert-imp",
             "prune.scope": "global", "prune.levels": args.levels, "prune.prune_fraction": args.fraction,
             "prune.controls": (), "seed": seed, "device": "cpu"}
-    if dataset == MLM:
-        base["data.val_fraction"] = 0.45  # half the sentences train: one MLM epoch per level fits the budget
     return engine.RunConfig().replace(**{**base, **changes})
 
 
@@ -61,11 +60,10 @@ def mean_std(xs):
 
 def transfer_part(args) -> dict:
     controls = ("random", "start-magnitude")
-    mlm = run(config(MLM, 0, args, **{"prune.controls": controls}), args)
+    mlm = run(config(MLM, 0, args, **{"prune.controls": () if args.quick else controls}), args)
     print(f"MLM (seed 0): dense {mlm['dense']['test_accuracy']:.3f}; "
-          + "; ".join(f"IMP {lv['density']:.0%} {lv['test_accuracy']:.3f} (random "
-                      f"{mlm['controls']['random'][i]['test_accuracy']:.3f}, one-shot pre-trained magnitude "
-                      f"{mlm['controls']['start-magnitude'][i]['test_accuracy']:.3f})"
+          + "; ".join(f"IMP {lv['density']:.0%} {lv['test_accuracy']:.3f}"
+                      + "".join(f", {c} {mlm['controls'][c][i]['test_accuracy']:.3f}" for c in mlm["controls"])
                       for i, lv in enumerate(mlm["levels"])), flush=True)
     mlm_dir = str(Path(args.runs_dir) / mlm["run_id"])
     summaries = [mlm]
@@ -134,9 +132,10 @@ def verdicts(tr: dict, lo: dict) -> list[str]:
     out = []
     mlm = tr["mlm"]
     last = mlm["levels"][-1]
-    beats = all(last["test_accuracy"] > mlm["controls"][c][-1]["test_accuracy"] for c in mlm["controls"])
-    out.append(f"MLM IMP ticket at {last['density']:.0%} beats random and one-shot pre-trained magnitude: "
-               f"{'holds' if beats else 'does not hold'} (seed 0)")
+    if mlm["controls"]:
+        beats = all(last["test_accuracy"] > mlm["controls"][c][-1]["test_accuracy"] for c in mlm["controls"])
+        out.append(f"MLM IMP ticket at {last['density']:.0%} beats random and one-shot pre-trained magnitude: "
+                   f"{'holds' if beats else 'does not hold'} (seed 0)")
     imp_a, ctrl = tr["imp_a"][0], tr["controls_a"]
     out.append(f"Task A IMP ticket beats its controls on average: "
                f"{'holds' if all(imp_a > m for m, _ in ctrl.values()) else 'does not hold'}")
@@ -171,7 +170,7 @@ def main():
     ap.add_argument("--epochs-a", type=int, default=5)
     ap.add_argument("--epochs-b", type=int, default=2)
     ap.add_argument("--density", type=float, default=0.1, help="LoTA's density")
-    ap.add_argument("--quick", action="store_true", help="bert-tiny, 1 epoch, 1 level: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="bert-tiny, 1 epoch, 1 level, no MLM controls: a smoke run")
     ap.add_argument("--skip-transfer", action="store_true")
     args = ap.parse_args()
     if args.quick:
