@@ -224,10 +224,9 @@ def test_a_users_own_module(runs_dir):
 def test_every_registered_model_runs_a_level_on_digits(runs_dir, model):
     """Image models train a level; a model that reads token ids refuses digits in one line, writing nothing
     (tests/test_transformer.py trains those on text)."""
-    cfg = tiny(**{"model.model": model, "model.width": 0.25, "train.epochs": 1, "prune.levels": 1,
-                  "prune.controls": ()})
     try:
-        s = engine.run(cfg, runs_dir=runs_dir)
+        s = engine.run(tiny(**{"model.model": model, "model.width": 0.25, "train.epochs": 1, "prune.levels": 1,
+                               "prune.controls": ()}), runs_dir=runs_dir)
     except engine.ConfigError as e:
         assert e.field == "data.dataset" and "text dataset" in str(e), e
         assert not runs_dir.exists() or not any(runs_dir.iterdir())
