@@ -352,3 +352,19 @@ def test_the_bayesian_tab_shows_metrics_reliability_and_sigma_maps(bayes_run):
     mask = RunStore(runs_dir, cfg.run_id).load_mask("ticket", 1)["hidden.1.weight"].numpy()
     assert ((sigma > 0) == mask).all()  # sigma exactly where the ticket keeps weights
     assert "level 1" in panel.panes["reliability"].object.opts.get().kwargs["title"]
+
+
+def test_cancelling_during_the_deterministic_comparison_cancels_the_run(runs_dir):
+    import threading
+
+    cancel = threading.Event()
+
+    def sink(event):  # the Bayesian dense net is done: cancel while the deterministic run trains
+        if type(event).__name__ == "LevelDone" and event.level == 0:
+            cancel.set()
+
+    cfg = _bayes_cfg()
+    summary = engine.run(cfg, runs_dir=runs_dir, on_event=sink, cancel=cancel)
+    assert summary["status"] == "cancelled" and summary["levels"] == []
+    det = RunStore(runs_dir, bayes_imp.deterministic_config(cfg).run_id).summary()
+    assert det["status"] == "cancelled"

@@ -36,7 +36,7 @@ import torch
 from .. import bayes, models
 from .. import masks as M
 from ..config import BAYES_FIELDS, RunConfig, option, validate
-from ..errors import ConfigError
+from ..errors import ConfigError, RunCancelled
 from ..registry import ANALYSES, METHODS, AnalysisSpec, MethodSpec
 from ..seeding import generator
 from ..structured import imp_levels
@@ -115,7 +115,9 @@ def _deterministic_run(ctx) -> tuple[RunConfig, object]:
     store = RunStore(ctx.store.root, det.run_id)
     summary = store.summary()
     if summary is None or summary.get("status") != "completed":
-        run(det, runs_dir=ctx.store.root, cancel=ctx.cancel)
+        # its own run (own lock, own store, resumable); its progress is not relayed to this run's events
+        if run(det, runs_dir=ctx.store.root, cancel=ctx.cancel)["status"] != "completed":
+            raise RunCancelled("cancelled while training the deterministic comparison")
     return det, store
 
 
