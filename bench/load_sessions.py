@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -249,7 +250,12 @@ def main(argv=None) -> int:
         print("  where the loop thread was during stalls (samples every 50 ms):")
         for where, n in out["blockers"]:
             print(f"    {n:4d}  {where}")
-    return 0 if all(ok) and out["max_stall_ms"] < STALL_TARGET_MS else 1
+    passed = all(ok) and out["max_stall_ms"] < STALL_TARGET_MS
+    if all(ok):
+        shutil.rmtree(root)  # runs and log; kept when a run was wrong, to look at
+    else:
+        print(f"runs and the server's log kept in {root}", file=sys.stderr)
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
