@@ -308,7 +308,7 @@ def test_served_app_makes_no_outside_request(browser, tmp_path, request):
         for title in [*titles[1:], titles[0]]:
             tabs.filter(has_text=title).first.click()
             expect(page.locator(".bk-tab.bk-active")).to_have_text(title)
-        expect(page.locator(".live-plot canvas").first).to_be_visible(timeout=30_000)
+        expect(page.locator(".live-plot canvas").first).to_be_visible(timeout=RENDER_MS)
         assert not outside, f"the served app asked outside 127.0.0.1 for: {sorted(set(outside))}"
     except BaseException:
         _save_artifacts(page, server, request.node.name, None, outside, [])
