@@ -43,7 +43,7 @@ MODULE_CLASSES, MODULE_TRAIN, MODULE_TEST = 24, 24, 16   # classes, train (incl.
 TOPIC_CLASSES, TOPIC_TRAIN, TOPIC_TEST = 12, 16, 8
 CORPUS_VERSION = 1  # bump when the corpus recipe changes: caches are keyed on it
 
-TEXT_TASKS = ("pydoc-mlm", "pydoc-modules", "pydoc-topics")
+TEXT_TASKS = ("pydoc-mlm", "pydoc-modules", "pydoc-topics", "pydoc-topics-expanded")  # the last: engine.vocab_task
 # transformer models and the tokenizer whose ids they read (hf:NAME reads its own: "hf:NAME")
 MODEL_TOKENIZERS = {"minilm": "minilm", "bert-tiny": "minilm"}
 
@@ -400,6 +400,9 @@ def load_text(cfg):
         a = _mlm_arrays(tokenizer, length)
     elif name in _TASKS:
         a = _classification_arrays(name, tokenizer, length)
+    elif name == "pydoc-topics-expanded":
+        from .vocab_task import expanded_arrays
+        a = expanded_arrays(tokenizer, length)
     else:
         tr_x, tr_y, te_x, te_y = read_user_texts(name[5:])
         a = {"x_train": encode(tr_x, tokenizer, length, truncate=False, field=name), "y_train": np.array(tr_y),
@@ -433,3 +436,5 @@ _register("pydoc-modules", f"which of {MODULE_CLASSES} standard-library packages
           f"({MODULE_TRAIN} train / {MODULE_TEST} test each); transformers only")
 _register("pydoc-topics", f"which of {TOPIC_CLASSES} pydoc help topics a sentence is from ({TOPIC_TRAIN} train / "
           f"{TOPIC_TEST} test each); transformers only")
+_register("pydoc-topics-expanded", "pydoc-topics with its most informative words rewritten into [unusedN] tokens: "
+          "a task whose important embedding rows are known (engine.vocab_task); transformers only")
