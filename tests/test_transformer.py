@@ -72,6 +72,19 @@ def test_mlm_logits_at_slots_and_accuracy_over_real_targets():
     assert not any("decoder" in k and k.endswith("weight") for k in model.state_dict())
 
 
+def test_mlm_trains_in_the_engine_trainer_with_ignored_targets():
+    from engine.config import TrainConfig
+
+    mlm = engine.data.load(DataConfig(dataset="pydoc-mlm", tokenizer="minilm", max_length=32))
+    small = engine.data.Split(mlm.train.x[:128], mlm.train.y[:128])
+    data = engine.data.Dataset("pydoc-mlm", small, small, small, mlm.input_shape, mlm.num_classes)
+    model = transformer.build_text_model("bert-tiny", mlm.input_shape, mlm.num_classes)
+    model.init_from_seed(torch.Generator().manual_seed(0))
+    before = trainer.evaluate(model, small)[0]
+    result = trainer.train(model, data, TrainConfig(epochs=4, batch_size=32, lr=3e-3), None, seed=0)
+    assert result.final["val_loss"] < before  # -100 slots are ignored by the loss, real targets learned
+
+
 def test_mlm_head_warmup_is_stored_and_reused(monkeypatch):
     mlm = engine.data.load(DataConfig(dataset="pydoc-mlm", tokenizer="minilm", max_length=32))
     model = transformer.build_text_model("bert-tiny", mlm.input_shape, mlm.num_classes)
