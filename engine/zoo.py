@@ -198,7 +198,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
 
     try:
         if p.mask is not None:
-            save_tensors(store.dir / "mask.safetensors", p.mask)
+            save_tensors(store.path("mask.safetensors"), p.mask)
         finished = sum(_chunk_record(store, i) is not None for i in range(len(bounds)))
         _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(bounds), total, finished))
         store.write_summary(summarise())
@@ -261,7 +261,7 @@ def _emit(sink, event) -> None:
 
 
 def _chunk_dir(store: RunStore, c: int) -> Path:
-    return store.dir / "chunks" / f"{c:03d}"
+    return store.path("chunks", f"{c:03d}")
 
 
 def _chunk_record(store: RunStore, c: int) -> dict | None:
@@ -287,16 +287,16 @@ def _finish(store: RunStore, chunks: int) -> None:
     records = [m for c in range(chunks) for m in _chunk_record(store, c)["members"]]
     seconds = sum(_chunk_record(store, c)["seconds"] for c in range(chunks))
     save_tensors(store.weights_path("weights"), stacked)
-    write_json(store.dir / "members.json", {"members": records, "train_seconds": round(seconds, 3)})
-    shutil.rmtree(store.dir / "chunks")
+    write_json(store.path("members.json"), {"members": records, "train_seconds": round(seconds, 3)})
+    shutil.rmtree(store.path("chunks"))
 
 
 def _member_records(store: RunStore) -> tuple[list[dict], float]:
-    path = store.dir / "members.json"
+    path = store.path("members.json")
     if path.exists():
         m = read_json(path)
         return m["members"], m["train_seconds"]
-    chunks = [read_json(r) for r in sorted((store.dir / "chunks").glob("*/record.json"))]
+    chunks = [read_json(r) for r in sorted(store.path("chunks").glob("*/record.json"))]
     return [m for c in chunks for m in c["members"]], sum(c["seconds"] for c in chunks)
 
 
@@ -372,12 +372,12 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
     if not store.weights_path("weights").exists():
         raise LotteryError(f"zoo {zoo_id} is not complete; run the same `lottery zoo` command again to finish it")
     options = ZooOptions(**stored["zoo"])
-    mask_path = store.dir / "mask.safetensors"
+    mask_path = store.path("mask.safetensors")
     return Zoo(zoo_id, store.dir, "dense" if options.ticket is None else "ticket",
                RunConfig.from_dict(stored["config"]),
                options, load_tensors(store.weights_path("weights"), device),
                load_tensors(mask_path, device) if mask_path.exists() else None,
-               read_json(store.dir / "members.json")["members"], device)
+               read_json(store.path("members.json"))["members"], device)
 
 
 def format_zoo(s: dict) -> str:
