@@ -207,7 +207,7 @@ class MaskedLM(TextModel):
         hidden = bert.config.hidden_size
         self.max_length, self.slots = max_length, mlm_slots(max_length)
         self.transform = nn.Linear(hidden, hidden)
-        self.transform_norm = nn.LayerNorm(hidden, eps=bert.config.layer_norm_eps)
+        self.transform_norm = nn.LayerNorm(hidden, eps=getattr(bert.config, "layer_norm_eps", 1e-12))
         self.decoder_bias = nn.Parameter(torch.zeros(bert.get_input_embeddings().weight.shape[0]))
 
     def heads(self):
