@@ -108,7 +108,10 @@ def cmd_serve(args) -> int:
               "cancel and delete runs (no authentication)", file=sys.stderr)
     try:
         pn.serve({"/": lambda: session_app(args.runs_dir)}, address=args.address, port=args.port, show=args.show,
-                 websocket_origin=origins, title="Lottery Ticket Explorer", threaded=False)
+                 websocket_origin=origins, title="Lottery Ticket Explorer", threaded=False,
+                 # gzip across a network (4.3 MB of scripts -> 1.3 MB); on this machine's loopback it would
+                 # only cost the event loop ~0.15 s of CPU per fresh page
+                 compress_response=args.allow_remote)
     except OSError as e:  # typically: the port is taken
         raise ConfigError("--port", args.port, f"cannot serve on {args.address}:{args.port} ({e.strerror}); "
                           "pick another port") from None
