@@ -400,7 +400,8 @@ def generations(runs_dir, zoo_id: str) -> list[dict]:
     from .store import RunStore, read_json
 
     folder = RunStore(runs_dir, zoo_id).path("generations")
-    reports = [p / "report.json" for p in folder.iterdir() if (p / "report.json").exists()] if folder.exists() else []
+    reports = [p / "report.json" for p in folder.iterdir()  # ".gen-…" folders: being written, not yet stored
+               if not p.name.startswith(".") and (p / "report.json").exists()] if folder.exists() else []
     return [read_json(p) for p in sorted(reports, key=lambda p: p.stat().st_mtime)]
 
 
@@ -546,7 +547,9 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
                                                      **{f"coordinates.{k}": v for k, v in coords.state().items()}})
         save_tensors(tmp / "weights.safetensors", generated)
         write_json(tmp / "report.json", report)
-        if final.exists():  # a half-stored folder from an older crash (no report.json): replace it
+        if (final / "report.json").exists():  # another process stored the same generation meanwhile: keep it
+            return read_json(final / "report.json")
+        if final.exists():  # a folder without its report (damaged by hand): replaced by a whole one
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:

@@ -116,6 +116,12 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     assert G.generate(runs_dir, dense, opts)["generation"] == report["generation"]
     assert (gen_dir / "report.json").stat().st_mtime == mtime
     assert [g["generation"] for g in G.generations(runs_dir, dense)] == [report["generation"]]
+    writing = gen_dir.parent / f".{report['generation']}.tmp123"  # another process's folder, not yet renamed
+    writing.mkdir()
+    (writing / "report.json").write_text("{}")
+    assert [g["generation"] for g in G.generations(runs_dir, dense)] == [report["generation"]]
+    (writing / "report.json").unlink()
+    writing.rmdir()
     with pytest.raises(ConfigError, match="plain"):
         G.load_generation(runs_dir, dense, "../../" + dense)
 
