@@ -19,14 +19,20 @@ import torch
 
 from .. import masks as M
 from .. import trainer
+from ..batched import Member, check_batchable, train_batched
 from ..config import RunConfig, option, validate
-from ..errors import ConfigError, RunCancelled
+from ..errors import ConfigError, RunCancelled, Unsupported
 from ..registry import ANALYSES, AnalysisSpec
 from ..seeding import derive_seed
+from ..store import load_tensors
 from .common import AnalysisProgress, StoredRun, dense_seed, save_analysis
-from .interpolation import error_barrier, interpolate, loss_barrier
+from .interpolation import batchnorms, bn_subset, error_barrier, interpolate, loss_barrier
 
 DEFAULT_REWIND_POINTS = (0, 25, 100, 500)
+# BatchNorm statistics of each interpolated net come from this many training examples (a fixed subset):
+# the whole split made the preset's 31-point curves cost minutes; see bench/instability_speed.py for the
+# measured effect of the subset on the barrier.
+DEFAULT_BN_EXAMPLES = 1024
 STABLE_THRESHOLD = 0.02  # "stable" when the error barrier is at most 2 percentage points
 
 
@@ -58,11 +64,16 @@ def check_rewind_points(rewind_points, total_steps: int) -> list[int]:
 def rewind_weights(run: StoredRun, points: list[int], cancel=None) -> dict[int, dict[str, torch.Tensor]]:
     """{k: W_k}: the run's initial weights for k = 0, the dense training's weights after k steps otherwise.
 
-    One dense training to max(points), capturing each W_k on the way.
+    The run's stored late-rewinding point (`--rewind iter:K`) is reused for k = K; every other W_k comes
+    from ONE replay of the dense training up to the largest such k, capturing each on the way.
     """
     init = run.init_weights()
     out = {0: init} if 0 in points else {}
-    wanted = [k for k in points if k > 0]
+    stored_k = run.config.prune.rewind_point.iteration if run.config.prune.rewind_point.kind == "iter" else None
+    path = run.store.weights_path("rewind")
+    if stored_k in points and stored_k > 0 and path.exists():
+        out[stored_k] = load_tensors(path, run.device)
+    wanted = [k for k in points if k > 0 and k not in out]
     if wanted:
         model = run.make_model()
         model.load_state_dict(init)
@@ -81,13 +92,59 @@ def rewind_weights(run: StoredRun, points: list[int], cancel=None) -> dict[int, 
     return out
 
 
+def _copy_seed(cfg: RunConfig, level: int, k: int, copy: int) -> int:
+    return derive_seed(cfg.seed, "instability", level, k, copy)
+
+
+def _train_copies(run: StoredRun, starts: dict, ks: list[int], mask, level: int, batched: bool, cancel):
+    """{k: (weights a, weights b, test accuracy a, test accuracy b)}: two copies from m * W_k per rewind point.
+
+    Batched: all 2 x len(ks) copies as one engine.batched computation (copies from a later k join it at
+    their step k), which trains each exactly as engine.trainer.train would alone (tests/test_batched.py).
+    Otherwise (or for what the batched trainer cannot train: Bayesian layers) one copy at a time.
+    """
+    cfg = run.config
+    model = run.make_model()
+    if batched:
+        try:
+            check_batchable(model, run.data)
+        except Unsupported:
+            batched = False
+    out = {}
+    if batched:
+        members = [Member(starts[k], mask, _copy_seed(cfg, level, k, c), start_step=k) for k in ks for c in (0, 1)]
+        trained = train_batched(model, run.data, cfg.train, members, cancel=cancel)
+        for i, k in enumerate(ks):
+            a, b = (trained.member(2 * i + c) for c in (0, 1))
+            out[k] = (a, b, *(trained.results[2 * i + c].final["test_accuracy"] for c in (0, 1)))
+        return out
+    for k in ks:
+        ends = []
+        for c in (0, 1):
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled("cancelled")
+            model = run.make_model()
+            model.load_state_dict(starts[k])
+            M.apply(model, mask)
+            result = trainer.train(model, run.data, cfg.train, mask, start_step=k, cancel=cancel,
+                                   seed=_copy_seed(cfg, level, k, c))
+            ends.append(({n: v.detach().clone() for n, v in model.state_dict().items()},
+                         result.final["test_accuracy"]))
+        out[k] = (ends[0][0], ends[1][0], ends[0][1], ends[1][1])
+    return out
+
+
 def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_points=DEFAULT_REWIND_POINTS,
-                level: int = 0, points: int = 31, on_event=None, cancel=None, device=None) -> dict:
+                level: int = 0, points: int = 31, on_event=None, cancel=None, device=None,
+                bn_examples: int = DEFAULT_BN_EXAMPLES, batched: bool = True) -> dict:
     """Error barrier between two differently-ordered trainings from m * W_k, for each rewind point k.
 
     `config` is the run's RunConfig or its run id. Returns (and stores as
     RUN_DIR/analyses/instability-L{level}.json) a JSON-ready dict: the barriers in the order of the
     sorted rewind points and the interpolation curve for each k (keyed by str(k), as JSON keys are).
+    `bn_examples`: a model with BatchNorm gets the statistics of every interpolated net recomputed on this
+    fixed subset of the training split (interpolation.bn_subset). `batched`: train all copies as one
+    computation (False: one at a time, the reference path; both give the same barriers to float rounding).
     `cancel.is_set()` is checked every training step and between trainings (RunCancelled).
     """
     run = StoredRun(runs_dir, config, device)
@@ -98,25 +155,20 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
     mask, _, record = run.level(level)
     t0 = time.perf_counter()
     starts = rewind_weights(run, ks, cancel)
+    copies = _train_copies(run, starts, ks, mask, level, batched, cancel)
+    model = run.make_model()
+    bn_data = bn_subset(data.train, bn_examples, cfg.seed) if batchnorms(model) else None
 
     barriers, loss_barriers, endpoints, curves = [], [], [], {}
     for i, k in enumerate(ks):
-        ends = []
-        for copy in (0, 1):
-            if cancel is not None and cancel.is_set():
-                raise RunCancelled("cancelled")
-            model = run.make_model()
-            model.load_state_dict(starts[k])
-            M.apply(model, mask)
-            result = trainer.train(model, data, cfg.train, mask, start_step=k, cancel=cancel,
-                                   seed=derive_seed(cfg.seed, "instability", level, k, copy))
-            ends.append(({n: v.detach().clone() for n, v in model.state_dict().items()}, result.final))
-        (a, fa), (b, fb) = ends
-        curve = interpolate(model, a, b, data.test, points, mask, bn_data=data.train)  # used only with BN
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+        a, b, acc_a, acc_b = copies[k]
+        curve = interpolate(model, a, b, data.test, points, mask, bn_data=bn_data)
         curves[str(k)] = curve
         barriers.append(error_barrier(curve))
         loss_barriers.append(loss_barrier(curve))
-        endpoints.append([fa["test_accuracy"], fb["test_accuracy"]])
+        endpoints.append([acc_a, acc_b])
         if on_event is not None:
             on_event(AnalysisProgress(run.store.run_id, "instability", i + 1, len(ks),
                                       f"k={k}: error barrier {barriers[-1]:.4f}"))
@@ -127,6 +179,8 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
         "endpoint_test_accuracy": endpoints, "curves": curves, "stable_threshold": STABLE_THRESHOLD,
         "points": points, "iterations": total, "seconds": round(time.perf_counter() - t0, 3),
     }
+    if bn_data is not None:
+        result["bn_examples"] = len(bn_data)
     save_analysis(run.store, f"instability-L{level}", result, on_event)
     return result
 
@@ -137,6 +191,10 @@ class InstabilityOptions:
                                   item_type=int, lo=0)
     level: int = option(0, "the ticket level whose mask trains from W_k (0: the dense net)", lo=0)
     points: int = option(31, "interpolation points", lo=2, hi=10_000)
+    bn_examples: int = option(DEFAULT_BN_EXAMPLES, "BatchNorm models: training examples (a fixed subset) on "
+                              "which each interpolated net's statistics are recomputed", lo=1, hi=10_000_000)
+    batched: bool = option(True, "train the two copies of every rewind point as one batched computation "
+                           "(off: one copy at a time, the slower reference path)")
 
     def __post_init__(self):
         validate(self)
@@ -152,4 +210,5 @@ def format_instability(name: str, a: dict) -> str:
 ANALYSES.register("instability", "linear-mode-connectivity barrier of two trainings from each rewind point W_k")(
     AnalysisSpec(format_instability, options=InstabilityOptions,
                  compute=lambda runs_dir, run_id, o, on_event=None, cancel=None: instability(
-                     run_id, runs_dir, o.rewind_points, o.level, o.points, on_event=on_event, cancel=cancel)))
+                     run_id, runs_dir, o.rewind_points, o.level, o.points, on_event=on_event, cancel=cancel,
+                     bn_examples=o.bn_examples, batched=o.batched)))

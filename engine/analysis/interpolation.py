@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..formatting import pct
 from ..masks import Mask
 from ..registry import ANALYSES, AnalysisSpec
+from ..seeding import generator
 from ..trainer import evaluate
 from .common import StoredRun, save_analysis
 
@@ -58,6 +59,18 @@ def recompute_bn_stats(model: nn.Module, data: Split, batch: int = BN_BATCH) -> 
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
     model.train(was_training)
+
+
+def bn_subset(split: Split, examples: int, seed: int) -> Split:
+    """A fixed subset of `examples` examples of `split` (all of it when it is no larger) on which BatchNorm
+    statistics are recomputed: drawn from its own named stream of `seed`, so every interpolated net of an
+    analysis (and a rerun of it) sees exactly the same examples; sorted, so it keeps the split's order.
+    Recomputing on a subset is what makes a curve of many points affordable on a CPU."""
+    if examples >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=generator(seed, "bn-subset"))[:examples].sort().values
+    idx = idx.to(split.y.device)
+    return Split(split.x[idx], split.y[idx])
 
 
 def _blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float,

@@ -1,0 +1,68 @@
+"""The stability story (issue 17): batched instability, the BatchNorm subset, the stability-story preset."""
+import json
+
+import pytest
+import torch
+
+import engine
+from engine import data as D
+from engine.analysis import StoredRun, instability
+from engine.analysis.interpolation import bn_subset
+
+from conftest import tiny
+
+# What instability-L{level}.json held before the batched path: the explorer reads these keys.
+STORED_KEYS = {"analysis", "run_id", "level", "density", "rewind_points", "barriers", "loss_barriers",
+               "endpoint_test_accuracy", "curves", "stable_threshold", "points", "iterations", "seconds",
+               "name"}  # (name: added by the store)
+
+
+@pytest.fixture(scope="module", params=["lenet300", "resnet20"])
+def stored(request, tmp_path_factory):
+    """A tiny run with a late-rewinding point (stored rewind weights) and one ticket level."""
+    changes = {"prune.levels": 1, "prune.controls": (), "prune.rewind": "iter:6", "train.epochs": 2}
+    if request.param == "resnet20":  # BatchNorm: per-member statistics in the batched trainer, BN subset
+        changes.update({"model.model": "resnet20", "model.width": 0.25, "train.epochs": 1, "train.batch_size": 128})
+    runs_dir = tmp_path_factory.mktemp("runs")
+    summary = engine.run(tiny(**changes), runs_dir=runs_dir)
+    return runs_dir, summary["run_id"], request.param
+
+
+def test_batched_instability_matches_one_copy_at_a_time(stored):
+    runs_dir, run_id, model = stored
+    kw = dict(rewind_points=[0, 3, 6], level=1, points=5, bn_examples=300)
+    ref = instability(run_id, runs_dir, batched=False, **kw)
+    got = instability(run_id, runs_dir, batched=True, **kw)
+    assert got["rewind_points"] == ref["rewind_points"] == [0, 3, 6]
+    # Barriers are differences of accuracies on a few hundred examples: float rounding of the weights may
+    # flip at most a prediction or two at one alpha.
+    tol = 2.5 / len(StoredRun(runs_dir, run_id).data.test)
+    for k, b_ref, b_got in zip(ref["rewind_points"], ref["barriers"], got["barriers"]):
+        assert b_got == pytest.approx(b_ref, abs=tol), f"k={k} ({model})"
+    for k in ref["curves"]:
+        for p, q in zip(ref["curves"][k], got["curves"][k]):
+            assert q["loss"] == pytest.approx(p["loss"], rel=1e-3, abs=1e-4), f"k={k} alpha={p['alpha']} ({model})"
+    for a, b in zip(ref["endpoint_test_accuracy"], got["endpoint_test_accuracy"]):
+        assert a == pytest.approx(b, abs=tol)
+
+
+def test_stored_format_is_unchanged(stored):
+    runs_dir, run_id, model = stored
+    result = instability(run_id, runs_dir, rewind_points=[0, 6], level=0, points=3, bn_examples=200)
+    extra = {"bn_examples"} if model == "resnet20" else set()
+    assert set(result) == STORED_KEYS | extra
+    path = StoredRun(runs_dir, run_id).store.dir / "analyses" / "instability-L0.json"
+    assert json.loads(path.read_text()) == result
+    if model == "resnet20":
+        assert result["bn_examples"] == 200
+
+
+def test_bn_subset_is_fixed_and_deterministic():
+    train = D.load(tiny().data).train
+    a, b = bn_subset(train, 100, seed=0), bn_subset(train, 100, seed=0)
+    assert len(a) == 100 and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    other = bn_subset(train, 100, seed=1)
+    assert not torch.equal(a.y, other.y) or not torch.equal(a.x, other.x)  # its own stream of the run seed
+    rows = {tuple(r.tolist()) for r in train.x.flatten(1)}
+    assert all(tuple(r.tolist()) in rows for r in a.x.flatten(1))  # a subset of the training split
+    assert bn_subset(train, len(train) + 5, seed=0) is train  # no larger than the split: all of it
