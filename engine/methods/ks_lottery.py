@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .. import masks as M
-from ..config import option
+from ..config import option, validate
 from ..errors import ConfigError
 from ..registry import ANALYSES, METHODS, AnalysisSpec, MethodSpec
 from ..seeding import derive_seed
@@ -48,6 +48,9 @@ class KSOptions:
                              hi=1, lo_open=True, hi_open=True)
     ks_baselines: bool = option(True, "ks-lottery: also re-tune random, most frequent and largest-L2-change tokens at "
                                 "each K")
+
+    def __post_init__(self):
+        validate(self, "prune.")
 
 
 # ---------------------------------------------------------------- the statistics (pure)
