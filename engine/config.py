@@ -379,7 +379,7 @@ def _method_option_values(given: dict) -> dict:
             raise ConfigError(f"prune.{name}", value, "unknown field; known: "
                               f"{', '.join([f.name for f in dataclasses.fields(PruneConfig)][:-1] + list(known))}")
     values = {name: given.get(name, f.default) for name, (_, f) in known.items()}
-    for cls in dict.fromkeys(cls for cls, _ in known.values()):
+    for cls in dict.fromkeys(cls for name, (cls, _) in known.items() if name in given):  # defaults are valid
         options_instance(cls, values)
     return values
 
@@ -439,11 +439,12 @@ class RunConfig:
         """The hashed fields that differ from their defaults, as {group: {field: value}} (method options
         flat in "prune")."""
         out: dict[str, Any] = {}
-        for name, gcls in GROUPS.items():
-            diff = _diff(getattr(self, name), gcls())
+        default = _default_config(tuple(METHODS.names()))
+        for name in GROUPS:
+            diff = _diff(getattr(self, name), getattr(default, name))
             if diff:
                 out[name] = diff
-        top = _diff(self, RunConfig(), skip=set(GROUPS))
+        top = _diff(self, default, skip=set(GROUPS))
         out.update(top)
         return out
 
@@ -454,6 +455,12 @@ class RunConfig:
         dataset = re.sub(r"[^a-z0-9]+", "", self.data.dataset.split(":")[0].lower())
         model = re.sub(r"[^a-z0-9-]+", "", self.model.model.split(":")[0].lower())  # hf:PATH -> hf
         return f"{self.prune.method}-{model}-{dataset}-{digest}"
+
+
+@functools.lru_cache(maxsize=4)
+def _default_config(methods: tuple[str, ...]) -> RunConfig:
+    """The default config, once per set of registered methods (their options are part of it)."""
+    return RunConfig()
 
 
 def _device(value: str, path: str) -> None:
