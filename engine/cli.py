@@ -144,6 +144,9 @@ def cmd_show(args) -> int:
     summary = store.summary()
     if summary is None:
         raise LotteryError(f"run {args.run_id} has no summary yet")
+    if summary.get("kind") == "zoo":  # a zoo also lists the networks generated from it
+        from .generate import generation_rows
+        summary = {**summary, "generations": generation_rows(args.runs_dir, args.run_id)}
     analyses = store.analyses()
     if args.json:
         print(json.dumps({**summary, "analyses": analyses}, indent=1))

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .batched import member_weights, stack_weights
 from .config import option, validate
 from .errors import ConfigError, LotteryError, RunCancelled
 
@@ -45,14 +46,6 @@ NEAR_COPY = 0.5                   # a generated net closer to a zoo member than 
 # ---------------------------------------------------------------- weight space <-> rows
 def members(stack: Stack) -> int:
     return next(iter(stack.values())).shape[0]
-
-
-def member(stack: Stack, i: int) -> dict[str, torch.Tensor]:
-    return {k: v[i] for k, v in stack.items()}
-
-
-def restack(states: list[dict[str, torch.Tensor]]) -> Stack:
-    return {k: torch.stack([s[k] for s in states]) for k in states[0]}
 
 
 def flat_names(stack: Stack) -> list[str]:
@@ -98,13 +91,13 @@ def unflatten(x: torch.Tensor, like: Stack, mask: dict[str, torch.Tensor] | None
 def canonicalise(stack: Stack, match: Callable[[dict, dict], dict], reference: int = 0,
                  cancel=None) -> Stack:
     """Every member permuted to match member `reference` (which stays as it is)."""
-    ref = member(stack, reference)
+    ref = member_weights(stack, reference)
     states = []
     for i in range(members(stack)):
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
-        states.append(ref if i == reference else match(ref, member(stack, i)))
-    return restack(states)
+        states.append(ref if i == reference else match(ref, member_weights(stack, i)))
+    return stack_weights(states)
 
 
 # ---------------------------------------------------------------- coordinates: PCA + standardisation
@@ -262,7 +255,7 @@ def evaluate_stack(make_model: Callable[[], nn.Module], stack: Stack, split, *, 
     for i in range(members(stack)):
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
-        net.load_state_dict(member(stack, i))
+        net.load_state_dict(member_weights(stack, i))
         if has_bn:
             recompute_bn_stats(net, bn_data)
         accs.append(evaluate(net, split)[1])
@@ -399,10 +392,19 @@ def generations(runs_dir, zoo_id: str) -> list[dict]:
     """The reports of every complete generation stored with a zoo, oldest first."""
     from .store import RunStore, read_json
 
-    folder = RunStore(runs_dir, zoo_id).path("generations")
-    reports = [p / "report.json" for p in folder.iterdir()  # ".gen-…" folders: being written, not yet stored
-               if not p.name.startswith(".") and (p / "report.json").exists()] if folder.exists() else []
-    return [read_json(p) for p in sorted(reports, key=lambda p: p.stat().st_mtime)]
+    store = RunStore(runs_dir, zoo_id)
+    folder = store.path("generations")
+    names = [p.name for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
+    reports = [store.path("generations", n, "report.json") for n in names]  # ".gen-…": being written, not yet stored
+    return [read_json(p) for p in sorted((p for p in reports if p.exists()), key=lambda p: p.stat().st_mtime)]
+
+
+def generation_rows(runs_dir, zoo_id: str) -> list[dict]:
+    """One row per stored generation of a zoo (what `lottery show ZOO_ID` lists): its id, canonicalisation,
+    PCA components (0: none), samples, and the median test accuracy of the generated nets and of the zoo."""
+    return [{"generation": r["generation"], "canonicalise": r["canonicalise"], "pca": r["options"]["pca"],
+             "samples": r["options"]["samples"], "generated_median": r["accuracy"]["generated"]["median"],
+             "zoo_median": r["accuracy"]["zoo"]["median"]} for r in generations(runs_dir, zoo_id)]
 
 
 def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
@@ -468,10 +470,10 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         progress(0, f"canonicalising {len(zoo)} members to member {o.reference} (Git Re-Basin)")
         from .rebasin import align
 
-        ref = member(raw, o.reference)
-        others = [member(raw, i) for i in range(len(zoo)) if i != o.reference]
+        ref = member_weights(raw, o.reference)
+        others = [member_weights(raw, i) for i in range(len(zoo)) if i != o.reference]
         aligned = iter(align(model, ref, others))
-        stack = restack([ref if i == o.reference else next(aligned) for i in range(len(zoo))])
+        stack = stack_weights([ref if i == o.reference else next(aligned) for i in range(len(zoo))])
     seconds["canonicalise"] = time.perf_counter() - t0
     stop()
     mask = zoo.mask

@@ -2,7 +2,7 @@
 
     lottery zoo --model mlp --hidden 64,32 --dataset digits --members 64 [--seed S] [--epochs E] [--json]
     lottery zoo --ticket RUN_ID [--level L] --members 16        # a ticket zoo
-    lottery show ZOO_ID                                          # members' accuracy summary
+    lottery show ZOO_ID                                          # members' accuracy summary, stored generations
 
 Two kinds:
 - *dense*: member i starts from its own initialisation (seed stream ("zoo", "init", i)) and sees its own data
@@ -356,7 +356,8 @@ class Zoo:
         return data_mod.load(self.config.data, self.device)
 
     def member(self, i: int) -> dict:
-        return {k: v[i] for k, v in self.weights.items()}
+        from .batched import member_weights
+        return member_weights(self.weights, i)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -395,6 +396,13 @@ def format_zoo(s: dict) -> str:
                          f"+- {100 * st['std']:.2f}  quartiles [{100 * st['q1']:.2f}, {100 * st['q3']:.2f}]  "
                          f"range [{100 * st['min']:.2f}, {100 * st['max']:.2f}]")
     lines.append(f"trained in {s['train_seconds']:.1f} s as one batched computation per chunk")
+    if "generations" in s:  # `lottery show` adds the stored generations (engine.generate.generation_rows)
+        lines.append(f"generations: {len(s['generations'])}" if s["generations"] else
+                     f"generations: none yet (`lottery generate {s['run_id']}`)")
+    for g in s.get("generations", []):
+        lines.append(f"  {g['generation']}  canonicalise {g['canonicalise']}, "
+                     f"{'PCA ' + str(g['pca']) if g['pca'] else 'no PCA'}, {g['samples']} samples: generated median "
+                     f"{100 * g['generated_median']:.2f}% vs zoo median {100 * g['zoo_median']:.2f}%")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import engine
 from engine import generate as G
 from engine import masks as M
 from engine import zoo as Z
+from engine.batched import member_weights
 from engine.cli import main
 from engine.errors import ConfigError, RunCancelled
 
@@ -108,7 +109,7 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     assert stored == json.loads(json.dumps(report))
     assert all(v.shape[0] == 4 for v in nets.values())
     model = zoo.model()
-    model.load_state_dict(G.member(nets, 0))
+    model.load_state_dict(member_weights(nets, 0))
     gen_dir = G.generation_dir(runs_dir, dense, report["generation"])
     assert (gen_dir / "generator.safetensors").exists()
     # asked again: the stored generation, not a new one
@@ -202,6 +203,27 @@ def test_generate_command_prints_the_comparison(runs, capsys):
     code = main(["generate", dense, "--runs-dir", str(runs_dir), "--json", "--canonicalise", "none",
                  "--steps", "20", "--samples", "3", "--ode-steps", "3", "--hidden", "16"])
     assert code == 0 and json.loads(capsys.readouterr().out)["canonicalise"] == "none"
+
+
+def test_show_lists_the_generations_stored_with_a_zoo(runs, capsys):
+    runs_dir, dense, _, _ = runs
+    report = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, prune_density=0.5, **FAST))  # stored already
+    stored = [g["generation"] for g in G.generations(runs_dir, dense)]  # (other tests may have stored more)
+    assert main(["show", dense, "--runs-dir", str(runs_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["generations"]
+    assert [r["generation"] for r in rows] == stored
+    gen, zoo = report["accuracy"]["generated"]["median"], report["accuracy"]["zoo"]["median"]
+    assert rows[stored.index(report["generation"])] == {
+        "generation": report["generation"], "canonicalise": "rebasin", "pca": 3, "samples": 4,
+        "generated_median": gen, "zoo_median": zoo}
+    assert main(["show", dense, "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"generations: {len(stored)}\n" in out
+    assert (f"  {report['generation']}  canonicalise rebasin, PCA 3, 4 samples: generated median {100 * gen:.2f}% "
+            f"vs zoo median {100 * zoo:.2f}%") in out
+    summary = json.loads((runs_dir / dense / "summary.json").read_text())
+    assert "generations: none yet" in Z.format_zoo({**summary, "generations": []})
+    assert "generations" not in Z.format_zoo(summary)  # `lottery zoo` prints the zoo alone
 
 
 # ---------------------------------------------------------------- the explorer's Weight space tab (no browser)
