@@ -53,13 +53,20 @@ def train_level(model_cfg, data, train_cfg, init, mask, seed, level):
     return weights, {k: m[k] for k in ("accuracy", "nll", "ece")}
 
 
-def chain(model_cfg, data, train_cfg, init, dense_weights, seed, criterion=None, masks=None):
-    """IMP down DENSITIES by `criterion` (or along the given `masks`); {density: metrics}, and the masks."""
+IMP_LEVELS = {3: 0.5, 7: 0.2, 10: 0.1, 13: 0.05}  # --schedule imp: 20% per level, 0.8^L nearest the targets
+
+
+def chain(model_cfg, data, train_cfg, init, dense_weights, seed, criterion=None, masks=None, schedule="direct"):
+    """IMP down DENSITIES by `criterion` (or along the given `masks`); {density: metrics}, and the masks.
+
+    schedule "direct": one level per target density (pruning 50/60/50/50% of the survivors); "imp": 20% per
+    level for 13 levels, reporting levels 3/7/10/13 (densities 0.51/0.21/0.107/0.055) under the targets."""
     probe = models.build(model_cfg, data.input_shape, data.num_classes, seed)
     out_name = M.output_layer(probe)
     mask, weights, current = M.ones(probe), dense_weights, 1.0
     results, used = {}, []
-    for level, target in enumerate(DENSITIES, start=1):
+    steps = [(lv, 0.8 ** lv) for lv in range(1, 14)] if schedule == "imp" else list(enumerate(DENSITIES, start=1))
+    for level, target in steps:
         if masks is not None:
             mask = masks[level - 1]
         else:
@@ -68,22 +75,29 @@ def chain(model_cfg, data, train_cfg, init, dense_weights, seed, criterion=None,
             mask = prune_step(criterion, weights, mask, cfg, out_name, generator(seed, "bayes-random", level))
         used.append(mask)
         current = target
-        weights, results[target] = train_level(model_cfg, data, train_cfg, init, mask, seed, level)
+        weights, metrics = train_level(model_cfg, data, train_cfg, init, mask, seed, level)
+        if schedule == "direct":
+            results[target] = metrics
+        elif level in IMP_LEVELS:
+            results[IMP_LEVELS[level]] = {**metrics, "density": 0.8 ** level}
     return results, used
 
 
-def one_seed(dataset: str, seed: int, train_cfg: TrainConfig) -> dict:
+def one_seed(dataset: str, seed: int, train_cfg: TrainConfig, criteria=CRITERIA, schedule="direct") -> dict:
+    """Every criterion's chain for one seed; with the direct schedule also deterministic IMP and transplant."""
     data = load(DataConfig(dataset))
     det_cfg, bay_cfg = ModelConfig(), ModelConfig(bayesian=True)
     out = {}
-    det_init = models.build(det_cfg, data.input_shape, data.num_classes, seed).state_dict()
-    det_dense, out["dense deterministic"] = train_level(det_cfg, data, train_cfg, det_init, None, seed, 0)
-    out["deterministic IMP"], det_masks = chain(det_cfg, data, train_cfg, det_init, det_dense, seed, "mu")
+    if schedule == "direct":
+        det_init = models.build(det_cfg, data.input_shape, data.num_classes, seed).state_dict()
+        det_dense, out["dense deterministic"] = train_level(det_cfg, data, train_cfg, det_init, None, seed, 0)
+        out["deterministic IMP"], det_masks = chain(det_cfg, data, train_cfg, det_init, det_dense, seed, "mu")
     init = models.build(bay_cfg, data.input_shape, data.num_classes, seed).state_dict()
     dense, out["dense bayesian"] = train_level(bay_cfg, data, train_cfg, init, None, seed, 0)
-    for criterion in CRITERIA:
-        out[criterion], _ = chain(bay_cfg, data, train_cfg, init, dense, seed, criterion)
-    out["transplant"], _ = chain(bay_cfg, data, train_cfg, init, dense, seed, masks=det_masks)
+    for criterion in criteria:
+        out[criterion], _ = chain(bay_cfg, data, train_cfg, init, dense, seed, criterion, schedule=schedule)
+    if schedule == "direct":
+        out["transplant"], _ = chain(bay_cfg, data, train_cfg, init, dense, seed, masks=det_masks)
     return out
 
 
@@ -92,11 +106,12 @@ def table(results: list[dict]) -> str:
         return f"{statistics.mean(values):.3f}+-{statistics.pstdev(values):.3f}" if values else "-"
 
     lines = []
-    for dense in ("dense deterministic", "dense bayesian"):
+    rows = [k for k in ("deterministic IMP", *CRITERIA, "transplant") if k in results[0]]
+    for dense in [k for k in ("dense deterministic", "dense bayesian") if k in results[0]]:
         lines.append(f"  {dense:<20} " + "  ".join(f"{k} {cell([r[dense][k] for r in results])}"
                                                    for k in ("accuracy", "nll", "ece")))
     lines.append(f"  {'density':<20} " + "".join(f"{d:>36}" for d in DENSITIES))
-    for row in ("deterministic IMP", *CRITERIA, "transplant"):
+    for row in rows:
         for k in ("accuracy", "nll", "ece"):
             lines.append(f"  {row + ' ' + k:<20} " + "".join(
                 f"{cell([r[row][d][k] for r in results]):>36}" for d in DENSITIES))
@@ -109,6 +124,11 @@ def main():
     ap.add_argument("--datasets", default="digits,patches")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--out", default="bench-runs/science_bayes.json")
+    ap.add_argument("--criteria", default=",".join(CRITERIA))
+    ap.add_argument("--schedule", choices=["direct", "imp"], default="direct",
+                    help="direct: one level per target density; imp: 20%% per level (13 levels), where "
+                         "mu-then-sigma's 2k candidates are a real subset (at 50%% per level they are every weight)")
+    ap.add_argument("--seed-list", default=None, help="seeds to run, comma separated (default: 0..seeds-1)")
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, digits: a smoke run")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -122,14 +142,16 @@ def main():
         train_cfg = TrainConfig(epochs=args.epochs, eval_every=steps)
         t = time.perf_counter()
         results = []
-        for seed in range(args.seeds):
-            results.append(one_seed(sources[name], seed, train_cfg))
+        seeds = [int(x) for x in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+        for seed in seeds:
+            results.append(one_seed(sources[name], seed, train_cfg, args.criteria.split(","), args.schedule))
             print(f"{name} seed {seed} done ({time.perf_counter() - t:.0f} s)", flush=True)
         report[name] = results
         print(f"\n{name}: test accuracy / NLL / ECE (15 bins) of the MC predictive (16 samples), mean+-std over "
-              f"{args.seeds} seed(s); density = hidden layers'\n" + table(results), flush=True)
+              f"{len(results)} seed(s); density = hidden layers' ({args.schedule} schedule)\n" + table(results), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"densities": DENSITIES, "results": report}, indent=1))
+    Path(args.out).write_text(json.dumps({"densities": DENSITIES, "schedule": args.schedule, "results": report},
+                                         indent=1))
     print(f"\nstored in {args.out}")
 
 
