@@ -67,6 +67,31 @@ class _Progress:
             self.bar.close()
 
 
+class _SweepBar:
+    """One tqdm bar over runs training at the same time on several workers (engine.progress.SweepProgress);
+    its total grows as each run starts."""
+
+    def __init__(self, quiet: bool):
+        from .progress import SweepProgress
+
+        self.quiet, self.bar, self.progress = quiet, None, SweepProgress()
+
+    def __call__(self, e) -> None:
+        from tqdm import tqdm
+        from . import events as ev
+
+        if self.quiet:
+            return
+        step = self.progress.update(e)
+        if self.bar is None:
+            self.bar = tqdm(total=0, unit="it", file=sys.stderr, desc="sweep", dynamic_ncols=True)
+        if isinstance(e, ev.RunStarted):
+            self.bar.total = self.progress.total
+        self.bar.update(step)
+        running = sum(0 < p.done < p.total for p in self.progress.runs.values())
+        self.bar.set_description(f"{len(self.progress.runs)} runs started, {running} training")
+
+
 # ---------------------------------------------------------------- commands
 def cmd_run(args) -> int:
     from .runner import run
@@ -128,10 +153,12 @@ def cmd_compare(args) -> int:
 
     opts = options_from_flags(CompareOptions, args)
     base = values_from_args(args, run_settings())
-    progress = _Progress(args.quiet or args.json)
+    quiet = args.quiet or args.json
+    progress = _Progress(quiet) if opts.executor == "local" else _SweepBar(quiet)
     try:
         result = compare(base, list(opts.methods), list(opts.densities), opts.seeds, runs_dir=args.runs_dir,
-                         on_event=progress)
+                         on_event=progress, executor=opts.executor, workers=opts.workers, scheduler=opts.scheduler,
+                         on_dashboard=lambda link: print(f"Dask dashboard: {link}", file=sys.stderr))
     except KeyboardInterrupt:
         print("cancelled: finished runs are kept; run the same command to continue", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .config import PruneConfig, RunConfig, choices_of, option, validate
 from .errors import ConfigError
+from .executors import EXECUTORS
 from .registry import METHODS
 from .settings import config_from_settings
 from .store import RunStore
@@ -26,6 +27,12 @@ class CompareOptions:
     densities: tuple = option((0.2, 0.05, 0.01), "target densities, comma separated", item_type=float, lo=0, hi=1,
                               lo_open=True, hi_open=True, check=lambda v, path: _some(v, path))
     seeds: int = option(3, "seeds 0..N-1 per method and density", lo=1, hi=1000)
+    executor: str = option("local", "where the runs train: local (this process, one after another), processes "
+                           "(--workers local processes) or dask (a cluster at --scheduler, else a LocalCluster of "
+                           "--workers processes); results land in the one --runs-dir", choices=list(EXECUTORS))
+    workers: int = option(2, "worker processes for --executor processes, or dask without --scheduler", lo=1, hi=256)
+    scheduler: str = option("", "a Dask scheduler's address (tcp://HOST:8786) for --executor dask; its workers "
+                            "must see the same --runs-dir")
 
     def __post_init__(self):
         validate(self)
@@ -63,25 +70,31 @@ def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -
 
 
 def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: int, *, runs_dir,
-            on_event=None, cancel=None) -> dict:
-    from .runner import run  # late: the options above are read by the CLI and the app without torch
+            on_event=None, cancel=None, executor: str = "local", workers: int = 2, scheduler: str = "",
+            on_dashboard=None) -> dict:
+    """`executor`, `workers`, `scheduler`: where the runs train (engine.executors); `on_dashboard` receives
+    the Dask dashboard's address when there is one."""
+    from .executors import run_all  # late: the options above are read by the CLI and the app without torch
 
-    CompareOptions(tuple(methods), tuple(densities), seeds)  # errors name methods, densities or seeds
-    raw: dict[tuple[str, float], list[dict]] = {}
+    CompareOptions(tuple(methods), tuple(densities), seeds, executor, workers, scheduler)  # errors name the flag
+    plan = []  # (method, the targets a run serves, its config): every run is known before any trains
     for method in methods:
         spec = METHODS.get(method, "methods")
         for seed in range(seeds):
             if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
                 levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
-                summaries = [run(_config(base, method, seed, None, levels), on_event, cancel, runs_dir=runs_dir)]
+                plan.append((method, densities, _config(base, method, seed, None, levels)))
             else:
-                summaries = [run(_config(base, method, seed, d, None), on_event, cancel, runs_dir=runs_dir)
-                             for d in densities]
-            if any(s["status"] != "completed" for s in summaries):
-                return {"status": "cancelled", "rows": []}
-            for d, s in zip(densities, summaries * len(densities) if len(summaries) == 1 else summaries):
-                level = min(s["levels"], key=lambda lv: abs(lv["density"] - d))
-                raw.setdefault((method, d), []).append(_row(s, level, *search_cost(s, level, runs_dir)))
+                plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
+    summaries = run_all([c for _, _, c in plan], runs_dir, executor=executor, workers=workers, scheduler=scheduler,
+                        on_event=on_event, cancel=cancel, on_dashboard=on_dashboard)
+    if len(summaries) < len(plan) or any(s["status"] != "completed" for s in summaries):
+        return {"status": "cancelled", "rows": []}
+    raw: dict[tuple[str, float], list[dict]] = {}
+    for (method, targets, _), s in zip(plan, summaries):
+        for d in targets:
+            level = min(s["levels"], key=lambda lv: abs(lv["density"] - d))
+            raw.setdefault((method, d), []).append(_row(s, level, *search_cost(s, level, runs_dir)))
     rows = []
     for (method, d), entries in raw.items():
         accs = [e["test_accuracy"] for e in entries]

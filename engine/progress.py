@@ -58,3 +58,23 @@ class Progress:
         elif isinstance(e, ev.RunFinished):
             self.done = self.total
         return self.done - before
+
+
+class SweepProgress:
+    """Iterations done out of the total of every run started so far, for runs that train at the same time
+    (a sweep on several workers): one `Progress` per run id, fed the runs' interleaved events."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Progress] = {}
+
+    @property
+    def total(self) -> int:
+        return sum(p.total for p in self.runs.values())
+
+    @property
+    def done(self) -> int:
+        return sum(p.done for p in self.runs.values())
+
+    def update(self, e: ev.Event) -> int:
+        """Apply one event to its run's tracker; returns the iterations it moved the sweep on."""
+        return self.runs.setdefault(e.run_id, Progress()).update(e)

@@ -97,8 +97,12 @@ class LeaderboardPanel(pn.viewable.Viewer):
         methods, densities = list(opts.methods), list(opts.densities)
         self.status.object = f"comparing {', '.join(methods)} at {densities} ({opts.seeds} seed(s))..."
         self._trainings = 0
+        self.dashboard = ""  # the Dask dashboard's link, when the sweep runs on Dask
         self.job = Job(lambda job: compare(base, methods, densities, opts.seeds, runs_dir=self.runs_dir,
-                                           on_event=job.emit, cancel=job.cancelled), name="leaderboard")
+                                           on_event=job.emit, cancel=job.cancelled, executor=opts.executor,
+                                           workers=opts.workers, scheduler=opts.scheduler,
+                                           on_dashboard=lambda link: setattr(self, "dashboard", link)),
+                       name="leaderboard")
 
     def stop(self) -> None:
         """Cancel (the button, or the page closed): finished runs stay in the store."""
@@ -116,7 +120,8 @@ class LeaderboardPanel(pn.viewable.Viewer):
         if latest is not None and not finished:
             what = f"{latest.method} run" if isinstance(latest, ev.RunStarted) else \
                 f"level {latest.level} {latest.variant}"
-            self.status.object = f"comparing... {self._trainings} trainings done (or reused); now {latest.run_id}: {what}"
+            self.status.object = f"comparing... {self._trainings} trainings done (or reused); now {latest.run_id}: {what}" \
+                + (f" ([Dask dashboard]({self.dashboard}))" if self.dashboard else "")
         if not finished:
             return False
         job, self.job = self.job, None
@@ -136,5 +141,6 @@ class LeaderboardPanel(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, self.stop_button,
                                 sizing_mode="stretch_width"),
+                         pn.Row(self.form["executor"], self.form["workers"], self.form["scheduler"]),
                          self.status, pn.Row(self.accuracy, self.cost, sizing_mode="stretch_width"), self.table,
                          sizing_mode="stretch_width")

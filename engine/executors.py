@@ -1,0 +1,168 @@
+"""Where the independent runs of a sweep train: in this process, in local worker processes, or on Dask.
+
+`run_all(configs, runs_dir, executor=...)` trains each config with `engine.runner.run` and returns the
+summaries in order. Every executor is a `concurrent.futures.Executor`:
+
+    local      this process, one run after another (the default; events and cancel as for one run)
+    processes  a ProcessPoolExecutor of `workers` processes on this machine
+    dask       `distributed.Client(scheduler).get_executor()`, or a LocalCluster of `workers` worker
+               processes when no scheduler address is given (its dashboard link goes to `on_dashboard`)
+
+The run store is the one place results land: a worker writes its run's folder itself, so every worker must
+see the same `runs_dir` (one machine, or a shared file system on a real cluster). A run id is the hash of
+its config, so a task that runs twice (a worker killed mid-run and its task retried) resumes the same
+folder: the store's lock is taken over from the dead process, finished levels are reused, and every file is
+written atomically, so nothing is duplicated or half-written.
+
+Progress: workers send each run's events through a queue (a multiprocessing manager's, or a
+`distributed.Queue`) that this process drains into `on_event`. Cancel: queued tasks are cancelled; running
+ones see a shared flag (a manager Event, or a `distributed.Event`), stop after their current step and store
+themselves as cancelled, as a run cancelled in the app does.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue as queue_mod
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, wait
+
+from .errors import LotteryError
+
+EXECUTORS = ("local", "processes", "dask")
+
+
+class _Flag:
+    """A shared cancel flag read at most every `every` seconds (run() asks once per training step; asking a
+    manager or a Dask scheduler that often would cost more than the step)."""
+
+    def __init__(self, shared, every: float = 0.5):
+        self.shared, self.every = shared, every
+        self._next, self._set = 0.0, False
+
+    def is_set(self) -> bool:
+        now = time.monotonic()
+        if not self._set and now >= self._next:
+            self._next = now + self.every
+            self._set = bool(self.shared.is_set())
+        return self._set
+
+
+def run_task(config, runs_dir: str, events, cancel) -> dict:
+    """One run on a worker (module level: process pools and Dask workers import it by name)."""
+    from .runner import run
+
+    try:
+        return run(config, events.put if events is not None else None,
+                   _Flag(cancel) if cancel is not None else None, runs_dir=runs_dir)
+    except LotteryError as e:  # a plain LotteryError pickles back whatever the subclass's arguments
+        raise LotteryError(str(e)) from None
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
+    """(executor, event queue, shared cancel flag) for `executor`; everything is shut down on exit."""
+    if executor == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # torch and threads do not survive fork
+        threads = max(1, (os.cpu_count() or 1) // workers)  # the cores shared out, as Dask's nanny does
+        with context.Manager() as manager, \
+                ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+            yield pool, manager.Queue(), manager.Event()
+        return
+    try:
+        import distributed
+    except ImportError as e:
+        raise LotteryError(f"--executor dask needs the dask[distributed] package ({e})") from None
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            try:
+                client = stack.enter_context(distributed.Client(scheduler, timeout=30))
+            except (OSError, TimeoutError) as e:
+                raise LotteryError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r} ({e})") from None
+        else:
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            client = stack.enter_context(distributed.Client(cluster))
+        if on_dashboard and client.dashboard_link:
+            on_dashboard(client.dashboard_link)
+        name = f"lottery-{uuid.uuid4().hex}"
+        events, flag = distributed.Queue(f"{name}-events", client=client), distributed.Event(f"{name}-cancel", client)
+        pool = client.get_executor(pure=False)  # same config twice is still two tasks (a retry resumes it)
+        try:
+            yield pool, events, flag
+        finally:
+            pool.shutdown(wait=False)
+
+
+def _drain(events, on_event) -> None:
+    """Hand every event waiting in `events` to `on_event`."""
+    if hasattr(events, "client"):  # a distributed.Queue: everything there in one round trip
+        batch = events.get(batch=True) if events.qsize() else []
+    else:
+        batch = []
+        with contextlib.suppress(queue_mod.Empty):
+            while True:
+                batch.append(events.get_nowait())
+    for e in batch:
+        if on_event is not None:
+            on_event(e)
+
+
+def run_all(configs: list, runs_dir, *, executor: str = "local", workers: int = 2, scheduler: str = "",
+            on_event=None, cancel=None, on_dashboard=None) -> list[dict]:
+    """Train every config (or resume it from the store); summaries in the order of `configs`. Stops early
+    (returning fewer summaries, the last not completed) when cancelled."""
+    from .runner import run
+
+    if executor not in EXECUTORS:
+        raise LotteryError(f"--executor: {executor!r} is not valid; one of {', '.join(EXECUTORS)}")
+    if executor == "local":
+        summaries = []
+        for config in configs:
+            summaries.append(run(config, on_event, cancel, runs_dir=runs_dir))
+            if summaries[-1]["status"] != "completed":
+                break
+        return summaries
+    with _pool(executor, workers, scheduler, on_dashboard) as (pool, events, flag):
+        futures = [pool.submit(run_task, c, str(runs_dir), events, flag) for c in configs]
+        pending, cancelled = set(futures), False
+        try:
+            while pending:
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(events, on_event)
+                if not cancelled and cancel is not None and cancel.is_set():
+                    cancelled = True
+                    flag.set()  # running tasks stop after their current step
+                    for f in pending:
+                        f.cancel()  # queued ones never start
+                failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+                if failed is not None:
+                    flag.set()
+                    for f in pending:
+                        f.cancel()
+                    raise failed.exception()
+        except KeyboardInterrupt:
+            flag.set()
+            for f in pending:
+                f.cancel()
+            wait([f for f in pending if not f.cancelled()], timeout=60)  # let running runs store themselves
+            raise
+        _drain(events, on_event)
+    summaries = []
+    for f in futures:
+        if f.cancelled():
+            break
+        summaries.append(f.result())
+        if summaries[-1]["status"] != "completed":
+            break
+    return summaries
