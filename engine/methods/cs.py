@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..registry import METHODS, MethodSpec
 from ..seeding import derive_seed
 from .pai import PAI_SCOPES, select
-from .search import SearchLog, search_cost, searched_mask
+from .search import SearchLog, recorded_search_cost, searched_mask
 
 S0 = 0.0
 BETA_MAX = 200.0
@@ -124,5 +124,5 @@ def check(config, model) -> None:
 
 METHODS.register("cs", "Continuous Sparsification: sigmoid masks annealed to binary over --cs-rounds, L0-style "
                        "penalty; top --density of the logits, rewound and trained (Savarese et al. 2020)")(
-    MethodSpec(cs, options=CSOptions, scopes=PAI_SCOPES, check=check, search_cost=search_cost,
+    MethodSpec(cs, options=CSOptions, scopes=PAI_SCOPES, check=check, search_cost=recorded_search_cost,
                search_epochs=lambda config: config.prune.method_options().cs_rounds * config.train.epochs))

@@ -30,7 +30,7 @@ from ..errors import RunCancelled
 from ..registry import METHODS, MethodSpec
 from ..seeding import derive_seed, generator
 from .pai import PAI_SCOPES, select, target_counts
-from .search import SearchLog, search_cost, searched_mask
+from .search import SearchLog, recorded_search_cost, searched_mask
 
 TAU = 2 / 3
 KL_SCALE = 100.0
@@ -144,5 +144,5 @@ def cts(ctx) -> None:
 METHODS.register("cts", "Concrete Ticket Search: binary-Concrete mask logits over frozen weights, reverse KL to the "
                         "dense outputs, GradBalance sparsity; top --density trained like IMP; use an early --rewind "
                         "iter:K (Arora & Teuscher)")(
-    MethodSpec(cts, options=CTSOptions, scopes=PAI_SCOPES, search_cost=search_cost,
+    MethodSpec(cts, options=CTSOptions, scopes=PAI_SCOPES, search_cost=recorded_search_cost,
                search_epochs=lambda config: config.prune.method_options().search_epochs))

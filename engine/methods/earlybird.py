@@ -52,7 +52,7 @@ def earlybird(ctx) -> None:
     ctx.train_ticket(1, mask, start, start_step)
 
 
-def search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float]:
+def detection_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float]:
     """The dense training up to detection (or to its end, where the mask never settled)."""
     search = read_json(store.analysis_path("earlybird"))
     per_epoch = summary["dense"]["iterations"] / search["epochs_total"]
@@ -62,7 +62,7 @@ def search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int, float
 
 METHODS.register("earlybird", "magnitude ticket at --density drawn when its mask stops changing during dense "
                               "training (You et al.), then rewound and trained")(
-    MethodSpec(earlybird, options=EarlyBirdOptions, search_cost=search_cost))
+    MethodSpec(earlybird, options=EarlyBirdOptions, search_cost=detection_cost))
 # its search record (analyses/earlybird.json), read back as an analysis: kind "earlybird", the tracker's record
 ANALYSES.register("earlybird", "the earlybird method's search: mask distances by epoch until detection")(
     AnalysisSpec(format_earlybird))

@@ -56,7 +56,7 @@ def searched_mask(ctx, search: Callable[[], Mask]) -> Mask:
     return mask
 
 
-def search_cost(summary: dict, level: dict, store) -> tuple[int, float]:
+def recorded_search_cost(summary: dict, level: dict, store) -> tuple[int, float]:
     """A mask search's cost (cs, cts): its stored record's training steps and seconds."""
     record = read_json(store.analysis_path(VARIANT))
     return record["steps"], record["seconds"]
