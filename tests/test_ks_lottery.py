@@ -88,6 +88,9 @@ def test_run_retunes_only_the_selected_rows(runs_dir):
         if k.startswith("bert.") and k != ks.EMBEDDING:
             assert torch.equal(weights[k], v), k         # the rest of the encoder is frozen
     assert torch.equal(tuned[ks.EMBEDDING][specials], base[ks.EMBEDDING][specials])  # special tokens frozen
+    _, head = store.load_level("head-only", 0)  # the recovery share's zero: no row re-tuned at all
+    assert torch.equal(head[ks.EMBEDDING], base[ks.EMBEDDING])
+    assert record["levels"][0]["ticket"]["recovered"] is None or isinstance(record["levels"][0]["ticket"]["recovered"], float)
     known = set(record["known"])
     assert record["levels"][0]["ticket"]["hits"] == len(known & set(record["levels"][0]["ticket"]["tokens"]))
 

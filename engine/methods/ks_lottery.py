@@ -12,6 +12,8 @@ two-sample Kolmogorov-Smirnov test.
    and they stay bit-identical to the base; --weight-decay must be 0 for that). With --ks-top-k empty, one
    level: the tokens significant at --ks-alpha after the Benjamini-Hochberg correction
    (`scipy.stats.false_discovery_control`) over the candidate rows.
+   The head alone (variant "head-only", level 0: no token re-tuned) is the zero of the recovery share
+   (accuracy - head alone) / (embedding fine-tune - head alone) reported per K.
 4. baselines at the same K, each its own variant: random tokens (drawn from the candidates with the run's
    seed), the most frequent tokens of the training data, the largest L2 change of the embedding fine-tune.
 
@@ -132,6 +134,9 @@ def ks_lottery(ctx) -> None:
 
     full = row_mask(shape, candidates)
     tuned = ctx.train_variant("embedding", 0, full, base, 0, search=SparseAdaptation(full))
+    none = row_mask(shape, [])  # the head alone: what re-tuning no token gives (the recovery curve's zero)
+    head = ctx.train_variant("head-only", 0, none, base, 0, search=SparseAdaptation(none))
+    gain = tuned.record["test_accuracy"] - head.record["test_accuracy"]
     before, after = base[EMBEDDING].cpu(), tuned.weights[EMBEDDING].cpu()
     cand_rows = torch.zeros(vocab, dtype=torch.bool)
     cand_rows[torch.from_numpy(candidates)] = True
@@ -158,7 +163,9 @@ def ks_lottery(ctx) -> None:
             rows = chosen[level - 1]
             mask = row_mask(shape, rows)
             trained = ctx.train_variant(variant, level, mask, base, 0, search=SparseAdaptation(mask))
-            row[variant] = {"test_accuracy": trained.record["test_accuracy"], "tokens": [int(i) for i in rows]}
+            acc = trained.record["test_accuracy"]
+            row[variant] = {"test_accuracy": acc, "tokens": [int(i) for i in rows],
+                            "recovered": (acc - head.record["test_accuracy"]) / gain if gain > 0 else None}
             if known is not None:
                 row[variant].update(precision_recall(rows, known))
         levels.append(row)
@@ -171,17 +178,18 @@ def ks_lottery(ctx) -> None:
         "analysis": RECORD, "correction": "benjamini-hochberg", "alpha": opts.ks_alpha,
         "significant": [int(i) for i in sig],
         "embedding_test_accuracy": tuned.record["test_accuracy"],
+        "head_only_test_accuracy": head.record["test_accuracy"],
         "dense_test_accuracy": ctx.dense.record["test_accuracy"] if ctx.dense is not None else None,
         "top": [{"id": int(i), "token": tok.convert_ids_to_tokens(int(i)), "statistic": float(stat[i]),
                  "pvalue": float(pval[i]), "l2": float(l2[i])} for i in shown],
         "statistic": [round(float(s), 5) for s in stat],
         "known": None if known is None else [int(i) for i in known],
-        "recovery": recovery_curve(known, order, candidates) if known is not None else None,
+        "known_recall": known_recall_curve(known, order) if known is not None else None,
         "levels": levels,
     })
 
 
-def recovery_curve(known, order: np.ndarray, candidates: np.ndarray, points: int = 64) -> list[dict]:
+def known_recall_curve(known, order: np.ndarray, points: int = 64) -> list[dict]:
     """Recall of the known set among the top-K of the KS ranking for K = 1..points."""
     known = set(int(i) for i in known)
     out, hits = [], 0
@@ -207,7 +215,8 @@ def check(config, model) -> None:
 
 
 def format_record(name: str, r: dict) -> str:
-    lines = [f"ks-lottery: embedding fine-tune test accuracy {r['embedding_test_accuracy']:.3f}; "
+    lines = [f"ks-lottery: embedding fine-tune test accuracy {r['embedding_test_accuracy']:.3f} (head alone "
+             f"{r['head_only_test_accuracy']:.3f}); "
              f"{len(r['significant'])} tokens significant at alpha {r['alpha']} ({r['correction']})",
              "top tokens: " + ", ".join(f"{t['token']} ({t['statistic']:.2f})" for t in r["top"][:10])]
     for row in r["levels"]:
@@ -216,7 +225,8 @@ def format_record(name: str, r: dict) -> str:
             if variant in row:
                 v = row[variant]
                 pr = f" P {v['precision']:.2f} R {v['recall']:.2f}" if "precision" in v else ""
-                parts.append(f"{'ks' if variant == 'ticket' else variant} {v['test_accuracy']:.3f}{pr}")
+                rec = f" recovered {v['recovered']:.0%}" if v.get("recovered") is not None else ""
+                parts.append(f"{'ks' if variant == 'ticket' else variant} {v['test_accuracy']:.3f}{rec}{pr}")
         lines.append(f"K = {row['k']}: " + "; ".join(parts))
     return "\n".join(lines)
 
