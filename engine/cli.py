@@ -103,7 +103,10 @@ def cmd_run(args) -> int:
                 base = json.load(fh)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError("--config", args.config, f"must be a readable JSON config file ({e})") from None
-    cfg = config_from_args(args, base)
+    from .presets import preset_settings
+
+    # defaults < --config < --preset < the flags typed
+    cfg = config_from_settings({**preset_settings(args.preset), **values_from_args(args, run_settings())}, base)
     progress = _Progress(args.quiet or args.json)
     try:
         summary = run(cfg, on_event=progress, runs_dir=args.runs_dir)
@@ -266,15 +269,17 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
         sp.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are stored (default: %(default)s)")
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
-    from .registry import CONTROLS, DATASETS, METHODS, MODELS
+    from .registry import CONTROLS, DATASETS, METHODS, MODELS, PRESETS
 
     listing = "\n".join(f"{kind}:\n" + "\n".join(f"  {name:<14} {text}" for name, text in reg.describe().items())
                         for kind, reg in (("methods", METHODS), ("controls", CONTROLS), ("models", MODELS),
-                                          ("datasets", DATASETS)))
+                                          ("datasets", DATASETS), ("presets", PRESETS)))
     r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)",
                        epilog=listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(r)
     r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
+    r.add_argument("--preset", metavar="NAME", help="named settings over the defaults (and --config); flags typed "
+                   "beside it override it. Presets: " + ", ".join(PRESETS.names()) + " (listed below)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(r, run_settings())

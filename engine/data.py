@@ -24,6 +24,7 @@ from .config import DataConfig
 from .errors import ConfigError, DataUnavailable
 from .registry import DATASETS
 from . import text  # noqa: E402  (registers the text tasks: pydoc-mlm, pydoc-modules, pydoc-topics, text:PATH)
+from . import digits28  # noqa: E402,F401  (registers digits28, the stability-story data)
 
 SPLIT_SEED = 0  # the validation split is part of the dataset, not of the run's randomness
 MAX_CLASSES = 100_000  # labels are class indices: a label of 10**9 would ask for a 10**9-way output layer

@@ -154,5 +154,6 @@ MODELS: Registry = Registry("model", "engine.models")
 DATASETS: Registry = Registry("dataset", "engine.data")
 METHODS: Registry[MethodSpec] = Registry("method", "engine.methods")
 CONTROLS: Registry = Registry("control", "engine.methods")
+PRESETS: Registry = Registry("preset", "engine.presets")  # named run settings (`lottery run --preset`)
 # analyses, and the records methods store beside them (a mask search's): both are read back as analyses
 ANALYSES: Registry[AnalysisSpec] = Registry("analysis", "engine.analysis", "engine.methods", "engine.zoo")

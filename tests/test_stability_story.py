@@ -66,3 +66,34 @@ def test_bn_subset_is_fixed_and_deterministic():
     rows = {tuple(r.tolist()) for r in train.x.flatten(1)}
     assert all(tuple(r.tolist()) in rows for r in a.x.flatten(1))  # a subset of the training split
     assert bn_subset(train, len(train) + 5, seed=0) is train  # no larger than the split: all of it
+
+
+def test_the_stability_story_preset_exists_validates_and_yields_to_flags(tmp_path, capsys):
+    from engine.cli import main
+    from engine.presets import preset_config
+
+    cfg = preset_config("stability-story")
+    assert (cfg.data.dataset, cfg.model.model, cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == \
+        ("digits28", "resnet20", "sgd", 0.1, 128)
+    assert preset_config("stability-story", seed=3).seed == 3
+    assert "--preset" in _run_help() and "stability-story" in _run_help()  # listed by `lottery run --help`
+    # flags beside --preset override it; an unknown preset is a one-line error naming --preset
+    assert main(["run", "--preset", "nope", "--runs-dir", str(tmp_path)]) == 2
+    assert "--preset" in capsys.readouterr().err
+    with pytest.raises(engine.ConfigError, match="train.lr"):
+        preset_config("stability-story", **{"train.lr": -1})
+
+
+def _run_help() -> str:
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sub.choices["run"].format_help()
+
+
+def test_digits28_is_built_offline_and_reproducibly():
+    a = D.load(engine.DataConfig(dataset="digits28"))
+    assert a.input_shape == (1, 28, 28) and a.num_classes == 10
+    assert len(a.train) + len(a.val) == 4 * 1437 and len(a.test) == 360  # test: the digits test images only
+    assert D.load(engine.DataConfig(dataset="digits28")).fingerprint == a.fingerprint
