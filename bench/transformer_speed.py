@@ -1,8 +1,9 @@
 """Steps/s of MiniLM fine-tuning in the engine's trainer vs a plain Hugging Face loop on the same batches.
 
     python bench/transformer_speed.py [--steps 30] [--repeats 3] [--model minilm] [--length 32] [--batch 16]
+                                      [--dataset pydoc-topics]
 
-Both fine-tune the same model (MiniLM + mean pooling + a linear head on pydoc-topics) with Adam, the same
+Both fine-tune the same model (MiniLM + mean pooling + a linear head on a text task) with Adam, the same
 batches in the same order; the plain loop is what one writes by hand (forward, cross-entropy, backward,
 step). The engine runs `trainer.train` dense and with a 50% global-magnitude mask (gradient masking), its
 evaluation splits cut to one batch so they do not count. Runs alternate, `--repeats` times each; the
@@ -55,9 +56,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--length", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--dataset", default="pydoc-topics", help="a text task (pydoc-topics: 10 steps an epoch)")
     args = ap.parse_args()
 
-    full = load(DataConfig(dataset="pydoc-modules", tokenizer=text.model_tokenizer(args.model),
+    full = load(DataConfig(dataset=args.dataset, tokenizer=text.model_tokenizer(args.model),
                            max_length=args.length))
     one = Split(full.val.x[:args.batch], full.val.y[:args.batch])
     data = Dataset(full.name, full.train, one, one, full.input_shape, full.num_classes)
