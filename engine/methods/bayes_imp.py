@@ -221,7 +221,7 @@ def compute(runs_dir, run_id: str, options=None, on_event=None, cancel=None) -> 
 def format_uncertainty(name: str, a: dict) -> str:
     variants = list(dict.fromkeys(v for e in a["levels"] for v in e["variants"]))
     det = any("deterministic" in e for e in a["levels"])
-    head = f"{name}: test accuracy / NLL / ECE ({ECE_TEXT}) of the " + (
+    head = f"{name}: test accuracy / NLL / ECE ({bayes.ECE_BINS} bins) of the " + (
         f"MC predictive over {a['mc_samples']} samples" if a.get("bayesian") else "deterministic net")
     lines = [head, f"  {'level':>5}  {'density':>8}" + "".join(f"  {v:>22}" for v in variants)
              + (f"  {'deterministic ticket':>22}" if det else "")]
@@ -234,7 +234,6 @@ def format_uncertainty(name: str, a: dict) -> str:
     return "\n".join(lines)
 
 
-ECE_TEXT = f"{bayes.ECE_BINS} bins"
 ANALYSES.register("uncertainty", "accuracy, NLL and ECE of every level's (MC) predictive, per variant "
                                  "(bayes-imp writes it as it goes)")(
     AnalysisSpec(format_uncertainty, compute=compute))
