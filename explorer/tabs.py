@@ -59,5 +59,6 @@ TABS = [
     Tab("Weight space", "explorer.weight_space:WeightSpacePanel.for_app", engine=True),
     Tab("Bayesian", "explorer.bayes:BayesPanel.for_app", engine=True),
     Tab("Foundation models", "explorer.foundation:FoundationPanel.for_app", engine=True),
+    Tab("Embedding & adapter tickets", "explorer.foundation_ii:EmbeddingTicketsPanel.for_app", engine=True),
     Tab("Runs", "explorer.views:runs"),
 ]
