@@ -215,8 +215,9 @@ def check(config, model) -> None:
 
 
 def format_record(name: str, r: dict) -> str:
-    lines = [f"ks-lottery: embedding fine-tune test accuracy {r['embedding_test_accuracy']:.3f} (head alone "
-             f"{r['head_only_test_accuracy']:.3f}); "
+    head = r.get("head_only_test_accuracy")
+    lines = [f"ks-lottery: embedding fine-tune test accuracy {r['embedding_test_accuracy']:.3f}"
+             + (f" (head alone {head:.3f})" if head is not None else "") + "; "
              f"{len(r['significant'])} tokens significant at alpha {r['alpha']} ({r['correction']})",
              "top tokens: " + ", ".join(f"{t['token']} ({t['statistic']:.2f})" for t in r["top"][:10])]
     for row in r["levels"]:
