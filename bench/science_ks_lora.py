@@ -1,8 +1,13 @@
 """Science check for issue 14: KS-Lottery on a task with a known answer and on a natural task, and
 Partial-LoRA's masking rules at equal budgets.
 
-    python bench/science_ks_lora.py                 # MiniLM (offline), ~10-15 min on 2 cores
-    python bench/science_ks_lora.py --model bert-tiny --epochs 2 --seeds 1   # a smoke run
+    python bench/science_ks_lora.py                 # MiniLM (offline): NOT run to completion on 2 cores yet
+    python bench/science_ks_lora.py --model bert-tiny --epochs 6   # ~2 min per KS task, ~2.5 min for LoRA
+
+Measured so far (2 shared cores, under contention): a 25-step MiniLM fine-tune took ~500 s, so the MiniLM
+default (10 epochs, 5 K values x 4 rankings, 2 tasks, 3 LoRA seeds) is far beyond the 15-minute demo budget
+here: lower --epochs and --top-k, or run it on a bigger machine. On bert-tiny (random weights) the
+Partial-LoRA rules all stay at chance (1/12) at 6 epochs: no conclusion about ratios vs entries at that scale.
 
 Questions (stated, then measured; the answer is whatever the numbers say at this scale):
 1. Does the KS ranking find the known tokens (pydoc-topics-expanded's [unusedN] rows) better than the largest

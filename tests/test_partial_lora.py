@@ -108,3 +108,6 @@ def test_bad_rank_is_a_one_line_error(task, rank):
 def test_bad_ratio_is_a_one_line_error(task, ratio):
     with pytest.raises(ConfigError, match="prune.lora_capture"):
         pl.subspace_ratios(task[1], task[0].train.x[:4], capture=ratio)
+    adapters = pl.adapter_params(pl.add_lora(task[1], 2))
+    with pytest.raises(ConfigError, match="prune.lora_ratio"):
+        pl.random_mask(adapters, {n: ratio for n in engine.masks.prunable(task[1])}, torch.Generator())

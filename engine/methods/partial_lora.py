@@ -136,6 +136,8 @@ def uniform_like(ratios: dict[str, float], adapters: dict[str, torch.Tensor]) ->
 
 
 def count(ratio: float, numel: int) -> int:
+    """Entries a matrix of `numel` keeps at `ratio` (at least 1); a ratio outside (0, 1] is a one-line error."""
+    check_ratio("prune.lora_ratio", ratio)
     return max(1, round(ratio * numel))
 
 
