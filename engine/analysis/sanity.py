@@ -2,10 +2,11 @@
 We Missing the Mark?"; Su et al. 2020): does the ticket's accuracy come from *which* weights it keeps
 and *what values* they start from, or only from how many it keeps per layer?
 
-Every registered control (engine.methods.controls: reinit, random, shuffle, inverted) is trained for the
-chosen ticket levels exactly as the run trains its own controls, through the runner's context, so the
-controls the run already trained are reused, new ones are stored beside them, and all keep the ticket's
-per-layer counts. The result is a table of accuracy deltas (control - ticket) per level.
+Every registered control (engine.methods.controls: reinit, random, shuffle, inverted, which keep the ticket's
+per-layer counts, and those other modules register, e.g. start-magnitude, which keeps its total) is trained
+for the chosen ticket levels exactly as the run trains its own controls, through the runner's context, so
+the controls the run already trained are reused and new ones are stored beside them. The result is a table
+of accuracy deltas (control - ticket) per level.
 """
 from __future__ import annotations
 
