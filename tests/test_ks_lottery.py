@@ -91,6 +91,9 @@ def test_run_retunes_only_the_selected_rows(runs_dir):
     _, head = store.load_level("head-only", 0)  # the recovery share's zero: no row re-tuned at all
     assert torch.equal(head[ks.EMBEDDING], base[ks.EMBEDDING])
     assert record["levels"][0]["ticket"]["recovered"] is None or isinstance(record["levels"][0]["ticket"]["recovered"], float)
+    from explorer.foundation_ii import EmbeddingTicketsPanel  # the app's view reads the stored record
+    panel = EmbeddingTicketsPanel(str(runs_dir))
+    assert panel.run.options == [s["run_id"]] and "Selected at the largest K" in panel.text.object
     known = set(record["known"])
     assert record["levels"][0]["ticket"]["hits"] == len(known & set(record["levels"][0]["ticket"]["tokens"]))
 
