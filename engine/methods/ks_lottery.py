@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import masks as M
 from ..config import option, validate
@@ -170,8 +169,8 @@ def ks_lottery(ctx) -> None:
                 row[variant].update(precision_recall(rows, known))
         levels.append(row)
 
-    from ..transformer import load_tokenizer
     from ..text import model_tokenizer
+    from ..transformer import load_tokenizer
     tok = load_tokenizer(model_tokenizer(ctx.model_name))
     shown = order[:SHOWN]
     ctx.store.save_analysis(RECORD, {
