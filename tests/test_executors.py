@@ -62,30 +62,27 @@ def test_process_pool_cancel_stops_queued_and_running_runs(tmp_path):
 
 
 def test_dask_sweep_survives_a_killed_worker(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     base = tiny(**{"train.epochs": 3})
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        out, links = {}, []
+    killed = []
 
-        def sweep():
-            out["result"] = compare(base, ["imp", "snip"], [0.5], 2, runs_dir=tmp_path, executor="dask",
-                                    scheduler=cluster.scheduler_address, on_dashboard=links.append,
-                                    on_event=out.setdefault("events", []).append)
-
-        thread = threading.Thread(target=sweep)
-        thread.start()
-        # kill the worker process training the first run once it has trained a little
+    def kill_the_first_worker_training():  # from a thread: the sweep and its LocalCluster run in this one
         lock = wait_until(lambda: next((p for p in tmp_path.glob("*/.lock")
-                                        if (p.parent / "metrics.jsonl").exists()), None), what="a run training")
+                                        if (p.parent / "metrics.jsonl").exists()), None), timeout=400,
+                          what="a run training")
         pid = int(lock.read_text())
-        assert pid != os.getpid()
-        os.kill(pid, signal.SIGKILL)
-        thread.join(timeout=600)
-    assert not thread.is_alive()
-    assert out["result"]["status"] == "completed" and len(out["result"]["rows"]) == 2
+        if pid != os.getpid():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(lock.parent.name)
+
+    threading.Thread(target=kill_the_first_worker_training, daemon=True).start()
+    events, links = [], []
+    result = compare(base, ["imp", "snip"], [0.5], 2, runs_dir=tmp_path, executor="dask", workers=2,
+                     on_dashboard=links.append, on_event=events.append)
+    assert result["status"] == "completed" and len(result["rows"]) == 2
     assert links and links[0].startswith("http")
-    killed = lock.parent.name
-    assert sum(isinstance(e, ev.RunStarted) and e.run_id == killed for e in out["events"]) == 2  # retried
+    assert killed
+    assert sum(isinstance(e, ev.RunStarted) and e.run_id == killed[0] for e in events) == 2  # retried
     _assert_store_clean(tmp_path, 4)
 
 
