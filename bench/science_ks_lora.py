@@ -6,7 +6,11 @@ Partial-LoRA's masking rules at equal budgets.
 
 Measured so far (2 shared cores, under contention): a 25-step MiniLM fine-tune took ~500 s, so the MiniLM
 default (10 epochs, 5 K values x 4 rankings, 2 tasks, 3 LoRA seeds) is far beyond the 15-minute demo budget
-here: lower --epochs and --top-k, or run it on a bigger machine. On bert-tiny (random weights) the
+here: lower --epochs and --top-k, or run it on a bigger machine. One MiniLM KS run measured (seed 0, 2 epochs, K = 16,
+pydoc-topics-expanded, 551 s): embedding fine-tune 0.469, head alone 0.281; KS top-16 0.406 (67% of the gain
+recovered, precision 0.62 vs the known set), L2 change 0.385 (56%, 0.56), most frequent 0.302 (11%, 0.06),
+random 0.250 (-17%, 0.00); KS recall of the known set 0.31 / 0.62 / 0.81 / 1.00 at K = 8 / 16 / 32 / 64; no
+token significant after BH at 0.05. On bert-tiny (H = 32, random weights) KS fails: precision 0.06 vs L2 0.31. On bert-tiny (random weights) the
 Partial-LoRA rules all stay at chance (1/12) at 6 epochs: no conclusion about ratios vs entries at that scale.
 
 Questions (stated, then measured; the answer is whatever the numbers say at this scale):
