@@ -49,10 +49,22 @@ class _Flag:
         return self._set
 
 
+def _shared(obj, kind):
+    """A Dask queue or event travels to a task by name and is opened on the worker: the objects themselves
+    must never be pickled, because unpickling one on the client's event loop (a task's arguments coming back
+    when its worker died) blocks that loop for good."""
+    if isinstance(obj, str):
+        import distributed
+
+        return distributed.Queue(obj) if kind == "queue" else distributed.Event(obj)
+    return obj
+
+
 def run_task(config, runs_dir: str, events, cancel) -> dict:
     """One run on a worker (module level: process pools and Dask workers import it by name)."""
     from .runner import run
 
+    events, cancel = _shared(events, "queue"), _shared(cancel, "event")
     try:
         return run(config, events.put if events is not None else None,
                    _Flag(cancel) if cancel is not None else None, runs_dir=runs_dir)
@@ -68,7 +80,8 @@ def _set_threads(n: int) -> None:
 
 @contextlib.contextmanager
 def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
-    """(executor, event queue, shared cancel flag) for `executor`; everything is shut down on exit."""
+    """(executor, event queue, shared cancel flag, how tasks are handed the two) for `executor`; everything is
+    shut down on exit."""
     if executor == "processes":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -77,7 +90,8 @@ def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
         threads = max(1, (os.cpu_count() or 1) // workers)  # the cores shared out, as Dask's nanny does
         with context.Manager() as manager, \
                 ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
-            yield pool, manager.Queue(), manager.Event()
+            events, flag = manager.Queue(), manager.Event()
+            yield pool, events, flag, (events, flag)
         return
     try:
         import distributed
@@ -99,7 +113,7 @@ def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
         events, flag = distributed.Queue(f"{name}-events", client=client), distributed.Event(f"{name}-cancel", client)
         pool = client.get_executor(pure=False)  # same config twice is still two tasks (a retry resumes it)
         try:
-            yield pool, events, flag
+            yield pool, events, flag, (events.name, flag.name)  # tasks open them by name (see _shared)
         finally:
             pool.shutdown(wait=False)
 
@@ -133,8 +147,8 @@ def run_all(configs: list, runs_dir, *, executor: str = "local", workers: int = 
             if summaries[-1]["status"] != "completed":
                 break
         return summaries
-    with _pool(executor, workers, scheduler, on_dashboard) as (pool, events, flag):
-        futures = [pool.submit(run_task, c, str(runs_dir), events, flag) for c in configs]
+    with _pool(executor, workers, scheduler, on_dashboard) as (pool, events, flag, for_tasks):
+        futures = [pool.submit(run_task, c, str(runs_dir), *for_tasks) for c in configs]
         pending, cancelled = set(futures), False
         try:
             while pending:
