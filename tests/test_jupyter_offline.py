@@ -29,8 +29,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -38,12 +36,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -60,22 +56,17 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("jupyterlab", reason="pip install -e '.[notebook]'")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lab:
+class Lab(ServerProcess):
     """`jupyter lab` on 127.0.0.1 without a token, isolated from the user's Jupyter settings."""
 
+    STOP_S = 20
+
     def __init__(self, root: Path):
+        super().__init__(root / "lab.log")
         self.root = root / "notebooks"
         self.home = root / "jupyter"
-        self.log_path = root / "lab.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         shutil.copytree(REPO / "notebooks", self.root, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
@@ -91,8 +82,7 @@ class Lab:
         env = dict(os.environ, LOTTERY_SMOKE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                    JUPYTER_CONFIG_DIR=str(self.home / "config"), JUPYTER_RUNTIME_DIR=str(self.home / "runtime"),
                    PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self.launch(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
              "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
              "--ServerApp.disable_check_xsrf=True",  # the test's own REST calls (shutting kernels down)
@@ -100,7 +90,7 @@ class Lab:
              f"--LabServerApp.user_settings_dir={settings}", f"--LabServerApp.workspaces_dir={self.home / 'ws'}",
              "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
              "--LabApp.extension_manager=readonly"],  # the server asks no package index either
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+            env=env, cwd=self.root)
         deadline = time.monotonic() + SERVER_START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,23 +114,6 @@ class Lab:
         for kernel in self.api("GET", "kernels"):
             self.api("DELETE", f"kernels/{kernel['id']}")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def log_tail(self, n: int = 12_000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
@@ -148,14 +121,6 @@ def lab(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        yield b
-        b.close()
 
 
 # ------------------------------------------------------------------ what the page shows, read in the page

@@ -13,8 +13,6 @@ import io
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -22,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 pytestmark = pytest.mark.ui
@@ -80,12 +77,6 @@ def _failed(request) -> bool:
 
 
 # ---------------------------------------------------------------- the server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     """True once the server answers HTTP at all (a static file, so no Panel session is created)."""
     try:
@@ -97,23 +88,20 @@ def _answers(url: str) -> bool:
         return False
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, root: Path):
+        super().__init__(root / "serve.log")
         self.runs_dir = root / "runs"
-        self.log_path = root / "serve.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         # One intra-op thread: on a small CPU box shared with Chromium (and, in (d), two runs at once) torch's
         # default of one OpenMP thread per core oversubscribes the cores and small-model training slows by
         # 10-100x. These tests check behaviour, not speed; bench/serve_latency.py measures the defaults.
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(self.runs_dir),
-             "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.launch([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(self.runs_dir),
+                     "--port", str(self.port)], env=env)
         probe = self.url + "static/js/bokeh.min.js"
 
         def answers() -> bool:
@@ -127,23 +115,6 @@ class Server:
             self.stop()
             raise RuntimeError(f"lottery serve did not answer within {SERVER_START_S} s:\n{self.log_tail()}") from None
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def log_tail(self, n: int = 12_000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -151,14 +122,6 @@ def server(tmp_path_factory):
     s.start()
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        yield b
-        b.close()
 
 
 @pytest.fixture
