@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -109,13 +110,45 @@ def cmd_run(args) -> int:
     cfg = config_from_settings({**preset_settings(args.preset), **values_from_args(args, run_settings())}, base)
     progress = _Progress(args.quiet or args.json)
     try:
-        summary = run(cfg, on_event=progress, runs_dir=args.runs_dir)
+        summary = run(cfg, on_event=lambda e: (_interruptible_once_started(e), progress(e)), runs_dir=args.runs_dir)
     except KeyboardInterrupt:
         print(f"cancelled: completed levels are kept in {args.runs_dir}/{cfg.run_id}; run the same command "
               "to resume", file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
+
+
+def _ctrl_c_quits() -> None:
+    """Until a command's own work starts, Ctrl-C ends the process at once with "cancelled". A KeyboardInterrupt
+    raised inside a third-party import (torch, NumPy, SciPy, scikit-learn load while the parser is built and
+    the data set loads) can leave that library half-imported, and its next use then fails with an unrelated
+    error (a RecursionError in NumPy's lazy attributes was seen). Nothing is stored yet, or only whole files
+    (every write is atomic). `_ctrl_c_interrupts` gives Ctrl-C back its usual meaning: `run` does so once the
+    run has claimed its folder (RunStarted), and the runner then stores it as cancelled. Only the main thread
+    can set signal handlers; elsewhere (a caller's own thread) nothing changes."""
+    import signal
+    import threading
+
+    def quit_now(signum, frame):
+        print("cancelled", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, quit_now)
+
+
+def _interruptible_once_started(e) -> None:
+    if type(e).__name__ == "RunStarted":  # the run holds its folder: Ctrl-C now cancels it (see _ctrl_c_quits)
+        _ctrl_c_interrupts()
+
+
+def _ctrl_c_interrupts() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cmd_list(args) -> int:
@@ -343,12 +376,22 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, extend=None) -> int:
+    _ctrl_c_quits()
+    try:
+        return _main(argv, extend)
+    finally:  # --help and argparse's own errors leave through SystemExit
+        _ctrl_c_interrupts()
+
+
+def _main(argv, extend) -> int:
     try:
         args = build_parser(extend).parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while the registries (and torch) import
         print("cancelled", file=sys.stderr)
         return 130
     try:
+        if args.func is not cmd_run:  # run gives Ctrl-C back once its run has started
+            _ctrl_c_interrupts()
         return args.func(args)
     except LotteryError as e:
         if args.debug:
