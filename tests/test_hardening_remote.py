@@ -1,6 +1,5 @@
 """`lottery serve --allow-remote`: an origin allow-list (the bound address or host by default, --allow-origin adds
 more) refuses forged cross-origin websocket handshakes, and clients see one-line errors, never tracebacks."""
-import json
 import os
 import socket
 import subprocess
@@ -10,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import free_port
 
 from explorer.cli import plain_serve_args, websocket_origins
 
@@ -83,12 +83,6 @@ def test_a_failed_engine_import_is_one_line():
 
 
 # ---------------------------------------------------------------- a real server, forged handshakes
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
@@ -97,7 +91,7 @@ def server(tmp_path_factory):
     damaged.mkdir(parents=True)
     (damaged / "config.json").write_text("{}")
     (damaged / "summary.json").write_text("42")
-    port = _free_port()
+    port = free_port()
     log = open(root / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "serve", "--allow-remote", "--port", str(port),
                              "--allow-origin", f"trusted.example:{port}", "--runs-dir", str(runs)],
