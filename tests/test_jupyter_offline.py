@@ -192,13 +192,17 @@ def test_notebook_renders_offline_in_jupyterlab(path, lab, browser, request):
     page.on("response", lambda r: r.status >= 400 and broken.append(f"{r.status} {r.url}"))
     cells = None
     try:
-        page.goto(f"{lab.url}/lab/tree/{path.name}", timeout=KERNEL_READY_MS)
+        # A workspace of its own, reset: JupyterLab would otherwise restore the previous test's notebook, and
+        # Run All could land on that one while this one's outputs stay empty (seen once in CI)
+        workspace = re.sub(r"\W+", "-", path.stem)
+        page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{path.name}?reset", timeout=KERNEL_READY_MS)
         page.wait_for_function(
-            """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                       return w && w.content && w.content.widgets && w.content.widgets.length > 0 && w.sessionContext
+            """name => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                       return w && w.context && w.context.path === name && w.content && w.content.widgets
+                              && w.content.widgets.length > 0 && w.sessionContext
                               && w.sessionContext.session && w.sessionContext.session.kernel
                               && w.sessionContext.session.kernel.status === 'idle'; }""",
-            timeout=KERNEL_READY_MS)
+            arg=path.name, timeout=KERNEL_READY_MS)
         # Run All; the command's promise settles (true: every cell ran without error) when the last cell is done
         page.evaluate("""() => { window.__runAll = undefined;
           window.jupyterapp.commands.execute('notebook:run-all-cells')
@@ -209,6 +213,8 @@ def test_notebook_renders_offline_in_jupyterlab(path, lab, browser, request):
             page.wait_for_function(ALL_DRAWN_JS, timeout=RENDER_MS, polling=250)
         except sync_api.TimeoutError:
             pass  # the assertions below say which cell stayed blank
+        current = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.path")
+        assert current == path.name, f"JupyterLab shows {current!r}, not {path.name!r}"
         cells = page.evaluate(CELLS_JS)
         errors = [(c["index"], c["errors"]) for c in cells if c["errors"]]
         assert not errors, f"cells with errors: {errors}"
