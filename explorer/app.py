@@ -139,13 +139,16 @@ class ExplorerApp(pn.viewable.Viewer):
                 view.stop()
 
     def tick(self) -> None:
-        if self._waiting_for_engine:
-            self._take_engine_when_imported()
-        focus = self._follow_run()
-        stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
-        if focus or any(stored):  # new levels or runs in the store
-            self.browser.refresh()
-            self.refresh_views(focus=focus)
+        # One batch of document changes per tick: Bokeh recomputes the page's model graph once, when the
+        # tick is done, instead of after every model added or replaced, and sends one message.
+        with pn.io.hold(freeze=True):
+            if self._waiting_for_engine:
+                self._take_engine_when_imported()
+            focus = self._follow_run()
+            stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
+            if focus or any(stored):  # new levels or runs in the store
+                self.browser.refresh()
+                self.refresh_views(focus=focus)
 
     def _follow_run(self) -> str | None:
         """Apply the launched run's events; its id when it stored a level or ended (views re-read the store)."""

@@ -7,8 +7,6 @@ import param
 import engine
 from engine.store import RunStore
 
-from .tables import runs_table
-
 
 class RunBrowser(pn.viewable.Viewer):
     """Lists the store's runs; `selected` are the run ids the views compare (none selected = all)."""
@@ -19,10 +17,7 @@ class RunBrowser(pn.viewable.Viewer):
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.table = pn.widgets.Tabulator(runs_table([]), selectable="checkbox", disabled=True, show_index=False,
-                                          sizing_mode="stretch_width", height=320, pagination=None,
-                                          css_classes=["run-table"])
-        self.table.param.watch(self._on_select, "selection")
+        self._table = None  # the Tabulator, built when first shown (see `table`)
         self.refresh_button = pn.widgets.Button(label="Refresh", width=100)
         self.delete_button = pn.widgets.Button(label="Delete selected", color="danger", width=140)
         self.confirm_button = pn.widgets.Button(label="Yes, delete", color="danger", width=120)
@@ -39,18 +34,38 @@ class RunBrowser(pn.viewable.Viewer):
     def refresh(self) -> None:
         keep = list(self.selected)
         self.summaries = engine.list_runs(self.runs_dir)
-        df = runs_table(self.summaries)
-        self.table.value = df
-        ids = list(df["run_id"])
-        self.table.selection = [ids.index(r) for r in keep if r in ids]
+        ids = self._ids()
+        if self._table is not None:
+            from .tables import runs_table
+
+            self._table.value = runs_table(self.summaries)
+            self._table.selection = [ids.index(r) for r in keep if r in ids]
         self.selected = [r for r in keep if r in ids]
 
+    @property
+    def table(self) -> pn.widgets.Tabulator:
+        """The runs as a table (one row per summary, in order), built on first use: it needs pandas, which the
+        app's first page does without (the Runs tab is built when first visited)."""
+        if self._table is None:
+            from .tables import runs_table
+
+            ids = self._ids()
+            self._table = pn.widgets.Tabulator(runs_table(self.summaries), selectable="checkbox", disabled=True,
+                                               show_index=False, sizing_mode="stretch_width", height=320,
+                                               pagination=None, css_classes=["run-table"],
+                                               selection=[ids.index(r) for r in self.selected if r in ids])
+            self._table.param.watch(self._on_select, "selection")
+        return self._table
+
+    def _ids(self) -> list[str]:
+        return [s["run_id"] for s in self.summaries]
+
     def _on_select(self, event) -> None:
-        ids = list(self.table.value["run_id"])
+        ids = self._ids()
         self.selected = [ids[i] for i in event.new if i < len(ids)]
 
     def select(self, run_ids: list[str]) -> None:
-        ids = list(self.table.value["run_id"])
+        ids = self._ids()
         self.table.selection = [ids.index(r) for r in run_ids if r in ids]
 
     def chosen(self) -> list[dict]:

@@ -109,6 +109,7 @@ def cmd_serve(args) -> int:
     try:
         pn.serve({"/": lambda: session_app(args.runs_dir)}, address=args.address, port=args.port, show=args.show,
                  websocket_origin=origins, title="Lottery Ticket Explorer", threaded=False,
+                 extra_patterns=[cacheable_extensions()],
                  # gzip across a network (the page's 4.3 MB of scripts shrink to about a quarter); on this
                  # machine's loopback it would only cost the event loop ~0.1-0.2 s of CPU per fresh page
                  compress_response=args.allow_remote)
@@ -116,6 +117,27 @@ def cmd_serve(args) -> int:
         raise ConfigError("--port", args.port, f"cannot serve on {args.address}:{args.port} ({e.strerror}); "
                           "pick another port") from None
     return 0
+
+
+EXTENSION_CACHE_S = 24 * 3600  # Panel's unversioned bundles: cached a day, then revalidated (ETag)
+
+
+def cacheable_extensions() -> tuple:
+    """Bokeh's route for extension bundles (/static/extensions/...), with a Cache-Control on every file.
+
+    Panel links some of the page's bundles without a version argument (fast-components.js, 0.85 MB;
+    tabulator.min.js, 0.4 MB; luxon, es-module-shims...), and Tornado marks only `?v=` URLs cacheable: each
+    page load fetched them again. They change only with Panel, whose version the project pins. Routes given
+    to the server come before Bokeh's own, so this one serves the same files from the same folders."""
+    from bokeh.server.urls import toplevel_patterns
+
+    route, handler, kwargs = next(p for p in toplevel_patterns if p[0] == r"/static/extensions/(.*)")
+
+    class CacheableExtensions(handler):
+        def get_cache_time(self, path, modified, mime_type) -> int:
+            return super().get_cache_time(path, modified, mime_type) or EXTENSION_CACHE_S
+
+    return route, CacheableExtensions, kwargs
 
 
 def cmd_report(args) -> int:

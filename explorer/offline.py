@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import sys
 
-import holoviews as hv
 import panel as pn
 from bokeh.document import Document
 from bokeh.models import UIElement
 from bokeh.resources import INLINE
-from holoviews.core.dimension import LabelledData
 from panel.io.notebook import patch_inline_stylesheets
+
+# HoloViews is imported inside the functions that need it: the served app's first page draws no HoloViews
+# plot and does not import it (tests/test_first_page_modules.py).
 
 _notebook_ready = False  # setup_notebook() has run in this kernel
 
@@ -52,6 +53,9 @@ def setup_notebook(*extensions: str) -> None:
     plots and `ExplorerApp(...)` then render in JupyterLab 4 or Notebook 7 without reaching any CDN
     (checked by tests/test_jupyter_offline.py in a browser that blocks every request leaving 127.0.0.1).
     """
+    import holoviews as hv
+    from holoviews.core.dimension import LabelledData
+
     hv.extension.inline = True  # a later hv.extension("bokeh") call (the notebook's own) inlines too
     pn.extension(*extensions, inline=True)
     hv.extension("bokeh", inline=True, logo=False)
@@ -62,6 +66,8 @@ def setup_notebook(*extensions: str) -> None:
 
 def _show_through_panel(obj):
     """HoloViews' html+js display hook, drawn by Panel's notebook rendering (stylesheets inlined)."""
+    import holoviews as hv
+
     if "html" not in hv.Store.display_formats:
         return None  # the notebook asked HoloViews for png/svg instead
     return pn.panel(obj)._repr_mimebundle_()
@@ -72,6 +78,24 @@ class Fast(pn.theme.Fast):
 
     # Same class name as Panel's: Panel resolves a design's bundled files under its lower-cased class name
     _resources = {kind: files for kind, files in pn.theme.Fast._resources.items() if kind != "font"}
+
+    _modifiers: dict = {}  # (component type, theme type, served, isolated) -> Panel's modifiers for it
+
+    @classmethod
+    def _get_modifiers(cls, viewable, theme=None, isolated=True):
+        """Panel 1.9's, computed once per component type. Panel recomputes them for every model it renders
+        or updates, each time resolving the theme's two stylesheet paths (param Filename lookups: os.path
+        checks over search paths), about a third of the event loop's time when four pages render at once
+        (bench/load_sessions.py). They depend only on the component's type and the theme's (whose
+        stylesheets the explorer never changes), so the cache returns a copy of the first answer."""
+        from panel.io.state import state
+
+        served = bool(state.curdoc and state.curdoc.session_context) and not state._is_pyodide
+        key = (type(viewable), type(theme) if isinstance(theme, pn.theme.Theme) else theme, served, isolated)
+        if key not in cls._modifiers:
+            cls._modifiers[key] = super()._get_modifiers(viewable, theme, isolated)
+        modifiers, child_modifiers = cls._modifiers[key]
+        return dict(modifiers), child_modifiers
 
 
 def save_html(page: pn.viewable.Viewable, path, title: str) -> None:
@@ -105,6 +129,8 @@ def load_bokeh() -> None:
         if not _notebook_ready:
             setup_notebook()
     else:
+        import holoviews as hv
+
         hv.extension("bokeh", logo=False)
 
 

@@ -100,24 +100,3 @@ def early_stop_vs_density(summaries: list[dict]) -> hv.Element:
     """Iteration of minimum validation loss vs density: winning tickets learn faster."""
     return _by_density(summaries, "early_stop_iteration", "early-stop iteration",
                        "Early-stopping iteration vs density", False)
-
-
-CURVE_COLUMNS = ["iteration", "train_loss", "val_accuracy", "test_accuracy"]
-
-
-def learning_curve(data: list[dict] | None = None) -> hv.Overlay:
-    """Validation and test accuracy of the training in progress. Same structure with or without points,
-    so a DynamicMap fed by a Pipe can update it in place instead of rebuilding the plot."""
-    df = pd.DataFrame(data or [], columns=CURVE_COLUMNS)
-    acc = hv.Curve(df, "iteration", ("val_accuracy", "accuracy"), label="val accuracy").opts(
-        line_width=2, tools=["hover"])
-    test = hv.Curve(df, "iteration", ("test_accuracy", "accuracy"), label="test accuracy").opts(line_dash="dotted")
-    return (acc * test).opts(title="Live training: accuracy", ylim=(0, 1), legend_position="bottom_right",
-                             framewise=True, **COMMON)
-
-
-def loss_curve(data: list[dict] | None = None) -> hv.Curve:
-    """Mean training loss between evaluations of the training in progress."""
-    df = pd.DataFrame(data or [], columns=CURVE_COLUMNS)
-    return hv.Curve(df, "iteration", ("train_loss", "training loss")).opts(
-        title="Live training: loss", color="firebrick", framewise=True, tools=["hover"], **COMMON)

@@ -1,20 +1,24 @@
 """The app's run views, each a tab (explorer.tabs): live training curves, accuracy and early stopping vs
-density over the chosen runs, one run's masks, and the run browser. Light: JSON summaries, HoloViews.
+density over the chosen runs, one run's masks, and the run browser. Light: JSON summaries.
+
+The first page shows the Live tab, so this module imports neither HoloViews nor pandas (together about a
+second of the page's start-up, tests/test_first_page_modules.py): the live curves are plain Bokeh figures,
+and the other views import their HoloViews plots (explorer.plots) when first drawn.
 """
 from __future__ import annotations
 
 import time
 
-import holoviews as hv
 import numpy as np
 import panel as pn
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure
 
 from engine.store import RunStore
 
-from explorer import plots
-
 LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
 ENDED = ("completed", "cancelled", "failed")
+CURVE_COLUMNS = ["iteration", "train_loss", "val_accuracy", "test_accuracy"]
 
 
 class RunChoice:
@@ -78,32 +82,73 @@ class RunChoice:
 
 
 class LiveView(pn.viewable.Viewer):
-    """The launched run's learning and loss curves, streamed while it trains."""
+    """The launched run's accuracy and loss curves, streamed while it trains.
+
+    Two Bokeh figures over one ColumnDataSource: an update sends only the new points
+    (`ColumnDataSource.stream`, a few hundred bytes), no plot or model is rebuilt on the server, so the
+    event loop is not held while the run trains; a new training (level, variant) replaces the data.
+    """
 
     def __init__(self, app):
         super().__init__()
         self.app = app
-        # Live curves stream through a Pipe into DynamicMaps: Bokeh updates the data in place (tens of ms)
-        # instead of rebuilding the plot (hundreds of ms that would stall the event loop).
-        self.pipe = hv.streams.Pipe(data=[])
-        self.live = pn.pane.HoloViews(hv.DynamicMap(plots.learning_curve, streams=[self.pipe]),
-                                      sizing_mode="stretch_width", css_classes=["live-plot"])
-        self.loss = pn.pane.HoloViews(hv.DynamicMap(plots.loss_curve, streams=[self.pipe]),
-                                      sizing_mode="stretch_width", css_classes=["loss-plot"])
-        self._sent_key, self._sent_at = None, 0.0
+        self.source = ColumnDataSource({c: [] for c in CURVE_COLUMNS})
+        self.live = pn.pane.Bokeh(accuracy_figure(self.source), sizing_mode="stretch_width",
+                                  css_classes=["live-plot"])
+        self.loss = pn.pane.Bokeh(loss_figure(self.source), sizing_mode="stretch_width", css_classes=["loss-plot"])
+        self._training = None  # (session, level, variant) whose points the source holds
+        self._sent, self._sent_at = 0, 0.0  # how many of its points, and when they were last sent
 
     def poll(self) -> bool:
         s = self.app.launcher.session if self.app.launcher is not None else None
         if s is None:
             return False
-        key = (s.run_id, s.level, s.variant, len(s.curve))
-        if key != self._sent_key and (s.status in ENDED or time.monotonic() - self._sent_at >= LIVE_PERIOD_S):
-            self._sent_key, self._sent_at = key, time.monotonic()
-            self.pipe.send(list(s.curve))
+        training = (s, s.level, s.variant)
+        if training == self._training and len(s.curve) == self._sent:
+            return False
+        if s.status not in ENDED and time.monotonic() - self._sent_at < LIVE_PERIOD_S:
+            return False
+        self._sent_at = time.monotonic()
+        if training != self._training or len(s.curve) < self._sent:  # a new training: its points only
+            self.source.data = _columns(s.curve)
+        else:
+            self.source.stream(_columns(s.curve[self._sent:]))
+        self._training, self._sent = training, len(s.curve)
         return False
 
     def __panel__(self):
         return pn.Column(self.live, self.loss, sizing_mode="stretch_width")
+
+
+def _columns(points: list[dict]) -> dict[str, list]:
+    return {c: [p[c] for p in points] for c in CURVE_COLUMNS}
+
+
+def _live_figure(title: str, y_label: str, **opts):
+    fig = figure(title=title, height=320, sizing_mode="stretch_width", x_axis_label="iteration",
+                 y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save", **opts)
+    fig.toolbar.logo = None
+    return fig
+
+
+def accuracy_figure(source: ColumnDataSource):
+    """Validation (solid) and test (dotted) accuracy of the training in progress."""
+    fig = _live_figure("Live training: accuracy", "accuracy", y_range=(0, 1))
+    val = fig.line("iteration", "val_accuracy", source=source, line_width=2, legend_label="val accuracy")
+    fig.line("iteration", "test_accuracy", source=source, line_dash="dotted", color="#ff7f0e",
+             legend_label="test accuracy")
+    fig.add_tools(HoverTool(renderers=[val], tooltips=[("iteration", "@iteration"), ("val", "@val_accuracy{0.000}"),
+                                                       ("test", "@test_accuracy{0.000}")]))
+    fig.legend.location = "bottom_right"
+    return fig
+
+
+def loss_figure(source: ColumnDataSource):
+    """Mean training loss between evaluations of the training in progress."""
+    fig = _live_figure("Live training: loss", "training loss")
+    line = fig.line("iteration", "train_loss", source=source, color="firebrick", line_width=2)
+    fig.add_tools(HoverTool(renderers=[line], tooltips=[("iteration", "@iteration"), ("loss", "@train_loss{0.0000}")]))
+    return fig
 
 
 class AccuracyView(pn.viewable.Viewer):
@@ -115,6 +160,8 @@ class AccuracyView(pn.viewable.Viewer):
         self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
 
     def refresh(self) -> None:
+        from explorer import plots  # HoloViews: loaded when a plot of stored runs is first drawn
+
         self.plot.object = plots.accuracy_vs_density(self.app.browser.chosen())
 
     def __panel__(self):
@@ -129,6 +176,8 @@ class EarlyStopView(AccuracyView):
         self.plot.css_classes = ["early-stop-plot"]
 
     def refresh(self) -> None:
+        from explorer import plots
+
         self.plot.object = plots.early_stop_vs_density(self.app.browser.chosen())
 
 
@@ -143,6 +192,8 @@ class MasksView(pn.viewable.Viewer):
         self._masks: dict = {}  # finished levels never change: cached by (run, level, layer)
 
     def refresh(self) -> None:
+        from explorer import plots
+
         run_id, level, layer = self.app.choice.value
         self.density.object = plots.density_bars(self.app.choice.summary())
         mask = self._mask(run_id, level, layer) if None not in (run_id, level, layer) else None

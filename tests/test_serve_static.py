@@ -1,5 +1,5 @@
-"""`lottery serve` static files: cacheable always, gzip-compressed in remote mode (--allow-remote), where
-they cross a network; on localhost compressing would only cost the server CPU."""
+"""`lottery serve` static files: cacheable always (Panel's unversioned bundles too), gzip-compressed in remote
+mode (--allow-remote), where they cross a network; on localhost compressing would only cost the server CPU."""
 from __future__ import annotations
 
 import socket
@@ -29,19 +29,23 @@ def test_static_scripts_are_cacheable_and_compressed_in_remote_mode(tmp_path, re
     cmd = [sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(tmp_path / "runs"), "--port", str(port),
            "--address", "127.0.0.1"] + (["--allow-remote"] if remote else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/static/js/bokeh.min.js?v=1"  # versioned, as the page links it
+    base = f"http://127.0.0.1:{port}/static"
     try:
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             try:
-                headers = _headers(url)
+                versioned = _headers(f"{base}/js/bokeh.min.js?v=1")  # as the page links it
                 break
             except OSError:
                 assert time.monotonic() < deadline, "lottery serve did not answer within 90 s"
                 time.sleep(0.2)  # polling interval of the bounded start-up wait
+        # linked by the page without a version argument (Tornado alone gives these no Cache-Control)
+        unversioned = _headers(f"{base}/extensions/panel/bundled/datatabulator/tabulator-tables@6.4.0/dist/js/"
+                               "tabulator.min.js")
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    assert "max-age" in headers.get("cache-control", ""), headers
-    assert (headers.get("content-encoding") == "gzip") == remote, headers
+    for headers in (versioned, unversioned):
+        assert "max-age" in headers.get("cache-control", ""), headers
+        assert (headers.get("content-encoding") == "gzip") == remote, headers
