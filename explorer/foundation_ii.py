@@ -2,15 +2,17 @@
 
     panel = EmbeddingTicketsPanel("runs")   # in a notebook: displays inline; in the app: its own tab
 
-It reads what the engine stored: the "ks-lottery" record of every `ks-lottery` run (engine.methods.ks_lottery).
-Partial-LoRA is an experiment library (engine.methods.partial_lora.compare_rules), not a stored run method yet,
-so its plots are pure functions a notebook or bench feeds with compare_rules' rows:
+It reads what the engine stored: the "ks-lottery" record of every `ks-lottery` run (engine.methods.ks_lottery)
+and the "partial-lora" record of every `partial-lora` run (engine.methods.partial_lora). The plots are pure
+functions; the Partial-LoRA ones take rows {rule, rank, density, trainable, test_accuracy, layers} as
+`lora_rows(records)` makes them from stored records and engine.methods.partial_lora.compare_rules returns them
+(the notebook and the bench feed them directly):
 
     ks_tokens(record)        KS statistic of the top tokens by rank, selected tokens and the known set marked
     ks_curves(record)        per K: precision vs the known set, and share of the embedding gain recovered,
                              for KS and each baseline ranking
-    lora_ratios(rows)        the subspace rule's per-layer ratio bars
-    lora_accuracy(rows)      accuracy vs trainable adapter entries per masking rule
+    lora_ratios(rows)        per-layer ratio bars, one group per masking rule
+    lora_accuracy(rows)      accuracy vs trainable adapter entries per masking rule (dense LoRA included)
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import panel as pn
 
 from explorer.plots import COMMON, _empty
 
-RECORD = "ks-lottery"  # the engine's record name (engine.methods.ks_lottery.RECORD; not imported: no torch here)
+RECORD = "ks-lottery"  # the engine's record names (engine.methods.ks_lottery.RECORD and partial_lora.RECORD;
+LORA_RECORD = "partial-lora"  # not imported: no torch here)
 RANKINGS = ("ticket", "random-tokens", "frequent-tokens", "l2-change")
 SHOWN = 200
 
@@ -60,27 +63,51 @@ def ks_curves(record: dict | None) -> hv.Layout | hv.Element:
     return (precision + recovered).cols(2)
 
 
+def lora_rows(records: dict[str, dict]) -> list[dict]:
+    """{run id: partial-lora record} -> rows: each run's ticket, and its dense LoRA reference when it trained one."""
+    rows = []
+    for run_id, r in records.items():
+        rows.append({"run_id": run_id, "rule": r["rule"], "rank": r["rank"], "density": r["adapter_density"],
+                     "trainable": r["trainable"], "test_accuracy": r["test_accuracy"],
+                     "layers": {layer: v["ratio"] for layer, v in r["layers"].items()}})
+        if r.get("dense_lora_test_accuracy") is not None:
+            rows.append({"run_id": run_id, "rule": "dense", "rank": r["rank"], "density": 1.0,
+                         "trainable": r["dense_lora_trainable"], "test_accuracy": r["dense_lora_test_accuracy"]})
+    return rows
+
+
+def _short(layer: str) -> str:
+    return layer.replace("bert.encoder.layer.", "").replace(".weight", "").replace("attention.", "")
+
+
 def lora_ratios(rows: list[dict]) -> hv.Element:
-    title = "Partial-LoRA: per-layer ratio (subspace rule)"
-    layers = next((r["layers"] for r in rows if r.get("rule") == "random-subspace"), None)
-    if not layers:
-        return _empty(title, "no Partial-LoRA rows")
-    bars = [(n.replace("bert.encoder.", "").replace(".weight", ""), v) for n, v in layers.items()]
-    return hv.Bars(bars, "layer", "ratio").opts(xrotation=60, title=title, tools=["hover"], **COMMON)
+    """Per-layer ratio bars of the masked rows (the first row of each rule and density)."""
+    title = "Partial-LoRA: per-layer ratio of adapter entries that train"
+    seen, bars = set(), []
+    for r in rows:
+        key = (r["rule"], round(r.get("density", 1.0), 4))
+        if r.get("layers") and key not in seen:
+            seen.add(key)
+            bars += [(_short(layer), f"{r['rule']} @ {key[1]:g}", v) for layer, v in r["layers"].items()]
+    if not bars:
+        return _empty(title, "run --method partial-lora on a text task (e.g. pydoc-topics)")
+    return hv.Bars(bars, ["layer", "rule"], "ratio").opts(xrotation=60, title=title, tools=["hover"],
+                                                          multi_level=False, **COMMON)
 
 
 def lora_accuracy(rows: list[dict]) -> hv.Element:
-    title = "Partial-LoRA: accuracy vs trainable adapter entries"
+    title = "Partial-LoRA: test accuracy vs trainable adapter entries"
     if not rows:
-        return _empty(title, "no Partial-LoRA rows")
-    pts = [(r["trainable"], r["test_accuracy"], r["rule"]) for r in rows]
-    return hv.Scatter(pts, "trainable entries", ["test accuracy", "rule"]).opts(
+        return _empty(title, "no Partial-LoRA runs")
+    pts = [(r["trainable"], r["test_accuracy"], r["rule"], r["rank"]) for r in rows]
+    return hv.Scatter(pts, "trainable entries", ["test accuracy", "rule", "rank"]).opts(
         color="rule", cmap="Category10", size=9, logx=True, tools=["hover"], title=title,
         legend_position="bottom_right", **COMMON)
 
 
 class EmbeddingTicketsPanel(pn.viewable.Viewer):
-    """A ks-lottery run chosen from the store: its token ranking and its per-K curves."""
+    """A ks-lottery run chosen from the store (its token ranking and per-K curves), and the partial-lora runs:
+    the chosen one's per-layer ratios, every run's accuracy vs trainable adapter entries."""
 
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
@@ -90,7 +117,12 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         self.curves_pane = pn.pane.HoloViews(ks_curves(None), sizing_mode="stretch_width")
         self.text = pn.pane.Markdown("")
         self._records: dict[str, dict] = {}
+        self.lora_run = pn.widgets.Select(label="partial-lora run", options=[])
+        self.lora_rows: list[dict] = []
+        self.ratios_pane = pn.pane.HoloViews(lora_ratios([]), sizing_mode="stretch_width")
+        self.lora_pane = pn.pane.HoloViews(lora_accuracy([]), sizing_mode="stretch_width")
         self.run.param.watch(lambda e: self._draw(), "value")
+        self.lora_run.param.watch(lambda e: self._draw_lora(), "value")
         self.refresh()
 
     @classmethod
@@ -101,17 +133,29 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         import engine
         from engine.store import RunStore
 
-        self._records = {}
+        self._records, lora = {}, {}
         for s in engine.list_runs(self.runs_dir):
             if s.get("status") == "unreadable":
                 continue
-            record = RunStore(self.runs_dir, s["run_id"]).analyses().get(RECORD)
-            if record:
-                self._records[s["run_id"]] = record
+            analyses = RunStore(self.runs_dir, s["run_id"]).analyses()
+            if analyses.get(RECORD):
+                self._records[s["run_id"]] = analyses[RECORD]
+            if analyses.get(LORA_RECORD):
+                lora[s["run_id"]] = analyses[LORA_RECORD]
         keep = self.run.value
         self.run.options = sorted(self._records)
         self.run.value = keep if keep in self._records else next(iter(self.run.options), None)
         self._draw()
+        self.lora_rows = lora_rows(lora)
+        keep = self.lora_run.value
+        self.lora_run.options = sorted(lora)
+        self.lora_run.value = keep if keep in lora else next(iter(self.lora_run.options), None)
+        self._draw_lora()
+
+    def _draw_lora(self):
+        chosen = [r for r in self.lora_rows if r["run_id"] == self.lora_run.value and r["rule"] != "dense"]
+        self.ratios_pane.object = lora_ratios(chosen)
+        self.lora_pane.object = lora_accuracy(self.lora_rows)
 
     def _draw(self):
         record = self._records.get(self.run.value)
@@ -133,4 +177,9 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
             pn.pane.Markdown("KS-Lottery (Yuan et al. 2024): tokens ranked by a two-sample KS test between their "
                              "embedding before and after an embedding-only fine-tune; the top K re-tuned alone, "
                              "beside random, most frequent and largest-L2-change tokens."),
-            self.run, self.text, self.tokens_pane, self.curves_pane, sizing_mode="stretch_width")
+            self.run, self.text, self.tokens_pane, self.curves_pane,
+            pn.pane.Markdown("Partial-LoRA (Damirchi et al. 2025): LoRA adapters on the frozen encoder, masked at "
+                             "per-layer ratios (from the pre-trained weights' task subspaces, or uniform); random "
+                             "or magnitude entries at the same budget, beside dense LoRA. Every stored "
+                             "partial-lora run is one point per rule; the chosen run's ratios as bars."),
+            self.lora_run, self.ratios_pane, self.lora_pane, sizing_mode="stretch_width")

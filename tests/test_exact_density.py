@@ -66,6 +66,7 @@ COUNTED_ELSEWHERE = {
     "transfer": "tests/test_transformer.py::test_transfer_fine_tunes_another_runs_ticket",
     "lota": "tests/test_lota.py::test_mask_is_the_exact_top_of_the_task_vector",
     "ks-lottery": "tests/test_ks_lottery.py::test_run_retunes_only_the_selected_rows",
+    "partial-lora": "tests/test_partial_lora.py::test_method_stores_an_exact_masked_adapter_merged_into_the_base",
 }
 
 
