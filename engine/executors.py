@@ -14,6 +14,12 @@ its config, so a task that runs twice (a worker killed mid-run and its task retr
 folder: the store's lock is taken over from the dead process, finished levels are reused, and every file is
 written atomically, so nothing is duplicated or half-written.
 
+Retries: Dask's scheduler reschedules the task of a worker that died (up to its `allowed-failures`, 3 by
+default, then the task fails with KilledWorker). A process pool cannot: one dead worker breaks the whole
+`ProcessPoolExecutor` (every pending future fails with BrokenProcessPool and the other workers are
+terminated), so `run_all` starts a fresh pool and resubmits every run not yet finished, up to the same
+`RETRIES` times; the runs the broken pool interrupted resume from the store.
+
 Progress: workers send each run's events through a queue (a multiprocessing manager's, or a
 `distributed.Queue`) that this process drains into `on_event`. Cancel: queued tasks are cancelled; running
 ones see a shared flag (a manager Event, or a `distributed.Event`), stop after their current step and store
@@ -31,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from .errors import LotteryError
 
 EXECUTORS = ("local", "processes", "dask")
+RETRIES = 3  # fresh process pools after a worker died (Dask's distributed.scheduler.allowed-failures default)
 
 
 class _Flag:
@@ -80,18 +87,18 @@ def _set_threads(n: int) -> None:
 
 @contextlib.contextmanager
 def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
-    """(executor, event queue, shared cancel flag, how tasks are handed the two) for `executor`; everything is
-    shut down on exit."""
+    """(make_pool, event queue, shared cancel flag, how tasks are handed the two) for `executor`; every
+    `make_pool()` is an executor the caller shuts down, the rest is shut down on exit."""
     if executor == "processes":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")  # torch and threads do not survive fork
         threads = max(1, (os.cpu_count() or 1) // workers)  # the cores shared out, as Dask's nanny does
-        with context.Manager() as manager, \
-                ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+        with context.Manager() as manager:
             events, flag = manager.Queue(), manager.Event()
-            yield pool, events, flag, (events, flag)
+            yield (lambda: ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads,
+                                               initargs=(threads,))), events, flag, (events, flag)
         return
     try:
         import distributed
@@ -111,11 +118,8 @@ def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
             on_dashboard(client.dashboard_link)
         name = f"lottery-{uuid.uuid4().hex}"
         events, flag = distributed.Queue(f"{name}-events", client=client), distributed.Event(f"{name}-cancel", client)
-        pool = client.get_executor(pure=False)  # same config twice is still two tasks (a retry resumes it)
-        try:
-            yield pool, events, flag, (events.name, flag.name)  # tasks open them by name (see _shared)
-        finally:
-            pool.shutdown(wait=False)
+        # same config twice is still two tasks (a retry resumes it); tasks open the queue and flag by name
+        yield (lambda: client.get_executor(pure=False)), events, flag, (events.name, flag.name)
 
 
 def _drain(events, on_event) -> None:
@@ -147,36 +151,68 @@ def run_all(configs: list, runs_dir, *, executor: str = "local", workers: int = 
             if summaries[-1]["status"] != "completed":
                 break
         return summaries
-    with _pool(executor, workers, scheduler, on_dashboard) as (pool, events, flag, for_tasks):
-        futures = [pool.submit(run_task, c, str(runs_dir), *for_tasks) for c in configs]
-        pending, cancelled = set(futures), False
-        try:
-            while pending:
-                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(events, on_event)
-                if not cancelled and cancel is not None and cancel.is_set():
-                    cancelled = True
-                    flag.set()  # running tasks stop after their current step
-                    for f in pending:
-                        f.cancel()  # queued ones never start
-                failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-                if failed is not None:
-                    flag.set()
-                    for f in pending:
-                        f.cancel()
-                    raise failed.exception()
-        except KeyboardInterrupt:
-            flag.set()
-            for f in pending:
-                f.cancel()
-            wait([f for f in pending if not f.cancelled()], timeout=60)  # let running runs store themselves
-            raise
+    with _pool(executor, workers, scheduler, on_dashboard) as (make_pool, events, flag, for_tasks):
+        results: dict[int, object] = {}  # config index -> its finished future
+        for _ in range(RETRIES + 1):
+            todo = [i for i in range(len(configs)) if i not in results]
+            pool = make_pool()
+            try:
+                futures = {pool.submit(run_task, configs[i], str(runs_dir), *for_tasks): i for i in todo}
+                broken = _wait(futures, events, flag, on_event, cancel)
+            finally:  # a process pool is waited for (its runs store themselves); Dask's cancels what is left
+                pool.shutdown(wait=executor == "processes")
+            results.update({i: f for f, i in futures.items() if f.done() and not _broke(f)})
+            if not broken or (cancel is not None and cancel.is_set()):
+                break
+        else:
+            running = sorted({configs[i].run_id for f, i in futures.items() if _broke(f)})
+            raise LotteryError(f"a worker process died mid-run {RETRIES + 1} times (killed, or out of memory?) "
+                               f"while training {', '.join(running)}; finished runs are stored, run the same "
+                               "sweep again to resume")
         _drain(events, on_event)
     summaries = []
-    for f in futures:
-        if f.cancelled():
+    for i in range(len(configs)):
+        f = results.get(i)
+        if f is None or f.cancelled():
             break
         summaries.append(f.result())
         if summaries[-1]["status"] != "completed":
             break
     return summaries
+
+
+def _broke(future) -> bool:
+    """Whether `future` failed because its process pool broke (a worker died), not because of its run."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    return future.done() and not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+
+def _wait(futures: dict, events, flag, on_event, cancel) -> bool:
+    """Wait for every future, streaming events and passing on a cancel; raise the first run's error. True when
+    a worker died and broke the pool (its unfinished runs are to be resubmitted to a fresh one)."""
+    pending = set(futures)
+    try:
+        while pending:
+            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(events, on_event)
+            if cancel is not None and cancel.is_set() and not flag.is_set():
+                flag.set()  # running tasks stop after their current step
+                for f in pending:
+                    f.cancel()  # queued ones never start
+            if any(_broke(f) for f in futures):
+                wait(pending, timeout=60)  # the pool fails the rest at once
+                return True
+            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+            if failed is not None:
+                flag.set()
+                for f in pending:
+                    f.cancel()
+                raise failed.exception()
+    except KeyboardInterrupt:
+        flag.set()
+        for f in pending:
+            f.cancel()
+        wait([f for f in pending if not f.cancelled()], timeout=60)  # let running runs store themselves
+        raise
+    return False

@@ -61,21 +61,51 @@ def test_process_pool_cancel_stops_queued_and_running_runs(tmp_path):
     assert compare(base, ["snip", "random"], [0.5], 2, runs_dir=tmp_path)["status"] == "completed"  # resumes
 
 
+def _kill_the_first_worker_training(runs_dir, killed: list) -> None:
+    """From a thread (the sweep runs in this one): SIGKILL the process whose lock holds the first run that
+    has started training; its folder's name goes to `killed`."""
+    lock = wait_until(lambda: next((p for p in runs_dir.glob("*/.lock") if (p.parent / "metrics.jsonl").exists()),
+                                   None), timeout=400, what="a run training")
+    pid = int(lock.read_text())
+    if pid != os.getpid():
+        os.kill(pid, signal.SIGKILL)
+        killed.append(lock.parent.name)
+
+
+def test_process_pool_sweep_survives_a_killed_worker(tmp_path):
+    """A dead worker breaks a ProcessPoolExecutor: run_all starts a fresh pool and resubmits what is unfinished."""
+    base = tiny(**{"train.epochs": 3})
+    killed, events = [], []
+    threading.Thread(target=_kill_the_first_worker_training, args=(tmp_path, killed), daemon=True).start()
+    result = compare(base, ["imp", "snip"], [0.5], 2, runs_dir=tmp_path, executor="processes", workers=2,
+                     on_event=events.append)
+    assert result["status"] == "completed" and len(result["rows"]) == 2
+    assert killed
+    assert sum(isinstance(e, ev.RunStarted) and e.run_id == killed[0] for e in events) == 2  # retried once
+    _assert_store_clean(tmp_path, 4)
+
+
+def _die(*args):
+    """A task whose worker process dies every time (as one killed for memory would)."""
+    os._exit(1)
+
+
+def test_process_pool_gives_up_after_the_retries_in_one_line(tmp_path, monkeypatch):
+    from engine import executors
+    from engine.errors import LotteryError
+
+    monkeypatch.setattr(executors, "run_task", _die)  # pickled by name: the workers import this module
+    monkeypatch.setattr(executors, "RETRIES", 1)  # each fresh pool spawns a process that imports torch
+    with pytest.raises(LotteryError, match="died mid-run 2 times"):
+        executors.run_all([tiny()], tmp_path, executor="processes", workers=1)
+    assert not list(tmp_path.iterdir())
+
+
 def test_dask_sweep_survives_a_killed_worker(tmp_path):
     pytest.importorskip("distributed")
     base = tiny(**{"train.epochs": 3})
     killed = []
-
-    def kill_the_first_worker_training():  # from a thread: the sweep and its LocalCluster run in this one
-        lock = wait_until(lambda: next((p for p in tmp_path.glob("*/.lock")
-                                        if (p.parent / "metrics.jsonl").exists()), None), timeout=400,
-                          what="a run training")
-        pid = int(lock.read_text())
-        if pid != os.getpid():
-            os.kill(pid, signal.SIGKILL)
-            killed.append(lock.parent.name)
-
-    threading.Thread(target=kill_the_first_worker_training, daemon=True).start()
+    threading.Thread(target=_kill_the_first_worker_training, args=(tmp_path, killed), daemon=True).start()
     events, links = [], []
     result = compare(base, ["imp", "snip"], [0.5], 2, runs_dir=tmp_path, executor="dask", workers=2,
                      on_dashboard=links.append, on_event=events.append)
