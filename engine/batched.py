@@ -67,6 +67,9 @@ from .masks import Mask
 from .seeding import generator
 from .trainer import TrainResult, lr_at, make_optimizer, steps_per_epoch
 
+# the layers of the registry's models (mlp, lenet300, conv2/4/6, resnet20): what `--batched auto` batches
+VMAP_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
+               nn.Identity)
 EVAL_ELEMENTS = 1 << 14    # members x examples per evaluation chunk: bounds the activations held at once
 
 
@@ -112,6 +115,26 @@ def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
     if is_bayesian(model):
         raise Unsupported("Bayesian layers sample their weights and add a KL penalty per member; train them one "
                           "by one with engine.trainer")
+
+
+def auto_reason(model: nn.Module, data: Dataset) -> str | None:
+    """Why `--batched auto` trains members of `model` one at a time on `data`'s device (None: it batches them).
+
+    Batched only where it is supported and measured faster (bench/batched_speed.py, 2-core CPU): chains of
+    Linear layers (grouped bmm: a lenet300 level with 2 controls about 2x). Convolutions go through vmap, which
+    on CPU measured no faster than one at a time (conv4, 0.9-1.0x), so there auto keeps them one by one. On
+    CUDA every supported model batches: one stacked kernel instead of K small launches (not measured here:
+    no CUDA machine)."""
+    try:
+        check_batchable(model, data)
+    except Unsupported as e:
+        return str(e)
+    other = {type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, VMAP_LAYERS)}
+    if other:  # e.g. a transformer's embeddings, dropout (random per call), a user's own layers
+        return f"layers the batched trainer has not been tested on: {', '.join(sorted(other))}"
+    if data.train.y.device.type == "cpu" and _linear_chain(model) is None:
+        return "on CPU only chains of Linear layers train faster batched (vmap over convolutions measured ~1x)"
+    return None
 
 
 def _forward(model: nn.Module):

@@ -147,15 +147,16 @@ def parse_nm(text: str, field: str = "prune.nm") -> tuple[int, int]:
 def _dataset(value: str, path: str) -> None:
     if not value:
         raise ConfigError(path, value, "must be a non-empty string")
-    if value.startswith(("npz:", "text:")):
+    if value.startswith(("npz:", "text:", "hf:")):
         if not value.partition(":")[2]:
-            raise ConfigError(path, value, "needs a path, e.g. npz:my_data.npz or text:my_texts.jsonl")
+            raise ConfigError(path, value, "needs a path or hub name, e.g. npz:my_data.npz, text:my_texts.jsonl "
+                              "or hf:NAME")
     else:
         _choice(path, value, dataset_choices())
 
 
 def dataset_choices() -> list[str]:
-    return DATASETS.names() + ["npz:PATH", "text:PATH"]
+    return DATASETS.names() + ["npz:PATH", "text:PATH", "hf:NAME"]
 
 
 def _model(value: str, path: str) -> None:
@@ -185,13 +186,15 @@ def _non_empty(value: str, path: str) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = option("digits", "dataset: a registered name, npz:PATH with x_train, y_train, "
-                          "x_test, y_test arrays, or text:PATH (.jsonl/.npz of your texts and labels)", check=_dataset)
+                          "x_test, y_test arrays, text:PATH (.jsonl/.npz of your texts and labels) or hf:NAME "
+                          "(a hub text dataset, with --download)", check=_dataset)
     val_fraction: float = option(0.1, "fraction of the training set held out for validation "
                                  "(early stopping and selection; test is never used for selection)",
                                  lo=0, hi=0.5, lo_open=True, hi_open=True)
     data_dir: str = option("~/.cache/lottery-explorer/data", "where torchvision datasets are stored",
                            hashed=False, check=_non_empty)
-    download: bool = option(False, "allow downloading torchvision datasets (needs network)", hashed=False)
+    download: bool = option(False, "allow downloading torchvision datasets and hf:NAME hub text datasets (needs "
+                            "network)", hashed=False)
     # text datasets (engine.text): token ids of this tokenizer, padded to max_length
     tokenizer: str = option("minilm", "text datasets: the tokenizer (minilm, or hf:PATH_OR_ID: the same as --model)",
                             check=_tokenizer)
@@ -248,6 +251,13 @@ class TrainConfig:
                               choices=["constant", "cosine", "step"])
     warmup: int = option(0, "linear learning-rate warm-up, in iterations", lo=0)
     eval_every: int = option(0, "evaluate every N iterations (0: once per epoch)", lo=0)
+    # how, not what: batched members end where each would alone (to float rounding), so not in the run id
+    batched: str = option("auto", "train a level's ticket and its controls (and lottery compare's seeds of a cell) "
+                          "as one batched computation (engine.batched): auto where measured faster and supported, "
+                          "off: one after another", choices=["auto", "off"], hashed=False)
+    amp: str = option("off", "automatic mixed precision: bf16 runs each step's forward and loss under "
+                      "torch.autocast in bfloat16 (meant for CUDA; works on CPU, rarely faster there); weights, "
+                      "gradients, optimizer state and evaluation stay float32", choices=["off", "bf16"])
 
     def __post_init__(self):
         validate(self, "train.")

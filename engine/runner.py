@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import batched
 from . import data as data_mod
 from . import events as ev
 from . import masks as M
@@ -102,13 +103,62 @@ class RunContext:
 
         `search` (see MaskSearch) changes the ticket's mask while it trains (dynamic sparse training,
         strong tickets); the mask stored, and given to the controls, is the final one."""
+        controls = trained_controls(self.config) if level > 0 else ()
+        if controls and search is None and self.config.train.batched == "auto":
+            # the ticket's mask is known before it trains: the controls can train beside it (a search's final
+            # mask is not, and it changes the ticket's mask every step: those train one after another)
+            stored = self.store.level_record("ticket", level) is not None
+            ticket_mask = self.store.load_mask("ticket", level, self.device) if stored else mask
+            plan = [("ticket", mask, start, start_step)] + [
+                (name, *CONTROLS.get(name, "prune.controls")(self, level, ticket_mask, start, start_step))
+                for name in controls]
+            trained = self.train_together(level, plan)
+            return trained["ticket"]
         ticket = self.train_variant("ticket", level, mask, start, start_step, search=search)
-        if level > 0:
-            for name in trained_controls(self.config):
-                c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
-                                                                                 start_step)
-                self.train_variant(name, level, c_mask, c_start, c_step)
+        for name in controls:
+            c_mask, c_start, c_step = CONTROLS.get(name, "prune.controls")(self, level, ticket.mask, start,
+                                                                             start_step)
+            self.train_variant(name, level, c_mask, c_start, c_step)
         return ticket
+
+    def train_together(self, level: int, plan: list[tuple]) -> dict[str, Trained]:
+        """Train the variants of `plan` [(variant, mask, start, start step)] of one level (reusing stored ones)
+        as one batched computation (engine.batched) when `--batched auto` finds that faster, else one by one.
+
+        Each ends as it would alone (its own mask, init, data-order seed, start step; to float rounding) and is
+        stored, with its events and metrics rows, in plan order as if trained one after another: the first
+        variant's evaluations stream live, the others' are replayed once the batch is done."""
+        todo = [p for p in plan if self.store.level_record(p[0], level) is None]
+        reason = "fewer than two trainings" if len(todo) < 2 else batched.auto_reason(self.model_with(plan[0][2]),
+                                                                                       self.data)
+        if reason is not None:
+            return {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan}
+        done = {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan
+                if all(v != t[0] for t in todo)}  # stored ones: reused (and announced) first, as one by one would
+        rid, first = self.store.run_id, todo[0][0]
+        replay: dict[str, list] = {v: [] for v, *_ in todo}
+
+        def on_eval(i, point):
+            if todo[i][0] == first:
+                self._evaluated(level, first, point)
+            else:
+                replay[todo[i][0]].append(point)
+
+        members = [batched.Member(start, mask, derive_seed(self.config.seed, "train", v, level), step)
+                   for v, mask, start, step in todo]
+        self.emit(ev.TrainingStarted(rid, level, first, M.density(todo[0][1]), todo[0][3], self.total_steps))
+        out = batched.train_batched(self.model_with(plan[0][2]), self.data, self.config.train, members,
+                                    on_eval=on_eval, cancel=self.cancel)
+        keys = list(plan[0][2])  # the state dict's order, as model.state_dict() gives it
+        for i, (v, mask, start, step) in enumerate(todo):
+            if v != first:
+                self.emit(ev.TrainingStarted(rid, level, v, M.density(mask), step, self.total_steps))
+                for point in replay[v]:
+                    self._evaluated(level, v, point)
+            result = out.results[i]
+            result.seconds /= len(todo)  # each member's share of the batch's time
+            done[v] = self._save(v, level, mask, {k: out.weights[k][i].clone() for k in keys}, result, step)
+        return done
 
     # ------------------------------------------------------------ one training, stored (or reused)
     def train_variant(self, variant: str, level: int, mask: M.Mask, start, start_step: int, *,
@@ -124,12 +174,9 @@ class RunContext:
             M.apply(model, mask)
         self.emit(ev.TrainingStarted(self.store.run_id, level, variant, M.density(mask), start_step,
                                      self.total_steps))
-        rid = self.store.run_id
 
         def on_eval(point):
-            self.store.append_metrics({"type": "eval", "level": level, "variant": variant, **point})
-            self.emit(ev.Evaluated(rid, level, variant, point["iteration"], point["epoch"], point["train_loss"],
-                                   point["val_loss"], point["val_accuracy"], point["test_accuracy"]))
+            self._evaluated(level, variant, point)
 
         on_step = None
         rewind_k = self.config.prune.rewind_point.iteration
@@ -146,7 +193,19 @@ class RunContext:
                                on_step=on_step, on_eval=on_eval, cancel=self.cancel, on_optimizer=on_optimizer)
         if search is not None:
             mask = search.finish(model)
-        weights = {k: v.detach() for k, v in model.state_dict().items()}
+        return self._save(variant, level, mask, {k: v.detach() for k, v in model.state_dict().items()}, result,
+                          start_step)
+
+    def _evaluated(self, level: int, variant: str, point: dict) -> None:
+        """One evaluation of a training: a metrics row and an event."""
+        self.store.append_metrics({"type": "eval", "level": level, "variant": variant, **point})
+        self.emit(ev.Evaluated(self.store.run_id, level, variant, point["iteration"], point["epoch"],
+                               point["train_loss"], point["val_loss"], point["val_accuracy"], point["test_accuracy"]))
+
+    def _save(self, variant: str, level: int, mask: M.Mask, weights: dict[str, torch.Tensor],
+              result: trainer.TrainResult, start_step: int) -> Trained:
+        """Store a finished training (its record last: it marks the level complete), then announce it."""
+        rid = self.store.run_id
         density = M.density(mask)
         record = {
             "level": level, "variant": variant, "density": density, "sparsity": 1 - density,

@@ -453,10 +453,12 @@ ANALYSES.register("zoo-barrier", "barriers between zoo members, naive and after 
 
 # ---------------------------------------------------------------- `lottery zoo`
 def config_settings():
-    """The run settings a zoo takes: model, data, training, seed and device (no pruning)."""
+    """The run settings a zoo takes: model, data, training, seed and device (no pruning; no --batched: a zoo
+    always trains batched)."""
     from .settings import run_settings
 
-    return [s for s in run_settings() if s.path.split(".")[0] in ("model", "data", "train", "seed", "device")]
+    return [s for s in run_settings() if s.path.split(".")[0] in ("model", "data", "train", "seed", "device")
+            and s.path != "train.batched"]
 
 
 def add_command(sub, common) -> None:
