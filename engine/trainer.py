@@ -5,9 +5,14 @@ function of (seed, step) and late rewinding can continue from step k), forward, 
 gradients of pruned weights, step. Zeroing the gradients is enough to keep pruned weights at exactly 0
 with no optimizer state: SGD's momentum and Adam's moments start at 0 and only ever see 0 there, and
 (coupled) weight decay of a zero weight is zero. Tests check this invariant after every step.
+
+On a GPU the step loop never waits for the device: the data, masks and optimizer state live there, the
+running loss is summed there and read only at evaluations (tests/test_device.py runs the loop on PyTorch's
+"meta" device, where any host sync or CPU tensor in a step fails the test).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +28,20 @@ from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled
 from .masks import Mask
 from .seeding import generator
+
+
+AMP_DEVICES = ("cuda", "cpu")  # where torch.autocast runs bfloat16
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """The context a training step's forward and loss run in: torch.autocast in bfloat16 for `--amp bf16`
+    (matmuls and convolutions in bf16, reductions such as the loss in float32), else nothing."""
+    if cfg.amp == "off":
+        return contextlib.nullcontext()
+    if device.type not in AMP_DEVICES:
+        raise ConfigError("train.amp", cfg.amp, f"runs on {' or '.join(AMP_DEVICES)}, not on {device.type}: "
+                          "use --amp off")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
@@ -123,7 +142,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     total = cfg.epochs * per_epoch
     eval_every = cfg.eval_every or per_epoch
     params = dict(model.named_parameters())
-    masked = [(params[n], m.to(params[n].dtype)) for n, m in (mask or {}).items() if not bool(m.all())]
+    # read once here (a host sync per mask, before the first step); moved to the weights' device once
+    masked = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in (mask or {}).items()
+              if not bool(m.all())]
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     opt = make_optimizer(model.parameters(), cfg)
@@ -133,6 +154,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     if on_optimizer is not None:
         on_optimizer(opt)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
+    amp = autocast(cfg, y.device)
 
     model.train()
     curve: list[dict] = []
@@ -143,7 +165,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     t0 = time.perf_counter()
     for step in range(start_step, total):
         epoch, b = divmod(step, per_epoch)
-        if perm is None or b == 0:
+        if perm is None or b == 0:  # a CPU generator (the same order on every device), copied once an epoch
             perm = torch.randperm(len(y), generator=generator(seed, "order", epoch)).to(y.device)
         idx = perm[b * bs:(b + 1) * bs]
         if schedule:
@@ -151,7 +173,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_ratio"]
 
-        loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
+        with amp:
+            loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
         opt.zero_grad(set_to_none=True)
         (loss if penalty is None else loss + penalty()).backward()
         if masked:
