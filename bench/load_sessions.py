@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     log = open(root / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, __file__, "--serve-child", str(port), str(runs), str(stats)],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    out = {"pages": args.pages, "epochs": args.epochs, "levels": args.levels, "cpus": os.cpu_count()}
+    out = {"pages": args.pages, "epochs": args.epochs, "levels": args.levels, "cpus": os.cpu_count(),
+           "load_avg_1min": round(os.getloadavg()[0], 1)}  # above the cores: other work shares them
     ids: list[str] = []
     try:
         wait_for_server(port, proc)
@@ -233,7 +234,8 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=1))
     else:
         mark = "ok" if out["max_stall_ms"] < STALL_TARGET_MS else "MISSED"
-        print(f"{args.pages} sessions launching different runs at once (cpus {out['cpus']}; epochs {args.epochs}, "
+        print(f"{args.pages} sessions launching different runs at once (cpus {out['cpus']}, load average "
+              f"{out['load_avg_1min']} at start; epochs {args.epochs}, "
               f"levels {args.levels}; figures from a shared machine are noisy)")
         print(f"  launches clicked within      {out['launch_spread_s']:7.2f} s")
         print(f"  runs finished                {out['finished']}/{args.pages} after {out['all_finished_s']} s")

@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     log = open(root / "serve.log", "wb")
     out: dict = {"epochs": args.epochs, "levels": args.levels, "server_threads": env.get("OMP_NUM_THREADS",
                                                                                           "default"),
-                 "cpus": os.cpu_count(), "busy_core": args.busy_core}
+                 "cpus": os.cpu_count(), "busy_core": args.busy_core,
+                 "load_avg_1min": round(os.getloadavg()[0], 1)}  # above the cores: other work shares them
     proc = busy = lines = None
     if args.busy_core:  # one core kept busy by another process, as when something else runs
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -324,8 +325,8 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=1))
         return 0
     mark = lambda ok: "ok" if ok else "MISSED"  # noqa: E731
-    print(f"lottery serve latency  (cpus {out['cpus']}, server OMP threads {out['server_threads']}, "
-          f"run: epochs {args.epochs}, levels {args.levels})")
+    print(f"lottery serve latency  (cpus {out['cpus']}, load average {out['load_avg_1min']} at start, server OMP "
+          f"threads {out['server_threads']}, run: epochs {args.epochs}, levels {args.levels})")
     prof, pg = out["import_profile"], out["page"]
     print("  profile of the first page (process start -> first canvas):")
     print(f"    interpreter start-up       {prof['interpreter_s']:7.2f} s   (python -c pass)")

@@ -199,9 +199,10 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", design=offline.Fast, main=[pn.pane.Alert(
             f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
-    if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page has loaded
+    if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page is out
         engine_import.current.pages += 1
-        pn.state.onload(engine_import.current.start)
+        # next tick: after this session's page is built and sent, while the browser loads its scripts
+        pn.state.curdoc.add_next_tick_callback(engine_import.current.start)
     pn.state.on_session_destroyed(lambda ctx: app.stop())
     return app.template()
 

@@ -41,6 +41,10 @@ class LaunchPanel(pn.viewable.Viewer):
                                        css_classes=["run-status"], sizing_mode="stretch_width")
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["run-error"],
                                    sizing_mode="stretch_width")
+        # The settings beyond PRIMARY (about fifty) go into their card when it is first opened: rendered
+        # collapsed, they were most of the launch panel's models, sent to every page that never opens it.
+        self.more = pn.Card(title="More settings", collapsed=True, sizing_mode="stretch_width")
+        self.more.param.watch(lambda e: self._fill_more(), "collapsed")
 
     # ------------------------------------------------------------ actions
     def values(self) -> dict:
@@ -103,11 +107,12 @@ class LaunchPanel(pn.viewable.Viewer):
             self._show_error(s.error)
 
     # ------------------------------------------------------------ view
+    def _fill_more(self) -> None:
+        if not self.more.collapsed and not len(self.more):
+            self.more[:] = [w for p, w in self.widgets.items() if p not in PRIMARY]
+
     def __panel__(self):
-        primary = [self.widgets[p] for p in PRIMARY]
-        more = [w for p, w in self.widgets.items() if p not in PRIMARY]
         return pn.Column(
-            "### Launch a run", *primary,
-            pn.Card(*more, title="More settings", collapsed=True, sizing_mode="stretch_width"),
+            "### Launch a run", *[self.widgets[p] for p in PRIMARY], self.more,
             pn.Row(self.launch_button, self.cancel_button, sizing_mode="stretch_width"),
             self.progress, self.status, self.alert, sizing_mode="stretch_width")

@@ -93,9 +93,8 @@ class LiveView(pn.viewable.Viewer):
         super().__init__()
         self.app = app
         self.source = ColumnDataSource({c: [] for c in CURVE_COLUMNS})
-        self.live = pn.pane.Bokeh(accuracy_figure(self.source), sizing_mode="stretch_width",
-                                  css_classes=["live-plot"])
-        self.loss = pn.pane.Bokeh(loss_figure(self.source), sizing_mode="stretch_width", css_classes=["loss-plot"])
+        self.live = pn.pane.Bokeh(accuracy_figure(self.source), sizing_mode="stretch_width")
+        self.loss = pn.pane.Bokeh(loss_figure(self.source), sizing_mode="stretch_width")
         self._training = None  # (session, level, variant) whose points the source holds
         self._sent, self._sent_at = 0, 0.0  # how many of its points, and when they were last sent
 
@@ -114,7 +113,15 @@ class LiveView(pn.viewable.Viewer):
         else:
             self.source.stream(_columns(s.curve[self._sent:]))
         self._training, self._sent = training, len(s.curve)
+        self._fit_ranges()
         return False
+
+    def _fit_ranges(self) -> None:
+        """Fixed ranges set from the data: Bokeh's automatic ranges draw no axes for a plot without points,
+        and an iteration axis that grows as the data does is all the live curves need."""
+        data = self.source.data
+        self.live.object.x_range.end = self.loss.object.x_range.end = max(data["iteration"], default=0) or 1
+        self.loss.object.y_range.end = 1.05 * max((v for v in data["train_loss"] if v == v), default=0) or 1
 
     def __panel__(self):
         return pn.Column(self.live, self.loss, sizing_mode="stretch_width")
@@ -124,16 +131,17 @@ def _columns(points: list[dict]) -> dict[str, list]:
     return {c: [p[c] for p in points] for c in CURVE_COLUMNS}
 
 
-def _live_figure(title: str, y_label: str, **opts):
+def _live_figure(title: str, y_label: str, css_class: str):
     fig = figure(title=title, height=320, sizing_mode="stretch_width", x_axis_label="iteration",
-                 y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save", **opts)
+                 y_axis_label=y_label, x_range=(0, 1), y_range=(0, 1), tools="pan,wheel_zoom,box_zoom,reset,save",
+                 css_classes=[css_class])  # on the figure: Panel's Bokeh pane renders the figure itself
     fig.toolbar.logo = None
     return fig
 
 
 def accuracy_figure(source: ColumnDataSource):
     """Validation (solid) and test (dotted) accuracy of the training in progress."""
-    fig = _live_figure("Live training: accuracy", "accuracy", y_range=(0, 1))
+    fig = _live_figure("Live training: accuracy", "accuracy", "live-plot")
     val = fig.line("iteration", "val_accuracy", source=source, line_width=2, legend_label="val accuracy")
     fig.line("iteration", "test_accuracy", source=source, line_dash="dotted", color="#ff7f0e",
              legend_label="test accuracy")
@@ -145,7 +153,7 @@ def accuracy_figure(source: ColumnDataSource):
 
 def loss_figure(source: ColumnDataSource):
     """Mean training loss between evaluations of the training in progress."""
-    fig = _live_figure("Live training: loss", "training loss")
+    fig = _live_figure("Live training: loss", "training loss", "loss-plot")
     line = fig.line("iteration", "train_loss", source=source, color="firebrick", line_width=2)
     fig.add_tools(HoverTool(renderers=[line], tooltips=[("iteration", "@iteration"), ("loss", "@train_loss{0.0000}")]))
     return fig
