@@ -61,7 +61,7 @@ def fingerprint(*arrays) -> str:
 
 
 def dataset_choices() -> list[str]:
-    return DATASETS.names() + ["npz:PATH", "text:PATH"]
+    return DATASETS.names() + ["npz:PATH", "text:PATH", "hf:NAME"]
 
 
 # ---------------------------------------------------------------- loaders (numpy in, numpy out)
@@ -159,7 +159,8 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     if cfg.dataset.startswith("npz:"):
         loaded = _npz(cfg.dataset[4:])
     else:
-        loader = text.load_text if cfg.dataset.startswith("text:") else DATASETS.get(cfg.dataset, "data.dataset")
+        own_text = cfg.dataset.startswith(("text:", "hf:"))  # your texts, a hub dataset
+        loader = text.load_text if own_text else DATASETS.get(cfg.dataset, "data.dataset")
         loaded = loader(cfg)
         if isinstance(loaded, Dataset):  # text tasks carve their own splits (token ids are not standardised)
             splits = (loaded.train, loaded.val, loaded.test)

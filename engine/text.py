@@ -15,6 +15,8 @@ cached as .npz under the cache directory):
   The downstream tasks are deliberately hard: many classes and few examples per class, so tickets separate.
 - `text:PATH`: your own texts and labels, a .jsonl ({"text": ..., "label": int, "split": "train"|"test"}, split
   optional: 20% test drawn otherwise) or a .npz (unicode arrays text_train, text_test, integer y_train, y_test).
+- `hf:NAME`: a Hugging Face hub dataset with "text" and "label" columns and train/test splits, only with
+  --download (the one thing here that uses the network; the package `datasets`: pip install -e '.[hub]').
 
 The downstream tasks' test sentences are left out of pydoc-mlm's training split, so an MLM ticket never saw
 them. Classification x: [N, L] token ids padded with the tokenizer's pad id; y: labels.
@@ -50,7 +52,7 @@ MODEL_TOKENIZERS = {"minilm": "minilm", "bert-tiny": "minilm"}
 
 # ---------------------------------------------------------------- names (no heavy imports)
 def is_text_dataset(name: str) -> bool:
-    return name in TEXT_TASKS or name.startswith("text:")
+    return name in TEXT_TASKS or name.startswith(("text:", "hf:"))
 
 
 def is_transformer(model: str) -> bool:
@@ -68,7 +70,7 @@ def check_pairing(dataset: str, model: str, tokenizer: str) -> None:
                           f"({', '.join(MODEL_TOKENIZERS)} or hf:PATH_OR_ID)")
     if is_transformer(model) and not is_text_dataset(dataset):
         raise ConfigError("data.dataset", dataset, f"model {model} reads token ids: use a text dataset "
-                          f"({', '.join(TEXT_TASKS)} or text:PATH)")
+                          f"({', '.join(TEXT_TASKS)}, text:PATH or hf:NAME)")
     if is_text_dataset(dataset) and tokenizer != model_tokenizer(model):
         raise ConfigError("data.tokenizer", tokenizer, f"model {model} reads the ids of tokenizer "
                           f"{model_tokenizer(model)}: pass --tokenizer {model_tokenizer(model)}")
@@ -373,6 +375,12 @@ def read_user_texts(path: str):
                               f"without pickle ({e})") from None
     else:
         raise ConfigError(field, shown, "must be a .jsonl or .npz file")
+    return checked_labels(parts, field, shown)
+
+
+def checked_labels(parts: dict, field: str, shown: str):
+    """{"train"|"test": (texts, labels)} -> the 4-tuple, once every label is an integer >= 0 and every test label
+    one of the training labels' range; one-line errors otherwise."""
     for s, (texts, labels) in parts.items():
         if not texts:
             raise ConfigError(field, shown, f"has no {s} texts")
@@ -385,6 +393,35 @@ def read_user_texts(path: str):
         raise ConfigError(field, shown, f"test label {out_of_range[0]} is out of range: the training labels are "
                           f"0..{n_classes - 1}")
     return (*parts["train"], *parts["test"])
+
+
+def read_hub_texts(cfg):
+    """(train texts, train labels, test texts, test labels) of hub dataset `hf:NAME`, downloaded by the
+    `datasets` package, and only with --download (offline or without it: a one-line error)."""
+    field, shown, name = "data.dataset", cfg.dataset, cfg.dataset[3:]
+    if not cfg.download:
+        raise ConfigError(field, shown, "a hub dataset needs the network: pass --download (nothing is downloaded "
+                          "without it)")
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError(field, shown, "hub datasets need the package datasets: pip install -e '.[hub]'") from None
+    try:
+        loaded = datasets.load_dataset(name)
+    except Exception as e:  # no network, unknown name, ...: whatever the hub says, on one line
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(field, shown, f"could not be downloaded ({type(e).__name__}: {why})") from None
+    missing = [s for s in ("train", "test") if s not in loaded]
+    if missing:
+        raise ConfigError(field, shown, f"has no {missing[0]} split (splits: {', '.join(loaded)})")
+    out = {}
+    for split in ("train", "test"):
+        columns = loaded[split].column_names
+        if "text" not in columns or "label" not in columns:
+            raise ConfigError(field, shown, f"needs \"text\" and \"label\" columns (its {split} split has "
+                              f"{', '.join(columns)})")
+        out[split] = (list(loaded[split]["text"]), list(loaded[split]["label"]))
+    return checked_labels(out, field, shown)
 
 
 # ---------------------------------------------------------------- Datasets for the engine
@@ -404,7 +441,7 @@ def load_text(cfg):
         from .vocab_task import expanded_arrays
         a = expanded_arrays(tokenizer, length)
     else:
-        tr_x, tr_y, te_x, te_y = read_user_texts(name[5:])
+        tr_x, tr_y, te_x, te_y = read_hub_texts(cfg) if name.startswith("hf:") else read_user_texts(name[5:])
         a = {"x_train": encode(tr_x, tokenizer, length, truncate=False, field=name), "y_train": np.array(tr_y),
              "x_test": encode(te_x, tokenizer, length, truncate=False, field=name), "y_test": np.array(te_y)}
     y_tr = a["y_train"]

@@ -151,3 +151,30 @@ def test_text_data_pairs_with_transformers_only():
     cfg = base.replace(**{"data.dataset": "pydoc-topics", "model.model": "hf:/some/bert",
                           "data.tokenizer": "hf:/some/bert"})
     assert cfg.run_id.startswith("imp-hf-pydoctopics-")  # no path in the run id
+
+
+def test_hub_dataset_only_with_download(runs_dir, monkeypatch):
+    def refused(**kw):
+        cfg = engine.RunConfig().replace(**{"data.dataset": "hf:someone/some-texts", "model.model": "bert-tiny",
+                                            "train.epochs": 1, "device": "cpu", **kw})
+        with pytest.raises(ConfigError) as e:
+            engine.run(cfg, runs_dir=runs_dir)
+        assert "\n" not in str(e.value) and "hf:someone/some-texts" in str(e.value)
+        assert not (runs_dir / cfg.run_id).exists()  # nothing stored
+        return str(e.value)
+
+    assert "needs the network: pass --download" in refused()
+    # offline here: without the `datasets` package, or with it and no network, a one-line error
+    assert any(m in refused(**{"data.download": True}) for m in ("pip install -e '.[hub]'", "could not be downloaded"))
+    fake = type(sys)("datasets")
+
+    def offline(name):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)\ntraceback details")
+
+    fake.load_dataset = offline
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    assert "could not be downloaded (ConnectionError: Couldn't reach" in refused(**{"data.download": True})
+    out = subprocess.run([sys.executable, "-m", "explorer.cli", "run", "--dataset", "hf:someone/some-texts",
+                          "--model", "bert-tiny", "--runs-dir", str(runs_dir)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0 and "pass --download" in out.stderr and "Traceback" not in out.stderr

@@ -137,16 +137,20 @@ def fine_tune(model: nn.Module, data, cfg, density: float | None, *, seed: int, 
 
 
 def sequential(model_a: nn.Module, data_a, model_b: nn.Module, data_b, cfg, density: float, *, seed: int,
-               cfg_b=None) -> dict:
+               cfg_b=None, dense_a: TaskResult | None = None, lota_a: TaskResult | None = None) -> dict:
     """Task A then task B, LoTA (B on the complement of A's mask) vs dense fine-tuning; returns task A's test
     accuracy before and after B (forgetting = before - after) and B's. `model_a`/`model_b`: the base
-    encoder with each task's head; `cfg_b`: task B's training (default `cfg`)."""
+    encoder with each task's head; `cfg_b`: task B's training (default `cfg`); `dense_a`/`lota_a`: task A's
+    dense and LoTA fine-tunes when the caller already has them (not modified), else trained here."""
     cfg_b = cfg if cfg_b is None else cfg_b
     out = {}
-    dense_a = fine_tune(model_a, data_a, cfg, None, seed=seed)
+    dense_a = dense_a if dense_a is not None else fine_tune(model_a, data_a, cfg, None, seed=seed)
     for kind in ("dense", "lota"):
-        a = dense_a if kind == "dense" else fine_tune(model_a, data_a, cfg, density, seed=seed,
-                                                      calibrated=dense_a.model)
+        if kind == "dense":
+            a = dense_a
+        else:
+            a = lota_a if lota_a is not None else fine_tune(model_a, data_a, cfg, density, seed=seed,
+                                                            calibrated=dense_a.model)
         start_b = with_encoder(model_b, encoder_state(a.model))
         if kind == "dense":
             b = fine_tune(start_b, data_b, cfg_b, None, seed=seed)
