@@ -167,11 +167,18 @@ def batched_forward(model: nn.Module, shared_input: bool = False):
         return vmap(_forward(model), in_dims=(0, None if shared_input else 0))
 
     def grouped(params, x):  # activations kept [K, features, b]: every weight's gradient comes out contiguous
-        k = next(iter(params.values())).shape[0]
-        h = x.flatten(1).T.expand(k, -1, -1) if shared_input else x.flatten(2).transpose(1, 2)
-        for w, b, relu in chain:
+        layers = iter(chain)
+        if shared_input:  # every member reads the same x: the first layer is ONE matmul of the stacked weights
+            w, b, relu = next(layers)
+            k, out, fan_in = params[w].shape
+            h = (params[w].reshape(k * out, fan_in) @ x.flatten(1).T).view(k, out, -1)
+            h = h if b is None else h.add_(params[b].unsqueeze(2))
+            h = h.relu_() if relu else h
+        else:
+            h = x.flatten(2).transpose(1, 2)
+        for w, b, relu in layers:
             h = torch.bmm(params[w], h) if b is None else torch.baddbmm(params[b].unsqueeze(2), params[w], h)
-            h = F.relu(h) if relu else h
+            h = h.relu_() if relu else h  # in place: baddbmm's backward needs its inputs, not its output
         return h.transpose(1, 2)
     return grouped
 
@@ -191,10 +198,12 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
     correct = torch.zeros(k, device=split.y.device, dtype=torch.long)
     chunk = max(16, EVAL_ELEMENTS // k)
     for i in range(0, len(split), chunk):
-        logits = fwd(params, split.x[i:i + chunk]).transpose(1, 2)     # [K, C, b] (contiguous from bmm)
+        logits = fwd(params, split.x[i:i + chunk])                     # [K, b, C]: a view of [K, C, b] for bmm
         y = split.y[i:i + chunk]
-        loss += F.cross_entropy(logits, y.expand(k, -1), reduction="none").sum(1)
-        correct += (logits.argmax(1) == y).sum(1)
+        # log-softmax over the classes of [K, C, b] (contiguous) is fast (vectorised along b), argmax there is
+        # 3x slower than over a contiguous [K, b, C] copy (64 members x 256 examples: 16 ms vs 5 ms, here)
+        loss += F.cross_entropy(logits.transpose(1, 2), y.expand(k, -1), reduction="none").sum(1)
+        correct += (logits.contiguous().argmax(2) == y).sum(1)
     model.train(was_training)
     return loss.double() / len(split), correct.double() / len(split)
 
@@ -213,6 +222,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         raise ConfigError("members", 0, "need at least one member")
     check_batchable(model, data)
     x, y = data.train.x, data.train.y
+    rows = x.reshape(len(x), -1)  # examples gathered by index_select: much faster than x[idx] with idx [K, b]
     bs, k, device = cfg.batch_size, len(members), y.device
     per_epoch = steps_per_epoch(len(y), cfg)
     total = cfg.epochs * per_epoch
@@ -281,7 +291,8 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                 {n: torch.cat([group[n] for group in stats[:active]]) for n in buffers}
         idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
-        out = fwd(params, x[idx])                                               # [K_active, bs, C]
+        batch = rows.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
+        out = fwd(params, batch)                                                # [K_active, bs, C]
         if active > 1 and buffers:  # BatchNorm updated the concatenated statistics: give each group its own
             offset = 0
             for group in stats[:active]:
