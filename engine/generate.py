@@ -1,10 +1,11 @@
 """DeepWeightFlow: learn the distribution of a zoo's trained weights and sample new networks from it.
 
-    canonicalise  permute every member's hidden units to match a reference member (Git Re-Basin), so the
-                  zoo's weights differ by what they learned, not by the order of their units;
+    canonicalise  permute every member's hidden units to match a reference member (Git Re-Basin), then
+                  re-match each to the mean of the others for a few rounds (MergeMany), so the zoo's weights
+                  differ by what they learned, not by the order of their units, and sit around one mean;
     flatten       one row per member (a ticket zoo: only the entries its mask keeps);
-    PCA           optional, K <= members - 1 components (the zoo spans at most N - 1 directions);
-    standardise   every coordinate to zero mean, unit variance over the zoo;
+    PCA           K <= members - 1 components (the zoo spans at most N - 1 directions; default all of them);
+    standardise   centred, then divided by one global scale (default) or each coordinate by its own;
     flow          a velocity MLP trained with conditional flow matching on the straight path
                   x_t = (1 - t) x0 + t x1 (target x1 - x0), x0 ~ N(0, I), with Meta's `flow-matching`
                   library (AffineProbPath + CondOTScheduler) and sampled by integrating the ODE with its
@@ -101,16 +102,20 @@ def canonicalise(stack: Stack, match: Callable[[dict, dict], dict], reference: i
 
 
 # ---------------------------------------------------------------- coordinates: PCA + standardisation
+STANDARDISE = ("global", "coordinate")
+
+
 @dataclass
 class Coordinates:
-    """x (flattened weights) <-> z (what the flow sees): z = ((x - mean) V - 0) / scale, V the top-K
-    principal directions of the zoo (identity without PCA)."""
+    """x (flattened weights) <-> z (what the flow sees): z = ((x - mean) V) / scale, V the top-K principal
+    directions of the zoo (identity without PCA); scale one number for all coordinates ("global": the zoo's
+    shape kept, its total variance K) or each coordinate's own standard deviation ("coordinate")."""
     mean: torch.Tensor            # [D]
     basis: torch.Tensor | None    # [D, K] orthonormal columns, or None
     scale: torch.Tensor           # [K] or [D]
 
     @classmethod
-    def fit(cls, x: torch.Tensor, pca: int = 0) -> "Coordinates":
+    def fit(cls, x: torch.Tensor, pca: int = 0, standardise: str = "global") -> "Coordinates":
         mean = x.mean(0)
         centred = x - mean
         basis = None
@@ -119,7 +124,13 @@ class Coordinates:
             _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)
             basis = vh[:pca].T.to(x.dtype).contiguous()
             centred = centred @ basis
-        scale = centred.std(0).clamp_min(1e-8)  # a coordinate every member shares stays put, not NaN
+        scale = centred.std(0)
+        if standardise == "global":
+            # Whitening all N - 1 principal coordinates of N members would place them at the corners of a
+            # regular simplex (every pairwise distance equal): the flow would no longer see which directions
+            # the zoo varies in. One scale keeps that shape (measured: see GenerateOptions.standardise).
+            scale = scale.pow(2).mean().sqrt().expand_as(scale).clone()
+        scale = scale.clamp_min(1e-8)  # a coordinate every member shares stays put, not NaN
         return cls(mean, basis, scale)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -305,7 +316,17 @@ class GenerateOptions:
     canonicalise: str = option("auto", "permute every member to match the reference member before learning "
                                "(Git Re-Basin weight matching); auto: rebasin for a dense zoo, none for a ticket zoo "
                                "(its members share their start point and mask)", choices=["auto", "rebasin", "none"])
-    pca: int = option(0, "principal components the flow works in (0: none; at most members - 1)", lo=0)
+    align_rounds: int = option(20, "rebasin: rounds of re-matching every member to the mean of the others after "
+                               "matching to the reference (MergeMany; 0: the reference only, as DeepWeightFlow). "
+                               "Digits, 64 MLPs 128-128: zoo mean as one net .914 -> .931, Gaussian .60 -> .86, "
+                               "generated .917 -> .938; MLPs 32-32: Gaussian .49 -> .63, generated level (.885/.890)",
+                               lo=0, hi=10_000)
+    pca: int | None = option(None, "principal components the flow works in (default: members - 1, the zoo's whole "
+                             "span; 0: no PCA). Digits, 64 MLPs 32-32: 63 components .89, none .31; fewer "
+                             "components lose the members themselves (projected on 32: .79)", lo=0)
+    standardise: str = option("global", "scale of the flow's coordinates: one global scale (keeps the zoo's shape) "
+                              "or each coordinate to unit variance (whitens it). Digits, 64 MLPs 32-32, 3 flow "
+                              "seeds: global .901, coordinate .892", choices=list(STANDARDISE))
     steps: int = option(3000, "flow-matching training steps", lo=1, hi=10_000_000)
     ode_steps: int = option(100, "ODE integration steps from noise to weights", lo=1, hi=100_000)
     ode_method: str = option("rk4", "ODE solver (torchdiffeq)", choices=list(ODE_METHODS))
@@ -353,6 +374,8 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     n = len(zoo)
     if n < 2:
         raise ConfigError("ZOO_ID", zoo_id, f"has {n} member; a distribution needs at least 2")
+    if options.pca is None:  # resolved before hashing: the default and an explicit members - 1 are one generation
+        options = dataclasses.replace(options, pca=n - 1)
     check_pca(options.pca, n)
     if options.reference >= n:
         raise ConfigError("--reference", options.reference, f"must be a member index 0..{n - 1}")
@@ -446,7 +469,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
 
     options = options or GenerateOptions()
     p = plan(runs_dir, zoo_id, options)
-    zoo, o = p.zoo, options
+    zoo, o = p.zoo, p.options  # PCA resolved
     final = generation_dir(runs_dir, zoo_id, p.generation_id)
     if (final / "report.json").exists():
         return read_json(final / "report.json")
@@ -465,7 +488,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     t0 = time.perf_counter()
     raw = zoo.weights
     model = zoo.model()
-    stack = raw
+    stack, moved = raw, []
     if p.canonicalise == "rebasin":
         progress(0, f"canonicalising {len(zoo)} members to member {o.reference} (Git Re-Basin)")
         from .rebasin import align
@@ -473,12 +496,18 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         ref = member_weights(raw, o.reference)
         others = [member_weights(raw, i) for i in range(len(zoo)) if i != o.reference]
         aligned = iter(align(model, ref, others))
-        stack = stack_weights([ref if i == o.reference else next(aligned) for i in range(len(zoo))])
+        states = [ref if i == o.reference else next(aligned) for i in range(len(zoo))]
+        if o.align_rounds:
+            from .rebasin import align_to_mean
+
+            progress(0, f"re-matching {len(zoo)} members to the mean of the others (MergeMany)")
+            states, moved = align_to_mean(model, states, rounds=o.align_rounds, seed=o.seed, cancel=cancel)
+        stack = stack_weights(states)
     seconds["canonicalise"] = time.perf_counter() - t0
     stop()
     mask = zoo.mask
     x = flatten(stack, mask)
-    coords = Coordinates.fit(x, o.pca)
+    coords = Coordinates.fit(x, o.pca, o.standardise)
     z = coords.encode(x)
 
     t0 = time.perf_counter()
@@ -508,7 +537,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     baselines = {"gaussian": distribution(gauss_acc), "zoo_mean": mean_acc}
     if p.canonicalise == "rebasin":  # the same baselines on the unaligned zoo: what canonicalisation buys
         x_raw = flatten(raw, mask)
-        raw_coords = Coordinates.fit(x_raw, o.pca)
+        raw_coords = Coordinates.fit(x_raw, o.pca, o.standardise)
         raw_gauss = unflatten(raw_coords.decode(gaussian_rows(raw_coords.encode(x_raw), o.samples, seed=o.seed)),
                               raw, mask)
         baselines["gaussian_uncanonicalised"] = distribution(evaluate(raw_gauss)[0])
@@ -518,6 +547,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "analysis": "generate", "generation": p.generation_id, "zoo": zoo_id, "zoo_kind": zoo.kind,
         "model": zoo.config.model.model, "dataset": zoo.config.data.dataset, "device": str(zoo.device),
         "options": dataclasses.asdict(o), "canonicalise": p.canonicalise, "members": len(zoo),
+        "align_moved": moved,  # MergeMany: members re-permuted in each round (the last 0 if it converged)
         "dims": x.shape[1], "coordinates": z.shape[1],
         "accuracy": {"zoo": distribution(zoo_acc), "generated": distribution(gen_acc), **baselines},
         "accuracies": {"zoo": zoo_acc, "generated": gen_acc, "gaussian": gauss_acc},
@@ -589,7 +619,9 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
     lines = [f"generation {r['generation']} of zoo {r['zoo']} ({r['zoo_kind']}, {r['members']} members, "
              f"{r['model']} on {r['dataset']}): {o['samples']} nets, canonicalise {r['canonicalise']}, "
              f"{'PCA ' + str(o['pca']) if o['pca'] else 'no PCA'} ({r['coordinates']} of {r['dims']} coordinates), "
-             f"{o['steps']} flow steps, {o['ode_method']} x {o['ode_steps']}",
+             f"{o['steps']} flow steps, {o['ode_method']} x {o['ode_steps']}"
+             + (f", {len(r['align_moved'])} MergeMany rounds (members moved: {r['align_moved']})"
+                if r.get("align_moved") else ""),
              f"  test accuracy  zoo        {_spread(a['zoo'])}",
              f"                 generated  {_spread(a['generated'])}  (no fine-tuning)",
              f"  baselines      Gaussian in the same coordinates {_spread(a['gaussian'])}; zoo mean as one net "

@@ -20,6 +20,7 @@ their weights). The architecture enters once, as a `PermutationSpec` read from t
     m2 = permute(spec, perm, mask_b)                # B's mask, moved with its weights
     b2, m2, perm = rebasin(model, weights_a, weights_b, mask_b)   # the three steps in one
     aligned = align(model, reference, [w1, w2, ...])            # a zoo canonicalised to one reference
+    aligned, moved = align_to_mean(model, aligned, rounds=20)   # then each member re-matched to the others' mean
     result = barriers(model, a, b, split)           # loss/error curves and barriers, naive vs matched
 
 A spec maps each permutation (named after the layer whose outputs it permutes: "hidden.0", "features.2",
@@ -225,6 +226,45 @@ def align(model: nn.Module, reference: dict[str, torch.Tensor], others: list[dic
     if masks is None:
         return weights
     return weights, [permute(spec, p, m) for p, m in zip(perms, masks)]
+
+
+def align_to_mean(model: nn.Module, states: list[dict[str, torch.Tensor]], *, rounds: int = 20, seed: int = 0,
+                  cancel=None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """MergeMany (Ainsworth et al. 2023, appendix): every net in turn (random order) re-matched to the mean of
+    all the others, for up to `rounds` rounds or until a round moves no net. Aligning a zoo to one reference
+    member only makes each net close to that member; this pulls the whole zoo together around its mean (the
+    sum of pairwise inner products never decreases: each step is weight matching started from the current
+    permutation, which only accepts improvements). Start from `align`'s output. Returns (permuted state
+    dicts, how many nets moved in each round)."""
+    from .errors import RunCancelled
+
+    spec = permutation_spec(model)
+    states = list(states)
+    n = len(states)
+    if n < 3:  # with two nets "the mean of the others" is the other net: `align` did that already
+        return states, []
+    keys = list(spec.axes)
+    total = {k: sum(s[k].double() for s in states) for k in keys}
+    order = torch.Generator().manual_seed(seed)
+    moved = []
+    for _ in range(rounds):
+        count = 0
+        for i in torch.randperm(n, generator=order).tolist():
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled("cancelled")
+            others = {k: (total[k] - states[i][k].double()) / (n - 1) for k in keys}
+            perm = weight_matching(spec, others, states[i], seed=seed)
+            if all(bool((p == torch.arange(len(p))).all()) for p in perm.values()):
+                continue
+            new = permute(spec, perm, states[i])
+            for k in keys:
+                total[k] += new[k].double() - states[i][k].double()
+            states[i] = new
+            count += 1
+        moved.append(count)
+        if count == 0:
+            break
+    return states, moved
 
 
 def barriers(model, weights_a: dict[str, torch.Tensor], weights_b: dict[str, torch.Tensor], split, *,

@@ -52,11 +52,18 @@ def test_flatten_and_unflatten_are_inverse_and_keep_pruned_entries_zero():
 
 def test_coordinates_round_trip_with_pca_and_gaussian_rows_stay_in_the_zoos_span():
     x = torch.randn(6, 40, generator=torch.Generator().manual_seed(1))
-    c = G.Coordinates.fit(x, pca=5)  # six points span five directions: PCA 5 loses nothing
+    c = G.Coordinates.fit(x, pca=5, standardise="coordinate")  # six points span five directions: PCA 5 loses nothing
     z = c.encode(x)
     assert z.shape == (6, 5)
     torch.testing.assert_close(z.std(0), torch.ones(5))
     torch.testing.assert_close(c.decode(z), x, atol=1e-4, rtol=1e-4)
+    g = G.Coordinates.fit(x, pca=5)  # global: one scale, the zoo's shape kept (variances stay unequal)
+    zg = g.encode(x)
+    torch.testing.assert_close(zg.var(0).sum(), torch.tensor(5.0))
+    assert zg.std(0)[0] > 1.2 * zg.std(0)[-1]
+    torch.testing.assert_close(zg / zg.norm(dim=1, keepdim=True).max(), (x - x.mean(0)) @ g.basis
+                               / ((x - x.mean(0)) @ g.basis).norm(dim=1, keepdim=True).max())
+    torch.testing.assert_close(g.decode(zg), x, atol=1e-4, rtol=1e-4)
     rows = G.gaussian_rows(x, 50, seed=0)
     centred, basis = rows - x.mean(0), (x - x.mean(0)).T
     residual = centred - centred @ torch.linalg.pinv(basis).T @ basis.T
@@ -94,6 +101,7 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     opts = G.GenerateOptions(pca=3, prune_density=0.5, **FAST)
     report = G.generate(runs_dir, dense, opts, on_event=events.append)
     assert report["canonicalise"] == "rebasin" and report["coordinates"] == 3 and report["members"] == 5
+    assert report["align_moved"] and report["options"]["align_rounds"] == 20  # MergeMany ran after the reference
     a = report["accuracy"]
     assert a["zoo"]["median"] == pytest.approx(sorted(m["test_accuracy"] for m in zoo.members)[2], abs=1e-6)
     assert len(report["accuracies"]["generated"]) == 4 and 0 <= a["generated"]["median"] <= 1
@@ -125,6 +133,14 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     writing.rmdir()
     with pytest.raises(ConfigError, match="plain"):
         G.load_generation(runs_dir, dense, "../../" + dense)
+
+
+def test_default_pca_is_the_zoos_whole_span_and_names_the_same_generation(runs):
+    runs_dir, dense, _, _ = runs
+    default = G.plan(runs_dir, dense, G.GenerateOptions(**FAST))  # plans write nothing
+    assert default.options.pca == 4  # 5 members span 4 directions
+    assert default.generation_id == G.plan(runs_dir, dense, G.GenerateOptions(pca=4, **FAST)).generation_id
+    assert default.generation_id != G.plan(runs_dir, dense, G.GenerateOptions(pca=0, **FAST)).generation_id
 
 
 def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
@@ -237,10 +253,10 @@ def test_weight_space_panel_generates_on_a_worker_and_draws_what_was_stored(runs
     panel = W.WeightSpacePanel(runs_dir)
     assert dense in panel.zoo.options
     panel.show(dense)
-    panel.gen_form["pca"].value = 9  # more components than a 5-member zoo has: refused at once, no job
+    panel.gen_form["pca"].value = "9"  # (a text box: empty is members - 1) more components than a 5-member zoo has: refused at once, no job
     panel.generate()
     assert panel.job is None and "pca: 9 is not valid" in panel.status.object
-    for name, value in {"pca": 2, "steps": 15, "samples": 3, "ode_steps": 3, "hidden": 16, "seed": 3}.items():
+    for name, value in {"pca": "2", "steps": 15, "samples": 3, "ode_steps": 3, "hidden": 16, "seed": 3}.items():
         panel.gen_form[name].value = value
     panel.generate()
     assert panel.job is not None and not panel.cancel.disabled

@@ -89,6 +89,33 @@ def test_models_outside_the_chain_are_refused_in_one_line():
         R.permutation_spec(WithNorm())
 
 
+def test_align_to_mean_keeps_every_function_and_pulls_the_zoo_together():
+    """MergeMany after matching to a reference: the same functions, the zoo no more spread than before
+    (it only accepts improvements), and nets that were shuffled copies of one net end up identical."""
+    shape, kw = (1, 8, 8), dict(hidden=(16, 8))
+    nets = [_net("mlp", kw, shape, s).eval() for s in range(5)]
+    states = [n.state_dict() for n in nets]
+    spec = R.permutation_spec(nets[0])
+
+    def spread(ss):  # sum of squared distances to the zoo's mean
+        flat = torch.stack([torch.cat([s[k].flatten() for k in spec.axes]) for s in ss])
+        return float((flat - flat.mean(0)).pow(2).sum())
+
+    ref_aligned = [states[0], *R.align(nets[0], states[0], states[1:])]
+    merged, moved = R.align_to_mean(nets[0], ref_aligned, rounds=50)
+    assert moved and moved[0] > 0 and moved[-1] == 0  # it moved nets, then converged
+    assert spread(merged) < spread(ref_aligned) - 1e-6
+    x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(1))
+    copy = _net("mlp", kw, shape, 9).eval()
+    for net, w in zip(nets, merged):
+        copy.load_state_dict(w)
+        torch.testing.assert_close(copy(x), net(x), atol=1e-5, rtol=1e-5)
+    g = torch.Generator().manual_seed(2)
+    shuffled = [R.permute(spec, R.random_permutation(spec, g), states[0]) for _ in range(4)]
+    same, _ = R.align_to_mean(nets[0], shuffled)
+    assert all(torch.equal(same[i][k], same[0][k]) for i in range(4) for k in spec.axes)
+
+
 def test_barrier_of_a_net_and_its_shuffled_copy_vanishes_once_matched():
     data = load(DataConfig())
     mc = ModelConfig(model="mlp", hidden=(32,))
