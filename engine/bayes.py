@@ -27,8 +27,12 @@ gives the deterministic net with weights mu through the very same code path.
 **ELBO.** The trainer adds `start_training(model, n_train, seed)`: KL(q || N(0, prior_sigma^2)) / n_train, weighted
 by a linear warm-up over the first `kl_warmup` steps of each training, to the mean cross-entropy of one
 sample per step: the negative ELBO per training example. The noise comes from generators seeded per layer
-from the training's seed (and from a fixed seed in `predict`), so runs repeat exactly on CPU. The KL comes from `torch.distributions`
-(`kl_divergence` of two `Normal`s; tests check it against the closed form). rho gets its own learning rate
+from the training's seed (and from a fixed seed in `predict`), so runs repeat exactly on CPU. The KL is the
+closed form of two Gaussians, computed in the forward pass from the same softplus(rho) the layer samples with
+and picked up by the penalty (`_Posterior`, `take_kl`); tests check its value and gradient against
+`torch.distributions.kl_divergence` of two `Normal`s, which the hot path does not call because its dozen
+weight-sized passes per step were the largest part of the Bayesian step's excess cost on small nets
+(bench/bayes_speed.py). rho gets its own learning rate
 (`Options.rho_lr`, on the parameter as `rho.lr`): with one shared rate every sigma ends near the same value
 and the sigma criteria of Bayesian IMP reduce to |mu|.
 
@@ -44,13 +48,14 @@ controls and transplanted masks would all need translating; their `forward` retu
 the models here would have to unpack layer by layer; `LinearReparameterization` samples one weight matrix
 per batch (no local reparameterisation) and initialises mu from N(0, 0.1) rather than the run's
 initialisation; it would add torchvision, tensorboard and scikit-learn as hard dependencies. What this
-module hand-writes is the two forward passes; the distributions and the KL are torch.distributions'.
+module hand-writes is the two forward passes and the closed-form KL (checked against torch.distributions').
 Why not torchmetrics for ECE: it is not installed, and the same binned sums are needed for the reliability
 diagram anyway (15 lines here, tested against a constructed calibrated predictor).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -58,7 +63,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
 
 from . import masks as M
 from .config import ModelConfig
@@ -108,6 +112,7 @@ class BayesLayer:
     noise_scale: float
     samples: int  # > 1 only inside `predict`: the batch is S blocks, one per weight sample
     generator: torch.Generator | None  # where the noise comes from (seeded per training and per prediction)
+    square: bool  # the forward pass samples with sigma^2 (local reparameterisation) rather than sigma
 
     def _init_bayes(self, options: Options) -> None:
         self.rho = Rho(torch.full_like(self.weight, inverse_softplus(options.sigma_init)))
@@ -118,22 +123,151 @@ class BayesLayer:
         self.noise_scale = 1.0
         self.samples = 1
         self.generator: torch.Generator | None = None  # None: torch's global generator
+        self.posterior = Posterior([self])  # `convert` puts all of a model's layers in one
 
     def sigma(self) -> torch.Tensor:
         """Posterior std of every weight; exactly 0 where the mean is pruned (exactly 0)."""
-        return torch.where(self.weight != 0, F.softplus(self.rho), 0.0)
+        return _std(self.weight, self.rho)
 
     def kl(self) -> torch.Tensor:
         """KL(q || prior) summed over the unpruned weights (a pruned weight is not random: no term)."""
-        return kl_sum([self])
+        return Posterior([self]).kl()
+
+    def _std(self) -> torch.Tensor:
+        """sigma (or sigma^2 if `square`) of every weight for this forward pass, 0 where pruned."""
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.rho.requires_grad):
+            return self.posterior.take_std(self)
+        s = self.sigma()
+        return s * s if self.square else s
 
     def _eps(self, like: torch.Tensor) -> torch.Tensor:
         eps = torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
         return eps if self.noise_scale == 1.0 else eps * self.noise_scale
 
 
+def _std(mu: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """softplus(rho) where mu != 0, exactly 0 where mu is 0 (pruned)."""
+    return F.softplus(rho) * mu.sign().abs()
+
+
+class Posterior:
+    """The Bayesian layers of one model, whose sampling stds and KL one `_Posterior` computes together.
+
+    In a forward pass that records gradients, the first layer to run computes every layer's std (sigma, or
+    sigma^2 for local reparameterisation) and the KL; the other layers take theirs (`take_std`) and the
+    penalty takes the KL (`take_kl`). Each is handed out once and only while no mu or rho has changed since
+    (their version counters), so a second forward pass, or a penalty after a parameter update, computes
+    afresh. Why: on the small nets here a training step's cost is its number of tensor operations, and this
+    makes ~30 per step for all layers together where layer-by-layer autograd made ~120."""
+
+    def __init__(self, layers: list[BayesLayer]):
+        self.layers = list(layers)
+        self.clear()
+
+    def clear(self) -> None:
+        self._stds: dict[int, torch.Tensor] = {}
+        self._kl: torch.Tensor | None = None
+        self._at: tuple = ()
+
+    def __deepcopy__(self, memo):  # the copy holds the copied layers and nothing computed (no autograd graph)
+        copied = Posterior.__new__(Posterior)
+        memo[id(self)] = copied
+        copied.layers = copy.deepcopy(self.layers, memo)
+        copied.clear()
+        return copied
+
+    def __getstate__(self):
+        return {"layers": self.layers}
+
+    def __setstate__(self, state):
+        self.layers = state["layers"]
+        self.clear()
+
+    def _versions(self) -> tuple:
+        return tuple(v for layer in self.layers for v in (layer.weight._version, layer.rho._version))
+
+    def _apply(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        *stds, kl = _Posterior.apply(self.layers[0].prior_sigma, tuple(layer.square for layer in self.layers),
+                                     *[layer.weight for layer in self.layers], *[layer.rho for layer in self.layers])
+        return stds, kl
+
+    def take_std(self, layer: BayesLayer) -> torch.Tensor:
+        versions = self._versions()
+        if id(layer) not in self._stds or self._at != versions:
+            stds, self._kl = self._apply()
+            self._stds, self._at = {id(m): s for m, s in zip(self.layers, stds)}, versions
+        return self._stds.pop(id(layer))
+
+    def take_kl(self) -> torch.Tensor:
+        """The KL with its gradient: the last forward pass's if nothing changed since, else computed afresh."""
+        kl, self._kl = self._kl, None
+        if kl is None or self._at != self._versions():
+            return self.kl()
+        return kl
+
+    def kl(self) -> torch.Tensor:
+        return self._apply()[1]
+
+
+class _Posterior(torch.autograd.Function):
+    """For a list of layers: each one's sampling std, sigma * alive (or its square), and KL(q || N(0, prior^2))
+    summed over all their unpruned weights, from one softplus per layer; alive = |sign(mu)| (1.0, or 0.0 where
+    pruned). Every operation is one `torch._foreach_*` call over all layers, and float masks replace
+    `mu != 0` and `torch.where`, whose bool tensors cost 5-30x a multiply on CPU (measured).
+
+    KL per unpruned weight, closed form: (sigma^2 + mu^2) / (2 prior^2) - log sigma + log prior - 1/2 (a pruned
+    weight has mu = 0 and alive = 0: its term is exactly 0). tests/test_bayes.py checks value and gradient
+    against torch.distributions' `kl_divergence` of two Normals. The gradient is written out: d/dmu = mu /
+    prior^2; d/dsigma = sigma / prior^2 - 1 / sigma, plus the sampling path's; d sigma / d rho = sigmoid(rho)
+    (softplus'); all times alive, so a pruned weight's rho gets exactly 0."""
+
+    @staticmethod
+    def forward(ctx, prior_sigma: float, squares: tuple[bool, ...], *params):
+        n = len(squares)
+        mus, rhos = params[:n], params[n:]
+        sigma = [F.softplus(rho) for rho in rhos]
+        torch._foreach_clamp_min_(sigma, torch.finfo(rhos[0].dtype).tiny)  # log and 1/sigma stay finite
+        alive = torch._foreach_sign(mus)
+        torch._foreach_abs_(alive)  # sign(+-0.0) = 0: pruned
+        s = torch._foreach_mul(sigma, alive)
+        s2 = torch._foreach_mul(s, s)
+        terms = torch._foreach_addcmul(s2, mus, mus)
+        torch._foreach_mul_(terms, 1 / (2 * prior_sigma ** 2))
+        log_term = torch._foreach_log(sigma)
+        torch._foreach_sub_(log_term, math.log(prior_sigma) - 0.5)
+        torch._foreach_addcmul_(terms, log_term, alive, value=-1)
+        kl = torch.stack([t.sum() for t in terms]).sum()
+        ctx.save_for_backward(*mus, *rhos, *sigma, *alive, *s)
+        ctx.prior_sigma, ctx.squares = prior_sigma, squares
+        ctx.set_materialize_grads(False)
+        return (*[b if square else a for a, b, square in zip(s, s2, squares)], kl)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        n = len(ctx.squares)
+        saved = ctx.saved_tensors
+        mus, rhos, sigma, alive, s = (list(saved[i * n:(i + 1) * n]) for i in range(5))
+        grad_kl, var_p = grads[n], ctx.prior_sigma ** 2
+        if grad_kl is not None:
+            d_sigma = torch._foreach_div(sigma, var_p)
+            torch._foreach_sub_(d_sigma, torch._foreach_reciprocal(sigma))
+            torch._foreach_mul_(d_sigma, grad_kl)
+            d_mu = torch._foreach_mul(mus, grad_kl / var_p)  # a pruned mu is 0: its gradient is 0 as it is
+        else:
+            d_sigma, d_mu = [torch.zeros_like(x) for x in sigma], [None] * n
+        sampled = [(d, g, x, square) for d, g, x, square in zip(d_sigma, grads[:n], s, ctx.squares) if g is not None]
+        if any(square for *_, square in sampled):  # d(s^2)/d sigma = 2 s (times alive, below)
+            torch._foreach_addcmul_(*map(list, zip(*[(d, g, x) for d, g, x, square in sampled if square])), value=2)
+        if not all(square for *_, square in sampled):  # d s / d sigma = 1 (times alive)
+            torch._foreach_add_(*map(list, zip(*[(d, g) for d, g, _, square in sampled if not square])))
+        torch._foreach_mul_(d_sigma, alive)
+        torch._foreach_mul_(d_sigma, torch._foreach_sigmoid(rhos))
+        return None, None, *d_mu, *d_sigma
+
+
 class BayesLinear(nn.Linear, BayesLayer):
     """nn.Linear with a Gaussian weight; local reparameterisation (each example its own weight sample)."""
+    square = True
 
     @classmethod
     def from_layer(cls, layer: nn.Linear, options: Options) -> "BayesLinear":
@@ -145,12 +279,13 @@ class BayesLinear(nn.Linear, BayesLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = F.linear(x, self.weight, self.bias)
-        var = F.linear(x * x, self.sigma().square(), self._tiny.expand(self.out_features))  # + _TINY, fused
+        var = F.linear(x.square(), self._std(), self._tiny.expand(self.out_features))  # + _TINY
         return torch.addcmul(mean, var.sqrt(), self._eps(mean))
 
 
 class BayesConv2d(nn.Conv2d, BayesLayer):
     """nn.Conv2d with a Gaussian weight, sampled per forward pass (S at once as a grouped convolution)."""
+    square = False
 
     @classmethod
     def from_layer(cls, layer: nn.Conv2d, options: Options) -> "BayesConv2d":
@@ -166,7 +301,7 @@ class BayesConv2d(nn.Conv2d, BayesLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.samples
-        sigma = self.sigma()
+        sigma = self._std()
         if s == 1:
             return self._conv_forward(x, self.weight + sigma * self._eps(self.weight), self.bias)
         # S weight samples over S blocks of the batch: block i of the input meets sample i, as one
@@ -198,6 +333,9 @@ def convert(model: nn.Module, options: Options) -> nn.Module:
             setattr(model.get_submodule(parent) if parent else model, attr, new)
         else:
             raise ConfigError("model.bayesian", True, "the model is a single layer; wrap it in a module")
+    shared = Posterior([layer for _, layer in layers(model)])
+    for layer in shared.layers:
+        layer.posterior = shared
     model.bayes_options = options
     return model
 
@@ -214,40 +352,14 @@ def options_of(model: nn.Module) -> Options:
     return getattr(model, "bayes_options", None) or Options.of()
 
 
-class _KL(torch.autograd.Function):
-    """KL(N(mu, softplus(rho)^2) || N(0, prior^2)) summed where mu != 0: the value from torch.distributions, the
-    gradient written out (d/dmu = mu / prior^2, d/drho = (sigma / prior^2 - 1 / sigma) sigmoid(rho)), which
-    saves autograd's dozen weight-sized backward passes through the distribution's formula."""
-
-    @staticmethod
-    def forward(ctx, mu, rho, prior_sigma: float):
-        sigma, alive = F.softplus(rho), mu != 0
-        ctx.save_for_backward(mu, rho, sigma, alive)
-        ctx.prior_sigma = prior_sigma
-        prior = Normal(torch.zeros((), device=mu.device), torch.tensor(prior_sigma, device=mu.device),
-                       validate_args=False)
-        return torch.where(alive, kl_divergence(Normal(mu, sigma, validate_args=False), prior), 0.0).sum()
-
-    @staticmethod
-    def backward(ctx, grad):
-        mu, rho, sigma, alive = ctx.saved_tensors
-        var_p = ctx.prior_sigma ** 2
-        d_rho = torch.where(alive, (sigma / var_p - sigma.reciprocal()) * torch.sigmoid(rho), 0.0)
-        return grad * mu / var_p, grad * d_rho, None  # a pruned mu is 0: its gradient is 0 as it is
-
-
-def kl_sum(bayes_layers: list[BayesLayer]) -> torch.Tensor:
-    """KL(q || N(0, prior_sigma^2)) summed over the unpruned weights of `bayes_layers` (which share one prior).
-
-    One KL over all layers' weights laid end to end: on small nets a training step's cost is the number of
-    tensor operations, not their size."""
-    mu = torch.cat([layer.weight.flatten() for layer in bayes_layers])
-    rho = torch.cat([layer.rho.flatten() for layer in bayes_layers])
-    return _KL.apply(mu, rho, bayes_layers[0].prior_sigma)
+def posteriors(model: nn.Module) -> list[Posterior]:
+    """The Posterior groups of a model's Bayesian layers (one for a converted model)."""
+    return list({id(layer.posterior): layer.posterior for _, layer in layers(model)}.values())
 
 
 def kl(model: nn.Module) -> torch.Tensor:
-    return kl_sum([layer for _, layer in layers(model)])
+    """KL(q || prior) summed over the unpruned weights of every Bayesian layer of `model`."""
+    return sum(group.kl() for group in posteriors(model))
 
 
 def seed_noise(model: nn.Module, seed: int | None) -> None:
@@ -266,13 +378,19 @@ def start_training(model: nn.Module, n_train: int, seed: int) -> Callable[[], to
         return None
     seed_noise(model, seed)
     warmup = options_of(model).kl_warmup
-    bayes_layers = [layer for _, layer in layers(model)]
+    groups = posteriors(model)
+    for group in groups:
+        group.clear()  # nothing computed before this training is handed out in it
     calls = [0]
 
     def penalty() -> torch.Tensor:
         weight = 1.0 if calls[0] >= warmup else (calls[0] + 1) / warmup
         calls[0] += 1
-        return kl_sum(bayes_layers) * (weight / n_train)
+        # the KL the step's forward pass computed on the way (from the sigmas it sampled with)
+        kl_all = groups[0].take_kl()
+        for group in groups[1:]:
+            kl_all = kl_all + group.take_kl()
+        return kl_all * (weight / n_train)
 
     return penalty
 

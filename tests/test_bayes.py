@@ -320,20 +320,54 @@ def test_uncertainty_analysis_measures_any_stored_run(runs_dir):
         RunStore(runs_dir, cfg.run_id).level_record("ticket", 1)["test_loss"], rel=1e-5)
 
 
-def test_the_kl_gradient_is_autograds_through_torch_distributions():
+def test_the_fused_posterior_matches_autograd_through_torch_distributions():
+    """engine.bayes._Posterior writes out the sampling stds (sigma^2 for a Linear layer, sigma for a Conv2d),
+    the KL and all gradients for several layers at once: the same values and gradients as autograd through
+    softplus, a float mask and torch.distributions' KL of two Normals."""
     from torch.distributions import Normal, kl_divergence
 
     torch.manual_seed(0)
-    mu = torch.randn(50, dtype=torch.float64)
-    mu[:7] = 0
-    rho = torch.randn(50, dtype=torch.float64) - 2
-    a_mu, a_rho = mu.clone().requires_grad_(), rho.clone().requires_grad_()
-    bayes._KL.apply(a_mu, a_rho, 0.4).backward()
-    b_mu, b_rho = mu.clone().requires_grad_(), rho.clone().requires_grad_()
+    shapes, squares = [(5, 10), (4, 3, 3, 3), (2, 5)], (True, False, True)
+    mus = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    for mu in mus:
+        mu.view(-1)[:3] = 0
+    rhos = [torch.randn(s, dtype=torch.float64) - 2 for s in shapes]
+    upstream = [torch.randn(s, dtype=torch.float64) for s in shapes]  # what the forward pass sends back to the stds
+    a_mu, a_rho = [m.clone().requires_grad_() for m in mus], [r.clone().requires_grad_() for r in rhos]
+    *outs, kl = bayes._Posterior.apply(0.4, squares, *a_mu, *a_rho)
+    (sum((o * u).sum() for o, u in zip(outs, upstream)) + 3 * kl).backward()
+    b_mu, b_rho = [m.clone().requires_grad_() for m in mus], [r.clone().requires_grad_() for r in rhos]
     prior = Normal(torch.zeros((), dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64))
-    (kl_divergence(Normal(b_mu, F.softplus(b_rho)), prior) * (mu != 0)).sum().backward()
-    assert torch.allclose(a_mu.grad, b_mu.grad) and torch.allclose(a_rho.grad, b_rho.grad)
-    assert (a_rho.grad[:7] == 0).all()
+    want_kl = sum((kl_divergence(Normal(m, F.softplus(r)), prior) * (m != 0)).sum() for m, r in zip(b_mu, b_rho))
+    want = [(F.softplus(r) * (m != 0)) ** (2 if square else 1) for m, r, square in zip(b_mu, b_rho, squares)]
+    (sum((w * u).sum() for w, u in zip(want, upstream)) + 3 * want_kl).backward()
+    assert torch.allclose(kl, want_kl) and all(torch.allclose(o, w) for o, w in zip(outs, want))
+    for a, b in zip(a_mu + a_rho, b_mu + b_rho):
+        assert torch.allclose(a.grad, b.grad)
+    for m, r, o in zip(mus, a_rho, outs):
+        assert (r.grad[m == 0] == 0).all() and (o[m == 0] == 0).all()
+
+
+def test_the_penalty_uses_the_kl_of_the_steps_forward_pass_and_recomputes_a_stale_one(digits):
+    model = _bayes_lenet(digits)
+    group, = bayes.posteriors(model)
+    assert group.layers == [layer for _, layer in bayes.layers(model)]
+    penalty = bayes.start_training(model, 10, seed=0)
+    model(digits.train.x[:8])
+    kept = group._kl
+    got = penalty()
+    assert torch.allclose(got, bayes.kl(model) / 10) and group._kl is None  # taken: a next penalty recomputes
+    assert got.grad_fn.next_functions[0][0] is kept.grad_fn  # the forward pass's KL, not a second one
+    model(digits.train.x[:8])
+    kept = group._kl
+    with torch.no_grad():
+        model.hidden[0].weight.mul_(0.5)  # mu moved after the forward pass: that KL is stale
+    got = penalty()
+    assert torch.allclose(got, bayes.kl(model) / 10) and not torch.allclose(got, kept / 10)
+    model(digits.train.x[:8]).sum().backward()  # a deep copy carries no graph, and computes its own
+    twin = copy.deepcopy(model)
+    assert bayes.posteriors(twin)[0].layers[0] is twin.hidden[0] and bayes.posteriors(twin)[0]._kl is None
+    assert torch.allclose(bayes.kl(twin), bayes.kl(model))
 
 
 def test_the_bayesian_tab_shows_metrics_reliability_and_sigma_maps(bayes_run):
