@@ -116,7 +116,8 @@ class ExplorerApp(pn.viewable.Viewer):
         self._waiting_for_engine = False
         self._engine_error = self._engine.future.exception()
         if self._engine_error is None:
-            self._attach_engine()
+            with _rebuilding():
+                self._attach_engine()
             return
         self._sidebar[:] = [_engine_failed(self._engine_error)]
         self._show_active()
@@ -139,16 +140,15 @@ class ExplorerApp(pn.viewable.Viewer):
                 view.stop()
 
     def tick(self) -> None:
-        # One batch of document changes per tick: Bokeh recomputes the page's model graph once, when the
-        # tick is done, instead of after every model added or replaced, and sends one message.
-        with pn.io.hold(freeze=True):
+        with pn.io.hold():  # the tick's changes go to the browser as one message
             if self._waiting_for_engine:
                 self._take_engine_when_imported()
             focus = self._follow_run()
             stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
             if focus or any(stored):  # new levels or runs in the store
-                self.browser.refresh()
-                self.refresh_views(focus=focus)
+                with _rebuilding():
+                    self.browser.refresh()
+                    self.refresh_views(focus=focus)
 
     def _follow_run(self) -> str | None:
         """Apply the launched run's events; its id when it stored a level or ended (views re-read the store)."""
@@ -173,6 +173,13 @@ class ExplorerApp(pn.viewable.Viewer):
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", sidebar=[self._sidebar],
                                             main=[self._tab_bar], sidebar_width=340, accent="#1f4e79",
                                             design=offline.Fast)  # no web font from outside
+
+
+def _rebuilding():
+    """Around changes that add or replace many models: Bokeh recomputes the page's model graph (a walk over
+    every model) once at the end instead of after each one. Not around every tick: the end of a freeze
+    always recomputes, changed or not."""
+    return pn.io.hold(freeze=True)
 
 
 def _loading() -> pn.pane.Markdown:

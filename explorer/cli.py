@@ -100,6 +100,9 @@ def cmd_serve(args) -> int:
     # of one thread per core starves the server (and stalls badly when anything else runs).
     engine_import.start_later(torch_threads=args.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     pn.extension("tabulator", notifications=False)
+    # Components are styled by the page's design (its template's) from their first render, not by Panel's
+    # default design first; and offline.Fast computes each component type's styling once.
+    pn.config.design = offline.Fast
     offline.without_mathjax()  # 1.8 MB less script on every page
     print(f"Lottery Ticket Explorer on http://{args.address}:{args.port} (runs in {args.runs_dir}); Ctrl-C stops",
           file=sys.stderr)
