@@ -54,6 +54,7 @@ TABS = [
     Tab("Early stopping", "explorer.views:EarlyStopView"),
     Tab("Masks", "explorer.views:MasksView"),
     Tab("Analyses", "explorer.analyses:AnalysisPanel.for_app", engine=True),
+    Tab("Stability", "explorer.stability:StabilityPanel.for_app", engine=True),
     Tab("Leaderboard", "explorer.leaderboard:LeaderboardPanel.for_app", engine=True),
     Tab("Hardware", "explorer.hardware:HardwarePanel.for_app", engine=True),
     Tab("Weight space", "explorer.weight_space:WeightSpacePanel.for_app", engine=True),

@@ -73,8 +73,8 @@ def test_the_stability_story_preset_exists_validates_and_yields_to_flags(tmp_pat
     from engine.presets import preset_config
 
     cfg = preset_config("stability-story")
-    assert (cfg.data.dataset, cfg.model.model, cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == \
-        ("digits28", "resnet20", "sgd", 0.1, 128)
+    assert (cfg.data.dataset, cfg.model.model, cfg.model.width, cfg.train.optimizer, cfg.train.lr,
+            cfg.train.batch_size, cfg.prune.rewind) == ("digits", "resnet20", 0.5, "sgd", 0.1, 32, "iter:20")
     assert preset_config("stability-story", seed=3).seed == 3
     assert "--preset" in _run_help() and "stability-story" in _run_help()  # listed by `lottery run --help`
     # flags beside --preset override it; an unknown preset is a one-line error naming --preset
@@ -97,3 +97,66 @@ def test_digits28_is_built_offline_and_reproducibly():
     assert a.input_shape == (1, 28, 28) and a.num_classes == 10
     assert len(a.train) + len(a.val) == 4 * 1437 and len(a.test) == 360  # test: the digits test images only
     assert D.load(engine.DataConfig(dataset="digits28")).fingerprint == a.fingerprint
+
+
+# A story small enough for a test: the preset with a tiny MLP, one epoch, two levels
+STORY = {"model.model": "lenet300", "data.dataset": "digits", "train.epochs": 1, "train.batch_size": 128,
+         "prune.levels": 2, "prune.rewind": "iter:1", "prune.controls": ("reinit",), "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def story_store(tmp_path_factory):
+    from engine.analysis import story
+
+    runs_dir = tmp_path_factory.mktemp("story")
+    ids = story.run_story(runs_dir, "stability-story", seeds=(0,), points=5, **STORY)
+    return runs_dir, ids
+
+
+def test_the_story_runs_three_rewinds_and_measures_each_ticket_at_its_own_rewind_point(story_store):
+    from engine.analysis import story
+
+    runs_dir, ids = story_store
+    assert [_config(runs_dir, i).prune.rewind for i in ids] == ["init", "iter:1", "lr"]
+    groups = story.story_groups(runs_dir)  # one story: the three runs differ only in their rewind point
+    assert len(groups) == 1 and sorted(next(iter(groups.values()))) == sorted(ids)
+    dense = story.dense_instability(runs_dir, ids)
+    assert len(dense) == 1 and dense[0]["rewind_points"] == [0, 1, 5]  # 0, K, 5K of the late-rewinding run
+    rows = story.story_rows(runs_dir, ids)
+    tickets = [r for r in rows if r["variant"] == "ticket"]
+    assert {(r["rewind"], r["level"]) for r in tickets} == {(w, v) for w in ("init", "iter:1", "lr") for v in (1, 2)}
+    for r in tickets:  # init: k = 0, iter:1: k = 1, lr: no W_k, so no barrier (never invented)
+        assert (r["barrier"] is None) == (r["rewind"] == "lr")
+        if r["barrier"] is not None:
+            a = engine.RunStore(runs_dir, r["run_id"]).analyses()[f"instability-L{r['level']}"]
+            assert a["rewind_points"] == [{"init": 0, "iter:1": 1}[r["rewind"]]] and a["barriers"][0] == r["barrier"]
+    assert {r["variant"] for r in rows} == {"dense", "ticket", "reinit"}
+    # a second call reuses what is stored: no analysis is recomputed
+    before = {i: engine.RunStore(runs_dir, i).analyses() for i in ids}
+    story.run_story(runs_dir, "stability-story", seeds=(0,), points=5, **STORY)
+    assert {i: engine.RunStore(runs_dir, i).analyses() for i in ids} == before
+
+
+def _config(runs_dir, run_id) -> engine.RunConfig:
+    return engine.RunConfig.from_dict(engine.RunStore(runs_dir, run_id).config())
+
+
+def test_the_stability_tab_draws_the_story_and_its_button_runs_the_preset(story_store, tmp_path):
+    import holoviews as hv
+
+    from explorer.stability import StabilityPanel
+    from conftest import wait_until
+
+    runs_dir, ids = story_store
+    panel = StabilityPanel(runs_dir)
+    assert len(panel.story.options) == 1
+    for name, pane in panel.panes.items():  # every plot has data (an empty one is a lone hv.Text)
+        texts = [e for e in pane.object.traverse(lambda x: x) if isinstance(e, hv.Text)]
+        assert not texts, name
+    fresh = StabilityPanel(tmp_path, overrides=STORY)
+    assert fresh.story.options == []
+    fresh.start()
+    assert fresh.button.disabled
+    wait_until(lambda: fresh.poll() or (fresh.job is None), timeout=600, what="the story to finish")
+    assert fresh.job is None and "stored" in fresh.status.object
+    assert len(fresh.story.options) == 1 and not fresh.button.disabled

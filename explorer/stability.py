@@ -1,0 +1,207 @@
+"""The Stability tab: the stability story (issue 17) of the runs in a store (engine.analysis.story).
+
+    panel = StabilityPanel("runs")        # in a notebook: displays inline; in the app: the "Stability" tab
+
+For one story (the runs of one setting that differ only in their rewind point and seed) it draws, side by
+side: the dense net's error barrier vs rewind point k (each seed and the median, the 2% line); the
+interpolation curves between the two trainings from each W_k; ticket test accuracy vs density for rewinding
+to init, late rewinding (iter:K) and learning-rate rewinding, each with its reinit control (dashed); and the
+instability of each ticket at its own rewind point, with the 2% line. "Run the preset" trains and analyses
+the preset's story at one seed on a background job (what is stored is reused). The plots are pure functions
+of the rows and records engine.analysis.story reads, so they draw inline in a notebook as well:
+
+    barrier_plot(records)    records: story.dense_instability(...)
+    accuracy_plot(rows)      rows: story.story_rows(...)
+    ticket_instability_plot(rows)
+"""
+from __future__ import annotations
+
+import statistics
+
+import holoviews as hv
+import pandas as pd
+import panel as pn
+
+from engine.analysis import story
+from engine.events import AnalysisProgress
+
+from explorer import analysis_plots as ap
+from explorer.jobs import Job, error_message
+from explorer.plots import COMMON, _empty
+
+REWIND_COLOR = {"init": "#d62728", "iter": "#1f77b4", "lr": "#2ca02c"}
+THRESHOLD = 100 * story.STABLE_THRESHOLD
+
+
+def _line(label: str = "stable (2%)") -> hv.HLine:
+    return hv.HLine(THRESHOLD, label=label).opts(color="gray", line_dash="dashed", line_width=1)
+
+
+# ---------------------------------------------------------------- plots (pure: records/rows in, HoloViews out)
+def barrier_plot(records: list[dict]) -> hv.Element:
+    """The dense net's error barrier (%) vs rewind point k for each seed (thin) and their median (thick)."""
+    title = "Dense instability: error barrier vs rewind point k"
+    if not records:
+        return _empty(title, "no dense instability measured yet: Run the preset")
+    elements = []
+    for r in records:
+        pts = list(zip(r["rewind_points"], [100 * b for b in r["barriers"]]))
+        elements.append(hv.Curve(pts, "rewind iteration k", "error barrier (%)", label=f"seed {r['seed']}").opts(
+            alpha=0.5, line_width=1, tools=["hover"]))
+    common = set.intersection(*(set(r["rewind_points"]) for r in records))
+    med = [(k, statistics.median(100 * r["barriers"][r["rewind_points"].index(k)] for r in records))
+           for k in sorted(common)]
+    if med:
+        elements += [hv.Curve(med, "rewind iteration k", "error barrier (%)", label="median").opts(
+                         color="black", line_width=3),
+                     hv.Scatter(med, "rewind iteration k", "error barrier (%)").opts(color="black", size=8)]
+    top = max(THRESHOLD, *(100 * b for r in records for b in r["barriers"])) * 1.15
+    return hv.Overlay([*elements, _line()]).opts(title=title, ylim=(0, top), legend_position="top_right", **COMMON)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["run_id", "rewind", "rewind_kind", "seed", "variant", "level", "density",
+                                     "test_accuracy", "barrier"])
+    df["setting"] = df["rewind"]
+    return df
+
+
+def accuracy_plot(rows: list[dict]) -> hv.Element:
+    """Test accuracy (%) vs density for each rewind (colour): ticket solid, reinit control dashed, mean over
+    seeds; the dense net's mean accuracy and 2 points below it (grey lines)."""
+    title = "Ticket accuracy vs density: init / late rewinding / LR rewinding"
+    df = _frame(rows)
+    if df.empty:
+        return _empty(title, "no story runs yet: Run the preset")
+    elements = []
+    dense = df[df.variant == "dense"]
+    if not dense.empty:
+        d = 100 * dense.test_accuracy.mean()
+        elements += [hv.HLine(d).opts(color="black", line_width=1),
+                     hv.HLine(d - THRESHOLD).opts(color="gray", line_dash="dashed", line_width=1)]
+    tickets = df[df.variant != "dense"]
+    for (rewind, kind, variant), g in tickets.groupby(["rewind", "rewind_kind", "variant"], sort=False):
+        m = g.groupby("level").agg(density=("density", "mean"), acc=("test_accuracy", "mean"),
+                                   seeds=("seed", "nunique")).reset_index().sort_values("density", ascending=False)
+        m["acc"] *= 100
+        label = f"{rewind} {variant}"
+        style = dict(color=REWIND_COLOR.get(kind, "gray"), line_dash="solid" if variant == "ticket" else "dashed")
+        elements.append(hv.Curve(m, "density", ["acc", "seeds", "level"], label=label).opts(
+            line_width=2, tools=["hover"], **style))
+        elements.append(hv.Scatter(m, "density", ["acc", "seeds", "level"], label=label).opts(
+            size=5, color=style["color"], tools=["hover"]))
+    return hv.Overlay(elements).opts(title=title + " (grey: dense, dense - 2 points)", logx=True, invert_xaxis=True,
+                                     xlabel="density (log)", ylabel="test accuracy (%)",
+                                     legend_position="bottom_left", **COMMON)
+
+
+def ticket_instability_plot(rows: list[dict]) -> hv.Element:
+    """Each ticket's error barrier (%) at its own rewind point vs density, mean over seeds, with the 2% line."""
+    title = "Ticket instability at its own rewind point"
+    df = _frame(rows)
+    df = df[(df.variant == "ticket") & df.barrier.notna()]
+    if df.empty:
+        return _empty(title, "no ticket instability measured yet (learning-rate rewinding has none: no W_k)")
+    elements = []
+    for (rewind, kind), g in df.groupby(["rewind", "rewind_kind"], sort=False):
+        m = g.groupby("level").agg(density=("density", "mean"), barrier=("barrier", "mean")).reset_index()
+        m = m.sort_values("density", ascending=False)
+        m["barrier"] *= 100
+        color = REWIND_COLOR.get(kind, "gray")
+        elements += [hv.Curve(m, "density", ["barrier", "level"], label=rewind).opts(color=color, line_width=2,
+                                                                                    tools=["hover"]),
+                     hv.Scatter(m, "density", ["barrier", "level"], label=rewind).opts(color=color, size=6)]
+    top = max(THRESHOLD, 100 * df.barrier.max()) * 1.15
+    return hv.Overlay([*elements, _line()]).opts(title=title, logx=True, invert_xaxis=True, ylim=(0, top),
+                                                 xlabel="density (log)", ylabel="error barrier (%)",
+                                                 legend_position="top_left", **COMMON)
+
+
+# ---------------------------------------------------------------- the tab
+class StabilityPanel(pn.viewable.Viewer):
+    """The stories stored in `runs_dir`, drawn side by side; a button that runs the preset's story.
+
+    `preset` and `overrides` (setting paths, e.g. {"train.epochs": 1}) say what the button runs."""
+
+    def __init__(self, runs_dir, preset: str = "stability-story", overrides: dict | None = None, **params):
+        super().__init__(**params)
+        self.runs_dir, self.preset, self.overrides = runs_dir, preset, dict(overrides or {})
+        self.groups: dict[str, list[str]] = {}
+        self.story = pn.widgets.Select(label="story", options=[], sizing_mode="stretch_width")
+        self.story.param.watch(lambda e: self.draw(), "value")
+        self.button = pn.widgets.Button(label=f"Run the {preset} preset", color="primary", width=230)
+        self.button.on_click(lambda _: self.start())
+        self.cancel_button = pn.widgets.Button(label="Stop", width=80, disabled=True)
+        self.cancel_button.on_click(lambda _: self.stop())
+        self.status = pn.pane.Markdown("", css_classes=["stability-status"], sizing_mode="stretch_width")
+        self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"stability-{k}"])
+                      for k in ("barriers", "paths", "accuracy", "tickets")}
+        self.job: Job | None = None
+        self.refresh()
+
+    @classmethod
+    def for_app(cls, app) -> "StabilityPanel":
+        return cls(app.runs_dir)
+
+    def refresh(self) -> None:
+        """Re-read the store's stories."""
+        self.groups = story.story_groups(self.runs_dir)
+        self.story.options = list(self.groups)
+        if self.story.value not in self.groups and self.groups:
+            self.story.value = next(iter(self.groups))
+        self.draw()
+
+    def draw(self) -> None:
+        ids = self.groups.get(self.story.value, [])
+        records = story.dense_instability(self.runs_dir, ids)
+        rows = story.story_rows(self.runs_dir, ids)
+        self.panes["barriers"].object = barrier_plot(records)
+        self.panes["paths"].object = ap.instability_paths(records[0] if records else None)
+        self.panes["accuracy"].object = accuracy_plot(rows)
+        self.panes["tickets"].object = ticket_instability_plot(rows)
+
+    def start(self, seeds=(0,)) -> None:
+        """Train and analyse the preset's story (init, iter:K, lr; reinit controls) at `seeds` in the background."""
+        if self.job is not None:
+            self.status.object = "The story is already running."
+            return
+        preset, overrides = self.preset, self.overrides
+        self.status.object = f"running the **{preset}** story (seeds {', '.join(map(str, seeds))})..."
+        self.button.disabled, self.cancel_button.disabled = True, False
+        self.job = Job(lambda job: story.run_story(self.runs_dir, preset, seeds, on_event=job.emit,
+                                                   cancel=job.cancelled, **overrides), name="stability-story")
+
+    def poll(self) -> bool:
+        """Progress of a running story; True when it finished and stored its runs."""
+        if self.job is None:
+            return False
+        events, finished = self.job.poll()
+        steps = [e for e in events if isinstance(e, AnalysisProgress)]
+        if steps and not finished:
+            self.status.object = f"running the **{self.preset}** story... {steps[-1].message}"
+        if not finished:
+            return False
+        job, self.job = self.job, None
+        self.button.disabled, self.cancel_button.disabled = False, True
+        self.status.object = "The story is stored." if job.error is None else \
+            f"The story stopped: {error_message(job.error)}"
+        self.refresh()
+        return job.error is None
+
+    def stop(self) -> None:
+        """Stop a running story at its next check (what it stored stays)."""
+        if self.job is not None:
+            self.job.cancel()
+
+    def __panel__(self):
+        p = self.panes
+        return pn.Column(
+            pn.pane.Markdown(
+                "**The stability story** (Frankle et al. 2020): a network is *stable* at rewind point k when two "
+                "copies trained from W_k with different data orders end in one linearly connected basin (error "
+                "barrier <= 2%). IMP finds matching tickets where the ticket is stable: rewinding to init fails "
+                "where the net is unstable at init, late rewinding (iter:K) works once it is stable.",
+                sizing_mode="stretch_width"),
+            pn.Row(self.story, self.button, self.cancel_button, sizing_mode="stretch_width"), self.status,
+            pn.Row(p["barriers"], p["paths"], sizing_mode="stretch_width"),
+            pn.Row(p["accuracy"], p["tickets"], sizing_mode="stretch_width"), sizing_mode="stretch_width")
