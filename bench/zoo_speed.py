@@ -6,7 +6,8 @@ members in one process, interleaved, after a warm-up; we report the median (and 
 ratio one-by-one / batched. Targets (issue 12): >= 8x for the 64 MLPs, >= 3x for the 8 lenet300.
 
 `--forward` also times one training step of the 64 MLPs through the two ways of batching the forward pass:
-`torch.func.vmap` over `functional_call` (what engine.batched uses) and a hand-written grouped `baddbmm`.
+`torch.func.vmap` over `functional_call` (engine.batched's path for models other than Linear chains) and a
+hand-written grouped `baddbmm` (its path for Linear chains).
 
     python bench/zoo_speed.py [--repeats 3] [--epochs 2] [--threads 1] [--forward]
 

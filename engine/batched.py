@@ -12,7 +12,13 @@ under heavy contention from other processes): chains of Linear layers (mlp, lene
 fused optimizer), which trained 64 digits MLPs 64-32 in 0.73-0.80 s vs 0.86-1.04 s through `vmap` over
 `functional_call`, and 8 lenet300 in 0.35-0.56 s vs 0.62-0.70 s; every other architecture (Conv-2/4/6, users'
 modules) goes through `torch.func.vmap` + `functional_call`, which batches any layer type with no code of
-its own.
+its own (on CPU no faster than one by one for conv4: 0.9x, bench/batched_speed.py). Against one by one
+(bench/zoo_speed.py, two runs under contention): 64 MLPs 7.7-8.5x, 8 lenet300 2.0-2.1x; lenet300's batched
+step is bound by its matmuls, so there batching saves the per-step Python and small-kernel cost only.
+
+Who batches: `lottery zoo` (every member), the instability analysis (its copies), and `lottery run` with
+`--batched auto` (a level's ticket and its controls, engine.runner.RunContext.train_together; `auto_reason`
+says when it does not).
 
 What each member gets, exactly as `engine.trainer.train` would give it alone (tests/test_batched.py trains
 both ways and compares the weights to float tolerance):
