@@ -2,6 +2,8 @@
 pruned entries stay exactly 0 while the base stays bit-identical, merging a masked adapter gives the same
 outputs, the subspace ratio rule, `--method partial-lora` end to end (stored, resumed, shown, compared at an
 equal trainable budget with lota), and one-line errors that store nothing."""
+import contextlib
+import io
 import json
 
 import pytest
@@ -163,8 +165,6 @@ def test_method_stores_an_exact_masked_adapter_merged_into_the_base(runs_dir):
     assert started.trainings * started.iterations + started.search_steps == 3 * started.iterations
     # `lottery show` prints the record
     from engine import cli
-    import contextlib
-    import io
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(["show", s["run_id"], "--runs-dir", str(runs_dir)]) == 0

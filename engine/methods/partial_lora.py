@@ -155,6 +155,12 @@ def trainable_count(model: nn.Module, mask: M.Mask | None = None) -> int:
     return sum(p.numel() for p in adapter_params(model).values())
 
 
+def prunable_count(model: nn.Module) -> int:
+    """Entries of the model's prunable weights (what lota's and bert-imp's --density counts)."""
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in M.prunable(model))
+
+
 def adapter_entries(model: nn.Module, rank: int) -> int:
     """Entries of rank-`rank` adapters on `model`'s prunable layers: r (in + out) per layer."""
     params = dict(model.named_parameters())
@@ -307,8 +313,7 @@ def adapter_density(config, model: nn.Module) -> float:
     opts = config.prune.method_options()
     if opts.lora_budget == "adapter":
         return config.prune.density
-    prunable = sum(dict(model.named_parameters())[n].numel() for n in M.prunable(model))
-    return config.prune.density * prunable / adapter_entries(model, opts.lora_rank)
+    return config.prune.density * prunable_count(model) / adapter_entries(model, opts.lora_rank)
 
 
 def ratios_for(rule: str, model: nn.Module, x: torch.Tensor, shapes: dict, density: float, capture: float):
@@ -347,12 +352,12 @@ def partial_lora(ctx) -> None:
     mask = {n: m.to(ctx.device) for n, m in mask.items()}
     ticket = ctx.train_variant("ticket", 1, mask, base, 0, search=AdapterTraining(
         opts.lora_rank, mask, init_seed, ctx.store.weights_path("adapters.ticket")))
-    prunable = sum(s.numel() for n, s in dict(model.named_parameters()).items() if n in set(M.prunable(model)))
     ctx.store.save_analysis(RECORD, {
         "analysis": RECORD, "rank": opts.lora_rank, "rule": opts.lora_rule if density < 1 else "dense",
         "budget": opts.lora_budget, "density": ctx.config.prune.density, "adapter_density": min(1.0, density),
         "capture": opts.lora_capture,
-        "trainable": M.kept(ticket.mask), "adapter_entries": M.total(ticket.mask), "prunable_weights": prunable,
+        "trainable": M.kept(ticket.mask), "adapter_entries": M.total(ticket.mask),
+        "prunable_weights": prunable_count(model),
         "layers": {layer: {"ratio": ratios[layer] if density < 1 else 1.0,
                            "subspace": sub[layer] if sub is not None else None,
                            "kept": sum(int(m.sum()) for n, m in ticket.mask.items() if layer_of(n) == layer),
@@ -375,8 +380,7 @@ def check(config, model) -> None:
     opts = config.prune.method_options()
     check_rank(model, opts.lora_rank)
     if adapter_density(config, model) > 1:
-        prunable = sum(dict(model.named_parameters())[n].numel() for n in M.prunable(model))
-        most = adapter_entries(model, opts.lora_rank) / prunable
+        most = adapter_entries(model, opts.lora_rank) / prunable_count(model)
         raise ConfigError("prune.density", config.prune.density, f"rank-{opts.lora_rank} adapters hold {most:.4g} "
                           "of the prunable weights: at most that with --lora-budget model (or raise --lora-rank)")
 
