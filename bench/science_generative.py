@@ -1,22 +1,20 @@
 """Science check (issue 12, items 3-4): DeepWeightFlow on model zoos, generated tickets, prunability.
 
-    python bench/science_generative.py [--seeds 3] [--members 64] [--steps 3000] [--datasets digits,patches]
+    python bench/science_generative.py [--seeds 3] [--members 64] [--hidden 32,32] [--steps 3000]
+                                       [--datasets digits,patches] [--parts rebasin,none,ticket]
                                        [--runs-dir bench-runs] [--quick]
 
-Per data set and seed: a dense zoo (`lottery zoo`: MLP 32-32, SGD lr 0.05, 20 epochs, `--members` nets),
-then two generations (`lottery generate`): with Git Re-Basin canonicalisation and without, both in PCA
-coordinates (members - 1 components), 3000 flow steps, RK4 x 100. Printed per generation: the zoo's and the
+Per data set and seed: a dense zoo (`lottery zoo`: MLP `--hidden` (32-32), SGD lr 0.05, 20 epochs,
+`--members` nets), then two generations (`lottery generate`, its defaults otherwise): with Git Re-Basin
+canonicalisation (to member 0, then MergeMany rounds to the mean) and without, both in PCA coordinates
+(members - 1 components, one global scale), 3000 flow steps, RK4 x 100. Printed per generation: the zoo's and the
 generated nets' median test accuracy [5-95%], the Gaussian baseline in the same coordinates, the zoo's mean
 as one net, diversity (mean pairwise prediction disagreement) and novelty (median nearest-zoo-member distance
 next to the zoo's own, share of near copies), and the generated vs zoo nets magnitude-pruned to 20% density
 with no retraining. Then generated tickets: an IMP run (rewind iter:50, 6 levels: 28.7% density on digits), a
 ticket zoo of 32 retrainings of its last ticket, a flow on it (no canonicalisation: members share mask and start).
 
-Measured here (2-core CPU under heavy load, 3 seeds; median test accuracy, mean of the seeds' medians):
-digits Re-Basin: zoo .967, generated .904 [.890-.917], Gaussian .478, zoo mean .901; no canonicalisation:
-generated .489, Gaussian .124, zoo mean .097; pruned to 20%: zoo .718, generated .745; ticket zoo .965,
-generated .965. patches: zoo .381, generated .148, Gaussian .195, zoo mean .142 (the zoo does not align).
-The issue's goal (generated within 2 points of the zoo) is not met on either data set.
+Figures: README, "Generated networks (DeepWeightFlow)".
 
 Data sets: `digits` (scikit-learn's 8x8 digits) and `patches`, real photographs at small size: 12x12
 grey-scale patches cut from scikit-learn's two bundled sample photographs (china.jpg, flower.jpg), labelled by
@@ -44,8 +42,7 @@ from engine import zoo as Z  # noqa: E402
 from engine.runner import run  # noqa: E402
 from engine.settings import config_from_settings  # noqa: E402
 
-ZOO = {"model.model": "mlp", "model.hidden": (32, 32), "train.optimizer": "sgd", "train.lr": 0.05,
-       "train.epochs": 20, "device": "cpu"}
+ZOO = {"model.model": "mlp", "train.optimizer": "sgd", "train.lr": 0.05, "train.epochs": 20, "device": "cpu"}
 
 
 def patches_npz(path: Path, size: int = 12, per_class: int = 500, seed: int = 0) -> Path:
@@ -92,13 +89,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--members", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--hidden", default="32,32", help="the zoo's MLP widths (MergeMany pulls a wider zoo together "
+                   "further: README)")
     p.add_argument("--datasets", default="digits,patches")
+    p.add_argument("--parts", default="rebasin,none,ticket", help="which generations: dense zoo with Re-Basin, "
+                   "without canonicalisation, a ticket zoo")
     p.add_argument("--runs-dir", default="bench-runs")
     p.add_argument("--quick", action="store_true", help="8 members, 200 steps, 1 seed: checks the script runs")
     args = p.parse_args()
     if args.quick:
         args.seeds, args.members, args.steps = 1, 8, 200
     torch.set_num_threads(1)  # tiny models: threads only contend
+    hidden = tuple(int(w) for w in args.hidden.split(","))
+    parts = set(args.parts.split(","))
     runs_dir = Path(args.runs_dir)
     datasets = {"digits": "digits", "patches": "npz:" + str(patches_npz(runs_dir / "data" / "patches.npz"))}
     results: dict[str, list[dict]] = {}
@@ -106,19 +109,21 @@ def main() -> None:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             options = Z.ZooOptions(members=args.members)
-            config = config_from_settings({**ZOO, "data.dataset": datasets[name], "seed": seed})
+            config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": datasets[name], "seed": seed})
             zoo = Z.train_zoo(options, config, runs_dir=runs_dir)
             print(f"[{name} seed {seed}] zoo {zoo['run_id']}: {args.members} members in {time.perf_counter() - t0:.0f} s"
                   f" (stored: {zoo['train_seconds']:.0f} s of training)", flush=True)
-            for canon in ("rebasin", "none"):
+            for canon in [c for c in ("rebasin", "none") if c in parts]:
                 opts = G.GenerateOptions(canonicalise=canon, pca=args.members - 1, steps=args.steps, seed=seed,
                                          prune_density=0.2 if canon == "rebasin" else 0.0)
                 r = G.generate(runs_dir, zoo["run_id"], opts)
                 results.setdefault(f"{name} dense {canon}", []).append(r)
                 print("  " + row(f"dense, {canon}", r), flush=True)
+            if "ticket" not in parts:
+                continue
             # generated tickets: a stable ticket (late rewinding), its retrainings as the zoo
-            cfg = config_from_settings({**ZOO, "data.dataset": datasets[name], "seed": seed, "prune.levels": 6,
-                                        "prune.rewind": "iter:50", "prune.controls": ()})
+            cfg = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": datasets[name], "seed": seed,
+                                        "prune.levels": 6, "prune.rewind": "iter:50", "prune.controls": ()})
             ticket_run = run(cfg, runs_dir=runs_dir)
             t_opts = Z.ZooOptions(members=max(4, args.members // 2), ticket=ticket_run["run_id"])
             tzoo = Z.train_zoo(t_opts, Z.zoo_config(t_opts, {"seed": seed}, runs_dir=runs_dir), runs_dir=runs_dir)
