@@ -122,3 +122,19 @@ def test_amp_is_an_option_with_one_line_errors(tmp_path, capsys):
     assert tiny(**{"train.amp": "bf16"}).run_id != tiny().run_id  # bf16 changes results: another run
     with pytest.raises(ConfigError, match="train.amp"):
         trainer.autocast(tiny(**{"train.amp": "bf16"}).train, torch.device("meta"))
+
+
+def test_gpu_suite_says_plainly_what_it_could_not_measure():
+    """bench/gpu_suite.py (the CUDA check) on this machine: the CPU rows, and without CUDA a plain statement
+    that the CUDA rows were not measured, exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
+    out = subprocess.run([sys.executable, str(script), "--steps", "2", "--models", "lenet300"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert any(line.startswith("trainer lenet300") and " cpu " in line for line in out.stdout.splitlines()), out.stdout
+    if not torch.cuda.is_available():
+        assert "no CUDA device here" in out.stdout and "were not measured" in out.stdout
