@@ -140,8 +140,10 @@ class BayesLayer:
         s = self.sigma()
         return s * s if self.square else s
 
-    def _eps(self, like: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+    def _eps(self, like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Standard normal noise (times the noise scale) of `like`'s shape, or of `shape`, dtype and device."""
+        eps = torch.randn(like.shape if shape is None else shape, generator=self.generator, device=like.device,
+                          dtype=like.dtype)
         return eps if self.noise_scale == 1.0 else eps * self.noise_scale
 
 
@@ -231,12 +233,12 @@ class _Posterior(torch.autograd.Function):
         torch._foreach_abs_(alive)  # sign(+-0.0) = 0: pruned
         s = torch._foreach_mul(sigma, alive)
         s2 = torch._foreach_mul(s, s)
-        terms = torch._foreach_addcmul(s2, mus, mus)
-        torch._foreach_mul_(terms, 1 / (2 * prior_sigma ** 2))
+        # 2 prior^2 KL = sigma^2 + mu^2 - 2 prior^2 alive (log sigma - log prior + 1/2), summed
         log_term = torch._foreach_log(sigma)
         torch._foreach_sub_(log_term, math.log(prior_sigma) - 0.5)
-        torch._foreach_addcmul_(terms, log_term, alive, value=-1)
-        kl = torch.stack([t.sum() for t in terms]).sum()
+        terms = torch._foreach_addcmul(s2, mus, mus)
+        torch._foreach_addcmul_(terms, log_term, alive, value=-2 * prior_sigma ** 2)
+        kl = torch.stack([t.sum() for t in terms]).sum() / (2 * prior_sigma ** 2)
         ctx.save_for_backward(*mus, *rhos, *sigma, *alive, *s)
         ctx.prior_sigma, ctx.squares = prior_sigma, squares
         ctx.set_materialize_grads(False)
@@ -248,20 +250,22 @@ class _Posterior(torch.autograd.Function):
         saved = ctx.saved_tensors
         mus, rhos, sigma, alive, s = (list(saved[i * n:(i + 1) * n]) for i in range(5))
         grad_kl, var_p = grads[n], ctx.prior_sigma ** 2
+        # d loss / d sigma = g_kl (s / prior^2 - alive / sigma) + 2 s g_out (sigma^2 out) or alive g_out (sigma
+        # out): every term is 0 where pruned (s = alive = 0); six weight-sized passes with the two below
         if grad_kl is not None:
-            d_sigma = torch._foreach_div(sigma, var_p)
-            torch._foreach_sub_(d_sigma, torch._foreach_reciprocal(sigma))
-            torch._foreach_mul_(d_sigma, grad_kl)
-            d_mu = torch._foreach_mul(mus, grad_kl / var_p)  # a pruned mu is 0: its gradient is 0 as it is
+            g = float(grad_kl)  # a number for the foreach ops (on a GPU: one sync per step)
+            d_sigma = torch._foreach_mul(s, g / var_p)
+            torch._foreach_addcdiv_(d_sigma, alive, sigma, value=-g)
+            d_mu = torch._foreach_mul(mus, g / var_p)  # a pruned mu is 0: its gradient is 0 as it is
         else:
             d_sigma, d_mu = [torch.zeros_like(x) for x in sigma], [None] * n
-        sampled = [(d, g, x, square) for d, g, x, square in zip(d_sigma, grads[:n], s, ctx.squares) if g is not None]
-        if any(square for *_, square in sampled):  # d(s^2)/d sigma = 2 s (times alive, below)
-            torch._foreach_addcmul_(*map(list, zip(*[(d, g, x) for d, g, x, square in sampled if square])), value=2)
-        if not all(square for *_, square in sampled):  # d s / d sigma = 1 (times alive)
-            torch._foreach_add_(*map(list, zip(*[(d, g) for d, g, _, square in sampled if not square])))
-        torch._foreach_mul_(d_sigma, alive)
-        torch._foreach_mul_(d_sigma, torch._foreach_sigmoid(rhos))
+        for square, factors in ((True, s), (False, alive)):
+            rows = [(d, g_out, f) for d, g_out, f, sq in zip(d_sigma, grads[:n], factors, ctx.squares)
+                    if g_out is not None and sq == square]
+            if rows:
+                d, g_out, f = map(list, zip(*rows))
+                torch._foreach_addcmul_(d, g_out, f, value=2 if square else 1)
+        torch._foreach_mul_(d_sigma, torch._foreach_sigmoid(rhos))  # d sigma / d rho = softplus' = sigmoid
         return None, None, *d_mu, *d_sigma
 
 
@@ -278,9 +282,36 @@ class BayesLinear(nn.Linear, BayesLayer):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            eps = self._eps(x, (len(x), self.out_features))
+            return _LocalReparameterisation.apply(x, self.weight, self.bias, self._std(), eps, self._tiny)
         mean = F.linear(x, self.weight, self.bias)
-        var = F.linear(x.square(), self._std(), self._tiny.expand(self.out_features))  # + _TINY
+        var = F.linear(x * x, self._std(), self._tiny.expand(self.out_features))  # + _TINY
         return torch.addcmul(mean, var.sqrt(), self._eps(mean))
+
+
+class _LocalReparameterisation(torch.autograd.Function):
+    """x mu^T + b + sqrt(x^2 sigma^2^T + _TINY) * eps for a batch of rows x, the gradient written out: one
+    autograd node with five matrix products where autograd through the formula made eight nodes (their
+    transposes, detaches and accumulations cost more than the arithmetic at batch 60; bench/bayes_speed.py)."""
+
+    @staticmethod
+    def forward(ctx, x, mu, bias, var_w, eps, tiny):
+        x2 = x * x
+        mean = torch.addmm(bias, x, mu.t()) if bias is not None else x.mm(mu.t())
+        std = torch.addmm(tiny, x2, var_w.t()).sqrt_()
+        ctx.save_for_backward(x, x2, mu, var_w, eps, std)
+        return torch.addcmul(mean, std, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, x2, mu, var_w, eps, std = ctx.saved_tensors
+        grad_var = torch.mul(grad, eps).div_(std).mul_(0.5)  # d sqrt(v) / dv = 1 / (2 sqrt(v))
+        grad_x = torch.addcmul(grad.mm(mu), x, grad_var.mm(var_w), value=2) if ctx.needs_input_grad[0] else None
+        grad_mu = grad.t().mm(x) if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
+        grad_var_w = grad_var.t().mm(x2) if ctx.needs_input_grad[3] else None
+        return grad_x, grad_mu, grad_bias, grad_var_w, None, None
 
 
 class BayesConv2d(nn.Conv2d, BayesLayer):

@@ -74,6 +74,19 @@ def test_mc_convolution_gives_each_block_of_the_batch_its_own_weight_sample():
                               atol=1e-5)
 
 
+def test_the_local_reparameterisation_gradient_is_autograds():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    mu = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    var_w = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(6, 3, dtype=torch.float64)
+    tiny = torch.full((1,), 1e-16, dtype=torch.float64)
+    assert torch.autograd.gradcheck(bayes._LocalReparameterisation.apply, (x, mu, bias, var_w, eps, tiny))
+    want = F.linear(x, mu, bias) + (F.linear(x * x, var_w) + 1e-16).sqrt() * eps
+    assert torch.allclose(bayes._LocalReparameterisation.apply(x, mu, bias, var_w, eps, tiny), want)
+
+
 def test_local_reparameterisation_has_the_exact_mean_and_variance():
     torch.manual_seed(0)
     layer = bayes.BayesLinear.from_layer(nn.Linear(4, 3), bayes.Options.of(sigma_init=0.5))
