@@ -71,7 +71,7 @@ from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled, Unsupported
 from .masks import Mask
 from .seeding import generator
-from .trainer import TrainResult, lr_at, make_optimizer, steps_per_epoch
+from .trainer import TrainResult, autocast, lr_at, make_optimizer, steps_per_epoch
 
 # the layers of the registry's models (mlp, lenet300, conv2/4/6, resnet20): what `--batched auto` batches
 VMAP_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Flatten, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
@@ -123,7 +123,7 @@ def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
                           "by one with engine.trainer")
 
 
-def auto_reason(model: nn.Module, data: Dataset) -> str | None:
+def auto_reason(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None) -> str | None:
     """Why `--batched auto` trains members of `model` one at a time on `data`'s device (None: it batches them).
 
     Batched only where it is supported and measured faster (bench/batched_speed.py, 2-core CPU): chains of
@@ -135,6 +135,8 @@ def auto_reason(model: nn.Module, data: Dataset) -> str | None:
         check_batchable(model, data)
     except Unsupported as e:
         return str(e)
+    if cfg is not None and cfg.amp != "off":  # bf16 rounds bmm and mm differently: alike only to bf16 precision
+        return f"--amp {cfg.amp}: batched and one-by-one bf16 steps agree only to bf16 precision (not measured)"
     other = {type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, VMAP_LAYERS)}
     if other:  # e.g. a transformer's embeddings, dropout (random per call), a user's own layers
         return f"layers the batched trainer has not been tested on: {', '.join(sorted(other))}"
@@ -271,6 +273,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         opts.append(make_optimizer(leaves[-1].values(), cfg))
     fwd = batched_forward(model)
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
+    amp = autocast(cfg, device)  # --amp bf16: forward and loss under torch.autocast, as engine.trainer does
 
     def full_stack() -> dict[str, torch.Tensor]:  # every member's state dict, stacked in stack order
         return {n: torch.cat([group[n].detach() for group in leaves]) for n in names} | \
@@ -298,7 +301,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
         batch = rows.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
-        out = fwd(params, batch)                                                # [K_active, bs, C]
+        with amp:
+            out = fwd(params, batch)                                            # [K_active, bs, C]
+            losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)
         if active > 1 and buffers:  # BatchNorm updated the concatenated statistics: give each group its own
             offset = 0
             for group in stats[:active]:
@@ -306,7 +311,6 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                 for n in buffers:
                     group[n].copy_(params[n][offset:offset + size])
                 offset += size
-        losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)
         for leaf, opt in zip(leaves[:active], opts):
             opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # members share no parameter: each one's gradient is its own loss's

@@ -130,7 +130,7 @@ class RunContext:
         variant's evaluations stream live, the others' are replayed once the batch is done."""
         todo = [p for p in plan if self.store.level_record(p[0], level) is None]
         reason = "fewer than two trainings" if len(todo) < 2 else batched.auto_reason(self.model_with(plan[0][2]),
-                                                                                       self.data)
+                                                                                       self.data, self.config.train)
         if reason is not None:
             return {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan}
         done = {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan

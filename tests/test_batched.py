@@ -135,3 +135,16 @@ def test_bayesian_models_are_refused_in_one_line(digits):
     net = models.build(ModelConfig(model="mlp", hidden=(8,), bayesian=True), digits.input_shape, digits.num_classes, 0)
     with pytest.raises(Unsupported, match="Bayesian"):
         B.train_batched(net, digits, TrainConfig(epochs=1), [B.Member(net.state_dict())])
+
+
+def test_amp_bf16_runs_the_batched_step_under_autocast_like_the_trainer(digits):
+    mc = ModelConfig(model="mlp", hidden=(32, 16))
+    cfg = TrainConfig(epochs=1, batch_size=100, amp="bf16")
+    nets, members = _members(digits, mc, k=2)
+    out = B.train_batched(nets[0], digits, cfg, members)
+    fp32 = B.train_batched(nets[0], digits, TrainConfig(epochs=1, batch_size=100), members)
+    for i, (net, member) in enumerate(zip(nets, members)):
+        weights, _ = _alone(net, digits, cfg, member)
+        for n, w in weights.items():  # bf16 matmuls: alike to bf16 precision, and unlike the float32 run
+            torch.testing.assert_close(out.member(i)[n], w, atol=2e-2, rtol=0)
+        assert (out.member(i)["out.weight"] - fp32.member(i)["out.weight"]).abs().max() > 1e-6

@@ -161,3 +161,9 @@ def test_batched_is_a_flag_and_a_config_field_with_one_line_errors():
         engine.RunConfig().replace(**{"train.batched": "yes"})
     args = build_parser().parse_args(["run", "--batched", "off"])
     assert getattr(args, "train.batched") == "off"
+
+
+def test_amp_runs_train_one_by_one_with_auto(tmp_path, spy):
+    summary = engine.run(tiny(**{"train.amp": "bf16", "train.epochs": 1, "prune.levels": 1,
+                                 "prune.controls": ("reinit", "random")}), runs_dir=tmp_path)
+    assert summary["status"] == "completed" and spy == []
