@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=11, help="interpolation points")
     ap.add_argument("--match", type=float, default=1.0, help="matching: within this many points of the dense net")
     ap.add_argument("--runs-dir", default="bench-runs/stability-story")
-    ap.add_argument("--smoke", action="store_true", help="a tiny net, 1 epoch, 2 levels: mechanics only")
+    ap.add_argument("--smoke", action="store_true", help="lenet300, 1 epoch, 2 levels: mechanics only")
     args = ap.parse_args()
     overrides = {"prune.levels": args.levels, "prune.prune_fraction": args.prune_fraction,
                  "prune.controls": ("reinit",), "device": "cpu"}
@@ -75,8 +75,8 @@ def main() -> None:
         overrides["train.epochs"] = args.epochs
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.smoke:
-        overrides.update({"model.width": 0.25, "train.epochs": 1, "train.batch_size": 128, "prune.levels": 2,
-                          "prune.rewind": "iter:2"})
+        overrides.update({"model.model": "lenet300", "train.epochs": 1, "train.batch_size": 128, "prune.levels": 2,
+                          "prune.rewind": "iter:1"})
         seeds = seeds[:1]
     levels = None if args.ticket_levels is None else [int(v) for v in args.ticket_levels.split(",")]
     t0 = time.perf_counter()
