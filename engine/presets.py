@@ -8,8 +8,9 @@ stability-story (issue 17): a dense network that is unstable at initialisation a
 iterations, on data shipped with the project: resnet20 at half width on `digits`, SGD lr 0.1 momentum 0.9,
 batch 32, 10 epochs (400 iterations), no warm-up; IMP with late rewinding to iteration 20. Measured on the
 2-core CPU (instability, 11 interpolation points, BN statistics on 1,024 training examples):
-    seed 0: error barrier 10.42% at k = 0, 0.00% at k = 20, 0.50% at k = 100
-(see README "The stability story" for all seeds and bench/science_stability_story.py for the tickets).
+    error barrier at k = 0 / 20 / 100: seed 0 10.42% / 0.00% / 0.50%, seed 1 13.19% / 0.44% / 0.00%,
+    seed 2 21.94% / 0.33% / 0.00%; median 13.19% / 0.33% / 0.00%: unstable at init, stable by k = 20
+(README "The stability story"; bench/science_stability_story.py for the tickets).
 The issue's probe (resnet20 full width on 28x28 digits, batch 128, 8 epochs) is the `digits28` data set
 here; at full width one step took 5-15 s on the contended 2-core CPU (1 s at width 0.25), so that setting
 was not measured. Run the story with
