@@ -128,6 +128,12 @@ def test_bad_texts_are_one_line_errors(tmp_path, rows, message):
     with pytest.raises(ConfigError, match=message) as e:
         engine.data.load(data_cfg(dataset=f"text:{path}"))
     assert "\n" not in str(e.value)
+    runs = tmp_path / "runs"
+    cfg = engine.RunConfig().replace(**{"data.dataset": f"text:{path}", "model.model": "bert-tiny",
+                                        "train.epochs": 1, "device": "cpu"})
+    with pytest.raises(ConfigError, match=message):
+        engine.run(cfg, runs_dir=runs)
+    assert not (runs / cfg.run_id).exists()  # refused before anything was stored
 
 
 def test_missing_file_and_wrong_suffix(tmp_path):
