@@ -199,6 +199,8 @@ def one_line(error: BaseException) -> str:
 def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
     """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes. A page
     that cannot be built shows one line; the traceback goes to the server's log, never to the client."""
+    if engine_import.current is not None:  # `lottery serve`: a page is being built, the idle import waits
+        engine_import.current.pages += 1
     try:
         app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
     except Exception as e:
@@ -206,9 +208,8 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", design=offline.Fast, main=[pn.pane.Alert(
             f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
-    if engine_import.current is not None:  # `lottery serve`: the engine is imported once a page is out
-        engine_import.current.pages += 1
-        # next tick: after this session's page is built and sent, while the browser loads its scripts
+    if engine_import.current is not None:  # the engine is imported once this page is out: on the next tick,
+        # after the session is built and its HTML sent, while the browser loads the page's scripts
         pn.state.curdoc.add_next_tick_callback(engine_import.current.start)
     pn.state.on_session_destroyed(lambda ctx: app.stop())
     return app.template()

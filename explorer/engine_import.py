@@ -16,14 +16,17 @@ import concurrent.futures as cf
 import threading
 import traceback
 
-IDLE_S = 1.0  # with no page asked for by then, import anyway: the engine is ready when someone comes
+# With no page asked for by then, import anyway: the engine is ready when someone comes. Counted from before
+# the server is set up (about a second on a busy machine): shorter, and a page asked for at once could be
+# built beside the import.
+IDLE_S = 2.0
 
 
 class EngineImport:
     def __init__(self, torch_threads: int = 0):
         self.future: cf.Future = cf.Future()  # resolved when the import is done (or has failed)
         self.torch_threads = torch_threads
-        self.pages = 0  # pages asked for so far (session_app counts them and starts the import)
+        self.pages = 0  # pages asked for so far (session_app counts them as it starts, and starts the import)
         self._lock = threading.Lock()
         self._started = False
 
