@@ -208,9 +208,8 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", design=offline.Fast, main=[pn.pane.Alert(
             f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
-    if engine_import.current is not None:  # the engine is imported once this page is out: on the next tick,
-        # after the session is built and its HTML sent, while the browser loads the page's scripts
-        pn.state.curdoc.add_next_tick_callback(engine_import.current.start)
+    if engine_import.current is not None:  # the engine is imported once this page has loaded in the browser
+        pn.state.onload(engine_import.current.start)
     pn.state.on_session_destroyed(lambda ctx: app.stop())
     return app.template()
 

@@ -1,14 +1,14 @@
-"""`lottery serve` imports the engine's torch side on a worker thread, once its first page is out.
+"""`lottery serve` imports the engine's torch side on a worker thread, after its first page has loaded.
 
 The stored-run views need only JSON, but the launch panel lists the registered models and methods and
 the analyses tab runs the engine's analyses: both import torch, which takes a second or two of CPU,
-nearly all of it holding the interpreter lock. Imported beside the first page being built, it slows that
-page down about as much as if the page had waited for it. So a served page shows "loading engine…" where
-those two go, and the import starts once the first page's session is built and its HTML sent (or IDLE_S
-after start-up if nobody has asked for a page by then): the browser then spends a second or more loading
-and running the page's scripts, time in which the server has little else to do (waiting for the browser
-to report the page loaded, as before, put all of that time in front of the import). Pages put the two in
-when it is done.
+nearly all of it holding the interpreter lock. Imported beside the first page being built and served, it
+slows that page down about as much as if the page had waited for it. So a served page shows "loading
+engine…" where those two go, the import starts once the first page has loaded in the browser (or IDLE_S
+after start-up if nobody has asked for a page by then), and pages put the two in when it is done.
+Starting it earlier, as soon as the page's HTML was sent, was tried: the server then sends the page's
+scripts (4 MB, from the event loop) beside the import, and their transfer went from about 0.5 s to 3.5 s
+on the busy 2-core machine (bench/serve_latency.py), a later first plot for an earlier launch panel.
 """
 from __future__ import annotations
 
