@@ -37,7 +37,7 @@ from torch import nn
 
 from .batched import member_weights, stack_weights
 from .config import option, validate
-from .errors import ConfigError, LotteryError, RunCancelled
+from .errors import ConfigError, RunCancelled
 
 Stack = dict[str, torch.Tensor]   # parameter name -> tensor [N, ...]: N networks' weights, stacked
 NEAR_COPY = 0.5                   # a generated net closer to a zoo member than this x the zoo's median
