@@ -20,6 +20,7 @@ import json
 import os
 
 from ..config import RunConfig
+from ..errors import LotteryError
 from ..store import RunStore, list_runs
 from .instability import STABLE_THRESHOLD, instability
 
@@ -103,7 +104,7 @@ def story_groups(runs_dir: str | os.PathLike) -> dict[str, list[str]]:
             continue
         try:
             c = RunStore(runs_dir, s["run_id"]).config()  # the whole config (the summary's has non-defaults)
-        except Exception:  # an unreadable run is the store's problem; stories are made of the readable ones
+        except LotteryError:  # an unreadable run is the store's problem; stories are made of the readable ones
             continue
         if not isinstance(c.get("prune"), dict) or "rewind" not in c["prune"]:  # a zoo, not a ticket run
             continue
@@ -127,9 +128,12 @@ def story_rows(runs_dir: str | os.PathLike, run_ids) -> list[dict]:
     rows = []
     for run_id in run_ids:
         store = RunStore(runs_dir, run_id)
-        summary = store.summary() or {}
-        cfg = RunConfig.from_dict(store.config())
-        analyses = store.analyses()
+        try:
+            summary = store.summary() or {}
+            cfg = RunConfig.from_dict(store.config())
+            analyses = store.analyses()
+        except LotteryError:  # a damaged run (StoreDamaged) is listed as such by the browser; the story skips it
+            continue
         k = own_point(cfg)
         base = {"run_id": run_id, "rewind": cfg.prune.rewind, "rewind_kind": cfg.prune.rewind_point.kind,
                 "seed": cfg.seed}
@@ -153,9 +157,14 @@ def dense_instability(runs_dir: str | os.PathLike, run_ids) -> list[dict]:
     """The dense-net instability records (`instability-L0` with more than one rewind point) of the runs."""
     out = []
     for run_id in run_ids:
-        a = RunStore(runs_dir, run_id).analyses().get("instability-L0")
+        store = RunStore(runs_dir, run_id)
+        try:
+            a = store.analyses().get("instability-L0")
+            seed = RunConfig.from_dict(store.config()).seed
+        except LotteryError:  # damaged: skipped, as in story_rows
+            continue
         if a and len(a.get("rewind_points", [])) > 1:
-            out.append({**a, "seed": RunConfig.from_dict(RunStore(runs_dir, run_id).config()).seed})
+            out.append({**a, "seed": seed})
     return out
 
 
