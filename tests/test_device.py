@@ -58,7 +58,7 @@ def _on_meta(cfg):
 @pytest.mark.parametrize("model,optimizer,schedule", [("lenet300", "adam", "constant"), ("conv2", "sgd", "cosine")])
 def test_the_step_loop_stays_on_the_device_and_never_syncs(model, optimizer, schedule):
     cfg = tiny(**{"model.model": model, "train.optimizer": optimizer, "train.lr_schedule": schedule,
-                  "train.epochs": 3, "train.eval_every": 10**6})  # one evaluation, after the last step
+                  "train.epochs": 2, "train.eval_every": 10**6})  # one evaluation, after the last step
     meta, net, mask = _on_meta(cfg)
     steps = trainer.total_steps(len(meta.train), cfg.train)
     touches = CpuTouches()
