@@ -190,7 +190,8 @@ def cmd_compare(args) -> int:
     opts = options_from_flags(CompareOptions, args)
     base = values_from_args(args, run_settings())
     quiet = args.quiet or args.json
-    progress = _Progress(quiet) if opts.executor == "local" else _SweepBar(quiet)
+    side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
+    progress = _Progress(quiet) if opts.executor == "local" and not side_by_side else _SweepBar(quiet)
     try:
         result = compare(base, list(opts.methods), list(opts.densities), opts.seeds, runs_dir=args.runs_dir,
                          on_event=progress, executor=opts.executor, workers=opts.workers, scheduler=opts.scheduler,

@@ -86,8 +86,11 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
                 plan.append((method, densities, _config(base, method, seed, None, levels)))
             else:
                 plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
-    summaries = run_all([c for _, _, c in plan], runs_dir, executor=executor, workers=workers, scheduler=scheduler,
-                        on_event=on_event, cancel=cancel, on_dashboard=on_dashboard)
+    if executor == "local" and seeds > 1 and plan[0][2].train.batched == "auto":
+        summaries = _cells_side_by_side(plan, runs_dir, on_event, cancel)
+    else:
+        summaries = run_all([c for _, _, c in plan], runs_dir, executor=executor, workers=workers,
+                            scheduler=scheduler, on_event=on_event, cancel=cancel, on_dashboard=on_dashboard)
     if len(summaries) < len(plan) or any(s["status"] != "completed" for s in summaries):
         return {"status": "cancelled", "rows": []}
     raw: dict[tuple[str, float], list[dict]] = {}
@@ -114,6 +117,28 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
     first = _config(base, methods[0], 0, None, None)
     return {"status": "completed", "model": first.model.model, "dataset": first.data.dataset, "seeds": seeds,
             "densities": densities, "methods": methods, "rows": rows}
+
+
+def _cells_side_by_side(plan: list, runs_dir, on_event, cancel) -> list[dict]:
+    """The seeds of each cell (a method at its targets) run side by side, their trainings batched
+    (engine.side_by_side); cells one after another. Summaries in plan order, stopping at a cancelled cell."""
+    from .side_by_side import run_together
+
+    cells: dict[tuple, list[int]] = {}
+    for i, (method, targets, _) in enumerate(plan):
+        cells.setdefault((method, tuple(targets)), []).append(i)
+    summaries: dict[int, dict] = {}
+    for idx in cells.values():
+        done = run_together([plan[i][2] for i in idx], runs_dir, on_event=on_event, cancel=cancel)
+        summaries.update(zip(idx, done))
+        if any(s is None or s["status"] != "completed" for s in done):
+            break
+    out = []
+    for i in range(len(plan)):
+        if summaries.get(i) is None:
+            break
+        out.append(summaries[i])
+    return out
 
 
 def search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:

@@ -252,8 +252,8 @@ class TrainConfig:
     warmup: int = option(0, "linear learning-rate warm-up, in iterations", lo=0)
     eval_every: int = option(0, "evaluate every N iterations (0: once per epoch)", lo=0)
     # how, not what: batched members end where each would alone (to float rounding), so not in the run id
-    batched: str = option("auto", "train a level's ticket and its controls as one batched computation "
-                          "(engine.batched): auto where measured faster and supported, "
+    batched: str = option("auto", "train a level's ticket and its controls (lottery compare: also a cell's seeds) "
+                          "as one batched computation (engine.batched): auto where measured faster and supported, "
                           "off: one after another", choices=["auto", "off"], hashed=False)
     amp: str = option("off", "automatic mixed precision: bf16 runs each step's forward and loss under "
                       "torch.autocast in bfloat16 (meant for CUDA; works on CPU, rarely faster there); weights, "

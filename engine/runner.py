@@ -71,6 +71,7 @@ class RunContext:
         self.on_saved: Callable[[], None] | None = None  # the runner rewrites summary.json here
         self.model_name = config.model.model
         self.options = config.prune.method_options()  # the method's own options dataclass (or None)
+        self.pool = None  # engine.side_by_side.Rendezvous: this run's trainings batch with other runs'
 
     # ------------------------------------------------------------ helpers for methods
     def emit(self, event: ev.Event) -> None:
@@ -104,7 +105,9 @@ class RunContext:
         `search` (see MaskSearch) changes the ticket's mask while it trains (dynamic sparse training,
         strong tickets); the mask stored, and given to the controls, is the final one."""
         controls = trained_controls(self.config) if level > 0 else ()
-        if controls and search is None and self.config.train.batched == "auto":
+        capture = level == 0 and self.config.prune.rewind_point.iteration  # late rewinding's step hook
+        if (controls or self.pool is not None) and search is None and not capture \
+                and self.config.train.batched == "auto":
             # the ticket's mask is known before it trains: the controls can train beside it (a search's final
             # mask is not, and it changes the ticket's mask every step: those train one after another)
             stored = self.store.level_record("ticket", level) is not None
@@ -129,7 +132,7 @@ class RunContext:
         stored, with its events and metrics rows, in plan order as if trained one after another: the first
         variant's evaluations stream live, the others' are replayed once the batch is done."""
         todo = [p for p in plan if self.store.level_record(p[0], level) is None]
-        reason = "fewer than two trainings" if len(todo) < 2 else batched.auto_reason(self.model_with(plan[0][2]),
+        reason = "fewer than two trainings" if len(todo) < (1 if self.pool is not None else 2) else batched.auto_reason(self.model_with(plan[0][2]),
                                                                                        self.data, self.config.train)
         if reason is not None:
             return {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan}
@@ -147,8 +150,9 @@ class RunContext:
         members = [batched.Member(start, mask, derive_seed(self.config.seed, "train", v, level), step)
                    for v, mask, start, step in todo]
         self.emit(ev.TrainingStarted(rid, level, first, M.density(todo[0][1]), todo[0][3], self.total_steps))
-        out = batched.train_batched(self.model_with(plan[0][2]), self.data, self.config.train, members,
-                                    on_eval=on_eval, cancel=self.cancel)
+        train = batched.train_batched if self.pool is None else self.pool.train  # with other runs' trainings
+        out = train(self.model_with(plan[0][2]), self.data, self.config.train, members, on_eval=on_eval,
+                    cancel=self.cancel)
         keys = list(plan[0][2])  # the state dict's order, as model.state_dict() gives it
         for i, (v, mask, start, step) in enumerate(todo):
             if v != first:
@@ -364,15 +368,17 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
 
 
 def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
-        model: nn.Module | None = None) -> dict:
+        model: nn.Module | None = None, pool=None) -> dict:
     """Run `config` to completion (or resume it) and return its summary.
 
     `on_event` receives typed events (engine.events); `cancel` is anything with `is_set()` (a
     `threading.Event`): when set, the run stops after the current step with status "cancelled" and
     keeps its completed levels. `model` is an optional user `nn.Module` used instead of the registry's;
     its current weights are the initialisation. Bad settings raise ConfigError before anything is written.
+    `pool`: an engine.side_by_side.Rendezvous its trainings batch with (runs side by side in threads).
     """
     ctx = open_context(config, runs_dir=runs_dir, model=model, on_event=on_event, cancel=cancel)
+    ctx.pool = pool
     spec = method_spec(config)
     store, run_id = ctx.store, ctx.store.run_id
     store.lock()

@@ -38,7 +38,7 @@ def _same_run(a: RunStore, b: RunStore, levels=(1, 2)):
     sa, sb = a.summary(), b.summary()
     for key in ("dense", "levels", "controls"):
         _close_rows(sa[key], sb[key])
-    for variant in VARIANTS:
+    for variant in ("ticket", *sa["controls"]):
         for level in levels:
             (ma, wa), (mb, wb) = a.load_level(variant, level), b.load_level(variant, level)
             assert ma.keys() == mb.keys() and all(torch.equal(ma[n], mb[n]) for n in ma), (variant, level)
@@ -58,7 +58,7 @@ def _close_rows(a, b):
     if isinstance(a, dict):
         assert a.keys() == b.keys()
         for k in a:
-            if k != "train_seconds":
+            if "seconds" not in k:  # timings differ run to run
                 _close_rows(a[k], b[k])
     elif isinstance(a, list):
         assert len(a) == len(b)
@@ -167,3 +167,56 @@ def test_amp_runs_train_one_by_one_with_auto(tmp_path, spy):
     summary = engine.run(tiny(**{"train.amp": "bf16", "train.epochs": 1, "prune.levels": 1,
                                  "prune.controls": ("reinit", "random")}), runs_dir=tmp_path)
     assert summary["status"] == "completed" and spy == []
+
+
+# ---------------------------------------------------------------- lottery compare: a cell's seeds side by side
+def _cell_base(batched_mode):
+    return tiny(**{"train.epochs": 1, "train.eval_every": 5, "prune.levels": 1, "prune.controls": ("reinit", "random"),
+                   "train.batched": batched_mode})
+
+
+def test_the_seeds_of_a_leaderboard_cell_train_batched_and_match_one_by_one(tmp_path, spy):
+    from engine.compare import compare
+
+    auto = compare(_cell_base("auto"), ["imp", "snip"], [0.5], 3, runs_dir=tmp_path / "auto")
+    # imp: the 3 dense nets, then each level's 3 tickets + 6 controls; snip: its dense nets, then its level
+    assert spy[0] == 3 and set(spy[1:]) == {9, 3} and spy[-1] == 9
+    batches = list(spy)
+    off = compare(_cell_base("off"), ["imp", "snip"], [0.5], 3, runs_dir=tmp_path / "off")
+    assert spy == batches and auto["status"] == off["status"] == "completed"
+    _close_rows(auto["rows"], off["rows"])
+    for run_id in auto["rows"][0]["runs"]:
+        _same_run(RunStore(tmp_path / "auto", run_id), RunStore(tmp_path / "off", run_id), levels=(1,))
+
+
+def test_a_cancelled_cell_stops_every_seed_and_keeps_what_is_stored(tmp_path):
+    import threading
+
+    from engine.compare import compare
+
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, ev.Evaluated) and e.level == 1:
+            cancel.set()
+    result = compare(_cell_base("auto"), ["snip"], [0.5], 2, runs_dir=tmp_path, on_event=on_event, cancel=cancel)
+    assert result["status"] == "cancelled"
+    for store in (RunStore(tmp_path, p.name) for p in tmp_path.iterdir()):
+        assert store.summary()["status"] == "cancelled"
+        assert store.level_record("ticket", 0) is not None and store.level_record("ticket", 1) is None
+    cancel.clear()
+    assert compare(_cell_base("auto"), ["snip"], [0.5], 2, runs_dir=tmp_path)["status"] == "completed"
+
+
+def test_a_failing_seed_fails_the_cell_without_hanging(tmp_path):
+    from engine.compare import compare
+
+    class Boom(Exception):
+        pass
+
+    def on_event(e):  # one seed's run fails at its first evaluation of level 1; the other must not wait forever
+        if isinstance(e, ev.Evaluated) and e.level == 1 and e.run_id.endswith(seed1):
+            raise Boom()
+    seed1 = _cell_base("auto").replace(**{"prune.method": "snip", "prune.density": 0.5, "seed": 1}).run_id[-10:]
+    with pytest.raises(Boom):
+        compare(_cell_base("auto"), ["snip"], [0.5], 2, runs_dir=tmp_path, on_event=on_event)
