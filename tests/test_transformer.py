@@ -191,8 +191,9 @@ def test_hf_folder_loads_like_a_registered_model(tmp_path, runs_dir):
                        saved["encoder.layer.0.attention.self.query.weight"])  # theta_0 = the folder's weights
 
 
-def test_real_minilm_weights_load_offline():
-    """The one test with the real packaged weights (22.7M parameters, ~90 MB)."""
+def test_real_minilm_weights_load_offline(monkeypatch):
+    """The one test with the real packaged weights (22.7M parameters, ~90 MB): they load offline, and the MLM
+    head MiniLM lacks is warmed up on them once (2 steps here instead of 300), stored and reused."""
     from safetensors.torch import load_file
 
     d = topics()
@@ -208,6 +209,23 @@ def test_real_minilm_weights_load_offline():
     assert torch.equal(model.state_dict()["bert.encoder.layer.5.output.dense.weight"], shipped[key])
     with torch.no_grad():
         assert model(d.test.x[:4]).shape == (4, d.num_classes)
+    monkeypatch.setattr(transformer, "WARMUP_STEPS", 2)  # (part of the stored head's key: not the real one's)
+    mlm = engine.data.load(DataConfig(dataset="pydoc-mlm", tokenizer="minilm", max_length=32))
+    lm = transformer.build_text_model("minilm", mlm.input_shape, mlm.num_classes)
+    drawn = {n: p.clone() for n, p in lm.named_parameters() if n in lm.head_names()}
+    path = transformer.warm_head_path("minilm", 32)
+    assert not path.exists()
+    lm.init_from_seed(torch.Generator().manual_seed(0))  # a pre-trained encoder's head: warmed up, stored
+    assert path.exists()
+    warmed = dict(lm.named_parameters())
+    assert torch.equal(lm.state_dict()["bert.encoder.layer.5.output.dense.weight"], shipped[key])  # frozen
+    assert not torch.equal(warmed["decoder_bias"], drawn["decoder_bias"])  # trained (it starts at zero)
+    again = transformer.build_text_model("minilm", mlm.input_shape, mlm.num_classes)
+    mtime = path.stat().st_mtime_ns
+    again.init_from_seed(torch.Generator().manual_seed(1))  # another seed: the stored head, not retrained
+    assert path.stat().st_mtime_ns == mtime
+    for n in lm.head_names():
+        assert torch.equal(dict(again.named_parameters())[n], warmed[n])
 
 
 def test_foundation_tab_draws_the_stored_runs(runs_dir):
@@ -228,3 +246,20 @@ def test_foundation_tab_draws_the_stored_runs(runs_dir):
     bars = lota_bars([result, result])
     assert len(bars.data) == 6 and "n=2" in bars.opts.get().kwargs["title"]
     panel.__panel__()
+
+
+def test_compare_includes_bert_imp_and_lota_on_a_tiny_bert(runs_dir, capsys):
+    from engine.cli import main
+
+    args = ["compare", "--methods", "bert-imp,lota", "--densities", "0.8", "--seeds", "2", "--model", "bert-tiny",
+            "--dataset", "pydoc-topics", "--epochs", "1", "--batch-size", "32", "--prune-fraction", "0.1",
+            "--scope", "global", "--controls", "random", "--runs-dir", str(runs_dir), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["method"]: r for r in out["rows"]}
+    assert set(rows) == {"bert-imp", "lota"} and out["model"] == "bert-tiny"
+    assert rows["bert-imp"]["density"] == pytest.approx(0.8, abs=1e-3)  # two levels of 10% of the original
+    assert rows["lota"]["density"] == pytest.approx(0.8, abs=1e-3)
+    assert all(r["seeds"] == 2 and 0 <= r["test_accuracy_mean"] <= 1 for r in rows.values())
+    assert "random" in rows["bert-imp"]["control_deltas"]  # lota trains no controls
+    assert rows["bert-imp"]["search_steps"] > rows["lota"]["search_steps"] > 0  # dense + level 1 vs dense
