@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=60_000, help="training rows of the made data set")
     ap.add_argument("--dir", default="bench-runs/scale", help="where the npz and the runs go")
     ap.add_argument("--steps", type=int, default=300, help="timed steps of lenet300 (conv2: a tenth)")
+    # one: on a shared, busy machine two OpenMP threads stall (lenet300 here: 10 steps/s with 2, 200 with 1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
 
     import torch
@@ -115,7 +117,7 @@ def main() -> None:
     from engine import data as data_mod
     from engine import models
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     path = Path(args.dir) / f"digits{args.rows // 1000}k.npz"
     if not path.exists():
         t0 = time.perf_counter()
