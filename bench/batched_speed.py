@@ -12,7 +12,11 @@ of --repeats, the ratio one-after-another / batched and the largest weight gap b
 Targets (issue 16, this 2-core CPU): >= 2x for the lenet300 level, >= 3x for 8 lenet300 seeds. `conv4` is
 reported, not targeted: on CPU `--batched auto` trains convolutions one by one (engine.batched.auto_reason).
 
-    python bench/batched_speed.py [--repeats 3] [--epochs 2] [--threads 1] [--models lenet300,conv4]
+and, end to end, `lottery compare`'s path: snip at 20% with 8 seeds (each: dense net, ticket, reinit and random
+controls) with `--batched auto` (the cell's seeds side by side, engine.side_by_side) vs `--batched off`, fresh
+run stores each time.
+
+    python bench/batched_speed.py [--repeats 3] [--epochs 2] [--threads 1] [--models lenet300,conv4] [--compare]
 
 Timings on a shared machine are noisy: say so when quoting them.
 """
@@ -91,6 +95,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared machine stalls "
                     "OpenMP threads; tests and the bench of issue 12 use 1 too)")
     ap.add_argument("--models", default="lenet300,conv4")
+    ap.add_argument("--compare", action="store_true", help="also time lottery compare's 8 seeds end to end")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load(DataConfig("digits"))
@@ -101,6 +106,32 @@ def main() -> None:
         lenet = model == "lenet300"
         measure(f"{model} level (ticket + 2)", mc, level_members(mc, data), data, cfg, args.repeats, 2 if lenet else None)
         measure(f"{model} 8 seeds", mc, seed_members(mc, data), data, cfg, args.repeats, 3 if lenet else None)
+    if args.compare:
+        compare_end_to_end(args.epochs, args.repeats)
+
+
+def compare_end_to_end(epochs: int, repeats: int) -> None:
+    import shutil
+    import tempfile
+
+    from engine import RunConfig
+    from engine.compare import compare
+
+    times = {"off": [], "auto": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats + 1):  # the first round warms up
+            for mode in ("off", "auto"):
+                runs = f"{tmp}/{mode}"
+                shutil.rmtree(runs, ignore_errors=True)
+                base = RunConfig().replace(**{"train.epochs": epochs, "prune.controls": ("reinit", "random"),
+                                              "train.batched": mode, "device": "cpu"})
+                t = time.perf_counter()
+                compare(base, ["snip"], [0.2], 8, runs_dir=runs)
+                if r:
+                    times[mode].append(time.perf_counter() - t)
+    med = {mode: statistics.median(v) for mode, v in times.items()}
+    print(f"{'compare snip, 8 seeds':<28} --batched off {med['off']:6.2f} s  auto {med['auto']:6.2f} s  "
+          f"ratio {med['off'] / med['auto']:4.1f}x (target >= 3x: {'met' if med['off'] / med['auto'] >= 3 else 'NOT met'})")
 
 
 if __name__ == "__main__":
