@@ -3,12 +3,15 @@
 1. One training step (forward, cross-entropy + KL / N, backward, masked gradients, Adam step: what
    engine.trainer.train does per step) of `--bayesian` vs the deterministic net, same architecture, same
    ~20%-density ticket mask, same batch, in one process, interleaved, median of --repeats. Target: <= 2.5x.
-2. Monte-Carlo evaluation of S samples batched into one forward pass (engine.bayes.predict) vs S passes.
+2. Monte-Carlo evaluation of S samples batched into one forward pass vs one pass per sample (the same noise:
+   engine.bayes.predict with batched=True / False), and which of the two predict picks for the model.
 
-    python bench/bayes_speed.py [--repeats 5] [--steps 100] [--threads 1] [--samples 16]
+    python bench/bayes_speed.py [--repeats 5] [--steps 100] [--threads 1] [--samples 16] [--eval-size 1000]
 
 Settings: lenet300 on digits (64 inputs, batch 60: the default run), lenet300 at MNIST's 784 inputs (random
-data), conv2 on 1x28x28 (random data). Timings on a shared machine are noisy: compare ratios.
+data), conv2 on 1x28x28 (random data). Every time is measured twice: wall clock, and the CPU time of this
+thread (time.thread_time), which other processes on a shared machine inflate far less than the wall clock
+(though not at all: they share caches and cores). Compare ratios, not times.
 """
 from __future__ import annotations
 
@@ -51,11 +54,16 @@ def stepper(model, mask, x, y, n_train):
     return step
 
 
-def time_steps(step, steps: int) -> float:
-    t = time.perf_counter()
+def time_steps(step, steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this thread) per call of step()."""
+    t, c = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - t) / steps
+    return (time.perf_counter() - t) / steps, (time.thread_time() - c) / steps
+
+
+def median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def settings():
@@ -74,11 +82,13 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--eval-size", type=int, default=1000, help="inputs of the MC evaluation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); median of {args.repeats} x {args.steps} steps")
-    print(f"{'setting':<28} {'deterministic ms':>16} {'bayesian ms':>12} {'ratio':>6}   "
-          f"{'MC S=' + str(args.samples) + ' batched ms':>18} {'S passes ms':>12} {'speedup':>8}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s); median of {args.repeats} x {args.steps} steps; "
+          "each figure wall / CPU")
+    print(f"{'setting':<26} {'deterministic ms':>16} {'bayesian ms':>14} {'step ratio':>11}   "
+          f"{'MC S=' + str(args.samples) + ' batched ms':>20} {'S passes ms':>14} {'speedup':>11} {'picks':>8}")
     for name, cfg, x, y in settings():
         shape, classes = tuple(x.shape[1:]), 10
         det = models.build(cfg, shape, classes, 0)
@@ -90,22 +100,22 @@ def main():
         for _ in range(args.repeats):
             for k, s in steps.items():  # interleaved: contention hits both alike
                 times[k].append(time_steps(s, args.steps))
-        d, b = statistics.median(times["det"]), statistics.median(times["bayes"])
+        d, b = median(times["det"]), median(times["bayes"])
 
-        test = Split(x[:1000], y[:1000])
-        batched, looped = [], []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            bayes.predict(bnet, test.x, args.samples)
-            batched.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            for _ in range(args.samples):
-                bayes.predict(bnet, test.x, 1)
-            looped.append(time.perf_counter() - t)
-        mb, ml = statistics.median(batched), statistics.median(looped)
-        print(f"{name:<28} {1e3 * d:16.3f} {1e3 * b:12.3f} {b / d:6.2f}   {1e3 * mb:18.1f} {1e3 * ml:12.1f} "
-              f"{ml / mb:8.2f}")
-    print("target: bayesian / deterministic step <= 2.5")
+        test = Split(x[:args.eval_size], y[:args.eval_size])
+        mc = {"batched": lambda: bayes.predict(bnet, test.x, args.samples, batched=True),
+              "passes": lambda: bayes.predict(bnet, test.x, args.samples, batched=False)}
+        mc_times = {k: [time_steps(f, 1) for _ in range(args.repeats)] for k, f in mc.items()}
+        mb, ml = (median(mc_times[k]) for k in mc)
+        conv = any(isinstance(layer, bayes.BayesConv2d) for _, layer in bayes.layers(bnet))
+        picks = "passes" if conv else "batched"  # engine.bayes.predict's choice on CPU
+
+        def pair(t, scale=1e3, fmt=".2f"):
+            return f"{scale * t[0]:{fmt}} / {scale * t[1]:{fmt}}"
+        print(f"{name:<26} {pair(d):>16} {pair(b):>14} {pair((b[0] / d[0], b[1] / d[1]), 1):>11}   "
+              f"{pair(mb, fmt='.0f'):>20} {pair(ml, fmt='.0f'):>14} {pair((ml[0] / mb[0], ml[1] / mb[1]), 1):>11} "
+              f"{picks:>8}")
+    print("target: bayesian / deterministic step <= 2.5; speedup = S passes / batched")
 
 
 if __name__ == "__main__":

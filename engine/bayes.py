@@ -37,7 +37,8 @@ weight-sized passes per step were the largest part of the Bayesian step's excess
 and the sigma criteria of Bayesian IMP reduce to |mu|.
 
 **Prediction.** `predict` returns the log of the predictive mean (1/S) sum_s softmax(f(x; w_s)), the S
-samples batched into one forward pass (the input repeated S times). `evaluate` reports accuracy, NLL and
+samples batched into one forward pass (the input repeated S times), or, for conv nets on CPU where that
+measured slower, one pass per sample with the same noise. `evaluate` reports accuracy, NLL and
 expected calibration error (ECE, 15 equal-width confidence bins, Guo et al. 2017) with the bins for a
 reliability diagram. `engine.trainer.evaluate` uses it for Bayesian nets, so every stored loss and
 accuracy of a Bayesian run is the MC predictive's.
@@ -111,6 +112,7 @@ class BayesLayer:
     prior_sigma: float
     noise_scale: float
     samples: int  # > 1 only inside `predict`: the batch is S blocks, one per weight sample
+    sample: tuple[int, int] | None  # (i, S) only inside `predict` passing one sample at a time: this is sample i
     generator: torch.Generator | None  # where the noise comes from (seeded per training and per prediction)
     square: bool  # the forward pass samples with sigma^2 (local reparameterisation) rather than sigma
 
@@ -122,6 +124,8 @@ class BayesLayer:
         self.register_buffer("_tiny", torch.full((1,), _TINY, device=self.weight.device), persistent=False)
         self.noise_scale = 1.0
         self.samples = 1
+        self.sample = None
+        self._all_samples: torch.Tensor | None = None  # the noise of all S samples while `sample` is set
         self.generator: torch.Generator | None = None  # None: torch's global generator
         self.posterior = Posterior([self])  # `convert` puts all of a model's layers in one
 
@@ -141,9 +145,19 @@ class BayesLayer:
         return s * s if self.square else s
 
     def _eps(self, like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Standard normal noise (times the noise scale) of `like`'s shape, or of `shape`, dtype and device."""
-        eps = torch.randn(like.shape if shape is None else shape, generator=self.generator, device=like.device,
-                          dtype=like.dtype)
+        """Standard normal noise (times the noise scale) of `like`'s shape, or of `shape`, dtype and device.
+        One sample of S at a time (`sample`): the first draws all S as the batched pass would ([S, *shape], the
+        same numbers as S blocks of its batch or S weight samples) and sample i is block i, so both ways of
+        predicting see the same noise."""
+        shape = tuple(like.shape if shape is None else shape)
+        if self.sample is None:
+            eps = torch.randn(shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        else:
+            i, s = self.sample
+            if i == 0:
+                self._all_samples = torch.randn((s, *shape), generator=self.generator, device=like.device,
+                                                dtype=like.dtype)
+            eps = self._all_samples[i]
         return eps if self.noise_scale == 1.0 else eps * self.noise_scale
 
 
@@ -447,32 +461,48 @@ def sigmas(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- prediction and its uncertainty
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, samples: int | None = None, rows: int = 2048) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, samples: int | None = None, rows: int = 2048,
+            batched: bool | None = None) -> torch.Tensor:
     """log of the MC predictive mean over `samples` weight samples (default: the model's mc_samples), [N, C].
 
-    The samples are one batch: each chunk of inputs is repeated S times and pushed through once; a
+    Batched: each chunk of inputs is repeated S times and pushed through once. Else one pass per sample, with
+    the same noise (`BayesLayer._eps`): equal results to float rounding. None picks per model what measured
+    faster (bench/bayes_speed.py): one pass per sample for nets with convolutions on CPU, where the grouped
+    convolution over the samples and the copies it needs cost more than S plain passes (0.7x), batched
+    otherwise (1.1-1.2x for lenet300 on CPU; on a GPU one launch for all samples is the point). A
     deterministic net is evaluated once (S = 1)."""
     s = options_of(model).mc_samples if samples is None else samples
     s = s if is_bayesian(model) else 1
+    bayes_layers = [layer for _, layer in layers(model)]
+    conv = [layer for layer in bayes_layers if isinstance(layer, BayesConv2d)]
+    if batched is None:
+        batched = not (conv and x.device.type == "cpu")
     was_training = model.training
     model.eval()
-    conv = [layer for _, layer in layers(model) if isinstance(layer, BayesConv2d)]
-    for layer in conv:
-        layer.samples = s
-    saved = [(layer, layer.generator) for _, layer in layers(model)]
+    saved = [(layer, layer.generator) for layer in bayes_layers]
     seed_noise(model, PREDICT_SEED)  # the same weights always get the same metrics
     try:
-        chunk = max(1, rows // s)
+        chunk = max(1, rows // s)  # the same chunks either way: the noise of a linear layer is per row
         out = []
         for i in range(0, len(x), chunk):
             xb = x[i:i + chunk]
-            logits = model(xb.repeat(s, *[1] * (xb.dim() - 1))).float()
-            logp = F.log_softmax(logits, -1).view(s, len(xb), -1)
+            if batched:
+                for layer in conv:
+                    layer.samples = s
+                logits = model(xb.repeat(s, *[1] * (xb.dim() - 1))).float()
+                logp = F.log_softmax(logits, -1).view(s, len(xb), -1)
+            else:
+                passes = []
+                for k in range(s):
+                    for layer in bayes_layers:
+                        layer.sample = (k, s)
+                    passes.append(F.log_softmax(model(xb).float(), -1))
+                logp = torch.stack(passes)
             out.append(torch.logsumexp(logp, 0) - math.log(s))
         return torch.cat(out)
     finally:
-        for layer in conv:
-            layer.samples = 1
+        for layer in bayes_layers:
+            layer.samples, layer.sample, layer._all_samples = 1, None, None
         for layer, g in saved:  # a training that evaluates on the way continues its own noise
             layer.generator = g
         model.train(was_training)

@@ -87,6 +87,21 @@ def test_the_local_reparameterisation_gradient_is_autograds():
     assert torch.allclose(bayes._LocalReparameterisation.apply(x, mu, bias, var_w, eps, tiny), want)
 
 
+@pytest.mark.parametrize("model_name", ["conv2", "lenet300"])
+def test_batched_mc_prediction_equals_one_pass_per_weight_sample(model_name):
+    """predict's S samples in one batch and S passes of one sample each see the same noise: equal predictives
+    (to float rounding), over several chunks; the automatic choice is one of the two."""
+    torch.manual_seed(0)
+    model = models.build(ModelConfig(model=model_name, bayesian=True, sigma_init=0.05), (1, 8, 8), 10, 0)
+    x, s = torch.randn(7, 1, 8, 8), 4
+    batched = bayes.predict(model, x, s, rows=12, batched=True)  # chunks of 3 inputs
+    passes = bayes.predict(model, x, s, rows=12, batched=False)
+    assert torch.allclose(batched, passes, rtol=1e-5, atol=1e-5)  # a grouped and a plain convolution round apart
+    assert torch.equal(bayes.predict(model, x, s, rows=12), passes if model_name == "conv2" else batched)
+    assert not torch.allclose(batched, bayes.predict(model, x, 1), atol=1e-3)  # the samples differ
+    assert all(layer.sample is None and layer.samples == 1 for _, layer in bayes.layers(model))
+
+
 def test_local_reparameterisation_has_the_exact_mean_and_variance():
     torch.manual_seed(0)
     layer = bayes.BayesLinear.from_layer(nn.Linear(4, 3), bayes.Options.of(sigma_init=0.5))
