@@ -200,7 +200,9 @@ class StabilityPanel(pn.viewable.Viewer):
                 "**The stability story** (Frankle et al. 2020): a network is *stable* at rewind point k when two "
                 "copies trained from W_k with different data orders end in one linearly connected basin (error "
                 "barrier <= 2%). IMP finds matching tickets where the ticket is stable: rewinding to init fails "
-                "where the net is unstable at init, late rewinding (iter:K) works once it is stable.",
+                "where the net is unstable at init, late rewinding (iter:K) works once it is stable. The button "
+                "trains the preset's three IMP runs (14 levels each, reinit controls) and every ticket's "
+                "instability at one seed: hours on a 2-core CPU; Stop keeps what is stored.",
                 sizing_mode="stretch_width"),
             pn.Row(self.story, self.button, self.cancel_button, sizing_mode="stretch_width"), self.status,
             pn.Row(p["barriers"], p["paths"], sizing_mode="stretch_width"),
