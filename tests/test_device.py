@@ -70,6 +70,21 @@ def test_the_step_loop_stays_on_the_device_and_never_syncs(model, optimizer, sch
     assert all(p.device.type == "meta" for p in net.parameters())
 
 
+@pytest.mark.parametrize("model", ["lenet300", "conv2"])  # the grouped-bmm path and the vmap path
+def test_the_batched_step_loop_stays_on_the_device_and_never_syncs(model):
+    from engine import batched
+
+    cfg = tiny(**{"model.model": model, "train.epochs": 2, "train.eval_every": 10**6})
+    meta, net, mask = _on_meta(cfg)
+    members = [batched.Member(dict(net.state_dict()), mask if s else None, seed=s) for s in range(3)]
+    steps = trainer.total_steps(len(meta.train), cfg.train)
+    touches = CpuTouches()
+    with touches, pytest.raises(RunCancelled):  # a host sync would raise RuntimeError on meta instead
+        batched.train_batched(net, meta, cfg.train, members, cancel=StopBeforeTheLastStep(steps))
+    # setup (masks read and moved) and each epoch's data orders: fewer than one per step
+    assert len(touches.ops) < steps, touches.ops
+
+
 def test_a_mask_on_another_device_is_moved_once():
     """The trainer multiplies gradients by masks on the weights' device (a CPU mask on a CUDA run would fail
     or copy every step)."""
