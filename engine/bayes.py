@@ -28,11 +28,11 @@ gives the deterministic net with weights mu through the very same code path.
 by a linear warm-up over the first `kl_warmup` steps of each training, to the mean cross-entropy of one
 sample per step: the negative ELBO per training example. The noise comes from generators seeded per layer
 from the training's seed (and from a fixed seed in `predict`), so runs repeat exactly on CPU. The KL is the
-closed form of two Gaussians, computed in the forward pass from the same softplus(rho) the layer samples with
-and picked up by the penalty (`_Posterior`, `take_kl`); tests check its value and gradient against
-`torch.distributions.kl_divergence` of two `Normal`s, which the hot path does not call because its dozen
-weight-sized passes per step were the largest part of the Bayesian step's excess cost on small nets
-(bench/bayes_speed.py). rho gets its own learning rate
+closed form of two Gaussians, computed for all layers at once in the forward pass from the same softplus(rho)
+the layers sample with, and picked up by the penalty (`Posterior`, `_Posterior`); tests check its value and
+gradient against `torch.distributions.kl_divergence` of two `Normal`s, which the training step does not call:
+autograd through it made a dozen weight-sized passes per layer and step, and on small nets a Bayesian step's
+excess cost is its number of tensor operations (bench/bayes_speed.py). rho gets its own learning rate
 (`Options.rho_lr`, on the parameter as `rho.lr`): with one shared rate every sigma ends near the same value
 and the sigma criteria of Bayesian IMP reduce to |mu|.
 
