@@ -132,8 +132,11 @@ class RunContext:
         stored, with its events and metrics rows, in plan order as if trained one after another: the first
         variant's evaluations stream live, the others' are replayed once the batch is done."""
         todo = [p for p in plan if self.store.level_record(p[0], level) is None]
-        reason = "fewer than two trainings" if len(todo) < (1 if self.pool is not None else 2) else batched.auto_reason(self.model_with(plan[0][2]),
-                                                                                       self.data, self.config.train)
+        model = self.model_with(plan[0][2])  # the architecture the members share (each brings its weights)
+        # alone, a single training gains nothing from batching; in a pool it may batch with other runs' trainings
+        fewest = 1 if self.pool is not None else 2
+        reason = "fewer than two trainings" if len(todo) < fewest else \
+            batched.auto_reason(model, self.data, self.config.train)
         if reason is not None:
             return {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan}
         done = {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan
@@ -151,8 +154,7 @@ class RunContext:
                    for v, mask, start, step in todo]
         self.emit(ev.TrainingStarted(rid, level, first, M.density(todo[0][1]), todo[0][3], self.total_steps))
         train = batched.train_batched if self.pool is None else self.pool.train  # with other runs' trainings
-        out = train(self.model_with(plan[0][2]), self.data, self.config.train, members, on_eval=on_eval,
-                    cancel=self.cancel)
+        out = train(model, self.data, self.config.train, members, on_eval=on_eval, cancel=self.cancel)
         keys = list(plan[0][2])  # the state dict's order, as model.state_dict() gives it
         for i, (v, mask, start, step) in enumerate(todo):
             if v != first:
