@@ -23,17 +23,9 @@ import statistics
 import time
 
 from engine.analysis import story
+from science_stability import fmt  # mean +- sd over seeds, in points (bench/ is on the path when run as a script)
 
 THRESHOLD = story.STABLE_THRESHOLD
-
-
-def fmt(values, scale: float = 100.0) -> str:
-    values = [v * scale for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f}+-{statistics.stdev(values):.1f}"
 
 
 def table(rows: list[dict], match: float) -> list[str]:
