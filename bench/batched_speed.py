@@ -32,6 +32,7 @@ from engine import batched, masks as M, models, trainer
 from engine.config import DataConfig, ModelConfig, TrainConfig
 from engine.data import load
 from engine.seeding import generator
+from zoo_speed import interleaved  # bench/ is on the path when run as a script
 
 
 def ticket_mask(net, density: float = 0.2) -> M.Mask:
@@ -73,12 +74,7 @@ def together(mc, data, cfg, ms) -> dict:
 def measure(name: str, mc: ModelConfig, ms, data, cfg, repeats: int, target: float | None) -> float:
     alone, stacked = one_after_another(mc, data, cfg, ms), together(mc, data, cfg, ms)  # warm-up, and a check
     gap = max(float((alone[i][n] - stacked[n][i]).abs().max()) for i in range(len(ms)) for n in stacked)
-    times = {"one after another": [], "batched": []}
-    for _ in range(repeats):
-        for label, fn in (("one after another", one_after_another), ("batched", together)):
-            t = time.perf_counter()
-            fn(mc, data, cfg, ms)
-            times[label].append(time.perf_counter() - t)
+    times = interleaved({"one after another": one_after_another, "batched": together}, (mc, data, cfg, ms), repeats)
     med = {label: statistics.median(v) for label, v in times.items()}
     ratio = med["one after another"] / med["batched"]
     verdict = f"target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}" if target else "no target"

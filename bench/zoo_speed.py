@@ -47,16 +47,23 @@ def together(mc, data, cfg, ms) -> dict:
     return batched.train_batched(net, data, cfg, ms).weights
 
 
+def interleaved(ways: dict, args: tuple, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each way (label -> function of `args`) over `repeats` rounds, the ways taking turns within
+    a round so that a change in the machine's load hits them alike."""
+    times = {label: [] for label in ways}
+    for _ in range(repeats):
+        for label, fn in ways.items():
+            t = time.perf_counter()
+            fn(*args)
+            times[label].append(time.perf_counter() - t)
+    return times
+
+
 def compare(name: str, mc: ModelConfig, k: int, data, cfg, repeats: int, target: float) -> float:
     ms = members(mc, data, k)
     alone, stacked = one_by_one(mc, data, cfg, ms[:2]), together(mc, data, cfg, ms[:2])  # warm-up, and a check
     gap = max(float((alone[i][n] - stacked[n][i]).abs().max()) for i in range(2) for n in stacked)
-    times = {"one by one": [], "batched": []}
-    for _ in range(repeats):
-        for label, fn in (("one by one", one_by_one), ("batched", together)):
-            t = time.perf_counter()
-            fn(mc, data, cfg, ms)
-            times[label].append(time.perf_counter() - t)
+    times = interleaved({"one by one": one_by_one, "batched": together}, (mc, data, cfg, ms), repeats)
     med = {label: statistics.median(v) for label, v in times.items()}
     ratio = med["one by one"] / med["batched"]
     print(f"{name}: {k} members x {cfg.epochs} epochs  one by one {med['one by one']:.2f} s (best "
