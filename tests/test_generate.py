@@ -93,6 +93,33 @@ def test_the_flow_learns_where_the_data_is():
     assert (samples.mean(0) - torch.tensor([3.0, -2.0])).abs().max() < 0.4
 
 
+def test_temperature_scales_the_starting_noise_and_ema_averages_the_velocity_weights():
+    g = torch.Generator().manual_seed(0)
+    data = torch.tensor([3.0, -2.0]) + torch.randn(64, 2, generator=g)
+    velocity, _ = G.train_flow(data, steps=300, hidden=64, lr=3e-3)
+    # the samples' spread follows the noise's: a cooler start gives a narrower cloud about the same centre
+    hot, cold = (G.sample_flow(velocity, 512, ode_steps=20, temperature=t) for t in (1.0, 0.3))
+    assert cold.std(0).mean() < 0.6 * hot.std(0).mean()
+    assert (cold.mean(0) - hot.mean(0)).abs().max() < 0.4
+    # EMA: the same training, sampled with averaged weights (not the last step's), which still learned the data
+    averaged, _ = G.train_flow(data, steps=300, hidden=64, lr=3e-3, ema=0.99)
+    assert isinstance(averaged, G.Velocity)
+    differ = [not torch.equal(a, b) for a, b in zip(averaged.state_dict().values(), velocity.state_dict().values())]
+    assert any(differ)
+    assert (G.sample_flow(averaged, 256, ode_steps=20).mean(0) - torch.tensor([3.0, -2.0])).abs().max() < 0.4
+
+
+def test_options_added_later_keep_the_ids_of_generations_stored_before_them():
+    import dataclasses
+    import hashlib
+
+    base = G.GenerateOptions(**FAST)
+    before = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("temperature", "ema")}
+    assert G.generation_id(base) == "gen-" + hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    assert len({G.generation_id(base), G.generation_id(G.GenerateOptions(temperature=0.5, **FAST)),
+                G.generation_id(G.GenerateOptions(ema=0.9, **FAST))}) == 3
+
+
 # ---------------------------------------------------------------- a generation of a stored zoo
 def test_a_generation_is_measured_stored_and_found_again(runs):
     runs_dir, dense, _, _ = runs
@@ -133,6 +160,17 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     writing.rmdir()
     with pytest.raises(ConfigError, match="plain"):
         G.load_generation(runs_dir, dense, "../../" + dense)
+
+
+def test_a_cooler_temperature_generates_networks_closer_together(runs):
+    runs_dir, dense, _, _ = runs
+    spread = {}
+    for t in (1.0, 0.2):
+        report = G.generate(runs_dir, dense, G.GenerateOptions(pca=4, temperature=t, **{**FAST, "samples": 8}))
+        assert report["options"]["temperature"] == t
+        nets = G.load_generation(runs_dir, dense, report["generation"])[1]
+        spread[t] = G.flatten(nets).std(0).mean()
+    assert spread[0.2] < 0.5 * spread[1.0]
 
 
 def test_default_pca_is_the_zoos_whole_span_and_names_the_same_generation(runs):
@@ -194,6 +232,8 @@ def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp
     cases = [([dense, "--pca", "5"], "--pca: 5 is not valid; must be 0 (no PCA) or 1..4"),
              ([dense, "--pca", "-1"], "--pca: -1"),
              ([dense, "--samples", "0"], "--samples: 0"),
+             ([dense, "--temperature", "0"], "--temperature: 0"),
+             ([dense, "--ema", "1"], "--ema: 1"),
              ([dense, "--reference", "9"], "--reference: 9"),
              ([dense, "--canonicalise", "sideways"], "--canonicalise: 'sideways'"),
              ([ticket, "--canonicalise", "rebasin"], "share one mask"),
