@@ -191,6 +191,40 @@ def batched_forward(model: nn.Module, shared_input: bool = False):
     return grouped
 
 
+def chain_step(chain, params: dict[str, torch.Tensor], x: torch.Tensor,
+               y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step's (loss [K], gradients {name: [K, *shape]}) of a Linear chain (`_linear_chain`), with
+    the backward pass written out: the kernels autograd would run on batched_forward's graph (the same bmm
+    operands, log-softmax and ReLU backward ops), so the gradients are the same numbers, without autograd's
+    graph and node bookkeeping, which for small members is a good part of a step (bench/zoo_speed.py).
+    x: [K, b, ...] (each member its own batch), y: [K, b]; float32 only (autocast is autograd's)."""
+    with torch.no_grad():
+        h = x.flatten(2).transpose(1, 2)
+        inputs = []                                              # each layer's input, [K, features, b]
+        for w, b, relu in chain:
+            inputs.append(h)
+            h = torch.bmm(params[w], h) if b is None else torch.baddbmm(params[b].unsqueeze(2), params[w], h)
+            h = h.relu_() if relu else h
+        logp = torch.log_softmax(h, 1)                           # [K, C, b]: cross-entropy over the classes
+        target = y.unsqueeze(1)
+        losses = logp.gather(1, target).squeeze(1).mean(1).neg_()
+        # d(sum of the members' mean losses)/d logp: -1/b at each target, as autograd's mean and nll give it
+        share = torch.full((), 1.0, device=h.device).div_(y.shape[1]).neg_().expand(target.shape)
+        g = torch.ops.aten._log_softmax_backward_data(torch.zeros_like(logp).scatter_(1, target, share), logp, 1,
+                                                      logp.dtype)
+        grads = {}
+        for j in range(len(chain) - 1, -1, -1):
+            w, b, relu = chain[j]
+            grads[w] = torch.bmm(g, inputs[j].transpose(1, 2))
+            if b is not None:
+                grads[b] = g.sum(2)
+            if j:  # the first layer's input is data: no gradient
+                g = torch.bmm(params[w].transpose(1, 2), g)
+                if chain[j - 1][2]:  # through the ReLU before: zero where its output was zero
+                    g = torch.ops.aten.threshold_backward(g, inputs[j], 0)
+    return losses, grads
+
+
 @torch.inference_mode()
 def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
                      split: Split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,6 +306,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         masks.append({n: t.to(torch.float32) for n, t in keep.items()})
         opts.append(make_optimizer(leaves[-1].values(), cfg))
     fwd = batched_forward(model)
+    chain = _linear_chain(model) if cfg.amp == "off" else None  # written-out backward (chain_step)
+    if chain is not None and {n for w, b, _ in chain for n in (w, b) if n} != set(names):
+        chain = None  # parameters outside the chain: autograd finds their (zero) gradients
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
     amp = autocast(cfg, device)  # --amp bf16: forward and loss under torch.autocast, as engine.trainer does
 
@@ -301,9 +338,17 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
         batch = rows.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
-        with amp:
-            out = fwd(params, batch)                                            # [K_active, bs, C]
-            losses = F.cross_entropy(out.transpose(1, 2), y[idx], reduction="none").mean(1)
+        labels = y.index_select(0, idx.flatten()).view(idx.shape)
+        if chain is not None:
+            losses, grads = chain_step(chain, params, batch, labels)
+            offset = 0
+            for leaf in leaves[:active]:  # each group's gradients: its rows of the stack (views, no copy)
+                size = len(next(iter(leaf.values())))
+                for n, p in leaf.items():
+                    p.grad = grads[n] if active == 1 else grads[n][offset:offset + size]
+                offset += size
+        else:
+            losses = _autograd_step(fwd, params, batch, labels, amp, leaves[:active], opts)
         if active > 1 and buffers:  # BatchNorm updated the concatenated statistics: give each group its own
             offset = 0
             for group in stats[:active]:
@@ -311,9 +356,6 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                 for n in buffers:
                     group[n].copy_(params[n][offset:offset + size])
                 offset += size
-        for leaf, opt in zip(leaves[:active], opts):
-            opt.zero_grad(set_to_none=True)
-        losses.sum().backward()  # members share no parameter: each one's gradient is its own loss's
         lr = lr_at(step, total, cfg) if schedule else None
         for leaf, keep, opt in zip(leaves[:active], masks, opts):
             if keep:
@@ -322,7 +364,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_ratio", 1.0)
             opt.step()
-        loss_sum[:n_act] += losses.detach()
+        loss_sum[:n_act] += losses
         counted[:n_act] += 1
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
@@ -352,6 +394,17 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                                    early_stop_iteration=best["iteration"], at_early_stop={q: best[q] for q in keys},
                                    curve=curve))
     return BatchedResult(results, {n: w.index_select(0, back) for n, w in full_stack().items()})
+
+
+def _autograd_step(fwd, params, batch, labels, amp, leaves, opts) -> torch.Tensor:
+    """Loss [K] of one step; every leaf's .grad set by autograd (any architecture, autocast included)."""
+    with amp:
+        out = fwd(params, batch)                                                # [K_active, bs, C]
+        losses = F.cross_entropy(out.transpose(1, 2), labels, reduction="none").mean(1)
+    for opt in opts[:len(leaves)]:
+        opt.zero_grad(set_to_none=True)
+    losses.sum().backward()  # members share no parameter: each one's gradient is its own loss's
+    return losses.detach()
 
 
 def _record(model, weights, data: Dataset, curves, flat: list[int], at: list[int | None], per_epoch: int,
