@@ -3,6 +3,7 @@
     python bench/science_generative.py [--seeds 3] [--members 64] [--hidden 32,32] [--steps 3000]
                                        [--datasets digits,patches] [--parts rebasin,none,ticket]
                                        [--runs-dir bench-runs] [--quick]
+    python bench/science_generative.py --parts sweep [--variants "default,temperature 0.6,zoo 60 epochs"]
 
 Per data set and seed: a dense zoo (`lottery zoo`: MLP `--hidden` (32-32), SGD lr 0.05, 20 epochs,
 `--members` nets), then two generations (`lottery generate`, its defaults otherwise): with Git Re-Basin
@@ -13,6 +14,8 @@ as one net, diversity (mean pairwise prediction disagreement) and novelty (media
 next to the zoo's own, share of near copies), and the generated vs zoo nets magnitude-pruned to 20% density
 with no retraining. Then generated tickets: an IMP run (rewind iter:50, 6 levels: 28.7% density on digits), a
 ticket zoo of 32 retrainings of its last ticket, a flow on it (no canonicalisation: members share mask and start).
+`--parts sweep` instead measures each of VARIANTS (sampling temperature, EMA, flow size and steps, the zoo's
+training) on the digits zoos of every seed and prints the accuracy vs novelty table the README quotes.
 
 Figures: README, "Generated networks (DeepWeightFlow)".
 
@@ -43,6 +46,39 @@ from engine.runner import run  # noqa: E402
 from engine.settings import config_from_settings  # noqa: E402
 
 ZOO = {"model.model": "mlp", "train.optimizer": "sgd", "train.lr": 0.05, "train.epochs": 20, "device": "cpu"}
+
+# `--parts sweep`: settings of the flow, its sampling and the zoo's training, each measured on the digits zoos of
+# every seed (flow seed = zoo seed): name -> (zoo config overrides, GenerateOptions overrides).
+VARIANTS = {
+    "default": ({}, {}),
+    "temperature 0.8": ({}, {"temperature": 0.8}),
+    "temperature 0.6": ({}, {"temperature": 0.6}),
+    "temperature 0.4": ({}, {"temperature": 0.4}),
+    "EMA 0.999": ({}, {"ema": 0.999}),
+    "euler x 20": ({}, {"ode_method": "euler", "ode_steps": 20}),
+    "6000 steps": ({}, {"steps": 6000}),
+    "velocity 3x512": ({}, {"hidden": 512}),
+    "velocity 3x128": ({}, {"hidden": 128}),
+    "zoo 60 epochs": ({"train.epochs": 60}, {}),
+    "zoo 120 epochs": ({"train.epochs": 120}, {}),
+    "zoo 60 epochs temp 0.5": ({"train.epochs": 60}, {"temperature": 0.5}),
+    "zoo cosine lr": ({"train.lr_schedule": "cosine"}, {}),
+    "zoo 60 epochs cosine": ({"train.epochs": 60, "train.lr_schedule": "cosine"}, {}),
+    "zoo 128 members": ({"members": 128}, {}),
+    "temperature 1.3": ({}, {"temperature": 1.3}),
+    "zoo weight decay 5e-4": ({"train.weight_decay": 5e-4}, {}),
+    "zoo 60 ep cosine 3x512": ({"train.epochs": 60, "train.lr_schedule": "cosine"}, {"hidden": 512}),
+    "zoo 128-128": ({"model.hidden": (128, 128)}, {}),
+    "zoo 128-128 60 ep cos": ({"model.hidden": (128, 128), "train.epochs": 60, "train.lr_schedule": "cosine"}, {}),
+}
+
+
+def novel_median(r: dict) -> float:
+    """Median test accuracy of the generated nets that are not near copies (nan when all are)."""
+    n = r["novelty"]
+    far = [a for a, d in zip(r["accuracies"]["generated"], n["generated_nn"])
+           if d >= G.NEAR_COPY * n["zoo_nn_median"]]
+    return statistics.median(far) if far else float("nan")
 
 
 def patches_npz(path: Path, size: int = 12, per_class: int = 500, seed: int = 0) -> Path:
@@ -84,16 +120,56 @@ def row(name: str, r: dict) -> str:
             + f"  s train {r['seconds']['train']:.0f} gen {r['seconds']['generate']:.1f}")
 
 
+def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: int, runs_dir: Path) -> None:
+    """Each VARIANTS entry on `seeds` digits zoos: per seed one line, then the median over seeds of the generated
+    median, its range, the median of the generated nets that are not near copies ("novel"), the gap to the zoo,
+    the share of near copies and the nearest-neighbour distances."""
+    rows = []
+    for name in names:
+        zoo_over, gen_over = VARIANTS[name]
+        zoo_over = dict(zoo_over)
+        n = zoo_over.pop("members", members)
+        rs = []
+        for seed in seeds:
+            config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": "digits", "seed": seed,
+                                           **zoo_over})
+            zoo = Z.train_zoo(Z.ZooOptions(members=n), config, runs_dir=runs_dir)
+            r = G.generate(runs_dir, zoo["run_id"], G.GenerateOptions(**{"pca": n - 1, "steps": steps, "seed": seed,
+                                                                         **gen_over}))
+            rs.append(r)
+            print(f"  [{name}, seed {seed}] " + row(name, r), flush=True)
+        med = statistics.median
+
+        def agg(f):
+            v = [f(r) for r in rs]
+            return med(v), min(v), max(v)
+
+        rows.append((name, agg(lambda r: r["accuracy"]["zoo"]["median"]),
+                     agg(lambda r: r["accuracy"]["generated"]["median"]), agg(novel_median),
+                     agg(lambda r: r["accuracy"]["generated"]["median"] - r["accuracy"]["zoo"]["median"]),
+                     agg(lambda r: r["accuracy"]["zoo_mean"]), agg(lambda r: r["novelty"]["near_copy_share"]),
+                     agg(lambda r: r["novelty"]["generated_nn_median"]), agg(lambda r: r["novelty"]["zoo_nn_median"]),
+                     agg(lambda r: r["diversity"]["generated"])))
+    print(f"\nsweep (seeds {seeds.start}..{seeds.stop - 1}; median over seeds [min, max] of each seed's figure)")
+    print(f"{'setting':<24} {'zoo':>5} {'generated':>21} {'novel':>5} {'gap':>6} {'mean-net':>8} {'near copies':>18} "
+          f"{'NN gen':>6} {'NN zoo':>6} {'div gen':>7}")
+    for name, zoo, gen, novel, gap, mean, copies, nn_gen, nn_zoo, div in rows:
+        print(f"{name:<24} {zoo[0]:.3f} {gen[0]:.3f} [{gen[1]:.3f}, {gen[2]:.3f}] {novel[0]:.3f} {gap[0]:+.3f} {mean[0]:8.3f} "
+              f"{copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} {nn_zoo[0]:6.1f} {div[0]:7.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--members", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--hidden", default="32,32", help="the zoo's MLP widths (MergeMany pulls a wider zoo together "
                    "further: README)")
     p.add_argument("--datasets", default="digits,patches")
     p.add_argument("--parts", default="rebasin,none,ticket", help="which generations: dense zoo with Re-Basin, "
-                   "without canonicalisation, a ticket zoo")
+                   "without canonicalisation, a ticket zoo; `sweep`: the VARIANTS on digits instead")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="sweep: which VARIANTS, comma separated")
     p.add_argument("--runs-dir", default="bench-runs")
     p.add_argument("--quick", action="store_true", help="8 members, 200 steps, 1 seed: checks the script runs")
     args = p.parse_args()
@@ -103,10 +179,14 @@ def main() -> None:
     hidden = tuple(int(w) for w in args.hidden.split(","))
     parts = set(args.parts.split(","))
     runs_dir = Path(args.runs_dir)
+    if "sweep" in parts:
+        sweep(args.variants.split(","), range(args.first_seed, args.first_seed + args.seeds), hidden, args.members,
+              args.steps, runs_dir)
+        return
     datasets = {"digits": "digits", "patches": "npz:" + str(patches_npz(runs_dir / "data" / "patches.npz"))}
     results: dict[str, list[dict]] = {}
     for name in args.datasets.split(","):
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
             options = Z.ZooOptions(members=args.members)
             config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": datasets[name], "seed": seed})

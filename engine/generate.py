@@ -343,9 +343,12 @@ class GenerateOptions:
     ode_steps: int = option(100, "ODE integration steps from noise to weights", lo=1, hi=100_000)
     ode_method: str = option("rk4", "ODE solver (torchdiffeq)", choices=list(ODE_METHODS))
     temperature: float = option(1.0, "standard deviation of the noise the ODE starts from, N(0, t^2 I): below 1 "
-                                "samples nearer the noise's centre", lo=0, lo_open=True, hi=10)
+                                "samples nearer the noise's centre, fewer near copies of members at about the same "
+                                "accuracy (digits, 64 MLPs 32-32, 3 seeds: 1.0 .903 with 47% near copies, 0.6 .903 "
+                                "with 31%, 0.4 .897 with 16%)", lo=0, lo_open=True, hi=10)
     ema: float = option(0.0, "sample with an exponential moving average of the velocity network's weights, this "
-                        "decay per step (0: the trained weights)", lo=0, hi=1, hi_open=True)
+                        "decay per step (0: the trained weights; digits 32-32, 3 seeds: 0.999 .906 vs .903, within "
+                        "the seeds' spread)", lo=0, hi=1, hi_open=True)
     hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
     lr: float = option(3e-3, "Adam learning rate of the velocity MLP, cosine-decayed (digits, 64 members, PCA 63, "
                        "3000 steps: 3e-3 gave a generated median of .890, 1e-3 .846, 1e-3 for 10000 steps .882)",
