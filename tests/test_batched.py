@@ -148,3 +148,27 @@ def test_amp_bf16_runs_the_batched_step_under_autocast_like_the_trainer(digits):
         for n, w in weights.items():  # bf16 matmuls: alike to bf16 precision, and unlike the float32 run
             torch.testing.assert_close(out.member(i)[n], w, atol=2e-2, rtol=0)
         assert (out.member(i)["out.weight"] - fp32.member(i)["out.weight"]).abs().max() > 1e-6
+
+
+def test_the_direct_fused_adam_step_is_torchs_step_bit_for_bit():
+    cfg = TrainConfig(weight_decay=1e-2)
+    made = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        params = [torch.randn(4, 3, 5).requires_grad_(), torch.randn(4, 3).requires_grad_()]
+        opt = trainer.make_optimizer(params, cfg)
+        made.append((params, opt, B._stepper(opt)))
+    assert made[1][2] != made[1][1].step  # the direct path is taken for the trainer's fused Adam
+    for step in range(4):
+        grads = [torch.randn(4, 3, 5), torch.randn(4, 3)]
+        for params, opt, direct in made:
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 / (step + 1)  # a schedule changes the lr between steps
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        made[0][1].step()
+        made[1][2]()
+        for p, q in zip(made[0][0], made[1][0]):
+            assert torch.equal(p, q)
+    sgd = torch.optim.SGD(made[0][0], lr=0.1)
+    assert B._stepper(sgd) == sgd.step  # any other optimizer: its own step
