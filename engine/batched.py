@@ -231,11 +231,24 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
     """(mean cross-entropy [K], accuracy [K]) of every member of a stack on a split, in one batched pass.
 
     The same numbers `engine.trainer.evaluate` gives each member alone (to float rounding)."""
-    k = next(iter(weights.values())).shape[0]
-    params = {n: w for n, w in weights.items()}
+    return _evaluate_splits(model, weights, [split])[0]
+
+
+@torch.inference_mode()
+def _evaluate_splits(model: nn.Module, weights: dict[str, torch.Tensor], splits: Sequence[Split],
+                    fwd=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """evaluate_batched on each split, the model put in eval mode once; `fwd`: batched_forward(model,
+    shared_input=True) if the caller has one (the trainer builds it once, not at every evaluation)."""
     was_training = model.training
     model.eval()
-    fwd = batched_forward(model, shared_input=True)
+    fwd = fwd or batched_forward(model, shared_input=True)
+    out = [_evaluate(fwd, weights, split) for split in splits]
+    model.train(was_training)
+    return out
+
+
+def _evaluate(fwd, params: dict[str, torch.Tensor], split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+    k = next(iter(params.values())).shape[0]
     loss = torch.zeros(k, device=split.y.device)
     correct = torch.zeros(k, device=split.y.device, dtype=torch.long)
     chunk = max(16, EVAL_ELEMENTS // k)
@@ -246,7 +259,6 @@ def evaluate_batched(model: nn.Module, weights: dict[str, torch.Tensor],
         # 3x slower than over a contiguous [K, b, C] copy (64 members x 256 examples: 16 ms vs 5 ms, here)
         loss += F.cross_entropy(logits.transpose(1, 2), y.expand(k, -1), reduction="none").sum(1)
         correct += (logits.contiguous().argmax(2) == y).sum(1)
-    model.train(was_training)
     return loss.double() / len(split), correct.double() / len(split)
 
 
@@ -307,6 +319,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         opts.append(make_optimizer(leaves[-1].values(), cfg))
     steppers = [_stepper(opt) for opt in opts]
     fwd = batched_forward(model)
+    eval_fwd = batched_forward(model, shared_input=True)
     chain = _linear_chain(model) if cfg.amp == "off" else None  # written-out backward (chain_step)
     if chain is not None and {n for w, b, _ in chain for n in (w, b) if n} != set(names):
         chain = None  # parameters outside the chain: autograd finds their (zero) gradients
@@ -319,7 +332,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
 
     curves: list[list[dict]] = [[] for _ in members]
     loss_sum = torch.zeros(k, device=device)   # in stack order
-    counted = torch.zeros(k, device=device)
+    steps_since = [0] * len(groups)            # steps since the last evaluation, per group
     perms = None
     was_training = model.training
     model.train()
@@ -366,23 +379,26 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                     group["lr"] = lr * group.get("lr_ratio", 1.0)
             opt_step()
         loss_sum[:n_act] += losses
-        counted[:n_act] += 1
+        for g in range(active):
+            steps_since[g] += 1
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
 
         if (step + 1) % eval_every == 0 or step + 1 == total:
             at = [step + 1 if j < n_act else None for j in range(k)]
-            _record(model, full_stack(), data, curves, flat, at, per_epoch, loss_sum / counted.clamp(min=1), on_eval)
+            counted = torch.tensor([n for g, n in zip(groups, steps_since) for _ in g], device=device)
+            _record(model, eval_fwd, full_stack(), data, curves, flat, at, per_epoch, loss_sum / counted.clamp(min=1),
+                    on_eval)
             loss_sum.zero_()
-            counted.zero_()
+            steps_since = [0] * len(groups)
         if on_step is not None:
             on_step(step + 1, {n: w.index_select(0, back) for n, w in full_stack().items()})
 
     seconds = time.perf_counter() - t0
     if not all(curves):  # members that started at or past the end: report their weights as they are
         at = [None if curves[i] else members[i].start_step for i in flat]
-        _record(model, full_stack(), data, curves, flat, at, per_epoch, torch.full((k,), math.nan, device=device),
-                on_eval)
+        _record(model, eval_fwd, full_stack(), data, curves, flat, at, per_epoch,
+                torch.full((k,), math.nan, device=device), on_eval)
     model.train(was_training)
     keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
     results = []
@@ -443,12 +459,11 @@ def _autograd_step(fwd, params, batch, labels, amp, leaves, opts) -> torch.Tenso
     return losses.detach()
 
 
-def _record(model, weights, data: Dataset, curves, flat: list[int], at: list[int | None], per_epoch: int,
+def _record(model, fwd, weights, data: Dataset, curves, flat: list[int], at: list[int | None], per_epoch: int,
             train_loss: torch.Tensor, on_eval) -> None:
     """Evaluate the whole stack (one batched pass per split) and append a point at iteration at[j] to the
     member at stack position j (member flat[j]) wherever at[j] is not None."""
-    val_loss, val_acc = evaluate_batched(model, weights, data.val)
-    test_loss, test_acc = evaluate_batched(model, weights, data.test)
+    (val_loss, val_acc), (test_loss, test_acc) = _evaluate_splits(model, weights, [data.val, data.test], fwd)
     rows = zip(at, val_loss.tolist(), val_acc.tolist(), test_loss.tolist(), test_acc.tolist(), train_loss.tolist())
     for j, (it, vl, va, tl, ta, trl) in enumerate(rows):
         if it is None:
