@@ -12,6 +12,7 @@ page's session), then prints every module it has imported and the scripts the pa
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def first_page():
             time.sleep(0.05)
     print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
     print("SCRIPTS " + json.dumps([s for s in html.split('"') if s.split("?")[0].endswith(".js")]), flush=True)
+    print("PAGE " + json.dumps(html), flush=True)
     os._exit(0)
 
 threading.Thread(target=first_page, daemon=True).start()
@@ -69,13 +71,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def first_page(tmp_path_factory) -> dict:
-    """{"MODULES": modules imported once the first page was served, "SCRIPTS": the scripts it links}"""
+    """{"MODULES": modules imported once the first page was served, "SCRIPTS": the scripts it links, "PAGE": its
+    HTML}"""
     runs = tmp_path_factory.mktemp("first-page") / "runs"
     p = subprocess.run([sys.executable, "-c", SERVE_AND_LIST, str(runs), str(_free_port())],
                        capture_output=True, text=True, timeout=240)
     found = {key: json.loads(rest) for key, _, rest in (line.partition(" ") for line in p.stdout.splitlines())
-             if key in ("MODULES", "SCRIPTS")}
-    assert p.returncode == 0 and len(found) == 2, p.stdout[-3000:] + p.stderr[-3000:]
+             if key in ("MODULES", "SCRIPTS", "PAGE")}
+    assert p.returncode == 0 and len(found) == 3, p.stdout[-3000:] + p.stderr[-3000:]
     return found
 
 
@@ -100,3 +103,16 @@ def test_first_page_leaves_out_mathjax(first_page):
     scripts = first_page["SCRIPTS"]
     assert any("bokeh.min.js" in s for s in scripts), scripts  # the page's scripts were read
     assert not any("mathjax" in s for s in scripts), scripts
+
+
+def test_first_page_sends_its_scripts_ahead_once(first_page):
+    """The page's scripts go out before its session is built (explorer.cli.scripts_before_session): their tags
+    open the head, ahead of the title Panel's template starts with, and none is linked twice (BokehJS run twice
+    breaks the page)."""
+    html = first_page["PAGE"]
+    classic = re.findall(r'<script type="text/javascript" src="([^"]+)"', html)
+    assert any("bokeh.min.js" in url for url in classic), classic
+    assert len(classic) == len(set(classic)), classic
+    assert html.index("bokeh.min.js") < html.index("<title>")
+    assert html.count('<script type="esms-options">') == 1
+    assert html.index('<script type="esms-options">') < html.index("es-module-shims")
