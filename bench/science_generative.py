@@ -69,6 +69,7 @@ VARIANTS = {
     "zoo weight decay 5e-4": ({"train.weight_decay": 5e-4}, {}),
     "zoo 60 ep cosine 3x512": ({"train.epochs": 60, "train.lr_schedule": "cosine"}, {"hidden": 512}),
     "zoo 128-128": ({"model.hidden": (128, 128)}, {}),
+    "zoo 512-512": ({"model.hidden": (512, 512)}, {}),
     "zoo 128-128 60 ep cos": ({"model.hidden": (128, 128), "train.epochs": 60, "train.lr_schedule": "cosine"}, {}),
 }
 
@@ -154,8 +155,9 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
     print(f"{'setting':<24} {'zoo':>5} {'generated':>21} {'novel':>5} {'gap':>6} {'mean-net':>8} {'near copies':>18} "
           f"{'NN gen':>6} {'NN zoo':>6} {'div gen':>7}")
     for name, zoo, gen, novel, gap, mean, copies, nn_gen, nn_zoo, div in rows:
-        print(f"{name:<24} {zoo[0]:.3f} {gen[0]:.3f} [{gen[1]:.3f}, {gen[2]:.3f}] {novel[0]:.3f} {gap[0]:+.3f} {mean[0]:8.3f} "
-              f"{copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} {nn_zoo[0]:6.1f} {div[0]:7.3f}")
+        print(f"{name:<24} {zoo[0]:.3f} {gen[0]:.3f} [{gen[1]:.3f}, {gen[2]:.3f}] {novel[0]:.3f} {gap[0]:+.3f} "
+              f"{mean[0]:8.3f} {copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} {nn_zoo[0]:6.1f} "
+              f"{div[0]:7.3f}")
 
 
 def main() -> None:

@@ -115,7 +115,8 @@ def test_options_added_later_keep_the_ids_of_generations_stored_before_them():
 
     base = G.GenerateOptions(**FAST)
     before = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("temperature", "ema")}
-    assert G.generation_id(base) == "gen-" + hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    assert G.generation_id(base) == "gen-" + digest[:10]
     assert len({G.generation_id(base), G.generation_id(G.GenerateOptions(temperature=0.5, **FAST)),
                 G.generation_id(G.GenerateOptions(ema=0.9, **FAST))}) == 3
 
