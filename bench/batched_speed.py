@@ -16,7 +16,7 @@ and, end to end, `lottery compare`'s path: snip at 20% with 8 seeds (each: dense
 controls) with `--batched auto` (the cell's seeds side by side, engine.side_by_side) vs `--batched off`, fresh
 run stores each time.
 
-    python bench/batched_speed.py [--repeats 3] [--epochs 2] [--threads 1] [--models lenet300,conv4] [--compare]
+    python bench/batched_speed.py [--repeats 3] [--epochs 2] [--threads 1|1,2] [--models lenet300,conv4] [--compare]
 
 Timings on a shared machine are noisy: say so when quoting them.
 """
@@ -32,7 +32,7 @@ from engine import batched, masks as M, models, trainer
 from engine.config import DataConfig, ModelConfig, TrainConfig
 from engine.data import load
 from engine.seeding import generator
-from zoo_speed import interleaved  # bench/ is on the path when run as a script
+from zoo_speed import cpu_ratio, interleaved  # bench/ is on the path when run as a script
 
 
 def ticket_mask(net, density: float = 0.2) -> M.Mask:
@@ -71,37 +71,53 @@ def together(mc, data, cfg, ms) -> dict:
     return batched.train_batched(net, data, cfg, ms).weights
 
 
-def measure(name: str, mc: ModelConfig, ms, data, cfg, repeats: int, target: float | None) -> float:
+def measure(name: str, mc: ModelConfig, ms, data, cfg, repeats: int, target: float | None) -> dict[str, float]:
     alone, stacked = one_after_another(mc, data, cfg, ms), together(mc, data, cfg, ms)  # warm-up, and a check
     gap = max(float((alone[i][n] - stacked[n][i]).abs().max()) for i in range(len(ms)) for n in stacked)
-    times = interleaved({"one after another": one_after_another, "batched": together}, (mc, data, cfg, ms), repeats)
+    cpu = {}
+    times = interleaved({"one after another": one_after_another, "batched": together}, (mc, data, cfg, ms), repeats,
+                        cpu)
     med = {label: statistics.median(v) for label, v in times.items()}
     ratio = med["one after another"] / med["batched"]
     verdict = f"target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}" if target else "no target"
     print(f"{name:<28} one after another {med['one after another']:6.2f} s (best {min(times['one after another']):.2f})"
-          f"  batched {med['batched']:6.2f} s (best {min(times['batched']):.2f})  ratio {ratio:4.1f}x ({verdict});"
-          f" max weight gap {gap:.1e}")
-    return ratio
+          f"  batched {med['batched']:6.2f} s (best {min(times['batched']):.2f})  ratio {ratio:4.1f}x ({verdict};"
+          f" {cpu_ratio(cpu, 'one after another', 'batched')}); max weight gap {gap:.1e}")
+    return med
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared machine stalls "
-                    "OpenMP threads; tests and the bench of issue 12 use 1 too)")
+    ap.add_argument("--threads", default="1", help="torch CPU threads (default 1: a shared machine stalls OpenMP "
+                    "threads; tests and the bench of issue 12 use 1 too); several (1,2): each case at each count, then "
+                    "each way at its own best count against the other's")
     ap.add_argument("--models", default="lenet300,conv4")
     ap.add_argument("--compare", action="store_true", help="also time lottery compare's 8 seeds end to end")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     data = load(DataConfig("digits"))
     cfg = TrainConfig(epochs=args.epochs)
-    print(f"digits, Adam, batch {cfg.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} thread(s)")
-    for model in args.models.split(","):
-        mc = ModelConfig(model=model)
-        lenet = model == "lenet300"
-        measure(f"{model} level (ticket + 2)", mc, level_members(mc, data), data, cfg, args.repeats, 2 if lenet else None)
-        measure(f"{model} 8 seeds", mc, seed_members(mc, data), data, cfg, args.repeats, 3 if lenet else None)
+    found: dict[tuple, dict[int, dict[str, float]]] = {}  # (case, target) -> threads -> way -> median seconds
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        print(f"digits, Adam, batch {cfg.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} thread(s)")
+        for model in args.models.split(","):
+            mc = ModelConfig(model=model)
+            lenet = model == "lenet300"
+            for case, ms, target in ((f"{model} level (ticket + 2)", level_members(mc, data), 2 if lenet else None),
+                                     (f"{model} 8 seeds", seed_members(mc, data), 3 if lenet else None)):
+                found.setdefault((case, target), {})[threads] = measure(case, mc, ms, data, cfg, args.repeats, target)
+    if "," in args.threads:
+        print("each way at its best thread count:")
+        for (case, target), by_threads in found.items():
+            best = {way: min((med[way], t) for t, med in by_threads.items())
+                    for way in ("one after another", "batched")}
+            ratio = best["one after another"][0] / best["batched"][0]
+            verdict = f"target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}" if target else "no target"
+            print(f"{case:<28} one after another {best['one after another'][0]:6.2f} s ({best['one after another'][1]} "
+                  f"thread(s))  batched {best['batched'][0]:6.2f} s ({best['batched'][1]} thread(s))  ratio "
+                  f"{ratio:4.1f}x ({verdict})")
     if args.compare:
         compare_end_to_end(args.epochs, args.repeats)
 

@@ -47,29 +47,38 @@ def together(mc, data, cfg, ms) -> dict:
     return batched.train_batched(net, data, cfg, ms).weights
 
 
-def interleaved(ways: dict, args: tuple, repeats: int) -> dict[str, list[float]]:
+def interleaved(ways: dict, args: tuple, repeats: int, cpu: dict | None = None) -> dict[str, list[float]]:
     """Seconds of each way (label -> function of `args`) over `repeats` rounds, the ways taking turns within
-    a round so that a change in the machine's load hits them alike."""
+    a round so that a change in the machine's load hits them alike. `cpu`, if given, gets the CPU seconds of
+    each run too (this process's): on a shared machine they vary less than wall time, since they leave out
+    the time other processes held the cores (at one thread; with more, they add up every thread's time)."""
     times = {label: [] for label in ways}
     for _ in range(repeats):
         for label, fn in ways.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn(*args)
             times[label].append(time.perf_counter() - t)
+            if cpu is not None:
+                cpu.setdefault(label, []).append(time.process_time() - c)
     return times
+
+
+def cpu_ratio(cpu: dict[str, list[float]], slow: str, fast: str) -> str:
+    return f"CPU-time ratio {statistics.median(cpu[slow]) / statistics.median(cpu[fast]):.1f}x"
 
 
 def compare(name: str, mc: ModelConfig, k: int, data, cfg, repeats: int, target: float) -> float:
     ms = members(mc, data, k)
     alone, stacked = one_by_one(mc, data, cfg, ms[:2]), together(mc, data, cfg, ms[:2])  # warm-up, and a check
     gap = max(float((alone[i][n] - stacked[n][i]).abs().max()) for i in range(2) for n in stacked)
-    times = interleaved({"one by one": one_by_one, "batched": together}, (mc, data, cfg, ms), repeats)
+    cpu = {}
+    times = interleaved({"one by one": one_by_one, "batched": together}, (mc, data, cfg, ms), repeats, cpu)
     med = {label: statistics.median(v) for label, v in times.items()}
     ratio = med["one by one"] / med["batched"]
     print(f"{name}: {k} members x {cfg.epochs} epochs  one by one {med['one by one']:.2f} s (best "
           f"{min(times['one by one']):.2f})  batched {med['batched']:.2f} s (best {min(times['batched']):.2f})  "
-          f"ratio {ratio:.1f}x (target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}); "
-          f"max weight gap batched vs alone {gap:.1e}")
+          f"ratio {ratio:.1f}x (target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}; "
+          f"{cpu_ratio(cpu, 'one by one', 'batched')}); max weight gap batched vs alone {gap:.1e}")
     return ratio
 
 
