@@ -12,9 +12,14 @@ under heavy contention from other processes): chains of Linear layers (mlp, lene
 fused optimizer), which trained 64 digits MLPs 64-32 in 0.73-0.80 s vs 0.86-1.04 s through `vmap` over
 `functional_call`, and 8 lenet300 in 0.35-0.56 s vs 0.62-0.70 s; every other architecture (Conv-2/4/6, users'
 modules) goes through `torch.func.vmap` + `functional_call`, which batches any layer type with no code of
-its own (on CPU no faster than one by one for conv4: 0.9x, bench/batched_speed.py). Against one by one
-(bench/zoo_speed.py, two runs under contention): 64 MLPs 7.7-8.5x, 8 lenet300 2.0-2.1x; lenet300's batched
-step is bound by its matmuls, so there batching saves the per-step Python and small-kernel cost only.
+its own (on CPU no faster than one by one for conv4: 0.9-1.1x, bench/batched_speed.py). For Linear chains
+the backward is written out too (`chain_step`: the kernels autograd would run, the same numbers bit for bit,
+without building a graph each step), and torch's fused Adam kernel is called directly after its first step
+(`_stepper`): on this CPU, profiled, autograd's and torch.optim's bookkeeping were about a third of a small
+batch's step. Against one by one, same process, interleaved, 11 repeats, 1 thread, under contention (wall;
+CPU time in brackets): 64 digits MLPs 9.6x (10.6x), 8 lenet300 2.4x (2.6x), a lenet300 level 2.4x (2.3x),
+8 lenet300 seeds 2.6x (2.7x). lenet300's batched step is bound by its matmuls and the Adam update, which
+batching does not make cheaper per member; what it saves is the per-step Python and small-kernel cost.
 
 Who batches: `lottery zoo` (every member), the instability analysis (its copies), and `lottery run` with
 `--batched auto` (a level's ticket and its controls, engine.runner.RunContext.train_together; `auto_reason`
