@@ -177,7 +177,7 @@ def scripts_before_session() -> None:
                 self._sent = None
             return super().write(chunk)
 
-    pattern = next(i for i, p in enumerate(urls.per_app_patterns) if p[1] is DocHandler)
+    pattern = next(i for i, p in enumerate(urls.per_app_patterns) if issubclass(p[1], DocHandler))  # or ours
     urls.per_app_patterns[pattern] = (urls.per_app_patterns[pattern][0], ScriptsFirst)
 
 
