@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -137,12 +138,14 @@ class BayesLayer:
         """KL(q || prior) summed over the unpruned weights (a pruned weight is not random: no term)."""
         return Posterior([self]).kl()
 
-    def _std(self) -> torch.Tensor:
-        """sigma (or sigma^2 if `square`) of every weight for this forward pass, 0 where pruned."""
+    def _mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma or sigma^2 if `square`) of every weight for this forward pass, the std 0 where pruned.
+        While recording gradients both come out of the model's `_Posterior` (mu unchanged, so that its
+        gradient there joins the KL's in one pass)."""
         if torch.is_grad_enabled() and (self.weight.requires_grad or self.rho.requires_grad):
-            return self.posterior.take_std(self)
+            return self.posterior.take(self)
         s = self.sigma()
-        return s * s if self.square else s
+        return self.weight, s * s if self.square else s
 
     def _eps(self, like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Standard normal noise (times the noise scale) of `like`'s shape, or of `shape`, dtype and device.
@@ -170,7 +173,7 @@ class Posterior:
     """The Bayesian layers of one model, whose sampling stds and KL one `_Posterior` computes together.
 
     In a forward pass that records gradients, the first layer to run computes every layer's std (sigma, or
-    sigma^2 for local reparameterisation) and the KL; the other layers take theirs (`take_std`) and the
+    sigma^2 for local reparameterisation) and the KL; the other layers take theirs (`take`) and the
     penalty takes the KL (`take_kl`). Each is handed out once and only while no mu or rho has changed since
     (their version counters), so a second forward pass, or a penalty after a parameter update, computes
     afresh. Why: on the small nets here a training step's cost is its number of tensor operations, and this
@@ -181,9 +184,10 @@ class Posterior:
         self.clear()
 
     def clear(self) -> None:
-        self._stds: dict[int, torch.Tensor] = {}
+        self._taken: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._kl: torch.Tensor | None = None
         self._at: tuple = ()
+        self._buffers: _Buffers | None = None
 
     def __deepcopy__(self, memo):  # the copy holds the copied layers and nothing computed (no autograd graph)
         copied = Posterior.__new__(Posterior)
@@ -202,17 +206,25 @@ class Posterior:
     def _versions(self) -> tuple:
         return tuple(v for layer in self.layers for v in (layer.weight._version, layer.rho._version))
 
-    def _apply(self) -> tuple[list[torch.Tensor], torch.Tensor]:
-        *stds, kl = _Posterior.apply(self.layers[0].prior_sigma, tuple(layer.square for layer in self.layers),
-                                     *[layer.weight for layer in self.layers], *[layer.rho for layer in self.layers])
-        return stds, kl
+    def _apply(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        rhos = [layer.rho for layer in self.layers]
+        buffers = self._buffers
+        if buffers is None or not buffers.fits(rhos):
+            buffers = self._buffers = _Buffers(rhos)
+        elif buffers.in_use():  # a graph that has not run backward yet holds them: this pass gets its own
+            buffers = _Buffers(rhos)
+        n = len(self.layers)
+        *out, kl = _Posterior.apply(self.layers[0].prior_sigma, tuple(layer.square for layer in self.layers),
+                                    buffers, *[layer.weight for layer in self.layers], *rhos)
+        return out[:n], out[n:], kl
 
-    def take_std(self, layer: BayesLayer) -> torch.Tensor:
+    def take(self, layer: BayesLayer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's (mu, std) for this forward pass, computed for all layers by the first to ask."""
         versions = self._versions()
-        if id(layer) not in self._stds or self._at != versions:
-            stds, self._kl = self._apply()
-            self._stds, self._at = {id(m): s for m, s in zip(self.layers, stds)}, versions
-        return self._stds.pop(id(layer))
+        if id(layer) not in self._taken or self._at != versions:
+            mus, stds, self._kl = self._apply()
+            self._taken, self._at = {id(m): pair for m, pair in zip(self.layers, zip(mus, stds))}, versions
+        return self._taken.pop(id(layer))
 
     def take_kl(self) -> torch.Tensor:
         """The KL with its gradient: the last forward pass's if nothing changed since, else computed afresh."""
@@ -222,65 +234,122 @@ class Posterior:
         return kl
 
     def kl(self) -> torch.Tensor:
-        return self._apply()[1]
+        return self._apply()[2]
+
+
+class _Buffers:
+    """Flat buffers for the weight-sized intermediates of one `_Posterior` pass over a model's layers (sigma,
+    alive, s = sigma * alive, s^2, and one for log sigma and then the gradient), each layer's a view into them.
+
+    Reused from one training step to the next: a fresh weight-sized tensor per intermediate and step cost more
+    than its arithmetic (new pages from the allocator), and one operation over the flat buffer replaces one per
+    layer (bench/bayes_speed.py). A set is reused only once the backward pass of the graph that saved it ran, or
+    that graph is gone (`in_use`): two forward passes before one backward get a set each, and a set overwritten
+    while a graph still needs it fails autograd's version check rather than computing a wrong gradient."""
+    NAMES = ("sigma", "alive", "s", "s2", "aux")
+
+    def __init__(self, like: list[torch.Tensor]):
+        self.key = [(t.shape, t.dtype, t.device) for t in like]
+        sizes = [t.numel() for t in like]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        # one tensor each (not rows of one): writing one must not bump the others' version counters
+        self.flat = {name: torch.empty(offsets[-1], dtype=like[0].dtype, device=like[0].device) for name in self.NAMES}
+        self.views = {name: [row[a:b].view(t.shape) for a, b, t in zip(offsets, offsets[1:], like)]
+                      for name, row in self.flat.items()}
+        self._user = None  # weak reference to a token held by the autograd node that saved the buffers
+        self._kl_weights: tuple[float, torch.Tensor] | None = None
+
+    def kl_weights(self, prior_sigma: float) -> torch.Tensor:
+        """The KL = these . (sum of mu^2 + s^2, sum of alive * log sigma, number alive)."""
+        if self._kl_weights is None or self._kl_weights[0] != prior_sigma:
+            like = self.flat["aux"]
+            self._kl_weights = prior_sigma, torch.tensor(
+                [1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5], dtype=like.dtype, device=like.device)
+        return self._kl_weights[1]
+
+    def fits(self, like: list[torch.Tensor]) -> bool:
+        return self.key == [(t.shape, t.dtype, t.device) for t in like]
+
+    def in_use(self) -> bool:
+        return self._user is not None and self._user() is not None
+
+    def claim(self) -> object:
+        token = _Token()
+        self._user = weakref.ref(token)
+        return token
+
+    def release(self) -> None:
+        self._user = None
+
+
+class _Token:
+    """Lives as long as the autograd node that uses a `_Buffers` set (see `_Buffers.in_use`)."""
 
 
 class _Posterior(torch.autograd.Function):
-    """For a list of layers: each one's sampling std, sigma * alive (or its square), and KL(q || N(0, prior^2))
-    summed over all their unpruned weights, from one softplus per layer; alive = |sign(mu)| (1.0, or 0.0 where
-    pruned). Every operation is one `torch._foreach_*` call over all layers, and float masks replace
-    `mu != 0` and `torch.where`, whose bool tensors cost 5-30x a multiply on CPU (measured).
+    """For a list of layers: each one's mu (unchanged), sampling std, sigma * alive (or its square), and
+    KL(q || N(0, prior^2)) summed over all their unpruned weights, from one softplus per layer; alive = 1.0 where
+    mu != 0, 0.0 where pruned (float masks: bool tensors and `torch.where` cost 5-30x a multiply on CPU).
 
     KL per unpruned weight, closed form: (sigma^2 + mu^2) / (2 prior^2) - log sigma + log prior - 1/2 (a pruned
-    weight has mu = 0 and alive = 0: its term is exactly 0). tests/test_bayes.py checks value and gradient
-    against torch.distributions' `kl_divergence` of two Normals. The gradient is written out: d/dmu = mu /
-    prior^2; d/dsigma = sigma / prior^2 - 1 / sigma, plus the sampling path's; d sigma / d rho = sigmoid(rho)
-    (softplus'); all times alive, so a pruned weight's rho gets exactly 0."""
+    weight has mu = 0 and alive = 0: no term), summed by dot products and norms, which read the weights without
+    writing a weight-sized tensor. tests/test_bayes.py checks value and gradient against torch.distributions'
+    `kl_divergence` of two Normals. The gradient is written out: d/dmu = mu / prior^2, added in one pass to the
+    gradient mu gets from the forward pass through this node; d/dsigma = sigma / prior^2 - 1 / sigma, plus the
+    sampling path's; d sigma / d rho = sigmoid(rho) (softplus'); all times alive, so a pruned weight's rho gets
+    exactly 0. The KL's upstream gradient stays a tensor: no host sync."""
 
     @staticmethod
-    def forward(ctx, prior_sigma: float, squares: tuple[bool, ...], *params):
+    def forward(ctx, prior_sigma: float, squares: tuple[bool, ...], buffers: _Buffers, *params):
         n = len(squares)
         mus, rhos = params[:n], params[n:]
-        sigma = [F.softplus(rho) for rho in rhos]
-        torch._foreach_clamp_min_(sigma, torch.finfo(rhos[0].dtype).tiny)  # log and 1/sigma stay finite
-        alive = torch._foreach_sign(mus)
-        torch._foreach_abs_(alive)  # sign(+-0.0) = 0: pruned
-        s = torch._foreach_mul(sigma, alive)
-        s2 = torch._foreach_mul(s, s)
-        # 2 prior^2 KL = sigma^2 + mu^2 - 2 prior^2 alive (log sigma - log prior + 1/2), summed
-        log_term = torch._foreach_log(sigma)
-        torch._foreach_sub_(log_term, math.log(prior_sigma) - 0.5)
-        terms = torch._foreach_addcmul(s2, mus, mus)
-        torch._foreach_addcmul_(terms, log_term, alive, value=-2 * prior_sigma ** 2)
-        kl = torch.stack([t.sum() for t in terms]).sum() / (2 * prior_sigma ** 2)
-        ctx.save_for_backward(*mus, *rhos, *sigma, *alive, *s)
-        ctx.prior_sigma, ctx.squares = prior_sigma, squares
+        b, v = buffers.flat, buffers.views
+        for rho, sigma in zip(rhos, v["sigma"]):
+            torch.ops.aten.softplus.out(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
+        b["sigma"].clamp_min_(torch.finfo(b["sigma"].dtype).tiny)  # log and 1/sigma stay finite
+        for mu, alive in zip(mus, v["alive"]):
+            torch.ne(mu, 0, out=alive)
+        torch.mul(b["sigma"], b["alive"], out=b["s"])
+        torch.mul(b["s"], b["s"], out=b["s2"])
+        torch.log(b["sigma"], out=b["aux"])
+        norms = torch.stack(torch._foreach_norm(mus))
+        sums = torch.stack([norms.dot(norms) + b["s2"].sum(), b["alive"].dot(b["aux"]), b["alive"].sum()])
+        kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
+        ctx.save_for_backward(*mus, *rhos, b["sigma"], b["alive"], b["s"])
+        ctx.prior_sigma, ctx.squares, ctx.buffers, ctx.token = prior_sigma, squares, buffers, buffers.claim()
         ctx.set_materialize_grads(False)
-        return (*[b if square else a for a, b, square in zip(s, s2, squares)], kl)
+        return (*mus, *[s2 if square else s for s, s2, square in zip(v["s"], v["s2"], squares)], kl)
 
     @staticmethod
     def backward(ctx, *grads):
         n = len(ctx.squares)
-        saved = ctx.saved_tensors
-        mus, rhos, sigma, alive, s = (list(saved[i * n:(i + 1) * n]) for i in range(5))
-        grad_kl, var_p = grads[n], ctx.prior_sigma ** 2
-        # d loss / d sigma = g_kl (s / prior^2 - alive / sigma) + 2 s g_out (sigma^2 out) or alive g_out (sigma
-        # out): every term is 0 where pruned (s = alive = 0); six weight-sized passes with the two below
-        if grad_kl is not None:
-            g = float(grad_kl)  # a number for the foreach ops (on a GPU: one sync per step)
-            d_sigma = torch._foreach_mul(s, g / var_p)
-            torch._foreach_addcdiv_(d_sigma, alive, sigma, value=-g)
-            d_mu = torch._foreach_mul(mus, g / var_p)  # a pruned mu is 0: its gradient is 0 as it is
+        saved = ctx.saved_tensors  # (autograd's check that no later pass overwrote the buffers)
+        mus, rhos, (sigma, alive, s) = saved[:n], saved[n:2 * n], saved[2 * n:]
+        grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
+        v, var_p = ctx.buffers.views, ctx.prior_sigma ** 2
+        # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g
+        # (sigma^2 out) or alive g (sigma out); every term is 0 where pruned (s = alive = 0, sigma > 0)
+        d_sigma = ctx.buffers.flat["aux"]
+        if grad_kl is None:
+            d_sigma.zero_()
         else:
-            d_sigma, d_mu = [torch.zeros_like(x) for x in sigma], [None] * n
-        for square, factors in ((True, s), (False, alive)):
-            rows = [(d, g_out, f) for d, g_out, f, sq in zip(d_sigma, grads[:n], factors, ctx.squares)
-                    if g_out is not None and sq == square]
+            torch.addcdiv(s, alive, sigma, value=-var_p, out=d_sigma).mul_(grad_kl / var_p)
+        for square in (True, False):
+            rows = [(d, s_ if square else alive_, g) for d, s_, alive_, g, sq in
+                    zip(v["aux"], v["s"], v["alive"], grad_stds, ctx.squares) if sq == square and g is not None]
             if rows:
-                d, g_out, f = map(list, zip(*rows))
-                torch._foreach_addcmul_(d, g_out, f, value=2 if square else 1)
-        torch._foreach_mul_(d_sigma, torch._foreach_sigmoid(rhos))  # d sigma / d rho = softplus' = sigmoid
-        return None, None, *d_mu, *d_sigma
+                torch._foreach_addcmul_(*map(list, zip(*rows)), value=2 if square else 1)
+        d_rho = torch._foreach_sigmoid(rhos)  # d sigma / d rho = softplus' = sigmoid
+        torch._foreach_mul_(d_rho, v["aux"])
+        if grad_kl is None:
+            d_mu = list(grad_mus)
+        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's
+            d_mu = torch._foreach_addcmul(grad_mus, mus, [grad_kl] * n, value=1 / var_p)
+        else:
+            d_mu = [mu * (grad_kl / var_p) if g is None else g.addcmul(mu, grad_kl, value=1 / var_p)
+                    for mu, g in zip(mus, grad_mus)]
+        ctx.buffers.release()
+        return None, None, None, *d_mu, *d_rho
 
 
 class BayesLinear(nn.Linear, BayesLayer):
@@ -296,35 +365,40 @@ class BayesLinear(nn.Linear, BayesLayer):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, var_w = self._mean_std()
         if x.dim() == 2:
             eps = self._eps(x, (len(x), self.out_features))
-            return _LocalReparameterisation.apply(x, self.weight, self.bias, self._std(), eps, self._tiny)
-        mean = F.linear(x, self.weight, self.bias)
-        var = F.linear(x * x, self._std(), self._tiny.expand(self.out_features))  # + _TINY
+            return _LocalReparameterisation.apply(x, mu, self.bias, var_w, eps, self._tiny)
+        mean = F.linear(x, mu, self.bias)
+        var = F.linear(x * x, var_w, self._tiny.expand(self.out_features))  # + _TINY
         return torch.addcmul(mean, var.sqrt(), self._eps(mean))
 
 
 class _LocalReparameterisation(torch.autograd.Function):
-    """x mu^T + b + sqrt(x^2 sigma^2^T + _TINY) * eps for a batch of rows x, the gradient written out: one
-    autograd node with five matrix products where autograd through the formula made eight nodes (their
-    transposes, detaches and accumulations cost more than the arithmetic at batch 60; bench/bayes_speed.py)."""
+    """x mu^T + b + sqrt(v) * eps, v = x^2 sigma^2^T + _TINY, for a batch of rows x, the gradient written out:
+    one autograd node with five matrix products where autograd through the formula made eight nodes (their
+    transposes, detaches and accumulations cost more than the arithmetic at batch 60; bench/bayes_speed.py).
+    d out / d v = eps / (2 sqrt(v)): the forward pass keeps it (e), from 2 sqrt(v) computed as sqrt(4 v), so no
+    weight-sized tensor is ever scaled by 1/2."""
 
     @staticmethod
     def forward(ctx, x, mu, bias, var_w, eps, tiny):
         x2 = x * x
-        mean = torch.addmm(bias, x, mu.t()) if bias is not None else x.mm(mu.t())
-        std = torch.addmm(tiny, x2, var_w.t()).sqrt_()
-        ctx.save_for_backward(x, x2, mu, var_w, eps, std)
-        return torch.addcmul(mean, std, eps)
+        out = F.linear(x, mu, bias)
+        std2 = F.linear(x2, var_w, tiny).mul_(4).sqrt_()  # 2 sqrt(v)
+        out.addcmul_(std2, eps, value=0.5)
+        if any(ctx.needs_input_grad[:4]):
+            ctx.save_for_backward(x, x2, mu, var_w, eps.div(std2))  # (eps may be a view of stored noise)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, x2, mu, var_w, eps, std = ctx.saved_tensors
-        grad_var = torch.mul(grad, eps).div_(std).mul_(0.5)  # d sqrt(v) / dv = 1 / (2 sqrt(v))
-        grad_x = torch.addcmul(grad.mm(mu), x, grad_var.mm(var_w), value=2) if ctx.needs_input_grad[0] else None
+        x, x2, mu, var_w, e = ctx.saved_tensors
+        grad_v = grad * e  # d out / d v = eps / (2 sqrt(v)) = e
+        grad_x = grad.mm(mu).addcmul_(x, grad_v.mm(var_w), value=2) if ctx.needs_input_grad[0] else None
         grad_mu = grad.t().mm(x) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
-        grad_var_w = grad_var.t().mm(x2) if ctx.needs_input_grad[3] else None
+        grad_var_w = grad_v.t().mm(x2) if ctx.needs_input_grad[3] else None
         return grad_x, grad_mu, grad_bias, grad_var_w, None, None
 
 
@@ -346,13 +420,13 @@ class BayesConv2d(nn.Conv2d, BayesLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.samples
-        sigma = self._std()
+        mu, sigma = self._mean_std()
         if s == 1:
-            return self._conv_forward(x, self.weight + sigma * self._eps(self.weight), self.bias)
+            return self._conv_forward(x, mu + sigma * self._eps(mu), self.bias)
         # S weight samples over S blocks of the batch: block i of the input meets sample i, as one
         # convolution with S*groups groups over the blocks laid side by side along the channels
         n = x.shape[0] // s
-        w = self.weight + sigma * self._eps(self.weight.expand(s, *self.weight.shape))
+        w = mu + sigma * self._eps(mu.expand(s, *mu.shape))
         xs = x.view(s, n, *x.shape[1:]).transpose(0, 1).reshape(n, s * x.shape[1], *x.shape[2:])
         bias = None if self.bias is None else self.bias.repeat(s)
         out = F.conv2d(xs, w.reshape(s * w.shape[1], *w.shape[2:]), bias, self.stride, self.padding, self.dilation,

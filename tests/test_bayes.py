@@ -349,9 +349,10 @@ def test_uncertainty_analysis_measures_any_stored_run(runs_dir):
 
 
 def test_the_fused_posterior_matches_autograd_through_torch_distributions():
-    """engine.bayes._Posterior writes out the sampling stds (sigma^2 for a Linear layer, sigma for a Conv2d),
-    the KL and all gradients for several layers at once: the same values and gradients as autograd through
-    softplus, a float mask and torch.distributions' KL of two Normals."""
+    """engine.bayes._Posterior writes out mu (unchanged), the sampling stds (sigma^2 for a Linear layer, sigma for
+    a Conv2d), the KL and all gradients for several layers at once: the same values and gradients as autograd
+    through softplus, a float mask and torch.distributions' KL of two Normals, with gradient flowing into it
+    through every output (mu's from the forward pass, the stds', the KL's); pruned positions get exactly 0."""
     from torch.distributions import Normal, kl_divergence
 
     torch.manual_seed(0)
@@ -360,20 +361,46 @@ def test_the_fused_posterior_matches_autograd_through_torch_distributions():
     for mu in mus:
         mu.view(-1)[:3] = 0
     rhos = [torch.randn(s, dtype=torch.float64) - 2 for s in shapes]
-    upstream = [torch.randn(s, dtype=torch.float64) for s in shapes]  # what the forward pass sends back to the stds
+    up_mu = [torch.randn(s, dtype=torch.float64) for s in shapes]  # what the forward pass sends back to mu
+    upstream = [torch.randn(s, dtype=torch.float64) for s in shapes]  # ... and to the stds
     a_mu, a_rho = [m.clone().requires_grad_() for m in mus], [r.clone().requires_grad_() for r in rhos]
-    *outs, kl = bayes._Posterior.apply(0.4, squares, *a_mu, *a_rho)
-    (sum((o * u).sum() for o, u in zip(outs, upstream)) + 3 * kl).backward()
+    for _ in range(2):  # the second pass reuses the first one's buffers
+        for t in a_mu + a_rho:
+            t.grad = None
+        *outs, kl = bayes._Posterior.apply(0.4, squares, bayes._Buffers(a_rho), *a_mu, *a_rho)
+        mu_outs, outs = outs[:3], outs[3:]
+        (sum((o * u).sum() for o, u in zip(mu_outs + outs, up_mu + upstream)) + 3 * kl).backward()
+    assert all(torch.equal(o, m) for o, m in zip(mu_outs, mus))
     b_mu, b_rho = [m.clone().requires_grad_() for m in mus], [r.clone().requires_grad_() for r in rhos]
     prior = Normal(torch.zeros((), dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64))
     want_kl = sum((kl_divergence(Normal(m, F.softplus(r)), prior) * (m != 0)).sum() for m, r in zip(b_mu, b_rho))
     want = [(F.softplus(r) * (m != 0)) ** (2 if square else 1) for m, r, square in zip(b_mu, b_rho, squares)]
-    (sum((w * u).sum() for w, u in zip(want, upstream)) + 3 * want_kl).backward()
+    (sum((w * u).sum() for w, u in zip(b_mu + want, up_mu + upstream)) + 3 * want_kl).backward()
     assert torch.allclose(kl, want_kl) and all(torch.allclose(o, w) for o, w in zip(outs, want))
     for a, b in zip(a_mu + a_rho, b_mu + b_rho):
         assert torch.allclose(a.grad, b.grad)
     for m, r, o in zip(mus, a_rho, outs):
         assert (r.grad[m == 0] == 0).all() and (o[m == 0] == 0).all()
+
+
+def test_posterior_buffers_are_reused_only_once_their_backward_ran():
+    model = models.build(ModelConfig(bayesian=True), (1, 8, 8), 10, 0)
+    group, = bayes.posteriors(model)
+    x = torch.randn(4, 1, 8, 8)
+    first = model(x).sum() + group.take_kl()
+    buffers = group._buffers
+    second = model(x).sum() + group.take_kl()  # before the first backward: its own buffers
+    assert group._buffers is buffers and buffers.in_use()
+    (first + second).backward()  # both graphs see their own saved values (autograd's version check passes)
+    assert not buffers.in_use()
+    model(x).sum().backward()
+    assert group._buffers is buffers  # reused
+    model.hidden[0].weight.grad = None
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss = model(x).sum() + group.take_kl()
+        buffers.release()  # pretend the graph were done: the next pass overwrites what it saved
+        model(x).sum().backward()
+        loss.backward()
 
 
 def test_the_penalty_uses_the_kl_of_the_steps_forward_pass_and_recomputes_a_stale_one(digits):
