@@ -384,9 +384,8 @@ class _LocalReparameterisation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mu, bias, var_w, eps, tiny):
         x2 = x * x
-        out = F.linear(x, mu, bias)
         std2 = F.linear(x2, var_w, tiny).mul_(4).sqrt_()  # 2 sqrt(v)
-        out.addcmul_(std2, eps, value=0.5)
+        out = torch.addcmul(F.linear(x, mu, bias), std2, eps, value=0.5)  # (eps's dtype under autocast, as before)
         if any(ctx.needs_input_grad[:4]):
             ctx.save_for_backward(x, x2, mu, var_w, eps.div(std2))  # (eps may be a view of stored noise)
         return out
@@ -394,6 +393,8 @@ class _LocalReparameterisation(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, x2, mu, var_w, e = ctx.saved_tensors
+        if not x.dtype == grad.dtype == mu.dtype:  # bf16 input under autocast: the products in mu's dtype
+            grad, x, x2, e = (t.to(mu.dtype) for t in (grad, x, x2, e))
         grad_v = grad * e  # d out / d v = eps / (2 sqrt(v)) = e
         grad_x = grad.mm(mu).addcmul_(x, grad_v.mm(var_w), value=2) if ctx.needs_input_grad[0] else None
         grad_mu = grad.t().mm(x) if ctx.needs_input_grad[1] else None
