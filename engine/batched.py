@@ -352,8 +352,9 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         if active == 1:
             params = leaves[0] | stats[0]
         else:
-            params = {n: torch.cat([group[n] for group in leaves[:active]]) for n in names} | \
-                {n: torch.cat([group[n] for group in stats[:active]]) for n in buffers}
+            with torch.set_grad_enabled(chain is None):  # chain_step writes its backward: no autograd node
+                params = {n: torch.cat([group[n] for group in leaves[:active]]) for n in names} | \
+                    {n: torch.cat([group[n] for group in stats[:active]]) for n in buffers}
         idx = perms[:n_act, b * bs:(b + 1) * bs]                                # [K_active, bs]
 
         batch = rows.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
@@ -367,7 +368,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
                     p.grad = grads[n] if active == 1 else grads[n][offset:offset + size]
                 offset += size
         else:
-            losses = _autograd_step(fwd, params, batch, labels, amp, leaves[:active], opts)
+            losses = _autograd_step(fwd, params, batch, labels, amp, opts[:active])
         if active > 1 and buffers:  # BatchNorm updated the concatenated statistics: give each group its own
             offset = 0
             for group in stats[:active]:
@@ -436,6 +437,8 @@ def _stepper(opt: torch.optim.Optimizer) -> Callable[[], None]:
     def step() -> None:
         if not groups:
             opt.step()  # creates the state
+            if any(not opt.state[p] for g in opt.param_groups for p in g["params"]):
+                return  # a parameter the loss did not reach has no state yet: read it on a later step
             for g in opt.param_groups:
                 state = [opt.state[p] for p in g["params"]]
                 groups.append((g, [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
@@ -453,12 +456,12 @@ def _stepper(opt: torch.optim.Optimizer) -> Callable[[], None]:
     return step
 
 
-def _autograd_step(fwd, params, batch, labels, amp, leaves, opts) -> torch.Tensor:
+def _autograd_step(fwd, params, batch, labels, amp, opts) -> torch.Tensor:
     """Loss [K] of one step; every leaf's .grad set by autograd (any architecture, autocast included)."""
     with amp:
         out = fwd(params, batch)                                                # [K_active, bs, C]
         losses = F.cross_entropy(out.transpose(1, 2), labels, reduction="none").mean(1)
-    for opt in opts[:len(leaves)]:
+    for opt in opts:  # the active groups' optimizers
         opt.zero_grad(set_to_none=True)
     losses.sum().backward()  # members share no parameter: each one's gradient is its own loss's
     return losses.detach()

@@ -172,3 +172,22 @@ def test_the_direct_fused_adam_step_is_torchs_step_bit_for_bit():
             assert torch.equal(p, q)
     sgd = torch.optim.SGD(made[0][0], lr=0.1)
     assert B._stepper(sgd) == sgd.step  # any other optimizer: its own step
+
+
+def test_the_direct_step_waits_for_every_parameters_state():
+    """A parameter with no gradient at the first step has no Adam state yet: the stepper must not read it."""
+    made = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        params = [torch.randn(3, 2).requires_grad_(), torch.randn(3).requires_grad_()]
+        opt = trainer.make_optimizer(params, TrainConfig())
+        made.append((params, opt, B._stepper(opt)))
+    for step in range(3):
+        grads = [torch.randn(3, 2), None if step == 0 else torch.randn(3)]  # the second reached from step 1 on
+        for params, _, _ in made:
+            for p, g in zip(params, grads):
+                p.grad = None if g is None else g.clone()
+        made[0][1].step()
+        made[1][2]()  # raised KeyError('exp_avg') at the first step
+        for p, q in zip(made[0][0], made[1][0]):
+            assert torch.equal(p, q)
