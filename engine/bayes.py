@@ -366,7 +366,8 @@ class BayesLinear(nn.Linear, BayesLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, var_w = self._mean_std()
-        if x.dim() == 2:
+        # training: one node, its gradient written out; evaluation (no grad) skips the backward's intermediates
+        if x.dim() == 2 and torch.is_grad_enabled():
             eps = self._eps(x, (len(x), self.out_features))
             return _LocalReparameterisation.apply(x, mu, self.bias, var_w, eps, self._tiny)
         mean = F.linear(x, mu, self.bias)
@@ -558,12 +559,13 @@ def predict(model: nn.Module, x: torch.Tensor, samples: int | None = None, rows:
     seed_noise(model, PREDICT_SEED)  # the same weights always get the same metrics
     try:
         chunk = max(1, rows // s)  # the same chunks either way: the noise of a linear layer is per row
+        if batched:
+            for layer in conv:
+                layer.samples = s
         out = []
         for i in range(0, len(x), chunk):
             xb = x[i:i + chunk]
             if batched:
-                for layer in conv:
-                    layer.samples = s
                 logits = model(xb.repeat(s, *[1] * (xb.dim() - 1))).float()
                 logp = F.log_softmax(logits, -1).view(s, len(xb), -1)
             else:
