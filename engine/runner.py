@@ -6,6 +6,7 @@ trained beside every ticket. A method is a short function of a `RunContext` (see
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
@@ -132,12 +133,11 @@ class RunContext:
         stored, with its events and metrics rows, in plan order as if trained one after another: the first
         variant's evaluations stream live, the others' are replayed once the batch is done."""
         todo = [p for p in plan if self.store.level_record(p[0], level) is None]
-        model = self.model_with(plan[0][2])  # the architecture the members share (each brings its weights)
         # alone, a single training gains nothing from batching; in a pool it may batch with other runs' trainings
         fewest = 1 if self.pool is not None else 2
-        reason = "fewer than two trainings" if len(todo) < fewest else \
-            batched.auto_reason(model, self.data, self.config.train)
-        if reason is not None:
+        if len(todo) < fewest or batched.auto_reason(
+                model := self.model_with(plan[0][2]),  # the architecture the members share (each brings its weights)
+                self.data, self.config.train) is not None:
             return {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan}
         done = {v: self.train_variant(v, level, mask, start, step) for v, mask, start, step in plan
                 if all(v != t[0] for t in todo)}  # stored ones: reused (and announced) first, as one by one would
@@ -195,8 +195,9 @@ class RunContext:
         if search is not None:  # never at level 0, so it never displaces the rewind capture above
             grad_mask, on_step, on_optimizer = search.prepare(model), search.on_step, search.attach
         seed = derive_seed(self.config.seed, "train", variant, level)
-        result = trainer.train(model, self.data, self.config.train, grad_mask, seed=seed, start_step=start_step,
-                               on_step=on_step, on_eval=on_eval, cancel=self.cancel, on_optimizer=on_optimizer)
+        with self.pool.solo if self.pool is not None else contextlib.nullcontext():  # one at a time beside others
+            result = trainer.train(model, self.data, self.config.train, grad_mask, seed=seed, start_step=start_step,
+                                   on_step=on_step, on_eval=on_eval, cancel=self.cancel, on_optimizer=on_optimizer)
         if search is not None:
             mask = search.finish(model)
         return self._save(variant, level, mask, {k: v.detach() for k, v in model.state_dict().items()}, result,

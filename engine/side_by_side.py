@@ -5,8 +5,9 @@ in threads of this process, each an ordinary `engine.runner.run`, so every metho
 trainings meet here (`Rendezvous.train`): once every live run is waiting with a training, the waiting
 trainings of one schedule (architecture, data, training settings) train as ONE `engine.batched`
 computation, each member ending as it would alone (to float rounding); then every run goes on. A run busy
-with anything else (scoring, pruning, a mask search that trains by itself) is waited for, so trainings only
-ever run one batch at a time and the threads never compete for the cores.
+with anything else (scoring, pruning) is waited for; a training that does not batch (a mask search, a
+convolution on CPU) runs by itself under `Rendezvous.solo`: so trainings only ever run one at a time (a batch
+or a lone training) and the threads never compete for the cores.
 
     summaries = run_together(configs, runs_dir, on_event=..., cancel=...)
 """
@@ -39,6 +40,10 @@ class Rendezvous:
         self._live = live
         self._waiting: list[_Job] = []
         self._cv = threading.Condition()
+        # a training a run does by itself (one that does not batch: a convolution on CPU, a mask search) holds
+        # this, so such trainings run one at a time, and never while a batch trains (a batch trains only once
+        # every live run waits in train(), and a run holding this is not waiting)
+        self.solo = threading.Lock()
 
     def train(self, model, data, cfg, members, on_eval=None, cancel=None) -> batched.BatchedResult:
         """Train `members` (engine.batched.Member) beside the other runs' waiting trainings; the result as
@@ -90,8 +95,9 @@ def _train_group(group: list[_Job]) -> None:
         if group[j].on_eval is not None:
             group[j].on_eval(i, point)
     try:
+        cancels = list({id(job.cancel): job.cancel for job in group}.values())  # the runs share one: check it once
         out = batched.train_batched(group[0].model, group[0].data, group[0].cfg, members, on_eval=on_eval,
-                                    cancel=_AnyCancel([job.cancel for job in group]))
+                                    cancel=_AnyCancel(cancels))
     except BaseException as e:  # every run of the batch sees it (a cancel, a failing callback, a bad input)
         for job in group:
             job.error, job.done = e, True
