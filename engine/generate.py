@@ -642,11 +642,12 @@ def _spread(d: dict) -> str:
 def format_report(r: dict, others: list[dict] = ()) -> str:
     """What `lottery generate` prints: one line per comparison the issue asks for."""
     a, o, nov = r["accuracy"], r["options"], r["novelty"]
+    temperature = o.get("temperature", ADDED_LATER["temperature"])  # reports stored before the option lack it
     lines = [f"generation {r['generation']} of zoo {r['zoo']} ({r['zoo_kind']}, {r['members']} members, "
              f"{r['model']} on {r['dataset']}): {o['samples']} nets, canonicalise {r['canonicalise']}, "
              f"{'PCA ' + str(o['pca']) if o['pca'] else 'no PCA'} ({r['coordinates']} of {r['dims']} coordinates), "
              f"{o['steps']} flow steps{', EMA %g' % o['ema'] if o.get('ema') else ''}, {o['ode_method']} x "
-             f"{o['ode_steps']}{', temperature %g' % o['temperature'] if o.get('temperature', 1.0) != 1.0 else ''}"
+             f"{o['ode_steps']}{', temperature %g' % temperature if temperature != ADDED_LATER['temperature'] else ''}"
              + (f", {len(r['align_moved'])} MergeMany rounds (members moved: {r['align_moved']})"
                 if r.get("align_moved") else ""),
              f"  test accuracy  zoo        {_spread(a['zoo'])}",

@@ -200,7 +200,8 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
     """One app per browser session: its own launcher and run, polling, and cleanup when the tab closes. A page
     that cannot be built shows one line; the traceback goes to the server's log, never to the client."""
     if engine_import.current is not None:  # `lottery serve`: a page is being built, the idle import waits
-        engine_import.current.pages += 1
+        engine_import.current.pages += 1  # and starts once this page has loaded in the browser (an error page too)
+        pn.state.onload(engine_import.current.start)
     try:
         app = ExplorerApp(**({"runs_dir": runs_dir} if runs_dir else {}))
     except Exception as e:
@@ -208,8 +209,6 @@ def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:
         return pn.template.FastListTemplate(title="Lottery Ticket Explorer", design=offline.Fast, main=[pn.pane.Alert(
             f"The explorer could not open its runs: {one_line(e)}", alert_type="danger", css_classes=["run-error"])])
     app.start_polling()
-    if engine_import.current is not None:  # the engine is imported once this page has loaded in the browser
-        pn.state.onload(engine_import.current.start)
     pn.state.on_session_destroyed(lambda ctx: app.stop())
     return app.template()
 

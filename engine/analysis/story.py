@@ -160,11 +160,10 @@ def dense_instability(runs_dir: str | os.PathLike, run_ids) -> list[dict]:
         store = RunStore(runs_dir, run_id)
         try:
             a = store.analyses().get("instability-L0")
-            seed = RunConfig.from_dict(store.config()).seed
+            if a and len(a.get("rewind_points", [])) > 1:
+                out.append({**a, "seed": RunConfig.from_dict(store.config()).seed})
         except LotteryError:  # damaged: skipped, as in story_rows
             continue
-        if a and len(a.get("rewind_points", [])) > 1:
-            out.append({**a, "seed": seed})
     return out
 
 
