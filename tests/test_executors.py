@@ -44,7 +44,9 @@ def test_process_pool_sweep_lands_in_the_store_and_streams_progress(tmp_path):
 
 
 def test_process_pool_cancel_stops_queued_and_running_runs(tmp_path):
-    base = tiny(**{"train.epochs": 3})
+    # long enough that a worker is still on its first run when its first evaluation reaches this process
+    # (3 epochs was not, once, with the batched trainer: all 4 runs had started before the cancel)
+    base = tiny(**{"train.epochs": 30})
     cancel = threading.Event()
 
     def on_event(e):
