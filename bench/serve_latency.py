@@ -69,8 +69,37 @@ PAGE_TIMING_JS = """() => {
           dom_content_loaded: nav.domContentLoadedEventEnd, html_bytes: nav.transferSize,
           scripts: scripts.length, js_transfer_bytes: sum('transferSize'), js_decoded_bytes: sum('decodedBodySize'),
           js_last_end: Math.max(0, ...scripts.map(r => r.responseEnd)),
-          now: performance.now()};
+          time_origin: performance.timeOrigin, now: performance.now()};
 }"""
+
+# Installed in every document before its own scripts: on each animation frame, until both are there, look
+# (through Panel's shadow roots) for a drawn canvas inside .live-plot and an enabled Launch button, and note the
+# wall-clock time (ms since the epoch) of the frame that first shows each. Playwright's expect polls at 20, 50,
+# 100, 100 and then every 500 ms, so the moment it sees something is up to half a second late: the figures
+# below are these frame times; what expect saw is kept beside them (`*_polled_s`).
+SEEN_JS = """(() => {
+  const seen = window.__seen = {};
+  const under = (el, cls) => { for (let n = el; n; n = n.parentNode || n.host) if (n.classList
+                                 && n.classList.contains(cls)) return true; return false; };
+  const find = (pred) => {
+    const roots = [document];
+    while (roots.length) for (const el of roots.pop().querySelectorAll('*')) {
+      if (pred(el)) return true;
+      if (el.shadowRoot) roots.push(el.shadowRoot);
+    }
+    return false;
+  };
+  const plot = el => el.tagName === 'CANVAS' && el.width > 0 && el.getClientRects().length > 0
+                     && under(el, 'live-plot');
+  const launch = el => el.tagName === 'BUTTON' && !el.disabled && el.textContent.trim() === 'Launch';
+  const frame = () => {
+    const now = performance.timeOrigin + performance.now();
+    if (!seen.plot && find(plot)) seen.plot = now;
+    if (!seen.launch && find(launch)) seen.launch = now;
+    if (!(seen.plot && seen.launch)) requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+})()"""
 
 RAF_JS = """() => {
   window.__gap = {max: 0, n: 0, last: performance.now(), on: true};
@@ -212,6 +241,7 @@ class Server:
         self.port = free_port()
         self.log = open(root / "serve.log", "ab")
         self.t0 = time.perf_counter()
+        self.t0_epoch = time.time()  # the same moment on the clock the page's frame times use
         self.proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir",
                                       str(root / "runs"), "--port", str(self.port)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env)
@@ -252,12 +282,13 @@ def first_page(server: Server, page, cdp, expect) -> dict:
     out["launching_s"] = round(launching - server.t0, 3) if launching else None  # Panel/Bokeh server made
     cdp.send("Network.clearBrowserCache")  # a new user's first visit: nothing cached
     before = browser_metrics(cdp)  # the counters add up over the page's lifetime
-    t_goto = time.perf_counter()
     page.goto(f"http://127.0.0.1:{server.port}/")
     expect(page.locator(".live-plot canvas").first).to_be_visible(timeout=60_000)
-    out["first_plot_s"] = round(time.perf_counter() - server.t0, 3)
+    out["first_plot_polled_s"] = round(time.perf_counter() - server.t0, 3)
     out["server_cpu_first_plot_s"] = round(cpu_s(server.proc.pid), 2)
     timing = page.evaluate(PAGE_TIMING_JS)  # ms since the navigation started
+    plot_ms = page.wait_for_function("() => window.__seen.plot").json_value()  # the frame that drew it
+    out["first_plot_s"] = round(plot_ms / 1000 - server.t0_epoch, 3)
     out["page"] = {
         "session_build_ms": round(timing["response_start"] - timing["request_start"], 1),
         "html_ms": round(timing["response_end"] - timing["response_start"], 1),
@@ -266,17 +297,18 @@ def first_page(server: Server, page, cdp, expect) -> dict:
         "js_decoded_kb": round(timing["js_decoded_bytes"] / 1024, 1),
         "js_arrived_ms": round(timing["js_last_end"] - timing["response_end"], 1),
         "parse_ms": round(timing["dom_content_loaded"] - timing["response_end"], 1),
-        "to_canvas_ms": round(1000 * (time.perf_counter() - t_goto) - timing["dom_content_loaded"], 1),
-        "goto_to_canvas_ms": round(1000 * (time.perf_counter() - t_goto), 1),
+        "to_canvas_ms": round(plot_ms - timing["time_origin"] - timing["dom_content_loaded"], 1),
         **{k: round(v - before[k], 3) for k, v in browser_metrics(cdp).items()}}
     expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=60_000)
-    out["launch_ready_s"] = round(time.perf_counter() - server.t0, 3)
+    out["launch_ready_polled_s"] = round(time.perf_counter() - server.t0, 3)
+    out["launch_ready_s"] = round(page.wait_for_function("() => window.__seen.launch").json_value() / 1000
+                                  - server.t0_epoch, 3)
     out["server_cpu_launch_ready_s"] = round(cpu_s(server.proc.pid), 2)
     # a second page load on the warm server: what a user opening the app sees after start-up
-    t1 = time.perf_counter()
+    t1 = time.time()
     page.reload()
     expect(page.locator(".live-plot canvas").first).to_be_visible(timeout=60_000)
-    out["warm_page_plot_s"] = round(time.perf_counter() - t1, 3)
+    out["warm_page_plot_s"] = round(page.wait_for_function("() => window.__seen.plot").json_value() / 1000 - t1, 3)
     return out
 
 
@@ -371,6 +403,7 @@ def main(argv=None) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(SEEN_JS)
         page.set_default_timeout(60_000)
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")
@@ -432,11 +465,13 @@ def main(argv=None) -> int:
     target = FIRST_PLOT_BUSY_TARGET_S if args.busy_core else FIRST_PLOT_TARGET_S
     print(f"  time to first plot           {out['first_plot_s']:7.2f} s   target < {target:.1f} s "
           f"{mark(out['first_plot_s'] < target)}{' (one core busy)' if args.busy_core else ''}"
-          + (f"  runs: {out['first_plot_runs_s']}" if "first_plot_runs_s" in out else ""))
+          + (f"  runs: {out['first_plot_runs_s']}" if "first_plot_runs_s" in out else "")
+          + f"  (Playwright's polling saw it at {out['first_plot_polled_s']:.2f} s)")
     print(f"  launch panel ready           {out['launch_ready_s']:7.2f} s   target < {LAUNCH_TARGET_S:.0f} s "
           f"{mark(out['launch_ready_s'] < LAUNCH_TARGET_S)}  server CPU by then "
           f"{out['server_cpu_launch_ready_s']:.2f} s"
-          + (f"  runs: {out['launch_ready_runs_s']}" if "launch_ready_runs_s" in out else ""))
+          + (f"  runs: {out['launch_ready_runs_s']}" if "launch_ready_runs_s" in out else "")
+          + f"  (polled: {out['launch_ready_polled_s']:.2f} s)")
     print(f"  page reload to plot (warm)   {out['warm_page_plot_s']:7.2f} s")
     print(f"  idle HEAD median             {out['idle_median_ms']:7.1f} ms")
     if args.first_page_only:

@@ -22,6 +22,7 @@ from explorer.browser import RunBrowser
 from explorer.views import RunChoice
 
 POLL_MS = 250        # drain background events 4 times a second
+ENGINE_POLL_MS = 50  # while the engine imports: its panels go in within this of it being done
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
 
 
@@ -46,6 +47,7 @@ class ExplorerApp(pn.viewable.Viewer):
         self._tab_bar.param.watch(lambda e: self._show_active(), "active")
         self.browser.param.watch(lambda e: self.refresh_views(), "selected")
         self._callback = None
+        self._engine_watch = None  # the periodic check for the engine's import, while it runs
         self._run_state = None  # the launched run's (id, levels done, status) at the last tick
         self._waiting_for_engine = self._engine is not None and not self._engine.ready()
         if not self._waiting_for_engine:
@@ -109,11 +111,14 @@ class ExplorerApp(pn.viewable.Viewer):
         self._show_active()
 
     def _take_engine_when_imported(self) -> None:
-        """(tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
+        """(engine watch, tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
         before the browser has loaded the page can fail to reach it."""
         if not (self._engine.future.done() and pn.state.loaded):
             return
         self._waiting_for_engine = False
+        if self._engine_watch is not None:
+            self._engine_watch.stop()
+            self._engine_watch = None
         self._engine_error = self._engine.future.exception()
         if self._engine_error is None:
             with _rebuilding():
@@ -124,15 +129,20 @@ class ExplorerApp(pn.viewable.Viewer):
 
     # ------------------------------------------------------------ live updates
     def start_polling(self) -> None:
-        """Drain background events on the event loop every POLL_MS (needs a Panel session or a notebook comm)."""
+        """Drain background events on the event loop every POLL_MS (needs a Panel session or a notebook comm);
+        until the engine is imported, look for it every ENGINE_POLL_MS (a check of a future: nothing to send)."""
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.tick, period=POLL_MS)
+        if self._waiting_for_engine and self._engine_watch is None:
+            self._engine_watch = pn.state.add_periodic_callback(self._take_engine_when_imported,
+                                                                period=ENGINE_POLL_MS)
 
     def stop(self) -> None:
         """Cancel this page's run and the tabs' work, and stop polling (the session is gone)."""
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
+        for callback in (self._callback, self._engine_watch):
+            if callback is not None:
+                callback.stop()
+        self._callback = self._engine_watch = None
         if self.launcher is not None:
             self.launcher.cancel()
         for view in self.views.values():
@@ -141,7 +151,7 @@ class ExplorerApp(pn.viewable.Viewer):
 
     def tick(self) -> None:
         with pn.io.hold():  # the tick's changes go to the browser as one message
-            if self._waiting_for_engine:
+            if self._waiting_for_engine:  # (the engine watch usually sees it first)
                 self._take_engine_when_imported()
             focus = self._follow_run()
             stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
