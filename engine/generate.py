@@ -287,6 +287,107 @@ def evaluate_stack(make_model: Callable[[], nn.Module], stack: Stack, split, *, 
     return accs, torch.stack(preds)
 
 
+# ---------------------------------------------------------------- REPAIR (Jordan et al. 2022, arXiv 2211.08403)
+# A net that averages or mixes aligned networks has hidden pre-activations of smaller spread than any of them
+# (variance collapse); REPAIR rescales each hidden unit so its pre-activation mean and standard deviation on
+# training data are those the networks it mixes have. Data statistics and no gradient, like recomputing
+# BatchNorm statistics. Written here (about 40 lines over forward hooks) because no maintained library does it
+# for a plain module; the authors' own code is notebooks.
+REPAIR_EXAMPLES = 1024   # training examples the statistics are taken on (one batch; digits: 1024 of 1437)
+REPAIR_FLAT = 1e-6       # a unit whose pre-activation varies less than this over the batch is only shifted
+
+
+def repair_layers(model: nn.Module) -> list[str]:
+    """Module names of the hidden Linear/Conv2d layers REPAIR rescales, in forward order (every one but the
+    output layer, which is not touched). ConfigError (one line) for models it does not apply to."""
+    from .analysis.interpolation import batchnorms
+
+    what = "applies to chains of Linear/Conv2d layers with ReLU and max-pooling (mlp, lenet300, conv2/4/6)"
+    if batchnorms(model):
+        raise ConfigError("--repair", True, f"{type(model).__name__} has BatchNorm, whose statistics are recomputed "
+                          f"for every generated net already; repair {what}")
+    chain = model.as_sequential() if hasattr(model, "as_sequential") else None
+    allowed = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
+    if chain is None or not all(isinstance(m, allowed) for m in chain):
+        raise ConfigError("--repair", True, f"{type(model).__name__} is not such a chain; repair {what}")
+    layers = [m for m in chain if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if any(m.bias is None for m in layers[:-1]):  # the mean is moved through the bias
+        raise ConfigError("--repair", True, f"{type(model).__name__} has a hidden layer without bias; repair {what}")
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(m)] for m in layers[:-1]]
+
+
+def _unit_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(std, mean) of each unit (dim 1: a Linear's outputs, a conv's channels) over examples and positions."""
+    dims = [d for d in range(out.dim()) if d != 1]
+    return torch.std_mean(out.double(), dim=dims, correction=0)
+
+
+@torch.no_grad()
+def repair_targets(make_model: Callable[[], nn.Module], stack: Stack, x: torch.Tensor
+                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer: (mean, std) per unit}: each network's own pre-activation statistics on the batch x, averaged
+    over the networks of `stack` (the canonicalised zoo: unit i is the same unit in every member)."""
+    net = make_model().to(x.device).eval()
+    layers = repair_layers(net)
+    modules = dict(net.named_modules())
+    sums: dict[str, list[torch.Tensor]] = {k: [0.0, 0.0] for k in layers}
+
+    def hook(name):
+        def record(module, inputs, out):
+            std, mean = _unit_stats(out)
+            sums[name][0] = sums[name][0] + mean
+            sums[name][1] = sums[name][1] + std
+        return record
+
+    handles = [modules[k].register_forward_hook(hook(k)) for k in layers]
+    try:
+        for i in range(members(stack)):
+            net.load_state_dict(member_weights(stack, i))
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    n = members(stack)
+    return {k: (m / n, s / n) for k, (m, s) in sums.items()}
+
+
+@torch.no_grad()
+def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+           x: torch.Tensor) -> Stack:
+    """Every network of `stack` with each hidden layer's units rescaled, in forward order (each layer sees the
+    earlier ones corrected), so that their pre-activation mean and std on x are `targets`':
+    W <- W * (S / s) row-wise (a conv: per output channel), b <- (b - m) * (S / s) + M. A pruned weight stays
+    exactly 0 (it is only multiplied); a unit flat on the batch (s below REPAIR_FLAT) is only shifted."""
+    net = make_model().to(x.device).eval()
+    modules = dict(net.named_modules())
+
+    def hook(name):
+        def correct(module, inputs, out):
+            s, m = _unit_stats(out)
+            mean, std = targets[name]
+            ratio = torch.where(s > REPAIR_FLAT, std / s.clamp_min(REPAIR_FLAT), torch.ones_like(s))
+            shape = (-1,) + (1,) * (module.weight.dim() - 1)
+            module.weight.mul_(ratio.to(module.weight.dtype).reshape(shape))
+            module.bias.copy_(((module.bias - m) * ratio + mean).to(module.bias.dtype))
+            # what the corrected layer gives on x, so the next layer is corrected on what it will see
+            view = (1, -1) + (1,) * (out.dim() - 2)
+            return ((out.double() - m.reshape(view)) * ratio.reshape(view) + mean.reshape(view)).to(out.dtype)
+        return correct
+
+    handles = [modules[k].register_forward_hook(hook(k)) for k in targets]
+    states = []
+    try:
+        for i in range(members(stack)):
+            net.load_state_dict(member_weights(stack, i))
+            net(x)
+            states.append({k: v.clone() for k, v in net.state_dict().items()})
+    finally:
+        for h in handles:
+            h.remove()
+    return stack_weights(states)
+
+
 def disagreement(preds: torch.Tensor) -> float:
     """Mean over pairs of networks of the fraction of examples on which their predictions differ."""
     m = preds.shape[0]
@@ -349,6 +450,10 @@ class GenerateOptions:
     ema: float = option(0.0, "sample with an exponential moving average of the velocity network's weights, this "
                         "decay per step (0: the trained weights; digits 32-32, 3 seeds: 0.999 .906 vs .903, within "
                         "the seeds' spread)", lo=0, hi=1, hi_open=True)
+    repair: bool = option(False, "REPAIR (Jordan et al. 2022): rescale every hidden unit of each generated net, "
+                          "and of both baselines alike, so its pre-activation mean and std on 1024 training examples "
+                          "are those the (canonicalised) zoo members have, averaged over them; no gradient. Models "
+                          "without BatchNorm: mlp, lenet300, conv2/4/6")
     hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
     lr: float = option(3e-3, "Adam learning rate of the velocity MLP, cosine-decayed (digits, 64 members, PCA 63, "
                        "3000 steps: 3e-3 gave a generated median of .890, 1e-3 .846, 1e-3 for 10000 steps .882)",
@@ -373,7 +478,7 @@ class _Plan:
 
 # Options added after generations were first stored, at the value that reproduces those generations: left out
 # of the hash there, so a generation stored before they existed keeps its id.
-ADDED_LATER = {"temperature": 1.0, "ema": 0.0}
+ADDED_LATER = {"temperature": 1.0, "ema": 0.0, "repair": False}
 
 
 def generation_id(options: GenerateOptions) -> str:
@@ -421,6 +526,8 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     if canon == "rebasin":
         from .rebasin import permutation_spec
         permutation_spec(model)  # raises Unsupported (one line) for architectures it cannot permute
+    if options.repair:
+        repair_layers(model)  # ConfigError (one line) for a model with BatchNorm or that is not a plain chain
     if options.prune_density and zoo.mask is not None:
         raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
                           "already)")
@@ -555,19 +662,39 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     def evaluate(s: Stack):
         return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
 
+    repaired = {"applied": o.repair}
+    if o.repair:  # the generated nets and both baselines alike, each toward the zoo it came from
+        from .analysis.interpolation import bn_subset
+
+        batch = bn_subset(data.train, REPAIR_EXAMPLES, o.seed).x
+        targets = repair_targets(zoo.model, stack, batch)
+
+        def fix(s: Stack, toward=targets) -> Stack:
+            return repair(zoo.model, s, toward, batch)
+
+        before = novelty(flatten(generated, mask), x)
+        generated = fix(generated)
+        repaired.update(examples=len(batch), layers=list(targets), generated_nn_before=before["generated_nn"],
+                        near_copy_share_before=before["near_copy_share"])
+    else:
+        def fix(s: Stack, toward=None) -> Stack:
+            return s
+
     zoo_acc, zoo_pred = evaluate(raw)
     gen_acc, gen_pred = evaluate(generated)
-    gauss = unflatten(coords.decode(gaussian_rows(z, o.samples, seed=o.seed)), stack, mask)
+    gauss = fix(unflatten(coords.decode(gaussian_rows(z, o.samples, seed=o.seed)), stack, mask))
     gauss_acc, gauss_pred = evaluate(gauss)
-    mean_acc = evaluate(unflatten(x.mean(0, keepdim=True), stack, mask))[0][0]
+    mean_acc = evaluate(fix(unflatten(x.mean(0, keepdim=True), stack, mask)))[0][0]
     baselines = {"gaussian": distribution(gauss_acc), "zoo_mean": mean_acc}
     if p.canonicalise == "rebasin":  # the same baselines on the unaligned zoo: what canonicalisation buys
         x_raw = flatten(raw, mask)
         raw_coords = Coordinates.fit(x_raw, o.pca, o.standardise)
+        raw_targets = repair_targets(zoo.model, raw, batch) if o.repair else None
         raw_gauss = unflatten(raw_coords.decode(gaussian_rows(raw_coords.encode(x_raw), o.samples, seed=o.seed)),
                               raw, mask)
-        baselines["gaussian_uncanonicalised"] = distribution(evaluate(raw_gauss)[0])
-        baselines["zoo_mean_uncanonicalised"] = evaluate(unflatten(x_raw.mean(0, keepdim=True), raw, mask))[0][0]
+        baselines["gaussian_uncanonicalised"] = distribution(evaluate(fix(raw_gauss, raw_targets))[0])
+        baselines["zoo_mean_uncanonicalised"] = evaluate(fix(unflatten(x_raw.mean(0, keepdim=True), raw, mask),
+                                                             raw_targets))[0][0]
     x_gen = flatten(generated, mask)
     report = {
         "analysis": "generate", "generation": p.generation_id, "zoo": zoo_id, "zoo_kind": zoo.kind,
@@ -580,6 +707,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "diversity": {"zoo": disagreement(zoo_pred), "generated": disagreement(gen_pred),
                       "gaussian": disagreement(gauss_pred)},
         "novelty": novelty(x_gen, x),
+        "repair": repaired,  # whether REPAIR was applied; with it, the novelty of the nets as the flow gave them
         "flow_loss": losses,
         "map": _map(x, x_gen),
     }
@@ -663,6 +791,10 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
     lines.append(f"  novelty        nearest zoo member: generated median {nov['generated_nn_median']:.3g} vs zoo "
                  f"members' own {nov['zoo_nn_median']:.3g}; near copies (< {NEAR_COPY} x) "
                  f"{100 * nov['near_copy_share']:.0f}%")
+    rep = r.get("repair", {"applied": False})  # reports stored before the option lack it
+    lines.append(f"  REPAIR         applied to the generated nets and both baselines (unit statistics of "
+                 f"{rep['examples']} training examples; near copies before it "
+                 f"{100 * rep['near_copy_share_before']:.0f}%)" if rep["applied"] else "  REPAIR         not applied")
     if "density" in r:
         lines.append(f"  density        {100 * r['density']['generated']:.2f}% (the ticket's; pruned entries exactly 0: "
                      f"{r['density']['pruned_entries_zero']})")

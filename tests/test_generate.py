@@ -114,11 +114,77 @@ def test_options_added_later_keep_the_ids_of_generations_stored_before_them():
     import hashlib
 
     base = G.GenerateOptions(**FAST)
-    before = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("temperature", "ema")}
+    before = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("temperature", "ema", "repair")}
     digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
     assert G.generation_id(base) == "gen-" + digest[:10]
     assert len({G.generation_id(base), G.generation_id(G.GenerateOptions(temperature=0.5, **FAST)),
-                G.generation_id(G.GenerateOptions(ema=0.9, **FAST))}) == 3
+                G.generation_id(G.GenerateOptions(ema=0.9, **FAST)),
+                G.generation_id(G.GenerateOptions(repair=True, **FAST))}) == 4
+
+
+# ---------------------------------------------------------------- REPAIR
+def _random_stack(make, n: int, seed: int, mask=None):
+    """n networks of `make()`'s architecture with independent random weights (pruned entries 0 under mask)."""
+    states = []
+    for i in range(n):
+        torch.manual_seed(seed + i)
+        state = make().state_dict()
+        states.append({k: v * mask[k] if mask is not None and k in mask else v for k, v in state.items()})
+    return G.stack_weights(states)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_repair_gives_every_hidden_unit_the_target_statistics_and_keeps_pruned_weights_zero(arch):
+    from engine.models import MLP, ConvNet
+
+    make = (lambda: MLP(12, [7, 5], 3)) if arch == "mlp" else (lambda: ConvNet((1, 6, 6), [8], 3, 0.25))
+    x = torch.randn((64, 12) if arch == "mlp" else (64, 1, 6, 6), generator=torch.Generator().manual_seed(9))
+    net = make()
+    layers = G.repair_layers(net)
+    assert layers == (["hidden.0", "hidden.1"] if arch == "mlp" else ["features.0", "features.2", "fc1", "fc2"])
+    g = torch.Generator().manual_seed(1)
+    mask = {k: torch.rand(v.shape, generator=g) > 0.4 for k, v in net.state_dict().items() if k.endswith("weight")}
+    zoo = _random_stack(make, 4, 0, mask)
+    targets = G.repair_targets(make, zoo, x)
+    assert list(targets) == layers and all(m.shape == s.shape and (s > 0).all() for m, s in targets.values())
+    # a "generated" net: the zoo's mean, whose units have a smaller spread than the members' (variance collapse)
+    mean = {k: v.mean(0, keepdim=True) for k, v in zoo.items()}
+    fixed = G.repair(make, mean, targets, x)
+    after = G.repair_targets(make, fixed, x)  # its own statistics now
+    for k in layers:
+        torch.testing.assert_close(after[k][0], targets[k][0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(after[k][1], targets[k][1], atol=1e-4, rtol=1e-4)
+    before = G.repair_targets(make, mean, x)
+    assert any(not torch.allclose(before[k][1], targets[k][1], rtol=1e-2) for k in layers)  # it did change them
+    for k, keep in mask.items():
+        assert (fixed[k][:, ~keep] == 0).all()
+    last = [k for k in mask][-1]  # the output layer is not touched
+    assert torch.equal(fixed[last], mean[last])
+
+
+def test_repair_toward_a_networks_own_statistics_leaves_its_function_unchanged():
+    from engine.models import MLP
+
+    make = lambda: MLP(12, [7, 5], 3)  # noqa: E731
+    x = torch.randn(80, 12, generator=torch.Generator().manual_seed(3))
+    zoo = _random_stack(make, 3, 5)
+    one = {k: v[1:2] for k, v in zoo.items()}
+    same = G.repair(make, one, G.repair_targets(make, one, x), x)
+    a, b = make(), make()
+    a.load_state_dict(member_weights(one, 0))
+    b.load_state_dict(member_weights(same, 0))
+    probe = torch.randn(50, 12, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(b(probe), a(probe), atol=1e-5, rtol=1e-5)
+
+
+def test_repair_refuses_models_it_does_not_apply_to_in_one_line():
+    from engine.models import ResNetCifar
+
+    with pytest.raises(ConfigError, match=r"^--repair: True is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
+        G.repair_layers(ResNetCifar(3, 1, 10, 0.25))
+    with pytest.raises(ConfigError, match="Sequential is not such a chain") as e:
+        G.repair_layers(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
+    assert "\n" not in str(e.value)
 
 
 # ---------------------------------------------------------------- a generation of a stored zoo
@@ -195,6 +261,32 @@ def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
         assert (nets[name][:, keep] != 0).all()
     assert report["density"]["generated"] == pytest.approx(M.density(zoo.mask))
     assert report["density"]["pruned_entries_zero"] is True
+
+
+def test_repair_is_applied_to_the_generated_nets_and_baselines_alike_and_reported(runs, capsys):
+    runs_dir, dense, ticket, _ = runs
+    plain = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, **FAST))
+    assert main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--json", "--repair", "--pca", "3",
+                 *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert fixed["options"]["repair"] is True and fixed["generation"] != plain["generation"]
+    assert plain["repair"] == {"applied": False} and fixed["repair"]["applied"] is True
+    assert fixed["repair"]["layers"] == ["hidden.0"] and fixed["repair"]["examples"] == 1024
+    # the same flow and samples, then repaired: the nets before repair are the plain generation's
+    assert fixed["repair"]["generated_nn_before"] == pytest.approx(plain["novelty"]["generated_nn"], rel=1e-4)
+    a, b = G.load_generation(runs_dir, dense, plain["generation"])[1], G.load_generation(
+        runs_dir, dense, fixed["generation"])[1]
+    assert not torch.equal(a["hidden.0.weight"], b["hidden.0.weight"]) and torch.equal(a["out.weight"], b["out.weight"])
+    assert {"gaussian", "zoo_mean", "gaussian_uncanonicalised", "zoo_mean_uncanonicalised"} <= set(fixed["accuracy"])
+    assert "REPAIR         applied to the generated nets and both baselines" in G.format_report(fixed)
+    assert "REPAIR         not applied" in G.format_report(plain)
+    # a ticket zoo: repaired nets keep the mask exactly
+    zoo = Z.load_zoo(runs_dir, ticket)
+    report = G.generate(runs_dir, ticket, G.GenerateOptions(repair=True, **FAST))
+    assert report["repair"]["applied"] and report["density"]["pruned_entries_zero"] is True
+    nets = G.load_generation(runs_dir, ticket, report["generation"])[1]
+    for name, keep in zoo.mask.items():
+        assert (nets[name][:, ~keep] == 0).all()
 
 
 def test_a_cancelled_generation_stores_nothing(runs):
