@@ -15,7 +15,8 @@ next to the zoo's own, share of near copies), and the generated vs zoo nets magn
 with no retraining. Then generated tickets: an IMP run (rewind iter:50, 6 levels: 28.7% density on digits), a
 ticket zoo of 32 retrainings of its last ticket, a flow on it (no canonicalisation: members share mask and start).
 `--parts sweep` instead measures each of VARIANTS (sampling temperature, EMA, flow size and steps, the zoo's
-training) on the digits zoos of every seed and prints the accuracy vs novelty table the README quotes.
+training and width, REPAIR of the generated and baseline nets) on the digits zoos of every seed and prints the
+accuracy vs novelty table the README quotes (`--variants "default,REPAIR mix,REPAIR mean"`: REPAIR against none).
 
 Figures: README, "Generated networks (DeepWeightFlow)".
 
@@ -65,13 +66,22 @@ VARIANTS = {
     "zoo 60 epochs cosine": ({"train.epochs": 60, "train.lr_schedule": "cosine"}, {}),
     "temperature 1.3": ({}, {"temperature": 1.3}),
     "zoo 512-512": ({"model.hidden": (512, 512)}, {}),
+    "REPAIR mix": ({}, {"repair": "mix"}),
+    "REPAIR mean": ({}, {"repair": "mean"}),
+    "REPAIR mix temperature 0.6": ({}, {"repair": "mix", "temperature": 0.6}),
+    "zoo 128-128": ({"model.hidden": (128, 128)}, {}),
+    "zoo 128-128 REPAIR mix": ({"model.hidden": (128, 128)}, {"repair": "mix"}),
+    "zoo 512-512 REPAIR mix": ({"model.hidden": (512, 512)}, {"repair": "mix"}),
 }
 
 
 def novel_median(r: dict) -> float:
-    """Median test accuracy of the generated nets that are not near copies (nan when all are)."""
+    """Median test accuracy of the generated nets that are not near copies (nan when all are). With REPAIR, near
+    copies are those the flow gave before REPAIR rescaled them (it moves a copy off its member toward the zoo's
+    averaged statistics; that is not novelty), so the column compares the same nets with and without it."""
     n = r["novelty"]
-    far = [a for a, d in zip(r["accuracies"]["generated"], n["generated_nn"])
+    distances = r.get("repair", {}).get("generated_nn_before", n["generated_nn"])
+    far = [a for a, d in zip(r["accuracies"]["generated"], distances)
            if d >= G.NEAR_COPY * n["zoo_nn_median"]]
     return statistics.median(far) if far else float("nan")
 
@@ -112,6 +122,8 @@ def row(name: str, r: dict) -> str:
             f"NN gen/zoo {n['generated_nn_median']:.2f}/{n['zoo_nn_median']:.2f} copies {n['near_copy_share']:.2f}"
             + (f"  pruned@{pruned['density']:.2f} zoo {pruned['zoo']['median']:.3f} gen {pruned['generated']['median']:.3f}"
                if pruned else "")
+            + (f"  REPAIR (copies before it {r['repair']['near_copy_share_before']:.2f})"
+               if r.get("repair", {}).get("applied") else "")
             + f"  s train {r['seconds']['train']:.0f} gen {r['seconds']['generate']:.1f}")
 
 
@@ -142,16 +154,18 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
         rows.append((name, agg(lambda r: r["accuracy"]["zoo"]["median"]),
                      agg(lambda r: r["accuracy"]["generated"]["median"]), agg(novel_median),
                      agg(lambda r: r["accuracy"]["generated"]["median"] - r["accuracy"]["zoo"]["median"]),
-                     agg(lambda r: r["accuracy"]["zoo_mean"]), agg(lambda r: r["novelty"]["near_copy_share"]),
+                     agg(lambda r: r["accuracy"]["zoo_mean"]), agg(lambda r: r["accuracy"]["gaussian"]["median"]),
+                     agg(lambda r: r.get("repair", {}).get("near_copy_share_before", r["novelty"]["near_copy_share"])),
                      agg(lambda r: r["novelty"]["generated_nn_median"]), agg(lambda r: r["novelty"]["zoo_nn_median"]),
                      agg(lambda r: r["diversity"]["generated"])))
     print(f"\nsweep (seeds {seeds.start}..{seeds.stop - 1}; median over seeds [min, max] of each seed's figure)")
-    print(f"{'setting':<24} {'zoo':>5} {'generated':>21} {'novel':>5} {'gap':>6} {'mean-net':>8} {'near copies':>18} "
-          f"{'NN gen':>6} {'NN zoo':>6} {'div gen':>7}")
-    for name, zoo, gen, novel, gap, mean, copies, nn_gen, nn_zoo, div in rows:
+    print("(near copies: as the flow gave them, before any REPAIR; NN gen: after it)")
+    print(f"{'setting':<24} {'zoo':>5} {'generated':>21} {'novel':>5} {'gap':>6} {'mean-net':>8} {'gauss':>5} "
+          f"{'near copies':>18} {'NN gen':>6} {'NN zoo':>6} {'div gen':>7}")
+    for name, zoo, gen, novel, gap, mean, gauss, copies, nn_gen, nn_zoo, div in rows:
         print(f"{name:<24} {zoo[0]:.3f} {gen[0]:.3f} [{gen[1]:.3f}, {gen[2]:.3f}] {novel[0]:.3f} {gap[0]:+.3f} "
-              f"{mean[0]:8.3f} {copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} {nn_zoo[0]:6.1f} "
-              f"{div[0]:7.3f}")
+              f"{mean[0]:8.3f} {gauss[0]:.3f} {copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} "
+              f"{nn_zoo[0]:6.1f} {div[0]:7.3f}")
 
 
 def main() -> None:

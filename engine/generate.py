@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -290,11 +291,13 @@ def evaluate_stack(make_model: Callable[[], nn.Module], stack: Stack, split, *, 
 # ---------------------------------------------------------------- REPAIR (Jordan et al. 2022, arXiv 2211.08403)
 # A net that averages or mixes aligned networks has hidden pre-activations of smaller spread than any of them
 # (variance collapse); REPAIR rescales each hidden unit so its pre-activation mean and standard deviation on
-# training data are those the networks it mixes have. Data statistics and no gradient, like recomputing
-# BatchNorm statistics. Written here (about 40 lines over forward hooks) because no maintained library does it
-# for a plain module; the authors' own code is notebooks.
+# training data are those of the networks it mixes: for a point (1 - a) A + a B, (1 - a) times A's statistics
+# plus a times B's. Data statistics and no gradient, like recomputing BatchNorm statistics. Written here (forward
+# hooks, about 50 lines) because no maintained library does it for a plain module; the authors' code is notebooks.
+REPAIR = ("none", "mix", "mean")
 REPAIR_EXAMPLES = 1024   # training examples the statistics are taken on (one batch; digits: 1024 of 1437)
 REPAIR_FLAT = 1e-6       # a unit whose pre-activation varies less than this over the batch is only shifted
+UnitStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (mean, std) per unit, [networks, units]
 
 
 def repair_layers(model: nn.Module) -> list[str]:
@@ -303,16 +306,17 @@ def repair_layers(model: nn.Module) -> list[str]:
     from .analysis.interpolation import batchnorms
 
     what = "applies to chains of Linear/Conv2d layers with ReLU and max-pooling (mlp, lenet300, conv2/4/6)"
+    name = type(model).__name__
     if batchnorms(model):
-        raise ConfigError("--repair", True, f"{type(model).__name__} has BatchNorm, whose statistics are recomputed "
-                          f"for every generated net already; repair {what}")
+        raise ConfigError("--repair", "mix", f"{name} has BatchNorm, whose statistics are recomputed for every "
+                          f"generated net already; repair {what}")
     chain = model.as_sequential() if hasattr(model, "as_sequential") else None
     allowed = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     if chain is None or not all(isinstance(m, allowed) for m in chain):
-        raise ConfigError("--repair", True, f"{type(model).__name__} is not such a chain; repair {what}")
+        raise ConfigError("--repair", "mix", f"{name} is not such a chain; repair {what}")
     layers = [m for m in chain if isinstance(m, (nn.Linear, nn.Conv2d))]
     if any(m.bias is None for m in layers[:-1]):  # the mean is moved through the bias
-        raise ConfigError("--repair", True, f"{type(model).__name__} has a hidden layer without bias; repair {what}")
+        raise ConfigError("--repair", "mix", f"{name} has a hidden layer without bias; repair {what}")
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(m)] for m in layers[:-1]]
 
@@ -324,23 +328,13 @@ def _unit_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def repair_targets(make_model: Callable[[], nn.Module], stack: Stack, x: torch.Tensor
-                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{layer: (mean, std) per unit}: each network's own pre-activation statistics on the batch x, averaged
-    over the networks of `stack` (the canonicalised zoo: unit i is the same unit in every member)."""
+def unit_statistics(make_model: Callable[[], nn.Module], stack: Stack, x: torch.Tensor) -> UnitStats:
+    """Every network's own pre-activation mean and std of each hidden unit on the batch x."""
     net = make_model().to(x.device).eval()
-    layers = repair_layers(net)
     modules = dict(net.named_modules())
-    sums: dict[str, list[torch.Tensor]] = {k: [0.0, 0.0] for k in layers}
-
-    def hook(name):
-        def record(module, inputs, out):
-            std, mean = _unit_stats(out)
-            sums[name][0] = sums[name][0] + mean
-            sums[name][1] = sums[name][1] + std
-        return record
-
-    handles = [modules[k].register_forward_hook(hook(k)) for k in layers]
+    seen: dict[str, list] = {k: [] for k in repair_layers(net)}
+    handles = [modules[k].register_forward_hook(lambda m, i, out, k=k: seen[k].append(_unit_stats(out)))
+               for k in seen]
     try:
         for i in range(members(stack)):
             net.load_state_dict(member_weights(stack, i))
@@ -348,27 +342,46 @@ def repair_targets(make_model: Callable[[], nn.Module], stack: Stack, x: torch.T
     finally:
         for h in handles:
             h.remove()
-    n = members(stack)
-    return {k: (m / n, s / n) for k, (m, s) in sums.items()}
+    return {k: (torch.stack([m for _, m in v]), torch.stack([s for s, _ in v])) for k, v in seen.items()}
+
+
+def mixing_weights(zoo: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[M, N]: for each row (a flattened network) the convex combination of the N zoo rows nearest to it
+    (weights >= 0 summing to 1, scipy's non-negative least squares), computed in the zoo's own span: a near copy
+    of a member gets weight ~1 on it, the zoo's mean 1/N on every member, a point outside the zoo's hull the
+    mix of its projection on the hull."""
+    from scipy.optimize import nnls
+
+    mean = zoo.mean(0)
+    u, sv, vh = torch.linalg.svd((zoo - mean).double(), full_matrices=False)
+    members_at = (u * sv).cpu().numpy()                          # [N, r]: members in span coordinates, exact distances
+    rows_at = ((rows - mean).double() @ vh.T).cpu().numpy()      # the rows' projections on that span
+    n = zoo.shape[0]
+    weight = 1e3 * max(1.0, float(abs(members_at).max()))  # "sum to 1" as a heavily weighted extra equation
+    design = np.vstack([members_at.T, np.full((1, n), weight)])
+    out = []
+    for r in rows_at:
+        a, _ = nnls(design, np.append(r, weight), maxiter=50 * n)
+        out.append(a / a.sum())
+    return torch.tensor(np.array(out), dtype=torch.float64)
 
 
 @torch.no_grad()
-def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
-           x: torch.Tensor) -> Stack:
+def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: UnitStats, x: torch.Tensor) -> Stack:
     """Every network of `stack` with each hidden layer's units rescaled, in forward order (each layer sees the
-    earlier ones corrected), so that their pre-activation mean and std on x are `targets`':
+    earlier ones corrected), so that their pre-activation mean and std on x are its row of `targets`:
     W <- W * (S / s) row-wise (a conv: per output channel), b <- (b - m) * (S / s) + M. A pruned weight stays
     exactly 0 (it is only multiplied); a unit flat on the batch (s below REPAIR_FLAT) is only shifted."""
     net = make_model().to(x.device).eval()
     modules = dict(net.named_modules())
+    current = [0]  # which network the hooks are correcting
 
     def hook(name):
         def correct(module, inputs, out):
             s, m = _unit_stats(out)
-            mean, std = targets[name]
+            mean, std = (t[current[0]] for t in targets[name])
             ratio = torch.where(s > REPAIR_FLAT, std / s.clamp_min(REPAIR_FLAT), torch.ones_like(s))
-            shape = (-1,) + (1,) * (module.weight.dim() - 1)
-            module.weight.mul_(ratio.to(module.weight.dtype).reshape(shape))
+            module.weight.mul_(ratio.to(module.weight.dtype).reshape((-1,) + (1,) * (module.weight.dim() - 1)))
             module.bias.copy_(((module.bias - m) * ratio + mean).to(module.bias.dtype))
             # what the corrected layer gives on x, so the next layer is corrected on what it will see
             view = (1, -1) + (1,) * (out.dim() - 2)
@@ -379,6 +392,7 @@ def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: dict[str,
     states = []
     try:
         for i in range(members(stack)):
+            current[0] = i
             net.load_state_dict(member_weights(stack, i))
             net(x)
             states.append({k: v.clone() for k, v in net.state_dict().items()})
@@ -386,6 +400,11 @@ def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: dict[str,
         for h in handles:
             h.remove()
     return stack_weights(states)
+
+
+def repair_targets(stats: UnitStats, weights: torch.Tensor) -> UnitStats:
+    """Each network's targets: its mixing weights [M, N] times the N members' statistics."""
+    return {k: (weights @ m, weights @ s) for k, (m, s) in stats.items()}
 
 
 def disagreement(preds: torch.Tensor) -> float:
@@ -450,10 +469,12 @@ class GenerateOptions:
     ema: float = option(0.0, "sample with an exponential moving average of the velocity network's weights, this "
                         "decay per step (0: the trained weights; digits 32-32, 3 seeds: 0.999 .906 vs .903, within "
                         "the seeds' spread)", lo=0, hi=1, hi_open=True)
-    repair: bool = option(False, "REPAIR (Jordan et al. 2022): rescale every hidden unit of each generated net, "
-                          "and of both baselines alike, so its pre-activation mean and std on 1024 training examples "
-                          "are those the (canonicalised) zoo members have, averaged over them; no gradient. Models "
-                          "without BatchNorm: mlp, lenet300, conv2/4/6")
+    repair: str = option("none", "REPAIR (Jordan et al. 2022), applied alike to the generated nets and both "
+                         "baselines: rescale every hidden unit so its pre-activation mean and std on 1024 training "
+                         "examples are those of the (canonicalised) members the net mixes; mix: the members of the "
+                         "convex combination nearest to it, weighted by it (a near copy: its member's; the zoo's "
+                         "mean: all alike); mean: every member alike. No gradient; models without BatchNorm (mlp, "
+                         "lenet300, conv2/4/6)", choices=list(REPAIR))
     hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
     lr: float = option(3e-3, "Adam learning rate of the velocity MLP, cosine-decayed (digits, 64 members, PCA 63, "
                        "3000 steps: 3e-3 gave a generated median of .890, 1e-3 .846, 1e-3 for 10000 steps .882)",
@@ -478,7 +499,7 @@ class _Plan:
 
 # Options added after generations were first stored, at the value that reproduces those generations: left out
 # of the hash there, so a generation stored before they existed keeps its id.
-ADDED_LATER = {"temperature": 1.0, "ema": 0.0, "repair": False}
+ADDED_LATER = {"temperature": 1.0, "ema": 0.0, "repair": "none"}
 
 
 def generation_id(options: GenerateOptions) -> str:
@@ -526,7 +547,7 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     if canon == "rebasin":
         from .rebasin import permutation_spec
         permutation_spec(model)  # raises Unsupported (one line) for architectures it cannot permute
-    if options.repair:
+    if options.repair != "none":
         repair_layers(model)  # ConfigError (one line) for a model with BatchNorm or that is not a plain chain
     if options.prune_density and zoo.mask is not None:
         raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
@@ -662,22 +683,25 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     def evaluate(s: Stack):
         return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
 
-    repaired = {"applied": o.repair}
-    if o.repair:  # the generated nets and both baselines alike, each toward the zoo it came from
+    repaired = {"applied": o.repair != "none"}
+    if o.repair != "none":  # the generated nets and both baselines alike, each toward the zoo it came from
         from .analysis.interpolation import bn_subset
 
         batch = bn_subset(data.train, REPAIR_EXAMPLES, o.seed).x
-        targets = repair_targets(zoo.model, stack, batch)
+        member_stats = unit_statistics(zoo.model, stack, batch)
 
-        def fix(s: Stack, toward=targets) -> Stack:
-            return repair(zoo.model, s, toward, batch)
+        def fix(s: Stack, zoo_rows: torch.Tensor = x, stats: UnitStats = member_stats) -> Stack:
+            rows = flatten(s, mask)
+            weights = (mixing_weights(zoo_rows, rows) if o.repair == "mix" else
+                       torch.full((len(rows), len(zoo_rows)), 1 / len(zoo_rows), dtype=torch.float64))
+            return repair(zoo.model, s, repair_targets(stats, weights.to(batch.device)), batch)
 
         before = novelty(flatten(generated, mask), x)
         generated = fix(generated)
-        repaired.update(examples=len(batch), layers=list(targets), generated_nn_before=before["generated_nn"],
-                        near_copy_share_before=before["near_copy_share"])
+        repaired.update(target=o.repair, examples=len(batch), layers=list(member_stats),
+                        generated_nn_before=before["generated_nn"], near_copy_share_before=before["near_copy_share"])
     else:
-        def fix(s: Stack, toward=None) -> Stack:
+        def fix(s: Stack, zoo_rows=None, stats=None) -> Stack:
             return s
 
     zoo_acc, zoo_pred = evaluate(raw)
@@ -689,12 +713,12 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     if p.canonicalise == "rebasin":  # the same baselines on the unaligned zoo: what canonicalisation buys
         x_raw = flatten(raw, mask)
         raw_coords = Coordinates.fit(x_raw, o.pca, o.standardise)
-        raw_targets = repair_targets(zoo.model, raw, batch) if o.repair else None
+        raw_stats = unit_statistics(zoo.model, raw, batch) if o.repair != "none" else None
         raw_gauss = unflatten(raw_coords.decode(gaussian_rows(raw_coords.encode(x_raw), o.samples, seed=o.seed)),
                               raw, mask)
-        baselines["gaussian_uncanonicalised"] = distribution(evaluate(fix(raw_gauss, raw_targets))[0])
+        baselines["gaussian_uncanonicalised"] = distribution(evaluate(fix(raw_gauss, x_raw, raw_stats))[0])
         baselines["zoo_mean_uncanonicalised"] = evaluate(fix(unflatten(x_raw.mean(0, keepdim=True), raw, mask),
-                                                             raw_targets))[0][0]
+                                                             x_raw, raw_stats))[0][0]
     x_gen = flatten(generated, mask)
     report = {
         "analysis": "generate", "generation": p.generation_id, "zoo": zoo_id, "zoo_kind": zoo.kind,
@@ -792,8 +816,8 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
                  f"members' own {nov['zoo_nn_median']:.3g}; near copies (< {NEAR_COPY} x) "
                  f"{100 * nov['near_copy_share']:.0f}%")
     rep = r.get("repair", {"applied": False})  # reports stored before the option lack it
-    lines.append(f"  REPAIR         applied to the generated nets and both baselines (unit statistics of "
-                 f"{rep['examples']} training examples; near copies before it "
+    lines.append(f"  REPAIR         applied to the generated nets and both baselines (targets: {rep.get('target')}; "
+                 f"unit statistics of {rep['examples']} training examples; near copies before it "
                  f"{100 * rep['near_copy_share_before']:.0f}%)" if rep["applied"] else "  REPAIR         not applied")
     if "density" in r:
         lines.append(f"  density        {100 * r['density']['generated']:.2f}% (the ticket's; pruned entries exactly 0: "

@@ -119,7 +119,7 @@ def test_options_added_later_keep_the_ids_of_generations_stored_before_them():
     assert G.generation_id(base) == "gen-" + digest[:10]
     assert len({G.generation_id(base), G.generation_id(G.GenerateOptions(temperature=0.5, **FAST)),
                 G.generation_id(G.GenerateOptions(ema=0.9, **FAST)),
-                G.generation_id(G.GenerateOptions(repair=True, **FAST))}) == 4
+                G.generation_id(G.GenerateOptions(repair="mix", **FAST))}) == 4
 
 
 # ---------------------------------------------------------------- REPAIR
@@ -145,21 +145,25 @@ def test_repair_gives_every_hidden_unit_the_target_statistics_and_keeps_pruned_w
     g = torch.Generator().manual_seed(1)
     mask = {k: torch.rand(v.shape, generator=g) > 0.4 for k, v in net.state_dict().items() if k.endswith("weight")}
     zoo = _random_stack(make, 4, 0, mask)
-    targets = G.repair_targets(make, zoo, x)
-    assert list(targets) == layers and all(m.shape == s.shape and (s > 0).all() for m, s in targets.values())
-    # a "generated" net: the zoo's mean, whose units have a smaller spread than the members' (variance collapse)
+    stats = G.unit_statistics(make, zoo, x)
+    assert list(stats) == layers and all(m.shape == s.shape == (4, m.shape[1]) for m, s in stats.values())
+    # "generated" nets: the zoo's mean, whose units have a smaller spread than the members' (variance collapse),
+    # toward the members' average; and member 1 toward a mix of members 0 and 2
     mean = {k: v.mean(0, keepdim=True) for k, v in zoo.items()}
-    fixed = G.repair(make, mean, targets, x)
-    after = G.repair_targets(make, fixed, x)  # its own statistics now
+    nets = {k: torch.cat([mean[k], v[1:2]]) for k, v in zoo.items()}
+    weights = torch.tensor([[0.25] * 4, [0.3, 0.0, 0.7, 0.0]], dtype=torch.float64)
+    targets = G.repair_targets(stats, weights)
+    fixed = G.repair(make, nets, targets, x)
+    after = G.unit_statistics(make, fixed, x)  # their own statistics now
     for k in layers:
         torch.testing.assert_close(after[k][0], targets[k][0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(after[k][1], targets[k][1], atol=1e-4, rtol=1e-4)
-    before = G.repair_targets(make, mean, x)
+    before = G.unit_statistics(make, nets, x)
     assert any(not torch.allclose(before[k][1], targets[k][1], rtol=1e-2) for k in layers)  # it did change them
     for k, keep in mask.items():
         assert (fixed[k][:, ~keep] == 0).all()
     last = [k for k in mask][-1]  # the output layer is not touched
-    assert torch.equal(fixed[last], mean[last])
+    assert torch.equal(fixed[last], nets[last])
 
 
 def test_repair_toward_a_networks_own_statistics_leaves_its_function_unchanged():
@@ -169,7 +173,7 @@ def test_repair_toward_a_networks_own_statistics_leaves_its_function_unchanged()
     x = torch.randn(80, 12, generator=torch.Generator().manual_seed(3))
     zoo = _random_stack(make, 3, 5)
     one = {k: v[1:2] for k, v in zoo.items()}
-    same = G.repair(make, one, G.repair_targets(make, one, x), x)
+    same = G.repair(make, one, G.unit_statistics(make, one, x), x)
     a, b = make(), make()
     a.load_state_dict(member_weights(one, 0))
     b.load_state_dict(member_weights(same, 0))
@@ -177,10 +181,24 @@ def test_repair_toward_a_networks_own_statistics_leaves_its_function_unchanged()
     torch.testing.assert_close(b(probe), a(probe), atol=1e-5, rtol=1e-5)
 
 
+def test_mixing_weights_are_the_convex_combination_of_members_nearest_each_net():
+    zoo = torch.randn(5, 30, generator=torch.Generator().manual_seed(0))
+    far = zoo.mean(0) + 10 * (zoo[3] - zoo.mean(0))  # beyond member 3, outside the zoo's hull
+    rows = torch.stack([zoo[2], zoo.mean(0), 0.4 * zoo[0] + 0.6 * zoo[4], far])
+    w = G.mixing_weights(zoo, rows)
+    assert w.shape == (4, 5) and (w >= 0).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(4, dtype=torch.float64))
+    e = torch.eye(5, dtype=torch.float64)
+    torch.testing.assert_close(w[0], e[2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(w[1], torch.full((5,), 0.2, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(w[2], 0.4 * e[0] + 0.6 * e[4], atol=1e-4, rtol=0)
+    torch.testing.assert_close(w[3], e[3], atol=1e-4, rtol=0)  # the hull's nearest point: member 3
+
+
 def test_repair_refuses_models_it_does_not_apply_to_in_one_line():
     from engine.models import ResNetCifar
 
-    with pytest.raises(ConfigError, match=r"^--repair: True is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
+    with pytest.raises(ConfigError, match=r"^--repair: 'mix' is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
         G.repair_layers(ResNetCifar(3, 1, 10, 0.25))
     with pytest.raises(ConfigError, match="Sequential is not such a chain") as e:
         G.repair_layers(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
@@ -266,10 +284,10 @@ def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
 def test_repair_is_applied_to_the_generated_nets_and_baselines_alike_and_reported(runs, capsys):
     runs_dir, dense, ticket, _ = runs
     plain = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, **FAST))
-    assert main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--json", "--repair", "--pca", "3",
+    assert main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--json", "--repair", "mix", "--pca", "3",
                  *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]]) == 0
     fixed = json.loads(capsys.readouterr().out)
-    assert fixed["options"]["repair"] is True and fixed["generation"] != plain["generation"]
+    assert fixed["options"]["repair"] == "mix" and fixed["generation"] != plain["generation"]
     assert plain["repair"] == {"applied": False} and fixed["repair"]["applied"] is True
     assert fixed["repair"]["layers"] == ["hidden.0"] and fixed["repair"]["examples"] == 1024
     # the same flow and samples, then repaired: the nets before repair are the plain generation's
@@ -278,11 +296,14 @@ def test_repair_is_applied_to_the_generated_nets_and_baselines_alike_and_reporte
         runs_dir, dense, fixed["generation"])[1]
     assert not torch.equal(a["hidden.0.weight"], b["hidden.0.weight"]) and torch.equal(a["out.weight"], b["out.weight"])
     assert {"gaussian", "zoo_mean", "gaussian_uncanonicalised", "zoo_mean_uncanonicalised"} <= set(fixed["accuracy"])
-    assert "REPAIR         applied to the generated nets and both baselines" in G.format_report(fixed)
+    assert "REPAIR         applied to the generated nets and both baselines (targets: mix" in G.format_report(fixed)
     assert "REPAIR         not applied" in G.format_report(plain)
+    # the zoo's mean mixes every member alike: the same targets, so the same net, with mix and with mean
+    mean = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, repair="mean", **FAST))
+    assert mean["accuracy"]["zoo_mean"] == fixed["accuracy"]["zoo_mean"]
     # a ticket zoo: repaired nets keep the mask exactly
     zoo = Z.load_zoo(runs_dir, ticket)
-    report = G.generate(runs_dir, ticket, G.GenerateOptions(repair=True, **FAST))
+    report = G.generate(runs_dir, ticket, G.GenerateOptions(repair="mix", **FAST))
     assert report["repair"]["applied"] and report["density"]["pruned_entries_zero"] is True
     nets = G.load_generation(runs_dir, ticket, report["generation"])[1]
     for name, keep in zoo.mask.items():
@@ -329,6 +350,7 @@ def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp
              ([dense, "--ema", "1"], "--ema: 1"),
              ([dense, "--reference", "9"], "--reference: 9"),
              ([dense, "--canonicalise", "sideways"], "--canonicalise: 'sideways'"),
+             ([dense, "--repair", "always"], "--repair: 'always'"),
              ([ticket, "--canonicalise", "rebasin"], "share one mask"),
              ([ticket, "--prune-density", "0.5"], "applies to dense zoos"),
              ([ticket_run], "is a ticket run, not a zoo"),
