@@ -60,7 +60,7 @@ import copy
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,12 @@ class Posterior:
     penalty takes the KL (`take_kl`). Each is handed out once and only while no mu or rho has changed since
     (their version counters), so a second forward pass, or a penalty after a parameter update, computes
     afresh. Why: on the small nets here a training step's cost is its number of tensor operations, and this
-    makes ~30 per step for all layers together where layer-by-layer autograd made ~120."""
+    makes ~30 per step for all layers together where layer-by-layer autograd made ~120.
+
+    During a training whose trainer masks gradients (`restrict`, from `start_training`), a sparse ticket's
+    posterior is computed on the weights the mask keeps only (`_Support`): at 20% density the softplus, log,
+    sigmoid and products run over a fifth of the weights, and their results are scattered into the
+    weight-shaped buffers the layers sample with. Same values as over all weights (tests/test_bayes.py)."""
 
     def __init__(self, layers: list[BayesLayer]):
         self.layers = list(layers)
@@ -188,6 +193,9 @@ class Posterior:
         self._kl: torch.Tensor | None = None
         self._at: tuple = ()
         self._buffers: _Buffers | None = None
+        self._masks: list[torch.Tensor | None] = []  # per layer: the training's gradient mask of its mu, or None
+        self._training: weakref.ref | None = None  # the training those masks belong to (see `restrict`)
+        self._support: _Support | None = None
 
     def __deepcopy__(self, memo):  # the copy holds the copied layers and nothing computed (no autograd graph)
         copied = Posterior.__new__(Posterior)
@@ -203,16 +211,36 @@ class Posterior:
         self.layers = state["layers"]
         self.clear()
 
+    def restrict(self, masks: dict[int, torch.Tensor], training: object) -> None:
+        """For one training: `masks[id(layer.weight)]` is what the trainer multiplies that mu's gradient by, so
+        mu stays exactly 0 wherever the mask is 0 and mu was 0. They hold while `training` (the training's
+        penalty) lives, so a model used after its training is computed over all weights again. A mask changed
+        in place (dynamic sparse training) is noticed by its version counter."""
+        self._masks = [masks.get(id(layer.weight)) for layer in self.layers]
+        self._training = weakref.ref(training) if any(m is not None for m in self._masks) else None
+        self._support = None
+
+    def support(self) -> "_Support | None":
+        """The weights this pass computes on: a compact `_Support`, or None for all of them (no training's
+        masks, or a mask too dense for compaction to pay)."""
+        if self._training is None or self._training() is None:
+            return None
+        key = tuple(None if m is None else m._version for m in self._masks)
+        if self._support is None or self._support.key != key:
+            self._support = _Support(self.layers, self._masks, key)
+        return self._support if self._support.compact else None
+
     def _versions(self) -> tuple:
         return tuple(v for layer in self.layers for v in (layer.weight._version, layer.rho._version))
 
     def _apply(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         rhos = [layer.rho for layer in self.layers]
+        support = self.support()
         buffers = self._buffers
-        if buffers is None or not buffers.fits(rhos):
-            buffers = self._buffers = _Buffers(rhos)
+        if buffers is None or not buffers.fits(rhos, support):
+            buffers = self._buffers = _Buffers(rhos, support)
         elif buffers.in_use():  # a graph that has not run backward yet holds them: this pass gets its own
-            buffers = _Buffers(rhos)
+            buffers = _Buffers(rhos, support)
         n = len(self.layers)
         *out, kl = _Posterior.apply(self.layers[0].prior_sigma, tuple(layer.square for layer in self.layers),
                                     buffers, *[layer.weight for layer in self.layers], *rhos)
@@ -237,9 +265,49 @@ class Posterior:
         return self._apply()[2]
 
 
+class _Support:
+    """The weights of a Posterior's layers that can be nonzero during a training: those the trainer's masks keep,
+    and those nonzero when this was built (a layer without a mask: all). Every other mu is 0 and its gradient
+    zeroed by the trainer, so it stays exactly 0 (pruned) until a mask changes, which rebuilds this; a kept mu
+    that is exactly 0 (a weight dynamic sparse training just grew) is still treated as pruned, by the same
+    `mu != 0` test as over all weights, so both ways compute the same.
+
+    `local[i]`: layer i's flat positions; `flat`: all of them, into the layers' weights laid end to end;
+    `segments`: (square, a, b, flat[a:b]) for each run of layers that sample with sigma^2 (or with sigma)."""
+    # below this fraction of weights kept, gathering and scattering them costs less than it saves
+    # (bench/bayes_speed.py: at half the weights the compact step is about as fast as the full one)
+    COMPACT_BELOW = 0.5
+
+    def __init__(self, layers: list[BayesLayer], masks: list[torch.Tensor | None], key: tuple):
+        self.key = key
+        with torch.no_grad():
+            self.local = [torch.arange(layer.weight.numel(), device=layer.weight.device) if mask is None else
+                          ((mask != 0) | (layer.weight != 0)).reshape(-1).nonzero().squeeze(1)
+                          for layer, mask in zip(layers, masks)]
+        self.counts = [len(i) for i in self.local]
+        self.flat_local = self.local  # (int64: index_copy_ takes no other)
+        self.bounds = [(sum(self.counts[:i]), sum(self.counts[:i + 1])) for i in range(len(self.counts))]
+        starts = [0]
+        for layer in layers:
+            starts.append(starts[-1] + layer.weight.numel())
+        self.flat = torch.cat([i + start for i, start in zip(self.local, starts)])
+        self.compact = len(self.flat) < self.COMPACT_BELOW * starts[-1]
+        self.segments: list[tuple[bool, int, int, torch.Tensor]] = []
+        a = 0
+        for layer, count in zip(layers, self.counts):
+            if self.segments and self.segments[-1][0] == layer.square:
+                square, start, _, _ = self.segments.pop()
+            else:
+                square, start = layer.square, a
+            a += count
+            self.segments.append((square, start, a, self.flat[start:a]))
+
+
 class _Buffers:
     """Flat buffers for the weight-sized intermediates of one `_Posterior` pass over a model's layers (sigma,
     alive, s = sigma * alive, s^2, and one for log sigma and then the gradient), each layer's a view into them.
+    On a compact `_Support` they hold the kept weights only, with three more (the gathered mu, rho and gradient
+    of the stds) and `stds`, weight-shaped, where the stds are scattered: zeros that are never written elsewhere.
 
     Reused from one training step to the next: a fresh weight-sized tensor per intermediate and step cost more
     than its arithmetic (new pages from the allocator), and one operation over the flat buffer replaces one per
@@ -247,15 +315,21 @@ class _Buffers:
     that graph is gone (`in_use`): two forward passes before one backward get a set each, and a set overwritten
     while a graph still needs it fails autograd's version check rather than computing a wrong gradient."""
     NAMES = ("sigma", "alive", "s", "s2", "aux")
+    COMPACT_NAMES = ("mu", "rho", "grad")
 
-    def __init__(self, like: list[torch.Tensor]):
+    def __init__(self, like: list[torch.Tensor], support: _Support | None = None):
         self.key = [(t.shape, t.dtype, t.device) for t in like]
-        sizes = [t.numel() for t in like]
-        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        self.support = support
+        dtype, device = like[0].dtype, like[0].device
+        shapes = [t.shape for t in like] if support is None else [(c,) for c in support.counts]
+        names = self.NAMES if support is None else self.NAMES + self.COMPACT_NAMES
         # one tensor each (not rows of one): writing one must not bump the others' version counters
-        self.flat = {name: torch.empty(offsets[-1], dtype=like[0].dtype, device=like[0].device) for name in self.NAMES}
-        self.views = {name: [row[a:b].view(t.shape) for a, b, t in zip(offsets, offsets[1:], like)]
-                      for name, row in self.flat.items()}
+        self.flat = {name: torch.empty(sum(math.prod(s) for s in shapes), dtype=dtype, device=device)
+                     for name in names}
+        self.views = {name: _split(row, shapes) for name, row in self.flat.items()}
+        if support is not None:
+            self.stds = torch.zeros(sum(t.numel() for t in like), dtype=dtype, device=device)
+            self.std_views = _split(self.stds, [t.shape for t in like])
         self._user = None  # weak reference to a token held by the autograd node that saved the buffers
         self._kl_weights: tuple[float, torch.Tensor] | None = None
 
@@ -267,8 +341,8 @@ class _Buffers:
                 [1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5], dtype=like.dtype, device=like.device)
         return self._kl_weights[1]
 
-    def fits(self, like: list[torch.Tensor]) -> bool:
-        return self.key == [(t.shape, t.dtype, t.device) for t in like]
+    def fits(self, like: list[torch.Tensor], support: _Support | None = None) -> bool:
+        return self.key == [(t.shape, t.dtype, t.device) for t in like] and self.support is support
 
     def in_use(self) -> bool:
         return self._user is not None and self._user() is not None
@@ -280,6 +354,16 @@ class _Buffers:
 
     def release(self) -> None:
         self._user = None
+
+
+def _split(flat: torch.Tensor, shapes: list) -> list[torch.Tensor]:
+    """Views of consecutive pieces of a flat tensor, shaped `shapes`."""
+    views, a = [], 0
+    for shape in shapes:
+        b = a + math.prod(shape)
+        views.append(flat[a:b].view(shape))
+        a = b
+    return views
 
 
 class _Token:
@@ -297,54 +381,94 @@ class _Posterior(torch.autograd.Function):
     `kl_divergence` of two Normals. The gradient is written out: d/dmu = mu / prior^2, added in one pass to the
     gradient mu gets from the forward pass through this node; d/dsigma = sigma / prior^2 - 1 / sigma, plus the
     sampling path's; d sigma / d rho = sigmoid(rho) (softplus'); all times alive, so a pruned weight's rho gets
-    exactly 0. The KL's upstream gradient stays a tensor: no host sync."""
+    exactly 0. The KL's upstream gradient stays a tensor: no host sync.
+
+    On a compact support (`buffers.support`, see `Posterior`) the same arithmetic runs on the kept weights,
+    gathered first; the stds go out through the weight-shaped `buffers.stds` (0 at every other weight, never
+    written there), and rho's gradient is scattered into zeros."""
 
     @staticmethod
     def forward(ctx, prior_sigma: float, squares: tuple[bool, ...], buffers: _Buffers, *params):
         n = len(squares)
         mus, rhos = params[:n], params[n:]
-        b, v = buffers.flat, buffers.views
-        for rho, sigma in zip(rhos, v["sigma"]):
-            torch.ops.aten.softplus.out(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
+        b, v, support = buffers.flat, buffers.views, buffers.support
+        if support is None:  # every weight: from the parameters straight into the flat buffers
+            for rho, sigma in zip(rhos, v["sigma"]):
+                torch.ops.aten.softplus.out(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
+            for mu, alive in zip(mus, v["alive"]):
+                torch.ne(mu, 0, out=alive)
+            norms = torch.stack(torch._foreach_norm(mus))
+            mu_squared = norms.dot(norms)
+        else:  # the weights that can be nonzero, gathered
+            for mu, rho, index, mu_kept, rho_kept in zip(mus, rhos, support.local, v["mu"], v["rho"]):
+                torch.index_select(mu.reshape(-1), 0, index, out=mu_kept)
+                torch.index_select(rho.reshape(-1), 0, index, out=rho_kept)
+            torch.ops.aten.softplus.out(b["rho"], 1, 20, out=b["sigma"])
+            torch.ne(b["mu"], 0, out=b["alive"])
+            mu_squared = b["mu"].dot(b["mu"])
         b["sigma"].clamp_min_(torch.finfo(b["sigma"].dtype).tiny)  # log and 1/sigma stay finite
-        for mu, alive in zip(mus, v["alive"]):
-            torch.ne(mu, 0, out=alive)
         torch.mul(b["sigma"], b["alive"], out=b["s"])
         torch.mul(b["s"], b["s"], out=b["s2"])
         torch.log(b["sigma"], out=b["aux"])
-        norms = torch.stack(torch._foreach_norm(mus))
-        sums = torch.stack([norms.dot(norms) + b["s2"].sum(), b["alive"].dot(b["aux"]), b["alive"].sum()])
+        sums = torch.stack([mu_squared + b["s2"].sum(), b["alive"].dot(b["aux"]), b["alive"].sum()])
         kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
-        ctx.save_for_backward(*mus, *rhos, b["sigma"], b["alive"], b["s"])
+        if support is None:
+            stds = [s2 if square else s for s, s2, square in zip(v["s"], v["s2"], squares)]
+        else:
+            for square, a, z, index in support.segments:
+                buffers.stds.index_copy_(0, index, b["s2" if square else "s"][a:z])
+            stds = buffers.std_views
+        ctx.save_for_backward(*mus, *rhos, b["sigma"], b["alive"], b["s"], *([b["rho"]] if support else []))
         ctx.prior_sigma, ctx.squares, ctx.buffers, ctx.token = prior_sigma, squares, buffers, buffers.claim()
         ctx.set_materialize_grads(False)
-        return (*mus, *[s2 if square else s for s, s2, square in zip(v["s"], v["s2"], squares)], kl)
+        # fresh view objects: autograd sets the outputs' grad_fn to this node, and on the buffers' own views that
+        # made a cycle (node -> ctx.buffers -> view -> node) that kept a graph dropped before its backward, and
+        # its buffers, alive for good (~5 MB per `kl(model)` at 784 inputs)
+        return (*mus, *[t.view(t.shape) for t in stds], kl)
 
     @staticmethod
     def backward(ctx, *grads):
         n = len(ctx.squares)
         saved = ctx.saved_tensors  # (autograd's check that no later pass overwrote the buffers)
-        mus, rhos, (sigma, alive, s) = saved[:n], saved[n:2 * n], saved[2 * n:]
+        mus, rhos, (sigma, alive, s) = saved[:n], saved[n:2 * n], saved[2 * n:2 * n + 3]
         grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
-        v, var_p = ctx.buffers.views, ctx.prior_sigma ** 2
+        b, v, support, var_p = ctx.buffers.flat, ctx.buffers.views, ctx.buffers.support, ctx.prior_sigma ** 2
         # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g
         # (sigma^2 out) or alive g (sigma out); every term is 0 where pruned (s = alive = 0, sigma > 0)
-        d_sigma = ctx.buffers.flat["aux"]
+        d_sigma = b["aux"]
         if grad_kl is None:
             d_sigma.zero_()
         else:
             torch.addcdiv(s, alive, sigma, value=-var_p, out=d_sigma).mul_(grad_kl / var_p)
-        for square in (True, False):
-            rows = [(d, s_ if square else alive_, g) for d, s_, alive_, g, sq in
-                    zip(v["aux"], v["s"], v["alive"], grad_stds, ctx.squares) if sq == square and g is not None]
-            if rows:
-                torch._foreach_addcmul_(*map(list, zip(*rows)), value=2 if square else 1)
-        d_rho = torch._foreach_sigmoid(rhos)  # d sigma / d rho = softplus' = sigmoid
-        torch._foreach_mul_(d_rho, v["aux"])
+        if support is None:
+            for square in (True, False):
+                rows = [(d, s_ if square else alive_, g) for d, s_, alive_, g, sq in
+                        zip(v["aux"], v["s"], v["alive"], grad_stds, ctx.squares) if sq == square and g is not None]
+                if rows:
+                    torch._foreach_addcmul_(*map(list, zip(*rows)), value=2 if square else 1)
+            d_rho = torch._foreach_sigmoid(rhos)  # d sigma / d rho = softplus' = sigmoid
+            torch._foreach_mul_(d_rho, v["aux"])
+        else:
+            for g, index, g_kept in zip(grad_stds, support.local, v["grad"]):
+                if g is None:
+                    g_kept.zero_()
+                else:
+                    torch.index_select(g.reshape(-1), 0, index, out=g_kept)
+            for square, a, z, _ in support.segments:
+                d_sigma[a:z].addcmul_(s[a:z] if square else alive[a:z], b["grad"][a:z], value=2 if square else 1)
+            rho_kept = saved[2 * n + 3]
+            torch.sigmoid(rho_kept, out=b["grad"]).mul_(d_sigma)
+            # rho's gradient: 0 but at the kept weights, written over the stds' gradient, which nothing reads
+            # after this (each std goes to one layer's forward pass only): a fresh weight-sized tensor per step
+            # cost page faults here (~0.2 ms a step at 784 inputs)
+            d_rho = [torch.zeros_like(rho) if g is None else g.zero_() for rho, g in zip(rhos, grad_stds)]
+            for d, index, (a, z) in zip(d_rho, support.flat_local, support.bounds):
+                d.view(-1).index_copy_(0, index, b["grad"][a:z])
         if grad_kl is None:
             d_mu = list(grad_mus)
-        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's
-            d_mu = torch._foreach_addcmul(grad_mus, mus, [grad_kl] * n, value=1 / var_p)
+        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's, in place
+            d_mu = grad_mus  # (each mu output goes to one layer's forward pass, which hands its gradient on)
+            torch._foreach_addcmul_(grad_mus, mus, [grad_kl] * n, value=1 / var_p)
         else:
             d_mu = [mu * (grad_kl / var_p) if g is None else g.addcmul(mu, grad_kl, value=1 / var_p)
                     for mu, g in zip(mus, grad_mus)]
@@ -491,17 +615,19 @@ def seed_noise(model: nn.Module, seed: int | None) -> None:
             derive_seed(seed, "bayes-noise", name))
 
 
-def start_training(model: nn.Module, n_train: int, seed: int) -> Callable[[], torch.Tensor] | None:
+def start_training(model: nn.Module, n_train: int, seed: int,
+                   masks: Iterable[tuple[torch.Tensor, torch.Tensor]] = ()) -> Callable[[], torch.Tensor] | None:
     """For one training of a Bayesian net (the trainer calls it): seed its noise from the training's seed
     and return the KL part of the negative ELBO per training example, its warm-up starting now. None for
-    a deterministic net."""
+    a deterministic net. `masks`: (parameter, what the trainer multiplies its gradient by) for the masked
+    parameters, so that the posterior of a sparse ticket computes on its kept weights only (`Posterior`),
+    for as long as the returned penalty lives."""
     if not is_bayesian(model):
         return None
     seed_noise(model, seed)
     warmup = options_of(model).kl_warmup
     groups = posteriors(model)
-    for group in groups:
-        group.clear()  # nothing computed before this training is handed out in it
+    by_param = {id(p): m for p, m in masks}
     calls = [0]
 
     def penalty() -> torch.Tensor:
@@ -513,6 +639,9 @@ def start_training(model: nn.Module, n_train: int, seed: int) -> Callable[[], to
             kl_all = kl_all + group.take_kl()
         return kl_all * (weight / n_train)
 
+    for group in groups:
+        group.clear()  # nothing computed before this training is handed out in it
+        group.restrict(by_param, penalty)
     return penalty
 
 

@@ -148,7 +148,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     opt = make_optimizer(model.parameters(), cfg)
-    kl = bayes.start_training(model, len(y), seed)  # a Bayesian net trains on the negative ELBO (else None)
+    # a Bayesian net trains on the negative ELBO (else None); its posterior computes on the kept weights only
+    kl = bayes.start_training(model, len(y), seed, masked)
     if kl is not None:
         penalty = kl if penalty is None else (lambda extra=penalty: extra() + kl())
     if on_optimizer is not None:

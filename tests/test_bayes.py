@@ -406,7 +406,8 @@ def test_posterior_buffers_are_reused_only_once_their_backward_ran():
     model(x).sum().backward()
     assert group._buffers is buffers  # reused
     model.hidden[0].weight.grad = None
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+    # (autograd's version check, or its stricter one for views a custom Function returns)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation|has been modified inplace"):
         loss = model(x).sum() + group.take_kl()
         buffers.release()  # pretend the graph were done: the next pass overwrites what it saved
         model(x).sum().backward()

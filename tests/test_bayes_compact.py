@@ -1,0 +1,175 @@
+"""A sparse ticket's posterior computed on its kept weights only (engine.bayes: Posterior.restrict, _Support):
+the same stds, KL and gradients as over all weights, only while the training that set the masks lives, and
+rebuilt when a mask changes in place (dynamic sparse training)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import bayes, models, trainer
+from engine import masks as M
+from engine.config import DataConfig, ModelConfig, TrainConfig
+from engine.data import load
+
+
+def _ticket_net(model_name="lenet300", density=0.2, seed=0):
+    model = models.build(ModelConfig(model=model_name, bayesian=True, sigma_init=0.05), (1, 8, 8), 10, seed)
+    mask = M.prune_to_density(M.magnitude_scores(model, M.ones(model)), M.ones(model), density, 0.5,
+                              "layerwise", M.output_layer(model))
+    M.apply(model, mask)
+    with torch.no_grad():  # rho differs from weight to weight, as after some training
+        for _, layer in bayes.layers(model):
+            layer.rho.add_(torch.randn(layer.rho.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    params = dict(model.named_parameters())
+    grad_masks = [(params[n], m.to(params[n].dtype)) for n, m in mask.items()]  # as engine.trainer makes them
+    return model, mask, grad_masks
+
+
+def _step(model, penalty, x, y, seed=3):
+    """One training step's loss and gradients (the noise seeded alike for every call)."""
+    bayes.seed_noise(model, seed)
+    for p in model.parameters():
+        p.grad = None
+    loss = F.cross_entropy(model(x), y) + penalty()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _compare(model, grad_masks, x, y):
+    """(loss, grads) of a step on the kept weights only, and over all weights (no masks handed over)."""
+    group, = bayes.posteriors(model)
+    compact = bayes.start_training(model, 100, 0, grad_masks)
+    assert group.support() is not None  # (the compact path is taken)
+    got = _step(model, compact, x, y)
+    full = bayes.start_training(model, 100, 0)
+    assert group.support() is None
+    want = _step(model, full, x, y)
+    return got, want
+
+
+def _assert_same(got, want):
+    (loss_a, grads_a), (loss_b, grads_b) = got, want
+    assert torch.allclose(loss_a, loss_b, rtol=1e-6)
+    for n in grads_b:
+        assert torch.allclose(grads_a[n], grads_b[n], rtol=1e-5, atol=1e-7), n
+
+
+@pytest.mark.parametrize("model_name", ["lenet300", "conv2"])
+def test_the_compact_posterior_gives_the_full_ones_loss_and_gradients(model_name):
+    """conv2 mixes sampled-weight (sigma) and local-reparameterisation (sigma^2) layers: two segments."""
+    model, mask, grad_masks = _ticket_net(model_name)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    got, want = _compare(model, grad_masks, x, y)
+    _assert_same(got, want)
+    group, = bayes.posteriors(model)
+    for (name, layer), keep in zip(bayes.layers(model), mask.values()):  # pruned: no variance, rho no gradient
+        assert (got[1][name + ".rho"][~keep] == 0).all()
+    assert all(layer.sigma().count_nonzero() == k.sum() for (_, layer), k in zip(bayes.layers(model), mask.values()))
+
+
+def test_the_kl_on_the_kept_weights_is_the_closed_form():
+    model, mask, grad_masks = _ticket_net()
+    penalty = bayes.start_training(model, 1, 0, grad_masks)
+    group, = bayes.posteriors(model)
+    assert group.support() is not None
+    want = 0.0
+    for (_, layer), keep in zip(bayes.layers(model), mask.values()):
+        mu, sigma, prior = layer.weight.detach()[keep], F.softplus(layer.rho.detach()[keep]), layer.prior_sigma
+        want += (torch.log(prior / sigma) + (sigma ** 2 + mu ** 2) / (2 * prior ** 2) - 0.5).sum()
+    assert torch.allclose(group.kl(), want, rtol=1e-5)
+    del penalty
+
+
+def test_a_kept_weight_at_exactly_zero_and_a_nonzero_one_outside_the_mask_count_as_over_all_weights():
+    """The support is the mask's kept weights plus any nonzero mu: a kept mu at exactly 0 (a weight dynamic
+    sparse training just grew) is pruned, a nonzero mu the mask does not keep is not, just as over all weights."""
+    model, mask, grad_masks = _ticket_net()
+    first = model.hidden[0]
+    keep = mask["hidden.0.weight"]
+    kept, dropped = keep.nonzero()[:3], (~keep).nonzero()[:2]
+    with torch.no_grad():
+        first.weight[kept[:, 0], kept[:, 1]] = 0.0
+        first.weight[dropped[:, 0], dropped[:, 1]] = 0.3
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    got, want = _compare(model, grad_masks, x, y)
+    _assert_same(got, want)
+    rho_grad = got[1]["hidden.0.rho"]
+    assert (rho_grad[kept[:, 0], kept[:, 1]] == 0).all() and (rho_grad[dropped[:, 0], dropped[:, 1]] != 0).all()
+
+
+def test_a_mask_changed_in_place_rebuilds_the_support():
+    """Dynamic sparse training drops and grows weights by writing into the float mask the trainer holds: its
+    version counter changes and the support follows (dropped: mu set to 0, no variance; grown: in the support)."""
+    model, mask, grad_masks = _ticket_net()
+    group, = bayes.posteriors(model)
+    penalty = bayes.start_training(model, 100, 0, grad_masks)
+    before = group.support()
+    assert group.support() is before  # cached while no mask changes
+    weight, values = grad_masks[0]
+    drop, grow = values.view(-1).nonzero()[:5, 0], (values.view(-1) == 0).nonzero()[:5, 0]
+    with torch.no_grad():  # as engine.methods.dst does
+        values.view(-1)[drop] = 0
+        values.view(-1)[grow] = 1
+        weight.view(-1)[drop] = 0
+    after = group.support()
+    assert after is not before
+    assert set(grow.tolist()) <= set(after.local[0].tolist())
+    assert not set(drop.tolist()) & set(after.local[0].tolist())
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    _assert_same(_step(model, penalty, x, y), _step(model, bayes.start_training(model, 100, 0), x, y))
+
+
+def test_the_masks_hold_only_while_their_training_lives():
+    model, _, grad_masks = _ticket_net()
+    group, = bayes.posteriors(model)
+    penalty = bayes.start_training(model, 100, 0, grad_masks)
+    assert group.support() is not None
+    del penalty  # the training is over: the model may hold any weights now
+    assert group.support() is None
+    dense = models.build(ModelConfig(bayesian=True), (1, 8, 8), 10, 0)
+    kept = bayes.start_training(dense, 100, 0, [(p, torch.ones_like(p)) for p in dense.parameters()])
+    assert bayes.posteriors(dense)[0].support() is None  # every weight kept: compaction would not pay
+    del kept
+
+
+def test_a_graph_dropped_before_its_backward_frees_its_buffers():
+    """(It used to keep them, and its graph, alive for good: ~5 MB per `kl(model)` at 784 inputs.)"""
+    model, _, grad_masks = _ticket_net()
+    group, = bayes.posteriors(model)
+    for masks in ((), grad_masks):
+        penalty = bayes.start_training(model, 100, 0, masks)
+        bayes.kl(model)
+        buffers = group._buffers
+        assert not buffers.in_use()
+        model(torch.randn(4, 1, 8, 8)).sum()  # a forward pass whose graph (and KL, kept for the penalty) is dropped
+        penalty()
+        assert group._buffers is buffers and not buffers.in_use()
+        del penalty
+
+
+@pytest.mark.parametrize("compact_below", [0.0, 1.01])
+def test_training_a_ticket_keeps_pruned_weights_and_matches_either_way(compact_below, monkeypatch):
+    """engine.trainer hands its masks over: through training, pruned mu and rho stay exactly 0 / untouched, with
+    no optimizer state, whichever way the posterior is computed, and both ways train alike (float rounding)."""
+    digits = load(DataConfig())
+    cfg = TrainConfig(epochs=1, batch_size=128)
+    results = {}
+    for below in (compact_below, 1.01 - compact_below):
+        monkeypatch.setattr(bayes._Support, "COMPACT_BELOW", below)
+        model = models.build(ModelConfig(bayesian=True), digits.input_shape, digits.num_classes, 0)
+        mask = M.prune_to_density(M.magnitude_scores(model, M.ones(model)), M.ones(model), 0.2, 0.5,
+                                  "layerwise", M.output_layer(model))
+        M.apply(model, mask)
+        params = dict(model.named_parameters())
+        rho0 = {n: params[n[:-len("weight")] + "rho"].detach().clone() for n in mask}
+        opt_box = []
+        trainer.train(model, digits, cfg, mask, seed=0, on_optimizer=opt_box.append)
+        for n, keep in mask.items():
+            rho = params[n[:-len("weight")] + "rho"]
+            assert (params[n][~keep] == 0).all() and torch.equal(rho[~keep], rho0[n][~keep])
+            for p in (params[n], rho):
+                state = opt_box[0].state[p]
+                assert (state["exp_avg"][~keep] == 0).all() and (state["exp_avg_sq"][~keep] == 0).all()
+        results[below] = model.state_dict()
+    a, b = results.values()
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=2e-4), n
