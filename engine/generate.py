@@ -294,7 +294,7 @@ def evaluate_stack(make_model: Callable[[], nn.Module], stack: Stack, split, *, 
 # training data are those of the networks it mixes: for a point (1 - a) A + a B, (1 - a) times A's statistics
 # plus a times B's. Data statistics and no gradient, like recomputing BatchNorm statistics. Written here (forward
 # hooks, about 50 lines) because no maintained library does it for a plain module; the authors' code is notebooks.
-REPAIR = ("none", "mix", "mean")
+REPAIR = ("auto", "mix", "mean", "none")
 REPAIR_EXAMPLES = 1024   # training examples the statistics are taken on (one batch; digits: 1024 of 1437)
 REPAIR_FLAT = 1e-6       # a unit whose pre-activation varies less than this over the batch is only shifted
 UnitStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (mean, std) per unit, [networks, units]
@@ -319,6 +319,20 @@ def repair_layers(model: nn.Module) -> list[str]:
         raise ConfigError("--repair", "mix", f"{name} has a hidden layer without bias; repair {what}")
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(m)] for m in layers[:-1]]
+
+
+def resolve_repair(repair: str, model: nn.Module) -> str:
+    """auto -> mix where REPAIR applies, none where it does not (BatchNorm: its statistics are recomputed
+    instead); mix or mean asked of a model it does not apply to: ConfigError (one line)."""
+    if repair == "auto":
+        try:
+            repair_layers(model)
+        except ConfigError:
+            return "none"
+        return "mix"
+    if repair != "none":
+        repair_layers(model)
+    return repair
 
 
 def _unit_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -469,12 +483,14 @@ class GenerateOptions:
     ema: float = option(0.0, "sample with an exponential moving average of the velocity network's weights, this "
                         "decay per step (0: the trained weights; digits 32-32, 3 seeds: 0.999 .906 vs .903, within "
                         "the seeds' spread)", lo=0, hi=1, hi_open=True)
-    repair: str = option("none", "REPAIR (Jordan et al. 2022), applied alike to the generated nets and both "
-                         "baselines: rescale every hidden unit so its pre-activation mean and std on 1024 training "
-                         "examples are those of the (canonicalised) members the net mixes; mix: the members of the "
-                         "convex combination nearest to it, weighted by it (a near copy: its member's; the zoo's "
-                         "mean: all alike); mean: every member alike. No gradient; models without BatchNorm (mlp, "
-                         "lenet300, conv2/4/6)", choices=list(REPAIR))
+    repair: str = option("auto", "REPAIR (Jordan et al. 2022), applied alike to the generated nets and both "
+                         "baselines: every hidden unit rescaled so its pre-activation mean and std on 1024 training "
+                         "examples are those of the (canonicalised) members the net mixes, no gradient. mix: the "
+                         "members of the convex combination nearest to it, weighted by it (a near copy: its member's; "
+                         "the zoo's mean: all alike); mean: all members alike; auto: mix for models without BatchNorm "
+                         "(mlp, lenet300, conv2/4/6), none for those with it (their statistics are recomputed). "
+                         "Digits, 64 MLPs, 3 seeds, generated median none -> mix: 32-32 .903 -> .925, 128-128 .929 -> "
+                         ".944, 512-512 .951 -> .964; the zoo's mean as one net rises alike", choices=list(REPAIR))
     hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
     lr: float = option(3e-3, "Adam learning rate of the velocity MLP, cosine-decayed (digits, 64 members, PCA 63, "
                        "3000 steps: 3e-3 gave a generated median of .890, 1e-3 .846, 1e-3 for 10000 steps .882)",
@@ -547,8 +563,8 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     if canon == "rebasin":
         from .rebasin import permutation_spec
         permutation_spec(model)  # raises Unsupported (one line) for architectures it cannot permute
-    if options.repair != "none":
-        repair_layers(model)  # ConfigError (one line) for a model with BatchNorm or that is not a plain chain
+    # resolved before hashing: auto and what it chose are one generation
+    options = dataclasses.replace(options, repair=resolve_repair(options.repair, model))
     if options.prune_density and zoo.mask is not None:
         raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
                           "already)")

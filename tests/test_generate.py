@@ -113,7 +113,7 @@ def test_options_added_later_keep_the_ids_of_generations_stored_before_them():
     import dataclasses
     import hashlib
 
-    base = G.GenerateOptions(**FAST)
+    base = G.GenerateOptions(repair="none", **FAST)  # what every generation stored before REPAIR was
     before = {k: v for k, v in dataclasses.asdict(base).items() if k not in ("temperature", "ema", "repair")}
     digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
     assert G.generation_id(base) == "gen-" + digest[:10]
@@ -195,11 +195,13 @@ def test_mixing_weights_are_the_convex_combination_of_members_nearest_each_net()
     torch.testing.assert_close(w[3], e[3], atol=1e-4, rtol=0)  # the hull's nearest point: member 3
 
 
-def test_repair_refuses_models_it_does_not_apply_to_in_one_line():
-    from engine.models import ResNetCifar
+def test_repair_refuses_models_it_does_not_apply_to_in_one_line_and_auto_skips_them():
+    from engine.models import MLP, ResNetCifar
 
     with pytest.raises(ConfigError, match=r"^--repair: 'mix' is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
         G.repair_layers(ResNetCifar(3, 1, 10, 0.25))
+    assert G.resolve_repair("auto", ResNetCifar(3, 1, 10, 0.25)) == "none"  # BatchNorm: statistics recomputed instead
+    assert G.resolve_repair("auto", MLP(4, [3], 2)) == "mix" and G.resolve_repair("mean", MLP(4, [3], 2)) == "mean"
     with pytest.raises(ConfigError, match="Sequential is not such a chain") as e:
         G.repair_layers(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)))
     assert "\n" not in str(e.value)
@@ -283,11 +285,13 @@ def test_generated_tickets_keep_the_tickets_mask_and_density_exactly(runs):
 
 def test_repair_is_applied_to_the_generated_nets_and_baselines_alike_and_reported(runs, capsys):
     runs_dir, dense, ticket, _ = runs
-    plain = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, **FAST))
+    plain = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, repair="none", **FAST))
     assert main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--json", "--repair", "mix", "--pca", "3",
                  *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]]) == 0
     fixed = json.loads(capsys.readouterr().out)
     assert fixed["options"]["repair"] == "mix" and fixed["generation"] != plain["generation"]
+    # the default, auto, is mix for an MLP: the same generation
+    assert G.plan(runs_dir, dense, G.GenerateOptions(pca=3, **FAST)).generation_id == fixed["generation"]
     assert plain["repair"] == {"applied": False} and fixed["repair"]["applied"] is True
     assert fixed["repair"]["layers"] == ["hidden.0"] and fixed["repair"]["examples"] == 1024
     # the same flow and samples, then repaired: the nets before repair are the plain generation's
