@@ -15,3 +15,15 @@ def derive_seed(seed: int, *parts) -> int:
 
 def generator(seed: int, *parts) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
+
+
+def seed_device_generator(device: torch.device, seed: int) -> None:
+    """Seed the global generator that random layers (dropout) draw from on `device`: only that one
+    (torch.manual_seed seeds every device and costs ~0.2 ms on a CUDA build; this, ~3 us on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()] \
+            .manual_seed(seed)
+    elif device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)

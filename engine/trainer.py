@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled
 from .masks import Mask
-from .seeding import generator
+from .seeding import derive_seed, generator, seed_device_generator
 
 
 AMP_DEVICES = ("cuda", "cpu")  # where torch.autocast runs bfloat16
@@ -157,6 +157,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
     amp = autocast(cfg, y.device)
 
+    # Dropout draws from the device's global generator: seeded from (seed, step) at every step, a training's
+    # draws depend on nothing that ran before it in the process (another run of a comparison, a method's own
+    # draws) and a training resumed at step k continues the uninterrupted one's.
+    stochastic = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
     model.train()
     curve: list[dict] = []
     best = (math.inf, start_step, {})
@@ -174,6 +178,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_ratio"]
 
+        if stochastic:
+            seed_device_generator(y.device, derive_seed(seed, "dropout", step))
         with amp:
             loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
         opt.zero_grad(set_to_none=True)

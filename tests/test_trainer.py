@@ -83,6 +83,40 @@ def test_training_is_deterministic_for_a_seed(digits):
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
 
 
+def test_dropout_draws_depend_on_the_seed_and_step_only(digits):
+    """Dropout draws from the global generator: each step seeds it from (seed, step), so what ran before in
+    the process (another run of `lottery compare`, a method's own draws) changes nothing, and a training
+    resumed at step k continues the uninterrupted one's draws."""
+    def dropout_net():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                   torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
+    first = dropout_net()
+
+    def net():  # a new net (its initialisation draws from the global generator) with the first's weights
+        model = dropout_net()
+        model.load_state_dict(first.state_dict())
+        return model
+    cfg = TrainConfig(optimizer="sgd", momentum=0.0, lr=0.05, epochs=1)
+    full = net()
+    trainer.train(full, digits, cfg, None, seed=1)
+    torch.rand(100)  # the global generator moves on, as other work in the process would move it
+    again = net()
+    trainer.train(again, digits, cfg, None, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(full.parameters(), again.parameters()))
+    k, snap = 7, {}
+    part = net()
+    trainer.train(part, digits, cfg, None, seed=1,
+                  on_step=lambda s, m: snap.update({n: v.clone() for n, v in m.state_dict().items()}) if s == k else None)
+    resumed = net()
+    resumed.load_state_dict(snap)
+    torch.rand(100)
+    trainer.train(resumed, digits, cfg, None, seed=1, start_step=k)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full.parameters(), resumed.parameters()))
+    other = net()
+    trainer.train(other, digits, cfg, None, seed=2)
+    assert not torch.equal(other[1].weight, full[1].weight)
+
+
 def test_starting_at_step_k_continues_the_same_data_order(digits):
     """Training 0->T equals training 0->k, then k->T from the saved weights (plain SGD has no state)."""
     cfg = TrainConfig(optimizer="sgd", momentum=0.0, lr=0.05, epochs=2)
