@@ -189,9 +189,9 @@ class Posterior:
         self.clear()
 
     def clear(self) -> None:
-        self._taken: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._taken: dict[int, tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]] = {}
         self._kl: torch.Tensor | None = None
-        self._at: tuple = ()
+        self._at: list[tuple[int, int]] = []  # every layer's (mu, rho) versions when _kl was computed
         self._buffers: _Buffers | None = None
         self._masks: list[torch.Tensor | None] = []  # per layer: the training's gradient mask of its mu, or None
         self._training: weakref.ref | None = None  # the training those masks belong to (see `restrict`)
@@ -230,29 +230,33 @@ class Posterior:
             self._support = _Support(self.layers, self._masks, key)
         return self._support if self._support.compact else None
 
-    def _versions(self) -> tuple:
-        return tuple(v for layer in self.layers for v in (layer.weight._version, layer.rho._version))
+    def _versions(self) -> list[tuple[int, int]]:
+        return [(layer.weight._version, layer.rho._version) for layer in self.layers]
 
     def _apply(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         rhos = [layer.rho for layer in self.layers]
         support = self.support()
+        squares = tuple(layer.square for layer in self.layers)
         buffers = self._buffers
-        if buffers is None or not buffers.fits(rhos, support):
-            buffers = self._buffers = _Buffers(rhos, support)
+        if buffers is None or not buffers.fits(rhos, squares, support):
+            buffers = self._buffers = _Buffers(rhos, squares, support)
         elif buffers.in_use():  # a graph that has not run backward yet holds them: this pass gets its own
-            buffers = _Buffers(rhos, support)
+            buffers = _Buffers(rhos, squares, support)
         n = len(self.layers)
-        *out, kl = _Posterior.apply(self.layers[0].prior_sigma, tuple(layer.square for layer in self.layers),
-                                    buffers, *[layer.weight for layer in self.layers], *rhos)
+        *out, kl = _Posterior.apply(self.layers[0].prior_sigma, buffers, *[layer.weight for layer in self.layers],
+                                    *rhos)
         return out[:n], out[n:], kl
 
     def take(self, layer: BayesLayer) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's (mu, std) for this forward pass, computed for all layers by the first to ask."""
-        versions = self._versions()
-        if id(layer) not in self._taken or self._at != versions:
+        """The layer's (mu, std) for this forward pass, computed for all layers by the first to ask (and
+        afresh if this layer's mu or rho changed since)."""
+        taken = self._taken.pop(id(layer), None)
+        if taken is None or taken[1] != (layer.weight._version, layer.rho._version):
             mus, stds, self._kl = self._apply()
-            self._taken, self._at = {id(m): pair for m, pair in zip(self.layers, zip(mus, stds))}, versions
-        return self._taken.pop(id(layer))
+            self._at = self._versions()
+            self._taken = {id(m): ((mu, std), at) for m, mu, std, at in zip(self.layers, mus, stds, self._at)}
+            taken = self._taken.pop(id(layer))
+        return taken[0]
 
     def take_kl(self) -> torch.Tensor:
         """The KL with its gradient: the last forward pass's if nothing changed since, else computed afresh."""
@@ -272,8 +276,8 @@ class _Support:
     that is exactly 0 (a weight dynamic sparse training just grew) is still treated as pruned, by the same
     `mu != 0` test as over all weights, so both ways compute the same.
 
-    `local[i]`: layer i's flat positions; `flat`: all of them, into the layers' weights laid end to end;
-    `segments`: (square, a, b, flat[a:b]) for each run of layers that sample with sigma^2 (or with sigma)."""
+    `local[i]`: layer i's flat positions (int64 for index_copy_, and int32 for index_select, faster);
+    `flat`: all of them, into the layers' weights laid end to end."""
     # below this fraction of weights kept, gathering and scattering them costs less than it saves
     # (bench/bayes_speed.py: at half the weights the compact step is about as fast as the full one)
     COMPACT_BELOW = 0.5
@@ -284,23 +288,13 @@ class _Support:
             self.local = [torch.arange(layer.weight.numel(), device=layer.weight.device) if mask is None else
                           ((mask != 0) | (layer.weight != 0)).reshape(-1).nonzero().squeeze(1)
                           for layer, mask in zip(layers, masks)]
+        self.local32 = [i.int() for i in self.local]
         self.counts = [len(i) for i in self.local]
-        self.flat_local = self.local  # (int64: index_copy_ takes no other)
-        self.bounds = [(sum(self.counts[:i]), sum(self.counts[:i + 1])) for i in range(len(self.counts))]
         starts = [0]
         for layer in layers:
             starts.append(starts[-1] + layer.weight.numel())
         self.flat = torch.cat([i + start for i, start in zip(self.local, starts)])
         self.compact = len(self.flat) < self.COMPACT_BELOW * starts[-1]
-        self.segments: list[tuple[bool, int, int, torch.Tensor]] = []
-        a = 0
-        for layer, count in zip(layers, self.counts):
-            if self.segments and self.segments[-1][0] == layer.square:
-                square, start, _, _ = self.segments.pop()
-            else:
-                square, start = layer.square, a
-            a += count
-            self.segments.append((square, start, a, self.flat[start:a]))
 
 
 class _Buffers:
@@ -308,6 +302,7 @@ class _Buffers:
     alive, s = sigma * alive, s^2, and one for log sigma and then the gradient), each layer's a view into them.
     On a compact `_Support` they hold the kept weights only, with three more (the gathered mu, rho and gradient
     of the stds) and `stds`, weight-shaped, where the stds are scattered: zeros that are never written elsewhere.
+    The views each pass needs are made here once (on the small nets here a step's cost is its number of calls).
 
     Reused from one training step to the next: a fresh weight-sized tensor per intermediate and step cost more
     than its arithmetic (new pages from the allocator), and one operation over the flat buffer replaces one per
@@ -317,19 +312,40 @@ class _Buffers:
     NAMES = ("sigma", "alive", "s", "s2", "aux")
     COMPACT_NAMES = ("mu", "rho", "grad")
 
-    def __init__(self, like: list[torch.Tensor], support: _Support | None = None):
+    def __init__(self, like: list[torch.Tensor], squares: tuple[bool, ...], support: _Support | None = None):
         self.key = [(t.shape, t.dtype, t.device) for t in like]
-        self.support = support
+        self.squares, self.support = squares, support
         dtype, device = like[0].dtype, like[0].device
         shapes = [t.shape for t in like] if support is None else [(c,) for c in support.counts]
         names = self.NAMES if support is None else self.NAMES + self.COMPACT_NAMES
         # one tensor each (not rows of one): writing one must not bump the others' version counters
         self.flat = {name: torch.empty(sum(math.prod(s) for s in shapes), dtype=dtype, device=device)
                      for name in names}
-        self.views = {name: _split(row, shapes) for name, row in self.flat.items()}
+        v = self.views = {name: _split(row, shapes) for name, row in self.flat.items()}
+        # per layer: its std (sigma^2 for local reparameterisation, else sigma) and what multiplies the std's
+        # gradient in d loss / d sigma (2 s, or alive: `by_factor` lists the layers of each, with the 2 or 1)
+        self.std = [s2 if square else s for s, s2, square in zip(v["s"], v["s2"], squares)]
+        self.factor = [s if square else alive for s, alive, square in zip(v["s"], v["alive"], squares)]
+        self.by_factor = [(value, [i for i, square in enumerate(squares) if square == (value == 2)])
+                          for value in (2, 1)]
         if support is not None:
             self.stds = torch.zeros(sum(t.numel() for t in like), dtype=dtype, device=device)
-            self.std_views = _split(self.stds, [t.shape for t in like])
+            self.outputs = _split(self.stds, [t.shape for t in like])
+            self.gather = list(zip(v["mu"], v["rho"], support.local32))
+            # (positions, stds there): one scatter per run of layers that all sample with sigma^2 (or with sigma)
+            runs, a = [], 0
+            for square, count in zip(squares, support.counts):
+                if runs and runs[-1][0] == square:
+                    runs[-1][2] += count
+                else:
+                    runs.append([square, a, a + count])
+                a += count
+            self.scatter = [(support.flat[a:z], self.flat["s2" if square else "s"][a:z]) for square, a, z in runs]
+            self.grad_rows = list(zip(support.local32, v["grad"]))
+            self.rho_rows = list(zip(support.local, v["grad"]))
+        else:
+            self.outputs = self.std
+        self.tiny = torch.finfo(dtype).tiny
         self._user = None  # weak reference to a token held by the autograd node that saved the buffers
         self._kl_weights: tuple[float, torch.Tensor] | None = None
 
@@ -341,8 +357,9 @@ class _Buffers:
                 [1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5], dtype=like.dtype, device=like.device)
         return self._kl_weights[1]
 
-    def fits(self, like: list[torch.Tensor], support: _Support | None = None) -> bool:
-        return self.key == [(t.shape, t.dtype, t.device) for t in like] and self.support is support
+    def fits(self, like: list[torch.Tensor], squares: tuple[bool, ...], support: _Support | None = None) -> bool:
+        return (self.key == [(t.shape, t.dtype, t.device) for t in like] and self.squares == squares
+                and self.support is support)
 
     def in_use(self) -> bool:
         return self._user is not None and self._user() is not None
@@ -385,54 +402,57 @@ class _Posterior(torch.autograd.Function):
 
     On a compact support (`buffers.support`, see `Posterior`) the same arithmetic runs on the kept weights,
     gathered first; the stds go out through the weight-shaped `buffers.stds` (0 at every other weight, never
-    written there), and rho's gradient is scattered into zeros."""
+    written there), and rho's gradient is scattered into zeros.
+
+    The backward pass writes mu's and rho's gradients into the incoming gradients of mu and of the stds rather
+    than into fresh weight-sized tensors (which cost page faults, ~0.2 ms a step at 784 inputs): each of these
+    outputs goes to one layer's forward pass only (`Posterior.take`), whose backward hands over a gradient
+    that nothing reads after this."""
 
     @staticmethod
-    def forward(ctx, prior_sigma: float, squares: tuple[bool, ...], buffers: _Buffers, *params):
-        n = len(squares)
+    def forward(ctx, prior_sigma: float, buffers: _Buffers, *params):
+        n = len(buffers.squares)
         mus, rhos = params[:n], params[n:]
         b, v, support = buffers.flat, buffers.views, buffers.support
         if support is None:  # every weight: from the parameters straight into the flat buffers
             for rho, sigma in zip(rhos, v["sigma"]):
-                torch.ops.aten.softplus.out(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
+                torch._C._nn.softplus(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
             for mu, alive in zip(mus, v["alive"]):
                 torch.ne(mu, 0, out=alive)
             norms = torch.stack(torch._foreach_norm(mus))
             mu_squared = norms.dot(norms)
         else:  # the weights that can be nonzero, gathered
-            for mu, rho, index, mu_kept, rho_kept in zip(mus, rhos, support.local, v["mu"], v["rho"]):
+            for mu, rho, (mu_kept, rho_kept, index) in zip(mus, rhos, buffers.gather):
                 torch.index_select(mu.reshape(-1), 0, index, out=mu_kept)
                 torch.index_select(rho.reshape(-1), 0, index, out=rho_kept)
-            torch.ops.aten.softplus.out(b["rho"], 1, 20, out=b["sigma"])
+            torch._C._nn.softplus(b["rho"], 1, 20, out=b["sigma"])
             torch.ne(b["mu"], 0, out=b["alive"])
             mu_squared = b["mu"].dot(b["mu"])
-        b["sigma"].clamp_min_(torch.finfo(b["sigma"].dtype).tiny)  # log and 1/sigma stay finite
+        b["sigma"].clamp_min_(buffers.tiny)  # log and 1/sigma stay finite
         torch.mul(b["sigma"], b["alive"], out=b["s"])
         torch.mul(b["s"], b["s"], out=b["s2"])
         torch.log(b["sigma"], out=b["aux"])
         sums = torch.stack([mu_squared + b["s2"].sum(), b["alive"].dot(b["aux"]), b["alive"].sum()])
         kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
-        if support is None:
-            stds = [s2 if square else s for s, s2, square in zip(v["s"], v["s2"], squares)]
-        else:
-            for square, a, z, index in support.segments:
-                buffers.stds.index_copy_(0, index, b["s2" if square else "s"][a:z])
-            stds = buffers.std_views
+        if support is not None:  # into the weight-shaped stds, whose other entries stay 0
+            for index, std in buffers.scatter:
+                buffers.stds.index_copy_(0, index, std)
         ctx.save_for_backward(*mus, *rhos, b["sigma"], b["alive"], b["s"], *([b["rho"]] if support else []))
-        ctx.prior_sigma, ctx.squares, ctx.buffers, ctx.token = prior_sigma, squares, buffers, buffers.claim()
+        ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
         ctx.set_materialize_grads(False)
         # fresh view objects: autograd sets the outputs' grad_fn to this node, and on the buffers' own views that
         # made a cycle (node -> ctx.buffers -> view -> node) that kept a graph dropped before its backward, and
         # its buffers, alive for good (~5 MB per `kl(model)` at 784 inputs)
-        return (*mus, *[t.view(t.shape) for t in stds], kl)
+        return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)
 
     @staticmethod
     def backward(ctx, *grads):
-        n = len(ctx.squares)
+        buffers = ctx.buffers
+        n = len(buffers.squares)
         saved = ctx.saved_tensors  # (autograd's check that no later pass overwrote the buffers)
         mus, rhos, (sigma, alive, s) = saved[:n], saved[n:2 * n], saved[2 * n:2 * n + 3]
         grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
-        b, v, support, var_p = ctx.buffers.flat, ctx.buffers.views, ctx.buffers.support, ctx.prior_sigma ** 2
+        b, v, support, var_p = buffers.flat, buffers.views, buffers.support, ctx.prior_sigma ** 2
         # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g
         # (sigma^2 out) or alive g (sigma out); every term is 0 where pruned (s = alive = 0, sigma > 0)
         d_sigma = b["aux"]
@@ -440,40 +460,40 @@ class _Posterior(torch.autograd.Function):
             d_sigma.zero_()
         else:
             torch.addcdiv(s, alive, sigma, value=-var_p, out=d_sigma).mul_(grad_kl / var_p)
-        if support is None:
-            for square in (True, False):
-                rows = [(d, s_ if square else alive_, g) for d, s_, alive_, g, sq in
-                        zip(v["aux"], v["s"], v["alive"], grad_stds, ctx.squares) if sq == square and g is not None]
-                if rows:
-                    torch._foreach_addcmul_(*map(list, zip(*rows)), value=2 if square else 1)
-            d_rho = torch._foreach_sigmoid(rhos)  # d sigma / d rho = softplus' = sigmoid
-            torch._foreach_mul_(d_rho, v["aux"])
-        else:
-            for g, index, g_kept in zip(grad_stds, support.local, v["grad"]):
+        if support is not None:  # the stds' gradients at the kept weights
+            for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):
                 if g is None:
                     g_kept.zero_()
                 else:
                     torch.index_select(g.reshape(-1), 0, index, out=g_kept)
-            for square, a, z, _ in support.segments:
-                d_sigma[a:z].addcmul_(s[a:z] if square else alive[a:z], b["grad"][a:z], value=2 if square else 1)
-            rho_kept = saved[2 * n + 3]
-            torch.sigmoid(rho_kept, out=b["grad"]).mul_(d_sigma)
-            # rho's gradient: 0 but at the kept weights, written over the stds' gradient, which nothing reads
-            # after this (each std goes to one layer's forward pass only): a fresh weight-sized tensor per step
-            # cost page faults here (~0.2 ms a step at 784 inputs)
-            d_rho = [torch.zeros_like(rho) if g is None else g.zero_() for rho, g in zip(rhos, grad_stds)]
-            for d, index, (a, z) in zip(d_rho, support.flat_local, support.bounds):
-                d.view(-1).index_copy_(0, index, b["grad"][a:z])
+            grad_stds = v["grad"]
+        for value, layers in buffers.by_factor:
+            rows = [(v["aux"][i], buffers.factor[i], grad_stds[i]) for i in layers if grad_stds[i] is not None]
+            if rows:
+                torch._foreach_addcmul_(*map(list, zip(*rows)), value=value)
+        if support is None:
+            if all(g is not None for g in grad_stds):  # d sigma / d rho = softplus' = sigmoid, into the stds' grads
+                d_rho = list(grad_stds)
+                torch._foreach_copy_(d_rho, rhos)
+                torch._foreach_sigmoid_(d_rho)
+                torch._foreach_mul_(d_rho, v["aux"])
+            else:
+                d_rho = torch._foreach_mul(torch._foreach_sigmoid(rhos), v["aux"])
+        else:  # rho's gradient: 0 but at the kept weights
+            torch.sigmoid(saved[2 * n + 3], out=b["grad"]).mul_(d_sigma)
+            d_rho = [torch.zeros_like(rho) if g is None else g.zero_() for rho, g in zip(rhos, grads[n:2 * n])]
+            for d, (index, d_kept) in zip(d_rho, buffers.rho_rows):
+                d.view(-1).index_copy_(0, index, d_kept)
         if grad_kl is None:
             d_mu = list(grad_mus)
-        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's, in place
-            d_mu = grad_mus  # (each mu output goes to one layer's forward pass, which hands its gradient on)
+        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's
+            d_mu = grad_mus
             torch._foreach_addcmul_(grad_mus, mus, [grad_kl] * n, value=1 / var_p)
         else:
             d_mu = [mu * (grad_kl / var_p) if g is None else g.addcmul(mu, grad_kl, value=1 / var_p)
                     for mu, g in zip(mus, grad_mus)]
-        ctx.buffers.release()
-        return None, None, None, *d_mu, *d_rho
+        buffers.release()
+        return None, None, *d_mu, *d_rho
 
 
 class BayesLinear(nn.Linear, BayesLayer):

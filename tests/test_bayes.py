@@ -377,7 +377,7 @@ def test_the_fused_posterior_matches_autograd_through_torch_distributions():
     for _ in range(2):  # the second pass reuses the first one's buffers
         for t in a_mu + a_rho:
             t.grad = None
-        *outs, kl = bayes._Posterior.apply(0.4, squares, bayes._Buffers(a_rho), *a_mu, *a_rho)
+        *outs, kl = bayes._Posterior.apply(0.4, bayes._Buffers(a_rho, squares), *a_mu, *a_rho)
         mu_outs, outs = outs[:3], outs[3:]
         (sum((o * u).sum() for o, u in zip(mu_outs + outs, up_mu + upstream)) + 3 * kl).backward()
     assert all(torch.equal(o, m) for o, m in zip(mu_outs, mus))
