@@ -300,23 +300,24 @@ REPAIR_FLAT = 1e-6       # a unit whose pre-activation varies less than this ove
 UnitStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (mean, std) per unit, [networks, units]
 
 
-def repair_layers(model: nn.Module) -> list[str]:
+def repair_layers(model: nn.Module, asked: str = "mix") -> list[str]:
     """Module names of the hidden Linear/Conv2d layers REPAIR rescales, in forward order (every one but the
-    output layer, which is not touched). ConfigError (one line) for models it does not apply to."""
+    output layer, which is not touched). ConfigError (one line, naming the `asked` value of --repair) for models
+    it does not apply to."""
     from .analysis.interpolation import batchnorms
 
     what = "applies to chains of Linear/Conv2d layers with ReLU and max-pooling (mlp, lenet300, conv2/4/6)"
     name = type(model).__name__
     if batchnorms(model):
-        raise ConfigError("--repair", "mix", f"{name} has BatchNorm, whose statistics are recomputed for every "
+        raise ConfigError("--repair", asked, f"{name} has BatchNorm, whose statistics are recomputed for every "
                           f"generated net already; repair {what}")
     chain = model.as_sequential() if hasattr(model, "as_sequential") else None
     allowed = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     if chain is None or not all(isinstance(m, allowed) for m in chain):
-        raise ConfigError("--repair", "mix", f"{name} is not such a chain; repair {what}")
+        raise ConfigError("--repair", asked, f"{name} is not such a chain; repair {what}")
     layers = [m for m in chain if isinstance(m, (nn.Linear, nn.Conv2d))]
     if any(m.bias is None for m in layers[:-1]):  # the mean is moved through the bias
-        raise ConfigError("--repair", "mix", f"{name} has a hidden layer without bias; repair {what}")
+        raise ConfigError("--repair", asked, f"{name} has a hidden layer without bias; repair {what}")
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(m)] for m in layers[:-1]]
 
@@ -331,7 +332,7 @@ def resolve_repair(repair: str, model: nn.Module) -> str:
             return "none"
         return "mix"
     if repair != "none":
-        repair_layers(model)
+        repair_layers(model, repair)
     return repair
 
 
@@ -490,7 +491,7 @@ class GenerateOptions:
                          "the zoo's mean: all alike); mean: all members alike; auto: mix for models without BatchNorm "
                          "(mlp, lenet300, conv2/4/6), none for those with it (their statistics are recomputed). "
                          "Digits, 64 MLPs, 3 seeds, generated median none -> mix: 32-32 .903 -> .925, 128-128 .929 -> "
-                         ".944, 512-512 .951 -> .964; the zoo's mean as one net rises alike", choices=list(REPAIR))
+                         ".944, 512-512 .951 -> .963; the zoo's mean as one net rises alike", choices=list(REPAIR))
     hidden: int = option(256, "width of the velocity MLP's three hidden layers", lo=1, hi=65_536)
     lr: float = option(3e-3, "Adam learning rate of the velocity MLP, cosine-decayed (digits, 64 members, PCA 63, "
                        "3000 steps: 3e-3 gave a generated median of .890, 1e-3 .846, 1e-3 for 10000 steps .882)",

@@ -200,6 +200,8 @@ def test_repair_refuses_models_it_does_not_apply_to_in_one_line_and_auto_skips_t
 
     with pytest.raises(ConfigError, match=r"^--repair: 'mix' is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
         G.repair_layers(ResNetCifar(3, 1, 10, 0.25))
+    with pytest.raises(ConfigError, match=r"^--repair: 'mean' is not valid; ResNetCifar has BatchNorm"):
+        G.resolve_repair("mean", ResNetCifar(3, 1, 10, 0.25))
     assert G.resolve_repair("auto", ResNetCifar(3, 1, 10, 0.25)) == "none"  # BatchNorm: statistics recomputed instead
     assert G.resolve_repair("auto", MLP(4, [3], 2)) == "mix" and G.resolve_repair("mean", MLP(4, [3], 2)) == "mean"
     with pytest.raises(ConfigError, match="Sequential is not such a chain") as e:
