@@ -834,7 +834,7 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
                  f"{100 * nov['near_copy_share']:.0f}%")
     rep = r.get("repair", {"applied": False})  # reports stored before the option lack it
     lines.append(f"  REPAIR         applied to the generated nets and both baselines (targets: {rep.get('target')}; "
-                 f"unit statistics of {rep['examples']} training examples; near copies before it "
+                 f"unit statistics of {rep['examples']} training examples; near copies as the flow gave them "
                  f"{100 * rep['near_copy_share_before']:.0f}%)" if rep["applied"] else "  REPAIR         not applied")
     if "density" in r:
         lines.append(f"  density        {100 * r['density']['generated']:.2f}% (the ticket's; pruned entries exactly 0: "
