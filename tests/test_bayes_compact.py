@@ -173,3 +173,14 @@ def test_training_a_ticket_keeps_pruned_weights_and_matches_either_way(compact_b
     a, b = results.values()
     for n in a:
         assert torch.allclose(a[n], b[n], atol=2e-4), n
+
+
+@pytest.mark.parametrize("model_name", ["lenet300", "conv2"])
+def test_a_compact_training_step_runs_under_bf16_autocast(model_name):
+    model, _, grad_masks = _ticket_net(model_name)
+    penalty = bayes.start_training(model, 100, 0, grad_masks)
+    assert bayes.posteriors(model)[0].support() is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.randint(0, 10, (8,)))
+    (loss + penalty()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
