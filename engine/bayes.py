@@ -24,12 +24,13 @@ weights: one sample per forward pass while training, as in Bayes by Backprop, an
 grouped convolution during Monte-Carlo prediction. Noise can be scaled with `noise(model, scale)`; scale 0
 gives the deterministic net with weights mu through the very same code path.
 
-**ELBO.** The trainer adds `start_training(model, n_train, seed)`: KL(q || N(0, prior_sigma^2)) / n_train, weighted
+**ELBO.** The trainer adds `start_training(model, n_train, seed, masks)`: KL(q || N(0, prior_sigma^2)) / n_train, weighted
 by a linear warm-up over the first `kl_warmup` steps of each training, to the mean cross-entropy of one
 sample per step: the negative ELBO per training example. The noise comes from generators seeded per layer
 from the training's seed (and from a fixed seed in `predict`), so runs repeat exactly on CPU. The KL is the
 closed form of two Gaussians, computed for all layers at once in the forward pass from the same softplus(rho)
-the layers sample with, and picked up by the penalty (`Posterior`, `_Posterior`); tests check its value and
+the layers sample with, and picked up by the penalty (`Posterior`, `_Posterior`; during a training with a mask,
+which the trainer hands over, on the kept weights only: `_Support`); tests check its value and
 gradient against `torch.distributions.kl_divergence` of two `Normal`s, which the training step does not call:
 autograd through it made a dozen weight-sized passes per layer and step, and on small nets a Bayesian step's
 excess cost is its number of tensor operations (bench/bayes_speed.py). rho gets its own learning rate
@@ -174,9 +175,9 @@ class Posterior:
 
     In a forward pass that records gradients, the first layer to run computes every layer's std (sigma, or
     sigma^2 for local reparameterisation) and the KL; the other layers take theirs (`take`) and the
-    penalty takes the KL (`take_kl`). Each is handed out once and only while no mu or rho has changed since
-    (their version counters), so a second forward pass, or a penalty after a parameter update, computes
-    afresh. Why: on the small nets here a training step's cost is its number of tensor operations, and this
+    penalty takes the KL (`take_kl`). Each is handed out once and only while nothing it depends on changed since
+    (version counters: the layer's mu and rho for a std, every mu and rho for the KL), so a second forward pass,
+    or a penalty after a parameter update, computes afresh. Why: on the small nets here a training step's cost is its number of tensor operations, and this
     makes ~30 per step for all layers together where layer-by-layer autograd made ~120.
 
     During a training whose trainer masks gradients (`restrict`, from `start_training`), a sparse ticket's
