@@ -384,6 +384,15 @@ def _split(flat: torch.Tensor, shapes: list) -> list[torch.Tensor]:
     return views
 
 
+def _softplus(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """F.softplus(x) (to a float rounding) into `out`, as log1p(exp(min(x, 80))) and then x where that is less:
+    torch's softplus kernel takes 2-3x as long on CPU (2.5 ns an element here) as exp, log1p and two clamps.
+    softplus(x) > x everywhere, and equals x to float precision above 20 (F.softplus's threshold), where
+    exp(min(x, 80)) stays finite in float32."""
+    torch.clamp_max(x, 80.0, out=out).exp_().log1p_()
+    return torch.maximum(out, x, out=out)
+
+
 class _Token:
     """Lives as long as the autograd node that uses a `_Buffers` set (see `_Buffers.in_use`)."""
 
@@ -416,8 +425,8 @@ class _Posterior(torch.autograd.Function):
         mus, rhos = params[:n], params[n:]
         b, v, support = buffers.flat, buffers.views, buffers.support
         if support is None:  # every weight: from the parameters straight into the flat buffers
-            for rho, sigma in zip(rhos, v["sigma"]):
-                torch._C._nn.softplus(rho, 1, 20, out=sigma)  # F.softplus's defaults, into the buffer
+            torch._foreach_copy_(v["aux"], rhos)
+            _softplus(b["aux"], out=b["sigma"])
             for mu, alive in zip(mus, v["alive"]):
                 torch.ne(mu, 0, out=alive)
             norms = torch.stack(torch._foreach_norm(mus))
@@ -426,7 +435,7 @@ class _Posterior(torch.autograd.Function):
             for mu, rho, (mu_kept, rho_kept, index) in zip(mus, rhos, buffers.gather):
                 torch.index_select(mu.reshape(-1), 0, index, out=mu_kept)
                 torch.index_select(rho.reshape(-1), 0, index, out=rho_kept)
-            torch._C._nn.softplus(b["rho"], 1, 20, out=b["sigma"])
+            _softplus(b["rho"], out=b["sigma"])
             torch.ne(b["mu"], 0, out=b["alive"])
             mu_squared = b["mu"].dot(b["mu"])
         b["sigma"].clamp_min_(buffers.tiny)  # log and 1/sigma stay finite

@@ -184,3 +184,11 @@ def test_a_compact_training_step_runs_under_bf16_autocast(model_name):
         loss = F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.randint(0, 10, (8,)))
     (loss + penalty()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_posteriors_softplus_is_torchs(dtype):
+    x = torch.cat([torch.linspace(-120, 120, 20001, dtype=dtype), torch.tensor([0.0, 20.0, 80.0, 100.0], dtype=dtype)])
+    got, want = bayes._softplus(x, torch.empty_like(x)), F.softplus(x)
+    assert torch.isfinite(got).all() and torch.allclose(got, want, rtol=2e-7 if dtype == torch.float32 else 1e-9,
+                                                        atol=1e-37)
