@@ -192,3 +192,27 @@ def test_the_posteriors_softplus_is_torchs(dtype):
     got, want = bayes._softplus(x, torch.empty_like(x)), F.softplus(x)
     assert torch.isfinite(got).all() and torch.allclose(got, want, rtol=2e-7 if dtype == torch.float32 else 1e-9,
                                                         atol=1e-37)
+
+
+def test_dynamic_sparse_training_of_a_bayesian_net_follows_its_changing_mask(tmp_path, monkeypatch):
+    """RigL on a Bayesian net: the mask changes in place every --dst-interval steps; the support is rebuilt each
+    time, and the stored ticket has mu exactly 0 and no variance wherever its final mask prunes."""
+    import engine
+    from conftest import tiny
+
+    built = []
+    real = bayes._Support.__init__
+
+    def spy(self, layers, masks, key):
+        real(self, layers, masks, key)
+        built.append(key)
+    monkeypatch.setattr(bayes._Support, "__init__", spy)
+    cfg = tiny(**{"prune.method": "rigl", "prune.density": 0.2, "prune.dst_interval": 10, "train.epochs": 3,
+                  "prune.controls": (), "model.bayesian": True, "model.mc_samples": 2})
+    s = engine.run(cfg, runs_dir=tmp_path)
+    updates = len(range(10, int(0.75 * s["levels"][0]["iterations"]), 10))
+    assert updates >= 3 and len(built) >= updates + 1, (updates, len(built))
+    mask, weights = engine.RunStore(tmp_path, s["run_id"]).load_level("ticket", 1)
+    sigma = bayes.sigmas(weights)
+    for n, keep in mask.items():
+        assert (weights[n][~keep] == 0).all() and (sigma[n][~keep] == 0).all() and (sigma[n][keep] > 0).all()
