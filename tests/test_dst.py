@@ -30,9 +30,11 @@ def spy(monkeypatch):
                 grown, dropped = now & ~before[n], before[n] & ~now
                 assert int(grown.sum()) == int(dropped.sum()) == self.history[-1]["moved"].get(n, 0)
                 assert (params[n][~now] == 0).all() and (params[n][grown] == 0).all()
-                for key, state in self.optimizer.state[params[n]].items():
-                    if torch.is_tensor(state) and state.shape == now.shape:
-                        assert (state[grown] == 0).all() and (state[dropped] == 0).all(), key
+                rho = params.get(n.rpartition(".")[0] + ".rho")  # a Bayesian weight's
+                for p in (params[n], rho) if rho is not None else (params[n],):
+                    for key, state in self.optimizer.state[p].items():
+                        if torch.is_tensor(state) and state.shape == now.shape:
+                            assert (state[grown] == 0).all() and (state[dropped] == 0).all(), key
             seen.append(self)
 
     monkeypatch.setattr(dst, "DynamicSparsity", Checked)
@@ -58,6 +60,15 @@ def test_counts_stay_fixed_and_the_drop_fraction_follows_the_cosine(tmp_path, sp
     for n, keep in mask.items():
         assert (weights[n][~keep] == 0).all()
     assert s["levels"][0]["layers"]["out.weight"] < 1 and s["levels"][0]["density"] == pytest.approx(0.1, abs=1e-4)
+
+
+def test_a_bayesian_nets_pruned_rho_keeps_no_optimizer_state(tmp_path, spy):
+    """RigL on a mean-field Gaussian net: a dropped weight's rho loses its Adam state with its mu (the spy
+    checks both), so with mu 0 and no gradient it stays where it was while pruned."""
+    cfg = tiny(**{"prune.method": "rigl", "prune.density": 0.2, "prune.dst_interval": 10, "train.epochs": 2,
+                  "prune.controls": (), "model.bayesian": True, "model.mc_samples": 2})
+    engine.run(cfg, runs_dir=tmp_path)
+    assert spy and spy[-1].history
 
 
 def test_rigl_and_set_grow_differently(tmp_path):

@@ -83,10 +83,13 @@ class DynamicSparsity(MaskSearch):
                 v.view(-1)[drop] = 0
                 v.view(-1)[grow] = 1
                 p.view(-1)[drop] = 0  # dropped weights leave; grown ones are 0 already and start there
-                for state in (self.optimizer.state.get(p, {}) if self.optimizer else {}).values():
-                    if torch.is_tensor(state) and state.shape == p.shape:
-                        state.view(-1)[drop] = 0
-                        state.view(-1)[grow] = 0
+                # their optimizer state goes, and so does that of a Bayesian weight's rho beside it: with no
+                # gradient (mu is 0) and no state, a pruned rho gets no update
+                for q in (p, params.get(n.rpartition(".")[0] + ".rho")):
+                    for state in (self.optimizer.state.get(q, {}) if self.optimizer and q is not None else {}).values():
+                        if torch.is_tensor(state) and state.shape == p.shape:
+                            state.view(-1)[drop] = 0
+                            state.view(-1)[grow] = 0
                 moved[n] = n_swap
         self.history.append({"step": step, "fraction": frac, "moved": moved})
 
