@@ -74,6 +74,7 @@ VARIANTS = {
     "zoo 128-128": ({"model.hidden": (128, 128)}, {}),
     "zoo 128-128 REPAIR mix": ({"model.hidden": (128, 128)}, {"repair": "mix"}),
     "zoo 512-512 REPAIR mix": ({"model.hidden": (512, 512)}, {"repair": "mix"}),
+    "zoo 512-512 REPAIR mix temperature 0.6": ({"model.hidden": (512, 512)}, {"repair": "mix", "temperature": 0.6}),
 }
 
 
