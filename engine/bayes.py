@@ -226,6 +226,7 @@ class Posterior:
         """The weights this pass computes on: a compact `_Support`, or None for all of them (no training's
         masks, or a mask too dense for compaction to pay)."""
         if self._training is None or self._training() is None:
+            self._masks, self._training, self._support = [], None, None  # that training is over: let go
             return None
         key = tuple(None if m is None else m._version for m in self._masks)
         if self._support is None or self._support.key != key:
@@ -463,6 +464,12 @@ class _Posterior(torch.autograd.Function):
         n = len(buffers.squares)
         saved = ctx.saved_tensors  # (autograd's check that no later pass overwrote the buffers)
         mus, rhos, (sigma, alive, s) = saved[:n], saved[n:2 * n], saved[2 * n:2 * n + 3]
+        # mu's and rho's gradients are written into the incoming gradients of mu and the stds (a fresh
+        # weight-sized tensor per step costs its page faults): only into ones that own their memory; a view or
+        # an expanded gradient (e.g. of a sum of a std) is copied first. (A hook that keeps one of these
+        # internal gradients would see it overwritten: none does.)
+        grads = tuple(g if g is None or (g.is_contiguous() and g._base is None)
+                      else g.clone(memory_format=torch.contiguous_format) for g in grads[:2 * n]) + grads[2 * n:]
         grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
         b, v, support, var_p = buffers.flat, buffers.views, buffers.support, ctx.prior_sigma ** 2
         # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g

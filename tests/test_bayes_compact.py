@@ -216,3 +216,19 @@ def test_dynamic_sparse_training_of_a_bayesian_net_follows_its_changing_mask(tmp
     sigma = bayes.sigmas(weights)
     for n, keep in mask.items():
         assert (weights[n][~keep] == 0).all() and (sigma[n][~keep] == 0).all() and (sigma[n][keep] > 0).all()
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_gradient_that_does_not_own_its_memory_is_not_written_into(compact):
+    """The backward pass writes rho's and mu's gradients into the incoming ones when they own their memory; the
+    gradient of a sum of a std is one expanded scalar, which must be copied first (it raised before)."""
+    model, mask, grad_masks = _ticket_net()
+    penalty = bayes.start_training(model, 100, 0, grad_masks if compact else ())  # (kept: the support lives with it)
+    group, = bayes.posteriors(model)
+    assert (group.support() is not None) == compact and penalty is not None
+    sum(group.take(layer)[1].sum() for layer in group.layers).backward()
+    for layer in group.layers:  # d sum(sigma^2 alive) / d rho = 2 sigma sigmoid(rho) alive
+        alive = (layer.weight != 0).to(layer.rho.dtype)
+        sigma = F.softplus(layer.rho.detach())
+        want = 2 * sigma * torch.sigmoid(layer.rho.detach()) * alive
+        assert torch.allclose(layer.rho.grad, want, rtol=1e-5, atol=1e-8)
