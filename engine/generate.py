@@ -386,7 +386,8 @@ def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: UnitStats
     """Every network of `stack` with each hidden layer's units rescaled, in forward order (each layer sees the
     earlier ones corrected), so that their pre-activation mean and std on x are its row of `targets`:
     W <- W * (S / s) row-wise (a conv: per output channel), b <- (b - m) * (S / s) + M. A pruned weight stays
-    exactly 0 (it is only multiplied); a unit flat on the batch (s below REPAIR_FLAT) is only shifted."""
+    exactly 0 (it is only multiplied); a unit flat on the batch (s below REPAIR_FLAT) is only shifted, and one
+    whose target std is 0 (flat in every member it blends) gets all-zero weights: a constant, as they have."""
     net = make_model().to(x.device).eval()
     modules = dict(net.named_modules())
     current = [0]  # which network the hooks are correcting

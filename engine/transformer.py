@@ -282,7 +282,9 @@ def factory_for(name: str):
 
 # ---------------------------------------------------------------- MLM head warm-up, stored and reused
 def warm_head_path(name: str, length: int) -> Path:
-    key = hashlib.sha256(f"{source_path(name)}|{length}|{WARMUP_STEPS}|{WARMUP_BATCH}".encode()).hexdigest()[:12]
+    # "dropout seeded": heads warmed since its dropout draws are seeded per step (older ones differ)
+    key = hashlib.sha256(f"{source_path(name)}|{length}|{WARMUP_STEPS}|{WARMUP_BATCH}|dropout seeded".encode()
+                         ).hexdigest()[:12]
     return cache_dir() / "mlm-heads" / f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-{key}.safetensors"
 
 

@@ -30,7 +30,10 @@ def spy(monkeypatch):
                 grown, dropped = now & ~before[n], before[n] & ~now
                 assert int(grown.sum()) == int(dropped.sum()) == self.history[-1]["moved"].get(n, 0)
                 assert (params[n][~now] == 0).all() and (params[n][grown] == 0).all()
-                rho = params.get(n.rpartition(".")[0] + ".rho")  # a Bayesian weight's
+                rho = params.get(n.rpartition(".")[0] + ".rho")  # a Bayesian weight's, grown at the initial sigma
+                if rho is not None:
+                    sigma = torch.nn.functional.softplus(rho[grown])
+                    assert torch.allclose(sigma, torch.full_like(sigma, model.bayes_options.sigma_init))
                 for p in (params[n], rho) if rho is not None else (params[n],):
                     for key, state in self.optimizer.state[p].items():
                         if torch.is_tensor(state) and state.shape == now.shape:

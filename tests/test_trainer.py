@@ -112,9 +112,6 @@ def test_dropout_draws_depend_on_the_seed_and_step_only(digits):
     torch.rand(100)
     trainer.train(resumed, digits, cfg, None, seed=1, start_step=k)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full.parameters(), resumed.parameters()))
-    other = net()
-    trainer.train(other, digits, cfg, None, seed=2)
-    assert not torch.equal(other[1].weight, full[1].weight)
 
 
 def test_starting_at_step_k_continues_the_same_data_order(digits):

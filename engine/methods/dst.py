@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import bayes
 from .. import masks as M
 from .. import scores as S
 from ..config import option, validate
@@ -84,8 +85,12 @@ class DynamicSparsity(MaskSearch):
                 v.view(-1)[grow] = 1
                 p.view(-1)[drop] = 0  # dropped weights leave; grown ones are 0 already and start there
                 # their optimizer state goes, and so does that of a Bayesian weight's rho beside it: with no
-                # gradient (mu is 0) and no state, a pruned rho gets no update
-                for q in (p, params.get(n.rpartition(".")[0] + ".rho")):
+                # gradient (mu is 0) and no state, a pruned rho gets no update; a grown one starts at the
+                # initial sigma, as its mu starts at 0
+                rho = params.get(n.rpartition(".")[0] + ".rho")
+                if rho is not None:
+                    rho.view(-1)[grow] = bayes.inverse_softplus(bayes.options_of(model).sigma_init)
+                for q in (p, rho):
                     for state in (self.optimizer.state.get(q, {}) if self.optimizer and q is not None else {}).values():
                         if torch.is_tensor(state) and state.shape == p.shape:
                             state.view(-1)[drop] = 0
