@@ -113,7 +113,7 @@ class ExplorerApp(pn.viewable.Viewer):
     def _take_engine_when_imported(self) -> None:
         """(engine watch, tick) Attach the engine's panels once it is imported and the page has loaded: panels put in
         before the browser has loaded the page can fail to reach it."""
-        if not (self._engine.future.done() and pn.state.loaded):
+        if not (self._waiting_for_engine and self._engine.future.done() and pn.state.loaded):
             return
         self._waiting_for_engine = False
         if self._engine_watch is not None:
@@ -132,10 +132,9 @@ class ExplorerApp(pn.viewable.Viewer):
         """Drain background events on the event loop every POLL_MS (needs a Panel session or a notebook comm);
         until the engine is imported, look for it every ENGINE_POLL_MS (a check of a future: nothing to send)."""
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=POLL_MS)
+            self._callback = _every(self.tick, POLL_MS)
         if self._waiting_for_engine and self._engine_watch is None:
-            self._engine_watch = pn.state.add_periodic_callback(self._take_engine_when_imported,
-                                                                period=ENGINE_POLL_MS)
+            self._engine_watch = _every(self._take_engine_when_imported, ENGINE_POLL_MS)
 
     def stop(self) -> None:
         """Cancel this page's run and the tabs' work, and stop polling (the session is gone)."""
@@ -204,6 +203,15 @@ def _engine_failed(error: BaseException) -> pn.pane.Alert:
 def one_line(error: BaseException) -> str:
     """What a client is shown of an error: its type and first line; the traceback stays in the server's log."""
     return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
+def _every(callback, period_ms: int) -> pn.io.PeriodicCallback:
+    """Call `callback` every period_ms on this session's event loop, without flagging the page busy (Panel's
+    add_periodic_callback counts every call as busy work, and so sends each open page's busy indicator on and
+    off at every call: eight messages a second per page for a poll that mostly finds nothing to do)."""
+    callback = pn.io.PeriodicCallback(callback=callback, period=period_ms, background=True)
+    callback.start()
+    return callback
 
 
 def session_app(runs_dir: str | None = None) -> pn.template.FastListTemplate:

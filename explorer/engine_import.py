@@ -50,17 +50,14 @@ class EngineImport:
             import torch
             if self.torch_threads:
                 torch.set_num_threads(self.torch_threads)
+            import engine.analysis  # noqa: F401  (the Analyses tab's engine side; tab modules load on first visit)
             from engine.settings import run_settings
             run_settings()  # imports the models, data sets and methods the launch panel lists
         except Exception as e:
             traceback.print_exc()  # the page says that it failed; the server's log says why
             self.future.set_exception(e)
-            return
-        self.future.set_result(None)  # the launch panels go in while the Analyses tab's engine side imports
-        try:
-            import engine.analysis  # noqa: F401  (tab modules load on first visit; this one is often wanted)
-        except Exception:
-            traceback.print_exc()  # the tab, importing it again when visited, says that it failed
+        else:
+            self.future.set_result(None)
 
 
 current: EngineImport | None = None  # the server's (start_later); None: ExplorerApp imports the engine itself

@@ -7,6 +7,7 @@ import panel as pn
 import pytest
 
 import engine
+import explorer.app
 from explorer import engine_import, plots
 from explorer.app import ExplorerApp
 from explorer.cli import plain_serve_args
@@ -70,6 +71,40 @@ def test_a_served_page_shows_stored_runs_while_the_engine_loads(tmp_path, monkey
     app.launcher.set_values(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": ()})
     app.launcher.launch()
     assert _until_done(app).status == "completed"
+
+
+def test_the_engine_watch_attaches_the_launch_panel_once_and_stops(tmp_path, monkeypatch):
+    """start_polling: the tick every POLL_MS and, while the engine imports, a watch every ENGINE_POLL_MS that
+    attaches the launch panel as soon as the import is done, then stops (a later call attaches nothing)."""
+    started = []
+
+    class Callback:
+        def __init__(self, callback, period):
+            self.callback, self.period, self.stopped = callback, period, False
+            started.append(self)
+
+        def stop(self):
+            self.stopped = True
+    monkeypatch.setattr(explorer.app, "_every", Callback)
+    loading = engine_import.EngineImport()
+    monkeypatch.setattr(engine_import, "current", loading)
+    app = ExplorerApp(runs_dir=str(tmp_path / "runs"))
+    app.start_polling()
+    app.start_polling()  # (once is enough: no second set)
+    tick, watch = started
+    assert (tick.period, watch.period) == (explorer.app.POLL_MS, explorer.app.ENGINE_POLL_MS)
+    watch.callback()
+    assert app.launcher is None and not watch.stopped  # still importing
+    loading.start()
+    loading.future.result(timeout=120)
+    watch.callback()
+    launcher = app.launcher
+    assert launcher is not None and watch.stopped and not tick.stopped
+    watch.callback()
+    tick.callback()
+    assert app.launcher is launcher  # attached once
+    app.stop()
+    assert tick.stopped
 
 
 def test_an_engine_that_failed_to_import_is_reported_on_the_page(tmp_path, monkeypatch):
