@@ -87,11 +87,13 @@ class DynamicSparsity(MaskSearch):
                 # their optimizer state goes, and so does that of a Bayesian weight's rho beside it: with no
                 # gradient (mu is 0) and no state, a pruned rho gets no update; a grown one starts at the
                 # initial sigma, as its mu starts at 0
-                rho = params.get(n.rpartition(".")[0] + ".rho")
-                if rho is not None:
-                    rho.view(-1)[grow] = bayes.inverse_softplus(bayes.options_of(model).sigma_init)
-                for q in (p, rho):
-                    for state in (self.optimizer.state.get(q, {}) if self.optimizer and q is not None else {}).values():
+                tied = [p]
+                layer = M.owner(model, n)
+                if isinstance(layer, bayes.BayesLayer):
+                    layer.rho.view(-1)[grow] = bayes.inverse_softplus(bayes.options_of(model).sigma_init)
+                    tied.append(layer.rho)
+                for q in tied if self.optimizer else ():
+                    for state in self.optimizer.state.get(q, {}).values():
                         if torch.is_tensor(state) and state.shape == p.shape:
                             state.view(-1)[drop] = 0
                             state.view(-1)[grow] = 0
