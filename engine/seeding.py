@@ -17,9 +17,10 @@ def generator(seed: int, *parts) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
 
 
-def seed_device_generator(device: torch.device, seed: int) -> None:
-    """Seed the global generator that random layers (dropout) draw from on `device`: only that one
-    (torch.manual_seed seeds every device and costs ~0.2 ms on a CUDA build; this, ~3 us on CPU)."""
+def seed_device_generator(device: torch.device, seed: int, *parts) -> None:
+    """Seed the global generator that random layers (dropout) draw from on `device` from (seed, *parts): only
+    that one (torch.manual_seed seeds every device and costs ~0.2 ms on a CUDA build; this, ~3 us on CPU)."""
+    seed = derive_seed(seed, *parts)
     if device.type == "cuda":
         torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()] \
             .manual_seed(seed)

@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .data import Dataset, Split
 from .errors import ConfigError, RunCancelled
 from .masks import Mask
-from .seeding import derive_seed, generator, seed_device_generator
+from .seeding import generator, seed_device_generator
 
 
 AMP_DEVICES = ("cuda", "cpu")  # where torch.autocast runs bfloat16
@@ -179,7 +179,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
                 group["lr"] = lr * group["lr_ratio"]
 
         if stochastic:
-            seed_device_generator(y.device, derive_seed(seed, "dropout", step))
+            seed_device_generator(y.device, seed, "dropout", step)
         with amp:
             loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
         opt.zero_grad(set_to_none=True)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .registry import MODELS
-from .seeding import derive_seed, seed_device_generator
+from .seeding import seed_device_generator
 
 MINILM = "minilm"
 TINY = "bert-tiny"
@@ -316,7 +316,7 @@ def warm_mlm_head(model: MaskedLM, steps: int = WARMUP_STEPS, log=None) -> None:
     device = next(model.parameters()).device
     try:
         for step in range(steps):
-            seed_device_generator(device, derive_seed(0, "mlm-head dropout", step))  # as engine.trainer does
+            seed_device_generator(device, 0, "mlm-head dropout", step)  # as engine.trainer does
             idx = torch.randint(0, len(y), (WARMUP_BATCH,), generator=g)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
