@@ -337,9 +337,9 @@ def resolve_repair(repair: str, model: nn.Module) -> str:
 
 
 def _unit_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(std, mean) of each unit (dim 1: a Linear's outputs, a conv's channels) over examples and positions."""
-    dims = [d for d in range(out.dim()) if d != 1]
-    return torch.std_mean(out.double(), dim=dims, correction=0)
+    """(mean, std) of each unit (dim 1: a Linear's outputs, a conv's channels) over examples and positions."""
+    std, mean = torch.std_mean(out.double(), dim=[d for d in range(out.dim()) if d != 1], correction=0)
+    return mean, std
 
 
 @torch.no_grad()
@@ -357,21 +357,29 @@ def unit_statistics(make_model: Callable[[], nn.Module], stack: Stack, x: torch.
     finally:
         for h in handles:
             h.remove()
-    return {k: (torch.stack([m for _, m in v]), torch.stack([s for s, _ in v])) for k, v in seen.items()}
+    return {k: tuple(map(torch.stack, zip(*v))) for k, v in seen.items()}
 
 
-def mixing_weights(zoo: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+class Span:
+    """A zoo's N flattened members in coordinates of their own span (the SVD of the centred rows, taken once per
+    zoo however many sets of networks are then mixed from it)."""
+
+    def __init__(self, zoo: torch.Tensor):
+        self.mean = zoo.mean(0)
+        u, sv, self.vh = torch.linalg.svd((zoo - self.mean).double(), full_matrices=False)
+        self.members_at = (u * sv).cpu().numpy()  # [N, r]: members in span coordinates, exact distances
+
+
+def mixing_weights(span: Span, rows: torch.Tensor) -> torch.Tensor:
     """[M, N]: for each row (a flattened network) the convex combination of the N zoo rows nearest to it
     (weights >= 0 summing to 1, scipy's non-negative least squares), computed in the zoo's own span: a near copy
     of a member gets weight ~1 on it, the zoo's mean 1/N on every member, a point outside the zoo's hull the
     mix of its projection on the hull."""
     from scipy.optimize import nnls
 
-    mean = zoo.mean(0)
-    u, sv, vh = torch.linalg.svd((zoo - mean).double(), full_matrices=False)
-    members_at = (u * sv).cpu().numpy()                          # [N, r]: members in span coordinates, exact distances
-    rows_at = ((rows - mean).double() @ vh.T).cpu().numpy()      # the rows' projections on that span
-    n = zoo.shape[0]
+    members_at = span.members_at
+    rows_at = ((rows - span.mean).double() @ span.vh.T).cpu().numpy()  # the rows' projections on that span
+    n = members_at.shape[0]
     weight = 1e3 * max(1.0, float(abs(members_at).max()))  # "sum to 1" as a heavily weighted extra equation
     design = np.vstack([members_at.T, np.full((1, n), weight)])
     out = []
@@ -394,7 +402,7 @@ def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: UnitStats
 
     def hook(name):
         def correct(module, inputs, out):
-            s, m = _unit_stats(out)
+            m, s = _unit_stats(out)
             mean, std = (t[current[0]] for t in targets[name])
             ratio = torch.where(s > REPAIR_FLAT, std / s.clamp_min(REPAIR_FLAT), torch.ones_like(s))
             module.weight.mul_(ratio.to(module.weight.dtype).reshape((-1,) + (1,) * (module.weight.dim() - 1)))
@@ -710,9 +718,14 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
 
         def fix(s: Stack, zoo_rows: torch.Tensor = x, stats: UnitStats = member_stats) -> Stack:
             rows = flatten(s, mask)
-            weights = (mixing_weights(zoo_rows, rows) if o.repair == "mix" else
-                       torch.full((len(rows), len(zoo_rows)), 1 / len(zoo_rows), dtype=torch.float64))
+            if o.repair == "mix":
+                if id(zoo_rows) not in spans:
+                    spans[id(zoo_rows)] = Span(zoo_rows)
+                weights = mixing_weights(spans[id(zoo_rows)], rows)
+            else:
+                weights = torch.full((len(rows), len(zoo_rows)), 1 / len(zoo_rows), dtype=torch.float64)
             return repair(zoo.model, s, repair_targets(stats, weights.to(batch.device)), batch)
+        spans: dict[int, Span] = {}  # each zoo's span, taken once (up to 3 mixes from one zoo)
 
         before = novelty(flatten(generated, mask), x)
         generated = fix(generated)

@@ -185,7 +185,7 @@ def test_mixing_weights_are_the_convex_combination_of_members_nearest_each_net()
     zoo = torch.randn(5, 30, generator=torch.Generator().manual_seed(0))
     far = zoo.mean(0) + 10 * (zoo[3] - zoo.mean(0))  # beyond member 3, outside the zoo's hull
     rows = torch.stack([zoo[2], zoo.mean(0), 0.4 * zoo[0] + 0.6 * zoo[4], far])
-    w = G.mixing_weights(zoo, rows)
+    w = G.mixing_weights(G.Span(zoo), rows)
     assert w.shape == (4, 5) and (w >= 0).all()
     torch.testing.assert_close(w.sum(1), torch.ones(4, dtype=torch.float64))
     e = torch.eye(5, dtype=torch.float64)
