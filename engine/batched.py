@@ -157,7 +157,8 @@ def _forward(model: nn.Module):
 
 
 def _linear_chain(model: nn.Module):
-    """[(weight name, bias name, relu after)] when `model` is Flatten, Linear and ReLU only, else None."""
+    """[(weight name, bias name, relu after)] when `model` is Flatten, Linear and ReLU only and those layers hold
+    all its parameters, else None."""
     chain = model.as_sequential() if hasattr(model, "as_sequential") else None
     if chain is None or not all(isinstance(m, (nn.Flatten, nn.Linear, nn.ReLU)) for m in chain):
         return None
@@ -168,6 +169,8 @@ def _linear_chain(model: nn.Module):
         if isinstance(m, nn.Linear):
             relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
             out.append((f"{names[id(m)]}.weight", f"{names[id(m)]}.bias" if m.bias is not None else None, relu))
+    if {n for w, b, _ in out for n in (w, b) if n} != {n for n, _ in model.named_parameters()}:
+        return None  # parameters outside the chain: the grouped pass would leave them out
     return out
 
 
@@ -326,8 +329,6 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     fwd = batched_forward(model)
     eval_fwd = batched_forward(model, shared_input=True)
     chain = _linear_chain(model) if cfg.amp == "off" else None  # written-out backward (chain_step)
-    if chain is not None and {n for w, b, _ in chain for n in (w, b) if n} != set(names):
-        chain = None  # parameters outside the chain: autograd finds their (zero) gradients
     schedule = cfg.lr_schedule != "constant" or cfg.warmup > 0
     amp = autocast(cfg, device)  # --amp bf16: forward and loss under torch.autocast, as engine.trainer does
 

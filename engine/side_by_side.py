@@ -80,7 +80,7 @@ class Rendezvous:
 
 class _AnyCancel:
     def __init__(self, events):
-        self.events = [e for e in events if e is not None]
+        self.events = list({id(e): e for e in events if e is not None}.values())  # runs may share one: once
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self.events)
@@ -95,9 +95,8 @@ def _train_group(group: list[_Job]) -> None:
         if group[j].on_eval is not None:
             group[j].on_eval(i, point)
     try:
-        cancels = list({id(job.cancel): job.cancel for job in group}.values())  # the runs share one: check it once
         out = batched.train_batched(group[0].model, group[0].data, group[0].cfg, members, on_eval=on_eval,
-                                    cancel=_AnyCancel(cancels))
+                                    cancel=_AnyCancel([job.cancel for job in group]))
     except BaseException as e:  # every run of the batch sees it (a cancel, a failing callback, a bad input)
         for job in group:
             job.error, job.done = e, True
