@@ -379,12 +379,7 @@ class _Buffers:
 
 def _split(flat: torch.Tensor, shapes: list) -> list[torch.Tensor]:
     """Views of consecutive pieces of a flat tensor, shaped `shapes`."""
-    views, a = [], 0
-    for shape in shapes:
-        b = a + math.prod(shape)
-        views.append(flat[a:b].view(shape))
-        a = b
-    return views
+    return [piece.view(shape) for piece, shape in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
 
 
 def _softplus(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

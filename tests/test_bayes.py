@@ -87,16 +87,6 @@ def test_the_local_reparameterisation_gradient_is_autograds():
     assert torch.allclose(bayes._LocalReparameterisation.apply(x, mu, bias, var_w, eps, tiny), want)
 
 
-@pytest.mark.parametrize("model_name", ["lenet300", "conv2"])
-def test_a_training_step_runs_under_bf16_autocast(model_name):
-    model = models.build(ModelConfig(model=model_name, bayesian=True), (1, 8, 8), 10, 0)
-    penalty = bayes.start_training(model, 100, 0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.randint(0, 10, (8,)))
-    (loss + penalty()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-
 @pytest.mark.parametrize("model_name", ["conv2", "lenet300"])
 def test_batched_mc_prediction_equals_one_pass_per_weight_sample(model_name):
     """predict's S samples in one batch and S passes of one sample each see the same noise: equal predictives
