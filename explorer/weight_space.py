@@ -109,6 +109,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
         for path, value in wanted.items():  # the science check's zoo (SGD keeps members alignable)
             w = self.zoo_settings[path]
             w.value = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        self._zoo_start = {path: w.value for path, w in self.zoo_settings.items()}  # what the form starts with
         self.gen_form = OptionsForm(GenerateOptions, style={"width": 120}, seed={"label": "flow seed"},
                                     hidden={"label": "flow hidden"}, lr={"label": "flow lr"})
         self.gen_form["steps"].value = 1000
@@ -199,9 +200,12 @@ class WeightSpacePanel(pn.viewable.Viewer):
         try:
             options = self.zoo_form.options()
             values = {path: w.value for path, w in self.zoo_settings.items()}
-            config = zoo_config(options, values if options.ticket is None else
-                                {k: v for k, v in values.items() if k.split(".")[0] not in ("model", "data")},
-                                runs_dir=self.runs_dir)
+            if options.ticket is not None:
+                # a ticket zoo trains as the ticket's run did (model, data, training); only what the user changed
+                # in the form overrides it, as only the flags typed do on the command line
+                values = {k: v for k, v in values.items()
+                          if k.split(".")[0] not in ("model", "data") and v != self._zoo_start[k]}
+            config = zoo_config(options, values, runs_dir=self.runs_dir)
         except engine.ConfigError as e:
             self.status.object = f"**zoo**: {e}"
             return

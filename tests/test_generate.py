@@ -458,6 +458,27 @@ def test_weight_space_panel_trains_a_zoo(runs_dir):
     assert W.accuracy_plot(None) is not None and W.barrier_plot(None) is not None
 
 
+def test_weight_space_panel_ticket_zoo_trains_with_the_ticket_runs_own_settings(runs):
+    """A ticket zoo retrains the ticket as its run trained it (as `lottery zoo --ticket` does): the form's
+    starting training values (the dense science zoo's SGD, 20 epochs) must not replace the run's; a value the
+    user changed does (as a flag does on the command line)."""
+    from conftest import wait_until
+    from explorer import weight_space as W
+
+    runs_dir, _, _, ticket_run = runs
+    stored = engine.RunStore(runs_dir, ticket_run).config()["train"]
+    panel = W.WeightSpacePanel(runs_dir)
+    panel.zoo_form["ticket"].value = ticket_run
+    panel.zoo_form["members"].value = 2
+    panel.zoo_settings["seed"].value = 7  # changed by the user: applies
+    panel.train_zoo()
+    result = wait_until(lambda: panel.poll() and panel.job is None, what="ticket zoo trained")
+    assert result and "completed" in panel.status.object
+    zoo_id = panel.zoo.value
+    config = Z.load_zoo(runs_dir, zoo_id).config
+    assert config.to_dict()["train"] == stored and config.seed == 7
+
+
 def test_the_app_has_a_weight_space_tab(runs):
     from explorer.app import ExplorerApp
     from explorer.weight_space import WeightSpacePanel
