@@ -398,7 +398,9 @@ def format_zoo(s: dict) -> str:
     lines.append(f"trained in {s['train_seconds']:.1f} s as one batched computation per chunk")
     if "generations" in s:  # `lottery show` adds the stored generations (engine.generate.generation_rows)
         lines.append(f"generations: {len(s['generations'])}" if s["generations"] else
-                     f"generations: none yet (`lottery generate {s['run_id']}`)")
+                     f"generations: none yet (`lottery generate {s['run_id']}`)" if s["status"] == "completed" else
+                     "generations: none yet (the zoo is not complete: run the same `lottery zoo` command again to "
+                     "finish it)")
     for g in s.get("generations", []):
         lines.append(f"  {g['generation']}  canonicalise {g['canonicalise']}, "
                      f"{'PCA ' + str(g['pca']) if g['pca'] else 'no PCA'}, {g['samples']} samples: generated median "

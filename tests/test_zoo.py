@@ -59,6 +59,9 @@ def test_a_cancelled_zoo_resumes_from_its_last_finished_chunk(runs_dir, tmp_path
     assert first["status"] == "cancelled" and first["trained"] == 2
     with pytest.raises(engine.LotteryError, match="not complete"):
         Z.load_zoo(runs_dir, first["run_id"])
+    # `lottery show` of the unfinished zoo says how to finish it, not to generate from it (which is refused)
+    shown = Z.format_zoo({**first, "generations": []})
+    assert "lottery generate" not in shown and "run the same `lottery zoo` command again" in shown
     events = []
     done = Z.train_zoo(options, config, runs_dir=runs_dir, on_event=events.append)
     assert done["status"] == "completed" and done["trained"] == 3
