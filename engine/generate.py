@@ -674,13 +674,19 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
 
         ref = member_weights(raw, o.reference)
         others = [member_weights(raw, i) for i in range(len(zoo)) if i != o.reference]
-        aligned = iter(align(model, ref, others))
+        # wide zoos take minutes to canonicalise: every member matched is reported, and a cancel is heard
+        aligned = iter(align(model, ref, others, cancel=cancel, on_progress=lambda i, n: progress(
+            0, f"canonicalising: {i}/{n} members matched to member {o.reference} (Git Re-Basin)")))
         states = [ref if i == o.reference else next(aligned) for i in range(len(zoo))]
         if o.align_rounds:
             from .rebasin import align_to_mean
 
             progress(0, f"re-matching {len(zoo)} members to the mean of the others (MergeMany)")
-            states, moved = align_to_mean(model, states, rounds=o.align_rounds, seed=o.seed, cancel=cancel)
+            states, moved = align_to_mean(
+                model, states, rounds=o.align_rounds, seed=o.seed, cancel=cancel,
+                on_progress=lambda r, i, n, count: progress(
+                    0, f"MergeMany round {r}/{o.align_rounds}: {i}/{n} members re-matched to the mean of the "
+                       f"others, {count} moved"))
         stack = stack_weights(states)
     seconds["canonicalise"] = time.perf_counter() - t0
     stop()
@@ -690,6 +696,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     z = coords.encode(x)
 
     t0 = time.perf_counter()
+    progress(1, f"training the flow ({o.steps} steps; the loss every 100)")
     velocity, losses = train_flow(z, steps=o.steps, hidden=o.hidden, lr=o.lr, ema=o.ema, seed=o.seed, cancel=cancel,
                                   on_progress=lambda step, loss: progress(1 + step, f"flow step {step}/{o.steps}, "
                                                                           f"loss {loss:.4f}"))

@@ -33,6 +33,7 @@ the statistics are not matched on. Other models are refused with a one-line `Uns
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -216,12 +217,22 @@ def rebasin(model: nn.Module, weights_a: dict[str, torch.Tensor], weights_b: dic
 
 
 def align(model: nn.Module, reference: dict[str, torch.Tensor], others: list[dict[str, torch.Tensor]],
-          masks: list[dict[str, torch.Tensor]] | None = None, *, seed: int = 0):
+          masks: list[dict[str, torch.Tensor]] | None = None, *, seed: int = 0, cancel=None,
+          on_progress: Callable[[int, int], None] | None = None):
     """Every net of `others` matched to `reference` (a zoo canonicalised to one member, as DeepWeightFlow
     does before learning the weights' distribution). Returns the permuted state dicts, and with `masks`
-    (one per net) also the permuted masks: (weights, masks)."""
+    (one per net) also the permuted masks: (weights, masks). `on_progress(i, n)` after the i-th of n nets;
+    `cancel.is_set()` raises RunCancelled before the next one."""
+    from .errors import RunCancelled
+
     spec = permutation_spec(model)
-    perms = [weight_matching(spec, reference, w, seed=seed) for w in others]
+    perms = []
+    for i, w in enumerate(others):
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("cancelled")
+        perms.append(weight_matching(spec, reference, w, seed=seed))
+        if on_progress is not None:
+            on_progress(i + 1, len(others))
     weights = [permute(spec, p, w) for p, w in zip(perms, others)]
     if masks is None:
         return weights
@@ -229,13 +240,15 @@ def align(model: nn.Module, reference: dict[str, torch.Tensor], others: list[dic
 
 
 def align_to_mean(model: nn.Module, states: list[dict[str, torch.Tensor]], *, rounds: int = 20, seed: int = 0,
-                  cancel=None) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+                  cancel=None, on_progress: Callable[[int, int, int, int], None] | None = None
+                  ) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
     """MergeMany (Ainsworth et al. 2023, appendix): every net in turn (random order) re-matched to the mean of
     all the others, for up to `rounds` rounds or until a round moves no net. Aligning a zoo to one reference
     member only makes each net close to that member; this pulls the whole zoo together around its mean (the
     sum of pairwise inner products never decreases: each step is weight matching started from the current
     permutation, which only accepts improvements). Start from `align`'s output. Returns (permuted state
-    dicts, how many nets moved in each round)."""
+    dicts, how many nets moved in each round). `on_progress(round, i, n, moved)` after the i-th of n nets of a
+    round (both from 1), `moved` counting the nets this round re-permuted so far."""
     from .errors import RunCancelled
 
     spec = permutation_spec(model)
@@ -247,20 +260,21 @@ def align_to_mean(model: nn.Module, states: list[dict[str, torch.Tensor]], *, ro
     total = {k: sum(s[k].double() for s in states) for k in keys}
     order = torch.Generator().manual_seed(seed)
     moved = []
-    for _ in range(rounds):
+    for r in range(rounds):
         count = 0
-        for i in torch.randperm(n, generator=order).tolist():
+        for done, i in enumerate(torch.randperm(n, generator=order).tolist(), 1):
             if cancel is not None and cancel.is_set():
                 raise RunCancelled("cancelled")
             others = {k: (total[k] - states[i][k].double()) / (n - 1) for k in keys}
             perm = weight_matching(spec, others, states[i], seed=seed)
-            if all(bool((p == torch.arange(len(p))).all()) for p in perm.values()):
-                continue
-            new = permute(spec, perm, states[i])
-            for k in keys:
-                total[k] += new[k].double() - states[i][k].double()
-            states[i] = new
-            count += 1
+            if not all(bool((p == torch.arange(len(p))).all()) for p in perm.values()):
+                new = permute(spec, perm, states[i])
+                for k in keys:
+                    total[k] += new[k].double() - states[i][k].double()
+                states[i] = new
+                count += 1
+            if on_progress is not None:
+                on_progress(r + 1, done, n, count)
         moved.append(count)
         if count == 0:
             break

@@ -228,6 +228,11 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     assert report["seconds"]["train"] > 0
     done = [e for e in events if isinstance(e, engine.events.AnalysisProgress)]
     assert done[-1].done == done[-1].total and any(isinstance(e, engine.events.AnalysisReady) for e in events)
+    # canonicalisation (minutes on wide zoos) reports every member it matches and every MergeMany round
+    messages = [e.message for e in done]
+    assert sum("matched to member 0" in m for m in messages) == 4
+    assert {f"MergeMany round {r + 1}/20" for r in range(len(report["align_moved"]))} <= \
+        {m.split(":")[0] for m in messages}
     # stored with the zoo: the generator, the nets (loadable into the architecture), the report
     stored, nets = G.load_generation(runs_dir, dense, report["generation"])
     assert stored == json.loads(json.dumps(report))

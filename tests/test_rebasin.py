@@ -116,6 +116,28 @@ def test_align_to_mean_keeps_every_function_and_pulls_the_zoo_together():
     assert all(torch.equal(same[i][k], same[0][k]) for i in range(4) for k in spec.axes)
 
 
+def test_align_and_merge_many_report_each_member_and_stop_on_cancel():
+    """Canonicalising a wide zoo takes minutes: both steps say which member they are at and stop when asked."""
+    import threading
+
+    from engine.errors import RunCancelled
+
+    shape, kw = (1, 8, 8), dict(hidden=(16, 8))
+    nets = [_net("mlp", kw, shape, s).eval() for s in range(4)]
+    states = [n.state_dict() for n in nets]
+    seen = []
+    aligned = R.align(nets[0], states[0], states[1:], on_progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    rounds = []
+    _, moved = R.align_to_mean(nets[0], [states[0], *aligned], rounds=3,
+                               on_progress=lambda r, i, n, count: rounds.append((r, i, n)))
+    assert [(r, i) for r, i, n in rounds if i == 4] == [(r + 1, 4) for r in range(len(moved))]
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RunCancelled):
+        R.align(nets[0], states[0], states[1:], cancel=cancel)
+
+
 def test_barrier_of_a_net_and_its_shuffled_copy_vanishes_once_matched():
     data = load(DataConfig())
     mc = ModelConfig(model="mlp", hidden=(32,))
