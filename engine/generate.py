@@ -573,8 +573,11 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     if canon == "rebasin":
         from .rebasin import permutation_spec
         permutation_spec(model)  # raises Unsupported (one line) for architectures it cannot permute
-    # resolved before hashing: auto and what it chose are one generation
-    options = dataclasses.replace(options, repair=resolve_repair(options.repair, model))
+    # resolved before hashing: auto and what it chose are one generation (canonicalise the other way round, to
+    # "auto", so that the generations stored with the default keep their ids)
+    options = dataclasses.replace(options, repair=resolve_repair(options.repair, model),
+                                  canonicalise="auto" if canon == ("none" if zoo.mask is not None else "rebasin")
+                                  else canon)
     if options.prune_density and zoo.mask is not None:
         raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
                           "already)")

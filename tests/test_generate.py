@@ -339,6 +339,19 @@ def test_a_cancelled_generation_stores_nothing(runs):
     assert after == before
 
 
+def test_asking_for_what_auto_chooses_is_the_same_generation(runs):
+    """--canonicalise rebasin on a dense zoo (none on a ticket zoo) is what auto does: the stored generation is
+    found again rather than computed and listed a second time (as --pca members - 1 and --repair mix are)."""
+    runs_dir, dense, ticket, _ = runs
+    for zoo_id, chosen in ((dense, "rebasin"), (ticket, "none")):
+        auto = G.plan(runs_dir, zoo_id, G.GenerateOptions(**FAST))
+        asked = G.plan(runs_dir, zoo_id, G.GenerateOptions(canonicalise=chosen, **FAST))
+        assert auto.canonicalise == asked.canonicalise == chosen
+        assert asked.generation_id == auto.generation_id
+    assert G.plan(runs_dir, dense, G.GenerateOptions(canonicalise="none", **FAST)).generation_id != \
+        G.plan(runs_dir, dense, G.GenerateOptions(**FAST)).generation_id
+
+
 def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp_path):
     runs_dir, dense, ticket, ticket_run = runs
     # a zoo whose stored weights are not of the architecture its config names
