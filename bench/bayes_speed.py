@@ -51,7 +51,7 @@ def stepper(model, mask, x, y, n_train):
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(params[n].dtype)) for n, m in mask.items() if not bool(m.all())]
     opt = trainer.make_optimizer(model.parameters(), cfg)
-    penalty = bayes.start_training(model, n_train, 0, masked)
+    penalty = bayes.start_training(model, n_train, 0, masked, opt)
     g = torch.Generator().manual_seed(0)
 
     def step():

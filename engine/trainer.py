@@ -148,8 +148,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     opt = make_optimizer(model.parameters(), cfg)
-    # a Bayesian net trains on the negative ELBO (else None); its posterior computes on the kept weights only
-    kl = bayes.start_training(model, len(y), seed, masked)
+    # a Bayesian net trains on the negative ELBO (else None); its posterior computes on the kept weights only,
+    # and `opt` steps their rho only
+    kl = bayes.start_training(model, len(y), seed, masked, opt)
     if kl is not None:
         penalty = kl if penalty is None else (lambda extra=penalty: extra() + kl())
     if on_optimizer is not None:

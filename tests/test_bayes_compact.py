@@ -1,6 +1,9 @@
 """A sparse ticket's posterior computed on its kept weights only (engine.bayes: Posterior.restrict, _Support):
 the same stds, KL and gradients as over all weights, only while the training that set the masks lives, and
-rebuilt when a mask changes in place (dynamic sparse training)."""
+rebuilt when a mask changes in place (dynamic sparse training); and the training's optimizer stepping rho's kept
+entries only (_KeptRho), as it would step rho whole."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -233,3 +236,87 @@ def test_a_gradient_that_does_not_own_its_memory_is_not_written_into(compact):
         sigma = F.softplus(layer.rho.detach())
         want = 2 * sigma * torch.sigmoid(layer.rho.detach()) * alive
         assert torch.allclose(layer.rho.grad, want, rtol=1e-5, atol=1e-8)
+
+
+# ---------------------------------------------------------------- the optimizer steps rho's kept entries (_KeptRho)
+def _train(model, grad_masks, optimizer_name, hand_over, steps=6, between=None):
+    """A few trainer-like steps (masked gradients, then the optimizer); the optimizer handed to start_training or
+    not. `between(step, model, opt)` runs after each step, as the trainer's on_step does."""
+    opt = trainer.make_optimizer(model.parameters(), TrainConfig(optimizer=optimizer_name, lr=1e-2))
+    penalty = bayes.start_training(model, 100, 0, grad_masks, opt if hand_over else None)
+    g = torch.Generator().manual_seed(5)
+    for step in range(steps):
+        x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+        loss = F.cross_entropy(model(x), y) + penalty()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch._foreach_mul_([p.grad for p, _ in grad_masks], [m for _, m in grad_masks])
+        opt.step()
+        if between is not None:
+            between(step, model, opt)
+    return opt, penalty
+
+
+def _rhos(model):
+    return [layer.rho for _, layer in bayes.layers(model)]
+
+
+def _in_groups(opt, p):
+    return any(q is p for g in opt.param_groups for q in g["params"])
+
+
+@pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])
+def test_the_optimizer_stepping_the_kept_rho_trains_as_stepping_rho_whole(optimizer_name):
+    model, mask, grad_masks = _ticket_net()
+    twin = copy.deepcopy(model)
+    twin_masks = [(dict(twin.named_parameters())[n], m) for n, (_, m) in zip(mask, grad_masks)]
+    opt, penalty = _train(model, grad_masks, optimizer_name, hand_over=True)
+    twin_opt, twin_penalty = _train(twin, twin_masks, optimizer_name, hand_over=False)
+    kept = bayes.posteriors(model)[0]._kept
+    assert kept is not None and _in_groups(opt, kept.param) and kept.param.numel() == sum(k.sum() for k in mask.values())
+    for rho in _rhos(model):  # while the training lives: rho is not the optimizer's, has no gradient and no state
+        assert not _in_groups(opt, rho) and rho.grad is None and not opt.state.get(rho)
+    want = twin.state_dict()
+    for n, value in model.state_dict().items():
+        assert torch.allclose(value, want[n], rtol=1e-6, atol=1e-9), n
+    del penalty, twin_penalty  # the training is over: rho goes back to the optimizer, its state in rho's shape
+    for rho, twin_rho in zip(_rhos(model), _rhos(twin)):
+        assert _in_groups(opt, rho) and not _in_groups(opt, kept.param)
+        state, twin_state = opt.state[rho], twin_opt.state[twin_rho]
+        assert state.keys() == twin_state.keys()
+        for key, value in state.items():
+            assert value.shape == twin_state[key].shape and torch.allclose(value, twin_state[key], rtol=1e-6), key
+
+
+def test_the_kept_rho_follow_a_changing_mask_and_rho_written_from_outside():
+    """A mask changed in place (as dynamic sparse training does: dropped mu set to 0, grown rho at the initial sigma,
+    their optimizer state zeroed) moves the kept entries and their Adam state; rho written between steps is
+    gathered again. Both trainings match the optimizer stepping rho whole."""
+    models_ = []
+    for hand_over in (True, False):
+        model, mask, grad_masks = _ticket_net()
+        weight, values = grad_masks[0]
+        rho = bayes.layers(model)[0][1].rho
+
+        def between(step, model, opt, weight=weight, values=values, rho=rho):
+            with torch.no_grad():
+                if step == 1:
+                    drop, grow = values.view(-1).nonzero()[:7, 0], (values.view(-1) == 0).nonzero()[:7, 0]
+                    values.view(-1)[drop] = 0
+                    values.view(-1)[grow] = 1
+                    weight.view(-1)[drop] = 0
+                    rho.view(-1)[grow] = bayes.inverse_softplus(0.05)
+                    for p in (weight, rho):
+                        for state in opt.state.get(p, {}).values():
+                            if state.shape == p.shape:
+                                state.view(-1)[drop] = 0
+                                state.view(-1)[grow] = 0
+                if step == 3:
+                    rho.view(-1)[values.view(-1).nonzero()[:4, 0]] = -1.0
+        _, penalty = _train(model, grad_masks, "adam", hand_over, steps=6, between=between)
+        if hand_over:
+            assert bayes.posteriors(model)[0]._kept.support.counts[0] == int(values.sum())
+        models_.append(model)
+    got, want = (m.state_dict() for m in models_)
+    for n in want:
+        assert torch.allclose(got[n], want[n], rtol=1e-6, atol=1e-9), n
