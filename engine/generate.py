@@ -715,6 +715,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     t0 = time.perf_counter()
     data = zoo.data
     bn = data.train
+    from .analysis.interpolation import batchnorms
 
     def evaluate(s: Stack):
         return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
@@ -773,6 +774,9 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
                       "gaussian": disagreement(gauss_pred)},
         "novelty": novelty(x_gen, x),
         "repair": repaired,  # whether REPAIR was applied; with it, the novelty of the nets as the flow gave them
+        # BatchNorm: every net evaluated here, zoo members included, had its statistics recomputed on training
+        # data, so the zoo's accuracies here are not the stored ones (`lottery show`), which use the members' own
+        "batchnorm_recomputed": bool(batchnorms(model)),
         "flow_loss": losses,
         "map": _map(x, x_gen),
     }
@@ -860,6 +864,9 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
     lines.append(f"  REPAIR         applied to the generated nets and both baselines (targets: {rep.get('target')}; "
                  f"unit statistics of {rep['examples']} training examples; near copies as the flow gave them "
                  f"{100 * rep['near_copy_share_before']:.0f}%)" if rep["applied"] else "  REPAIR         not applied")
+    if r.get("batchnorm_recomputed"):
+        lines.append("  BatchNorm      statistics recomputed on training data for every net above, zoo members too "
+                     "(`lottery show` gives the members' accuracies with their own statistics)")
     if "density" in r:
         lines.append(f"  density        {100 * r['density']['generated']:.2f}% (the ticket's; pruned entries exactly 0: "
                      f"{r['density']['pruned_entries_zero']})")

@@ -339,6 +339,18 @@ def test_a_cancelled_generation_stores_nothing(runs):
     assert after == before
 
 
+def test_a_batchnorm_zoo_generates_and_says_its_statistics_were_recomputed(runs_dir):
+    """resnet20 (BatchNorm): no REPAIR (auto), every net's statistics recomputed, zoo members too, so the report's
+    zoo accuracies are not the stored ones `lottery show` prints: the report says so."""
+    options = Z.ZooOptions(members=2)
+    cfg = {"model.model": "resnet20", "model.width": 0.25, "train.epochs": 1, "train.batch_size": 200,
+           "device": "cpu"}
+    zoo_id = Z.train_zoo(options, Z.zoo_config(options, cfg, runs_dir=runs_dir), runs_dir=runs_dir)["run_id"]
+    report = G.generate(runs_dir, zoo_id, G.GenerateOptions(**{**FAST, "samples": 2}))
+    assert report["options"]["repair"] == "none" and report["batchnorm_recomputed"] is True
+    assert "statistics recomputed on training data for every net above, zoo members too" in G.format_report(report)
+
+
 def test_asking_for_what_auto_chooses_is_the_same_generation(runs):
     """--canonicalise rebasin on a dense zoo (none on a ticket zoo) is what auto does: the stored generation is
     found again rather than computed and listed a second time (as --pca members - 1 and --repair mix are)."""
