@@ -61,7 +61,7 @@ class _Progress:
             return
         self.bar.update(step)
         if isinstance(e, ev.TrainingStarted):
-            self.bar.set_description(f"level {e.level} {e.variant}")
+            self.bar.set_description(f"zoo chunk {e.level}" if e.variant == "zoo" else f"level {e.level} {e.variant}")
         elif isinstance(e, ev.Evaluated):
             self.bar.set_postfix(val_acc=f"{e.val_accuracy:.3f}", loss=f"{e.train_loss:.3f}")
         elif isinstance(e, (ev.RunFinished, ev.RunFailed, ev.RunStopped)):

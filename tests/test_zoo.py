@@ -119,6 +119,10 @@ def test_zoo_command_trains_lists_and_shows(runs_dir, capsys):
     assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
     out = capsys.readouterr().out
     assert "dense zoo: 2/2" in out and "test accuracy: median" in out
+    # the progress bar names the chunk it trains (a zoo has no pruning levels)
+    assert main(["zoo", "--runs-dir", str(runs_dir), "--seed", "1", "--chunk", "1", *flags]) == 0
+    err = capsys.readouterr().err
+    assert "zoo chunk 1" in err and "level" not in err
 
 
 def test_zoo_barriers_naive_and_matched_are_stored_and_shown(runs_dir, capsys):
