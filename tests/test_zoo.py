@@ -143,3 +143,8 @@ def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):
     zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
     assert main(["analyze", zoo_id, "barrier", "--runs-dir", str(runs_dir)]) == 1
     assert "is a model zoo, not a ticket run" in capsys.readouterr().err
+    # export (of a ticket) said "--level: None is not valid; completed levels of this run: []"
+    out = runs_dir.parent / "member.safetensors"
+    assert main(["export", zoo_id, "--out", str(out), "--runs-dir", str(runs_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "is a model zoo, not a ticket run" in err and "--level" not in err and not out.exists()
