@@ -206,16 +206,32 @@ def compute(runs_dir, run_id: str, options=None, on_event=None, cancel=None) -> 
 
     run_ = StoredRun(runs_dir, run_id)
     variants = ("ticket", *trained_controls(run_.config))
+    det = _stored_deterministic_run(run_)
     entries = []
     for level in run_.levels():
         if cancel is not None and cancel.is_set():
             break
         entries.append(level_entry(run_.store, level, variants if level else ("ticket",), run_.make_model,
-                                   run_.data, run_.device))
+                                   run_.data, run_.device, det))
     result = {"analysis": "uncertainty", "run_id": run_id, "bayesian": run_.config.model.bayesian,
               "mc_samples": run_.config.model.mc_samples if run_.config.model.bayesian else 1, "levels": entries}
+    if run_.config.prune.method == "bayes-imp":  # what the run itself stores: a re-analysis must not drop it
+        opts = run_.config.prune.method_options()
+        result |= {"criterion": opts.bayes_criterion, "transplant": opts.bayes_transplant,
+                   "deterministic_run": det[1].run_id if det else None}
     save_analysis(run_.store, "uncertainty", result, on_event)
     return result
+
+
+def _stored_deterministic_run(run_) -> tuple[RunConfig, object] | None:
+    """A bayes-imp run's deterministic comparison, if it is stored (it is never trained by an analysis)."""
+    from ..store import RunStore
+
+    if run_.config.prune.method != "bayes-imp":
+        return None
+    det = deterministic_config(run_.config)
+    store = RunStore(run_.store.root, det.run_id)
+    return (det, store) if store.exists() else None
 
 
 def format_uncertainty(name: str, a: dict) -> str:

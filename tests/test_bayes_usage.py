@@ -1,0 +1,30 @@
+"""Bayesian runs used as a user would (the CLI, analyses, other methods with --bayesian): what went wrong once."""
+import pytest
+
+import engine
+from engine.analysis import analyze
+from engine.methods import bayes_imp
+from engine.store import RunStore
+
+from conftest import tiny
+
+
+def _bayes_cfg(**changes):
+    base = {"model.bayesian": True, "model.mc_samples": 2, "prune.method": "bayes-imp", "prune.levels": 1,
+            "train.epochs": 1, "train.batch_size": 128, "prune.controls": ()}
+    return tiny(**{**base, **changes})
+
+
+def test_reanalysing_a_bayes_imp_run_keeps_its_deterministic_comparison(runs_dir):
+    # `lottery analyze RUN_ID uncertainty` on a bayes-imp run used to overwrite the stored analysis without the
+    # deterministic ticket's column (and the criterion): `lottery show` and the Bayesian tab lost it
+    cfg = _bayes_cfg(**{"prune.bayes_criterion": "snr"})
+    engine.run(cfg, runs_dir=runs_dir)
+    stored = RunStore(runs_dir, cfg.run_id).analyses()["uncertainty"]
+    again = analyze("uncertainty", runs_dir, cfg.run_id)
+    assert again["criterion"] == "snr" and again["deterministic_run"] == stored["deterministic_run"]
+    for before, after in zip(stored["levels"], again["levels"], strict=True):
+        for key in ("accuracy", "nll", "ece"):
+            assert after["deterministic"][key] == pytest.approx(before["deterministic"][key])
+            assert after["variants"]["ticket"][key] == pytest.approx(before["variants"]["ticket"][key])
+    assert "deterministic ticket" in bayes_imp.format_uncertainty("uncertainty", again)
