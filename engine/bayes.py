@@ -440,9 +440,15 @@ class _Buffers:
         dtype, device = like[0].dtype, like[0].device
         shapes = [t.shape for t in like] if support is None else [(c,) for c in support.counts]
         names = self.NAMES if support is None else self.NAMES + self.COMPACT_NAMES[given:]
-        # one tensor each (not rows of one): writing one must not bump the others' version counters
-        self.flat = {name: torch.empty(sum(math.prod(s) for s in shapes), dtype=dtype, device=device)
-                     for name in names}
+        # one tensor each (not rows of one): writing one must not bump the others' version counters; but for
+        # mu and s side by side on a compact support (the KL's sum of mu^2 + s^2 is one dot product): both are
+        # written in the forward pass only, before s is saved
+        size = sum(math.prod(s) for s in shapes)
+        self.flat = {name: torch.empty(size, dtype=dtype, device=device) for name in names if name not in ("mu", "s")}
+        self.flat["s"] = torch.empty(size, dtype=dtype, device=device)
+        if support is not None:
+            self.mu_s = torch.empty(2 * size, dtype=dtype, device=device)
+            self.flat["mu"], self.flat["s"] = self.mu_s[:size], self.mu_s[size:]
         v = self.views = {name: _split(row, shapes) for name, row in self.flat.items()}
         # per layer: its std (sigma^2 for local reparameterisation, else sigma) and what multiplies the std's
         # gradient in d loss / d sigma (2 s, or alive: `by_factor` lists the layers of each, with the 2 or 1)
@@ -467,7 +473,6 @@ class _Buffers:
             self.rho_rows = list(zip(support.local, v["grad"]))
         else:
             self.outputs = self.std
-        self.tiny = torch.finfo(dtype).tiny
         self._user = None  # weak reference to a token held by the autograd node that saved the buffers
         self._kl_weights: tuple[float, torch.Tensor] | None = None
 
@@ -505,9 +510,17 @@ def _softplus(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """F.softplus(x) (to a float rounding) into `out`, as log1p(exp(min(x, 80))) and then x where that is less:
     torch's CPU softplus kernel is the slowest pass of a Bayesian step, slower than these four together (29 vs
     17 us for 10k weights, 606 vs 506 us for 266k, one thread). softplus(x) > x everywhere, and equals x to float
-    precision above 20 (F.softplus's threshold); exp(min(x, 80)) stays finite in float32."""
-    torch.clamp_max(x, 80.0, out=out).exp_().log1p_()
+    precision above 20 (F.softplus's threshold); exp(min(x, 80)) stays finite in float32. x is also clamped from
+    below, at ~log of the dtype's smallest normal number (-87 in float32): the result is never below that number
+    (where softplus underflows, x < -87, it is ~2e-38 rather than 0), so log and 1 / it stay finite with no pass
+    of their own."""
+    torch.clamp(x, _SOFTPLUS_FLOOR[x.dtype], 80.0, out=out).exp_().log1p_()
     return torch.maximum(out, x, out=out)
+
+
+# per dtype: exp of this is above the smallest normal number (and log1p of that is the number itself)
+_SOFTPLUS_FLOOR = {dtype: math.log(torch.finfo(dtype).tiny) + 0.5 for dtype in (torch.float16, torch.bfloat16,
+                                                                                  torch.float32, torch.float64)}
 
 
 class _Token:
@@ -529,7 +542,8 @@ class _Posterior(torch.autograd.Function):
 
     On a compact support (`buffers.support`, see `Posterior`) the same arithmetic runs on the kept weights,
     gathered first; the stds go out through the weight-shaped `buffers.stds` (0 at every other weight, never
-    written there), and rho's gradient is scattered into zeros.
+    written there), and rho's gradient is scattered into zeros (or, rho's kept entries given as the optimizer's
+    `_KeptRho`, handed back as they are laid out).
 
     The backward pass writes mu's and rho's gradients into the incoming gradients of mu and of the stds rather
     than into fresh weight-sized tensors (which cost page faults, ~0.2 ms a step at 784 inputs): each of these
@@ -546,8 +560,6 @@ class _Posterior(torch.autograd.Function):
             _softplus(b["aux"], out=b["sigma"])
             for mu, alive in zip(mus, v["alive"]):
                 torch.ne(mu, 0, out=alive)
-            norms = torch.stack(torch._foreach_norm(mus))
-            mu_squared = norms.dot(norms)
         else:  # the weights that can be nonzero, gathered (rho's: given as one parameter, or gathered too)
             for params_of, gather in zip((mus, rhos), buffers.gather):
                 for param, (kept, index) in zip(params_of, gather):
@@ -555,12 +567,15 @@ class _Posterior(torch.autograd.Function):
             rho_kept = rhos[0] if buffers.given else b["rho"]
             _softplus(rho_kept, out=b["sigma"])
             torch.ne(b["mu"], 0, out=b["alive"])
-            mu_squared = b["mu"].dot(b["mu"])
-        b["sigma"].clamp_min_(buffers.tiny)  # log and 1/sigma stay finite
-        torch.mul(b["sigma"], b["alive"], out=b["s"])
+        torch.mul(b["sigma"], b["alive"], out=b["s"])  # (sigma > 0: _softplus; log and 1 / sigma stay finite)
         torch.mul(b["s"], b["s"], out=b["s2"])
         torch.log(b["sigma"], out=b["aux"])
-        sums = torch.stack([mu_squared + b["s2"].sum(), b["alive"].dot(b["aux"]), b["alive"].sum()])
+        if support is None:  # sum of mu^2 + s^2
+            norms = torch.stack(torch._foreach_norm([*mus, b["s"]]))
+            squares = norms.dot(norms)
+        else:  # (mu and s lie side by side)
+            squares = buffers.mu_s.dot(buffers.mu_s)
+        sums = torch.stack([squares, b["alive"].dot(b["aux"]), b["alive"].sum()])
         kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
         if support is not None:  # into the weight-shaped stds, whose other entries stay 0
             for index, std in buffers.scatter:
