@@ -46,7 +46,7 @@ from pathlib import Path
 
 from . import events as ev
 from .config import RunConfig, option, validate
-from .errors import ConfigError, LotteryError, RunCancelled
+from .errors import ConfigError, LotteryError, RunCancelled, Unsupported
 from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
 from .store import RunStore, check_writable, load_tensors, read_json, save_tensors, write_json
@@ -118,8 +118,10 @@ def _ticket_store(options: ZooOptions, runs_dir) -> RunStore:
 
 def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     """Check everything (ticket run and level, architecture on `data`) and name the zoo; writes nothing."""
+    from torch import nn
+
     from . import masks as M
-    from .batched import check_batchable
+    from .batched import VMAP_LAYERS, check_batchable
 
     kind = "dense" if options.ticket is None else "ticket"
     start, start_step, mask = None, 0, None
@@ -135,6 +137,12 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
             {k: v for k, v in store.config().items() if k != "custom_model"}), level, mask)
     model = _architecture(config, data)
     check_batchable(model, data)
+    # refused here, before the zoo's folder exists (a transformer's dropout failed inside vmap, leaving a failed zoo)
+    untested = sorted({type(m).__name__ for m in model.modules()
+                       if not list(m.children()) and not isinstance(m, (*VMAP_LAYERS, nn.Sequential))})
+    if untested:
+        raise Unsupported(f"a zoo trains its members as one batched computation, which has not been tested on: "
+                          f"{', '.join(untested)} ({config.model.model}); zoos take mlp, lenet300, conv2/4/6, resnet20")
     if mask is not None and set(mask) != set(M.prunable(model)):
         raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
     blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
