@@ -178,16 +178,19 @@ def test_training_a_ticket_keeps_pruned_weights_and_matches_either_way(compact_b
         assert torch.allclose(a[n], b[n], atol=2e-4), n
 
 
-@pytest.mark.parametrize("compact", [True, False])
+@pytest.mark.parametrize("compact", ["kept rho", True, False])
 @pytest.mark.parametrize("model_name", ["lenet300", "conv2"])
 def test_a_training_step_runs_under_bf16_autocast(model_name, compact):
     model, _, grad_masks = _ticket_net(model_name)
-    penalty = bayes.start_training(model, 100, 0, grad_masks if compact else ())
-    assert (bayes.posteriors(model)[0].support() is not None) == compact
+    opt = trainer.make_optimizer(model.parameters(), TrainConfig())
+    penalty = bayes.start_training(model, 100, 0, grad_masks if compact else (), opt if compact == "kept rho" else None)
+    group, = bayes.posteriors(model)
+    assert (group.support() is not None) == bool(compact) and (group._kept is not None) == (compact == "kept rho")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = F.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.randint(0, 10, (8,)))
     (loss + penalty()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    trained = [p for g in opt.param_groups for p in g["params"]]  # (the kept rho in place of the layers' rho)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
