@@ -606,9 +606,11 @@ def generations(runs_dir, zoo_id: str) -> list[dict]:
 
 def generation_rows(runs_dir, zoo_id: str) -> list[dict]:
     """One row per stored generation of a zoo (what `lottery show ZOO_ID` lists): its id, canonicalisation,
-    PCA components (0: none), samples, and the median test accuracy of the generated nets and of the zoo."""
+    PCA components (0: none), samples, flow steps and seed, and the median test accuracy of the generated nets
+    and of the zoo."""
     return [{"generation": r["generation"], "canonicalise": r["canonicalise"], "pca": r["options"]["pca"],
-             "samples": r["options"]["samples"], "generated_median": r["accuracy"]["generated"]["median"],
+             "samples": r["options"]["samples"], "steps": r["options"]["steps"], "seed": r["options"]["seed"],
+             "generated_median": r["accuracy"]["generated"]["median"],
              "zoo_median": r["accuracy"]["zoo"]["median"]} for r in generations(runs_dir, zoo_id)]
 
 

@@ -411,8 +411,9 @@ def format_zoo(s: dict) -> str:
                      "finish it)")
     for g in s.get("generations", []):
         lines.append(f"  {g['generation']}  canonicalise {g['canonicalise']}, "
-                     f"{'PCA ' + str(g['pca']) if g['pca'] else 'no PCA'}, {g['samples']} samples: generated median "
-                     f"{100 * g['generated_median']:.2f}% vs zoo median {100 * g['zoo_median']:.2f}%")
+                     f"{'PCA ' + str(g['pca']) if g['pca'] else 'no PCA'}, {g['samples']} samples, {g['steps']} flow "
+                     f"steps, seed {g['seed']}: generated median {100 * g['generated_median']:.2f}% vs zoo median "
+                     f"{100 * g['zoo_median']:.2f}%")
     return "\n".join(lines)
 
 

@@ -160,8 +160,8 @@ class WeightSpacePanel(pn.viewable.Viewer):
             return
         reports = generations(self.runs_dir, zoo_id) if zoo_id else []
         self._reports = {r["generation"]: r for r in reports}
-        labels = {f"{r['generation']} ({r['canonicalise']}, gen median {r['accuracy']['generated']['median']:.3f})":
-                  r["generation"] for r in reports}
+        labels = {f"{r['generation']} ({r['canonicalise']}, {r['options']['steps']} steps, seed {r['options']['seed']}, "
+                  f"gen median {r['accuracy']['generated']['median']:.3f})": r["generation"] for r in reports}
         self.generation.options = labels
         wanted = generation if generation in self._reports else (reports[-1]["generation"] if reports else None)
         if self.generation.value != wanted:

@@ -421,13 +421,19 @@ def test_show_lists_the_generations_stored_with_a_zoo(runs, capsys):
     assert [r["generation"] for r in rows] == stored
     gen, zoo = report["accuracy"]["generated"]["median"], report["accuracy"]["zoo"]["median"]
     assert rows[stored.index(report["generation"])] == {
-        "generation": report["generation"], "canonicalise": "rebasin", "pca": 3, "samples": 4,
-        "generated_median": gen, "zoo_median": zoo}
+        "generation": report["generation"], "canonicalise": "rebasin", "pca": 3, "samples": 4, "steps": 30,
+        "seed": 0, "generated_median": gen, "zoo_median": zoo}
     assert main(["show", dense, "--runs-dir", str(runs_dir)]) == 0
     out = capsys.readouterr().out
     assert f"generations: {len(stored)}\n" in out
-    assert (f"  {report['generation']}  canonicalise rebasin, PCA 3, 4 samples: generated median {100 * gen:.2f}% "
-            f"vs zoo median {100 * zoo:.2f}%") in out
+    assert (f"  {report['generation']}  canonicalise rebasin, PCA 3, 4 samples, 30 flow steps, seed 0: generated "
+            f"median {100 * gen:.2f}% vs zoo median {100 * zoo:.2f}%") in out
+    # generations that differ only in their flow seed are told apart
+    other = G.generate(runs_dir, dense, G.GenerateOptions(pca=3, prune_density=0.5, **{**FAST, "seed": 1}))
+    assert main(["show", dense, "--runs-dir", str(runs_dir)]) == 0
+    lines = {line.split()[0]: line.split(maxsplit=1)[1].split(":")[0] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  gen-")}
+    assert lines[report["generation"]] != lines[other["generation"]]
     summary = json.loads((runs_dir / dense / "summary.json").read_text())
     assert "generations: none yet" in Z.format_zoo({**summary, "generations": []})
     assert "generations" not in Z.format_zoo(summary)  # `lottery zoo` prints the zoo alone
