@@ -1,10 +1,10 @@
 """What does a Bayesian net cost over its deterministic twin? (a script, not a test)
 
 1. One training step (forward, cross-entropy + KL / N, backward, masked gradients, Adam step: what
-   engine.trainer.train does per step, the masks handed to engine.bayes.start_training as the trainer does) of
-   `--bayesian` vs the deterministic net, same architecture, same ticket mask (--density, default 0.2, IMP's
-   layerwise magnitude pruning, output layer at half the rate), same batch, in one process, interleaved,
-   median of --repeats. Target: <= 2.5x. Beside it the same for the dense nets (level 0: no mask, where the
+   engine.trainer.train does per step, the masks and the optimizer handed to engine.bayes.start_training as the
+   trainer does) of `--bayesian` vs the deterministic net, same architecture, same ticket mask (--density,
+   default 0.2, IMP's layerwise magnitude pruning, output layer at half the rate), same batch, in one process,
+   interleaved, median of --repeats. Target: <= 2.5x. Beside it the same for the dense nets (level 0: no mask, where the
    Bayesian posterior is computed over every weight; `--no-dense` skips it).
 2. Monte-Carlo evaluation of S samples batched into one forward pass vs one pass per sample (the same noise:
    engine.bayes.predict with batched=True / False), and which of the two predict picks for the model
