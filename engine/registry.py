@@ -110,6 +110,9 @@ class MethodSpec:
     levels           levels(config) -> how many ticket levels a run makes (progress totals, the app)
     search_epochs    search_epochs(config) -> training epochs a mask search costs before the ticket's own
                      training, where a run announces it (progress totals)
+    own_trainings    own_trainings(config) -> full trainings of variants the method adds beside the dense
+                     net, the tickets and the controls (ks-lottery's embedding fine-tune, head alone and
+                     baselines), for progress totals; default 0
     search_cost      search_cost(summary, level_record, store) -> (training steps, seconds) spent finding
                      that level's mask before its own training (the leaderboard); default: nothing
                      (scoring a batch at initialisation is not training)
@@ -128,6 +131,7 @@ class MethodSpec:
     starts_from_init: bool = False
     levels: Callable[[Any], int] = _one_level
     search_epochs: Callable[[Any], int] = _no_search
+    own_trainings: Callable[[Any], int] = _no_search
     search_cost: Callable[[dict, dict, Any], tuple[int, float]] = _free
     levels_to_reach: Callable[[Any, float], int] | None = None
     check: Callable[[Any, Any], None] | None = None

@@ -402,8 +402,8 @@ def run(config: RunConfig, on_event: ev.Sink = None, cancel=None, *, runs_dir: s
         done = sum(len(store.records(v)) for v in ("ticket", *trained_controls(config)))
         search_steps = 0 if store.level_record("ticket", 1) else \
             spec.search_epochs(config) * ctx.total_steps // config.train.epochs
-        ctx.emit(ev.RunStarted(run_id, config.prune.method, 1 + spec.levels(config) * per_level, ctx.total_steps,
-                               done, search_steps))
+        trainings = 1 + spec.levels(config) * per_level + spec.own_trainings(config)
+        ctx.emit(ev.RunStarted(run_id, config.prune.method, trainings, ctx.total_steps, done, search_steps))
         if not completed:
             store.write_summary(summarise())
         ctx.on_saved = on_saved

@@ -65,9 +65,28 @@ def test_known_answer_task_rewrites_informative_words_into_unused_rows():
     assert vocab_task.known_tokens(DataConfig(dataset="pydoc-topics")) is None
 
 
+def _progress_ends_at_its_total(events):
+    """The CLI's bar and the app's progress (engine.progress) never pass the total they announce, and reach it."""
+    from engine.progress import Progress
+
+    p = Progress()
+    for e in events:
+        p.update(e)
+        if type(e).__name__ == "LevelDone":
+            assert p.done <= p.total, (e.level, e.variant, p.done, p.total)
+    assert p.done == p.total
+
+
 def test_run_retunes_only_the_selected_rows(runs_dir):
-    s = engine.run(ks_cfg(), runs_dir=runs_dir)
+    events = []
+    s = engine.run(ks_cfg(), runs_dir=runs_dir, on_event=events.append)
     assert s["status"] == "completed"
+    # the progress total counts the embedding fine-tune, the head alone and the baselines (it counted only the
+    # dense net and the tickets: `lottery run` showed 8/8 with 30 iterations to go)
+    _progress_ends_at_its_total(events)
+    resumed = []
+    engine.run(ks_cfg(), runs_dir=runs_dir, on_event=resumed.append)
+    _progress_ends_at_its_total(resumed)
     store = engine.store.RunStore(runs_dir, s["run_id"])
     base = load_tensors(store.weights_path("init"))
     record = json.loads(store.analysis_path(ks.RECORD).read_text())
@@ -96,6 +115,13 @@ def test_run_retunes_only_the_selected_rows(runs_dir):
     assert panel.run.options == [s["run_id"]] and "Selected at the largest K" in panel.text.object
     known = set(record["known"])
     assert record["levels"][0]["ticket"]["hits"] == len(known & set(record["levels"][0]["ticket"]["tokens"]))
+
+
+def test_progress_counts_the_baselines(runs_dir):
+    events = []
+    engine.run(ks_cfg(**{"prune.ks_baselines": True, "prune.ks_top_k": (2, 3), "train.epochs": 1}),
+               runs_dir=runs_dir, on_event=events.append)
+    _progress_ends_at_its_total(events)
 
 
 @pytest.mark.parametrize("change, field", [({"prune.ks_top_k": (10 ** 6,)}, "prune.ks_top_k"),

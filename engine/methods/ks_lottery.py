@@ -198,6 +198,12 @@ def known_recall_curve(known, order: np.ndarray, points: int = 64) -> list[dict]
     return out
 
 
+def own_trainings(config) -> int:
+    """The embedding fine-tune, the head alone and the baselines at every K (progress totals)."""
+    levels = max(1, len(config.prune.ks_top_k))
+    return 2 + (len(BASELINES) * levels if config.prune.ks_baselines else 0)
+
+
 def check(config, model) -> None:
     if config.train.weight_decay != 0:
         raise ConfigError("train.weight_decay", config.train.weight_decay, "ks-lottery needs 0: coupled weight decay "
@@ -234,6 +240,6 @@ def format_record(name: str, r: dict) -> str:
 METHODS.register("ks-lottery", "KS-Lottery: fine-tune only the token embeddings, rank tokens by a per-token "
                  "two-sample KS test, re-tune only the top --ks-top-k rows from the base (Yuan et al. 2024)")(
     MethodSpec(ks_lottery, options=KSOptions, scopes=("global",), trains_controls=False, check=check,
-               levels=lambda config: max(1, len(config.prune.ks_top_k))))
+               levels=lambda config: max(1, len(config.prune.ks_top_k)), own_trainings=own_trainings))
 ANALYSES.register(RECORD, "KS-Lottery's token ranking and its selections (written by the method)")(
     AnalysisSpec(format_record))
