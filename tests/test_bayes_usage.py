@@ -30,9 +30,6 @@ def test_reanalysing_a_bayes_imp_run_keeps_its_deterministic_comparison(runs_dir
     assert "deterministic ticket" in bayes_imp.format_uncertainty("uncertainty", again)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="engine.bayes's fused backward writes in place under "
-                   "create_graph (GraSP's Hessian-gradient product): 'A view was created in no_grad mode and is being "
-                   "modified inplace with grad mode enabled'. Owned by engine/bayes.py: see the report")
 def test_grasp_on_a_bayesian_net_trains_or_says_why_not(runs_dir):
     # `lottery run --bayesian --method grasp` printed "error: unexpected RuntimeError: A view was created in no_grad
     # mode ..." and left a failed run: either GraSP scores the means or the combination is a ConfigError up front

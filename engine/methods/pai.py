@@ -14,6 +14,7 @@ import torch
 from .. import masks as M
 from .. import scores as S
 from ..config import PATTERNS, option, validate
+from ..errors import ConfigError
 from ..registry import METHODS, MethodSpec
 from ..seeding import generator
 from ..structured import Pattern
@@ -81,7 +82,15 @@ def pai_mask(ctx, rule: str) -> M.Mask:
     return keep(scores, dense) if callable(keep) else select(scores, dense, cfg.density, cfg.scope)
 
 
-def _register(rule: str, help: str, options=None):
+def _first_order_only(config, model) -> None:
+    """GraSP differentiates a gradient (its Hessian-gradient product); a Bayesian layer's backward pass is
+    written by hand (engine.bayes) and is not differentiable again."""
+    if config.model.bayesian:
+        raise ConfigError("prune.method", config.prune.method, "GraSP's Hessian-gradient product does not run "
+                          "through Bayesian layers (--bayesian); snip, synflow, magnitude and random do")
+
+
+def _register(rule: str, help: str, options=None, check=None):
     def method(ctx) -> None:
         stored = ctx.store.level_record("ticket", 1)
         mask = ctx.store.load_level("ticket", 1, ctx.device)[0] if stored else pai_mask(ctx, rule)
@@ -89,11 +98,12 @@ def _register(rule: str, help: str, options=None):
 
     # tickets start at theta_0, step 0 (so do their sanity controls); scoring a batch costs no training
     METHODS.register(rule, help)(MethodSpec(method, options=options, scopes=PAI_SCOPES, patterns=tuple(PATTERNS),
-                                            starts_from_init=True))
+                                            starts_from_init=True, check=check))
 
 
 _register("snip", "pruning at init: |gradient x weight| on ~10 examples per class (Lee et al. 2019)")
-_register("grasp", "pruning at init: weight x Hessian-gradient, signed, lowest pruned (Wang et al. 2020)")
+_register("grasp", "pruning at init: weight x Hessian-gradient, signed, lowest pruned (Wang et al. 2020)",
+          check=_first_order_only)
 _register("synflow", "pruning at init, data-free: iterative synaptic flow, --synflow-rounds (Tanaka et al. 2020)",
           SynflowOptions)
 _register("magnitude", "pruning at init: largest |initial weight|")
