@@ -13,7 +13,8 @@ Two kinds:
   are the ticket run's (training flags given on the command line override them).
 
 Members are trained in chunks of `--chunk` by `engine.batched.train_batched` (one vmap computation per
-chunk); a finished chunk is stored at once, so an interrupted zoo resumes from its last finished chunk.
+chunk); a finished chunk is stored at once, so an interrupted zoo resumes from its last finished chunk (its
+record names its members: a resume with another --chunk trains only the members still missing).
 
 Store layout (a zoo is a run folder like any other; `lottery list` lists it, `lottery show` summarises it):
 
@@ -21,7 +22,8 @@ Store layout (a zoo is a run folder like any other; `lottery list` lists it, `lo
       config.json       {"kind": "zoo", "zoo": ZooOptions fields (level resolved), "config": RunConfig}
       summary.json      status, kind ("dense"/"ticket"), members, test/val accuracy statistics
       metrics.jsonl     every member's evaluation points ({"type": "eval", "member": i, ...})
-      chunks/CCC/       while training: weights.safetensors (stacked [c, ...]) + record.json (written last)
+      chunks/CCC/       while training: weights.safetensors (stacked [c, ...]) + record.json (its members;
+                        written last)
       weights.safetensors   when complete: {parameter: [N, *shape]}, member i at index i, pruned entries 0
       members.json      when complete: one record per member (seeds, final and early-stop metrics)
       mask.safetensors  ticket zoos: the mask every member shares
@@ -38,6 +40,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import hashlib
+import itertools
 import json
 import shutil
 import statistics
@@ -198,7 +201,6 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
         return done_summary
     store.lock()
     n, chunk = p.options.members, p.options.chunk
-    bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
     status, error = "running", None
 
     def summarise() -> dict:
@@ -207,16 +209,21 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     try:
         if p.mask is not None:
             save_tensors(store.path("mask.safetensors"), p.mask)
-        finished = sum(_chunk_record(store, i) is not None for i in range(len(bounds)))
-        _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(bounds), total, finished))
+        # The chunks an earlier, cancelled call stored (each record names its members: --chunk may have been
+        # another size then), then the members they lack, in chunks of this call's size.
+        stored = _stored_chunks(store)
+        have = {m["member"] for _, r in stored for m in r["members"]}
+        todo = [i for i in range(n) if i not in have]
+        new = [todo[a:a + chunk] for a in range(0, len(todo), chunk)]
+        free = (c for c in itertools.count() if c not in {c for c, _ in stored})  # chunk folders to write
+        _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(stored) + len(new), total, len(stored)))
         store.write_summary(summarise())
         template = _architecture(config, data)
-        for c, (a, b) in enumerate(bounds):
-            if _chunk_record(store, c) is not None:
-                _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, _chunk_record(store, c), reused=True))
-                continue
+        for c, (_, record) in enumerate(stored):
+            _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, record, reused=True))
+        for c, indices in enumerate(new, len(stored)):
             members = []
-            for i in range(a, b):
+            for i in indices:
                 init_seed = derive_seed(config.seed, "zoo", "init", i)
                 init = p.start if p.start is not None else models.build(
                     config.model, data.input_shape, data.num_classes, init_seed).state_dict()
@@ -225,8 +232,8 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
             _emit(on_event, ev.TrainingStarted(p.zoo_id, c, KIND, 1.0, p.start_step, total))
             evals: dict[int, list] = {}
 
-            def on_eval(j, point, a=a, c=c):
-                store.append_metrics({"type": "eval", "member": a + j, **point})
+            def on_eval(j, point, indices=indices, c=c):
+                store.append_metrics({"type": "eval", "member": indices[j], **point})
                 evals.setdefault(point["iteration"], []).append(point)
                 if len(evals[point["iteration"]]) == len(members):  # the chunk's mean, one event per evaluation
                     pts = evals.pop(point["iteration"])
@@ -235,20 +242,20 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
                     _emit(on_event, ev.Evaluated(p.zoo_id, c, KIND, point["iteration"], point["epoch"], **mean))
 
             out = train_batched(template, data, config.train, members, on_eval=on_eval, cancel=cancel)
-            records = [_member_record(a + j, config, p, r) for j, r in enumerate(out.results)]
-            d = _chunk_dir(store, c)
+            records = [_member_record(i, config, p, r) for i, r in zip(indices, out.results)]
+            d = _chunk_dir(store, next(free))
             save_tensors(d / "weights.safetensors", out.weights)
             write_json(d / "record.json", {"chunk": c, "members": records, "seconds": out.results[0].seconds})
             store.write_summary(summarise())
-            _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, {"chunk": c, "members": b - a}, reused=False))
-        _finish(store, len(bounds))
+            _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, {"chunk": c, "members": len(indices)}, reused=False))
+        _finish(store, n)
         status = "completed"
         summary = summarise()
         store.write_summary(summary)
     except (RunCancelled, KeyboardInterrupt) as e:
         status = "cancelled"
         store.write_summary(summarise())
-        _emit(on_event, ev.RunStopped(p.zoo_id, sum(_chunk_record(store, i) is not None for i in range(len(bounds)))))
+        _emit(on_event, ev.RunStopped(p.zoo_id, len(_stored_chunks(store))))
         if isinstance(e, KeyboardInterrupt):
             raise
         return summarise()
@@ -272,9 +279,12 @@ def _chunk_dir(store: RunStore, c: int) -> Path:
     return store.path("chunks", f"{c:03d}")
 
 
-def _chunk_record(store: RunStore, c: int) -> dict | None:
-    path = _chunk_dir(store, c) / "record.json"
-    return read_json(path) if path.exists() else None
+def _stored_chunks(store: RunStore) -> list[tuple[int, dict]]:
+    """(number, record) of every chunk stored whole (its record is written last), by number."""
+    folder = store.path("chunks")
+    numbers = sorted(int(d.name) for d in folder.iterdir() if d.name.isdigit()) if folder.exists() else []
+    return [(c, read_json(_chunk_dir(store, c) / "record.json")) for c in numbers
+            if (_chunk_dir(store, c) / "record.json").exists()]
 
 
 def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
@@ -286,14 +296,22 @@ def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
             "early_stop_val_accuracy": r.at_early_stop["val_accuracy"]}
 
 
-def _finish(store: RunStore, chunks: int) -> None:
-    """All chunks stored: write the zoo's one stacked file and member table, then drop the chunks."""
+def _finish(store: RunStore, n: int) -> None:
+    """All n members stored: write the zoo's one stacked file and member table (member i at index i), then drop
+    the chunks."""
     import torch
 
-    parts = [load_tensors(_chunk_dir(store, c) / "weights.safetensors") for c in range(chunks)]
-    stacked = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-    records = [m for c in range(chunks) for m in _chunk_record(store, c)["members"]]
-    seconds = sum(_chunk_record(store, c)["seconds"] for c in range(chunks))
+    stored = _stored_chunks(store)
+    where = {}  # member -> (chunk, index in the chunk, record)
+    for c, r in stored:
+        for j, m in enumerate(r["members"]):
+            where.setdefault(m["member"], (c, j, m))
+    if sorted(where) != list(range(n)):
+        raise LotteryError(f"{store.path('chunks')} holds members {sorted(where)}, not 0..{n - 1}")
+    parts = {c: load_tensors(_chunk_dir(store, c) / "weights.safetensors") for c, _ in stored}
+    stacked = {k: torch.stack([parts[where[i][0]][k][where[i][1]] for i in range(n)]) for k in parts[stored[0][0]]}
+    records = [where[i][2] for i in range(n)]
+    seconds = sum(r["seconds"] for _, r in stored)
     save_tensors(store.weights_path("weights"), stacked)
     write_json(store.path("members.json"), {"members": records, "train_seconds": round(seconds, 3)})
     shutil.rmtree(store.path("chunks"))
@@ -304,7 +322,7 @@ def _member_records(store: RunStore) -> tuple[list[dict], float]:
     if path.exists():
         m = read_json(path)
         return m["members"], m["train_seconds"]
-    chunks = [read_json(r) for r in sorted(store.path("chunks").glob("*/record.json"))]
+    chunks = [r for _, r in _stored_chunks(store)]
     return [m for c in chunks for m in c["members"]], sum(c["seconds"] for c in chunks)
 
 

@@ -72,6 +72,30 @@ def test_a_cancelled_zoo_resumes_from_its_last_finished_chunk(runs_dir, tmp_path
         torch.testing.assert_close(resumed.weights[k], fresh.weights[k])
 
 
+@pytest.mark.parametrize("chunk", [3, 1])
+def test_a_zoo_resumed_with_another_chunk_size_has_each_member_once(runs_dir, tmp_path, chunk):
+    """--chunk is not part of the zoo's identity: a zoo cancelled in chunks of 2 and resumed in chunks of 3 (or 1)
+    held 4 members (or 8, two of them twice) and called itself complete."""
+    options, config = _dense(runs_dir, members=5, chunk=2)
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, ev.LevelDone):  # members 0-1 stored: stop
+            cancel.set()
+
+    assert Z.train_zoo(options, config, runs_dir=runs_dir, on_event=on_event, cancel=cancel)["trained"] == 2
+    other = Z.ZooOptions(members=5, chunk=chunk)
+    events = []
+    done = Z.train_zoo(other, config, runs_dir=runs_dir, on_event=events.append)
+    assert done["status"] == "completed" and done["trained"] == 5
+    assert [e.reused for e in events if isinstance(e, ev.LevelDone)][0] is True  # members 0-1 not retrained
+    zoo = Z.load_zoo(runs_dir, done["run_id"])
+    assert [m["member"] for m in zoo.members] == [0, 1, 2, 3, 4] and all(w.shape[0] == 5 for w in zoo.weights.values())
+    whole = Z.load_zoo(tmp_path / "other", Z.train_zoo(options, config, runs_dir=tmp_path / "other")["run_id"])
+    for k in whole.weights:
+        torch.testing.assert_close(zoo.weights[k], whole.weights[k])
+
+
 @pytest.fixture
 def ticket_run(runs_dir):
     cfg = tiny(**{"model.model": "mlp", "model.hidden": (24,), "prune.levels": 1, "prune.controls": (),
