@@ -447,6 +447,8 @@ def zoo_barriers(runs_dir, zoo_id: str, pairs: int | list[tuple[int, int]] = 3, 
 
     zoo = load_zoo(runs_dir, zoo_id)
     n = len(zoo)
+    if not isinstance(points, int) or points < 2:
+        raise ConfigError("points", points, "must be an integer of at least 2 (the two members themselves)")
     if isinstance(pairs, int):
         if not 1 <= pairs <= n // 2:
             raise ConfigError("pairs", pairs, f"must be in [1, {n // 2}] for a zoo of {n} members")

@@ -158,6 +158,8 @@ def test_zoo_barriers_naive_and_matched_are_stored_and_shown(runs_dir, capsys):
     assert pair["naive_curve"][0] == pair["matched_curve"][0]  # both start at member 0 itself
     with pytest.raises(ConfigError, match="pairs"):
         Z.zoo_barriers(runs_dir, zoo_id, pairs=2)
+    with pytest.raises(ConfigError, match="points: 1 is not valid"):  # was a ValueError after the matching
+        Z.zoo_barriers(runs_dir, zoo_id, pairs=1, points=1)
     assert main(["show", zoo_id, "--runs-dir", str(runs_dir)]) == 0
     assert "zoo-barrier: mean over 1 member pairs" in capsys.readouterr().out
 
