@@ -26,6 +26,7 @@ from explorer.plots import COMMON, _empty
 RECORD = "ks-lottery"  # the engine's record names (engine.methods.ks_lottery.RECORD and partial_lora.RECORD;
 LORA_RECORD = "partial-lora"  # not imported: no torch here)
 RANKINGS = ("ticket", "random-tokens", "frequent-tokens", "l2-change")
+NAME = {"ticket": "ks"}  # the ticket's ranking, as the plots' legends call it
 SHOWN = 200
 
 
@@ -43,24 +44,45 @@ def ks_tokens(record: dict | None) -> hv.Element:
 
 
 def ks_curves(record: dict | None) -> hv.Layout | hv.Element:
+    """Precision and recovery side by side (one Layout, for notebooks; the tab shows the two in their own panes)."""
     if not record or not record.get("levels"):
         return _empty("KS-Lottery per K", "no ks-lottery record")
+    return (ks_precision(record) + ks_recovery(record)).cols(2)
+
+
+def _per_ranking(record: dict) -> dict[str, list[tuple]]:
+    """{ranking: [(K, precision, recovered)]} (NaN where a value is missing)."""
     per = {}
     for row in record["levels"]:
         for v in RANKINGS:
             if v in row:
                 per.setdefault(v, []).append((row["k"], row[v].get("precision", math.nan),
                                               row[v]["recovered"] if row[v].get("recovered") is not None else math.nan))
-    name = {"ticket": "ks"}
-    precision = hv.Overlay([hv.Curve([(k, p) for k, p, _ in pts], "K", "precision vs known set",
-                                     label=name.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]).opts(
-        title="Precision against the known set" if record.get("known") else "No known set for this task",
-        legend_position="bottom_right", **COMMON)
-    recovered = hv.Overlay([hv.Curve([(k, r) for k, _, r in pts], "K", "share of embedding gain recovered",
-                                     label=name.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]).opts(
-        title="Recovery: (acc - head alone) / (embedding fine-tune - head alone)", legend_position="bottom_right",
-        **COMMON)
-    return (precision + recovered).cols(2)
+    return per
+
+
+def ks_precision(record: dict | None) -> hv.Element:
+    """Per K: precision of each ranking's selection against the task's known tokens."""
+    if not record or not record.get("levels"):
+        return _empty("Precision against the known set", "no ks-lottery record")
+    return hv.Overlay([hv.Curve([(k, p) for k, p, _ in pts], "K", "precision vs known set",
+                                label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in _per_ranking(record).items()]
+                      ).opts(title="Precision against the known set" if record.get("known") else
+                             "No known set for this task", legend_position="bottom_right", **COMMON)
+
+
+def ks_recovery(record: dict | None) -> hv.Element:
+    """Per K: the share of the embedding fine-tune's gain over the head alone that each selection recovers."""
+    title = "Share of the embedding gain recovered"
+    if not record or not record.get("levels"):
+        return _empty(title, "no ks-lottery record")
+    per = _per_ranking(record)
+    if all(math.isnan(r) for pts in per.values() for _, _, r in pts):
+        return _empty(title, "the embedding fine-tune did not beat the head alone: there is no gain to recover")
+    return hv.Overlay([hv.Curve([(k, r) for k, _, r in pts], "K", "share of embedding gain recovered",
+                                label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]
+                      ).opts(title=title, ylabel="(acc - head alone) / (embedding - head alone)",
+                             legend_position="bottom_right", **COMMON)
 
 
 def lora_rows(records: dict[str, dict]) -> list[dict]:
@@ -114,7 +136,9 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         self.runs_dir = runs_dir
         self.run = pn.widgets.Select(label="ks-lottery run", options=[])
         self.tokens_pane = pn.pane.HoloViews(ks_tokens(None), sizing_mode="stretch_width")
-        self.curves_pane = pn.pane.HoloViews(ks_curves(None), sizing_mode="stretch_width")
+        # two panes, not one Layout: a Layout's grid drew as empty axes in the served app
+        self.precision_pane = pn.pane.HoloViews(ks_precision(None), sizing_mode="stretch_width")
+        self.recovery_pane = pn.pane.HoloViews(ks_recovery(None), sizing_mode="stretch_width")
         self.text = pn.pane.Markdown("")
         self._records: dict[str, dict] = {}
         self.lora_run = pn.widgets.Select(label="partial-lora run", options=[])
@@ -160,7 +184,8 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
     def _draw(self):
         record = self._records.get(self.run.value)
         self.tokens_pane.object = ks_tokens(record)
-        self.curves_pane.object = ks_curves(record)
+        self.precision_pane.object = ks_precision(record)
+        self.recovery_pane.object = ks_recovery(record)
         if record:
             selected = record["levels"][-1]["ticket"]["tokens"] if record.get("levels") else []
             by_id = {t["id"]: t["token"] for t in record["top"]}
@@ -177,7 +202,8 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
             pn.pane.Markdown("KS-Lottery (Yuan et al. 2024): tokens ranked by a two-sample KS test between their "
                              "embedding before and after an embedding-only fine-tune; the top K re-tuned alone, "
                              "beside random, most frequent and largest-L2-change tokens."),
-            self.run, self.text, self.tokens_pane, self.curves_pane,
+            self.run, self.text, self.tokens_pane,
+            pn.Row(self.precision_pane, self.recovery_pane, sizing_mode="stretch_width"),
             pn.pane.Markdown("Partial-LoRA (Damirchi et al. 2025): LoRA adapters on the frozen encoder, masked at "
                              "per-layer ratios (from the pre-trained weights' task subspaces, or uniform); random "
                              "or magnitude entries at the same budget, beside dense LoRA. Every stored "

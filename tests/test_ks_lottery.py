@@ -113,6 +113,9 @@ def test_run_retunes_only_the_selected_rows(runs_dir):
     from explorer.foundation_ii import EmbeddingTicketsPanel  # the app's view reads the stored record
     panel = EmbeddingTicketsPanel(str(runs_dir))
     assert panel.run.options == [s["run_id"]] and "Selected at the largest K" in panel.text.object
+    import holoviews as hv  # per-K curves in panes of their own: as one hv.Layout they drew as empty axes in the app
+    assert not any(isinstance(p.object, hv.Layout) for p in (panel.tokens_pane, panel.precision_pane,
+                                                            panel.recovery_pane))
     known = set(record["known"])
     assert record["levels"][0]["ticket"]["hits"] == len(known & set(record["levels"][0]["ticket"]["tokens"]))
 
