@@ -211,6 +211,10 @@ class WeightSpacePanel(pn.viewable.Viewer):
             return
         self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir, on_event=job.emit,
                                                  cancel=job.cancelled))
+        if options.ticket is not None and self.job is not None:  # the model/data/training fields do not apply
+            changed = ", ".join(k.split(".")[-1] for k in values)
+            self.status.object = (f"**zoo** running: a ticket zoo of {options.ticket}, trained as that run was "
+                                  f"(model, data, training){'; changed here: ' + changed if changed else ''}...")
 
     def generate(self) -> None:
         """Generate from the chosen zoo with the form's options, on a worker."""

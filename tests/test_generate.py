@@ -511,6 +511,8 @@ def test_weight_space_panel_ticket_zoo_trains_with_the_ticket_runs_own_settings(
     panel.zoo_form["members"].value = 2
     panel.zoo_settings["seed"].value = 7  # changed by the user: applies
     panel.train_zoo()
+    assert f"ticket zoo of {ticket_run}, trained as that run was" in panel.status.object
+    assert "changed here: seed" in panel.status.object
     result = wait_until(lambda: panel.poll() and panel.job is None, what="ticket zoo trained")
     assert result and "completed" in panel.status.object
     zoo_id = panel.zoo.value
