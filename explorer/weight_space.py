@@ -56,7 +56,7 @@ def map_plot(report: dict | None) -> hv.Overlay:
         layers.append(hv.Points(df, ["pc1", "pc2"], ["accuracy"], label=key).opts(
             color="accuracy", cmap="viridis", marker=marker, size=10, colorbar=key == "zoo", clim=_clim(report),
             tools=["hover"], line_color="black"))
-    return hv.Overlay(layers).opts(title=title, legend_position="right", **COMMON)
+    return hv.Overlay(layers).opts(title=title, legend_position="bottom", **COMMON)
 
 
 def _clim(report: dict) -> tuple[float, float]:

@@ -463,9 +463,9 @@ def test_weight_space_panel_generates_on_a_worker_and_draws_what_was_stored(runs
     assert report["options"]["seed"] == 3 and len(report["accuracies"]["generated"]) == 3
     for plot in (W.accuracy_plot(report), W.map_plot(report)):
         assert isinstance(plot, hv.Overlay) and hv.render(plot) is not None
-    # the map's legend sits beside the plot: inside it, it hid the members drawn in its corner
+    # the map's legend sits below the plot: inside it, it hid the members drawn in its corner
     from bokeh.models import Legend
-    assert any(isinstance(r, Legend) for r in hv.render(W.map_plot(report)).right)
+    assert any(isinstance(r, Legend) for r in hv.render(W.map_plot(report)).below)
     assert "generated  median" in panel.table.object
     # barriers naive vs matched, stored with the zoo and drawn
     panel.barriers()
