@@ -116,3 +116,7 @@ def test_lota_tasks_analysis_is_stored_and_formatted(runs_dir):
     assert "forgetting" in text and "merged" in text
     with pytest.raises(ConfigError, match="must differ"):
         analyze("lota-tasks", runs_dir, s["run_id"], other="pydoc-topics")
+    # a task B that is no text task names the flag the user typed (it said "data.dataset")
+    for bad in ("digits", "nope"):
+        with pytest.raises(ConfigError, match=r"^other: '" + bad):
+            analyze("lota-tasks", runs_dir, s["run_id"], other=bad)
