@@ -228,11 +228,18 @@ def cmd_analyze(args) -> int:
     store = _open_run(args)
     options = ANALYSES.get(args.analysis, "analysis").options
     opts = options and options_from_flags(options, args)
-    result = analyze(args.analysis, args.runs_dir, args.run_id, opts)
+    result = analyze(args.analysis, args.runs_dir, args.run_id, opts,
+                     on_event=_analysis_progress if sys.stderr.isatty() else None)
     name = result["name"]
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
     print(f"stored in {store.analysis_path(name)}", file=sys.stderr)
     return 0
+
+
+def _analysis_progress(e) -> None:
+    """A long analysis's steps, one line each on stderr (in a terminal: piped output stays what it was)."""
+    if type(e).__name__ == "AnalysisProgress":
+        print(f"{e.analysis}: {e.message} ({e.done}/{e.total})", file=sys.stderr, flush=True)
 
 
 def cmd_probe(args) -> int:

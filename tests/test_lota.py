@@ -103,12 +103,22 @@ def test_merging_searches_one_scale_on_validation():
     assert zero["a"] == pytest.approx(lota.accuracy(base_a, data["pydoc-topics"].test))
 
 
-def test_lota_tasks_analysis_is_stored_and_formatted(runs_dir):
+def test_lota_tasks_analysis_is_stored_and_formatted(runs_dir, capsys, monkeypatch):
+    import json
+    import sys
+
     from engine.analysis import analyze
+    from engine.cli import main
     from engine.formatting import format_analysis
 
     s = engine.run(lota_cfg(**{"train.epochs": 1}), runs_dir=runs_dir)
-    result = analyze("lota-tasks", runs_dir, s["run_id"], other="pydoc-modules")
+    # in a terminal, `lottery analyze` says where a long analysis is (it was silent for minutes on MiniLM)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["analyze", s["run_id"], "lota-tasks", "--other", "pydoc-modules", "--runs-dir", str(runs_dir),
+                 "--json"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert "lota-tasks: sequential tasks (0/3)" in out.err and "merging lota task vectors (2/3)" in out.err
     assert (runs_dir / s["run_id"] / "analyses" / "lota-tasks.json").exists()
     assert result["sequential"]["lota"]["overlap"] == 0
     assert set(result["merge"]) == {"dense", "lota"}
