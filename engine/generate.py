@@ -883,7 +883,8 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
     if rest:
         lines.append("  other generations of this zoo:")
         lines += [f"    {g['generation']}: canonicalise {g['canonicalise']}, PCA {g['options']['pca']}, "
-                  f"{g['options']['steps']} steps -> generated {_spread(g['accuracy']['generated'])}" for g in rest]
+                  f"{g['options']['steps']} steps, seed {g['options']['seed']} -> generated "
+                  f"{_spread(g['accuracy']['generated'])}" for g in rest]
     return "\n".join(lines)
 
 

@@ -434,6 +434,8 @@ def test_show_lists_the_generations_stored_with_a_zoo(runs, capsys):
     lines = {line.split()[0]: line.split(maxsplit=1)[1].split(":")[0] for line in capsys.readouterr().out.splitlines()
              if line.startswith("  gen-")}
     assert lines[report["generation"]] != lines[other["generation"]]
+    assert f"{report['generation']}: canonicalise rebasin, PCA 3, 30 steps, seed 0 -> generated" in \
+        G.format_report(other, G.generations(runs_dir, dense))  # `lottery generate` lists the others too
     summary = json.loads((runs_dir / dense / "summary.json").read_text())
     assert "generations: none yet" in Z.format_zoo({**summary, "generations": []})
     assert "generations" not in Z.format_zoo(summary)  # `lottery zoo` prints the zoo alone
