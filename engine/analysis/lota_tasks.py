@@ -64,13 +64,18 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
 
     with torch.random.fork_rng(devices=[]):
         progress(0, "sequential tasks")
-        sequential = lota.sequential(model_a, data_a, model_b, data_b, train, density, seed=seed)
-        merge = {}
-        for i, (kind, d) in enumerate((("dense", None), ("lota", density)), 1):
-            progress(i, f"merging {kind} task vectors")
-            ta = lota.fine_tune(model_a, data_a, train, d, seed=seed)
-            tb = lota.fine_tune(model_b, data_b, train, d, seed=seed)
-            merge[kind] = lota.merge(model_a, ta.model, data_a, tb.model, data_b)
+        # task A's dense and LoTA fine-tunes (and task B's dense one, LoTA's calibration) are trained once and
+        # shared by both experiments: the same seeded trainings, so the same numbers, in 7 trainings, not 11
+        dense_a = lota.fine_tune(model_a, data_a, train, None, seed=seed)
+        lota_a = lota.fine_tune(model_a, data_a, train, density, seed=seed, calibrated=dense_a.model)
+        sequential = lota.sequential(model_a, data_a, model_b, data_b, train, density, seed=seed, dense_a=dense_a,
+                                     lota_a=lota_a)
+        progress(1, "merging dense task vectors")
+        dense_b = lota.fine_tune(model_b, data_b, train, None, seed=seed)
+        merge = {"dense": lota.merge(model_a, dense_a.model, data_a, dense_b.model, data_b)}
+        progress(2, "merging lota task vectors")
+        lota_b = lota.fine_tune(model_b, data_b, train, density, seed=seed, calibrated=dense_b.model)
+        merge["lota"] = lota.merge(model_a, lota_a.model, data_a, lota_b.model, data_b)
     result = {"analysis": "lota-tasks", "run_id": run_id, "task_a": config.data.dataset, "task_b": options.other,
               "density": density, "seed": seed, "sequential": sequential, "merge": merge}
     save_analysis(store, "lota-tasks", result, on_event)
