@@ -578,6 +578,9 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     options = dataclasses.replace(options, repair=resolve_repair(options.repair, model),
                                   canonicalise="auto" if canon == ("none" if zoo.mask is not None else "rebasin")
                                   else canon)
+    if canon == "none":  # the reference and MergeMany's rounds only apply to re-basin: asked or not, one generation
+        defaults = GenerateOptions()
+        options = dataclasses.replace(options, align_rounds=defaults.align_rounds, reference=defaults.reference)
     if options.prune_density and zoo.mask is not None:
         raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
                           "already)")

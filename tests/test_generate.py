@@ -362,6 +362,10 @@ def test_asking_for_what_auto_chooses_is_the_same_generation(runs):
         assert asked.generation_id == auto.generation_id
     assert G.plan(runs_dir, dense, G.GenerateOptions(canonicalise="none", **FAST)).generation_id != \
         G.plan(runs_dir, dense, G.GenerateOptions(**FAST)).generation_id
+    # without canonicalisation the re-matching rounds and the reference member change nothing
+    assert G.plan(runs_dir, dense, G.GenerateOptions(canonicalise="none", align_rounds=3, reference=1,
+                                                     **FAST)).generation_id == \
+        G.plan(runs_dir, dense, G.GenerateOptions(canonicalise="none", **FAST)).generation_id
 
 
 def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp_path):
