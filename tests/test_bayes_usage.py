@@ -41,3 +41,11 @@ def test_grasp_on_a_bayesian_net_trains_or_says_why_not(runs_dir):
         assert "bayesian" in str(e) and not (runs_dir / cfg.run_id).exists()
     else:
         assert summary["status"] == "completed"
+
+
+@pytest.mark.parametrize("change", [{"prune.bayes_criterion": "sigma"}, {"prune.bayes_deterministic": False}])
+def test_transplant_refuses_settings_it_would_ignore(change):
+    # --bayes-transplant with --bayes-criterion sigma (or --no-bayes-deterministic) trained exactly the transplant
+    # run under another run id: the setting was silently ignored
+    with pytest.raises(engine.ConfigError, match="bayes_transplant"):
+        _bayes_cfg(**{"prune.bayes_transplant": True, **change})

@@ -58,6 +58,13 @@ class BayesImpOptions:
 
     def __post_init__(self):
         validate(self, "prune.")
+        if self.bayes_transplant:  # a setting the run would ignore would still give it another run id
+            if self.bayes_criterion != "mu":
+                raise ConfigError("prune.bayes_transplant", True, "takes every mask from the deterministic ticket: "
+                                  f"--bayes-criterion {self.bayes_criterion} does not apply (leave it at mu)")
+            if not self.bayes_deterministic:
+                raise ConfigError("prune.bayes_transplant", True, "trains the deterministic run for its masks: "
+                                  "--no-bayes-deterministic does not apply")
 
 
 # ---------------------------------------------------------------- criteria
