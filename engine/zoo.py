@@ -52,7 +52,7 @@ from .config import RunConfig, option, validate
 from .errors import ConfigError, LotteryError, RunCancelled, Unsupported
 from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
-from .store import RunStore, check_writable, load_tensors, read_json, save_tensors, write_json
+from .store import RunStore, StoreDamaged, check_writable, load_tensors, read_json, save_tensors, write_json
 
 KIND = "zoo"  # config.json's "kind": how the store tells a zoo from a ticket run
 
@@ -308,7 +308,13 @@ def _finish(store: RunStore, n: int) -> None:
             where.setdefault(m["member"], (c, j, m))
     if sorted(where) != list(range(n)):
         raise LotteryError(f"{store.path('chunks')} holds members {sorted(where)}, not 0..{n - 1}")
-    parts = {c: load_tensors(_chunk_dir(store, c) / "weights.safetensors") for c, _ in stored}
+    parts = {}
+    for c, _ in stored:
+        try:
+            parts[c] = load_tensors(_chunk_dir(store, c) / "weights.safetensors")
+        except StoreDamaged as e:  # the finished chunks are kept: only this one's members need training again
+            raise StoreDamaged(f"{e}; delete {_chunk_dir(store, c)} and run the same command again to retrain "
+                               "its members") from None
     stacked = {k: torch.stack([parts[where[i][0]][k][where[i][1]] for i in range(n)]) for k in parts[stored[0][0]]}
     records = [where[i][2] for i in range(n)]
     seconds = sum(r["seconds"] for _, r in stored)

@@ -1,4 +1,5 @@
 """Model zoos: trained as one batched computation, stored as one run, resumable, refused cleanly."""
+import re
 import threading
 
 import pytest
@@ -94,6 +95,23 @@ def test_a_zoo_resumed_with_another_chunk_size_has_each_member_once(runs_dir, tm
     whole = Z.load_zoo(tmp_path / "other", Z.train_zoo(options, config, runs_dir=tmp_path / "other")["run_id"])
     for k in whole.weights:
         torch.testing.assert_close(zoo.weights[k], whole.weights[k])
+
+
+def test_a_damaged_chunk_says_how_to_recover(runs_dir):
+    """A chunk file damaged on disk: the resume names it and says to delete its folder; after that the same call
+    retrains just its members."""
+    options, config = _dense(runs_dir, members=3, chunk=2)
+    cancel = threading.Event()
+    first = Z.train_zoo(options, config, runs_dir=runs_dir, cancel=cancel,
+                        on_event=lambda e: isinstance(e, ev.LevelDone) and cancel.set())
+    chunk = runs_dir / first["run_id"] / "chunks" / "000"
+    (chunk / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(engine.LotteryError, match=re.escape(f"delete {chunk}")):
+        Z.train_zoo(options, config, runs_dir=runs_dir)
+    import shutil
+    shutil.rmtree(chunk)
+    done = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert done["status"] == "completed" and len(Z.load_zoo(runs_dir, done["run_id"])) == 3
 
 
 @pytest.fixture
