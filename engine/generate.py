@@ -596,25 +596,48 @@ def generation_dir(runs_dir, zoo_id: str, gen_id: str) -> Path:
     return RunStore(runs_dir, zoo_id).path("generations", gen_id)
 
 
-def generations(runs_dir, zoo_id: str) -> list[dict]:
-    """The reports of every complete generation stored with a zoo, oldest first."""
-    from .store import RunStore, read_json
+def _stored_generations(runs_dir, zoo_id: str) -> list[tuple[str, dict | str]]:
+    """(id, report, or why it cannot be read) of every complete generation stored with a zoo, oldest first."""
+    from .store import RunStore, StoreDamaged, read_object
 
     store = RunStore(runs_dir, zoo_id)
     folder = store.path("generations")
     names = [p.name for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
     reports = [store.path("generations", n, "report.json") for n in names]  # ".gen-…": being written, not yet stored
-    return [read_json(p) for p in sorted((p for p in reports if p.exists()), key=lambda p: p.stat().st_mtime)]
+    out = []
+    for p in sorted((p for p in reports if p.exists()), key=lambda p: p.stat().st_mtime):
+        try:
+            out.append((p.parent.name, read_object(p)))
+        except StoreDamaged as e:  # one damaged report (by hand, by the disk) spoils neither the zoo nor the others
+            out.append((p.parent.name, str(e)))
+    return out
+
+
+def generations(runs_dir, zoo_id: str) -> list[dict]:
+    """The reports of every complete, readable generation stored with a zoo, oldest first."""
+    return [r for _, r in _stored_generations(runs_dir, zoo_id) if isinstance(r, dict)]
 
 
 def generation_rows(runs_dir, zoo_id: str) -> list[dict]:
     """One row per stored generation of a zoo (what `lottery show ZOO_ID` lists): its id, canonicalisation,
     PCA components (0: none), samples, flow steps and seed, and the median test accuracy of the generated nets
-    and of the zoo."""
+    and of the zoo; or, for a report that cannot be read, its id and why ("unreadable")."""
     return [{"generation": r["generation"], "canonicalise": r["canonicalise"], "pca": r["options"]["pca"],
              "samples": r["options"]["samples"], "steps": r["options"]["steps"], "seed": r["options"]["seed"],
-             "generated_median": r["accuracy"]["generated"]["median"],
-             "zoo_median": r["accuracy"]["zoo"]["median"]} for r in generations(runs_dir, zoo_id)]
+             "generated_median": r["accuracy"]["generated"]["median"], "zoo_median": r["accuracy"]["zoo"]["median"]}
+            if isinstance(r, dict) else {"generation": gen, "unreadable": r}
+            for gen, r in _stored_generations(runs_dir, zoo_id)]
+
+
+def _stored_report(folder: Path) -> dict | None:
+    """A generation folder's report, or None when there is none or it cannot be read (then it is computed again
+    and the folder replaced)."""
+    from .store import StoreDamaged, read_object
+
+    try:
+        return read_object(folder / "report.json") if (folder / "report.json").exists() else None
+    except StoreDamaged:
+        return None
 
 
 def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
@@ -652,14 +675,15 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
 
     from . import masks as M
     from .events import AnalysisProgress, AnalysisReady
-    from .store import read_json, save_tensors, write_json
+    from .store import save_tensors, write_json
 
     options = options or GenerateOptions()
     p = plan(runs_dir, zoo_id, options)
     zoo, o = p.zoo, p.options  # PCA resolved
     final = generation_dir(runs_dir, zoo_id, p.generation_id)
-    if (final / "report.json").exists():
-        return read_json(final / "report.json")
+    stored = _stored_report(final)
+    if stored is not None:
+        return stored
 
     total = o.steps + 3  # progress: canonicalise, flow steps, sample, evaluate
 
@@ -807,9 +831,10 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
                                                      **{f"coordinates.{k}": v for k, v in coords.state().items()}})
         save_tensors(tmp / "weights.safetensors", generated)
         write_json(tmp / "report.json", report)
-        if (final / "report.json").exists():  # another process stored the same generation meanwhile: keep it
-            return read_json(final / "report.json")
-        if final.exists():  # a folder without its report (damaged by hand): replaced by a whole one
+        stored = _stored_report(final)
+        if stored is not None:  # another process stored the same generation meanwhile: keep it
+            return stored
+        if final.exists():  # a folder without a readable report (damaged by hand): replaced by a whole one
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:

@@ -434,6 +434,9 @@ def format_zoo(s: dict) -> str:
                      "generations: none yet (the zoo is not complete: run the same `lottery zoo` command again to "
                      "finish it)")
     for g in s.get("generations", []):
+        if "unreadable" in g:
+            lines.append(f"  {g['generation']}  unreadable: {g['unreadable']}")
+            continue
         lines.append(f"  {g['generation']}  canonicalise {g['canonicalise']}, "
                      f"{'PCA ' + str(g['pca']) if g['pca'] else 'no PCA'}, {g['samples']} samples, {g['steps']} flow "
                      f"steps, seed {g['seed']}: generated median {100 * g['generated_median']:.2f}% vs zoo median "

@@ -403,6 +403,25 @@ def test_bad_generations_are_one_line_errors_and_store_nothing(runs, capsys, tmp
     assert listing() == before
 
 
+def test_a_damaged_generation_report_spoils_neither_the_zoo_nor_the_others(runs, capsys):
+    """One generation's report.json damaged on disk made `lottery show ZOO_ID`, every later `lottery generate` (after
+    its work) and the Weight space tab fail on it; it is now listed as unreadable, and asked for again it is
+    computed again and replaces the damaged folder."""
+    from explorer import weight_space as W
+
+    runs_dir, dense, _, _ = runs
+    opts = G.GenerateOptions(seed=11, **FAST)
+    gen = G.generate(runs_dir, dense, opts)["generation"]
+    (G.generation_dir(runs_dir, dense, gen) / "report.json").write_text("{")
+    assert gen not in [r["generation"] for r in G.generations(runs_dir, dense)]
+    assert main(["show", dense, "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"  {gen}  unreadable: " in out and "test accuracy: median" in out
+    W.WeightSpacePanel(runs_dir).show(dense)
+    again = G.generate(runs_dir, dense, opts)
+    assert again["generation"] == gen and G.load_generation(runs_dir, dense, gen)[0] == json.loads(json.dumps(again))
+
+
 def test_generate_command_prints_the_comparison(runs, capsys):
     runs_dir, dense, _, _ = runs
     code = main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--canonicalise", "none",
