@@ -170,14 +170,18 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self._draw()
 
     def _draw(self) -> None:
-        from engine.store import RunStore
+        from engine.store import RunStore, StoreDamaged
 
         report = self._reports.get(self.generation.value) if self.generation.value else None
         self.panes["accuracy"].object = accuracy_plot(report)
         self.panes["map"].object = map_plot(report)
         self.table.object = report_table(report)
-        stored = RunStore(self.runs_dir, self.zoo.value).analyses() if self.zoo.value else {}
-        self.panes["barriers"].object = barrier_plot(stored.get("zoo-barrier"))
+        try:
+            stored = RunStore(self.runs_dir, self.zoo.value).analyses() if self.zoo.value else {}
+            self.panes["barriers"].object = barrier_plot(stored.get("zoo-barrier"))
+        except StoreDamaged:  # a damaged file says so where its plot goes; Barriers writes a whole one again
+            self.panes["barriers"].object = _empty("Barriers between zoo members", "the stored zoo-barrier.json is "
+                                                   "damaged: press Barriers to compute it again")
 
     # ------------------------------------------------------------ jobs
     def _start(self, name: str, work) -> None:

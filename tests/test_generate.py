@@ -506,6 +506,25 @@ def test_weight_space_panel_generates_on_a_worker_and_draws_what_was_stored(runs
     assert "stopped" in panel.status.object and set(panel._reports) == before
 
 
+def test_weight_space_panel_shows_a_damaged_barrier_file_instead_of_failing(runs_dir):
+    """zoo-barrier.json damaged on disk: the tab drew nothing for the zoo (StoreDamaged from the watcher); it now
+    draws the rest and says what is wrong in the barrier plot, and Barriers computes them again."""
+    from conftest import wait_until
+    from explorer import weight_space as W
+
+    options = Z.ZooOptions(members=2)
+    zoo_id = Z.train_zoo(options, Z.zoo_config(options, {**DENSE, "model.hidden": (4,), "train.epochs": 1},
+                                               runs_dir=runs_dir), runs_dir=runs_dir)["run_id"]
+    Z.zoo_barriers(runs_dir, zoo_id, pairs=1, points=2)
+    (runs_dir / zoo_id / "analyses" / "zoo-barrier.json").write_text("{")
+    panel = W.WeightSpacePanel(runs_dir)
+    panel.show(zoo_id)
+    assert "is damaged" in str(panel.panes["barriers"].object.get(0).text)
+    panel.barriers()
+    wait_until(panel.poll, what="barriers computed again")
+    assert "naive" in panel.status.object
+
+
 def test_weight_space_panel_trains_a_zoo(runs_dir):
     from conftest import wait_until
     from explorer import weight_space as W
