@@ -23,6 +23,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 
 import torch
@@ -47,12 +48,22 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("LOTTERY_CACHE_DIR", "~/.cache/lottery-explorer")))
 
 
-def quiet_transformers():
-    """Import transformers without its load reports and progress bars on our stdout."""
-    import transformers
+# transformers' lazy module is not thread-safe: two threads resolving its names for the first time (a compare
+# cell's seeds side by side, the app's jobs) got "module 'transformers' has no attribute 'BertModel'"
+IMPORT_LOCK = threading.RLock()
+_USED = ("AutoModel", "AutoTokenizer", "BertConfig", "BertModel")
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+
+def quiet_transformers():
+    """Import transformers without its load reports and progress bars on our stdout; the names this module
+    uses are resolved once, under IMPORT_LOCK (so is peft's first import: engine.methods.partial_lora)."""
+    with IMPORT_LOCK:
+        import transformers
+
+        for name in _USED:
+            getattr(transformers, name)
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -81,7 +92,8 @@ def load_tokenizer(name: str):
     path = source_path(name)
     tf = quiet_transformers()
     try:
-        return tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        with IMPORT_LOCK:  # loading imports more of transformers' lazy modules
+            return tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # OSError (not cached, no folder), ValueError (no tokenizer files), ...
         raise ConfigError("data.tokenizer", name, _why_not_loaded(path, "tokenizer", e)) from None
 
@@ -99,7 +111,8 @@ def _pretrained_template(name: str) -> nn.Module:
     path = source_path(name)
     tf = quiet_transformers()
     try:
-        model = tf.AutoModel.from_pretrained(path, local_files_only=True)
+        with IMPORT_LOCK:
+            model = tf.AutoModel.from_pretrained(path, local_files_only=True)
     except Exception as e:
         raise ConfigError("model.model", name, _why_not_loaded(path, "model", e)) from None
     if getattr(model, "pooler", None) is not None:  # BERT's pooler is trained for NSP; our heads pool themselves
@@ -123,7 +136,7 @@ def encoder(name: str) -> nn.Module:
     """A fresh copy of the encoder `name` (pre-trained weights, or the tiny config's random ones)."""
     if name == TINY:
         tf = quiet_transformers()
-        with torch.random.fork_rng(devices=[]):
+        with IMPORT_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the run's seed re-draws it in `init_from_seed`
             return tf.BertModel(tiny_config(), add_pooling_layer=False)
     return copy.deepcopy(_pretrained_template(name))

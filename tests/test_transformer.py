@@ -266,3 +266,32 @@ def test_compare_includes_bert_imp_and_lota_on_a_tiny_bert(runs_dir, capsys):
     assert all(r["seeds"] == 2 and 0 <= r["test_accuracy_mean"] <= 1 for r in rows.values())
     assert "random" in rows["bert-imp"]["control_deltas"]  # lota trains no controls
     assert rows["bert-imp"]["search_steps"] > rows["lota"]["search_steps"] > 0  # dense + level 1 vs dense
+
+
+def test_models_and_tokenizers_load_from_several_threads_at_once():
+    # transformers' lazy module is not thread-safe: `lottery compare --seeds 3` (a cell's seeds run side by side in
+    # threads) failed with "module 'transformers' has no attribute 'BertModel'" / "holds no tokenizer Hugging Face
+    # can read"; peft's first import from threads too. A fresh interpreter, so nothing is imported yet.
+    code = """
+import threading
+from engine import transformer
+from engine.methods import partial_lora
+errors = []
+def go(i):
+    try:
+        if i % 3 == 0:
+            transformer.load_tokenizer("minilm")
+        elif i % 3 == 1:
+            transformer.build_text_model("bert-tiny", (32,), 4)
+        else:
+            partial_lora.inject(transformer.build_text_model("bert-tiny", (32,), 4), 2, 0)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:]

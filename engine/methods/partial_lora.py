@@ -59,6 +59,7 @@ from ..registry import ANALYSES, METHODS, AnalysisSpec, MethodSpec
 from ..runner import MaskSearch
 from ..seeding import derive_seed
 from ..store import load_tensors, save_tensors
+from ..transformer import IMPORT_LOCK
 
 DENSE_RANKS = (4, 8, 16)
 CAPTURE = 0.9
@@ -116,7 +117,8 @@ def targets(model: nn.Module) -> list[str]:
 def inject(model: nn.Module, rank: int, seed: int) -> nn.Module:
     """Put LoRA adapters (rank `rank`, alpha = rank) on `model`'s prunable layers, in place; only the adapters
     and the task head (what is not under `bert.`) train. lora_A's draw comes from `seed`; lora_B starts at 0."""
-    from peft import LoraConfig, inject_adapter_in_model
+    with IMPORT_LOCK:  # peft's first import resolves transformers' lazy names: not thread-safe
+        from peft import LoraConfig, inject_adapter_in_model
 
     check_rank(model, rank)
     names = targets(model)
@@ -171,7 +173,8 @@ def adapter_entries(model: nn.Module, rank: int) -> int:
 def merge_in_place(model: nn.Module) -> nn.Module:
     """Merge every adapter into its base weight (peft's LoraLayer.merge: W + scale B A) and put that base
     Linear back in place of peft's wrapper, so nothing of the adapter is left to run."""
-    from peft.tuners.lora import LoraLayer
+    with IMPORT_LOCK:
+        from peft.tuners.lora import LoraLayer
 
     wrapped = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     for name, m in wrapped:
