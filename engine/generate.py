@@ -12,7 +12,9 @@
                   ODESolver (torchdiffeq underneath);
     back          undo standardisation and PCA, unflatten into the architecture (mask re-applied, so a
                   generated ticket has exactly the zoo's density), recompute BatchNorm statistics where
-                  present, evaluate with `engine.trainer.evaluate`. No fine-tuning.
+                  present, REPAIR where not (`--repair`: each hidden unit rescaled to the activation statistics
+                  of the members the net blends, no gradient), evaluate with `engine.trainer.evaluate`. No
+                  fine-tuning.
 
 What a generation is measured against: the zoo itself (accuracy, diversity = mean pairwise disagreement of
 test predictions, novelty = each net's nearest-neighbour distance to the zoo next to the zoo members' own
