@@ -211,13 +211,20 @@ def cmd_show(args) -> int:
     if summary.get("kind") == "zoo":  # a zoo also lists the networks generated from it
         from .generate import generation_rows
         summary = {**summary, "generations": generation_rows(args.runs_dir, args.run_id)}
-    analyses = store.analyses()
+    damaged: dict[str, str] = {}
+    analyses = store.analyses(damaged)
     if args.json:
-        print(json.dumps({**summary, "analyses": analyses}, indent=1))
+        print(json.dumps({**summary, "analyses": analyses, **({"damaged_analyses": damaged} if damaged else {})},
+                         indent=1))
         return 0
     print(format_summary(summary))
     for name, a in analyses.items():
         print(format_analysis(name, a))
+    if damaged:
+        from .analysis import computable
+        for name, problem in damaged.items():
+            again = f"; `lottery analyze {args.run_id} {name}` computes it again" if name in computable() else ""
+            print(f"analysis {name}: unreadable ({problem}){again}")
     return 0
 
 

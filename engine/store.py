@@ -381,10 +381,19 @@ class RunStore:
         write_json(path, result)
         return path
 
-    def analyses(self) -> dict[str, dict]:
-        """{name: result} of every analysis stored with the run, by name."""
+    def analyses(self, damaged: dict[str, str] | None = None) -> dict[str, dict]:
+        """{name: result} of every analysis stored with the run, by name. A damaged file is left out (one analysis
+        must not hide the run and its other analyses; computing it again replaces the file), its name and what is
+        wrong with it put in `damaged` when given."""
         folder = self.path("analyses")
-        return {p.stem: read_object(p) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+        out = {}
+        for path in sorted(folder.glob("*.json")) if folder.exists() else ():
+            try:
+                out[path.stem] = read_object(path)
+            except StoreDamaged as e:
+                if damaged is not None:
+                    damaged[path.stem] = str(e)
+        return out
 
     def records(self, variant: str) -> list[dict]:
         base = self.path("levels", variant)

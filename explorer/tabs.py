@@ -3,7 +3,7 @@ first page loads only what it shows (no torch, no transformers) and a heavy tab 
 
 Adding a tab = its module + one line in TABS:
 
-    # explorer/weightspace.py
+    # explorer/weight_space.py
     class WeightSpacePanel(pn.viewable.Viewer):
         def __init__(self, runs_dir, **params): ...     # usable on its own in a notebook
         @classmethod
@@ -14,7 +14,7 @@ Adding a tab = its module + one line in TABS:
         def stop(self): ...           # optional: the page closed: cancel its work
 
     # here, in TABS:
-    Tab("Weight space", "explorer.weightspace:WeightSpacePanel.for_app", engine=True),
+    Tab("Weight space", "explorer.weight_space:WeightSpacePanel.for_app", engine=True),
 
 The factory ("module:callable", any callable taking the app) builds the tab's Viewer on its first visit.
 What it may read on the app: `runs_dir`; `browser` (the run browser: `summaries`, `chosen()`, `refresh()`);

@@ -90,6 +90,21 @@ def test_show_of_a_damaged_summary_is_one_line(copy, capsys):
     assert "summary.json" in line and "42" in line
 
 
+def test_a_damaged_analysis_hides_neither_the_run_nor_its_other_analyses(copy, capsys):
+    runs, run_id = copy
+    store = RunStore(runs, run_id)
+    store.save_analysis("notes", {"analysis": "notes"})  # (a record no analysis formats: "notes: stored")
+    store.analysis_path("barrier").write_text('{"broken')
+    damaged = {}
+    assert list(store.analyses(damaged)) == ["notes"] and "barrier.json" in damaged["barrier"]
+    assert main(["show", run_id, "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "notes: stored" in out and "analysis barrier: unreadable" in out and f"lottery analyze {run_id} barrier" in out
+    assert main(["show", run_id, "--runs-dir", str(runs), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert list(shown["analyses"]) == ["notes"] and "JSON" in shown["damaged_analyses"]["barrier"]
+
+
 # ---------------------------------------------------------------- listing around damage
 def _two_runs(copy):
     runs, good = copy
