@@ -192,3 +192,8 @@ def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):
     assert main(["export", zoo_id, "--out", str(out), "--runs-dir", str(runs_dir)]) == 1
     err = capsys.readouterr().err
     assert "is a model zoo, not a ticket run" in err and "--level" not in err and not out.exists()
+    # report drew a ticket run's empty views under the title "Lottery ticket run"
+    from explorer.cli import main as ui_main
+    page = runs_dir.parent / "zoo.html"
+    assert ui_main(["report", zoo_id, "--html", str(page), "--runs-dir", str(runs_dir)]) == 1
+    assert "is a model zoo, not a ticket run" in capsys.readouterr().err and not page.exists()
