@@ -149,6 +149,9 @@ def test_transfer_fine_tunes_another_runs_ticket(runs_dir):
     bad = cfg.replace(**{"prune.mask_from": str(runs_dir / "nope")})
     with pytest.raises(ConfigError, match="neither a run directory nor a mask file"):
         engine.run(bad, runs_dir=runs_dir)
+    # a bare run id (what `lottery list` shows) is not a folder: the error says what is
+    with pytest.raises(ConfigError, match="runs/RUN_ID"):
+        engine.run(cfg.replace(**{"prune.mask_from": source["run_id"]}), runs_dir=runs_dir)
     assert not (runs_dir / bad.run_id).exists()  # refused before anything was written
 
 

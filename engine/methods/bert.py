@@ -85,7 +85,8 @@ def mask_file(options: TransferOptions) -> Path:
         return path
     levels = path / "levels" / "ticket"
     if not levels.is_dir():
-        raise ConfigError("prune.mask_from", options.mask_from, "is neither a run directory nor a mask file")
+        raise ConfigError("prune.mask_from", options.mask_from, "is neither a run directory nor a mask file (a run's "
+                          "directory is the runs dir and its id: runs/RUN_ID)")
     done = sorted(int(p.name) for p in levels.iterdir() if p.name.isdigit() and (p / "record.json").exists()
                   and int(p.name) > 0)
     if not done:
