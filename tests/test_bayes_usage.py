@@ -49,3 +49,22 @@ def test_transplant_refuses_settings_it_would_ignore(change):
     # run under another run id: the setting was silently ignored
     with pytest.raises(engine.ConfigError, match="bayes_transplant"):
         _bayes_cfg(**{"prune.bayes_transplant": True, **change})
+
+
+def test_progress_counts_the_deterministic_comparison(runs_dir):
+    # the deterministic IMP run bayes-imp trains first was silent: `lottery run` sat at 0% (the app too) for as
+    # long as it trained; now its trainings show as variant "deterministic" and count in the total
+    from engine.progress import Progress
+
+    def check(cfg):
+        events, p = [], Progress()
+        engine.run(cfg, runs_dir=runs_dir, on_event=events.append)
+        for e in events:
+            p.update(e)
+            if type(e).__name__ == "LevelDone":
+                assert p.done <= p.total, (e.level, e.variant, p.done, p.total)
+        assert p.done == p.total
+        return {e.variant for e in events if type(e).__name__ in ("TrainingStarted", "LevelDone")}
+
+    assert "deterministic" in check(_bayes_cfg())
+    assert "deterministic" in check(_bayes_cfg(**{"prune.bayes_criterion": "snr"}))  # reused: counted as done

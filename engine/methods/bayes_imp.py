@@ -18,7 +18,8 @@ at --output-fraction on its own), exactly the counts IMP prunes:
 `--bayes-transplant` takes each level's mask from the deterministic IMP ticket of the same settings instead.
 That deterministic run (same config without --bayesian, method imp, no controls: its own run id, trained once
 and reused) is also the comparison: with `--bayes-deterministic` (default) it is trained first, and every
-level's record holds its accuracy, NLL and ECE beside the Bayesian ticket's and its controls'.
+level's record holds its accuracy, NLL and ECE beside the Bayesian ticket's and its controls'. Its trainings
+are relayed to this run's events as variant "deterministic" (progress bars count them).
 
 Each level's uncertainty is stored as the analysis `uncertainty` (RUN_DIR/analyses/uncertainty.json: test
 accuracy, NLL and ECE of the MC predictive over --mc-samples, reliability bins, per variant), rewritten as
@@ -114,7 +115,11 @@ def deterministic_config(config: RunConfig) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
+DETERMINISTIC = "deterministic"  # the variant name this run's events give the deterministic run's trainings
+
+
 def _deterministic_run(ctx) -> tuple[RunConfig, object]:
+    from .. import events as ev
     from ..runner import run  # late: the runner imports the methods
     from ..store import RunStore
 
@@ -122,10 +127,23 @@ def _deterministic_run(ctx) -> tuple[RunConfig, object]:
     store = RunStore(ctx.store.root, det.run_id)
     summary = store.summary()
     if summary is None or summary.get("status") != "completed":
-        # its own run (own lock, own store, resumable); its progress is not relayed to this run's events
-        if run(det, runs_dir=ctx.store.root, cancel=ctx.cancel)["status"] != "completed":
+        def relay(e):  # its trainings show in this run's progress (counted by own_trainings)
+            if isinstance(e, (ev.TrainingStarted, ev.Evaluated, ev.LevelDone)):
+                ctx.emit(dataclasses.replace(e, run_id=ctx.store.run_id, variant=DETERMINISTIC))
+
+        # its own run (own lock, own store, resumable)
+        if run(det, runs_dir=ctx.store.root, cancel=ctx.cancel, on_event=relay)["status"] != "completed":
             raise RunCancelled("cancelled while training the deterministic comparison")
+    else:  # trained before: its levels count as done
+        for record in store.records("ticket"):
+            ctx.emit(ev.LevelDone(ctx.store.run_id, record["level"], DETERMINISTIC, record, reused=True))
     return det, store
+
+
+def own_trainings(config: RunConfig) -> int:
+    """The deterministic run's trainings (dense + levels), trained or reused first (progress totals)."""
+    opts = config.prune.method_options()
+    return imp_levels(config.prune) + 1 if opts.bayes_deterministic or opts.bayes_transplant else 0
 
 
 # ---------------------------------------------------------------- uncertainty of every level
@@ -202,7 +220,8 @@ METHODS.register("bayes-imp", "Bayesian IMP: a mean-field Gaussian net (--bayesi
                               "magnitude-then-std or random (--bayes-criterion), mu and rho rewound together, "
                               "NLL/ECE per level beside the deterministic ticket")(
     MethodSpec(run, options=BayesImpOptions, levels=lambda config: imp_levels(config.prune),
-               search_cost=imp_search_cost, levels_to_reach=levels_to_reach, check=check))
+               search_cost=imp_search_cost, levels_to_reach=levels_to_reach, check=check,
+               own_trainings=own_trainings))
 
 
 # ---------------------------------------------------------------- the stored record, for any run
