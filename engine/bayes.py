@@ -329,6 +329,11 @@ class _Support:
         self.compact = len(self.flat) < self.COMPACT_BELOW * starts[-1]
 
 
+# optimizers whose update of an entry depends on that entry's gradient and state only, so that stepping rho's
+# kept entries laid end to end as one parameter is stepping each rho (what engine.trainer.make_optimizer makes)
+ELEMENTWISE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
 class _KeptRho:
     """rho's entries on a compact `_Support`, laid end to end as one Parameter that the training's optimizer steps
     in place of the layers' rho (it replaces them in their param group): Adam's arithmetic and moments for the kept
@@ -358,7 +363,9 @@ class _KeptRho:
     @classmethod
     def install(cls, layers: list[BayesLayer], support: _Support, optimizer) -> "_KeptRho | None":
         """Put the kept entries in the place of the layers' rho in `optimizer`; None (and nothing changed) unless
-        every rho is in one of its groups and has no optimizer state yet."""
+        it is one of ELEMENTWISE_OPTIMIZERS and every rho is in one of its groups and has no optimizer state yet."""
+        if type(optimizer) not in ELEMENTWISE_OPTIMIZERS:  # (one parameter for all: the update must be per entry)
+            return None
         ids = {id(layer.rho) for layer in layers}
         groups = [g for g in optimizer.param_groups if any(id(p) in ids for p in g["params"])]
         if len(groups) != 1 or sum(id(p) in ids for p in groups[0]["params"]) != len(ids) or any(
@@ -817,6 +824,16 @@ def start_training(model: nn.Module, n_train: int, seed: int, masks: Iterable[tu
         group.clear()  # nothing computed before this training is handed out in it
         group.restrict(by_param, penalty, optimizer)
     return penalty
+
+
+def end_training(model: nn.Module) -> None:
+    """The training `start_training` began is over (the trainer calls it however the training ends: finished,
+    cancelled or failed): rho goes back into the training's optimizer and the posterior computes over every
+    weight again. Not left to the penalty's garbage collection: a kept traceback (a notebook after Ctrl-C, a
+    failed job's future) holds the penalty, and a later training of the model with another optimizer would
+    then step a rho that its forward pass no longer reads. Nothing for a deterministic net."""
+    for group in posteriors(model):
+        group._let_go()
 
 
 @contextlib.contextmanager

@@ -169,56 +169,59 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
     losses_since_eval = 0
     perm = None
     t0 = time.perf_counter()
-    for step in range(start_step, total):
-        epoch, b = divmod(step, per_epoch)
-        if perm is None or b == 0:  # a CPU generator (the same order on every device), copied once an epoch
-            perm = torch.randperm(len(y), generator=generator(seed, "order", epoch)).to(y.device)
-        idx = perm[b * bs:(b + 1) * bs]
-        if schedule:
-            lr = lr_at(step, total, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr * group["lr_ratio"]
+    try:  # a Bayesian training ends here, whatever happens in it (engine.bayes.end_training)
+        for step in range(start_step, total):
+            epoch, b = divmod(step, per_epoch)
+            if perm is None or b == 0:  # a CPU generator (the same order on every device), copied once an epoch
+                perm = torch.randperm(len(y), generator=generator(seed, "order", epoch)).to(y.device)
+            idx = perm[b * bs:(b + 1) * bs]
+            if schedule:
+                lr = lr_at(step, total, cfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr * group["lr_ratio"]
 
-        if stochastic:
-            seed_device_generator(y.device, seed, "dropout", step)
-        with amp:
-            loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
-        opt.zero_grad(set_to_none=True)
-        (loss if penalty is None else loss + penalty()).backward()
-        if masked:
-            torch._foreach_mul_([p.grad for p in masked_params], masked_values)
-        opt.step()
-        loss_sum += loss.detach()
-        losses_since_eval += 1
-        if cancel is not None and cancel.is_set():
-            raise RunCancelled("cancelled")
+            if stochastic:
+                seed_device_generator(y.device, seed, "dropout", step)
+            with amp:
+                loss = F.cross_entropy(model(x[idx]), y[idx])  # what is reported; the penalty only steers
+            opt.zero_grad(set_to_none=True)
+            (loss if penalty is None else loss + penalty()).backward()
+            if masked:
+                torch._foreach_mul_([p.grad for p in masked_params], masked_values)
+            opt.step()
+            loss_sum += loss.detach()
+            losses_since_eval += 1
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled("cancelled")
 
-        if (step + 1) % eval_every == 0 or step + 1 == total:
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                val_loss, val_acc = evaluate(model, data.val)
+                test_loss, test_acc = evaluate(model, data.test)
+                point = {"iteration": step + 1, "epoch": (step + 1) / per_epoch,
+                         "train_loss": float(loss_sum) / losses_since_eval,
+                         "val_loss": val_loss, "val_accuracy": val_acc,
+                         "test_loss": test_loss, "test_accuracy": test_acc}
+                loss_sum.zero_()
+                losses_since_eval = 0
+                curve.append(point)
+                if not best[2] or val_loss < best[0]:  # the first point counts even if its loss is NaN
+                    best = (val_loss, step + 1, point)
+                if on_eval is not None:
+                    on_eval(point)
+            if on_step is not None:  # after the evaluation, so a change it makes applies from the next step on
+                on_step(step + 1, model)
+
+        seconds = time.perf_counter() - t0
+        if not curve:  # started at or past the end: nothing to train, still report the weights as they are
             val_loss, val_acc = evaluate(model, data.val)
             test_loss, test_acc = evaluate(model, data.test)
-            point = {"iteration": step + 1, "epoch": (step + 1) / per_epoch,
-                     "train_loss": float(loss_sum) / losses_since_eval,
-                     "val_loss": val_loss, "val_accuracy": val_acc,
-                     "test_loss": test_loss, "test_accuracy": test_acc}
-            loss_sum.zero_()
-            losses_since_eval = 0
-            curve.append(point)
-            if not best[2] or val_loss < best[0]:  # the first point counts even if its loss is NaN
-                best = (val_loss, step + 1, point)
-            if on_eval is not None:
-                on_eval(point)
-        if on_step is not None:  # after the evaluation, so a change it makes applies from the next step on
-            on_step(step + 1, model)
-
-    seconds = time.perf_counter() - t0
-    if not curve:  # started at or past the end: nothing to train, still report the weights as they are
-        val_loss, val_acc = evaluate(model, data.val)
-        test_loss, test_acc = evaluate(model, data.test)
-        curve.append({"iteration": start_step, "epoch": start_step / per_epoch, "train_loss": float("nan"),
-                      "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
-                      "test_accuracy": test_acc})
-        best = (val_loss, start_step, curve[-1])
-    keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-    return TrainResult(iterations=total, seconds=seconds, final={k: curve[-1][k] for k in keys},
-                       early_stop_iteration=best[1], at_early_stop={k: best[2][k] for k in keys},
-                       curve=curve)
+            curve.append({"iteration": start_step, "epoch": start_step / per_epoch, "train_loss": float("nan"),
+                          "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss,
+                          "test_accuracy": test_acc})
+            best = (val_loss, start_step, curve[-1])
+        keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+        return TrainResult(iterations=total, seconds=seconds, final={k: curve[-1][k] for k in keys},
+                           early_stop_iteration=best[1], at_early_stop={k: best[2][k] for k in keys},
+                           curve=curve)
+    finally:
+        bayes.end_training(model)
