@@ -84,6 +84,13 @@ VMAP_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Flatten, nn.Max
 EVAL_ELEMENTS = 1 << 14    # members x examples per evaluation chunk: bounds the activations held at once
 
 
+def untested_layers(model: nn.Module) -> list[str]:
+    """The kinds of the model's leaf layers that the batched trainer has not been tested on (a transformer's
+    embeddings, dropout: random per call, a user's own layers); [] when it has been on all of them."""
+    return sorted({type(m).__name__ for m in model.modules()
+                   if not list(m.children()) and not isinstance(m, (*VMAP_LAYERS, nn.Sequential))})
+
+
 @dataclass
 class Member:
     """One network of a batch: where it starts and how it is fed.
@@ -142,9 +149,9 @@ def auto_reason(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None)
         return str(e)
     if cfg is not None and cfg.amp != "off":  # bf16 rounds bmm and mm differently: alike only to bf16 precision
         return f"--amp {cfg.amp}: batched and one-by-one bf16 steps agree only to bf16 precision (not measured)"
-    other = {type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, VMAP_LAYERS)}
-    if other:  # e.g. a transformer's embeddings, dropout (random per call), a user's own layers
-        return f"layers the batched trainer has not been tested on: {', '.join(sorted(other))}"
+    other = untested_layers(model)
+    if other:
+        return f"layers the batched trainer has not been tested on: {', '.join(other)}"
     if data.train.y.device.type == "cpu" and _linear_chain(model) is None:
         return "on CPU only chains of Linear layers train faster batched (vmap over convolutions measured ~1x)"
     return None

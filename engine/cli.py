@@ -245,7 +245,9 @@ def cmd_analyze(args) -> int:
 
 def _analysis_progress(e) -> None:
     """A long analysis's steps, one line each on stderr (in a terminal: piped output stays what it was)."""
-    if type(e).__name__ == "AnalysisProgress":
+    from .events import AnalysisProgress
+
+    if isinstance(e, AnalysisProgress):
         print(f"{e.analysis}: {e.message} ({e.done}/{e.total})", file=sys.stderr, flush=True)
 
 

@@ -52,7 +52,7 @@ from .config import RunConfig, option, validate
 from .errors import ConfigError, LotteryError, RunCancelled, Unsupported
 from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
-from .store import RunStore, StoreDamaged, check_writable, load_tensors, read_json, save_tensors, write_json
+from .store import RunStore, StoreDamaged, check_writable, load_tensors, read_json, read_object, save_tensors, write_json
 
 KIND = "zoo"  # config.json's "kind": how the store tells a zoo from a ticket run
 
@@ -100,7 +100,7 @@ def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, r
     store = _ticket_store(options, runs_dir)
     fixed = [p for p in values if p.split(".")[0] in ("model", "data")]
     if fixed:
-        raise ConfigError(fixed[0], values[fixed[0]], f"a ticket zoo trains the ticket run's own model and data; "
+        raise ConfigError(fixed[0], values[fixed[0]], "a ticket zoo trains the ticket run's own model and data; "
                           "leave it out (training flags and --seed may change)")
     stored = {k: v for k, v in store.config().items() if k != "custom_model"}
     return config_from_settings(values, base=stored)
@@ -121,10 +121,8 @@ def _ticket_store(options: ZooOptions, runs_dir) -> RunStore:
 
 def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     """Check everything (ticket run and level, architecture on `data`) and name the zoo; writes nothing."""
-    from torch import nn
-
     from . import masks as M
-    from .batched import VMAP_LAYERS, check_batchable
+    from .batched import check_batchable, untested_layers
 
     kind = "dense" if options.ticket is None else "ticket"
     start, start_step, mask = None, 0, None
@@ -141,8 +139,7 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     model = _architecture(config, data)
     check_batchable(model, data)
     # refused here, before the zoo's folder exists (a transformer's dropout failed inside vmap, leaving a failed zoo)
-    untested = sorted({type(m).__name__ for m in model.modules()
-                       if not list(m.children()) and not isinstance(m, (*VMAP_LAYERS, nn.Sequential))})
+    untested = untested_layers(model)
     if untested:
         raise Unsupported(f"a zoo trains its members as one batched computation, which has not been tested on: "
                           f"{', '.join(untested)} ({config.model.model}); zoos take mlp, lenet300, conv2/4/6, resnet20")
@@ -255,7 +252,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     except (RunCancelled, KeyboardInterrupt) as e:
         status = "cancelled"
         store.write_summary(summarise())
-        _emit(on_event, ev.RunStopped(p.zoo_id, len(_stored_chunks(store))))
+        _emit(on_event, ev.RunStopped(p.zoo_id, len(_stored_chunks(store, damaged_ok=True))))
         if isinstance(e, KeyboardInterrupt):
             raise
         return summarise()
@@ -279,12 +276,27 @@ def _chunk_dir(store: RunStore, c: int) -> Path:
     return store.path("chunks", f"{c:03d}")
 
 
-def _stored_chunks(store: RunStore) -> list[tuple[int, dict]]:
-    """(number, record) of every chunk stored whole (its record is written last), by number."""
+def _stored_chunks(store: RunStore, damaged_ok: bool = False) -> list[tuple[int, dict]]:
+    """(number, record) of every chunk stored whole (its record is written last), by number. A damaged record is
+    a StoreDamaged that says how to recover, or, with damaged_ok (a summary of what is there), left out."""
     folder = store.path("chunks")
     numbers = sorted(int(d.name) for d in folder.iterdir() if d.name.isdigit()) if folder.exists() else []
-    return [(c, read_json(_chunk_dir(store, c) / "record.json")) for c in numbers
-            if (_chunk_dir(store, c) / "record.json").exists()]
+    out = []
+    for c in numbers:
+        path = _chunk_dir(store, c) / "record.json"
+        if not path.exists():
+            continue
+        try:
+            out.append((c, read_object(path)))
+        except StoreDamaged as e:
+            if not damaged_ok:
+                raise _retrain_hint(e, store, c) from None
+    return out
+
+
+def _retrain_hint(e: StoreDamaged, store: RunStore, c: int) -> StoreDamaged:
+    """A damaged chunk: the finished chunks are kept, so only this one's members need training again."""
+    return StoreDamaged(f"{e}; delete {_chunk_dir(store, c)} and run the same command again to retrain its members")
 
 
 def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
@@ -312,9 +324,8 @@ def _finish(store: RunStore, n: int) -> None:
     for c, _ in stored:
         try:
             parts[c] = load_tensors(_chunk_dir(store, c) / "weights.safetensors")
-        except StoreDamaged as e:  # the finished chunks are kept: only this one's members need training again
-            raise StoreDamaged(f"{e}; delete {_chunk_dir(store, c)} and run the same command again to retrain "
-                               "its members") from None
+        except StoreDamaged as e:
+            raise _retrain_hint(e, store, c) from None
     stacked = {k: torch.stack([parts[where[i][0]][k][where[i][1]] for i in range(n)]) for k in parts[stored[0][0]]}
     records = [where[i][2] for i in range(n)]
     seconds = sum(r["seconds"] for _, r in stored)
@@ -328,7 +339,7 @@ def _member_records(store: RunStore) -> tuple[list[dict], float]:
     if path.exists():
         m = read_json(path)
         return m["members"], m["train_seconds"]
-    chunks = [r for _, r in _stored_chunks(store)]
+    chunks = [r for _, r in _stored_chunks(store, damaged_ok=True)]
     return [m for c in chunks for m in c["members"]], sum(c["seconds"] for c in chunks)
 
 

@@ -170,31 +170,34 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self._draw()
 
     def _draw(self) -> None:
-        from engine.store import RunStore, StoreDamaged
+        from engine.store import RunStore
 
         report = self._reports.get(self.generation.value) if self.generation.value else None
         self.panes["accuracy"].object = accuracy_plot(report)
         self.panes["map"].object = map_plot(report)
         self.table.object = report_table(report)
-        try:
-            stored = RunStore(self.runs_dir, self.zoo.value).analyses() if self.zoo.value else {}
-            self.panes["barriers"].object = barrier_plot(stored.get("zoo-barrier"))
-        except StoreDamaged:  # a damaged file says so where its plot goes; Barriers writes a whole one again
+        damaged: dict[str, str] = {}
+        stored = RunStore(self.runs_dir, self.zoo.value).analyses(damaged) if self.zoo.value else {}
+        if "zoo-barrier" in damaged:  # a damaged file says so where its plot goes; Barriers writes a whole one again
             self.panes["barriers"].object = _empty("Barriers between zoo members", "the stored zoo-barrier.json is "
                                                    "damaged: press Barriers to compute it again")
+        else:
+            self.panes["barriers"].object = barrier_plot(stored.get("zoo-barrier"))
 
     # ------------------------------------------------------------ jobs
-    def _start(self, name: str, work) -> None:
+    def _start(self, name: str, work) -> bool:
+        """Start `work` on a worker; False (and the status says so) while another job runs."""
         from engine.progress import Progress
         from explorer.jobs import Job
 
         if self.job is not None:
             self.status.object = "Busy: cancel the running job first."
-            return
+            return False
         self._progress = Progress()
         self.progress.value, self.progress.visible, self.cancel.disabled = 0, True, False
         self.status.object = f"**{name}** running..."
         self.job = Job(work, name=name)
+        return True
 
     def train_zoo(self) -> None:
         """Train (or finish) the zoo the form describes, on a worker."""
@@ -213,9 +216,9 @@ class WeightSpacePanel(pn.viewable.Viewer):
         except engine.ConfigError as e:
             self.status.object = f"**zoo**: {e}"
             return
-        self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir, on_event=job.emit,
-                                                 cancel=job.cancelled))
-        if options.ticket is not None and self.job is not None:  # the model/data/training fields do not apply
+        started = self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir,
+                                                           on_event=job.emit, cancel=job.cancelled))
+        if started and options.ticket is not None:  # the model/data/training fields do not apply
             changed = ", ".join(k.split(".")[-1] for k in values)
             self.status.object = (f"**zoo** running: a ticket zoo of {options.ticket}, trained as that run was "
                                   f"(model, data, training){'; changed here: ' + changed if changed else ''}...")

@@ -574,3 +574,17 @@ def test_the_app_has_a_weight_space_tab(runs):
     assert isinstance(view, WeightSpacePanel) and dense in view.zoo.options
     app.tick()  # polls the tab (nothing running)
     app.stop()
+
+
+def test_weight_space_panel_keeps_saying_busy_while_a_job_runs(runs_dir, monkeypatch):
+    """Asking for a ticket zoo while another job runs: the refusal stayed on screen for a moment only, replaced by
+    "zoo running: a ticket zoo of ..." (nothing was running for it)."""
+    import engine.zoo as Z
+    from explorer import weight_space as W
+
+    panel = W.WeightSpacePanel(runs_dir)
+    monkeypatch.setattr(Z, "zoo_config", lambda options, values, runs_dir: None)
+    panel.zoo_form.options = lambda: Z.ZooOptions(ticket="imp-lenet300-digits-abc")
+    panel.job = object()  # a generation is running
+    panel.train_zoo()
+    assert panel.status.object == "Busy: cancel the running job first."

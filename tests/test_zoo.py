@@ -97,17 +97,19 @@ def test_a_zoo_resumed_with_another_chunk_size_has_each_member_once(runs_dir, tm
         torch.testing.assert_close(zoo.weights[k], whole.weights[k])
 
 
-def test_a_damaged_chunk_says_how_to_recover(runs_dir):
-    """A chunk file damaged on disk: the resume names it and says to delete its folder; after that the same call
-    retrains just its members."""
+@pytest.mark.parametrize("damaged", ["weights.safetensors", "record.json"])
+def test_a_damaged_chunk_says_how_to_recover(runs_dir, damaged):
+    """A chunk file damaged on disk: the resume names it and says to delete its folder (and the zoo is marked
+    failed); after that the same call retrains just its members."""
     options, config = _dense(runs_dir, members=3, chunk=2)
     cancel = threading.Event()
     first = Z.train_zoo(options, config, runs_dir=runs_dir, cancel=cancel,
                         on_event=lambda e: isinstance(e, ev.LevelDone) and cancel.set())
     chunk = runs_dir / first["run_id"] / "chunks" / "000"
-    (chunk / "weights.safetensors").write_bytes(b"garbage")
+    (chunk / damaged).write_bytes(b"garbage")
     with pytest.raises(engine.LotteryError, match=re.escape(f"delete {chunk}")):
         Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert engine.RunStore(runs_dir, first["run_id"]).summary()["status"] == "failed"
     import shutil
     shutil.rmtree(chunk)
     done = Z.train_zoo(options, config, runs_dir=runs_dir)
