@@ -111,7 +111,10 @@ class AnalysisPanel(pn.viewable.Viewer):
         self._drawn = True
         self.run_id, self.level, self.layer = run_id, level, layer
         store = RunStore(self.runs_dir, run_id) if run_id else None
-        stored = store.analyses() if store is not None and store.exists() else {}
+        damaged: dict[str, str] = {}
+        stored = store.analyses(damaged) if store is not None and store.exists() else {}
+        if damaged:  # left out of the plots; computing one again replaces its file
+            self.status.object = f"unreadable, compute again: {', '.join(damaged)} ({next(iter(damaged.values()))})"
         by_kind: dict = {}
         for result in stored.values():  # per kind: the file of the selected level, else the highest level
             kind, old = result.get("analysis"), by_kind.get(result.get("analysis"))

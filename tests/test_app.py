@@ -267,6 +267,12 @@ def test_analyses_tab_runs_an_analysis_on_a_worker_and_shows_it(tmp_path):
     assert isinstance(panes["sanity"].object, hv.Bars)
     for pane in panes.values():
         _render(pane.object)
+    # a damaged file: the tab still draws the others and says which one to compute again
+    [sanity] = (runs / s["run_id"] / "analyses").glob("sanity*.json")
+    sanity.write_text("{")
+    analyses.show(s["run_id"], analyses.level, analyses.layer, force=True)
+    assert f"unreadable, compute again: {sanity.stem}" in analyses.status.object
+    assert not isinstance(panes["sanity"].object, hv.Bars) and isinstance(panes["np_levels"].object, hv.Overlay)
 
 
 class ToyView(pn.viewable.Viewer):
