@@ -24,7 +24,8 @@ class Event:
 @dataclass(frozen=True)
 class RunStarted(Event):
     method: str
-    trainings: int            # how many trainings the run will do (dense + levels x (1 + controls))
+    trainings: int            # how many trainings the run will do (dense + levels x (1 + controls) + the
+    #                           method's own_trainings)
     iterations: int           # iterations of one full training
     completed: int            # trainings already in the store (resumed run)
     search_steps: int = 0     # steps of a mask search (cs, cts) before the ticket's training

@@ -7,8 +7,9 @@ One tracker, read by the CLI's tqdm bar (`lottery run`, `lottery compare`) and b
     for event in events:
         bar.update(progress.update(event))   # update() returns the iterations this event advanced
 
-The total is every iteration the run will train: the dense network, each level's ticket and controls,
-plus a mask search's steps (cs, cts), as `RunStarted` announces them. Stored levels that a resumed run
+The total is every iteration the run will train: the dense network, each level's ticket and controls, the
+method's own further trainings (`MethodSpec.own_trainings`: bayes-imp's deterministic run, ks-lottery's
+baselines), plus a mask search's steps (cs, cts), as `RunStarted` announces them. Stored levels that a resumed run
 reuses count as done when their `LevelDone(reused=True)` arrives; a late-rewound ticket starts at its
 rewind step, so its first `start_step` iterations count as done when it starts.
 """

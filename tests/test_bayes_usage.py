@@ -28,6 +28,11 @@ def test_reanalysing_a_bayes_imp_run_keeps_its_deterministic_comparison(runs_dir
             assert after["deterministic"][key] == pytest.approx(before["deterministic"][key])
             assert after["variants"]["ticket"][key] == pytest.approx(before["variants"]["ticket"][key])
     assert "deterministic ticket" in bayes_imp.format_uncertainty("uncertainty", again)
+    # a run made without the comparison does not gain one from a deterministic run stored beside it
+    alone = _bayes_cfg(**{"prune.bayes_criterion": "snr", "prune.bayes_deterministic": False})
+    engine.run(alone, runs_dir=runs_dir)
+    again = analyze("uncertainty", runs_dir, alone.run_id)
+    assert again["deterministic_run"] is None and not any("deterministic" in e for e in again["levels"])
 
 
 def test_grasp_on_a_bayesian_net_trains_or_says_why_not(runs_dir):
@@ -60,10 +65,12 @@ def test_progress_counts_the_deterministic_comparison(runs_dir):
         events, p = [], Progress()
         engine.run(cfg, runs_dir=runs_dir, on_event=events.append)
         for e in events:
+            if type(e).__name__ == "RunFinished":  # (which sets done to the total, whatever came before)
+                assert p.done == p.total, (p.done, p.total)
             p.update(e)
             if type(e).__name__ == "LevelDone":
                 assert p.done <= p.total, (e.level, e.variant, p.done, p.total)
-        assert p.done == p.total
+        assert type(events[-1]).__name__ == "RunFinished"
         return {e.variant for e in events if type(e).__name__ in ("TrainingStarted", "LevelDone")}
 
     assert "deterministic" in check(_bayes_cfg())

@@ -45,11 +45,11 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
         raise ConfigError("RUN_ID", run_id, f"is a {config.prune.method} run: lota-tasks analyses lota runs")
     if options.other == config.data.dataset:
         raise ConfigError("other", options.other, "must differ from the run's dataset")
-    try:  # validated: a text task, same tokenizer
-        other = config.replace(**{"data.dataset": options.other}).data
+    data_a = data_mod.load(config.data)
+    try:  # validated (a text task, same tokenizer) and loaded (a text: file that is not there)
+        data_b = data_mod.load(config.replace(**{"data.dataset": options.other}).data)
     except ConfigError as e:  # named for the flag the user typed, not the config field behind it
         raise ConfigError("other", options.other, e.allowed) from None
-    data_a, data_b = data_mod.load(config.data), data_mod.load(other)
     model_a = models.build(config.model, data_a.input_shape, data_a.num_classes, config.seed)
     model_b = lota.with_encoder(models.build(config.model, data_b.input_shape, data_b.num_classes, config.seed + 1),
                                 lota.encoder_state(model_a))  # the same base encoder, B's own head

@@ -255,6 +255,9 @@ def _stored_deterministic_run(run_) -> tuple[RunConfig, object] | None:
 
     if run_.config.prune.method != "bayes-imp":
         return None
+    opts = run_.config.prune.method_options()
+    if not (opts.bayes_deterministic or opts.bayes_transplant):  # the run chose to go without one
+        return None
     det = deterministic_config(run_.config)
     store = RunStore(run_.store.root, det.run_id)
     return (det, store) if store.exists() else None

@@ -419,7 +419,8 @@ METHODS.register("partial-lora", "Partial-LoRA: LoRA adapters on the frozen enco
                  "from the pre-trained weights' task subspaces (random, uniform or magnitude entries; Damirchi et al. "
                  "2025)")(
     MethodSpec(partial_lora, options=PartialLoRAOptions, trains_controls=False, check=check,
-               search_epochs=lambda config: config.train.epochs if needs_reference(config) else 0,
+               # the dense adapter (variant dense-lora) is a training of its own: counted once, done when reused
+               own_trainings=lambda config: 1 if needs_reference(config) else 0,
                search_cost=search_cost))
 ANALYSES.register(RECORD, "Partial-LoRA's per-layer ratios, counts and accuracies (written by the method)")(
     AnalysisSpec(format_record))
