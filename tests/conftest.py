@@ -28,6 +28,21 @@ def wait_until(predicate, timeout: float = 120, interval: float = 0.05, what: st
     return value
 
 
+def assert_progress_reaches_total(events) -> None:
+    """The CLI's bar and the app's progress (engine.progress) never pass the total the run announced, and reach
+    it before RunFinished (which sets done to the total, whatever came before: a total too big would pass)."""
+    from engine.progress import Progress
+
+    p = Progress()
+    for e in events:
+        if type(e).__name__ == "RunFinished":
+            assert p.done == p.total, (p.done, p.total)
+        p.update(e)
+        assert p.done <= p.total, (type(e).__name__, getattr(e, "level", None), getattr(e, "variant", None),
+                                   p.done, p.total)
+    assert type(events[-1]).__name__ == "RunFinished"
+
+
 @pytest.fixture
 def runs_dir(tmp_path):
     return tmp_path / "runs"

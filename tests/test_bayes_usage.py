@@ -6,7 +6,7 @@ from engine.analysis import analyze
 from engine.methods import bayes_imp
 from engine.store import RunStore
 
-from conftest import tiny
+from conftest import assert_progress_reaches_total, tiny
 
 
 def _bayes_cfg(**changes):
@@ -59,18 +59,10 @@ def test_transplant_refuses_settings_it_would_ignore(change):
 def test_progress_counts_the_deterministic_comparison(runs_dir):
     # the deterministic IMP run bayes-imp trains first was silent: `lottery run` sat at 0% (the app too) for as
     # long as it trained; now its trainings show as variant "deterministic" and count in the total
-    from engine.progress import Progress
-
     def check(cfg):
-        events, p = [], Progress()
+        events = []
         engine.run(cfg, runs_dir=runs_dir, on_event=events.append)
-        for e in events:
-            if type(e).__name__ == "RunFinished":  # (which sets done to the total, whatever came before)
-                assert p.done == p.total, (p.done, p.total)
-            p.update(e)
-            if type(e).__name__ == "LevelDone":
-                assert p.done <= p.total, (e.level, e.variant, p.done, p.total)
-        assert type(events[-1]).__name__ == "RunFinished"
+        assert_progress_reaches_total(events)
         return {e.variant for e in events if type(e).__name__ in ("TrainingStarted", "LevelDone")}
 
     assert "deterministic" in check(_bayes_cfg())

@@ -14,6 +14,8 @@ from engine.errors import ConfigError
 from engine.methods import ks_lottery as ks
 from engine.store import load_tensors
 
+from conftest import assert_progress_reaches_total
+
 pytestmark = pytest.mark.usefixtures("text_cache")
 
 
@@ -65,30 +67,16 @@ def test_known_answer_task_rewrites_informative_words_into_unused_rows():
     assert vocab_task.known_tokens(DataConfig(dataset="pydoc-topics")) is None
 
 
-def _progress_ends_at_its_total(events):
-    """The CLI's bar and the app's progress (engine.progress) never pass the total they announce, and reach it."""
-    from engine.progress import Progress
-
-    p = Progress()
-    for e in events:
-        if type(e).__name__ == "RunFinished":  # (which sets done to the total, whatever came before)
-            assert p.done == p.total, (p.done, p.total)
-        p.update(e)
-        if type(e).__name__ == "LevelDone":
-            assert p.done <= p.total, (e.level, e.variant, p.done, p.total)
-    assert type(events[-1]).__name__ == "RunFinished"
-
-
 def test_run_retunes_only_the_selected_rows(runs_dir):
     events = []
     s = engine.run(ks_cfg(), runs_dir=runs_dir, on_event=events.append)
     assert s["status"] == "completed"
     # the progress total counts the embedding fine-tune, the head alone and the baselines (it counted only the
     # dense net and the tickets: `lottery run` showed 8/8 with 30 iterations to go)
-    _progress_ends_at_its_total(events)
+    assert_progress_reaches_total(events)
     resumed = []
     engine.run(ks_cfg(), runs_dir=runs_dir, on_event=resumed.append)
-    _progress_ends_at_its_total(resumed)
+    assert_progress_reaches_total(resumed)
     store = engine.store.RunStore(runs_dir, s["run_id"])
     base = load_tensors(store.weights_path("init"))
     record = json.loads(store.analysis_path(ks.RECORD).read_text())
@@ -126,7 +114,7 @@ def test_progress_counts_the_baselines(runs_dir):
     events = []
     engine.run(ks_cfg(**{"prune.ks_baselines": True, "prune.ks_top_k": (2, 3), "train.epochs": 1}),
                runs_dir=runs_dir, on_event=events.append)
-    _progress_ends_at_its_total(events)
+    assert_progress_reaches_total(events)
 
 
 @pytest.mark.parametrize("change, field", [({"prune.ks_top_k": (10 ** 6,)}, "prune.ks_top_k"),

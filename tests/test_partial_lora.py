@@ -16,6 +16,8 @@ from engine.errors import ConfigError
 from engine.methods import partial_lora as pl
 from engine.store import load_tensors
 
+from conftest import assert_progress_reaches_total
+
 pytestmark = pytest.mark.usefixtures("text_cache")
 
 
@@ -163,14 +165,8 @@ def test_method_stores_an_exact_masked_adapter_merged_into_the_base(runs_dir):
     assert len(done) == 3 and all(e.reused for e in done)  # full fine-tune, dense-lora, ticket
     started = next(e for e in events if type(e).__name__ == "RunStarted")
     assert started.trainings * started.iterations + started.search_steps == 3 * started.iterations
-    from engine.progress import Progress
     for run_events in (events, again):  # the bar reaches its total, and a resume's (all reused) never passes it
-        p = Progress()
-        for e in run_events:
-            if type(e).__name__ == "RunFinished":
-                assert p.done == p.total, (p.done, p.total)
-            p.update(e)
-            assert p.done <= p.total, (type(e).__name__, p.done, p.total)
+        assert_progress_reaches_total(run_events)
     # `lottery show` prints the record
     from engine import cli
     out = io.StringIO()
