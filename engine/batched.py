@@ -123,8 +123,10 @@ def member_weights(stacked: dict[str, torch.Tensor], i: int) -> dict[str, torch.
     return {k: v[i] for k, v in stacked.items()}
 
 
-def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
-    """Unsupported (one line) for what one stacked computation cannot train member by member."""
+def check_batchable(model: nn.Module, data: Dataset | None = None, tested_only: bool = False) -> None:
+    """Unsupported (one line) for what one stacked computation cannot train member by member; with tested_only,
+    also for layers it has not been tested on (`untested_layers`: a transformer's dropout fails inside vmap),
+    for callers that batch by default rather than because the user asked."""
     if data is not None and data.train.y.dim() != 1:
         raise Unsupported("the batched trainer takes one class label per example; per-token targets (text "
                           "tasks) train one by one with engine.trainer")
@@ -133,6 +135,9 @@ def check_batchable(model: nn.Module, data: Dataset | None = None) -> None:
     if is_bayesian(model):
         raise Unsupported("Bayesian layers sample their weights and add a KL penalty per member; train them one "
                           "by one with engine.trainer")
+    untested = untested_layers(model) if tested_only else []
+    if untested:
+        raise Unsupported(f"the batched trainer has not been tested on: {', '.join(untested)}")
 
 
 def auto_reason(model: nn.Module, data: Dataset, cfg: TrainConfig | None = None) -> str | None:

@@ -122,7 +122,7 @@ def _ticket_store(options: ZooOptions, runs_dir) -> RunStore:
 def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     """Check everything (ticket run and level, architecture on `data`) and name the zoo; writes nothing."""
     from . import masks as M
-    from .batched import check_batchable, untested_layers
+    from .batched import check_batchable
 
     kind = "dense" if options.ticket is None else "ticket"
     start, start_step, mask = None, 0, None
@@ -137,12 +137,11 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
         start, start_step = _rewind_point(store, RunConfig.from_dict(
             {k: v for k, v in store.config().items() if k != "custom_model"}), level, mask)
     model = _architecture(config, data)
-    check_batchable(model, data)
-    # refused here, before the zoo's folder exists (a transformer's dropout failed inside vmap, leaving a failed zoo)
-    untested = untested_layers(model)
-    if untested:
-        raise Unsupported(f"a zoo trains its members as one batched computation, which has not been tested on: "
-                          f"{', '.join(untested)} ({config.model.model}); zoos take mlp, lenet300, conv2/4/6, resnet20")
+    try:  # refused here, before the zoo's folder exists (a transformer's dropout failed inside vmap)
+        check_batchable(model, data, tested_only=True)
+    except Unsupported as e:
+        raise Unsupported(f"a zoo trains its members as one batched computation: {e} ({config.model.model}); zoos "
+                          "take mlp, lenet300, conv2/4/6, resnet20") from None
     if mask is not None and set(mask) != set(M.prunable(model)):
         raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
     blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)

@@ -191,3 +191,12 @@ def test_the_direct_step_waits_for_every_parameters_state():
         made[1][2]()  # raised KeyError('exp_avg') at the first step
         for p, q in zip(made[0][0], made[1][0]):
             assert torch.equal(p, q)
+
+
+def test_callers_that_batch_by_default_can_refuse_layers_never_tested_batched():
+    """A zoo and the instability analysis batch without being asked: a layer the batched trainer has not been
+    tested on (dropout fails inside vmap) is refused, so they fall back or say so in one line."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    B.check_batchable(model)  # (asked for: tried)
+    with pytest.raises(Unsupported, match="has not been tested on: Dropout"):
+        B.check_batchable(model, tested_only=True)
