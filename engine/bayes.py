@@ -243,7 +243,9 @@ class Posterior:
     def support(self) -> "_Support | None":
         """The weights this pass computes on: a compact `_Support`, or None for all of them (no training's
         masks, or a mask too dense for compaction to pay)."""
-        if self._training is None or self._training() is None:
+        if self._training is None:  # (no training's masks: every step of a dense level)
+            return None
+        if self._training() is None:
             self._let_go()  # that training is over
             return None
         key = tuple(None if m is None else m._version for m in self._masks)
@@ -320,13 +322,14 @@ class _Support:
             self.local = [torch.arange(layer.weight.numel(), device=layer.weight.device) if mask is None else
                           ((mask != 0) | (layer.weight != 0)).reshape(-1).nonzero().squeeze(1)
                           for layer, mask in zip(layers, masks)]
-        self.local32 = [i.int() for i in self.local]
         self.counts = [len(i) for i in self.local]
         starts = [0]
         for layer in layers:
             starts.append(starts[-1] + layer.weight.numel())
-        self.flat = torch.cat([i + start for i, start in zip(self.local, starts)])
-        self.compact = len(self.flat) < self.COMPACT_BELOW * starts[-1]
+        self.compact = sum(self.counts) < self.COMPACT_BELOW * starts[-1]
+        if self.compact:  # (what only a compact support is used for)
+            self.local32 = [i.int() for i in self.local]
+            self.flat = torch.cat([i + start for i, start in zip(self.local, starts)])
 
 
 # optimizers whose update of an entry depends on that entry's gradient and state only, so that stepping rho's
@@ -454,10 +457,11 @@ class _Buffers:
         # written in the forward pass only, before s is saved
         size = sum(math.prod(s) for s in shapes)
         self.flat = {name: torch.empty(size, dtype=dtype, device=device) for name in names if name not in ("mu", "s")}
-        self.flat["s"] = torch.empty(size, dtype=dtype, device=device)
-        if support is not None:
+        if support is None:
+            self.flat["s"] = torch.empty(size, dtype=dtype, device=device)
+        else:
             self.mu_s = torch.empty(2 * size, dtype=dtype, device=device)
-            self.flat["mu"], self.flat["s"] = self.mu_s[:size], self.mu_s[size:]
+            self.flat["s"], self.flat["mu"] = self.mu_s[size:], self.mu_s[:size]
         v = self.views = {name: _split(row, shapes) for name, row in self.flat.items()}
         # per layer: its std (sigma^2 for local reparameterisation, else sigma) and what multiplies the std's
         # gradient in d loss / d sigma (2 s, or alive: `by_factor` lists the layers of each, with the 2 or 1)

@@ -143,7 +143,7 @@ def _deterministic_run(ctx) -> tuple[RunConfig, object]:
 def own_trainings(config: RunConfig) -> int:
     """The deterministic run's trainings (dense + levels), trained or reused first (progress totals)."""
     opts = config.prune.method_options()
-    return imp_levels(config.prune) + 1 if opts.bayes_deterministic or opts.bayes_transplant else 0
+    return imp_levels(config.prune) + 1 if opts.bayes_deterministic else 0
 
 
 # ---------------------------------------------------------------- uncertainty of every level
@@ -189,7 +189,7 @@ def run(ctx) -> None:
     from ..runner import trained_controls
 
     cfg, opts = ctx.config.prune, ctx.options
-    det = _deterministic_run(ctx) if opts.bayes_deterministic or opts.bayes_transplant else None
+    det = _deterministic_run(ctx) if opts.bayes_deterministic else None
     variants = ("ticket", *trained_controls(ctx.config))
 
     def make_model():
@@ -256,7 +256,7 @@ def _stored_deterministic_run(run_) -> tuple[RunConfig, object] | None:
     if run_.config.prune.method != "bayes-imp":
         return None
     opts = run_.config.prune.method_options()
-    if not (opts.bayes_deterministic or opts.bayes_transplant):  # the run chose to go without one
+    if not opts.bayes_deterministic:  # the run chose to go without one (a transplant needs it: refused)
         return None
     det = deterministic_config(run_.config)
     store = RunStore(run_.store.root, det.run_id)
