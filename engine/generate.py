@@ -566,9 +566,8 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
         raise ConfigError("ZOO_ID", zoo_id, f"its weights do not fit the architecture of its config "
                           f"({zoo.config.model.model}): {diff[0]} is {stored.get(diff[0])}, the model has "
                           f"{expected.get(diff[0])}")
-    canon = options.canonicalise
-    if canon == "auto":
-        canon = "none" if zoo.mask is not None else "rebasin"
+    auto = "none" if zoo.mask is not None else "rebasin"
+    canon = auto if options.canonicalise == "auto" else options.canonicalise
     if canon == "rebasin" and zoo.mask is not None:
         raise ConfigError("--canonicalise", "rebasin", "a ticket zoo's members share one mask and start point "
                           "(already one coordinate system); permuting them would move the mask: use none or auto")
@@ -578,8 +577,7 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     # resolved before hashing: auto and what it chose are one generation (canonicalise the other way round, to
     # "auto", so that the generations stored with the default keep their ids)
     options = dataclasses.replace(options, repair=resolve_repair(options.repair, model),
-                                  canonicalise="auto" if canon == ("none" if zoo.mask is not None else "rebasin")
-                                  else canon)
+                                  canonicalise="auto" if canon == auto else canon)
     if canon == "none":  # the reference and MergeMany's rounds only apply to re-basin: asked or not, one generation
         defaults = GenerateOptions()
         options = dataclasses.replace(options, align_rounds=defaults.align_rounds, reference=defaults.reference)

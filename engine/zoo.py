@@ -211,7 +211,8 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
         have = {m["member"] for _, r in stored for m in r["members"]}
         todo = [i for i in range(n) if i not in have]
         new = [todo[a:a + chunk] for a in range(0, len(todo), chunk)]
-        free = (c for c in itertools.count() if c not in {c for c, _ in stored})  # chunk folders to write
+        used = {c for c, _ in stored}
+        free = (c for c in itertools.count() if c not in used)  # chunk folders to write
         _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(stored) + len(new), total, len(stored)))
         store.write_summary(summarise())
         template = _architecture(config, data)

@@ -198,10 +198,14 @@ def known_recall_curve(known, order: np.ndarray, points: int = 64) -> list[dict]
     return out
 
 
+def ticket_levels(config) -> int:
+    """One level per K of --ks-top-k (empty: one)."""
+    return max(1, len(config.prune.ks_top_k))
+
+
 def own_trainings(config) -> int:
     """The embedding fine-tune, the head alone and the baselines at every K (progress totals)."""
-    levels = max(1, len(config.prune.ks_top_k))
-    return 2 + (len(BASELINES) * levels if config.prune.ks_baselines else 0)
+    return 2 + (len(BASELINES) * ticket_levels(config) if config.prune.ks_baselines else 0)
 
 
 def check(config, model) -> None:
@@ -240,6 +244,6 @@ def format_record(name: str, r: dict) -> str:
 METHODS.register("ks-lottery", "KS-Lottery: fine-tune only the token embeddings, rank tokens by a per-token "
                  "two-sample KS test, re-tune only the top --ks-top-k rows from the base (Yuan et al. 2024)")(
     MethodSpec(ks_lottery, options=KSOptions, scopes=("global",), trains_controls=False, check=check,
-               levels=lambda config: max(1, len(config.prune.ks_top_k)), own_trainings=own_trainings))
+               levels=ticket_levels, own_trainings=own_trainings))
 ANALYSES.register(RECORD, "KS-Lottery's token ranking and its selections (written by the method)")(
     AnalysisSpec(format_record))
