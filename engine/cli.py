@@ -266,9 +266,10 @@ def cmd_export(args) -> int:
 
     check_output_file(args.out, "--out")
     store = _open_run(args)
-    if store.config().get("kind") == "zoo":  # engine.zoo: members stacked, no ticket levels
-        raise LotteryError(f"{args.run_id} is a model zoo, not a ticket run: its members are stacked in "
-                           f"{store.weights_path('weights')} (engine.zoo.load_zoo(...).member(i) gives one)")
+    from .zoo import refuse_zoo
+
+    refuse_zoo(store, f"its members are stacked in {store.weights_path('weights')} (engine.zoo.load_zoo(...)"
+               ".member(i) gives one)")
     levels = [r["level"] for r in store.records("ticket")]
     level = levels[-1] if args.level is None and levels else args.level
     if level not in levels:

@@ -376,6 +376,13 @@ def is_zoo(store: RunStore) -> bool:
     return store.exists() and store.config().get("kind") == KIND
 
 
+def refuse_zoo(store: RunStore, instead: str) -> None:
+    """LotteryError for a command that reads ticket levels, given a zoo (members, no levels): `instead` says
+    where to look."""
+    if is_zoo(store):
+        raise LotteryError(f"{store.dir.name} is a model zoo, not a ticket run: {instead}")
+
+
 @dataclass
 class Zoo:
     """A stored, complete zoo."""

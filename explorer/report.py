@@ -8,6 +8,7 @@ import panel as pn
 import engine
 from engine.formatting import format_summary
 from engine.store import RunStore
+from engine.zoo import refuse_zoo
 
 from . import offline, plots
 
@@ -17,9 +18,7 @@ def write_report(runs_dir, run_id: str, path) -> Path:
     summary = store.summary() if store.exists() else None
     if summary is None:
         raise engine.ConfigError("RUN_ID", run_id, f"no run with a summary in {runs_dir} (see `lottery list`)")
-    if summary.get("kind") == "zoo":  # no ticket levels to draw: a zoo's views are the Weight space tab's
-        raise engine.LotteryError(f"{run_id} is a model zoo, not a ticket run: `lottery show {run_id}` summarises it "
-                                  "and the app's Weight space tab draws it")
+    refuse_zoo(store, f"`lottery show {run_id}` summarises it and the app's Weight space tab draws it")
     last = (summary.get("levels") or [summary.get("dense")])[-1]
     mask = None
     if last:

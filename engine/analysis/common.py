@@ -24,6 +24,7 @@ from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported
 from ..masks import Mask
 from ..seeding import derive_seed
 from ..store import RunStore, load_tensors
+from ..zoo import refuse_zoo
 
 
 class StoredRun:
@@ -34,10 +35,8 @@ class StoredRun:
         self.store = RunStore(runs_dir, run_id)
         if not self.store.exists():
             raise LotteryError(f"no run {run_id} in {self.store.root}")
+        refuse_zoo(self.store, f"`lottery show {run_id}` summarises it, engine.zoo.zoo_barriers compares its members")
         stored = self.store.config()
-        if stored.get("kind") == "zoo":  # engine.zoo: members, not ticket levels
-            raise LotteryError(f"{run_id} is a model zoo, not a ticket run: `lottery show {run_id}` summarises it, "
-                               "engine.zoo.zoo_barriers compares its members")
         if "custom_model" in stored:
             raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
                                "store does not keep; this analysis needs to rebuild the model")
