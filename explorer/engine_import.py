@@ -53,6 +53,8 @@ class EngineImport:
             import engine.analysis  # noqa: F401  (the Analyses tab's engine side; tab modules load on first visit)
             from engine.settings import run_settings
             run_settings()  # imports the models, data sets and methods the launch panel lists
+            import markdown  # noqa: F401  (the launch panel's Markdown panes: Panel's parsers, ~0.1 s to import,
+            import markdown_it  # noqa: F401  imported here rather than on the event loop as it builds the panel)
         except Exception as e:
             traceback.print_exc()  # the page says that it failed; the server's log says why
             self.future.set_exception(e)
