@@ -598,19 +598,18 @@ def generation_dir(runs_dir, zoo_id: str, gen_id: str) -> Path:
 
 def _stored_generations(runs_dir, zoo_id: str) -> list[tuple[str, dict | str]]:
     """(id, report, or why it cannot be read) of every complete generation stored with a zoo, oldest first."""
-    from .store import RunStore, StoreDamaged, read_object
+    from .store import RunStore, read_objects
 
     store = RunStore(runs_dir, zoo_id)
     folder = store.path("generations")
     names = [p.name for p in folder.iterdir() if not p.name.startswith(".")] if folder.exists() else []
     reports = [store.path("generations", n, "report.json") for n in names]  # ".gen-…": being written, not yet stored
-    out = []
-    for p in sorted((p for p in reports if p.exists()), key=lambda p: p.stat().st_mtime):
-        try:
-            out.append((p.parent.name, read_object(p)))
-        except StoreDamaged as e:  # one damaged report (by hand, by the disk) spoils neither the zoo nor the others
-            out.append((p.parent.name, str(e)))
-    return out
+    paths = {p.parent.name: p for p in sorted((p for p in reports if p.exists()), key=lambda p: p.stat().st_mtime)}
+    # one damaged report (by hand, by the disk) spoils neither the zoo nor the others: it is listed with why
+    damaged: dict[str, str] = {}
+    readable = read_objects(paths, damaged)
+    found = readable | damaged  # the report, or why it cannot be read
+    return [(gen, found[gen]) for gen in paths if gen in found]
 
 
 def generations(runs_dir, zoo_id: str) -> list[dict]:
@@ -632,12 +631,9 @@ def generation_rows(runs_dir, zoo_id: str) -> list[dict]:
 def _stored_report(folder: Path) -> dict | None:
     """A generation folder's report, or None when there is none or it cannot be read (then it is computed again
     and the folder replaced)."""
-    from .store import StoreDamaged, read_object
+    from .store import read_objects
 
-    try:
-        return read_object(folder / "report.json") if (folder / "report.json").exists() else None
-    except StoreDamaged:
-        return None
+    return read_objects({"report": folder / "report.json"}).get("report")
 
 
 def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:

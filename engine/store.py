@@ -127,6 +127,22 @@ def read_object(path: Path) -> dict:
     return obj
 
 
+def read_objects(paths: dict, damaged: dict | None = None) -> dict:
+    """{key: the JSON object at path} for each (key, path) of `paths` whose file exists, in their order. A damaged
+    file is left out (one damaged file must not hide the others), what is wrong with it put in `damaged[key]`
+    when given."""
+    out = {}
+    for key, path in paths.items():
+        try:
+            out[key] = read_object(path)
+        except FileNotFoundError:
+            continue
+        except StoreDamaged as e:
+            if damaged is not None:
+                damaged[key] = str(e)
+    return out
+
+
 def _clip(obj) -> str:
     text = json.dumps(obj)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -386,14 +402,7 @@ class RunStore:
         must not hide the run and its other analyses; computing it again replaces the file), its name and what is
         wrong with it put in `damaged` when given."""
         folder = self.path("analyses")
-        out = {}
-        for path in sorted(folder.glob("*.json")) if folder.exists() else ():
-            try:
-                out[path.stem] = read_object(path)
-            except StoreDamaged as e:
-                if damaged is not None:
-                    damaged[path.stem] = str(e)
-        return out
+        return read_objects({p.stem: p for p in sorted(folder.glob("*.json"))} if folder.exists() else {}, damaged)
 
     def records(self, variant: str) -> list[dict]:
         base = self.path("levels", variant)

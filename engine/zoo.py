@@ -52,7 +52,8 @@ from .config import RunConfig, option, validate
 from .errors import ConfigError, LotteryError, RunCancelled, Unsupported
 from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
-from .store import RunStore, StoreDamaged, check_writable, load_tensors, read_json, read_object, save_tensors, write_json
+from .store import (RunStore, StoreDamaged, check_writable, load_tensors, read_json, read_objects, save_tensors,
+                    write_json)
 
 KIND = "zoo"  # config.json's "kind": how the store tells a zoo from a ticket run
 
@@ -281,22 +282,18 @@ def _stored_chunks(store: RunStore, damaged_ok: bool = False) -> list[tuple[int,
     a StoreDamaged that says how to recover, or, with damaged_ok (a summary of what is there), left out."""
     folder = store.path("chunks")
     numbers = sorted(int(d.name) for d in folder.iterdir() if d.name.isdigit()) if folder.exists() else []
-    out = []
-    for c in numbers:
-        path = _chunk_dir(store, c) / "record.json"
-        if not path.exists():
-            continue
-        try:
-            out.append((c, read_object(path)))
-        except StoreDamaged as e:
-            if not damaged_ok:
-                raise _retrain_hint(e, store, c) from None
-    return out
+    damaged: dict[int, str] = {}
+    records = read_objects({c: _chunk_dir(store, c) / "record.json" for c in numbers}, damaged)
+    if damaged and not damaged_ok:
+        c, problem = next(iter(damaged.items()))
+        raise _retrain_hint(problem, store, c)
+    return list(records.items())
 
 
-def _retrain_hint(e: StoreDamaged, store: RunStore, c: int) -> StoreDamaged:
+def _retrain_hint(problem: str, store: RunStore, c: int) -> StoreDamaged:
     """A damaged chunk: the finished chunks are kept, so only this one's members need training again."""
-    return StoreDamaged(f"{e}; delete {_chunk_dir(store, c)} and run the same command again to retrain its members")
+    return StoreDamaged(f"{problem}; delete {_chunk_dir(store, c)} and run the same command again to retrain its "
+                        "members")
 
 
 def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
@@ -325,7 +322,7 @@ def _finish(store: RunStore, n: int) -> None:
         try:
             parts[c] = load_tensors(_chunk_dir(store, c) / "weights.safetensors")
         except StoreDamaged as e:
-            raise _retrain_hint(e, store, c) from None
+            raise _retrain_hint(str(e), store, c) from None
     stacked = {k: torch.stack([parts[where[i][0]][k][where[i][1]] for i in range(n)]) for k in parts[stored[0][0]]}
     records = [where[i][2] for i in range(n)]
     seconds = sum(r["seconds"] for _, r in stored)

@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine import events as ev
 from engine.cli import main
-from engine.store import RunStore, StoreDamaged, list_runs, load_tensors, read_json
+from engine.store import RunStore, StoreDamaged, list_runs, load_tensors, read_json, read_objects
 
 from conftest import tiny
 
@@ -80,6 +80,17 @@ def test_readers_raise_store_damaged_naming_the_file(tmp_path):
     js.write_text("{oops")
     with pytest.raises(StoreDamaged, match=r"y\.json.*JSON"):
         read_json(js)
+
+
+def test_read_objects_leaves_out_missing_and_damaged_files_saying_why(tmp_path):
+    for name, text in {"a": '{"x": 1}', "b": "{oops", "c": "[1]", "d": '{"y": 2}'}.items():
+        (tmp_path / f"{name}.json").write_text(text)
+    paths = {k: tmp_path / f"{k}.json" for k in ("d", "missing", "c", "b", "a")}
+    damaged = {}
+    assert list(read_objects(paths, damaged).items()) == [("d", {"y": 2}), ("a", {"x": 1})]  # in the order given
+    assert list(damaged) == ["c", "b"] and "c.json" in damaged["c"] and "not a JSON object" in damaged["c"]
+    assert "b.json" in damaged["b"] and "JSON" in damaged["b"]
+    assert read_objects(paths) == {"d": {"y": 2}, "a": {"x": 1}}  # (without `damaged`: only left out)
 
 
 def test_show_of_a_damaged_summary_is_one_line(copy, capsys):
