@@ -25,6 +25,7 @@ canonicalisation, where averaging unaligned networks is known to fail.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -344,21 +345,34 @@ def _unit_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def _forward_each(net: nn.Module, stack: Stack, x: torch.Tensor, hooks: dict[str, Callable],
+                  after: Callable[[nn.Module], object] | None = None) -> list:
+    """Load each network of `stack` into `net` in turn and run x through it, with `hooks[name](i, module, out)` a
+    forward hook on module `name` while network i runs (what it returns, if not None, replaces the module's output);
+    the hooks are removed however this ends. Returns `after(net)` of each network after its pass (with `after`)."""
+    modules = dict(net.named_modules())
+    current = 0  # the network running (the hooks read it)
+    handles = [modules[k].register_forward_hook(lambda module, _, out, hook=hook: hook(current, module, out))
+               for k, hook in hooks.items()]
+    results = []
+    try:
+        for current in range(members(stack)):
+            net.load_state_dict(member_weights(stack, current))
+            net(x)
+            if after is not None:
+                results.append(after(net))
+    finally:
+        for h in handles:
+            h.remove()
+    return results
+
+
 @torch.no_grad()
 def unit_statistics(make_model: Callable[[], nn.Module], stack: Stack, x: torch.Tensor) -> UnitStats:
     """Every network's own pre-activation mean and std of each hidden unit on the batch x."""
     net = make_model().to(x.device).eval()
-    modules = dict(net.named_modules())
     seen: dict[str, list] = {k: [] for k in repair_layers(net)}
-    handles = [modules[k].register_forward_hook(lambda m, i, out, k=k: seen[k].append(_unit_stats(out)))
-               for k in seen]
-    try:
-        for i in range(members(stack)):
-            net.load_state_dict(member_weights(stack, i))
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_each(net, stack, x, {k: lambda i, module, out, k=k: seen[k].append(_unit_stats(out)) for k in seen})
     return {k: tuple(map(torch.stack, zip(*v))) for k, v in seen.items()}
 
 
@@ -398,34 +412,19 @@ def repair(make_model: Callable[[], nn.Module], stack: Stack, targets: UnitStats
     W <- W * (S / s) row-wise (a conv: per output channel), b <- (b - m) * (S / s) + M. A pruned weight stays
     exactly 0 (it is only multiplied); a unit flat on the batch (s below REPAIR_FLAT) is only shifted, and one
     whose target std is 0 (flat in every member it blends) gets all-zero weights: a constant, as they have."""
+    def correct(name, i, module, out):  # layer `name` of network i
+        m, s = _unit_stats(out)
+        mean, std = (t[i] for t in targets[name])
+        ratio = torch.where(s > REPAIR_FLAT, std / s.clamp_min(REPAIR_FLAT), torch.ones_like(s))
+        module.weight.mul_(ratio.to(module.weight.dtype).reshape((-1,) + (1,) * (module.weight.dim() - 1)))
+        module.bias.copy_(((module.bias - m) * ratio + mean).to(module.bias.dtype))
+        # what the corrected layer gives on x, so the next layer is corrected on what it will see
+        view = (1, -1) + (1,) * (out.dim() - 2)
+        return ((out.double() - m.reshape(view)) * ratio.reshape(view) + mean.reshape(view)).to(out.dtype)
+
     net = make_model().to(x.device).eval()
-    modules = dict(net.named_modules())
-    current = [0]  # which network the hooks are correcting
-
-    def hook(name):
-        def correct(module, inputs, out):
-            m, s = _unit_stats(out)
-            mean, std = (t[current[0]] for t in targets[name])
-            ratio = torch.where(s > REPAIR_FLAT, std / s.clamp_min(REPAIR_FLAT), torch.ones_like(s))
-            module.weight.mul_(ratio.to(module.weight.dtype).reshape((-1,) + (1,) * (module.weight.dim() - 1)))
-            module.bias.copy_(((module.bias - m) * ratio + mean).to(module.bias.dtype))
-            # what the corrected layer gives on x, so the next layer is corrected on what it will see
-            view = (1, -1) + (1,) * (out.dim() - 2)
-            return ((out.double() - m.reshape(view)) * ratio.reshape(view) + mean.reshape(view)).to(out.dtype)
-        return correct
-
-    handles = [modules[k].register_forward_hook(hook(k)) for k in targets]
-    states = []
-    try:
-        for i in range(members(stack)):
-            current[0] = i
-            net.load_state_dict(member_weights(stack, i))
-            net(x)
-            states.append({k: v.clone() for k, v in net.state_dict().items()})
-    finally:
-        for h in handles:
-            h.remove()
-    return stack_weights(states)
+    return stack_weights(_forward_each(net, stack, x, {k: functools.partial(correct, k) for k in targets},
+                                       after=lambda net: {k: v.clone() for k, v in net.state_dict().items()}))
 
 
 def repair_targets(stats: UnitStats, weights: torch.Tensor) -> UnitStats:
