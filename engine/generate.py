@@ -442,13 +442,19 @@ def disagreement(preds: torch.Tensor) -> float:
     return float((1 - agree).sum() / (m * (m - 1)))
 
 
-def novelty(generated: torch.Tensor, zoo: torch.Tensor) -> dict:
-    """Distances in (canonicalised) weight space: each generated net's nearest zoo member, next to each zoo
-    member's nearest other member. A generated net nearer than NEAR_COPY x the zoo's median nearest-neighbour
-    distance is counted as a near copy."""
+def nearest_other(zoo: torch.Tensor) -> torch.Tensor:
+    """Each zoo member's distance to its nearest other member (flattened rows)."""
     zz = torch.cdist(zoo.double(), zoo.double())
     zz.fill_diagonal_(float("inf"))
-    zoo_nn = zz.min(1).values
+    return zz.min(1).values
+
+
+def novelty(generated: torch.Tensor, zoo: torch.Tensor, zoo_nn: torch.Tensor | None = None) -> dict:
+    """Distances in (canonicalised) weight space: each generated net's nearest zoo member, next to each zoo
+    member's nearest other member (`zoo_nn`, `nearest_other(zoo)`: pass it when measuring several sets against one
+    zoo, the N x N distances are the costly part). A generated net nearer than NEAR_COPY x the zoo's median
+    nearest-neighbour distance is counted as a near copy."""
+    zoo_nn = nearest_other(zoo) if zoo_nn is None else zoo_nn
     gen_nn = torch.cdist(generated.double(), zoo.double()).min(1).values
     typical = float(zoo_nn.median())
     return {"zoo_nn": zoo_nn.tolist(), "generated_nn": gen_nn.tolist(), "zoo_nn_median": typical,
@@ -744,6 +750,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
     def evaluate(s: Stack):
         return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
 
+    zoo_nn = nearest_other(x)  # (for the novelty of the generated nets before and after REPAIR)
     repaired = {"applied": o.repair != "none"}
     if o.repair != "none":  # the generated nets and both baselines alike, each toward the zoo it came from
         from .analysis.interpolation import bn_subset
@@ -762,7 +769,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
             return repair(zoo.model, s, repair_targets(stats, weights.to(batch.device)), batch)
         spans: dict[int, Span] = {}  # each zoo's span, taken once (up to 3 mixes from one zoo)
 
-        before = novelty(flatten(generated, mask), x)
+        before = novelty(flatten(generated, mask), x, zoo_nn)
         generated = fix(generated)
         repaired.update(target=o.repair, examples=len(batch), layers=list(member_stats),
                         generated_nn_before=before["generated_nn"], near_copy_share_before=before["near_copy_share"])
@@ -796,7 +803,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "accuracies": {"zoo": zoo_acc, "generated": gen_acc, "gaussian": gauss_acc},
         "diversity": {"zoo": disagreement(zoo_pred), "generated": disagreement(gen_pred),
                       "gaussian": disagreement(gauss_pred)},
-        "novelty": novelty(x_gen, x),
+        "novelty": novelty(x_gen, x, zoo_nn),
         "repair": repaired,  # whether REPAIR was applied; with it, the novelty of the nets as the flow gave them
         # BatchNorm: every net evaluated here, zoo members included, had its statistics recomputed on training
         # data, so the zoo's accuracies here are not the stored ones (`lottery show`), which use the members' own

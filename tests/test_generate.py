@@ -82,6 +82,8 @@ def test_disagreement_and_novelty_measure_what_they_say():
     assert copies["zoo_nn"] == [3.0, 3.0, 4.0]
     far = G.novelty(torch.tensor([[10.0, 10.0]]), zoo)
     assert far["near_copy_share"] == 0.0 and far["generated_nn"][0] == pytest.approx((100 + 36) ** 0.5)  # to (0, 4)
+    assert G.nearest_other(zoo).tolist() == [3.0, 3.0, 4.0]  # given once, for several sets: the same measures
+    assert G.novelty(torch.tensor([[10.0, 10.0]]), zoo, G.nearest_other(zoo)) == far
 
 
 def test_the_flow_learns_where_the_data_is():
