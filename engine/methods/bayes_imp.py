@@ -177,12 +177,17 @@ def level_entry(store, level: int, variants, make_model, data, device, det=None)
     return entry
 
 
-def _save(ctx, entries: list[dict], det) -> None:
-    ctx.store.save_analysis("uncertainty", {
-        "analysis": "uncertainty", "run_id": ctx.store.run_id, "bayesian": True,
-        "mc_samples": ctx.config.model.mc_samples, "criterion": ctx.options.bayes_criterion,
-        "transplant": ctx.options.bayes_transplant, "deterministic_run": det[1].run_id if det else None,
-        "levels": entries})
+def _record(config: RunConfig, run_id: str, entries: list[dict], det) -> dict:
+    """The stored `uncertainty` record, one shape whether bayes-imp writes it as it goes or `lottery analyze`
+    measures a stored run (a re-analysis of a bayes-imp run keeps its criterion and deterministic run)."""
+    bayesian = config.model.bayesian
+    record = {"analysis": "uncertainty", "run_id": run_id, "bayesian": bayesian,
+              "mc_samples": config.model.mc_samples if bayesian else 1, "levels": entries}
+    if config.prune.method == "bayes-imp":
+        opts = config.prune.method_options()
+        record |= {"criterion": opts.bayes_criterion, "transplant": opts.bayes_transplant,
+                   "deterministic_run": det[1].run_id if det else None}
+    return record
 
 
 def run(ctx) -> None:
@@ -196,7 +201,7 @@ def run(ctx) -> None:
         return ctx.model_with(ctx.init_weights)
 
     entries = [level_entry(ctx.store, 0, ("ticket",), make_model, ctx.data, ctx.device, det)]
-    _save(ctx, entries, det)
+    ctx.store.save_analysis("uncertainty", _record(ctx.config, ctx.store.run_id, entries, det))
     trained = ctx.dense
     for level in range(1, imp_levels(cfg) + 1):
         if opts.bayes_transplant:
@@ -207,7 +212,8 @@ def run(ctx) -> None:
         start, start_step = ctx.rewind(trained.weights)
         trained = ctx.train_ticket(level, mask, start, start_step)
         entries.append(level_entry(ctx.store, level, variants, make_model, ctx.data, ctx.device, det))
-        _save(ctx, entries, det)  # after every level: what is stored is never lost to a later failure
+        # after every level: what is stored is never lost to a later failure
+        ctx.store.save_analysis("uncertainty", _record(ctx.config, ctx.store.run_id, entries, det))
 
 
 def check(config: RunConfig, model) -> None:
@@ -239,12 +245,7 @@ def compute(runs_dir, run_id: str, options=None, on_event=None, cancel=None) -> 
             break
         entries.append(level_entry(run_.store, level, variants if level else ("ticket",), run_.make_model,
                                    run_.data, run_.device, det))
-    result = {"analysis": "uncertainty", "run_id": run_id, "bayesian": run_.config.model.bayesian,
-              "mc_samples": run_.config.model.mc_samples if run_.config.model.bayesian else 1, "levels": entries}
-    if run_.config.prune.method == "bayes-imp":  # what the run itself stores: a re-analysis must not drop it
-        opts = run_.config.prune.method_options()
-        result |= {"criterion": opts.bayes_criterion, "transplant": opts.bayes_transplant,
-                   "deterministic_run": det[1].run_id if det else None}
+    result = _record(run_.config, run_id, entries, det)
     save_analysis(run_.store, "uncertainty", result, on_event)
     return result
 
