@@ -151,11 +151,12 @@ def search_cost(summary: dict, level: dict, runs_dir) -> tuple[int, float]:
 def format_table(result: dict) -> str:
     lines = [f"leaderboard: {result['model']} on {result['dataset']}, {result['seeds']} seed(s); test accuracy "
              "mean ± std, search cost before the ticket's own training, control − ticket deltas (points)"]
-    lines.append(f"{'method':<10} {'target':>7} {'density':>8} {'test acc':>15} {'search steps':>13} "
+    width = max([10] + [len(r["method"]) for r in result["rows"]])  # partial-lora, bayes-imp, ... line up
+    lines.append(f"{'method':<{width}} {'target':>7} {'density':>8} {'test acc':>15} {'search steps':>13} "
                  f"{'search s':>9}  controls")
     for r in sorted(result["rows"], key=lambda r: (-r["target_density"], -r["test_accuracy_mean"])):
         deltas = "  ".join(f"{n} {100 * v:+.2f}" for n, v in r["control_deltas"].items())
-        lines.append(f"{r['method']:<10} {r['target_density']:>7.3f} {r['density']:>8.4f} "
+        lines.append(f"{r['method']:<{width}} {r['target_density']:>7.3f} {r['density']:>8.4f} "
                      f"{100 * r['test_accuracy_mean']:>7.2f} ± {100 * r['test_accuracy_std']:>5.2f} "
                      f"{r['search_steps']:>13.0f} {r['search_seconds']:>9.2f}  {deltas}")
     return "\n".join(lines)
