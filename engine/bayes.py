@@ -229,8 +229,9 @@ class Posterior:
         mu stays exactly 0 wherever the mask is 0 and mu was 0. They hold while `training` (the training's
         penalty) lives, so a model used after its training is computed over all weights again. A mask changed
         in place (dynamic sparse training) is noticed by its version counter. `optimizer`: the one that steps
-        the layers' rho in this training; on a compact support it steps their kept entries instead (`_KeptRho`)."""
-        self._let_go()
+        the layers' rho in this training; on a compact support it steps their kept entries instead (`_KeptRho`).
+        Nothing computed before is handed out in this training (`clear`)."""
+        self.clear()
         self._masks = [masks.get(id(layer.weight)) for layer in self.layers]
         self._training = (weakref.ref(training, self._training_over) if any(m is not None for m in self._masks)
                           else None)
@@ -825,7 +826,6 @@ def start_training(model: nn.Module, n_train: int, seed: int, masks: Iterable[tu
         return kl_all * (weight / n_train)
 
     for group in groups:
-        group.clear()  # nothing computed before this training is handed out in it
         group.restrict(by_param, penalty, optimizer)
     return penalty
 
