@@ -190,6 +190,7 @@ class Posterior:
 
     def __init__(self, layers: list[BayesLayer]):
         self.layers = list(layers)
+        self.squares = tuple(layer.square for layer in self.layers)  # (fixed by each layer's class)
         self.clear()
 
     def clear(self) -> None:
@@ -210,18 +211,15 @@ class Posterior:
         self._kept: _KeptRho | None = None
 
     def __deepcopy__(self, memo):  # the copy holds the copied layers and nothing computed (no autograd graph)
-        copied = Posterior.__new__(Posterior)
-        memo[id(self)] = copied
-        copied.layers = copy.deepcopy(self.layers, memo)
-        copied.clear()
+        copied = memo[id(self)] = Posterior.__new__(Posterior)  # (the layers refer back to it)
+        copied.__init__(copy.deepcopy(self.layers, memo))
         return copied
 
     def __getstate__(self):
         return {"layers": self.layers}
 
     def __setstate__(self, state):
-        self.layers = state["layers"]
-        self.clear()
+        self.__init__(state["layers"])
 
     def restrict(self, masks: dict[int, torch.Tensor], training: object,
                  optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -270,12 +268,11 @@ class Posterior:
         rhos = [layer.rho for layer in self.layers]
         support = self.support()
         kept = None if support is None else self._kept
-        squares = tuple(layer.square for layer in self.layers)
         buffers = self._buffers
-        if buffers is None or not buffers.fits(rhos, squares, support, kept is not None):
-            buffers = self._buffers = _Buffers(rhos, squares, support, kept is not None)
+        if buffers is None or not buffers.fits(rhos, support, kept is not None):
+            buffers = self._buffers = _Buffers(rhos, self.squares, support, kept is not None)
         elif buffers.in_use():  # a graph that has not run backward yet holds them: this pass gets its own
-            buffers = _Buffers(rhos, squares, support, kept is not None)
+            buffers = _Buffers(rhos, self.squares, support, kept is not None)
         n = len(self.layers)
         *out, kl = _Posterior.apply(self.layers[0].prior_sigma, buffers, *[layer.weight for layer in self.layers],
                                     *(rhos if kept is None else [kept.param]))
@@ -498,10 +495,10 @@ class _Buffers:
                 [1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5], dtype=like.dtype, device=like.device)
         return self._kl_weights[1]
 
-    def fits(self, like: list[torch.Tensor], squares: tuple[bool, ...], support: _Support | None = None,
-             given: bool = False) -> bool:
-        return (self.key == [(t.shape, t.dtype, t.device) for t in like] and self.squares == squares
-                and self.support is support and self.given == given)
+    def fits(self, like: list[torch.Tensor], support: _Support | None = None, given: bool = False) -> bool:
+        """Whether these buffers serve a pass over `like` (the same Posterior's layers: the same `squares`)."""
+        return (self.key == [(t.shape, t.dtype, t.device) for t in like] and self.support is support
+                and self.given == given)
 
     def in_use(self) -> bool:
         return self._user is not None and self._user() is not None
