@@ -110,9 +110,10 @@ class WeightSpacePanel(pn.viewable.Viewer):
             w = self.zoo_settings[path]
             w.value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         self._zoo_start = {path: w.value for path, w in self.zoo_settings.items()}  # what the form starts with
+        # GenerateOptions' defaults as they are (3000 flow steps: what `lottery generate`, notebook 05 and the
+        # README's measured figures use), so a generation made here is the one `lottery generate ZOO_ID` finds
         self.gen_form = OptionsForm(GenerateOptions, style={"width": 120}, seed={"label": "flow seed"},
                                     hidden={"label": "flow hidden"}, lr={"label": "flow lr"})
-        self.gen_form["steps"].value = 1000
         self.zoo = pn.widgets.Select(label="zoo", options=[], width=320)
         self.generation = pn.widgets.Select(label="generation", options=[], width=320)
         self.zoo.param.watch(lambda e: self.show(e.new), "value")
