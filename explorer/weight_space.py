@@ -244,6 +244,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
 
     def barriers(self) -> None:
         """Naive vs re-basined barriers between three pairs of the chosen zoo's members, on a worker."""
+        from engine.errors import RunCancelled
         from engine.store import RunStore
         from engine.zoo import zoo_barriers
 
@@ -251,8 +252,21 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self.status.object = "Train or choose a zoo first."
             return
         zoo_id = self.zoo.value
-        pairs = min(3, RunStore(self.runs_dir, zoo_id).summary()["members"] // 2)
-        self._start("barriers", lambda job: zoo_barriers(self.runs_dir, zoo_id, pairs=pairs, on_event=job.emit))
+        summary = RunStore(self.runs_dir, zoo_id).summary()
+        if summary is None:  # deleted (or moved) since the tab listed it
+            self.refresh()
+            self.status.object = f"zoo {zoo_id} is no longer in the store: choose another zoo"
+            return
+        pairs = min(3, summary["members"] // 2)
+
+        def work(job):
+            def on_event(e):  # zoo_barriers takes no cancel=: Cancel stops it after the current pair
+                job.emit(e)
+                if job.cancelled.is_set():
+                    raise RunCancelled(f"barriers of {zoo_id} cancelled: nothing stored")
+            return zoo_barriers(self.runs_dir, zoo_id, pairs=pairs, on_event=on_event)
+
+        self._start("barriers", work)
 
     def poll(self) -> bool:
         """On the event loop (the app's periodic callback, or a notebook's): progress, then the result."""
