@@ -115,7 +115,9 @@ def cmd_run(args) -> int:
         print(f"cancelled: completed levels are kept in {args.runs_dir}/{cfg.run_id}; run the same command "
               "to resume", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    from .store import RunStore
+
+    _print_run(RunStore(args.runs_dir, summary["run_id"]), summary, args.json)  # what `lottery show` prints
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
 
 
@@ -208,24 +210,30 @@ def cmd_show(args) -> int:
     summary = store.summary()
     if summary is None:
         raise LotteryError(f"run {args.run_id} has no summary yet")
+    _print_run(store, summary, args.json)
+    return 0
+
+
+def _print_run(store, summary: dict, as_json: bool) -> None:
+    """A run's summary and its stored analyses (a Bayesian run's NLL and ECE, ks-lottery's and partial-lora's
+    records), as `lottery show` and `lottery run` print them."""
     if summary.get("kind") == "zoo":  # a zoo also lists the networks generated from it
         from .generate import generation_rows
-        summary = {**summary, "generations": generation_rows(args.runs_dir, args.run_id)}
+        summary = {**summary, "generations": generation_rows(store.root, store.run_id)}
     damaged: dict[str, str] = {}
     analyses = store.analyses(damaged)
-    if args.json:
+    if as_json:
         print(json.dumps({**summary, "analyses": analyses, **({"damaged_analyses": damaged} if damaged else {})},
                          indent=1))
-        return 0
+        return
     print(format_summary(summary))
     for name, a in analyses.items():
         print(format_analysis(name, a))
     if damaged:
         from .analysis import computable
         for name, problem in damaged.items():
-            again = f"; `lottery analyze {args.run_id} {name}` computes it again" if name in computable() else ""
+            again = f"; `lottery analyze {store.run_id} {name}` computes it again" if name in computable() else ""
             print(f"analysis {name}: unreadable ({problem}){again}")
-    return 0
 
 
 def cmd_analyze(args) -> int:
@@ -334,7 +342,8 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
     r.add_argument("--preset", metavar="NAME", help="named settings over the defaults (and --config); flags typed "
                    "beside it override it. Presets: " + ", ".join(PRESETS.names()) + " (listed below)")
-    r.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    r.add_argument("--json", action="store_true", help="print the summary and the run's stored analyses as JSON on "
+                   "stdout (as `lottery show RUN_ID --json`)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(r, run_settings())
     r.set_defaults(func=cmd_run)

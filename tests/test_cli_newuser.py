@@ -21,3 +21,28 @@ def test_compare_table_columns_line_up_with_long_method_names():
         end = header.rindex(column) + len(column)  # right-aligned columns: every row's value ends there
         for row in rows:
             assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (column, header, row)
+
+
+BAYES = ["--method", "bayes-imp", "--bayesian", "--model", "mlp", "--hidden", "16,16", "--mc-samples", "2",
+         "--epochs", "1", "--levels", "1", "--controls", "reinit", "--device", "cpu", "--quiet"]
+
+
+def test_run_prints_what_show_prints_bayesian_uncertainty_included(tmp_path, capsys):
+    """`lottery run --method bayes-imp` printed the level table only, and its --json had no "analyses": the NLL
+    and ECE the run had stored (and `lottery show` printed) were nowhere in what the run itself said."""
+    import json
+
+    from engine.cli import main
+
+    runs = str(tmp_path / "runs")
+    assert main(["run", *BAYES, "--runs-dir", runs, "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert main(["show", ran["run_id"], "--runs-dir", runs, "--json"]) == 0
+    assert ran == json.loads(capsys.readouterr().out)
+    assert "uncertainty" in ran["analyses"]
+    assert main(["run", *BAYES, "--runs-dir", runs]) == 0  # resumes: nothing trains, the same text
+    ran_text = capsys.readouterr().out
+    assert main(["show", ran["run_id"], "--runs-dir", runs]) == 0
+    assert ran_text == capsys.readouterr().out
+    assert "NLL" in ran_text and "ECE" in ran_text
+
