@@ -163,6 +163,7 @@ def cmd_list(args) -> int:
         return 0
     if not runs:
         print(f"no runs in {args.runs_dir}")
+    width = max([44] + [len(r["run_id"]) for r in runs])  # partial-lora-bert-tiny-pydocmodules-... has 46
     for r in runs:
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
@@ -173,7 +174,7 @@ def cmd_list(args) -> int:
                 f"{pct((r.get('test_accuracy') or {}).get('median'))}"
         if r.get("status") == "unreadable":  # a damaged run: say why, the others are listed as usual
             tail = r["error"]
-        print(f"{r['run_id']:<44} {r.get('status', '?'):<11} {tail}")
+        print(f"{r['run_id']:<{width}} {r.get('status', '?'):<11} {tail}")
     return 0
 
 

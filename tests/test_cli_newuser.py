@@ -46,3 +46,19 @@ def test_run_prints_what_show_prints_bayesian_uncertainty_included(tmp_path, cap
     assert ran_text == capsys.readouterr().out
     assert "NLL" in ran_text and "ECE" in ran_text
 
+
+def test_list_columns_line_up_with_long_run_ids(tmp_path, capsys):
+    """`lottery list` padded run ids to 44 characters; a partial-lora run on pydoc-modules has 46, so its status
+    and summary sat two columns right of the others'."""
+    from engine.cli import main
+    from engine.store import write_json
+
+    runs = tmp_path / "runs"
+    ids = ["imp-lenet300-digits-0123456789", "partial-lora-bert-tiny-pydocmodules-0123456789"]
+    for run_id in ids:
+        write_json(runs / run_id / "config.json", {})
+        write_json(runs / run_id / "summary.json", {"run_id": run_id, "status": "completed", "method": "imp",
+                                                    "dense": None, "levels": [], "controls": {}})
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index("completed") for line in lines}) == 1, lines
