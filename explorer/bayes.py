@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
+from engine.errors import LotteryError
 from engine.store import RunStore, list_runs
 
 from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap
@@ -168,7 +169,10 @@ class BayesPanel(pn.viewable.Viewer):
             self.level.value = levels[-1]
         layers = []
         if u:
-            rec = RunStore(self.runs_dir, self.run.value).level_record("ticket", 0)
+            try:
+                rec = RunStore(self.runs_dir, self.run.value).level_record("ticket", 0)
+            except LotteryError:  # damaged: the level's panes say so
+                rec = None
             layers = list(rec["layers"]) if rec else []
         self.layer.options = layers
         if layers and self.layer.value not in layers:
@@ -184,16 +188,26 @@ class BayesPanel(pn.viewable.Viewer):
         entry = next((e for e in u["levels"] if e["level"] == level), None) if u else None
         self.panes["reliability"].object = reliability_plot(entry)
         mask = sigma = None
+        problem = ""  # why a chosen level has no mask or sigma to draw
         if None not in (run_id, level, layer) and entry is not None:
             key = (run_id, level, layer)
             if key not in self._sigma:
-                store = RunStore(self.runs_dir, run_id)
-                m = store.load_mask("ticket", level)
-                self._sigma[key] = (m[layer].numpy().astype(np.uint8) if layer in m else None,
-                                    sigma_of(self.runs_dir, run_id, level, layer))
-            mask, sigma = self._sigma[key]
-        self.panes["mask"].object = mask_heatmap(mask, layer or "", level or 0)
-        self.panes["sigma"].object = sigma_plot(sigma, layer or "", level or 0)
+                try:
+                    m = RunStore(self.runs_dir, run_id).load_mask("ticket", level)
+                    self._sigma[key] = (m[layer].numpy().astype(np.uint8) if layer in m else None,
+                                        sigma_of(self.runs_dir, run_id, level, layer) if u.get("bayesian") else None)
+                except (OSError, LotteryError) as e:  # deleted or damaged since the tab listed it: not cached
+                    problem = f"level {level} of {run_id} could not be read: " + (
+                        str(e) if isinstance(e, LotteryError) else "its files are gone (deleted?)")
+            if not problem:
+                mask, sigma = self._sigma[key]
+                if not u.get("bayesian"):
+                    problem = (f"{run_id} is deterministic: no posterior std (its uncertainty record measured a "
+                               "plain network); a --bayesian run has one")
+        self.panes["mask"].object = mask_heatmap(mask, layer or "", level or 0) if mask is not None or not problem \
+            else _empty(f"Mask of {layer} at level {level}", problem)
+        self.panes["sigma"].object = sigma_plot(sigma, layer or "", level or 0) if sigma is not None or not problem \
+            else _empty(f"Posterior std (sigma) of {layer} at level {level}", problem)
 
     def __panel__(self):
         return pn.Column(

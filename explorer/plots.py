@@ -5,6 +5,8 @@ Accuracy and early-stopping plots put density on a log axis that runs from dense
 """
 from __future__ import annotations
 
+import textwrap
+
 import holoviews as hv
 import numpy as np
 import pandas as pd
@@ -21,6 +23,8 @@ COMMON = dict(responsive=True, height=320, show_grid=True)
 
 
 def _empty(title: str, message: str) -> hv.Overlay:
+    """A plot with no data: `message` in its middle, wrapped so that it fits a half-width pane."""
+    message = "\n".join(textwrap.wrap(message, 60))
     return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="11pt")]).opts(
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
 
