@@ -108,6 +108,7 @@ def cmd_run(args) -> int:
 
     # defaults < --config < --preset < the flags typed
     cfg = config_from_settings({**preset_settings(args.preset), **values_from_args(args, run_settings())}, base)
+    _refuse_other_methods_flags(args, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
     progress = _Progress(args.quiet or args.json)
     try:
         summary = run(cfg, on_event=lambda e: (_interruptible_once_started(e), progress(e)), runs_dir=args.runs_dir)
@@ -119,6 +120,23 @@ def cmd_run(args) -> int:
 
     _print_run(RunStore(args.runs_dir, summary["run_id"]), summary, args.json)  # what `lottery show` prints
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
+
+
+def _refuse_other_methods_flags(args, methods: list[str], why: str) -> None:
+    """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`) is a
+    one-line error: no method there reads it, and it would still enter the config and change the run id. (The
+    Python API and the app keep taking every method's options: stored configs and run ids stay as they were.)"""
+    from .config import method_option_fields
+    from .registry import METHODS
+
+    fields = method_option_fields()
+    read = {f for m in methods if (cls := METHODS.get(m, "prune.method").options) for f in cls.__dataclass_fields__}
+    for path, value in values_from_args(args, run_settings()).items():
+        name = path.removeprefix("prune.")
+        if path.startswith("prune.") and name in fields and name not in read:
+            owners = [m for m, spec in METHODS.items() if spec.options is fields[name][0]]
+            raise ConfigError("--" + name.replace("_", "-"), value,
+                              f"an option of {' and '.join(owners)} only ({why}): leave it out")
 
 
 def _ctrl_c_quits() -> None:
@@ -191,6 +209,7 @@ def cmd_compare(args) -> int:
     from .compare import CompareOptions, compare, format_table
 
     opts = options_from_flags(CompareOptions, args)
+    _refuse_other_methods_flags(args, list(opts.methods), f"--methods {','.join(opts.methods)}")
     base = values_from_args(args, run_settings())
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave

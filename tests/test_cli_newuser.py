@@ -62,3 +62,34 @@ def test_list_columns_line_up_with_long_run_ids(tmp_path, capsys):
     assert main(["list", "--runs-dir", str(runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len({line.index("completed") for line in lines}) == 1, lines
+
+
+def test_another_methods_flag_on_run_is_one_line_naming_flag_and_method(tmp_path, capsys):
+    """`lottery run --method imp --synflow-rounds 5` trained an imp run whose id differed from plain imp's (the
+    option went into its config and id) though imp never reads it; now one line names the flag and its method,
+    and nothing is stored."""
+    from engine.cli import main
+
+    runs = tmp_path / "runs"
+    for flags, needle in [(["--method", "imp", "--synflow-rounds", "5"], "--synflow-rounds: '5'"),
+                          (["--bayes-criterion", "snr"], "--bayes-criterion: 'snr'"),
+                          (["--method", "rigl", "--no-ks-baselines"], "--ks-baselines: False"),
+                          (["--method", "set", "--search-epochs", "1"], "--search-epochs: '1'")]:
+        assert main(["run", *flags, "--epochs", "1", "--levels", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and needle in err and "method" in err, err
+        assert not runs.exists() or not any(runs.iterdir())
+    # the flag's own method, and methods that share its options class, take it
+    assert main(["run", "--method", "set", "--dst-interval", "5", "--density", "0.5", "--epochs", "1",
+                 "--controls", "none", "--runs-dir", str(runs), "--quiet"]) == 0
+
+
+def test_compare_refuses_a_flag_of_no_compared_method(tmp_path, capsys):
+    """compare passes its flags to every run; one that no compared method reads would only change run ids."""
+    from engine.cli import main
+
+    assert main(["compare", "--methods", "imp,snip", "--lora-rank", "4", "--runs-dir", str(tmp_path / "runs"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--lora-rank: '4' is not valid; an option of partial-lora only" in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
