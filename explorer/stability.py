@@ -162,29 +162,63 @@ class StabilityPanel(pn.viewable.Viewer):
 
     def start(self, seeds=(0,)) -> None:
         """Train and analyse the preset's story (init, iter:K, lr; reinit controls) at `seeds` in the background."""
+        from engine.errors import LotteryError, RunCancelled
+        from engine.events import RunStopped
+        from engine.progress import Progress
+
         if self.job is not None:
             self.status.object = "The story is already running."
             return
         preset, overrides = self.preset, self.overrides
+        try:  # the story's runs in order ({run id: rewind}); bad settings answer here, not from the worker
+            self._plan = {cfg.run_id: rewind for seed in seeds
+                          for rewind, cfg in story.story_configs(preset, seed, **overrides).items()}
+        except LotteryError as e:
+            self.status.object = f"The story cannot run: {e}"
+            return
+        self._progress = Progress()
         self.status.object = f"running the **{preset}** story (seeds {', '.join(map(str, seeds))})..."
         self.button.disabled, self.cancel_button.disabled = True, False
-        self.job = Job(lambda job: story.run_story(self.runs_dir, preset, seeds, on_event=job.emit,
-                                                   cancel=job.cancelled, **overrides), name="stability-story")
+
+        def work(job):
+            def on_event(e):
+                job.emit(e)
+                # a cancelled run returns (status "cancelled") and run_story would go on to the next run, which
+                # has nothing to analyse: stop the story with it
+                if isinstance(e, RunStopped):
+                    raise RunCancelled("the story was stopped")
+            return story.run_story(self.runs_dir, preset, seeds, on_event=on_event, cancel=job.cancelled,
+                                   **overrides)
+
+        self.job = Job(work, name="stability-story")
+
+    def _where(self, run_id: str) -> str:
+        """'run 2/3 (iter:20)': which of the story's runs an event is about."""
+        ids = list(self._plan)
+        return f"run {ids.index(run_id) + 1}/{len(ids)} ({self._plan[run_id]})" if run_id in self._plan else run_id
 
     def poll(self) -> bool:
         """Progress of a running story; True when it finished and stored its runs."""
         if self.job is None:
             return False
         events, finished = self.job.poll()
-        steps = [e for e in events if isinstance(e, AnalysisProgress)]
-        if steps and not finished:
-            self.status.object = f"running the **{self.preset}** story... {steps[-1].message}"
+        for e in events:
+            self._progress.update(e)
+        if events and not finished:
+            e, p = events[-1], self._progress
+            what = (f"{e.analysis}: {e.message}" if isinstance(e, AnalysisProgress) else
+                    f"level {p.level} {p.variant}, {p.fraction:.0%} of its training")
+            self.status.object = f"running the **{self.preset}** story: {self._where(e.run_id)}, {what}"
         if not finished:
             return False
         job, self.job = self.job, None
         self.button.disabled, self.cancel_button.disabled = False, True
-        self.status.object = "The story is stored." if job.error is None else \
-            f"The story stopped: {error_message(job.error)}"
+        if job.error is None:
+            self.status.object = "The story is stored."
+        elif job.cancelled.is_set():
+            self.status.object = "The story stopped: what it stored is kept (Run the preset again resumes it)."
+        else:
+            self.status.object = f"The story stopped: {error_message(job.error)}"
         self.refresh()
         return job.error is None
 

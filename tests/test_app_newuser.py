@@ -111,3 +111,29 @@ def test_the_bayesian_tab_survives_a_level_deleted_while_shown(deterministic, tm
     assert "could not be read" in said and "level 0" in said, said
     panel.refresh()
     assert "could not be read" in _texts(panel.panes["sigma"].object)
+
+
+# ---------------------------------------------------------------- Stability
+STORY = {"model.model": "lenet300", "data.dataset": "digits", "train.epochs": 1, "train.batch_size": 128,
+         "prune.levels": 8, "prune.rewind": "iter:1", "prune.controls": ("reinit",), "device": "cpu"}
+
+
+def test_stopping_the_story_shows_progress_stops_at_once_and_keeps_what_is_stored(tmp_path):
+    """The status said only 'running the story...' while its IMP runs trained (hours at the preset's size);
+    Stop during the first run went on to the next run (engine.runner.run returns a cancelled run's summary
+    and story.run_story does not look) and ended with 'has no completed ticket level 0', one more empty run
+    in the store."""
+    from explorer.stability import StabilityPanel
+
+    runs_dir = tmp_path / "runs"
+    panel = StabilityPanel(runs_dir, overrides=STORY)
+    panel.start()
+    wait_until(lambda: panel.poll() or "level" in panel.status.object, timeout=120, what="training progress shown")
+    assert "init" in panel.status.object and "1/3" in panel.status.object, panel.status.object
+    panel.cancel_button.clicks += 1
+    wait_until(lambda: panel.poll() or panel.job is None, timeout=120, what="the story stops")
+    assert "stopped" in panel.status.object and "kept" in panel.status.object, panel.status.object
+    assert "completed ticket level" not in panel.status.object
+    runs = engine.list_runs(runs_dir)
+    assert [r["status"] for r in runs] == ["cancelled"], runs
+    assert not panel.button.disabled and panel.cancel_button.disabled
