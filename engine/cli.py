@@ -429,6 +429,12 @@ def main(argv: list[str] | None = None, extend=None) -> int:
     _ctrl_c_quits()
     try:
         return _main(argv, extend)
+    except BrokenPipeError:  # the reader of the output stopped early (`lottery list --json | head`): not an error
+        try:  # Python's flush of stdout at exit would fail again and say so
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141  # as a command killed by SIGPIPE
     finally:  # --help and argparse's own errors leave through SystemExit
         _ctrl_c_interrupts()
 
@@ -451,6 +457,8 @@ def _main(argv, extend) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # main's: the reader went away
     except Exception as e:  # a bug: still one line unless --debug
         if args.debug:
             raise

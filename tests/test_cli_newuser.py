@@ -93,3 +93,20 @@ def test_compare_refuses_a_flag_of_no_compared_method(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--lora-rank: '4' is not valid; an option of partial-lora only" in err, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """`lottery list --json | head -3` printed "error: unexpected BrokenPipeError ... rerun with --debug" once
+    head had its lines (as did `lottery zoo ... --json | head`)."""
+    import subprocess
+    import sys
+
+    from engine.store import write_json
+
+    runs = tmp_path / "runs"
+    write_json(runs / "imp-lenet300-digits-0123456789" / "config.json", {})
+    child = subprocess.Popen([sys.executable, "-m", "engine.cli", "list", "--json", "--runs-dir", str(runs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # the reader is gone before the command writes (it takes seconds to import)
+    err = child.stderr.read()
+    assert child.wait(timeout=120) in (0, 1, 141) and err == "", err
