@@ -319,7 +319,8 @@ class WeightSpacePanel(pn.viewable.Viewer):
             pn.FlexBox(*self.zoo_settings.values(), *self.zoo_form.widgets.values(), self.buttons["zoo"]),
             pn.FlexBox(*self.gen_form.widgets.values(), self.buttons["generate"]),
             title="Train a zoo / generate from it", collapsed=False, sizing_mode="stretch_width")
-        return pn.Column(forms, pn.Row(self.zoo, self.generation, self.buttons["barriers"], self.cancel,
-                                       self.progress, sizing_mode="stretch_width"),
+        # a FlexBox, not a Row: the Row's fixed widths (~1150 px) widened the whole tab past the page's right edge
+        return pn.Column(forms, pn.FlexBox(self.zoo, self.generation, self.buttons["barriers"], self.cancel,
+                                           self.progress, align_items="flex-end", sizing_mode="stretch_width"),
                          self.status, pn.Row(self.panes["accuracy"], self.panes["map"], sizing_mode="stretch_width"),
                          self.panes["barriers"], self.table, sizing_mode="stretch_width")

@@ -1,0 +1,89 @@
+"""The newer tabs in Chromium, as a new user sees them (one server, a store with one tiny zoo). Browser-only
+bugs: what the in-process tests in test_app_newuser.py cannot see (layout, what the page shows)."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+
+from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+
+pytestmark = pytest.mark.ui
+
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+from conftest import wait_until  # noqa: E402
+
+PAGE_READY_MS = 90_000
+WAIT_MS = 30_000
+WIDTH = 1400
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import urllib.request
+
+    from engine import zoo as Z
+
+    root = tmp_path_factory.mktemp("newuser")
+    runs_dir = root / "runs"
+    options = Z.ZooOptions(members=4)
+    values = {"model.model": "mlp", "model.hidden": (8,), "train.epochs": 1, "device": "cpu"}
+    Z.train_zoo(options, Z.zoo_config(options, values, runs_dir=runs_dir), runs_dir=runs_dir)
+    s = ServerProcess(root / "serve.log")
+    port = free_port()
+    s.url = f"http://127.0.0.1:{port}/"
+    s.launch([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(runs_dir), "--port", str(port)],
+             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+
+    def answers():
+        assert s.proc.poll() is None, s.log_tail()
+        try:
+            urllib.request.urlopen(s.url + "static/js/bokeh.min.js", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    wait_until(answers, 90, interval=0.2, what="lottery serve answers")
+    yield s
+    s.stop()
+
+
+def test_weight_space_fits_the_page_and_a_bad_value_reads_as_one_line(browser, server):
+    """At 1400 px the Weight space tab ran past the page's right edge (its zoo/generation row had ~1150 px of
+    fixed widths): the map plot and the forms' last column were cut off, with no scroll bar."""
+    ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    ctx.set_default_timeout(WAIT_MS)
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server.url, timeout=PAGE_READY_MS)
+        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+        page.locator(".bk-tab", has_text=re.compile("^Weight space$")).click()
+        generate = page.get_by_role("button", name="Generate", exact=True)
+        expect(generate).to_be_visible(timeout=PAGE_READY_MS)
+        expect(page.locator(".weight-space-map canvas").first).to_be_visible()
+
+        def right_edges():  # the layout settles after the plots draw: polled, bounded
+            boxes = [page.locator(f".{css}").first.bounding_box() for css in ("weight-space-map", "weight-space-status")]
+            return boxes if all(b and b["x"] + b["width"] <= WIDTH for b in boxes) else None
+
+        wait_until(right_edges, 15, interval=0.25, what="the Weight space tab within the page's width")
+        steps = page.get_by_label("steps", exact=True)
+        expect(steps).to_have_value("3000")  # lottery generate's default (GenerateOptions)
+        steps.fill("-5")
+        steps.press("Enter")
+        generate.click()
+        status = page.locator(".weight-space-status")
+        expect(status).to_contain_text("steps: -5 is not valid")
+        text = status.text_content()
+        assert "Traceback" not in text and text.strip().count("\n") == 0, text
+        assert not errors, errors
+    finally:
+        ctx.close()
