@@ -13,6 +13,7 @@ Every error is one line on stderr and a non-zero exit (2: bad input, 1: run fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -32,11 +33,21 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunC
 def options_from_flags(options: type, args: argparse.Namespace):
     """The options dataclass `options` from the flags `add_flags(parser, settings_of(options))` made; errors
     name the flag."""
-    try:
+    with errors_name_flags(options):
         return build(options, values_from_args(args, settings_of(options)))
+
+
+@contextlib.contextmanager
+def errors_name_flags(options: type | None):
+    """A ConfigError naming a field of the options dataclass `options` (raised while building it, or later by the
+    command's own checks, e.g. an analysis's) names the flag the user typed instead: --rewind-points, not
+    rewind_points."""
+    try:
+        yield
     except ConfigError as e:
-        flag = "--" + e.field.replace("_", "-") if e.field in options.__dataclass_fields__ else e.field
-        raise ConfigError(flag, e.value, e.allowed) from None
+        if options is None or e.field not in options.__dataclass_fields__:
+            raise
+        raise ConfigError("--" + e.field.replace("_", "-"), e.value, e.allowed) from None
 
 
 # ---------------------------------------------------------------- output
@@ -263,8 +274,9 @@ def cmd_analyze(args) -> int:
     store = _open_run(args)
     options = ANALYSES.get(args.analysis, "analysis").options
     opts = options and options_from_flags(options, args)
-    result = analyze(args.analysis, args.runs_dir, args.run_id, opts,
-                     on_event=_analysis_progress if sys.stderr.isatty() else None)
+    with errors_name_flags(options):
+        result = analyze(args.analysis, args.runs_dir, args.run_id, opts,
+                         on_event=_analysis_progress if sys.stderr.isatty() else None)
     name = result["name"]
     print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
     print(f"stored in {store.analysis_path(name)}", file=sys.stderr)

@@ -38,7 +38,7 @@ def test_each_analysis_runs_stores_and_shows(stored, capsys, analysis, extra, ke
 def test_bad_analysis_arguments_are_one_line_errors(stored, capsys):
     runs, run_id = stored
     assert main(["analyze", run_id, "instability", "--rewind-points", "0,99999", "--runs-dir", runs]) == 2
-    assert capsys.readouterr().err.startswith("error: rewind_points:")
+    assert capsys.readouterr().err.startswith("error: --rewind-points:")  # the flag typed
     assert main(["analyze", run_id, "barrier", "--level", "7", "--runs-dir", runs]) == 2
     assert "completed ticket levels" in capsys.readouterr().err
     assert main(["analyze", "nope", "persistence", "--runs-dir", runs]) == 2

@@ -110,3 +110,20 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
     child.stdout.close()  # the reader is gone before the command writes (it takes seconds to import)
     err = child.stderr.read()
     assert child.wait(timeout=120) in (0, 1, 141) and err == "", err
+
+
+def test_analysis_errors_name_the_flag_typed(tmp_path, capsys):
+    """`lottery analyze RUN instability --rewind-points 0,0` said "rewind_points: (0, 0) is not valid": the
+    analysis's own check names its field, while the same command's other errors name the flag (--points)."""
+    from engine.cli import main
+
+    runs = str(tmp_path / "runs")
+    assert main(["run", "--epochs", "1", "--levels", "1", "--controls", "none", "--device", "cpu",
+                 "--runs-dir", runs, "--json", "--quiet"]) == 0
+    run_id = __import__("json").loads(capsys.readouterr().out)["run_id"]
+    for args, needle in [(["--rewind-points", "0,0"], "--rewind-points: (0, 0) is not valid"),
+                         (["--rewind-points", "0,99999"], "--rewind-points: (0, 99999) is not valid"),
+                         (["--points", "1"], "--points: 1 is not valid")]:
+        assert main(["analyze", run_id, "instability", *args, "--runs-dir", runs]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: " + needle) and err.count("\n") == 1, err
