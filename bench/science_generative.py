@@ -4,6 +4,7 @@
                                        [--datasets digits,patches] [--parts rebasin,none,ticket]
                                        [--repair auto|mix|mean|none] [--runs-dir bench-runs] [--quick]
     python bench/science_generative.py --parts sweep [--variants "default,temperature 0.6,zoo 60 epochs"]
+    python bench/science_generative.py --parts ceiling [--hidden 32,32] [--members 64]
 
 Per data set and seed: a dense zoo (`lottery zoo`: MLP `--hidden` (32-32), SGD lr 0.05, 20 epochs,
 `--members` nets), then two generations (`lottery generate`, its defaults otherwise): with Git Re-Basin
@@ -17,6 +18,9 @@ ticket zoo of 32 retrainings of its last ticket, a flow on it (no canonicalisati
 `--parts sweep` instead measures each of VARIANTS (sampling temperature, EMA, flow size and steps, the zoo's
 training and width, REPAIR of the generated and baseline nets) on the digits zoos of every seed and prints the
 accuracy vs novelty table the README quotes (`--variants "default,REPAIR mix,REPAIR mean"`: REPAIR against none).
+`--parts ceiling` trains no flow: it measures blends of the aligned digits zoo's members (a member and its nearest
+neighbour, its mean, ...) given the same REPAIR, i.e. how accurate a generated net that is not a near copy can be
+when it sits between members.
 
 Figures: README, "Generated networks (DeepWeightFlow)".
 
@@ -191,6 +195,56 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
               f"{nn_zoo[0]:6.1f} {div[0]:7.3f} {div_zoo[0]:7.3f} {secs[0]:7.0f}")
 
 
+def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path) -> None:
+    """What a generator that does not copy could reach by blending members: points of the aligned zoo's span
+    (Re-Basin to member 0, MergeMany 20 rounds, as `lottery generate` does), each given REPAIR mix like the
+    generated nets, and evaluated. Per seed: the median test accuracy [5-95%] of each kind of point and its share
+    of near copies (closer to a member than NEAR_COPY x the members' median nearest-neighbour distance, before
+    REPAIR, as in the sweep)."""
+    from engine.analysis.interpolation import bn_subset
+    from engine.batched import member_weights, stack_weights
+    from engine.rebasin import align, align_to_mean
+
+    for seed in seeds:
+        config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": "digits", "seed": seed})
+        zoo_id = Z.train_zoo(Z.ZooOptions(members=members), config, runs_dir=runs_dir)["run_id"]
+        zoo = Z.load_zoo(runs_dir, zoo_id)
+        model, data = zoo.model(), zoo.data
+        ref = member_weights(zoo.weights, 0)
+        states = [ref, *align(model, ref, [member_weights(zoo.weights, i) for i in range(1, members)], seed=seed)]
+        stack = stack_weights(align_to_mean(model, states, rounds=20, seed=seed)[0])
+        x = G.flatten(stack)
+        batch = bn_subset(data.train, G.REPAIR_EXAMPLES, seed).x
+        stats, span = G.unit_statistics(zoo.model, stack, batch), G.Span(x)
+        threshold = G.NEAR_COPY * float(G.nearest_other(x).median())
+        pairs = torch.cdist(x, x).fill_diagonal_(float("inf"))
+        nearest = pairs.topk(2, largest=False).indices  # each member's two nearest others
+        mean = x.mean(0, keepdim=True)
+        points = {
+            "members": x,
+            "zoo mean as one net": mean,
+            "1/4 way to nearest member": x + 0.25 * (x[nearest[:, 0]] - x),
+            "midpoint with nearest member": x + 0.5 * (x[nearest[:, 0]] - x),
+            "mean of member + 2 nearest": (x + x[nearest].sum(1)) / 3,
+            "mean of 3 random members": x[torch.stack([torch.randperm(members, generator=torch.Generator()
+                                                                      .manual_seed(seed * 1000 + i))[:3]
+                                                       for i in range(members)])].mean(1),
+            "halfway member -> mean": (x + mean) / 2,
+        }
+        print(f"[ceiling, digits {'-'.join(map(str, hidden))}, {members} members, seed {seed}] zoo {zoo_id}; near "
+              f"copy: closer than {threshold:.1f} to a member; REPAIR mix on every point but the members", flush=True)
+        for name, rows in points.items():
+            s = G.unflatten(rows, stack)
+            if name != "members":
+                s = G.repair(zoo.model, s, G.repair_targets(stats, G.mixing_weights(span, rows).to(batch.device)), batch)
+            acc = G.distribution(G.evaluate_stack(zoo.model, s, data.test)[0])
+            d = torch.cdist(rows, x)
+            copies = float(((d.fill_diagonal_(float("inf")) if name == "members" else d).min(1).values < threshold)
+                           .float().mean())
+            print(f"  {name:<30} {acc['median']:.3f} [{acc['p05']:.3f}, {acc['p95']:.3f}]  near copies {copies:.2f}",
+                  flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -201,7 +255,8 @@ def main() -> None:
                    "further: README)")
     p.add_argument("--datasets", default="digits,patches")
     p.add_argument("--parts", default="rebasin,none,ticket", help="which generations: dense zoo with Re-Basin, "
-                   "without canonicalisation, a ticket zoo; `sweep`: the VARIANTS on digits instead")
+                   "without canonicalisation, a ticket zoo; `sweep`: the VARIANTS on digits instead; `ceiling`: "
+                   "how accurate blends of the aligned digits zoo's members are, with REPAIR (no flow)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="sweep: which VARIANTS, comma separated")
     p.add_argument("--repair", default="auto", choices=G.REPAIR, help="REPAIR of the generated and baseline nets "
                    "(the engine's option; `none`: the README's rows measured before it)")
@@ -214,6 +269,9 @@ def main() -> None:
     hidden = tuple(int(w) for w in args.hidden.split(","))
     parts = set(args.parts.split(","))
     runs_dir = Path(args.runs_dir)
+    if "ceiling" in parts:
+        ceiling(range(args.first_seed, args.first_seed + args.seeds), hidden, args.members, runs_dir)
+        return
     if "sweep" in parts:
         sweep(args.variants.split(","), range(args.first_seed, args.first_seed + args.seeds), hidden, args.members,
               args.steps, runs_dir)
