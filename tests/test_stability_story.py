@@ -160,3 +160,24 @@ def test_the_stability_tab_draws_the_story_and_its_button_runs_the_preset(story_
     wait_until(lambda: fresh.poll() or (fresh.job is None), timeout=600, what="the story to finish")
     assert fresh.job is None and "stored" in fresh.status.object
     assert len(fresh.story.options) == 1 and not fresh.button.disabled
+
+
+def test_a_story_stopped_during_a_run_stops_there_and_keeps_what_is_stored(tmp_path):
+    """runner.run returns a cancelled run's summary rather than raising: the story must not go on to its next
+    run (which then had nothing to analyse, 'has no completed ticket level 0', and stored one more empty run)."""
+    import threading
+
+    from engine.analysis import story
+    from engine.errors import RunCancelled
+    from engine.events import Evaluated
+
+    cancel = threading.Event()
+
+    def on_event(e):
+        if isinstance(e, Evaluated):
+            cancel.set()  # a Stop click during the first run's dense training
+
+    with pytest.raises(RunCancelled, match="stopped"):
+        story.run_story(tmp_path, "stability-story", seeds=(0,), points=5, on_event=on_event, cancel=cancel, **STORY)
+    stored = engine.list_runs(tmp_path)
+    assert [s["status"] for s in stored] == ["cancelled"]  # the first run, kept; no second run begun

@@ -20,7 +20,7 @@ import json
 import os
 
 from ..config import RunConfig
-from ..errors import LotteryError
+from ..errors import LotteryError, RunCancelled
 from ..store import RunStore, list_runs
 from .instability import STABLE_THRESHOLD, instability
 
@@ -67,7 +67,10 @@ def run_story(runs_dir: str | os.PathLike, preset: str = "stability-story", seed
     ids = []
     for seed in seeds:
         for rewind, cfg in story_configs(preset, seed, **overrides).items():
-            runner.run(cfg, runs_dir=runs_dir, on_event=on_event, cancel=cancel)
+            if runner.run(cfg, runs_dir=runs_dir, on_event=on_event, cancel=cancel)["status"] == "cancelled":
+                # (a cancelled run returns, not raises): the story stops with it, what is stored is kept
+                raise RunCancelled(f"the story was stopped during run {cfg.run_id}; what it stored is kept, and "
+                                   "running the story again resumes it")
             ids.append(cfg.run_id)
             store = RunStore(runs_dir, cfg.run_id)
             run = StoredRun(runs_dir, cfg.run_id)
