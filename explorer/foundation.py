@@ -77,7 +77,7 @@ class FoundationPanel(pn.viewable.Viewer):
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.run = pn.widgets.Select(label="Run (transformer)", options=[])
+        self.run = pn.widgets.Select(label="Run (transformer)", options=[], sizing_mode="stretch_width")  # whole ids
         self.level = pn.widgets.IntSlider(label="Level", start=0, end=1, value=0)
         self.matrix_pane = pn.pane.HoloViews(transfer_heatmap(None), sizing_mode="stretch_width")
         self.lota_pane = pn.pane.HoloViews(lota_bars([]), sizing_mode="stretch_width")
@@ -134,5 +134,5 @@ class FoundationPanel(pn.viewable.Viewer):
             pn.pane.Markdown("BERT tickets transfer (Chen et al. 2020): each ticket fine-tuned on each task vs the "
                              "dense fine-tune; **matching** = mean within one std (over seeds) of dense. LoTA "
                              "(Panda et al. 2024): sparse task vectors, sequential tasks and merging."),
-            self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level), self.block_pane,
+            self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level, sizing_mode="stretch_width"), self.block_pane,
             sizing_mode="stretch_width")

@@ -134,14 +134,15 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.run = pn.widgets.Select(label="ks-lottery run", options=[])
+        # as wide as the page: run ids of one method and task differ only in their last characters
+        self.run = pn.widgets.Select(label="ks-lottery run", options=[], sizing_mode="stretch_width")
         self.tokens_pane = pn.pane.HoloViews(ks_tokens(None), sizing_mode="stretch_width")
         # two panes, not one Layout: a Layout's grid drew as empty axes in the served app
         self.precision_pane = pn.pane.HoloViews(ks_precision(None), sizing_mode="stretch_width")
         self.recovery_pane = pn.pane.HoloViews(ks_recovery(None), sizing_mode="stretch_width")
         self.text = pn.pane.Markdown("")
         self._records: dict[str, dict] = {}
-        self.lora_run = pn.widgets.Select(label="partial-lora run", options=[])
+        self.lora_run = pn.widgets.Select(label="partial-lora run", options=[], sizing_mode="stretch_width")
         self.lora_rows: list[dict] = []
         self.ratios_pane = pn.pane.HoloViews(lora_ratios([]), sizing_mode="stretch_width")
         self.lora_pane = pn.pane.HoloViews(lora_accuracy([]), sizing_mode="stretch_width")

@@ -115,7 +115,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
         self.gen_form = OptionsForm(GenerateOptions, style={"width": 120}, seed={"label": "flow seed"},
                                     hidden={"label": "flow hidden"}, lr={"label": "flow lr"})
         self.zoo = pn.widgets.Select(label="zoo", options=[], width=320)
-        self.generation = pn.widgets.Select(label="generation", options=[], width=320)
+        self.generation = pn.widgets.Select(label="generation", options=[], width=520)  # its labels: ~65 characters
         self.zoo.param.watch(lambda e: self.show(e.new), "value")
         self.generation.param.watch(lambda e: self._draw(), "value")
         self.buttons = {name: pn.widgets.Button(label=label, color="primary", width=110)

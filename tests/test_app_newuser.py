@@ -137,3 +137,25 @@ def test_stopping_the_story_shows_progress_stops_at_once_and_keeps_what_is_store
     runs = engine.list_runs(runs_dir)
     assert [r["status"] for r in runs] == ["cancelled"], runs
     assert not panel.button.disabled and panel.cancel_button.disabled
+
+
+# ---------------------------------------------------------------- run selects
+def _shows_whole_ids(select) -> bool:
+    """A Select as wide as the page, or wide enough for its longest option (~8 px a character at the app's
+    font): run ids differ only in their last characters (the config hash)."""
+    longest = max((len(str(o)) for o in select.labels), default=0)
+    return select.sizing_mode == "stretch_width" or (select.width or 300) >= 8 * longest + 40
+
+
+def test_the_transformer_tabs_run_selects_show_whole_run_ids(tmp_path):
+    """The Foundation models and Embedding & adapter tickets tabs' run selects were 300 px wide: a run id such
+    as ks-lottery-bert-tiny-pydoctopicsexpanded-b77a732a59 was cut before its hash, so runs of one method on
+    one task (three partial-lora rules) could not be told apart."""
+    from explorer.foundation import FoundationPanel
+    from explorer.foundation_ii import EmbeddingTicketsPanel
+
+    f, e = FoundationPanel(tmp_path), EmbeddingTicketsPanel(tmp_path)
+    ids = ["ks-lottery-bert-tiny-pydoctopicsexpanded-b77a732a59", "partial-lora-bert-tiny-pydoctopics-0312aa9cf4"]
+    for select in (f.run, e.run, e.lora_run):
+        select.options = ids  # what a store of those runs lists
+        assert _shows_whole_ids(select), select.name
