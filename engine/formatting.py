@@ -24,7 +24,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"error: {s['error']}")
     controls = list(s.get("controls", {}))
     head = f"{'level':>5}  {'density':>8}  {'test acc':>8}  {'val acc':>8}  {'early stop':>10}  {'seconds':>7}"
-    head += "".join(f"  {c + ' acc':>11}  {c + ' stop':>11}" for c in controls)
+    width = {c: max(11, len(c + " stop")) for c in controls}  # start-magnitude's headers are wider than 11
+    head += "".join(f"  {c + ' acc':>{width[c]}}  {c + ' stop':>{width[c]}}" for c in controls)
     lines.append(head)
     by_level = {c: {r["level"]: r for r in s["controls"][c]} for c in controls}
     rows = ([s["dense"]] if s.get("dense") else []) + s.get("levels", [])
@@ -34,7 +35,8 @@ def format_summary(s: dict) -> str:
                 f"{r['early_stop_iteration']:>10}  {r['train_seconds']:>7.2f}")
         for c in controls:
             cr = by_level[c].get(r["level"])
-            line += f"  {pct(cr and cr['test_accuracy']):>11}  {(cr['early_stop_iteration'] if cr else '-'):>11}"
+            line += (f"  {pct(cr and cr['test_accuracy']):>{width[c]}}  "
+                     f"{(cr['early_stop_iteration'] if cr else '-'):>{width[c]}}")
         lines.append(line)
     return "\n".join(lines)
 

@@ -127,3 +127,20 @@ def test_analysis_errors_name_the_flag_typed(tmp_path, capsys):
         assert main(["analyze", run_id, "instability", *args, "--runs-dir", runs]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: " + needle) and err.count("\n") == 1, err
+
+
+def test_summary_table_lines_up_with_long_control_names():
+    """bert-imp's README command (--controls random,start-magnitude) printed the start-magnitude columns
+    narrower than their headers: values sat under the wrong words."""
+    from engine.formatting import format_summary
+
+    row = {"density": 0.9, "test_accuracy": 0.5, "val_accuracy": 0.5, "early_stop_iteration": 10,
+           "train_seconds": 1.0}
+    s = {"run_id": "bert-imp-x", "status": "completed", "method": "bert-imp", "model": "bert-tiny",
+         "dataset": "pydoc-topics", "seed": 0, "dense": {"level": 0, **row}, "levels": [{"level": 1, **row}],
+         "controls": {"random": [{"level": 1, **row}], "start-magnitude": [{"level": 1, **row}]}}
+    header, *rows = format_summary(s).splitlines()[1:]
+    for column in ("random acc", "random stop", "start-magnitude acc", "start-magnitude stop"):
+        end = header.index(column) + len(column)
+        for r in rows:
+            assert r[end - 1] != " " and (end == len(r) or r[end] == " "), (column, header, r)
