@@ -23,6 +23,7 @@ import pandas as pd
 import panel as pn
 
 from engine.analysis import story
+from engine.errors import LotteryError
 from engine.events import AnalysisProgress
 
 from explorer import analysis_plots as ap
@@ -145,16 +146,27 @@ class StabilityPanel(pn.viewable.Viewer):
 
     def refresh(self) -> None:
         """Re-read the store's stories."""
-        self.groups = story.story_groups(self.runs_dir)
-        self.story.options = list(self.groups)
-        if self.story.value not in self.groups and self.groups:
-            self.story.value = next(iter(self.groups))
+        self._list()
         self.draw()
 
-    def draw(self) -> None:
+    def _list(self) -> None:
+        """The store's stories in the select (the chosen one kept if it is still there)."""
+        self.groups = story.story_groups(self.runs_dir)
+        self.story.options = list(self.groups)
+        if self.story.value not in self.groups:
+            self.story.value = next(iter(self.groups), None)
+
+    def draw(self, retry: bool = True) -> None:
         ids = self.groups.get(self.story.value, [])
-        records = story.dense_instability(self.runs_dir, ids)
-        rows = story.story_rows(self.runs_dir, ids)
+        try:
+            records = story.dense_instability(self.runs_dir, ids)
+            rows = story.story_rows(self.runs_dir, ids)
+        except (OSError, LotteryError):
+            if retry:  # a run deleted or damaged since the stories were listed: list them again, draw once more
+                self.status.object = "A run of this story was deleted or damaged since it was listed: stories re-read."
+                self._list()
+                return self.draw(retry=False)
+            raise
         self.panes["barriers"].object = barrier_plot(records)
         self.panes["paths"].object = ap.instability_paths(records[0] if records else None)
         self.panes["accuracy"].object = accuracy_plot(rows)

@@ -159,3 +159,20 @@ def test_the_transformer_tabs_run_selects_show_whole_run_ids(tmp_path):
     for select in (f.run, e.run, e.lora_run):
         select.options = ids  # what a store of those runs lists
         assert _shows_whole_ids(select), select.name
+
+
+def test_a_story_run_deleted_while_shown_is_dropped_not_raised(tmp_path):
+    """One of a story's runs deleted while the Stability tab showed the story: redrawing it (choosing the story
+    again, the app's refresh of the visible tab) raised FileNotFoundError from the story's reads."""
+    from engine.analysis import story
+    from explorer.stability import StabilityPanel
+
+    runs_dir = tmp_path / "runs"
+    ids = story.run_story(runs_dir, "stability-story", seeds=(0,), points=3, ticket_levels=(),
+                          **{**STORY, "prune.levels": 1})
+    panel = StabilityPanel(runs_dir)
+    shutil.rmtree(runs_dir / ids[0])  # the init run
+    panel.draw()
+    assert "re-read" in panel.status.object, panel.status.object
+    assert len(panel.groups[panel.story.value]) == 2  # the other two rewinds are still a story
+    assert not _texts(panel.panes["barriers"].object)  # ... drawn
