@@ -8,10 +8,11 @@ import pandas as pd
 from .plots import COMMON, _empty
 
 
-def instability_paths(result: dict | None) -> hv.Element:
-    """Test error along the interpolation path between the two trainings, for each rewind point k."""
+def instability_paths(result: dict | None, empty: str = "no instability analysis yet: Analyze → instability") -> hv.Element:
+    """Test error along the interpolation path between the two trainings, for each rewind point k (`empty`:
+    what the plot says without one: how to make one where it is shown)."""
     if not result:
-        return _empty("Instability", "no instability analysis yet: Analyze → instability")
+        return _empty("Instability", empty)
     curves = [hv.Curve([(p["alpha"], 100 * p["error"]) for p in result["curves"][str(k)]], "alpha", "test error (%)",
                        label=f"k = {k}") for k in result["rewind_points"]]
     return hv.Overlay(curves).opts(title=f"Interpolation between two trainings from W_k (level {result['level']})",

@@ -168,7 +168,8 @@ class StabilityPanel(pn.viewable.Viewer):
                 return self.draw(retry=False)
             raise
         self.panes["barriers"].object = barrier_plot(records)
-        self.panes["paths"].object = ap.instability_paths(records[0] if records else None)
+        self.panes["paths"].object = ap.instability_paths(records[0] if records else None,
+                                                          "no dense instability measured yet: Run the preset")
         self.panes["accuracy"].object = accuracy_plot(rows)
         self.panes["tickets"].object = ticket_instability_plot(rows)
 

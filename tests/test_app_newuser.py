@@ -127,6 +127,10 @@ def test_stopping_the_story_shows_progress_stops_at_once_and_keeps_what_is_store
 
     runs_dir = tmp_path / "runs"
     panel = StabilityPanel(runs_dir, overrides=STORY)
+    # an empty store: each plot says what to do in this tab (the interpolation plot said 'Analyze → instability',
+    # the Analyses tab's button)
+    assert all("Run the preset" in _texts(pane.object) for pane in panel.panes.values() if pane is not
+               panel.panes["tickets"])
     panel.start()
     wait_until(lambda: panel.poll() or "level" in panel.status.object, timeout=120, what="training progress shown")
     assert "init" in panel.status.object and "1/3" in panel.status.object, panel.status.object
