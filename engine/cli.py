@@ -105,9 +105,10 @@ class _SweepBar:
 
 
 # ---------------------------------------------------------------- commands
-def cmd_run(args) -> int:
-    from .runner import run
-
+def run_config(args) -> RunConfig:
+    """The config `lottery run` trains: defaults < --config < --preset < the flags typed. A method that does not
+    take the default scope (ks-lottery and lota rank globally only) gets its own first scope when none was given
+    (as `lottery compare` does), so `--method lota` alone is not refused for a scope the user never typed."""
     base = None
     if args.config:
         try:
@@ -115,11 +116,27 @@ def cmd_run(args) -> int:
                 base = json.load(fh)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError("--config", args.config, f"must be a readable JSON config file ({e})") from None
+    from .config import PruneConfig
     from .presets import preset_settings
+    from .registry import METHODS
 
-    # defaults < --config < --preset < the flags typed
-    cfg = config_from_settings({**preset_settings(args.preset), **values_from_args(args, run_settings())}, base)
+    settings = {**preset_settings(args.preset), **values_from_args(args, run_settings())}
+    stored = base.get("prune") if isinstance(base, dict) else None
+    stored = stored if isinstance(stored, dict) else {}
+    if "prune.scope" not in settings and "scope" not in stored:
+        method = settings.get("prune.method", stored.get("method", PruneConfig.method))
+        scopes = METHODS.get(method, "prune.method").scopes
+        if PruneConfig.scope not in scopes:
+            settings["prune.scope"] = scopes[0]
+    cfg = config_from_settings(settings, base)
     _refuse_other_methods_flags(args, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from .runner import run
+
+    cfg = run_config(args)
     progress = _Progress(args.quiet or args.json)
     try:
         summary = run(cfg, on_event=lambda e: (_interruptible_once_started(e), progress(e)), runs_dir=args.runs_dir)

@@ -144,3 +144,25 @@ def test_summary_table_lines_up_with_long_control_names():
         end = header.index(column) + len(column)
         for r in rows:
             assert r[end - 1] != " " and (end == len(r) or r[end] == " "), (column, header, r)
+
+
+def test_run_of_a_global_only_method_needs_no_scope_flag():
+    """`lottery run --method ks-lottery --model bert-tiny --dataset pydoc-topics` failed with "prune.scope:
+    'layerwise' is not valid; method ks-lottery allows: global", a value the user never typed (compare already
+    uses such a method's own scope). Without --scope (flag, preset or --config) the method's first scope applies;
+    the run id is the one `--scope global` gives, and a scope typed is still checked."""
+    import pytest
+
+    from engine.cli import build_parser, run_config
+    from engine.errors import ConfigError
+
+    def config(*flags):
+        return run_config(build_parser().parse_args(["run", *flags]))
+
+    for method in ("ks-lottery", "lota"):
+        text = ["--method", method, "--model", "bert-tiny", "--dataset", "pydoc-topics"]
+        assert config(*text).prune.scope == "global"
+        assert config(*text).run_id == config(*text, "--scope", "global").run_id
+        with pytest.raises(ConfigError, match="prune.scope: 'layerwise'"):
+            config(*text, "--scope", "layerwise")
+    assert config().prune.scope == "layerwise" and config().run_id == config("--scope", "layerwise").run_id
