@@ -22,7 +22,7 @@ import panel as pn
 from engine.errors import LotteryError
 from engine.store import RunStore, list_runs
 
-from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap
+from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, unreadable_note
 
 METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
 DETERMINISTIC = "deterministic ticket"
@@ -133,6 +133,7 @@ class BayesPanel(pn.viewable.Viewer):
         self.layer = pn.widgets.Select(label="layer", options=[], width=220)
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"bayes-{k}"])
                       for k in ("metric", "reliability", "mask", "sigma")}
+        self.note = pn.pane.Markdown("", sizing_mode="stretch_width")  # records left out, if any
         self._sigma: dict = {}  # stored levels never change: cached by (run, level, layer)
         self.metric.param.watch(lambda e: self._draw_metric(), "value")
         self.run.param.watch(lambda e: self._on_run(), "value")
@@ -154,7 +155,9 @@ class BayesPanel(pn.viewable.Viewer):
                 u = None
             if u:
                 results[s["run_id"]] = u
-        self.results = results
+        self.results, bad = readable(results, lambda u: metric_rows({"": u}))
+        self.note.object = unreadable_note("uncertainty", bad)
+        results = self.results
         self.run.options = list(results)
         if self.run.value not in results and results:
             self.run.value = next(iter(results))
@@ -213,7 +216,7 @@ class BayesPanel(pn.viewable.Viewer):
         return pn.Column(
             pn.pane.Markdown("Bayesian tickets: the MC predictive's accuracy, NLL and calibration by density, "
                              "beside the deterministic ticket of the same density (`lottery run --method bayes-imp "
-                             "--bayesian`).", sizing_mode="stretch_width"),
+                             "--bayesian`).", sizing_mode="stretch_width"), self.note,
             self.metric, self.panes["metric"], pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width"),
             self.panes["reliability"], pn.Row(self.panes["mask"], self.panes["sigma"], sizing_mode="stretch_width"),
             sizing_mode="stretch_width")

@@ -20,7 +20,7 @@ import holoviews as hv
 import pandas as pd
 import panel as pn
 
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, readable, unreadable_note
 
 TRANSFORMER_METHODS = ("bert-imp", "transfer", "lota")
 
@@ -82,6 +82,7 @@ class FoundationPanel(pn.viewable.Viewer):
         self.matrix_pane = pn.pane.HoloViews(transfer_heatmap(None), sizing_mode="stretch_width")
         self.lota_pane = pn.pane.HoloViews(lota_bars([]), sizing_mode="stretch_width")
         self.block_pane = pn.pane.HoloViews(block_density(None), sizing_mode="stretch_width")
+        self.note = pn.pane.Markdown("", sizing_mode="stretch_width")  # records left out, if any
         self.run.param.watch(lambda e: self._run_changed(), "value")
         self.level.param.watch(lambda e: self._draw_blocks(), "value")
         self._summaries: dict[str, dict] = {}
@@ -101,12 +102,14 @@ class FoundationPanel(pn.viewable.Viewer):
                      and s.get("status") != "unreadable"]
         self._summaries = {s["run_id"]: s for s in summaries}
         self.matrix_pane.object = transfer_heatmap(transfer_matrix(summaries, self.runs_dir))
-        results = []
+        results = {}
         for s in summaries:  # only lota runs have this analysis
             a = RunStore(self.runs_dir, s["run_id"]).analyses().get("lota-tasks")
             if a:
-                results.append(a)
-        self.lota_pane.object = lota_bars(results)
+                results[s["run_id"]] = a
+        results, bad = readable(results, lambda a: lota_bars([a]))
+        self.note.object = unreadable_note("lota-tasks", bad)
+        self.lota_pane.object = lota_bars(list(results.values()))
         keep = self.run.value
         self.run.options = sorted(self._summaries)
         self.run.value = keep if keep in self._summaries else next(iter(self.run.options), None)
@@ -134,5 +137,5 @@ class FoundationPanel(pn.viewable.Viewer):
             pn.pane.Markdown("BERT tickets transfer (Chen et al. 2020): each ticket fine-tuned on each task vs the "
                              "dense fine-tune; **matching** = mean within one std (over seeds) of dense. LoTA "
                              "(Panda et al. 2024): sparse task vectors, sequential tasks and merging."),
-            self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level, sizing_mode="stretch_width"), self.block_pane,
+            self.note, self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level, sizing_mode="stretch_width"), self.block_pane,
             sizing_mode="stretch_width")

@@ -21,7 +21,7 @@ import math
 import holoviews as hv
 import panel as pn
 
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, readable, unreadable_note
 
 RECORD = "ks-lottery"  # the engine's record names (engine.methods.ks_lottery.RECORD and partial_lora.RECORD;
 LORA_RECORD = "partial-lora"  # not imported: no torch here)
@@ -141,6 +141,7 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         self.precision_pane = pn.pane.HoloViews(ks_precision(None), sizing_mode="stretch_width")
         self.recovery_pane = pn.pane.HoloViews(ks_recovery(None), sizing_mode="stretch_width")
         self.text = pn.pane.Markdown("")
+        self.note = pn.pane.Markdown("", sizing_mode="stretch_width")  # records left out, if any
         self._records: dict[str, dict] = {}
         self.lora_run = pn.widgets.Select(label="partial-lora run", options=[], sizing_mode="stretch_width")
         self.lora_rows: list[dict] = []
@@ -167,6 +168,11 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
                 self._records[s["run_id"]] = analyses[RECORD]
             if analyses.get(LORA_RECORD):
                 lora[s["run_id"]] = analyses[LORA_RECORD]
+        self._records, bad_ks = readable(self._records, lambda r: (ks_tokens(r), _per_ranking(r), r["top"][0]["id"],
+                                                                     r["embedding_test_accuracy"]))
+        lora, bad_lora = readable(lora, lambda r: lora_rows({"": r}))
+        self.note.object = "  \n".join(n for n in (unreadable_note(RECORD, bad_ks), unreadable_note(LORA_RECORD, bad_lora))
+                                        if n)
         keep = self.run.value
         self.run.options = sorted(self._records)
         self.run.value = keep if keep in self._records else next(iter(self.run.options), None)
@@ -202,7 +208,7 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         return pn.Column(
             pn.pane.Markdown("KS-Lottery (Yuan et al. 2024): tokens ranked by a two-sample KS test between their "
                              "embedding before and after an embedding-only fine-tune; the top K re-tuned alone, "
-                             "beside random, most frequent and largest-L2-change tokens."),
+                             "beside random, most frequent and largest-L2-change tokens."), self.note,
             self.run, self.text, self.tokens_pane,
             pn.Row(self.precision_pane, self.recovery_pane, sizing_mode="stretch_width"),
             pn.pane.Markdown("Partial-LoRA (Damirchi et al. 2025): LoRA adapters on the frozen encoder, masked at "

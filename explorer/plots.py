@@ -29,6 +29,25 @@ def _empty(title: str, message: str) -> hv.Overlay:
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
 
 
+def readable(records: dict[str, dict], read) -> tuple[dict[str, dict], list[str]]:
+    """({key: record} of the records `read(record)` can draw from, [keys of those it cannot]): a record that is
+    JSON but not of the shape this version draws (another version's, edited by hand) is named by the tab, not
+    let fail the whole tab (a damaged file the store already leaves out: RunStore.analyses)."""
+    good, bad = {}, []
+    for key, record in records.items():
+        try:
+            read(record)
+            good[key] = record
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            bad.append(key)
+    return good, bad
+
+
+def unreadable_note(name: str, keys: list[str]) -> str:
+    """What a tab says of the records `readable` left out."""
+    return f"Left out, not of the shape this version reads ({name}: compute again): {', '.join(keys)}" if keys else ""
+
+
 def density_bars(summary: dict | None) -> hv.Element:
     """Per-layer density for every level of one run."""
     title = "Per-layer density by level"

@@ -180,3 +180,30 @@ def test_a_story_run_deleted_while_shown_is_dropped_not_raised(tmp_path):
     assert "re-read" in panel.status.object, panel.status.object
     assert len(panel.groups[panel.story.value]) == 2  # the other two rewinds are still a story
     assert not _texts(panel.panes["barriers"].object)  # ... drawn
+
+
+# ---------------------------------------------------------------- records of an unexpected shape
+def test_a_record_of_an_unexpected_shape_is_named_and_the_tab_still_opens(deterministic, tmp_path):
+    """A stored record that reads as JSON but lacks a key the tab draws (another version's, edited by hand)
+    made the whole tab fail to open ('The Bayesian tab failed to open: KeyError: ...'); the Embedding & adapter
+    tickets tab the same for a ks-lottery or partial-lora record. Each tab now draws the others and names it."""
+    from explorer.bayes import BayesPanel
+    from explorer.foundation_ii import EmbeddingTicketsPanel
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(deterministic[0], runs_dir)
+    run_id = deterministic[1]
+    store = engine.RunStore(runs_dir, run_id)
+    good = store.analyses()["uncertainty"]
+    other = engine.run(tiny(**{"model.model": "mlp", "model.hidden": (8,), "train.epochs": 1, "prune.levels": 1,
+                               "prune.controls": (), "seed": 1}), runs_dir=runs_dir)["run_id"]
+    engine.RunStore(runs_dir, other).save_analysis("uncertainty", {**good, "levels": [{"level": 0}]})
+    for name in ("ks-lottery", "partial-lora"):
+        store.save_analysis(name, {"levels": []})
+
+    bayes = BayesPanel(runs_dir)
+    assert list(bayes.results) == [run_id]  # the readable one, drawn
+    assert other in bayes.note.object and "uncertainty" in bayes.note.object
+    tickets = EmbeddingTicketsPanel(runs_dir)
+    assert tickets.run.options == [] and tickets.lora_run.options == []
+    assert run_id in tickets.note.object and "ks-lottery" in tickets.note.object
