@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 
-import gudhi
 import numpy as np
 import torch
 from torch import nn
@@ -59,6 +58,9 @@ def layer_persistence(weight_matrix, global_max: float) -> dict:
         raise ValueError(f"global_max must be positive (the largest |w| of the network), got {global_max}")
     if w.max(initial=0.0) > global_max * (1 + 1e-12):
         raise ValueError(f"global_max {global_max} is below this layer's largest |w| {w.max()}")
+    import gudhi  # here, not at the top: every analysis module is imported for the registry when the app's
+    # launch panel is made, and gudhi's import (~0.05-0.1 s after torch's) was part of that wait
+
     n_out, n_in = w.shape
     n = n_in + n_out
     st = gudhi.SimplexTree()
