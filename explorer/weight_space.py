@@ -292,9 +292,12 @@ class WeightSpacePanel(pn.viewable.Viewer):
             return False
         result = job.result()
         if job.name == "zoo":
-            self.status.object = (f"zoo **{result['run_id']}** {result['status']}: {result['trained']} members, "
-                                  f"median test accuracy {result['test_accuracy']['median']:.3f}"
-                                  if result.get("test_accuracy") else f"zoo {result['run_id']} {result['status']}")
+            if result["status"] != "completed":  # cancelled: the zoo list shows completed zoos only
+                self.status.object = (f"zoo **{result['run_id']}** {result['status']}: {result['trained']} of "
+                                      f"{result['members']} members trained and kept; Train zoo again resumes it")
+            else:
+                self.status.object = (f"zoo **{result['run_id']}** completed: {result['trained']} members, median "
+                                      f"test accuracy {result['test_accuracy']['median']:.3f}")
             if result["status"] == "completed":
                 self.refresh()
                 self.show(result["run_id"])

@@ -207,3 +207,19 @@ def test_a_record_of_an_unexpected_shape_is_named_and_the_tab_still_opens(determ
     tickets = EmbeddingTicketsPanel(runs_dir)
     assert tickets.run.options == [] and tickets.lora_run.options == []
     assert run_id in tickets.note.object and "ks-lottery" in tickets.note.object
+
+
+def test_a_cancelled_zoo_says_what_is_kept_and_how_to_resume(tmp_path):
+    """Cancel during Train zoo said 'zoo X cancelled: 2 members, median test accuracy 0.283', as if the zoo had
+    2 members (it had 8; the 2 trained are kept, and the zoo list shows completed zoos only)."""
+    from explorer.weight_space import WeightSpacePanel
+
+    panel = WeightSpacePanel(tmp_path / "runs")
+    panel.zoo_form["members"].value, panel.zoo_form["chunk"].value = 8, 2
+    for path, value in {"model.hidden": "8", "train.epochs": 2}.items():
+        panel.zoo_settings[path].value = value
+    panel.train_zoo()
+    panel.cancel.clicks += 1
+    wait_until(lambda: panel.poll() or panel.job is None, what="the zoo stops")
+    assert "cancelled" in panel.status.object and "of 8 members" in panel.status.object, panel.status.object
+    assert "Train zoo again resumes" in panel.status.object
