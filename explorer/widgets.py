@@ -6,6 +6,8 @@ the run's events to the widgets four times a second (ipywidgets may be updated f
 """
 from __future__ import annotations
 
+import html
+
 import ipywidgets as W
 
 import engine
@@ -63,7 +65,7 @@ class Launcher(W.VBox):
         try:
             cfg = config_from_settings(values)
         except engine.ConfigError as e:
-            self.status.value = f"<b style='color:#b00'>error:</b> {e}"
+            self.status.value = f"<b style='color:#b00'>error:</b> {html.escape(str(e), quote=False)}"  # as typed
             return None
         self.session = RunSession(cfg, self.runs_dir)
         self.session.start()
@@ -80,7 +82,7 @@ class Launcher(W.VBox):
         while True:
             session.drain()
             self.progress.value = session.progress
-            self.status.value = f"<b>{session.status}</b> — {session.message}"
+            self.status.value = f"<b>{session.status}</b> — {html.escape(session.message, quote=False)}"
             if session.status in ("completed", "cancelled", "failed") and not session.alive:
                 break
             session.join(0.25)

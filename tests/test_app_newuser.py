@@ -223,3 +223,14 @@ def test_a_cancelled_zoo_says_what_is_kept_and_how_to_resume(tmp_path):
     wait_until(lambda: panel.poll() or panel.job is None, what="the zoo stops")
     assert "cancelled" in panel.status.object and "of 8 members" in panel.status.object, panel.status.object
     assert "Train zoo again resumes" in panel.status.object
+
+
+def test_the_ipywidgets_launcher_shows_a_bad_value_as_typed(tmp_path):
+    """The classic-notebook launcher put the error into HTML as it was: a value typed with '<' (model.hidden
+    '<b>1,2') turned the rest of the message bold and hid what was typed."""
+    from explorer.widgets import Launcher
+
+    launcher = Launcher(tmp_path / "runs")
+    launcher.fields["model.hidden"].value = "<b>1,2"
+    assert launcher.launch() is None
+    assert "model.hidden: '&lt;b&gt;1,2' is not valid" in launcher.status.value
