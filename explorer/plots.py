@@ -5,6 +5,7 @@ Accuracy and early-stopping plots put density on a log axis that runs from dense
 """
 from __future__ import annotations
 
+import html
 import textwrap
 
 import holoviews as hv
@@ -27,6 +28,11 @@ def _empty(title: str, message: str) -> hv.Overlay:
     message = "\n".join(textwrap.wrap(message, 60))
     return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="11pt")]).opts(
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
+
+
+def as_typed(message) -> str:
+    """A message (an error naming what the user typed) for a Markdown pane, which would render HTML in it."""
+    return html.escape(str(message), quote=False)
 
 
 def readable(records: dict[str, dict], read) -> tuple[dict[str, dict], list[str]]:

@@ -28,7 +28,7 @@ from engine.events import AnalysisProgress
 
 from explorer import analysis_plots as ap
 from explorer.jobs import Job, error_message
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, as_typed
 
 REWIND_COLOR = {"init": "#d62728", "iter": "#1f77b4", "lr": "#2ca02c"}
 THRESHOLD = 100 * story.STABLE_THRESHOLD
@@ -187,7 +187,7 @@ class StabilityPanel(pn.viewable.Viewer):
             self._plan = {cfg.run_id: rewind for seed in seeds
                           for rewind, cfg in story.story_configs(preset, seed, **overrides).items()}
         except LotteryError as e:
-            self.status.object = f"The story cannot run: {e}"
+            self.status.object = f"The story cannot run: {as_typed(e)}"
             return
         self._progress = Progress()
         self.status.object = f"running the **{preset}** story (seeds {', '.join(map(str, seeds))})..."
@@ -231,7 +231,7 @@ class StabilityPanel(pn.viewable.Viewer):
         elif job.cancelled.is_set():
             self.status.object = "The story stopped: what it stored is kept (Run the preset again resumes it)."
         else:
-            self.status.object = f"The story stopped: {error_message(job.error)}"
+            self.status.object = f"The story stopped: {as_typed(error_message(job.error))}"
         self.refresh()
         return job.error is None
 

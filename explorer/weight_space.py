@@ -18,7 +18,7 @@ import holoviews as hv
 import pandas as pd
 import panel as pn
 
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, as_typed
 
 GROUPS = {"zoo": "zoo", "generated": "generated", "gaussian": "Gaussian baseline"}
 
@@ -215,7 +215,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
                           if k.split(".")[0] not in ("model", "data") and v != self._zoo_start[k]}
             config = zoo_config(options, values, runs_dir=self.runs_dir)
         except engine.ConfigError as e:
-            self.status.object = f"**zoo**: {e}"
+            self.status.object = f"**zoo**: {as_typed(e)}"
             return
         started = self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir,
                                                            on_event=job.emit, cancel=job.cancelled))
@@ -237,7 +237,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
             options = self.gen_form.options()
             plan(self.runs_dir, zoo_id, options)  # bad options answer at once, not from the worker
         except engine.LotteryError as e:
-            self.status.object = f"**generate**: {e}"
+            self.status.object = f"**generate**: {as_typed(e)}"
             return
         self._start("generate", lambda job: generate(self.runs_dir, zoo_id, options, on_event=job.emit,
                                                      cancel=job.cancelled))
@@ -288,7 +288,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
         job, self.job = self.job, None
         self.progress.visible, self.cancel.disabled = False, True
         if job.error is not None:
-            self.status.object = f"**{job.name}** stopped: {error_message(job.error)}"
+            self.status.object = f"**{job.name}** stopped: {as_typed(error_message(job.error))}"
             return False
         result = job.result()
         if job.name == "zoo":

@@ -234,3 +234,14 @@ def test_the_ipywidgets_launcher_shows_a_bad_value_as_typed(tmp_path):
     launcher.fields["model.hidden"].value = "<b>1,2"
     assert launcher.launch() is None
     assert "model.hidden: '&lt;b&gt;1,2' is not valid" in launcher.status.value
+
+
+def test_a_bad_value_with_markup_reads_as_typed_in_the_weight_space_status(tmp_path):
+    """The tab's status is Markdown, which passes HTML through: hidden typed as '<b>1,2' showed the rest of
+    the error in bold without what was typed."""
+    from explorer.weight_space import WeightSpacePanel
+
+    panel = WeightSpacePanel(tmp_path / "runs")
+    panel.zoo_settings["model.hidden"].value = "<b>1,2"
+    panel.train_zoo()
+    assert panel.job is None and "'&lt;b&gt;1,2' is not valid" in panel.status.object, panel.status.object
