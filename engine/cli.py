@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,21 @@ def errors_name_flags(options: type | None):
 
 
 # ---------------------------------------------------------------- output
+def json_text(obj) -> str:
+    """`obj` as the JSON a --json flag prints: a number that is not finite (a diverged run's NaN loss, a Bayesian
+    run's NaN NLL) becomes null, since NaN and Infinity are not JSON (jq and JavaScript refuse them)."""
+    def finite(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(obj), indent=1, allow_nan=False)
+
+
 class _Progress:
     """A tqdm bar over all the iterations a run will train (counted by engine.progress, as in the explorer)."""
 
@@ -204,8 +220,8 @@ def cmd_list(args) -> int:
 
     runs = list_runs(args.runs_dir)
     if args.json:
-        print(json.dumps([{k: r.get(k) for k in ("run_id", "status", "method", "model", "dataset", "seed")}
-                          | ({"error": r["error"]} if r.get("error") else {}) for r in runs], indent=1))
+        print(json_text([{k: r.get(k) for k in ("run_id", "status", "method", "model", "dataset", "seed")}
+                         | ({"error": r["error"]} if r.get("error") else {}) for r in runs]))
         return 0
     if not runs:
         print(f"no runs in {args.runs_dir}")
@@ -249,7 +265,7 @@ def cmd_compare(args) -> int:
     except KeyboardInterrupt:
         print("cancelled: finished runs are kept; run the same command to continue", file=sys.stderr)
         return 130
-    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    print(json_text(result) if args.json else format_table(result))
     return 0 if result["status"] == "completed" else 130
 
 
@@ -271,8 +287,7 @@ def _print_run(store, summary: dict, as_json: bool) -> None:
     damaged: dict[str, str] = {}
     analyses = store.analyses(damaged)
     if as_json:
-        print(json.dumps({**summary, "analyses": analyses, **({"damaged_analyses": damaged} if damaged else {})},
-                         indent=1))
+        print(json_text({**summary, "analyses": analyses, **({"damaged_analyses": damaged} if damaged else {})}))
         return
     print(format_summary(summary))
     for name, a in analyses.items():
@@ -295,7 +310,7 @@ def cmd_analyze(args) -> int:
         result = analyze(args.analysis, args.runs_dir, args.run_id, opts,
                          on_event=_analysis_progress if sys.stderr.isatty() else None)
     name = result["name"]
-    print(json.dumps(result, indent=1) if args.json else format_analysis(name, result))
+    print(json_text(result) if args.json else format_analysis(name, result))
     print(f"stored in {store.analysis_path(name)}", file=sys.stderr)
     return 0
 
@@ -313,7 +328,7 @@ def cmd_probe(args) -> int:
     from . import probe
 
     result = probe.probe(options_from_flags(probe.ProbeOptions, args), args.runs_dir)
-    print(json.dumps(result, indent=1) if args.json else probe.format_table(result))
+    print(json_text(result) if args.json else probe.format_table(result))
     return 0
 
 

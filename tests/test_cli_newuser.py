@@ -166,3 +166,31 @@ def test_run_of_a_global_only_method_needs_no_scope_flag():
         with pytest.raises(ConfigError, match="prune.scope: 'layerwise'"):
             config(*text, "--scope", "layerwise")
     assert config().prune.scope == "layerwise" and config().run_id == config("--scope", "layerwise").run_id
+
+
+def test_json_output_of_a_diverged_run_is_valid_json(tmp_path, capsys):
+    """`lottery run --lr 10 --optimizer sgd --json` (a diverged run: NaN losses, a Bayesian run's NaN NLL/ECE)
+    printed NaN, which is not JSON (jq, JSON.parse and json.loads(parse_constant=...) refuse it); --json prints
+    null for a number that is not finite."""
+    import json
+    import math
+
+    from engine.cli import main
+    from engine.store import write_json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+    runs = tmp_path / "runs"
+    run_id = "imp-lenet300-digits-0123456789"
+    level = {"level": 1, "density": 0.8, "test_accuracy": 0.1, "val_accuracy": 0.1, "early_stop_iteration": 1,
+             "train_seconds": 0.1, "test_loss": math.nan, "val_loss": math.inf}
+    write_json(runs / run_id / "config.json", {})
+    write_json(runs / run_id / "summary.json", {"run_id": run_id, "status": "completed", "method": "imp",
+                                                "model": "lenet300", "dataset": "digits", "seed": 0,
+                                                "dense": {**level, "level": 0}, "levels": [level], "controls": {}})
+    write_json(runs / run_id / "analyses" / "uncertainty.json", {"analysis": "uncertainty", "nll": [-math.inf]})
+    assert main(["show", run_id, "--runs-dir", str(runs), "--json"]) == 0
+    shown = strict(capsys.readouterr().out)
+    assert shown["levels"][0]["test_loss"] is None and shown["levels"][0]["val_loss"] is None
+    assert shown["analyses"]["uncertainty"]["nll"] == [None] and shown["levels"][0]["density"] == 0.8
