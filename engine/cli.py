@@ -132,6 +132,9 @@ def run_config(args) -> RunConfig:
                 base = json.load(fh)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError("--config", args.config, f"must be a readable JSON config file ({e})") from None
+        if isinstance(base, dict) and base.get("kind") == "zoo":
+            raise ConfigError("--config", args.config, "is a model zoo's config: `lottery zoo` trains zoos (give "
+                              "--config a ticket run's config.json)")
     from .config import PruneConfig
     from .presets import preset_settings
     from .registry import METHODS

@@ -194,3 +194,16 @@ def test_json_output_of_a_diverged_run_is_valid_json(tmp_path, capsys):
     shown = strict(capsys.readouterr().out)
     assert shown["levels"][0]["test_loss"] is None and shown["levels"][0]["val_loss"] is None
     assert shown["analyses"]["uncertainty"]["nll"] == [None] and shown["levels"][0]["density"] == 0.8
+
+
+def test_run_with_a_zoos_config_says_it_is_a_zoo(tmp_path, capsys):
+    """`lottery run --config runs/ZOO_ID/config.json` said "kind: 'zoo' is not valid; unknown field": the user
+    gave a file, not a field called kind."""
+    from engine.cli import main
+    from engine.store import write_json
+
+    path = tmp_path / "config.json"
+    write_json(path, {"kind": "zoo", "zoo": {"members": 4}, "config": {}})
+    assert main(["run", "--config", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --config: '{path}' is not valid;") and "lottery zoo" in err, err
