@@ -91,9 +91,9 @@ def accuracy_plot(rows: list[dict]) -> hv.Element:
             line_width=2, tools=["hover"], **style))
         elements.append(hv.Scatter(m, "density", ["acc", "seeds", "level"], label=label).opts(
             size=5, color=style["color"], tools=["hover"]))
-    return hv.Overlay(elements).opts(title=title + " (grey: dense, dense - 2 points)", logx=True, invert_xaxis=True,
-                                     xlabel="density (log)", ylabel="test accuracy (%)",
-                                     legend_position="bottom_left", **COMMON)
+    return hv.Overlay(elements).opts(title="Ticket accuracy vs density (grey: dense, dense - 2 points)", logx=True,
+                                     invert_xaxis=True, xlabel="density (log)", ylabel="test accuracy (%)",
+                                     legend_position="right", **COMMON)  # inside, it hid the reinit curves
 
 
 def ticket_instability_plot(rows: list[dict]) -> hv.Element:

@@ -245,3 +245,19 @@ def test_a_bad_value_with_markup_reads_as_typed_in_the_weight_space_status(tmp_p
     panel.zoo_settings["model.hidden"].value = "<b>1,2"
     panel.train_zoo()
     assert panel.job is None and "'&lt;b&gt;1,2' is not valid" in panel.status.object, panel.status.object
+
+
+def test_the_story_accuracy_plot_keeps_its_legend_off_the_curves(tmp_path):
+    """Six curves (three rewinds, ticket and reinit) and their legend inside the plot's lower left corner,
+    where the reinit curves run: the legend hid them, and the title was cut off at half the page's width."""
+    from bokeh.models import Legend
+
+    from explorer.stability import accuracy_plot
+
+    rows = [{"run_id": "r", "rewind": rewind, "rewind_kind": rewind.split(":")[0], "seed": 0, "variant": variant,
+             "level": level, "density": 0.8 ** level, "test_accuracy": 0.9, "barrier": None}
+            for rewind in ("init", "iter:20", "lr") for variant in ("ticket", "reinit") for level in (1, 2)]
+    plot = accuracy_plot(rows)
+    figure = hv.render(plot)
+    assert any(isinstance(r, Legend) for r in figure.right) and not any(isinstance(r, Legend) for r in figure.center)
+    assert len(plot.opts.get().kwargs["title"]) <= 60
