@@ -121,7 +121,8 @@ class FoundationPanel(pn.viewable.Viewer):
 
     def _run_changed(self):
         levels = self._levels()
-        self.level.end = max(1, len(levels) - 1)
+        self.level.end = max(1, len(levels) - 1)  # a slider needs end > start: off while there is no choice
+        self.level.disabled = len(levels) < 2
         self.level.value = len(levels) - 1 if levels else 0
         self._draw_blocks()
 

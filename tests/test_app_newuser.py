@@ -261,3 +261,12 @@ def test_the_story_accuracy_plot_keeps_its_legend_off_the_curves(tmp_path):
     figure = hv.render(plot)
     assert any(isinstance(r, Legend) for r in figure.right) and not any(isinstance(r, Legend) for r in figure.center)
     assert len(plot.opts.get().kwargs["title"]) <= 60
+
+
+def test_the_foundation_level_slider_is_off_without_levels_to_choose(tmp_path):
+    """With no transformer run the Foundation models tab showed a live 'Level' slider from 0 to 1 that
+    moved and drew nothing."""
+    from explorer.foundation import FoundationPanel
+
+    panel = FoundationPanel(tmp_path)
+    assert panel.level.disabled
