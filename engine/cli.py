@@ -248,7 +248,12 @@ def _open_run(args):
 
     store = RunStore(args.runs_dir, args.run_id)
     if not store.exists():
-        raise ConfigError("RUN_ID", args.run_id, f"no such run in {args.runs_dir} (see `lottery list`)")
+        import difflib
+
+        stored = [d.name for d in store.root.iterdir() if d.is_dir()] if store.root.is_dir() else []
+        near = difflib.get_close_matches(args.run_id, stored, n=1, cutoff=0.8)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise ConfigError("RUN_ID", args.run_id, f"no such run in {args.runs_dir} (see `lottery list`){hint}")
     return store
 
 

@@ -207,3 +207,18 @@ def test_run_with_a_zoos_config_says_it_is_a_zoo(tmp_path, capsys):
     assert main(["run", "--config", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --config: '{path}' is not valid;") and "lottery zoo" in err, err
+
+
+def test_a_mistyped_run_id_suggests_the_nearest_stored_one(tmp_path, capsys):
+    """`lottery show bayes-imp-mlp-digits-0ee1d1bfe` (a character lost in copying) said only "no such run"."""
+    from engine.cli import main
+    from engine.store import write_json
+
+    runs = tmp_path / "runs"
+    for run_id in ("bayes-imp-mlp-digits-0ee1d1bfe1", "imp-mlp-digits-bd7d3f5ccf"):
+        write_json(runs / run_id / "config.json", {})
+    assert main(["show", "bayes-imp-mlp-digits-0ee1d1bfe", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "no such run" in err and "did you mean bayes-imp-mlp-digits-0ee1d1bfe1?" in err and err.count("\n") == 1
+    assert main(["show", "zzz", "--runs-dir", str(runs)]) == 2
+    assert "did you mean" not in capsys.readouterr().err
