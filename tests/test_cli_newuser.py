@@ -222,3 +222,19 @@ def test_a_mistyped_run_id_suggests_the_nearest_stored_one(tmp_path, capsys):
     assert "no such run" in err and "did you mean bayes-imp-mlp-digits-0ee1d1bfe1?" in err and err.count("\n") == 1
     assert main(["show", "zzz", "--runs-dir", str(runs)]) == 2
     assert "did you mean" not in capsys.readouterr().err
+
+
+def test_barrier_of_a_run_without_controls_says_what_is_missing(tmp_path, capsys):
+    """`lottery analyze RUN barrier` on a `--controls none` run said "--against: None is not valid; trained
+    variants at level 1: none", about a flag the user never typed."""
+    import json
+
+    from engine.cli import main
+
+    runs = str(tmp_path / "runs")
+    assert main(["run", "--epochs", "1", "--levels", "1", "--controls", "none", "--device", "cpu",
+                 "--runs-dir", runs, "--json", "--quiet"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["analyze", run_id, "barrier", "--runs-dir", runs]) == 2
+    err = capsys.readouterr().err
+    assert "None" not in err and "no controls" in err and f"lottery analyze {run_id} sanity" in err, err

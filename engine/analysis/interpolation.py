@@ -151,7 +151,10 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
                      if d.name != "ticket" and run.store.level_record(d.name, level))
     variants = [c for c in run.config.prune.controls if c in trained] + \
         [v for v in trained if v not in run.config.prune.controls]  # the run's own controls first
-    against = against or (variants[0] if variants else None)
+    if against is None and not variants:
+        raise ConfigError("level", level, f"has no other trained net to interpolate to: run {run_id} trained no "
+                          f"controls (`lottery analyze {run_id} sanity` trains them)")
+    against = against or variants[0]
     if against not in variants:
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
     mask_a, weights_a, record_a = run.level(level)
