@@ -27,6 +27,7 @@ from engine.errors import LotteryError
 from engine.events import AnalysisProgress
 
 from explorer import analysis_plots as ap
+from explorer.inline import follow
 from explorer.jobs import Job, error_message
 from explorer.plots import COMMON, _empty, as_typed
 
@@ -138,11 +139,14 @@ class StabilityPanel(pn.viewable.Viewer):
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"stability-{k}"])
                       for k in ("barriers", "paths", "accuracy", "tickets")}
         self.job: Job | None = None
+        self.polled_by_app = False  # True: the app's tick polls the job; False: the panel follows it (inline)
         self.refresh()
 
     @classmethod
     def for_app(cls, app) -> "StabilityPanel":
-        return cls(app.runs_dir)
+        panel = cls(app.runs_dir)
+        panel.polled_by_app = True
+        return panel
 
     def refresh(self) -> None:
         """Re-read the store's stories."""
@@ -204,6 +208,8 @@ class StabilityPanel(pn.viewable.Viewer):
                                    **overrides)
 
         self.job = Job(work, name="stability-story")
+        if not self.polled_by_app:
+            follow(self)
 
     def _where(self, run_id: str) -> str:
         """'run 2/3 (iter:20)': which of the story's runs an event is about."""

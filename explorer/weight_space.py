@@ -18,6 +18,7 @@ import holoviews as hv
 import pandas as pd
 import panel as pn
 
+from explorer.inline import follow
 from explorer.plots import COMMON, _empty, as_typed
 
 GROUPS = {"zoo": "zoo", "generated": "generated", "gaussian": "Gaussian baseline"}
@@ -101,6 +102,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
 
         self.runs_dir, self.launcher = runs_dir, launcher
         self.job = None
+        self.polled_by_app = False  # True: the app's tick polls the job; False: the panel follows it (inline)
         self.zoo_form = OptionsForm(ZooOptions, style={"width": 120})
         wanted = {"model.model": "mlp", "model.hidden": (32, 32), "data.dataset": "digits", "train.epochs": 20,
                   "train.optimizer": "sgd", "train.lr": 0.05, "seed": 0}
@@ -135,7 +137,9 @@ class WeightSpacePanel(pn.viewable.Viewer):
 
     @classmethod
     def for_app(cls, app) -> "WeightSpacePanel":
-        return cls(app.runs_dir, launcher=getattr(app, "launcher", None))
+        panel = cls(app.runs_dir, launcher=getattr(app, "launcher", None))
+        panel.polled_by_app = True
+        return panel
 
     # ------------------------------------------------------------ store -> widgets
     def zoos(self) -> list[str]:
@@ -198,6 +202,8 @@ class WeightSpacePanel(pn.viewable.Viewer):
         self.progress.value, self.progress.visible, self.cancel.disabled = 0, True, False
         self.status.object = f"**{name}** running..."
         self.job = Job(work, name=name)
+        if not self.polled_by_app:
+            follow(self)
         return True
 
     def train_zoo(self) -> None:

@@ -270,3 +270,48 @@ def test_the_foundation_level_slider_is_off_without_levels_to_choose(tmp_path):
 
     panel = FoundationPanel(tmp_path)
     assert panel.level.disabled
+
+
+# ---------------------------------------------------------------- a tab's panel on its own (notebooks 05, 09)
+def _until_job_ends(panel, timeout=60) -> None:
+    """Let the event loop run (as a notebook kernel's does) until the panel's job has ended; nobody calls
+    panel.poll() here."""
+    import asyncio
+    import time
+
+    async def wait():
+        deadline = time.monotonic() + timeout
+        while panel.job is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def main(start):
+        start()  # a button's click, on the kernel's running loop
+        await wait()
+
+    return main
+
+
+def test_a_weight_space_panel_shown_inline_follows_its_own_job(zoo, tmp_path):
+    """Notebook 05 shows WeightSpacePanel inline and says its buttons train, compute barriers and generate;
+    only the app's tick ever called poll(), so inline a pressed button said 'running...' for ever."""
+    import asyncio
+
+    from explorer.weight_space import WeightSpacePanel
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(zoo[0], runs_dir)
+    panel = WeightSpacePanel(runs_dir)
+    asyncio.run(_until_job_ends(panel)(panel.barriers))
+    assert panel.job is None and "barriers stored" in panel.status.object, panel.status.object
+
+
+def test_a_stability_panel_shown_inline_follows_its_own_job(tmp_path):
+    """Notebook 09 shows StabilityPanel inline ('its button runs the preset's story'): the same, for ever
+    'running the story...'."""
+    import asyncio
+
+    from explorer.stability import StabilityPanel
+
+    panel = StabilityPanel(tmp_path / "runs", overrides={**STORY, "prune.levels": 1})
+    asyncio.run(_until_job_ends(panel)(panel.start))
+    assert panel.job is None and "stored" in panel.status.object, panel.status.object
