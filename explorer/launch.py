@@ -11,6 +11,8 @@ import panel as pn
 import param
 
 import engine
+from engine.config import method_option_fields
+from engine.registry import METHODS
 from engine.settings import config_from_settings, run_settings
 
 from .forms import widget_for, widget_value
@@ -71,10 +73,20 @@ class LaunchPanel(pn.viewable.Viewer):
         # collapsed, they were most of the launch panel's models, sent to every page that never opens it.
         self.more = pn.Card(title="More settings", collapsed=True, sizing_mode="stretch_width")
         self.more.param.watch(lambda e: self._fill_more(), "collapsed")
+        # A method's own options (synflow's rounds, bayes-imp's samples...) are shown and sent only while that
+        # method is chosen: another method's option changed on the form would still enter the config and change
+        # the run id of a run that never reads it (`lottery run` refuses such a flag)
+        self._method_option = {"prune." + name: cls for name, (cls, _) in method_option_fields().items()}
+        self.widgets["prune.method"].param.watch(lambda e: self._show_method_options(), "value")
 
     # ------------------------------------------------------------ actions
     def values(self) -> dict:
-        return {path: widget_value(self.widgets[path]) for path in self.settings}
+        """{setting path: value} of the chosen method's run (other methods' options left out: their defaults)."""
+        return {path: widget_value(self.widgets[path]) for path in self.settings if self._applies(path)}
+
+    def _applies(self, path: str) -> bool:
+        owner = self._method_option.get(path)
+        return owner is None or owner is METHODS.get(self.widgets["prune.method"].value, "prune.method").options
 
     def set_values(self, **values) -> None:
         """Set widgets by setting path (tests, notebooks): set_values(**{"train.epochs": 3})."""
@@ -136,6 +148,12 @@ class LaunchPanel(pn.viewable.Viewer):
     def _fill_more(self) -> None:
         if not self.more.collapsed and not len(self.more):
             self.more[:] = [self.widgets[p] for p in self.settings if p not in PRIMARY]
+            self._show_method_options()
+
+    def _show_method_options(self) -> None:
+        if len(self.more):  # (before the card is first opened, its widgets are not made)
+            for path in self._method_option:
+                self.widgets[path].visible = self._applies(path)
 
     def __panel__(self):
         return pn.Column(

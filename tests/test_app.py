@@ -331,3 +331,19 @@ def test_a_tab_that_fails_to_open_says_so_and_the_app_keeps_working(tmp_path, mo
         app.tab_column("Broken")[0].object
     assert "Traceback" in capsys.readouterr().err  # the server's log says where
     assert app.open("Accuracy") is not None
+
+
+def test_another_methods_option_on_the_form_is_hidden_and_does_not_change_the_run(app):
+    """Like `lottery run`, which refuses `--method imp --synflow-rounds 5`: the form shows a method's own
+    options only while that method is chosen, and a run of another method has the same config (and id) however
+    they are set."""
+    launcher = app.launcher
+    default_id = launcher.config().run_id
+    launcher.set_values(**{"prune.synflow_rounds": 5})
+    assert launcher.widgets["prune.method"].value == "imp" and launcher.config().run_id == default_id
+    launcher.more.collapsed = False  # "More settings" opened: only imp's own options among the methods'
+    assert not launcher.widgets["prune.synflow_rounds"].visible
+    launcher.set_values(**{"prune.method": "synflow"})
+    assert launcher.widgets["prune.synflow_rounds"].visible
+    assert launcher.config().prune.method == "synflow" and launcher.config().run_id != default_id
+    assert launcher.config().prune.synflow_rounds == 5
