@@ -327,9 +327,36 @@ class RunStore:
         problem = _summary_problem(summary, self.run_id)
         if problem:
             raise StoreDamaged(f"{path} is damaged: {problem}")
+        self.check_files(summary)
         if summary["status"] == "running" and not self.is_running():
             summary = {**summary, "status": "interrupted"}
         return summary
+
+    def check_files(self, summary: dict) -> None:
+        """StoreDamaged, saying how to recover, if a file the summary promises is gone: a level whose record.json
+        marks it complete without its mask or weights, a completed zoo without its weights or readable members.
+        Cheap (a few stats, one small JSON file), so `list` never calls a run complete that cannot be used."""
+        if summary.get("kind") == "zoo":
+            if summary["status"] != "completed":
+                return
+            again = "; run the same `lottery zoo` command again to train it again"
+            weights, members = self.weights_path("weights"), self.path("members.json")
+            if not weights.exists() or not members.exists():
+                raise StoreDamaged(f"{weights if not weights.exists() else members} is missing, so zoo "
+                                   f"{self.run_id} cannot be used{again}")
+            try:
+                ok = isinstance(read_object(members).get("members"), list)
+            except StoreDamaged as e:
+                raise StoreDamaged(f"{e}{again}") from None
+            if not ok:
+                raise StoreDamaged(f"{members} is damaged: it lists no members{again}")
+            return
+        levels = self.path("levels")
+        for d in sorted(levels.glob("*/*")) if levels.is_dir() else ():
+            if (d / "record.json").exists():
+                for name in ("mask.safetensors", "weights.safetensors"):
+                    if not (d / name).exists():
+                        raise StoreDamaged(_missing_level_file(d / name))
 
     def status(self) -> str | None:
         """The status summary.json records (as `summary()` reports it), or None: no summary, or unreadable."""
@@ -376,12 +403,19 @@ class RunStore:
 
     def load_mask(self, variant: str, level: int, device="cpu"):
         """Only the mask of a completed level (views that draw masks need no weights)."""
-        return load_tensors(self.level_dir(variant, level) / "mask.safetensors", device)
+        return self._level_file(self.level_dir(variant, level) / "mask.safetensors", device)
 
     def load_level(self, variant: str, level: int, device="cpu"):
-        """(mask, trained weights) of a completed level, in the model's layer order."""
+        """(mask, trained weights) of a completed level, in the model's layer order. A file missing from a level
+        whose record.json marks it complete is StoreDamaged, saying how to train the level again."""
         d = self.level_dir(variant, level)
-        return load_tensors(d / "mask.safetensors", device), load_tensors(d / "weights.safetensors", device)
+        return self._level_file(d / "mask.safetensors", device), self._level_file(d / "weights.safetensors", device)
+
+    def _level_file(self, path: Path, device):
+        try:
+            return load_tensors(path, device)
+        except FileNotFoundError:
+            raise StoreDamaged(_missing_level_file(path)) from None
 
     # ------------------------------------------------------------ analyses: RUN_DIR/analyses/NAME.json
     def analysis_path(self, name: str) -> Path:
@@ -441,6 +475,16 @@ def list_runs(runs_dir: str | os.PathLike) -> list[dict]:
         out.append((mtime, summary))
     out.sort(key=lambda pair: pair[0], reverse=True)
     return [summary for _, summary in out]
+
+
+def _missing_level_file(path: Path) -> str:
+    """What to do about a completed level's file that is gone: train that level (and those after it) again."""
+    level, variant = path.parent.name, path.parent.parent.name
+    # later ticket levels are pruned from this one, and every control of a level copies its ticket's mask
+    what = (f"the folders {path.parents[2] / '*' / level} and every later level (the ticket's and its controls')"
+            if variant == "ticket" else f"the folder {path.parent}")
+    return (f"{path} is missing, so level {level} of {variant} cannot be used; delete {what}, then run the same "
+            "`lottery run` command again to train them")
 
 
 def _relative(message: str, root: Path) -> str:

@@ -1,0 +1,69 @@
+"""Damaged or missing files of the run store, zoos and generations: one line naming the file and how to recover,
+nothing else stored lost, and `list`/`show` never call something completed that cannot be used."""
+import json
+import os
+import shutil
+
+import pytest
+
+from engine.cli import main
+
+TINY = ["--epochs", "2", "--levels", "2", "--controls", "reinit", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("store") / "runs"
+    assert main(["run", *TINY, "--runs-dir", str(runs)]) == 0
+    [run_id] = os.listdir(runs)
+    return runs, run_id
+
+
+@pytest.fixture
+def copy(pristine, tmp_path):
+    runs, run_id = pristine
+    dst = tmp_path / "runs"
+    shutil.copytree(runs, dst)
+    return dst, run_id
+
+
+def _one_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "unexpected" not in lines[0], err
+    return lines[0]
+
+
+def _list(runs, capsys):
+    capsys.readouterr()
+    assert main(["list", "--json", "--runs-dir", str(runs)]) == 0
+    return {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+
+
+def test_a_missing_level_weights_file_is_named_with_how_to_train_it_again(copy, capsys, tmp_path):
+    runs, run_id = copy
+    level = runs / run_id / "levels" / "ticket" / "001"
+    (level / "weights.safetensors").unlink()
+    listed = _list(runs, capsys)[run_id]
+    assert listed["status"] != "completed" and "001/weights.safetensors is missing" in listed["error"], listed
+    for argv in (["show", run_id], ["export", run_id, "--level", "1", "--out", str(tmp_path / "t.safetensors")],
+                 ["run", *TINY]):
+        assert main([*argv, "--runs-dir", str(runs)]) == 1
+        line = _one_line(capsys.readouterr().err)
+        assert "001/weights.safetensors is missing" in line and "delete" in line and "lottery run" in line, line
+    # doing what the message says trains the damaged level and those after it again; dense is kept
+    dense = (runs / run_id / "levels" / "ticket" / "000" / "weights.safetensors").read_bytes()
+    for variant in ("ticket", "reinit"):
+        for lv in ("001", "002"):
+            shutil.rmtree(runs / run_id / "levels" / variant / lv, ignore_errors=True)
+    assert main(["run", *TINY, "--runs-dir", str(runs)]) == 0
+    assert _list(runs, capsys)[run_id]["status"] == "completed"
+    assert (runs / run_id / "levels" / "ticket" / "000" / "weights.safetensors").read_bytes() == dense
+    assert main(["export", run_id, "--out", str(tmp_path / "t.safetensors"), "--runs-dir", str(runs)]) == 0
+
+
+def test_a_missing_control_mask_names_only_its_folder(copy, capsys):
+    runs, run_id = copy
+    (runs / run_id / "levels" / "reinit" / "002" / "mask.safetensors").unlink()
+    assert main(["show", run_id, "--runs-dir", str(runs)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "reinit/002/mask.safetensors is missing" in line and "levels after" not in line, line
