@@ -173,16 +173,13 @@ def _refuse_other_methods_flags(args, methods: list[str], why: str) -> None:
     """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`) is a
     one-line error: no method there reads it, and it would still enter the config and change the run id. (The
     Python API and the app keep taking every method's options: stored configs and run ids stay as they were.)"""
-    from .config import method_option_fields
     from .registry import METHODS
+    from .settings import read_by
 
-    fields = method_option_fields()
-    read = {f for m in methods if (cls := METHODS.get(m, "prune.method").options) for f in cls.__dataclass_fields__}
     for path, value in values_from_args(args, run_settings()).items():
-        name = path.removeprefix("prune.")
-        if path.startswith("prune.") and name in fields and name not in read:
-            owners = [m for m, spec in METHODS.items() if spec.options is fields[name][0]]
-            raise ConfigError("--" + name.replace("_", "-"), value,
+        if not any(read_by(path, m) for m in methods):
+            owners = [m for m in METHODS.names() if read_by(path, m)]
+            raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value,
                               f"an option of {' and '.join(owners)} only ({why}): leave it out")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import GROUPS, RunConfig, choices_of, field_types, method_option_fields
 from .errors import ConfigError
+from .registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ def run_settings() -> list[Setting]:
         if group == "prune":
             out += [setting(owner, f, "prune.") for owner, f in method_option_fields().values()]
     return out + settings_of(RunConfig, skip=set(GROUPS))
+
+
+def read_by(path: str, method: str) -> bool:
+    """Whether runs of `method` read the run setting `path`: every setting does but another method's own option
+    (`prune.synflow_rounds` for imp), which would still enter the config and change the run id. `lottery run`
+    refuses such a flag; the app's forms show and send a method's options only while it is chosen."""
+    owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
+    return owner is None or owner[0] is METHODS.get(method, "prune.method").options
 
 
 def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:

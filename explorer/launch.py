@@ -12,8 +12,7 @@ import param
 
 import engine
 from engine.config import method_option_fields
-from engine.registry import METHODS
-from engine.settings import config_from_settings, run_settings
+from engine.settings import config_from_settings, read_by, run_settings
 
 from .forms import widget_for, widget_value
 from .session import RunSession
@@ -76,7 +75,7 @@ class LaunchPanel(pn.viewable.Viewer):
         # A method's own options (synflow's rounds, bayes-imp's samples...) are shown and sent only while that
         # method is chosen: another method's option changed on the form would still enter the config and change
         # the run id of a run that never reads it (`lottery run` refuses such a flag)
-        self._method_option = {"prune." + name: cls for name, (cls, _) in method_option_fields().items()}
+        self._method_options = ["prune." + name for name in method_option_fields()]
         self.widgets["prune.method"].param.watch(lambda e: self._show_method_options(), "value")
 
     # ------------------------------------------------------------ actions
@@ -85,8 +84,7 @@ class LaunchPanel(pn.viewable.Viewer):
         return {path: widget_value(self.widgets[path]) for path in self.settings if self._applies(path)}
 
     def _applies(self, path: str) -> bool:
-        owner = self._method_option.get(path)
-        return owner is None or owner is METHODS.get(self.widgets["prune.method"].value, "prune.method").options
+        return read_by(path, self.widgets["prune.method"].value)
 
     def set_values(self, **values) -> None:
         """Set widgets by setting path (tests, notebooks): set_values(**{"train.epochs": 3})."""
@@ -152,7 +150,7 @@ class LaunchPanel(pn.viewable.Viewer):
 
     def _show_method_options(self) -> None:
         if len(self.more):  # (before the card is first opened, its widgets are not made)
-            for path in self._method_option:
+            for path in self._method_options:
                 self.widgets[path].visible = self._applies(path)
 
     def __panel__(self):
