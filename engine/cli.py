@@ -172,7 +172,8 @@ def cmd_run(args) -> int:
 def _refuse_other_methods_flags(args, methods: list[str], why: str) -> None:
     """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`) is a
     one-line error: no method there reads it, and it would still enter the config and change the run id. (The
-    Python API and the app keep taking every method's options: stored configs and run ids stay as they were.)"""
+    Python API keeps taking every method's options: stored configs and run ids stay as they were; the app's
+    launch panel shows and sends only the chosen method's.)"""
     from .registry import METHODS
     from .settings import read_by
 
