@@ -318,8 +318,9 @@ class RunStore:
     def config(self) -> dict:
         return read_object(self.path("config.json"))
 
-    def summary(self) -> dict | None:
-        """summary.json, checked; a "running" run whose process is gone is "interrupted" (as `list` says)."""
+    def summary(self, *, check_files: bool = True) -> dict | None:
+        """summary.json, checked (and, with `check_files`, the files it promises: `missing_files`); a "running"
+        run whose process is gone is "interrupted" (as `list` says)."""
         path = self.path("summary.json")
         if not path.exists():
             return None
@@ -327,36 +328,38 @@ class RunStore:
         problem = _summary_problem(summary, self.run_id)
         if problem:
             raise StoreDamaged(f"{path} is damaged: {problem}")
-        self.check_files(summary)
+        problem = check_files and self.missing_files(summary)
+        if problem:
+            raise StoreDamaged(problem)
         if summary["status"] == "running" and not self.is_running():
             summary = {**summary, "status": "interrupted"}
         return summary
 
-    def check_files(self, summary: dict) -> None:
-        """StoreDamaged, saying how to recover, if a file the summary promises is gone: a level whose record.json
-        marks it complete without its mask or weights, a completed zoo without its weights or readable members.
-        Cheap (a few stats, one small JSON file), so `list` never calls a run complete that cannot be used."""
+    def missing_files(self, summary: dict) -> str | None:
+        """What is gone that the summary promises, saying how to recover, or None: a level whose record.json marks
+        it complete without its mask or weights, a completed zoo without its weights or readable members. Cheap (a
+        few stats, one small JSON file), so `list` never calls a run complete that cannot be used."""
         if summary.get("kind") == "zoo":
             if summary["status"] != "completed":
-                return
+                return None
             again = "; run the same `lottery zoo` command again to train it again"
             weights, members = self.weights_path("weights"), self.path("members.json")
             if not weights.exists() or not members.exists():
-                raise StoreDamaged(f"{weights if not weights.exists() else members} is missing, so zoo "
-                                   f"{self.run_id} cannot be used{again}")
+                return f"{weights if not weights.exists() else members} is missing, so zoo {self.run_id} " \
+                    f"cannot be used{again}"
             try:
-                ok = isinstance(read_object(members).get("members"), list)
+                if not isinstance(read_object(members).get("members"), list):
+                    return f"{members} is damaged: it lists no members{again}"
             except StoreDamaged as e:
-                raise StoreDamaged(f"{e}{again}") from None
-            if not ok:
-                raise StoreDamaged(f"{members} is damaged: it lists no members{again}")
-            return
+                return f"{e}{again}"
+            return None
         levels = self.path("levels")
         for d in sorted(levels.glob("*/*")) if levels.is_dir() else ():
             if (d / "record.json").exists():
                 for name in ("mask.safetensors", "weights.safetensors"):
                     if not (d / name).exists():
-                        raise StoreDamaged(_missing_level_file(d / name))
+                        return _missing_level_file(d / name)
+        return None
 
     def status(self) -> str | None:
         """The status summary.json records (as `summary()` reports it), or None: no summary, or unreadable."""

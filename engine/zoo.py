@@ -193,10 +193,16 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     root = check_writable(runs_dir)
     store = RunStore(root, p.zoo_id)
     store.create({"kind": KIND, "zoo": dataclasses.asdict(p.options), "config": config.to_dict()})
-    done_summary = store.summary()
-    if done_summary and done_summary.get("status") == "completed" and store.weights_path("weights").exists():
-        return done_summary
+    done_summary = store.summary(check_files=False)
+    if done_summary and done_summary.get("status") == "completed" and not store.missing_files(done_summary):
+        return done_summary  # else (its weights or members.json gone) it trains again
     store.lock()
+    if done_summary and done_summary.get("status") == "completed":
+        # completed once, but its weights or members.json are gone or damaged: the chunks they were stacked from
+        # are gone too, so every member trains again, and the half left of the pair (rewritten at the end) must
+        # not count as trained members meanwhile
+        store.weights_path("weights").unlink(missing_ok=True)
+        store.path("members.json").unlink(missing_ok=True)
     n, chunk = p.options.members, p.options.chunk
     status, error = "running", None
 

@@ -67,3 +67,44 @@ def test_a_missing_control_mask_names_only_its_folder(copy, capsys):
     assert main(["show", run_id, "--runs-dir", str(runs)]) == 1
     line = _one_line(capsys.readouterr().err)
     assert "reinit/002/mask.safetensors is missing" in line and "levels after" not in line, line
+
+
+ZOO = ["--model", "mlp", "--hidden", "16", "--members", "2", "--epochs", "1", "--batch-size", "200", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def zoo_pristine(tmp_path_factory, pristine):
+    runs = tmp_path_factory.mktemp("zoo") / "runs"
+    assert main(["zoo", *ZOO, "--runs-dir", str(runs)]) == 0
+    [zoo_id] = os.listdir(runs)
+    return runs, zoo_id
+
+
+@pytest.fixture
+def zoo_copy(zoo_pristine, tmp_path):
+    runs, zoo_id = zoo_pristine
+    dst = tmp_path / "zruns"
+    shutil.copytree(runs, dst)
+    return dst, zoo_id
+
+
+@pytest.mark.parametrize("damage", ["weights gone", "members truncated"])
+def test_a_zoo_missing_its_weights_or_members_is_not_called_completed(zoo_copy, capsys, damage):
+    runs, zoo_id = zoo_copy
+    if damage == "weights gone":
+        (runs / zoo_id / "weights.safetensors").unlink()
+        named = "weights.safetensors is missing"
+    else:
+        members = runs / zoo_id / "members.json"
+        members.write_text(members.read_text()[:40])
+        named = "members.json is damaged"
+    listed = _list(runs, capsys)[zoo_id]
+    assert listed["status"] != "completed" and named in listed["error"] and "lottery zoo" in listed["error"], listed
+    assert main(["show", zoo_id, "--runs-dir", str(runs)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert named in line and "run the same `lottery zoo` command again" in line, line
+    # doing so trains it again
+    assert main(["zoo", *ZOO, "--runs-dir", str(runs)]) == 0
+    assert _list(runs, capsys)[zoo_id]["status"] == "completed"
+    assert main(["show", zoo_id, "--runs-dir", str(runs)]) == 0
+    assert "dense zoo: 2/2" in capsys.readouterr().out
