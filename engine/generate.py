@@ -613,6 +613,11 @@ def _stored_generations(runs_dir, zoo_id: str) -> list[tuple[str, dict | str]]:
     # one damaged report (by hand, by the disk) spoils neither the zoo nor the others: it is listed with why
     damaged: dict[str, str] = {}
     readable = read_objects(paths, damaged)
+    for gen in list(readable):  # a report without its networks is no stored generation: computed again
+        problem = _missing_networks(paths[gen].parent)
+        if problem:
+            damaged[gen] = problem
+            del readable[gen]
     found = readable | damaged  # the report, or why it cannot be read
     return [(gen, found[gen]) for gen in paths if gen in found]
 
@@ -638,16 +643,29 @@ def _stored_report(folder: Path) -> dict | None:
     and the folder replaced)."""
     from .store import read_objects
 
+    if _missing_networks(folder):
+        return None
     return read_objects({"report": folder / "report.json"}).get("report")
+
+
+def _missing_networks(folder: Path) -> str | None:
+    """Why a generation folder's networks cannot be used (weights.safetensors gone), with how to recover, or None.
+    (generator.safetensors is kept for whoever wants to sample more, but nothing here reads it.)"""
+    weights = folder / "weights.safetensors"
+    if weights.exists():
+        return None
+    return f"{weights} is missing; `lottery generate` with the same settings computes the generation again"
 
 
 def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
     """(report, generated networks stacked) of a stored generation."""
-    from .store import load_tensors, read_json
+    from .store import StoreDamaged, load_tensors, read_json
 
     d = generation_dir(runs_dir, zoo_id, gen_id)
     if not (d / "report.json").exists():
         raise ConfigError("GENERATION", gen_id, f"no complete generation of zoo {zoo_id}")
+    if _missing_networks(d):
+        raise StoreDamaged(_missing_networks(d))
     return read_json(d / "report.json"), load_tensors(d / "weights.safetensors")
 
 

@@ -424,6 +424,28 @@ def test_a_damaged_generation_report_spoils_neither_the_zoo_nor_the_others(runs,
     assert again["generation"] == gen and G.load_generation(runs_dir, dense, gen)[0] == json.loads(json.dumps(again))
 
 
+def test_a_generation_missing_its_networks_is_computed_again_not_returned(runs, capsys):
+    """A generation whose weights.safetensors was deleted was listed as fine by `lottery show ZOO_ID`, returned
+    as stored by `lottery generate` with the same settings, and load_generation raised a bare FileNotFoundError;
+    it is now listed as unreadable naming the file, load_generation says the same, and generate computes it."""
+    from engine.store import StoreDamaged
+
+    runs_dir, dense, _, _ = runs
+    opts = G.GenerateOptions(seed=12, **FAST)
+    gen = G.generate(runs_dir, dense, opts)["generation"]
+    weights = G.generation_dir(runs_dir, dense, gen) / "weights.safetensors"
+    weights.unlink()
+    assert gen not in [r["generation"] for r in G.generations(runs_dir, dense)]
+    assert main(["show", dense, "--runs-dir", str(runs_dir)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if gen in x)
+    assert "unreadable" in line and "weights.safetensors is missing" in line and "lottery generate" in line, line
+    with pytest.raises(StoreDamaged, match="weights.safetensors is missing"):
+        G.load_generation(runs_dir, dense, gen)
+    again = G.generate(runs_dir, dense, opts)
+    assert again["generation"] == gen and weights.exists()
+    assert G.load_generation(runs_dir, dense, gen)[1]
+
+
 def test_generate_command_prints_the_comparison(runs, capsys):
     runs_dir, dense, _, _ = runs
     code = main(["generate", dense, "--runs-dir", str(runs_dir), "--quiet", "--canonicalise", "none",
