@@ -970,5 +970,7 @@ def _cmd_generate(options: GenerateOptions, args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(json.dumps(report, indent=1) if args.json else format_report(report, generations(args.runs_dir, args.zoo_id)))
+    from .cli import json_text  # (engine.cli imports this module's command lazily: no cycle)
+
+    print(json_text(report) if args.json else format_report(report, generations(args.runs_dir, args.zoo_id)))
     return 0

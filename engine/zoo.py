@@ -535,7 +535,7 @@ def add_command(sub, common) -> None:
 def _cmd_zoo(options: ZooOptions, args) -> int:
     import sys
 
-    from .cli import _Progress
+    from .cli import _Progress, json_text
     from .settings import values_from_args
 
     config = zoo_config(options, values_from_args(args, config_settings()), runs_dir=args.runs_dir)
@@ -545,5 +545,5 @@ def _cmd_zoo(options: ZooOptions, args) -> int:
         print(f"cancelled: finished chunks are kept in {args.runs_dir}; run the same command to resume",
               file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=1) if args.json else format_zoo(summary))
+    print(json_text(summary) if args.json else format_zoo(summary))
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)

@@ -108,3 +108,18 @@ def test_a_zoo_missing_its_weights_or_members_is_not_called_completed(zoo_copy, 
     assert _list(runs, capsys)[zoo_id]["status"] == "completed"
     assert main(["show", zoo_id, "--runs-dir", str(runs)]) == 0
     assert "dense zoo: 2/2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module,function,argv", [
+    ("engine.zoo", "train_zoo", ["zoo", "--model", "mlp", "--members", "2", "--json"]),
+    ("engine.generate", "generate", ["generate", "some-zoo", "--json"])])
+def test_zoo_and_generate_json_print_a_nan_as_null(monkeypatch, capsys, tmp_path, module, function, argv):
+    """`lottery zoo --json` and `lottery generate --json` printed json.dumps' NaN, which no JSON reader accepts."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    monkeypatch.setattr(mod, function, lambda *a, **k: {"status": "completed", "loss": float("nan")})
+    if function == "train_zoo":
+        monkeypatch.setattr(mod, "zoo_config", lambda *a, **k: None)
+    assert main([*argv, "--runs-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"status": "completed", "loss": None}
