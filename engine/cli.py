@@ -277,6 +277,7 @@ def cmd_compare(args) -> int:
 
 def cmd_show(args) -> int:
     store = _open_run(args)
+    store.config()  # a damaged config makes the run unreadable here too, as `lottery list` says
     summary = store.summary()
     if summary is None:
         raise LotteryError(f"run {args.run_id} has no summary yet")

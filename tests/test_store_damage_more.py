@@ -123,3 +123,13 @@ def test_zoo_and_generate_json_print_a_nan_as_null(monkeypatch, capsys, tmp_path
         monkeypatch.setattr(mod, "zoo_config", lambda *a, **k: None)
     assert main([*argv, "--runs-dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out) == {"status": "completed", "loss": None}
+
+
+def test_show_and_list_agree_on_a_damaged_config(copy, capsys):
+    """list said unreadable while show printed the run as if nothing were wrong."""
+    runs, run_id = copy
+    (runs / run_id / "config.json").write_text('{"seed": 0, "trai')
+    listed = _list(runs, capsys)[run_id]
+    assert listed["status"] == "unreadable" and "config.json is damaged" in listed["error"]
+    assert main(["show", run_id, "--runs-dir", str(runs)]) == 1
+    assert "config.json is damaged: not valid JSON" in _one_line(capsys.readouterr().err)
