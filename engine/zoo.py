@@ -515,11 +515,15 @@ ANALYSES.register("zoo-barrier", "barriers between zoo members, naive and after 
 # ---------------------------------------------------------------- `lottery zoo`
 def config_settings():
     """The run settings a zoo takes: model, data, training, seed and device (no pruning; no --batched: a zoo
-    always trains batched)."""
+    always trains batched; no Bayesian or text-data settings: batched training refuses Bayesian layers and the
+    transformers text data sets need)."""
+    from .config import BAYES_FIELDS
     from .settings import run_settings
 
+    never = {"train.batched", "model.bayesian", "data.tokenizer", "data.max_length",
+             *(f"model.{f}" for f in BAYES_FIELDS)}
     return [s for s in run_settings() if s.path.split(".")[0] in ("model", "data", "train", "seed", "device")
-            and s.path != "train.batched"]
+            and s.path not in never]
 
 
 def add_command(sub, common) -> None:

@@ -145,12 +145,28 @@ def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, ca
              (["--ticket", ticket_run, "--level", "3"], "--level: 3 is not valid; completed ticket levels"),
              (["--level", "1"], "applies to ticket zoos"),
              (["--ticket", ticket_run, "--model", "conv2"], "model.model"),
-             (["--model", "mlp", "--bayesian"], "Bayesian")]
+             # zoos never train Bayesian layers or text: those flags are not offered (--help listed them)
+             (["--model", "mlp", "--bayesian"], "unrecognized arguments: --bayesian"),
+             (["--mc-samples", "4"], "unrecognized arguments: --mc-samples"),
+             (["--tokenizer", "minilm"], "unrecognized arguments: --tokenizer"),
+             (["--max-length", "8"], "unrecognized arguments: --max-length")]
     for flags, message in cases:
-        code = main(["zoo", "--runs-dir", str(runs_dir), "--quiet", "--epochs", "1", *flags])
+        try:
+            code = main(["zoo", "--runs-dir", str(runs_dir), "--quiet", "--epochs", "1", *flags])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
         err = capsys.readouterr().err
         assert code in (1, 2) and message in err and len(err.strip().splitlines()) == 1, (flags, err)
     assert sorted(p.name for p in runs_dir.iterdir()) == before
+
+
+def test_zoo_help_offers_no_flag_a_zoo_always_refuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["zoo", "--help"])
+    out = capsys.readouterr().out
+    assert "--epochs" in out and "--hidden" in out
+    for flag in ("--bayesian", "--prior-sigma", "--mc-samples", "--kl-warmup", "--tokenizer", "--max-length"):
+        assert flag not in out, flag
 
 
 def test_zoo_command_trains_lists_and_shows(runs_dir, capsys):
