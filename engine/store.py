@@ -362,9 +362,10 @@ class RunStore:
         return None
 
     def status(self) -> str | None:
-        """The status summary.json records (as `summary()` reports it), or None: no summary, or unreadable."""
+        """The status summary.json records (as `summary()` reports it, files unchecked: a resume of a completed run
+        that finds a file gone fails leaving its summary as it was), or None: no summary, or unreadable."""
         try:
-            summary = self.summary()
+            summary = self.summary(check_files=False)
         except LotteryError:
             return None
         return summary and summary["status"]

@@ -45,11 +45,13 @@ def test_a_missing_level_weights_file_is_named_with_how_to_train_it_again(copy, 
     (level / "weights.safetensors").unlink()
     listed = _list(runs, capsys)[run_id]
     assert listed["status"] != "completed" and "001/weights.safetensors is missing" in listed["error"], listed
+    summary = (runs / run_id / "summary.json").read_bytes()
     for argv in (["show", run_id], ["export", run_id, "--level", "1", "--out", str(tmp_path / "t.safetensors")],
                  ["run", *TINY]):
         assert main([*argv, "--runs-dir", str(runs)]) == 1
         line = _one_line(capsys.readouterr().err)
         assert "001/weights.safetensors is missing" in line and "delete" in line and "lottery run" in line, line
+    assert (runs / run_id / "summary.json").read_bytes() == summary  # the failed resume changed nothing
     # doing what the message says trains the damaged level and those after it again; dense is kept
     dense = (runs / run_id / "levels" / "ticket" / "000" / "weights.safetensors").read_bytes()
     for variant in ("ticket", "reinit"):
