@@ -179,8 +179,6 @@ class StabilityPanel(pn.viewable.Viewer):
 
     def start(self, seeds=(0,)) -> None:
         """Train and analyse the preset's story (init, iter:K, lr; reinit controls) at `seeds` in the background."""
-        from engine.errors import LotteryError, RunCancelled
-        from engine.events import RunStopped
         from engine.progress import Progress
 
         if self.job is not None:
@@ -197,17 +195,8 @@ class StabilityPanel(pn.viewable.Viewer):
         self.status.object = f"running the **{preset}** story (seeds {', '.join(map(str, seeds))})..."
         self.button.disabled, self.cancel_button.disabled = True, False
 
-        def work(job):
-            def on_event(e):
-                job.emit(e)
-                # a cancelled run returns (status "cancelled") and run_story would go on to the next run, which
-                # has nothing to analyse: stop the story with it
-                if isinstance(e, RunStopped):
-                    raise RunCancelled("the story was stopped")
-            return story.run_story(self.runs_dir, preset, seeds, on_event=on_event, cancel=job.cancelled,
-                                   **overrides)
-
-        self.job = Job(work, name="stability-story")
+        self.job = Job(lambda job: story.run_story(self.runs_dir, preset, seeds, on_event=job.emit,
+                                                   cancel=job.cancelled, **overrides), name="stability-story")
         if not self.polled_by_app:
             follow(self)
 
