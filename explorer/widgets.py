@@ -12,7 +12,7 @@ import ipywidgets as W
 
 import engine
 from engine.formatting import format_summary
-from engine.settings import Setting, config_from_settings, run_settings
+from engine.settings import Setting, config_from_settings, read_by, run_settings
 
 from .jobs import Job
 from .launch import PRIMARY
@@ -51,6 +51,8 @@ class Launcher(W.VBox):
         self.status = W.HTML("Ready.")
         self.output = W.Output()
         self.session: RunSession | None = None
+        self.fields["prune.method"].observe(lambda change: self._show_method_options(), "value")
+        self._show_method_options()
         self.launch_button.on_click(lambda _: self.launch())
         self.cancel_button.on_click(lambda _: self.cancel())
         more = W.Accordion(children=[W.VBox([w for p, w in self.fields.items() if p not in PRIMARY])])
@@ -59,9 +61,17 @@ class Launcher(W.VBox):
                           W.HBox([self.launch_button, self.cancel_button]), self.progress, self.status,
                           self.output])
 
+    def _show_method_options(self) -> None:
+        """A method's own options are shown (and sent) only while it is chosen, as in the Panel launch panel."""
+        for path, w in self.fields.items():
+            w.layout.display = None if self._applies(path) else "none"
+
+    def _applies(self, path: str) -> bool:
+        return read_by(path, self.fields["prune.method"].value)
+
     def launch(self) -> RunSession | None:
         values = {p: tuple(w.value) if isinstance(w.value, (list, tuple)) else w.value
-                  for p, w in self.fields.items()}
+                  for p, w in self.fields.items() if self._applies(p)}
         try:
             cfg = config_from_settings(values)
         except engine.ConfigError as e:

@@ -347,3 +347,13 @@ def test_another_methods_option_on_the_form_is_hidden_and_does_not_change_the_ru
     assert launcher.widgets["prune.synflow_rounds"].visible
     assert launcher.config().prune.method == "synflow" and launcher.config().run_id != default_id
     assert launcher.config().prune.synflow_rounds == 5
+
+
+def test_the_ipywidgets_launcher_shows_and_sends_only_the_chosen_methods_options(tmp_path):
+    from explorer.widgets import launcher
+    w = launcher(runs_dir=str(tmp_path / "runs"))
+    w.fields["prune.synflow_rounds"].value = 5  # an option of synflow (and the other pruning-at-init methods)
+    assert w.fields["prune.method"].value == "imp" and w.fields["prune.synflow_rounds"].layout.display == "none"
+    assert w._applies("train.epochs") and not w._applies("prune.synflow_rounds")
+    w.fields["prune.method"].value = "synflow"
+    assert w.fields["prune.synflow_rounds"].layout.display is None and w._applies("prune.synflow_rounds")
