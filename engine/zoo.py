@@ -467,10 +467,11 @@ def format_zoo(s: dict) -> str:
 
 # ---------------------------------------------------------------- zoo-level analyses
 def zoo_barriers(runs_dir, zoo_id: str, pairs: int | list[tuple[int, int]] = 3, points: int = 11, *,
-                 seed: int = 0, on_event=None) -> dict:
+                 seed: int = 0, on_event=None, cancel=None) -> dict:
     """Barriers between members of a zoo, naive and after Git Re-Basin weight matching (engine.rebasin):
     `pairs` disjoint pairs (0, 1), (2, 3), ... or the given (i, j) list, interpolated on the test split.
-    Stored as ZOO_DIR/analyses/zoo-barrier.json; `lottery show ZOO_ID` prints its means."""
+    Stored as ZOO_DIR/analyses/zoo-barrier.json; `lottery show ZOO_ID` prints its means.
+    `cancel.is_set()` is checked between pairs and before saving (RunCancelled; nothing is stored)."""
     import statistics as st
 
     from .rebasin import barriers
@@ -488,11 +489,18 @@ def zoo_barriers(runs_dir, zoo_id: str, pairs: int | list[tuple[int, int]] = 3, 
             raise ConfigError("pairs", (i, j), f"members are 0..{n - 1}, two different ones per pair")
     model = zoo.model()
     rows = []
+
+    def check_cancel():
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled(f"barriers of {zoo_id} cancelled: nothing stored")
+
     for k, (i, j) in enumerate(pairs):
+        check_cancel()
         r = barriers(model, zoo.member(i), zoo.member(j), zoo.data.test, points=points, mask_b=zoo.mask,
                      bn_data=zoo.data.train, seed=seed)
         rows.append({"a": i, "b": j, **r})
         _emit(on_event, ev.AnalysisProgress(zoo_id, "zoo-barrier", k + 1, len(pairs), f"pair {i}-{j}"))
+    check_cancel()  # pressed during the last pair: still nothing stored
     result = {"analysis": "zoo-barrier", "run_id": zoo_id, "pairs": rows, "points": points}
     for key in ("naive_error_barrier", "matched_error_barrier", "naive_loss_barrier", "matched_loss_barrier"):
         result[key] = st.fmean(r[key] for r in rows)

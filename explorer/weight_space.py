@@ -250,7 +250,6 @@ class WeightSpacePanel(pn.viewable.Viewer):
 
     def barriers(self) -> None:
         """Naive vs re-basined barriers between three pairs of the chosen zoo's members, on a worker."""
-        from engine.errors import RunCancelled
         from engine.store import RunStore
         from engine.zoo import zoo_barriers
 
@@ -265,14 +264,8 @@ class WeightSpacePanel(pn.viewable.Viewer):
             return
         pairs = min(3, summary["members"] // 2)
 
-        def work(job):
-            def on_event(e):  # zoo_barriers takes no cancel=: Cancel stops it after the current pair
-                job.emit(e)
-                if job.cancelled.is_set():
-                    raise RunCancelled(f"barriers of {zoo_id} cancelled: nothing stored")
-            return zoo_barriers(self.runs_dir, zoo_id, pairs=pairs, on_event=on_event)
-
-        self._start("barriers", work)
+        self._start("barriers", lambda job: zoo_barriers(self.runs_dir, zoo_id, pairs=pairs, on_event=job.emit,
+                                                         cancel=job.cancelled))
 
     def poll(self) -> bool:
         """On the event loop (the app's periodic callback, or a notebook's): progress, then the result."""

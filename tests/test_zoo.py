@@ -215,3 +215,22 @@ def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):
     page = runs_dir.parent / "zoo.html"
     assert ui_main(["report", zoo_id, "--html", str(page), "--runs-dir", str(runs_dir)]) == 1
     assert "is a model zoo, not a ticket run" in capsys.readouterr().err and not page.exists()
+
+
+def test_zoo_barriers_stop_between_pairs_on_cancel_and_store_nothing(runs_dir):
+    """zoo_barriers took no cancel=: the app's Cancel could only stop it by raising from its event sink."""
+    from engine.errors import RunCancelled
+
+    options, config = _dense(runs_dir, members=4)
+    zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
+    cancel, done = threading.Event(), []
+
+    def on_event(e):  # Cancel pressed while the first pair is reported
+        if isinstance(e, ev.AnalysisProgress):
+            done.append(e.done)
+            cancel.set()
+
+    with pytest.raises(RunCancelled):
+        Z.zoo_barriers(runs_dir, zoo_id, pairs=2, points=3, on_event=on_event, cancel=cancel)
+    assert done == [1]  # the second pair never ran
+    assert "zoo-barrier" not in engine.RunStore(runs_dir, zoo_id).analyses()
