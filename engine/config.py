@@ -73,17 +73,19 @@ def field_types(cls) -> dict[str, tuple[type, bool]]:
 # ---------------------------------------------------------------- validation from the metadata
 def _number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
     kind = "an integer" if integer else "a number"
+    in_range = (f"must be {kind} in {'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
+                f"{'inf' if hi is None else hi}{')' if hi_open else ']'}")
+    if value is None:  # a cleared number box in the app: say so, and what it may hold
+        error = ConfigError(name, value, in_range)
+        error.args = (f"{name}: empty; {in_range}",)
+        raise error
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
         raise ConfigError(name, value, f"must be {kind}")
     below = value <= lo if lo_open else value < lo if lo is not None else False
     above = value >= hi if hi_open else value > hi if hi is not None else False
     if below or above:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
-        raise ConfigError(name, value, f"must be {kind} in {left}{lo_s}, {hi_s}{right}")
+        raise ConfigError(name, value, in_range)
 
 
 def _choice(name: str, value, allowed: list[str]):

@@ -81,3 +81,16 @@ def test_every_field_is_a_setting_with_help():
     expected |= {"seed", "device"} | {f"prune.{name}" for name in method_option_fields()}
     assert paths == expected
     assert all(s.help for s in run_settings())
+
+
+@pytest.mark.parametrize("path, allowed", [
+    ("train.epochs", "must be an integer in [1, 100000]"),
+    ("train.lr", "must be a number in (0, 10]"),
+    ("train.warmup", "must be an integer in [0, inf]"),
+])
+def test_an_empty_number_says_empty_and_what_is_allowed(path, allowed):
+    """A cleared number box in the app read "steps: None is not valid; must be an integer", with no range."""
+    with pytest.raises(ConfigError) as info:
+        RunConfig().replace(**{path: None})
+    assert str(info.value) == f"{path}: empty; {allowed}"
+    assert info.value.field == path and info.value.value is None
