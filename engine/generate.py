@@ -160,7 +160,7 @@ class Coordinates:
 def check_pca(pca: int, n_members: int) -> None:
     """K principal components of N networks: the centred zoo has rank at most N - 1."""
     if not isinstance(pca, int) or isinstance(pca, bool) or pca < 0 or (pca and pca > n_members - 1):
-        raise ConfigError("--pca", pca, f"must be 0 (no PCA) or 1..{n_members - 1} (members - 1) for a zoo of "
+        raise ConfigError("pca", pca, f"must be 0 (no PCA) or 1..{n_members - 1} (members - 1) for a zoo of "
                           f"{n_members} members")
 
 
@@ -305,22 +305,22 @@ UnitStats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer -> (mean, std)
 
 def repair_layers(model: nn.Module, asked: str = "mix") -> list[str]:
     """Module names of the hidden Linear/Conv2d layers REPAIR rescales, in forward order (every one but the
-    output layer, which is not touched). ConfigError (one line, naming the `asked` value of --repair) for models
-    it does not apply to."""
+    output layer, which is not touched). ConfigError (one line, naming the `asked` value of repair, which the
+    CLI names --repair) for models it does not apply to."""
     from .analysis.interpolation import batchnorms
 
     what = "applies to chains of Linear/Conv2d layers with ReLU and max-pooling (mlp, lenet300, conv2/4/6)"
     name = type(model).__name__
     if batchnorms(model):
-        raise ConfigError("--repair", asked, f"{name} has BatchNorm, whose statistics are recomputed for every "
+        raise ConfigError("repair", asked, f"{name} has BatchNorm, whose statistics are recomputed for every "
                           f"generated net already; repair {what}")
     chain = model.as_sequential() if hasattr(model, "as_sequential") else None
     allowed = (nn.Linear, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
     if chain is None or not all(isinstance(m, allowed) for m in chain):
-        raise ConfigError("--repair", asked, f"{name} is not such a chain; repair {what}")
+        raise ConfigError("repair", asked, f"{name} is not such a chain; repair {what}")
     layers = [m for m in chain if isinstance(m, (nn.Linear, nn.Conv2d))]
     if any(m.bias is None for m in layers[:-1]):  # the mean is moved through the bias
-        raise ConfigError("--repair", asked, f"{name} has a hidden layer without bias; repair {what}")
+        raise ConfigError("repair", asked, f"{name} has a hidden layer without bias; repair {what}")
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(m)] for m in layers[:-1]]
 
@@ -562,7 +562,7 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
         options = dataclasses.replace(options, pca=n - 1)
     check_pca(options.pca, n)
     if options.reference >= n:
-        raise ConfigError("--reference", options.reference, f"must be a member index 0..{n - 1}")
+        raise ConfigError("reference", options.reference, f"must be a member index 0..{n - 1}")
     model = zoo.model()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     stored = {k: tuple(v.shape[1:]) for k, v in zoo.weights.items()}
@@ -574,7 +574,7 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
     auto = "none" if zoo.mask is not None else "rebasin"
     canon = auto if options.canonicalise == "auto" else options.canonicalise
     if canon == "rebasin" and zoo.mask is not None:
-        raise ConfigError("--canonicalise", "rebasin", "a ticket zoo's members share one mask and start point "
+        raise ConfigError("canonicalise", "rebasin", "a ticket zoo's members share one mask and start point "
                           "(already one coordinate system); permuting them would move the mask: use none or auto")
     if canon == "rebasin":
         from .rebasin import permutation_spec
@@ -587,7 +587,7 @@ def plan(runs_dir, zoo_id: str, options: GenerateOptions) -> _Plan:
         defaults = GenerateOptions()
         options = dataclasses.replace(options, align_rounds=defaults.align_rounds, reference=defaults.reference)
     if options.prune_density and zoo.mask is not None:
-        raise ConfigError("--prune-density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
+        raise ConfigError("prune_density", options.prune_density, "applies to dense zoos (a ticket zoo is pruned "
                           "already)")
     if zoo.mask is not None and set(zoo.mask) != set(M.prunable(model)):
         raise ConfigError("ZOO_ID", zoo_id, "its mask does not fit its architecture")
@@ -962,8 +962,11 @@ def _cmd_generate(options: GenerateOptions, args) -> int:
         bar.update(e.done - bar.n)
         bar.set_postfix_str(e.message)
 
+    from .cli import errors_name_flags
+
     try:
-        report = generate(args.runs_dir, args.zoo_id, options, on_event=on_event)
+        with errors_name_flags(GenerateOptions):  # plan's errors name fields (pca); the user typed --pca
+            report = generate(args.runs_dir, args.zoo_id, options, on_event=on_event)
     except (KeyboardInterrupt, RunCancelled):
         print("cancelled: nothing of this generation was stored", file=sys.stderr)
         return 130

@@ -68,7 +68,7 @@ def test_coordinates_round_trip_with_pca_and_gaussian_rows_stay_in_the_zoos_span
     centred, basis = rows - x.mean(0), (x - x.mean(0)).T
     residual = centred - centred @ torch.linalg.pinv(basis).T @ basis.T
     assert residual.abs().max() < 1e-3
-    with pytest.raises(ConfigError, match="--pca: 6 .*1..5"):
+    with pytest.raises(ConfigError, match="^pca: 6 .*1..5"):  # the field, as the app labels it (the CLI: --pca)
         G.check_pca(6, 6)
 
 
@@ -200,9 +200,9 @@ def test_mixing_weights_are_the_convex_combination_of_members_nearest_each_net()
 def test_repair_refuses_models_it_does_not_apply_to_in_one_line_and_auto_skips_them():
     from engine.models import MLP, ResNetCifar
 
-    with pytest.raises(ConfigError, match=r"^--repair: 'mix' is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
+    with pytest.raises(ConfigError, match=r"^repair: 'mix' is not valid; ResNetCifar has BatchNorm.*conv2/4/6\)$"):
         G.repair_layers(ResNetCifar(3, 1, 10, 0.25))
-    with pytest.raises(ConfigError, match=r"^--repair: 'mean' is not valid; ResNetCifar has BatchNorm"):
+    with pytest.raises(ConfigError, match=r"^repair: 'mean' is not valid; ResNetCifar has BatchNorm"):
         G.resolve_repair("mean", ResNetCifar(3, 1, 10, 0.25))
     assert G.resolve_repair("auto", ResNetCifar(3, 1, 10, 0.25)) == "none"  # BatchNorm: statistics recomputed instead
     assert G.resolve_repair("auto", MLP(4, [3], 2)) == "mix" and G.resolve_repair("mean", MLP(4, [3], 2)) == "mean"
@@ -612,3 +612,13 @@ def test_weight_space_panel_keeps_saying_busy_while_a_job_runs(runs_dir, monkeyp
     panel.job = object()  # a generation is running
     panel.train_zoo()
     assert panel.status.object == "Busy: cancel the running job first."
+
+
+def test_plan_errors_name_the_field_the_app_shows_and_the_cli_its_flag(runs):
+    """The app's Generate said "--pca: 9 is not valid" next to a box labelled pca; the CLI still says --pca."""
+    runs_dir, dense, ticket, _ = runs
+    for options, field in [(G.GenerateOptions(pca=9), "pca"), (G.GenerateOptions(reference=9), "reference"),
+                           (G.GenerateOptions(prune_density=0.5), "prune_density")]:
+        zoo = ticket if field == "prune_density" else dense
+        with pytest.raises(ConfigError, match=f"^{field}: "):
+            G.plan(runs_dir, zoo, options)
