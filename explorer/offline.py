@@ -38,7 +38,8 @@ from panel.io.notebook import patch_inline_stylesheets
 # HoloViews is imported inside the functions that need it: the served app's first page draws no HoloViews
 # plot and does not import it (tests/test_first_page_modules.py).
 
-_notebook_ready = False  # setup_notebook() has run in this kernel
+# (the kernel's execution count, the extensions) of setup_notebook()'s last loading in this kernel
+_notebook_ready: tuple[int | None, set[str]] | None = None
 
 
 def setup_notebook(*extensions: str) -> None:
@@ -53,6 +54,12 @@ def setup_notebook(*extensions: str) -> None:
     plots and `ExplorerApp(...)` then render in JupyterLab 4 or Notebook 7 without reaching any CDN
     (checked by tests/test_jupyter_offline.py in a browser that blocks every request leaving 127.0.0.1).
     """
+    global _notebook_ready
+    cell = _execution_count()
+    loaded = _notebook_ready[1] if _notebook_ready is not None and _notebook_ready[0] == cell else None
+    if loaded is not None and set(extensions) <= loaded:
+        return  # done in this cell already (importing explorer.plots does it): not ~3 MB more of the cell's output
+    # (a cell run again loads again: the page may have been reloaded since, without the earlier output)
     import holoviews as hv
     from holoviews.core.dimension import LabelledData
 
@@ -60,8 +67,7 @@ def setup_notebook(*extensions: str) -> None:
     pn.extension(*extensions, inline=True)
     hv.extension("bokeh", inline=True, logo=False)
     hv.Store.set_display_hook("html+js", LabelledData, _show_through_panel)
-    global _notebook_ready
-    _notebook_ready = True
+    _notebook_ready = (cell, (loaded or set()) | set(extensions))
 
 
 def _show_through_panel(obj):
@@ -126,12 +132,18 @@ def without_mathjax() -> None:
 def load_bokeh() -> None:
     """HoloViews' Bokeh backend for the explorer's plots; in a notebook kernel, with `setup_notebook()`."""
     if _in_notebook():
-        if not _notebook_ready:
-            setup_notebook()
+        setup_notebook()
     else:
         import holoviews as hv
 
         hv.extension("bokeh", logo=False)
+
+
+def _execution_count() -> int | None:
+    """The running cell's number in this kernel (None outside IPython)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "execution_count", None)
 
 
 def _in_notebook() -> bool:

@@ -357,3 +357,24 @@ def test_the_ipywidgets_launcher_shows_and_sends_only_the_chosen_methods_options
     assert w._applies("train.epochs") and not w._applies("prune.synflow_rounds")
     w.fields["prune.method"].value = "synflow"
     assert w.fields["prune.synflow_rounds"].layout.display is None and w._applies("prune.synflow_rounds")
+
+
+def test_setup_notebook_loads_once_per_cell(monkeypatch):
+    """Importing explorer.plots in a kernel loads the JS (setup_notebook), and the notebook's first cell then
+    calls setup_notebook() itself: the ~3 MB went into that cell's output twice. Once per cell run now."""
+    from explorer import offline
+
+    loads, cell = [], [7]
+    monkeypatch.setattr(offline, "_notebook_ready", None)
+    monkeypatch.setattr(offline, "_execution_count", lambda: cell[0])
+    monkeypatch.setattr(offline.pn, "extension", lambda *ext, **kw: loads.append(ext))
+    monkeypatch.setattr(hv, "extension", lambda *a, **kw: None)
+    monkeypatch.setattr(hv.Store, "set_display_hook", lambda *a, **kw: None)
+    offline.setup_notebook()
+    offline.setup_notebook()  # the same cell: nothing sent again
+    offline.setup_notebook("tabulator")  # an extension not loaded yet: loaded
+    offline.setup_notebook("tabulator")
+    assert loads == [(), ("tabulator",)]
+    cell[0] = 8  # the cell run again (the page may have been reloaded without its output): loaded again
+    offline.setup_notebook()
+    assert loads == [(), ("tabulator",), ()]
