@@ -75,10 +75,8 @@ def _number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False,
     kind = "an integer" if integer else "a number"
     in_range = (f"must be {kind} in {'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
                 f"{'inf' if hi is None else hi}{')' if hi_open else ']'}")
-    if value is None:  # a cleared number box in the app: say so, and what it may hold
-        error = ConfigError(name, value, in_range)
-        error.args = (f"{name}: empty; {in_range}",)
-        raise error
+    if value is None:  # a cleared number box in the app ("steps: empty; must be ..."): what it may hold
+        raise ConfigError(name, value, in_range)
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
         raise ConfigError(name, value, f"must be {kind}")

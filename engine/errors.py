@@ -10,7 +10,8 @@ class ConfigError(LotteryError, ValueError):
 
     def __init__(self, field: str, value, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}: {value!r} is not valid; {allowed}")
+        given = "empty" if value is None else f"{value!r} is not valid"  # None: a cleared box, a value not given
+        super().__init__(f"{field}: {given}; {allowed}")
 
 
 class DataUnavailable(LotteryError):
