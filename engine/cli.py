@@ -8,7 +8,8 @@ options, and those of the commands other modules add (COMMAND_MODULES).
     lottery export RUN_ID [--level L] --out ticket.safetensors
 
 Every error is one line on stderr and a non-zero exit (2: bad input, 1: run failed, 130: cancelled);
-`--debug` shows the traceback instead.
+`--debug` shows the traceback instead. Output piped into a reader that stops early (`| head`) ends the command
+quietly with 141, as SIGPIPE would.
 """
 from __future__ import annotations
 
@@ -490,6 +491,18 @@ def main(argv: list[str] | None = None, extend=None) -> int:
         _ctrl_c_interrupts()
 
 
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured by a test, say)
+        return False
+
+
 def _main(argv, extend) -> int:
     try:
         args = build_parser(extend).parse_args(argv)
@@ -508,9 +521,9 @@ def _main(argv, extend) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        raise  # main's: the reader went away
     except Exception as e:  # a bug: still one line unless --debug
+        if isinstance(e, BrokenPipeError) and _reader_gone():
+            raise  # main's: the reader of the output went away (not a worker's pipe, say)
         if args.debug:
             raise
         print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)

@@ -109,7 +109,19 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child.stdout.close()  # the reader is gone before the command writes (it takes seconds to import)
     err = child.stderr.read()
-    assert child.wait(timeout=120) in (0, 1, 141) and err == "", err
+    assert child.wait(timeout=120) in (0, 141) and err == "", err
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_still_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """Only the reader of the output going away ends a command quietly: a worker's pipe breaking is an error."""
+    import engine.cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(engine.cli, "cmd_list", broken)
+    assert engine.cli.main(["list", "--runs-dir", str(tmp_path)]) == 1
+    assert "error: unexpected BrokenPipeError" in capsys.readouterr().err
 
 
 def test_analysis_errors_name_the_flag_typed(tmp_path, capsys):
