@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import option, validate
 from ..data import Split
-from ..errors import ConfigError
+from ..errors import ConfigError, LotteryError
 from ..formatting import pct
 from ..masks import Mask
 from ..registry import ANALYSES, AnalysisSpec
@@ -152,8 +152,9 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
     variants = [c for c in run.config.prune.controls if c in trained] + \
         [v for v in trained if v not in run.config.prune.controls]  # the run's own controls first
     if against is None and not variants:
-        raise ConfigError("level", level, f"has no other trained net to interpolate to: run {run_id} trained no "
-                          f"controls (`lottery analyze {run_id} sanity` trains them)")
+        # (not a ConfigError naming "level": the CLI would name the --level flag, which was not typed)
+        raise LotteryError(f"run {run_id} trained no controls: level {level} has no other trained net to "
+                           f"interpolate to (`lottery analyze {run_id} sanity` trains them)")
     against = against or variants[0]
     if against not in variants:
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
