@@ -132,21 +132,23 @@ def without_mathjax() -> None:
 def load_bokeh() -> None:
     """HoloViews' Bokeh backend for the explorer's plots; in a notebook kernel, with `setup_notebook()`."""
     if _in_notebook():
-        setup_notebook()
+        if _notebook_ready is None:  # (an import in a later cell than the notebook's own call loads nothing again)
+            setup_notebook()
     else:
         import holoviews as hv
 
         hv.extension("bokeh", logo=False)
 
 
+def _shell():
+    ipython = sys.modules.get("IPython")  # not imported: certainly no kernel (and no import cost for a server)
+    return ipython.get_ipython() if ipython is not None else None
+
+
 def _execution_count() -> int | None:
     """The running cell's number in this kernel (None outside IPython)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "execution_count", None)
+    return getattr(_shell(), "execution_count", None)
 
 
 def _in_notebook() -> bool:
-    ipython = sys.modules.get("IPython")  # not imported: certainly no kernel (and no import cost for a server)
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and hasattr(shell, "kernel")
+    return hasattr(_shell(), "kernel")

@@ -378,3 +378,7 @@ def test_setup_notebook_loads_once_per_cell(monkeypatch):
     cell[0] = 8  # the cell run again (the page may have been reloaded without its output): loaded again
     offline.setup_notebook()
     assert loads == [(), ("tabulator",), ()]
+    cell[0] = 9  # a view imported in a later cell: nothing more (load_bokeh, when explorer.plots is imported)
+    monkeypatch.setattr(offline, "_in_notebook", lambda: True)
+    offline.load_bokeh()
+    assert loads == [(), ("tabulator",), ()]
