@@ -215,7 +215,7 @@ class StabilityPanel(pn.viewable.Viewer):
         if events and not finished:
             e, p = events[-1], self._progress
             what = (f"{e.analysis}: {e.message}" if isinstance(e, AnalysisProgress) else
-                    f"level {p.level} {p.variant}, {p.fraction:.0%} of its training")
+                    f"level {p.level} {p.variant}, {p.fraction:.0%} of the run")
             self.status.object = f"running the **{self.preset}** story: {self._where(e.run_id)}, {what}"
         if not finished:
             return False

@@ -250,6 +250,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
 
     def barriers(self) -> None:
         """Naive vs re-basined barriers between three pairs of the chosen zoo's members, on a worker."""
+        from engine.errors import LotteryError
         from engine.store import RunStore
         from engine.zoo import zoo_barriers
 
@@ -257,7 +258,12 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self.status.object = "Train or choose a zoo first."
             return
         zoo_id = self.zoo.value
-        summary = RunStore(self.runs_dir, zoo_id).summary()
+        try:
+            summary = RunStore(self.runs_dir, zoo_id).summary()
+        except LotteryError as e:  # its files damaged or deleted since the tab listed it
+            self.refresh()
+            self.status.object = f"**barriers**: {as_typed(e)}"
+            return
         if summary is None:  # deleted (or moved) since the tab listed it
             self.refresh()
             self.status.object = f"zoo {zoo_id} is no longer in the store: choose another zoo"

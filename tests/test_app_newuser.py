@@ -54,6 +54,19 @@ def test_barriers_of_a_zoo_deleted_while_shown_say_so(zoo, tmp_path):
     assert zoo[1] in panel.status.object and "no longer" in panel.status.object
 
 
+def test_barriers_of_a_zoo_damaged_while_shown_say_so(zoo, tmp_path):
+    """The zoo's weights went missing while the tab showed it: its summary now says the zoo is damaged, which
+    escaped the click handler."""
+    from explorer.weight_space import WeightSpacePanel
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(zoo[0], runs_dir)
+    panel = WeightSpacePanel(runs_dir)
+    (runs_dir / zoo[1] / "weights.safetensors").unlink()
+    panel.barriers()
+    assert panel.job is None and "weights.safetensors" in panel.status.object
+
+
 def test_cancel_stops_barriers_and_stores_nothing(zoo, tmp_path):
     """Cancel was enabled while Barriers ran but did nothing: the barriers ran to the end and were stored."""
     from explorer.weight_space import WeightSpacePanel
