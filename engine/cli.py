@@ -145,9 +145,7 @@ def run_config(args) -> RunConfig:
     stored = stored if isinstance(stored, dict) else {}
     if "prune.scope" not in settings and "scope" not in stored:
         method = settings.get("prune.method", stored.get("method", PruneConfig.method))
-        scopes = METHODS.get(method, "prune.method").scopes
-        if PruneConfig.scope not in scopes:
-            settings["prune.scope"] = scopes[0]
+        settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
     cfg = config_from_settings(settings, base)
     _refuse_other_methods_flags(args, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
     return cfg

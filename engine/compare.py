@@ -53,9 +53,8 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
         changes["prune.levels"] = levels
     values = dict(base) if isinstance(base, dict) else {}
     scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", PruneConfig.scope)
-    scopes = METHODS.get(method, "methods").scopes
-    if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]) and scope not in scopes:  # valid, not here
-        changes["prune.scope"] = scopes[0]
+    if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]):  # (an invalid one: the config says so)
+        changes["prune.scope"] = METHODS.get(method, "methods").scope_for(scope)
     if isinstance(base, RunConfig):
         return base.replace(**changes)
     return config_from_settings({**values, **changes})

@@ -99,8 +99,8 @@ class MethodSpec:
                      or None. They become `lottery run` flags and app widgets, and are stored flat in the
                      "prune" group of config.json. Two methods may share one options class; a field name
                      belongs to one class only.
-    scopes           the --scope values it accepts (the first is what `compare` uses when the one asked
-                     for does not apply)
+    scopes           the --scope values it accepts (the first is taken where the default or `compare`'s
+                     does not apply: `scope_for`)
     patterns         the --pattern values it accepts
     refills          whether --refill applies (it coarsens the mask after a magnitude pruning step)
     trains_controls  whether controls are trained beside its tickets (a strong ticket is never trained,
@@ -135,6 +135,11 @@ class MethodSpec:
     search_cost: Callable[[dict, dict, Any], tuple[int, float]] = _free
     levels_to_reach: Callable[[Any, float], int] | None = None
     check: Callable[[Any, Any], None] | None = None
+
+    def scope_for(self, scope: str) -> str:
+        """The scope its run takes when `scope` is wanted but not insisted on (the default, when no scope was
+        given; the one scope `compare` has for all its methods): `scope` where it applies, else the first."""
+        return scope if scope in self.scopes else self.scopes[0]
 
 
 @dataclass(frozen=True)
