@@ -42,6 +42,7 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ from .config import RunConfig, option, validate
 from .errors import ConfigError, LotteryError, RunCancelled, Unsupported
 from .registry import ANALYSES, AnalysisSpec
 from .seeding import derive_seed
-from .store import (RunStore, StoreDamaged, check_writable, load_tensors, read_json, read_objects, save_tensors,
-                    write_json)
+from .store import (RunStore, StoreDamaged, check_writable, load_tensors, read_json, read_object, read_objects,
+                    save_tensors, write_json)
 
 KIND = "zoo"  # config.json's "kind": how the store tells a zoo from a ticket run
 
@@ -194,14 +195,14 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     store = RunStore(root, p.zoo_id)
     store.create({"kind": KIND, "zoo": dataclasses.asdict(p.options), "config": config.to_dict()})
     done_summary = store.summary(check_files=False)
-    if done_summary and done_summary.get("status") == "completed" and not store.missing_files(done_summary):
-        return done_summary  # else (its weights or members.json gone) it trains again
+    if done_summary and done_summary.get("status") == "completed" and not missing_files(store, done_summary):
+        return done_summary  # else (its weights, mask or members.json gone) it trains again
     store.lock()
     if done_summary and done_summary.get("status") == "completed":
-        # completed once, but its weights or members.json are gone or damaged: the chunks they were stacked from
-        # are gone too, so every member trains again, and the half left of the pair (rewritten at the end) must
-        # not count as trained members meanwhile
-        store.weights_path("weights").unlink(missing_ok=True)
+        # completed once, but a file of it is gone or damaged: the chunks it was stacked from are gone too, so
+        # every member trains again; a members.json left must not count its members as trained meanwhile
+        # (`_member_records` reads it first). An intact weights.safetensors stays: `_finish` replaces it
+        # atomically, so a cancel before then loses nothing.
         store.path("members.json").unlink(missing_ok=True)
     n, chunk = p.options.members, p.options.chunk
     status, error = "running", None
@@ -337,6 +338,29 @@ def _finish(store: RunStore, n: int) -> None:
     shutil.rmtree(store.path("chunks"))
 
 
+def missing_files(store: RunStore, summary: dict) -> str | None:
+    """What a completed zoo's summary promises that is gone or unreadable (its stacked weights, a ticket zoo's
+    mask, members.json listing its members), saying how to recover, or None (also for a zoo not completed).
+    `RunStore.missing_files` calls it for zoo summaries, so `lottery list` never calls such a zoo complete."""
+    if summary["status"] != "completed":
+        return None
+    again = f"; run the same `lottery {KIND}` command again to train it again"
+    names = set(os.listdir(store.dir))
+    wanted = ["weights.safetensors", "members.json"]
+    if summary.get("zoo_kind") == "ticket":
+        wanted.append("mask.safetensors")
+    for name in wanted:
+        if name not in names:
+            return f"{store.path(name)} is missing, so {KIND} {store.run_id} cannot be used{again}"
+    members = store.path("members.json")
+    try:
+        if not isinstance(read_object(members).get("members"), list):
+            return f"{members} is damaged: it lists no members{again}"
+    except StoreDamaged as e:
+        return f"{e}{again}"
+    return None
+
+
 def _member_records(store: RunStore) -> tuple[list[dict], float]:
     path = store.path("members.json")
     if path.exists():
@@ -423,7 +447,7 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
     stored = store.config()
     if stored.get("kind") != KIND:
         raise ConfigError("ZOO_ID", zoo_id, "is a ticket run, not a zoo (make one with `lottery zoo`)")
-    if not store.weights_path("weights").exists():
+    if not store.weights_path("weights").exists() or not store.path("members.json").exists():  # (being) trained
         raise LotteryError(f"zoo {zoo_id} is not complete; run the same `lottery zoo` command again to finish it")
     options = ZooOptions(**stored["zoo"])
     mask_path = store.path("mask.safetensors")

@@ -73,6 +73,25 @@ def test_a_cancelled_zoo_resumes_from_its_last_finished_chunk(runs_dir, tmp_path
         torch.testing.assert_close(resumed.weights[k], fresh.weights[k])
 
 
+def test_a_zoo_trained_again_for_its_members_file_keeps_its_weights_until_replaced(runs_dir):
+    """A completed zoo whose members.json was damaged trains again; its intact weights.safetensors used to be
+    deleted first, so a cancel (or a failure) right after the start lost them for nothing."""
+    options, config = _dense(runs_dir)
+    summary = Z.train_zoo(options, config, runs_dir=runs_dir)
+    store = engine.RunStore(runs_dir, summary["run_id"])
+    weights = store.weights_path("weights").read_bytes()
+    store.path("members.json").write_text("{")
+    cancel = threading.Event()
+    cancel.set()
+    stopped = Z.train_zoo(options, config, runs_dir=runs_dir, cancel=cancel)
+    assert stopped["status"] == "cancelled" and stopped["trained"] == 0  # the damaged members.json counts nothing
+    assert store.weights_path("weights").read_bytes() == weights
+    with pytest.raises(engine.LotteryError, match="not complete"):  # not half a zoo: no member table yet
+        Z.load_zoo(runs_dir, summary["run_id"])
+    done = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert done["status"] == "completed" and done["trained"] == 3 and len(Z.load_zoo(runs_dir, done["run_id"])) == 3
+
+
 @pytest.mark.parametrize("chunk", [3, 1])
 def test_a_zoo_resumed_with_another_chunk_size_has_each_member_once(runs_dir, tmp_path, chunk):
     """--chunk is not part of the zoo's identity: a zoo cancelled in chunks of 2 and resumed in chunks of 3 (or 1)
@@ -136,6 +155,13 @@ def test_a_ticket_zoo_retrains_the_ticket_from_its_rewind_point_with_other_data_
         assert (zoo.weights[n][:, ~keep] == 0).all()
     assert {m["start_step"] for m in zoo.members} == {5}
     assert not torch.equal(zoo.weights["out.weight"][0], zoo.weights["out.weight"][1])
+    # the mask every member shares is part of a completed ticket zoo: without it the zoo is not listed as complete
+    # (a dense zoo has none to miss), and the same command makes it again
+    (zoo.dir / "mask.safetensors").unlink()
+    [listed] = [r for r in engine.list_runs(runs_dir) if r["run_id"] == summary["run_id"]]
+    assert listed["status"] == "unreadable" and "mask.safetensors is missing" in listed["error"], listed
+    assert Z.train_zoo(options, config, runs_dir=runs_dir)["status"] == "completed"
+    assert all(torch.equal(Z.load_zoo(runs_dir, summary["run_id"]).mask[n], stored_mask[n]) for n in stored_mask)
 
 
 def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, capsys, text_cache):
