@@ -41,12 +41,9 @@ def transfer_heatmap(matrix: dict | None) -> hv.Overlay:
     return (heat * labels).opts(title=title, **COMMON)
 
 
-def lota_bars(results: list[dict]) -> hv.Overlay:
-    """Mean over the stored lota-tasks analyses (seeds): task A's forgetting after task B, and the merged
-    model's accuracy on A and B, dense vs LoTA."""
-    title = "LoTA vs dense: forgetting of task A, and merged task vectors"
-    if not results:
-        return _empty(title, "lottery analyze RUN_ID lota-tasks on a lota run to see forgetting and merging")
+def lota_rows(results: list[dict]) -> list[dict]:
+    """The bars' rows: task A's forgetting after task B and the merged model's accuracy on A and B, dense vs
+    LoTA, each the mean over the analyses (seeds)."""
     rows = []
     for kind in ("dense", "lota"):
         rows.append({"measure": "forgetting of A", "kind": kind,
@@ -54,7 +51,16 @@ def lota_bars(results: list[dict]) -> hv.Overlay:
         for task in ("a", "b"):
             rows.append({"measure": f"merged, task {task.upper()}", "kind": kind,
                          "value": statistics.mean(r["merge"][kind][task] for r in results)})
-    bars = hv.Bars(pd.DataFrame(rows), ["measure", "kind"], "value").opts(
+    return rows
+
+
+def lota_bars(results: list[dict]) -> hv.Overlay:
+    """Mean over the stored lota-tasks analyses (seeds): task A's forgetting after task B, and the merged
+    model's accuracy on A and B, dense vs LoTA."""
+    title = "LoTA vs dense: forgetting of task A, and merged task vectors"
+    if not results:
+        return _empty(title, "lottery analyze RUN_ID lota-tasks on a lota run to see forgetting and merging")
+    bars = hv.Bars(pd.DataFrame(lota_rows(results)), ["measure", "kind"], "value").opts(
         tools=["hover"], ylabel="accuracy (forgetting: drop)", xlabel="", multi_level=True)
     pair = f"{results[0]['task_a']} then {results[0]['task_b']}"
     return bars.opts(title=f"{title} ({pair}, n={len(results)})", **COMMON)
@@ -107,7 +113,7 @@ class FoundationPanel(pn.viewable.Viewer):
             a = RunStore(self.runs_dir, s["run_id"]).analyses().get("lota-tasks")
             if a:
                 results[s["run_id"]] = a
-        results, bad = readable(results, lambda a: lota_bars([a]))
+        results, bad = readable(results, lambda a: (lota_rows([a]), a["task_a"], a["task_b"]))
         self.note.object = unreadable_note("lota-tasks", bad)
         self.lota_pane.object = lota_bars(list(results.values()))
         keep = self.run.value

@@ -168,11 +168,11 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
                 self._records[s["run_id"]] = analyses[RECORD]
             if analyses.get(LORA_RECORD):
                 lora[s["run_id"]] = analyses[LORA_RECORD]
-        self._records, bad_ks = readable(self._records, lambda r: (ks_tokens(r), _per_ranking(r), r["top"][0]["id"],
-                                                                     r["embedding_test_accuracy"]))
+        self._records, bad_ks = readable(self._records, lambda r: (
+            ks_tokens(r), _per_ranking(r), r["top"][0]["id"], r["embedding_test_accuracy"]))
         lora, bad_lora = readable(lora, lambda r: lora_rows({"": r}))
-        self.note.object = "  \n".join(n for n in (unreadable_note(RECORD, bad_ks), unreadable_note(LORA_RECORD, bad_lora))
-                                        if n)
+        notes = (unreadable_note(RECORD, bad_ks), unreadable_note(LORA_RECORD, bad_lora))
+        self.note.object = "  \n".join(n for n in notes if n)
         keep = self.run.value
         self.run.options = sorted(self._records)
         self.run.value = keep if keep in self._records else next(iter(self.run.options), None)
