@@ -664,8 +664,9 @@ def load_generation(runs_dir, zoo_id: str, gen_id: str) -> tuple[dict, Stack]:
     d = generation_dir(runs_dir, zoo_id, gen_id)
     if not (d / "report.json").exists():
         raise ConfigError("GENERATION", gen_id, f"no complete generation of zoo {zoo_id}")
-    if _missing_networks(d):
-        raise StoreDamaged(_missing_networks(d))
+    missing = _missing_networks(d)
+    if missing:
+        raise StoreDamaged(missing)
     return read_json(d / "report.json"), load_tensors(d / "weights.safetensors")
 
 
