@@ -21,6 +21,9 @@ from explorer import engine_import, offline, tabs
 from explorer.browser import RunBrowser
 from explorer.views import RunChoice
 
+# The tabs' titles wrap onto more rows where the page is too narrow for them all: Bokeh scrolls them sideways with
+# no scroll bar, and at 1400 px the last ones of the thirteen were past the right edge with nothing to say so
+WRAP_TAB_TITLES = ".bk-headers-wrapper { flex-wrap: wrap; }"
 POLL_MS = 250        # drain background events 4 times a second
 ENGINE_POLL_MS = 50  # while the engine imports: its panels go in within this of it being done
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
@@ -43,7 +46,7 @@ class ExplorerApp(pn.viewable.Viewer):
         self._engine_error: BaseException | None = None
         self._sidebar = pn.Column(_loading(), sizing_mode="stretch_width")
         self._tab_bar = pn.Tabs(*[(t.title, pn.Column(sizing_mode="stretch_width")) for t in self.tabs],
-                                dynamic=True, sizing_mode="stretch_width")
+                                dynamic=True, sizing_mode="stretch_width", stylesheets=[WRAP_TAB_TITLES])
         self._tab_bar.param.watch(lambda e: self._show_active(), "active")
         self.browser.param.watch(lambda e: self.refresh_views(), "selected")
         self._callback = None

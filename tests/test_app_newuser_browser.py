@@ -55,7 +55,7 @@ def server(tmp_path_factory):
 
 
 def test_weight_space_fits_the_page_and_a_bad_value_reads_as_one_line(browser, server):
-    """At 1400 px the Weight space tab ran past the page's right edge (its zoo/generation row had ~1150 px of
+    """At 1400 px the tab titles and the Weight space tab ran past the page's right edge (its zoo/generation row had ~1150 px of
     fixed widths): the map plot and the forms' last column were cut off, with no scroll bar."""
     ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
     ctx.set_default_timeout(WAIT_MS)
@@ -65,6 +65,12 @@ def test_weight_space_fits_the_page_and_a_bad_value_reads_as_one_line(browser, s
     try:
         page.goto(server.url, timeout=PAGE_READY_MS)
         expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+        # the thirteen tabs' titles: the last ones were past the page's right edge (Bokeh scrolls them sideways,
+        # no scroll bar shown); they wrap onto a second row
+        tabs = page.locator(".bk-tab")
+        expect(tabs.filter(has_text=re.compile("^Runs$"))).to_be_visible()
+        edges = [box["x"] + box["width"] for box in (tabs.nth(i).bounding_box() for i in range(tabs.count()))]
+        assert len(edges) >= 13 and max(edges) <= WIDTH, edges
         page.locator(".bk-tab", has_text=re.compile("^Weight space$")).click()
         generate = page.get_by_role("button", name="Generate", exact=True)
         expect(generate).to_be_visible(timeout=PAGE_READY_MS)
