@@ -17,6 +17,28 @@ def tiny(**changes) -> engine.RunConfig:
     return engine.RunConfig().replace(**base)
 
 
+def stored_by_cli(folder, *argv):
+    """The engine command `argv` (e.g. "run", *flags) run into a fresh runs dir under `folder`: (runs dir, the id
+    it stored). Module fixtures store one this way; tests damage a `copy_of` it."""
+    import os
+
+    from engine.cli import main
+
+    runs = folder / "runs"
+    assert main([*argv, "--runs-dir", str(runs)]) == 0
+    [stored_id] = os.listdir(runs)
+    return runs, stored_id
+
+
+def copy_of(stored, dst):
+    """A copy at `dst` of a (runs dir, id) pair from `stored_by_cli`, for a test that damages it."""
+    import shutil
+
+    runs, stored_id = stored
+    shutil.copytree(runs, dst)
+    return dst, stored_id
+
+
 def wait_until(predicate, timeout: float = 120, interval: float = 0.05, what: str = ""):
     """Call `predicate()` every `interval` s until it returns something truthy, and return that; fail the
     test after `timeout` s. The predicate may do work too (an app's tick(), a panel's poll())."""

@@ -9,18 +9,16 @@ import time
 import numpy as np
 import pytest
 
-from engine.cli import main as engine_main
 from explorer.cli import main as lottery
+
+from conftest import stored_by_cli
 
 TINY = ["--epochs", "2", "--levels", "1", "--controls", "reinit", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("inputs") / "runs"
-    assert engine_main(["run", *TINY, "--runs-dir", str(runs)]) == 0
-    [run_id] = os.listdir(runs)
-    return runs, run_id
+    return stored_by_cli(tmp_path_factory.mktemp("inputs"), "run", *TINY)
 
 
 def _tree(path):

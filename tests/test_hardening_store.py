@@ -14,7 +14,7 @@ from engine import events as ev
 from engine.cli import main
 from engine.store import RunStore, StoreDamaged, list_runs, load_tensors, read_json, read_objects
 
-from conftest import tiny
+from conftest import copy_of, stored_by_cli, tiny
 
 TINY = ["--epochs", "2", "--levels", "1", "--controls", "reinit", "--device", "cpu", "--quiet"]
 
@@ -22,18 +22,12 @@ TINY = ["--epochs", "2", "--levels", "1", "--controls", "reinit", "--device", "c
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     """A completed tiny run, copied by each test that damages it."""
-    runs = tmp_path_factory.mktemp("store") / "runs"
-    assert main(["run", *TINY, "--runs-dir", str(runs)]) == 0
-    [run_id] = os.listdir(runs)
-    return runs, run_id
+    return stored_by_cli(tmp_path_factory.mktemp("store"), "run", *TINY)
 
 
 @pytest.fixture
 def copy(pristine, tmp_path):
-    runs, run_id = pristine
-    dst = tmp_path / "runs"
-    shutil.copytree(runs, dst)
-    return dst, run_id
+    return copy_of(pristine, tmp_path / "runs")
 
 
 def _snapshot(run_dir):

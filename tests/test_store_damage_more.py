@@ -1,30 +1,25 @@
 """Damaged or missing files of the run store, zoos and generations: one line naming the file and how to recover,
 nothing else stored lost, and `list`/`show` never call something completed that cannot be used."""
 import json
-import os
 import shutil
 
 import pytest
 
 from engine.cli import main
 
+from conftest import copy_of, stored_by_cli
+
 TINY = ["--epochs", "2", "--levels", "2", "--controls", "reinit", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("store") / "runs"
-    assert main(["run", *TINY, "--runs-dir", str(runs)]) == 0
-    [run_id] = os.listdir(runs)
-    return runs, run_id
+    return stored_by_cli(tmp_path_factory.mktemp("store"), "run", *TINY)
 
 
 @pytest.fixture
 def copy(pristine, tmp_path):
-    runs, run_id = pristine
-    dst = tmp_path / "runs"
-    shutil.copytree(runs, dst)
-    return dst, run_id
+    return copy_of(pristine, tmp_path / "runs")
 
 
 def _one_line(err):
@@ -76,18 +71,12 @@ ZOO = ["--model", "mlp", "--hidden", "16", "--members", "2", "--epochs", "1", "-
 
 @pytest.fixture(scope="module")
 def zoo_pristine(tmp_path_factory, pristine):
-    runs = tmp_path_factory.mktemp("zoo") / "runs"
-    assert main(["zoo", *ZOO, "--runs-dir", str(runs)]) == 0
-    [zoo_id] = os.listdir(runs)
-    return runs, zoo_id
+    return stored_by_cli(tmp_path_factory.mktemp("zoo"), "zoo", *ZOO)
 
 
 @pytest.fixture
 def zoo_copy(zoo_pristine, tmp_path):
-    runs, zoo_id = zoo_pristine
-    dst = tmp_path / "zruns"
-    shutil.copytree(runs, dst)
-    return dst, zoo_id
+    return copy_of(zoo_pristine, tmp_path / "zruns")
 
 
 @pytest.mark.parametrize("damage", ["weights gone", "members truncated"])
