@@ -140,14 +140,15 @@ def run_config(args) -> RunConfig:
     from .presets import preset_settings
     from .registry import METHODS
 
-    settings = {**preset_settings(args.preset), **values_from_args(args, run_settings())}
+    typed = values_from_args(args, run_settings())
+    settings = {**preset_settings(args.preset), **typed}
     stored = base.get("prune") if isinstance(base, dict) else None
     stored = stored if isinstance(stored, dict) else {}
     if "prune.scope" not in settings and "scope" not in stored:
         method = settings.get("prune.method", stored.get("method", PruneConfig.method))
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
     cfg = config_from_settings(settings, base)
-    _refuse_other_methods_flags(args, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
+    _refuse_other_methods_flags(typed, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
     return cfg
 
 
@@ -168,7 +169,7 @@ def cmd_run(args) -> int:
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
 
 
-def _refuse_other_methods_flags(args, methods: list[str], why: str) -> None:
+def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str) -> None:
     """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`) is a
     one-line error: no method there reads it, and it would still enter the config and change the run id. (The
     Python API keeps taking every method's options: stored configs and run ids stay as they were; the app's
@@ -176,7 +177,7 @@ def _refuse_other_methods_flags(args, methods: list[str], why: str) -> None:
     from .registry import METHODS
     from .settings import read_by
 
-    for path, value in values_from_args(args, run_settings()).items():
+    for path, value in typed.items():  # ({setting path: value} of the flags typed)
         if not any(read_by(path, m) for m in methods):
             owners = [m for m in METHODS.names() if read_by(path, m)]
             raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value,
@@ -258,8 +259,8 @@ def cmd_compare(args) -> int:
     from .compare import CompareOptions, compare, format_table
 
     opts = options_from_flags(CompareOptions, args)
-    _refuse_other_methods_flags(args, list(opts.methods), f"--methods {','.join(opts.methods)}")
     base = values_from_args(args, run_settings())
+    _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}")
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
     progress = _Progress(quiet) if opts.executor == "local" and not side_by_side else _SweepBar(quiet)
