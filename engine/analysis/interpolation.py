@@ -135,10 +135,28 @@ def loss_barrier(curve: list[dict]) -> float:
     return _barrier(curve, "loss")
 
 
+def default_partner(run_id: str, level: int, own: list[str], variants: list[str]) -> str:
+    """The net a ticket is interpolated to when none is named: the run's first own control (its --controls, as
+    trained beside every ticket), else the only other trained net of the level. Several others and none of them
+    the run's own (`--controls none`, then `lottery analyze RUN sanity` trained reinit, random, shuffle, inverted,
+    ...): the barrier means something different for each (reinit keeps the mask, random, shuffle and inverted
+    do not), so none is picked for the user; the error lists them."""
+    if own:
+        return own[0]
+    if len(variants) == 1:
+        return variants[0]
+    if not variants:
+        # (not a ConfigError naming "level": the CLI would name the --level flag, which was not typed)
+        raise LotteryError(f"run {run_id} trained no controls: level {level} has no other trained net to "
+                           f"interpolate to (`lottery analyze {run_id} sanity` trains them)")
+    raise ConfigError("against", None, f"run {run_id} trains no control of its own, and level {level} has "
+                      f"{len(variants)} other trained nets: name one of {', '.join(sorted(variants))}")
+
+
 def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | None = None, points: int = 31,
                 on_event=None, rebasin: bool = False) -> dict:
     """Interpolate, on the test split, between a ticket level's trained weights and another trained net of
-    the same level (`against`: a control the run trained, default its first), and store the barrier as
+    the same level (`against`: a trained variant of that level, default `default_partner`'s), and store the barrier as
     RUN_DIR/analyses/barrier-L{level}-{against}.json. Level defaults to the last completed one.
     `rebasin`: also interpolate to B with its hidden units permuted to match A (engine.rebasin weight
     matching; B's mask moves with its weights), stored as matched_curve / matched_error_barrier."""
@@ -149,13 +167,10 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
         raise ConfigError("--level", level, f"completed ticket levels of this run: {levels}")
     trained = sorted(d.name for d in (run.store.dir / "levels").iterdir()
                      if d.name != "ticket" and run.store.level_record(d.name, level))
-    variants = [c for c in run.config.prune.controls if c in trained] + \
-        [v for v in trained if v not in run.config.prune.controls]  # the run's own controls first
-    if against is None and not variants:
-        # (not a ConfigError naming "level": the CLI would name the --level flag, which was not typed)
-        raise LotteryError(f"run {run_id} trained no controls: level {level} has no other trained net to "
-                           f"interpolate to (`lottery analyze {run_id} sanity` trains them)")
-    against = against or variants[0]
+    own = [c for c in run.config.prune.controls if c in trained]  # the controls the run itself trains
+    variants = own + [v for v in trained if v not in own]
+    if against is None:
+        against = default_partner(run_id, level, own, variants)
     if against not in variants:
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
     mask_a, weights_a, record_a = run.level(level)
@@ -184,7 +199,7 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
 class BarrierOptions:
     level: int | None = option(None, "ticket level (default: the last completed)", lo=1)
     against: str | None = option(None, "the variant to interpolate the ticket with (default: the run's first "
-                                 "control)")
+                                 "own control; required when the run has none and the level has several)")
     points: int = option(31, "interpolation points", lo=2, hi=10_000)
     rebasin: bool = option(False, "also the barrier after Git Re-Basin weight matching of the other net's hidden "
                            "units to the ticket's (naive vs matched; mlp, lenet300, conv2/4/6, resnet20)")
