@@ -170,18 +170,23 @@ def cmd_run(args) -> int:
 
 
 def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str) -> None:
-    """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`) is a
-    one-line error: no method there reads it, and it would still enter the config and change the run id. (The
+    """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`), or a shared one
+    no method there reads (`--method snip --levels 5`: engine.settings.unread_because), is a one-line error: no
+    method there reads it, and it would still enter the config and change the run id. (The
     Python API keeps taking every method's options: stored configs and run ids stay as they were; the app's
     launch panel shows and sends only the chosen method's.)"""
+    from .config import method_option_fields
     from .registry import METHODS
-    from .settings import read_by
+    from .settings import read_by, unread_because
 
     for path, value in typed.items():  # ({setting path: value} of the flags typed)
         if not any(read_by(path, m) for m in methods):
-            owners = [m for m in METHODS.names() if read_by(path, m)]
-            raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value,
-                              f"an option of {' and '.join(owners)} only ({why}): leave it out")
+            if path.removeprefix("prune.") in method_option_fields():
+                because = f"an option of {' and '.join(m for m in METHODS.names() if read_by(path, m))} only ({why})"
+            else:  # a shared setting these methods ignore (`--method snip --levels 5`): why
+                because = "; ".join(unread_because(path, m) for m in methods)
+                because = because if len(methods) == 1 else f"no method of {why} reads it ({because})"
+            raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value, f"{because}: leave it out")
 
 
 def _ctrl_c_quits() -> None:

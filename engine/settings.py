@@ -92,11 +92,30 @@ def run_settings() -> list[Setting]:
 
 
 def read_by(path: str, method: str) -> bool:
-    """Whether runs of `method` read the run setting `path`: every setting does but another method's own option
-    (`prune.synflow_rounds` for imp), which would still enter the config and change the run id. `lottery run`
-    refuses such a flag; the app's forms show and send a method's options only while it is chosen."""
+    """Whether runs of `method` read the run setting `path` (`unread_because` says why not). A setting a run
+    does not read would still enter its config and change its run id: `lottery run` refuses such a flag; the
+    app's forms and the notebook launcher show and send a setting only while the chosen method reads it."""
+    return unread_because(path, method) is None
+
+
+def unread_because(path: str, method: str) -> str | None:
+    """Why runs of `method` ignore the run setting `path`, or None when they read it: another method's own
+    option (`prune.synflow_rounds` for imp); --levels for a method that does not prune level by level (snip,
+    oneshot: MethodSpec.levels_to_reach is None), --density for one that does (imp reaches its densities by
+    --levels); --controls for a method that trains none (strong tickets, ks-lottery). Stored configs keep
+    every field as it was, so the ids of runs stored before this rule do not change."""
+    spec = METHODS.get(method, "prune.method")
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
-    return owner is None or owner[0] is METHODS.get(method, "prune.method").options
+    if owner is not None:
+        return None if owner[0] is spec.options else f"its method is {method}"
+    steps = spec.levels_to_reach is not None  # levels go down in density, --levels of them (compare's rule too)
+    if path == "prune.levels" and not steps:
+        return f"{method} does not prune level by level, so it never reads --levels"
+    if path == "prune.density" and steps:
+        return f"{method} prunes level by level, --levels and --prune-fraction setting its densities, so it never reads --density"
+    if path == "prune.controls" and not spec.trains_controls:
+        return f"{method} trains no controls beside its tickets, so it never reads --controls"
+    return None
 
 
 def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:

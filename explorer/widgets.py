@@ -69,13 +69,20 @@ class Launcher(W.VBox):
     def _applies(self, path: str) -> bool:
         return read_by(path, self.fields["prune.method"].value)
 
+    def values(self) -> dict:
+        """{setting path: value} of the settings the chosen method reads (engine.settings.read_by): the others
+        keep their defaults, so they cannot change the run id."""
+        return {p: tuple(w.value) if isinstance(w.value, (list, tuple)) else w.value
+                for p, w in self.fields.items() if self._applies(p)}
+
+    def config(self) -> engine.RunConfig:
+        return config_from_settings(self.values())
+
     def launch(self) -> RunSession | None:
-        values = {p: tuple(w.value) if isinstance(w.value, (list, tuple)) else w.value
-                  for p, w in self.fields.items() if self._applies(p)}
         try:
-            cfg = config_from_settings(values)
+            cfg = self.config()
         except engine.ConfigError as e:
-            self.status.value = f"<b style='color:#b00'>error:</b> {html.escape(str(e), quote=False)}"  # as typed
+            self._error(str(e))
             return None
         self.session = RunSession(cfg, self.runs_dir)
         self.session.start()
@@ -83,6 +90,9 @@ class Launcher(W.VBox):
         session = self.session
         Job(lambda job: self._follow(session), name=f"follow-{session.run_id}")
         return self.session
+
+    def _error(self, text: str) -> None:
+        self.status.value = f"<b style='color:#b00'>error:</b> {html.escape(text, quote=False)}"  # as typed
 
     def cancel(self) -> None:
         if self.session is not None:
@@ -98,7 +108,11 @@ class Launcher(W.VBox):
             session.join(0.25)
         session.drain()
         self.launch_button.disabled, self.cancel_button.disabled = False, True
-        summary = engine.RunStore(self.runs_dir, session.run_id).summary()
+        try:
+            summary = engine.RunStore(self.runs_dir, session.run_id).summary()
+        except engine.LotteryError as e:  # the store damaged since the run's own checks (StoreDamaged names the file)
+            self._error(str(e))
+            return
         if summary:
             with self.output:
                 print(format_summary(summary))

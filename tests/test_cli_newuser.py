@@ -75,7 +75,7 @@ def test_another_methods_flag_on_run_is_one_line_naming_flag_and_method(tmp_path
                           (["--bayes-criterion", "snr"], "--bayes-criterion: 'snr'"),
                           (["--method", "rigl", "--no-ks-baselines"], "--ks-baselines: False"),
                           (["--method", "set", "--search-epochs", "1"], "--search-epochs: '1'")]:
-        assert main(["run", *flags, "--epochs", "1", "--levels", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+        assert main(["run", *flags, "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2  # (rigl: no --levels)
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and needle in err and "method" in err, err
         assert not runs.exists() or not any(runs.iterdir())

@@ -42,3 +42,81 @@ def test_barrier_default_is_still_the_runs_own_first_control(tmp_path):
                         runs_dir=runs)["run_id"]
     engine.analysis.run_sanity(runs, run_id, [1])
     assert engine.analysis.run_barrier(runs, run_id, points=2)["b"] == "shuffle"
+
+
+# ---------------------------------------------------------------- shared settings a method never reads
+@pytest.mark.parametrize("flags,needle", [
+    (["--method", "snip", "--density", "0.5", "--levels", "5"], "--levels: '5' is not valid; snip does not prune level"),
+    (["--method", "oneshot", "--levels", "3"], "--levels: '3' is not valid; oneshot does not prune level"),
+    (["--method", "imp", "--density", "0.05"], "--density: '0.05' is not valid; imp prunes level by level"),
+    (["--method", "edgepopup", "--controls", "reinit"], "--controls: 'reinit' is not valid; edgepopup trains no"),
+])
+def test_a_shared_flag_the_method_never_reads_is_one_line_naming_flag_method_and_why(tmp_path, capsys, flags,
+                                                                                     needle):
+    """`lottery run --method snip --levels 5` trained a snip run under a new id (levels entered its config),
+    the same computation as plain snip's, and never said --levels did nothing."""
+    runs = tmp_path / "runs"
+    assert main(["run", *flags, "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "never reads" in err, err
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_compare_refuses_a_shared_flag_none_of_its_methods_reads(tmp_path, capsys):
+    assert main(["compare", "--methods", "snip,grasp", "--densities", "0.5", "--levels", "3", "--epochs", "1",
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--levels" in err and "no method of --methods snip,grasp reads it" in err
+
+
+def test_runs_stored_with_an_unread_setting_keep_their_id_and_resume(tmp_path, capsys):
+    """The rule is about what a person types: a stored config keeps every field, so a run stored before it (snip
+    with levels 3, through the Python API) keeps its id, and its config.json resumes it."""
+    runs = tmp_path / "runs"
+    cfg = tiny(**{"prune.method": "snip", "prune.density": 0.5, "prune.levels": 3, "train.epochs": 1})
+    assert cfg.run_id != cfg.replace(**{"prune.levels": 2}).run_id  # (stored configs are not rewritten)
+    engine.run(cfg, runs_dir=runs)
+    assert main(["run", "--config", str(runs / cfg.run_id / "config.json"), "--runs-dir", str(runs), "--json",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == cfg.run_id
+    assert main(["list", "--runs-dir", str(runs)]) == 0 and cfg.run_id in capsys.readouterr().out
+
+
+def test_launch_forms_send_only_what_the_chosen_method_reads(tmp_path):
+    """The app's launch panel and the notebook launcher: a value left on a field the chosen method ignores
+    (levels with snip chosen) is not sent, so the run id is the one plain snip has."""
+    from explorer.launch import LaunchPanel
+    from explorer.widgets import Launcher
+
+    panel, notebook = LaunchPanel(str(tmp_path / "runs")), Launcher(str(tmp_path / "runs"))
+
+    def ids(levels, method):
+        panel.set_values(**{"prune.method": method, "prune.levels": levels})
+        notebook.fields["prune.method"].value, notebook.fields["prune.levels"].value = method, levels
+        assert panel.config().run_id == notebook.config().run_id
+        return panel.config().run_id
+
+    assert ids(5, "snip") == ids(14, "snip") and ids(5, "imp") != ids(14, "imp")
+    notebook.fields["prune.method"].value = "snip"
+    assert notebook.fields["prune.levels"].layout.display == "none"
+    assert notebook.fields["prune.density"].layout.display is None
+
+
+# ---------------------------------------------------------------- the notebook launcher following a run
+def test_the_notebook_launcher_says_the_store_is_damaged_in_one_line(tmp_path):
+    """Its follower read the finished run's summary unguarded: a store damaged between the run's own checks and
+    that read raised StoreDamaged on the follower's thread, and the widget went on saying "completed"."""
+    from conftest import wait_until
+    from explorer.widgets import Launcher
+
+    w = Launcher(str(tmp_path / "runs"))
+    for path, value in {"train.epochs": 1, "prune.levels": 1, "prune.controls": ()}.items():
+        w.fields[path].value = value
+    session = w.launch()
+    w.wait(120)
+    wait_until(lambda: not w.launch_button.disabled, timeout=10, what="the launcher follows the run to its end")
+    summary = tmp_path / "runs" / session.run_id / "summary.json"
+    summary.write_text("42")  # damaged after the run's checks
+    w._follow(session)  # what the follower does once the run has ended
+    assert "error:" in w.status.value and "summary.json is damaged" in w.status.value
+    assert "\n" not in w.status.value and not w.launch_button.disabled
