@@ -34,13 +34,33 @@ def ks_tokens(record: dict | None) -> hv.Element:
     title = "KS statistic per token (top 200 by rank)"
     if not record:
         return _empty(title, "run --method ks-lottery on a text task (e.g. pydoc-topics-expanded)")
-    known = set(record.get("known") or [])
-    chosen = set(record["levels"][-1]["ticket"]["tokens"]) if record.get("levels") else set()
-    rows = [(r, t["statistic"], t["token"], "known" if t["id"] in known else
-             "selected" if t["id"] in chosen else "other") for r, t in enumerate(record["top"][:SHOWN])]
-    return hv.Points(rows, ["rank", "KS statistic D"], ["token", "kind"]).opts(
+    return hv.Points(_token_rows(record), ["rank", "KS statistic D"], ["token", "kind"]).opts(
         color="kind", cmap={"known": "crimson", "selected": "navy", "other": "lightgray"}, size=6,
         tools=["hover"], title=title, legend_position="top_right", **COMMON)
+
+
+def _token_rows(record: dict) -> list[tuple]:
+    """[(rank, D, token, kind)] of the top SHOWN tokens: what `ks_tokens` draws."""
+    known = set(record.get("known") or [])
+    chosen = set(record["levels"][-1]["ticket"]["tokens"]) if record.get("levels") else set()
+    return [(r, float(t["statistic"]), t["token"], "known" if t["id"] in known else
+             "selected" if t["id"] in chosen else "other") for r, t in enumerate(record["top"][:SHOWN])]
+
+
+def ks_summary(record: dict) -> str:
+    """The line the tab prints above the plots: accuracies, and the tokens selected at the largest K."""
+    selected = record["levels"][-1]["ticket"]["tokens"] if record.get("levels") else []
+    by_id = {t["id"]: t["token"] for t in record["top"]}
+    names = ", ".join(by_id.get(i, str(i)) for i in selected[:40])
+    head = record.get("head_only_test_accuracy")  # records before the head-only reference lack it
+    return (f"Embedding fine-tune {record['embedding_test_accuracy']:.3f}"
+            + (f", head alone {head:.3f}" if head is not None else "") + f". Selected at the largest K: {names}")
+
+
+def ks_readable(record: dict) -> None:
+    """Raise (KeyError, TypeError, ...) if the tab cannot draw `record`: reads every field its plots and line
+    read, without drawing them (a HoloViews element per record made opening the tab slow with many runs)."""
+    _token_rows(record), _per_ranking(record), ks_summary(record), record["top"][0]["id"]  # (a ranking, not empty)
 
 
 def ks_curves(record: dict | None) -> hv.Layout | hv.Element:
@@ -168,8 +188,7 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
                 self._records[s["run_id"]] = analyses[RECORD]
             if analyses.get(LORA_RECORD):
                 lora[s["run_id"]] = analyses[LORA_RECORD]
-        self._records, bad_ks = readable(self._records, lambda r: (
-            ks_tokens(r), _per_ranking(r), r["top"][0]["id"], r["embedding_test_accuracy"]))
+        self._records, bad_ks = readable(self._records, ks_readable)
         lora, bad_lora = readable(lora, lambda r: lora_rows({"": r}))
         notes = (unreadable_note(RECORD, bad_ks), unreadable_note(LORA_RECORD, bad_lora))
         self.note.object = "  \n".join(n for n in notes if n)
@@ -193,16 +212,7 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
         self.tokens_pane.object = ks_tokens(record)
         self.precision_pane.object = ks_precision(record)
         self.recovery_pane.object = ks_recovery(record)
-        if record:
-            selected = record["levels"][-1]["ticket"]["tokens"] if record.get("levels") else []
-            by_id = {t["id"]: t["token"] for t in record["top"]}
-            names = ", ".join(by_id.get(i, str(i)) for i in selected[:40])
-            head = record.get("head_only_test_accuracy")  # records before the head-only reference lack it
-            self.text.object = (f"Embedding fine-tune {record['embedding_test_accuracy']:.3f}"
-                                + (f", head alone {head:.3f}" if head is not None else "")
-                                + f". Selected at the largest K: {names}")
-        else:
-            self.text.object = ""
+        self.text.object = ks_summary(record) if record else ""
 
     def __panel__(self):
         return pn.Column(

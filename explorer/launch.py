@@ -11,7 +11,6 @@ import panel as pn
 import param
 
 import engine
-from engine.config import method_option_fields
 from engine.settings import config_from_settings, read_by, run_settings
 
 from .forms import widget_for, widget_value
@@ -75,7 +74,8 @@ class LaunchPanel(pn.viewable.Viewer):
         # A method's own options (synflow's rounds, bayes-imp's samples...) are shown and sent only while that
         # method is chosen: another method's option changed on the form would still enter the config and change
         # the run id of a run that never reads it (`lottery run` refuses such a flag)
-        self._method_options = ["prune." + name for name in method_option_fields()]
+        # the same for a shared setting the method never reads (--levels with snip chosen: engine.settings.read_by)
+        self._method_options = [p for p in self.settings if p.startswith("prune.") and p != "prune.method"]
         self.widgets["prune.method"].param.watch(lambda e: self._show_method_options(), "value")
 
     # ------------------------------------------------------------ actions
@@ -149,8 +149,8 @@ class LaunchPanel(pn.viewable.Viewer):
             self._show_method_options()
 
     def _show_method_options(self) -> None:
-        if len(self.more):  # (before the card is first opened, its widgets are not made)
-            for path in self._method_options:
+        for path in self._method_options:  # (the card's widgets are made when it is first opened)
+            if path in PRIMARY or len(self.more):
                 self.widgets[path].visible = self._applies(path)
 
     def __panel__(self):
