@@ -120,7 +120,7 @@ def test_lota_tasks_analysis_is_stored_and_formatted(runs_dir, capsys, monkeypat
                  "--json"]) == 0
     out = capsys.readouterr()
     result = json.loads(out.out)
-    assert "lota-tasks: sequential tasks (0/3)" in out.err and "merging lota task vectors (2/3)" in out.err
+    assert "lota-tasks: task A: dense fine-tune (0/9)" in out.err and "merging lota task vectors (8/9)" in out.err
     assert (runs_dir / s["run_id"] / "analyses" / "lota-tasks.json").exists()
     assert result["sequential"]["lota"]["overlap"] == 0
     assert set(result["merge"]) == {"dense", "lota"}

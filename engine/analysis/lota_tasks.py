@@ -21,6 +21,9 @@ from ..store import RunStore
 from .common import AnalysisProgress, save_analysis
 
 
+STEPS = 9  # what run_lota_tasks reports progress over: 7 fine-tunes and 2 merges
+
+
 @dataclass(frozen=True)
 class LotaTasksOptions:
     other: str = option("pydoc-modules", "lota-tasks: task B, a text dataset other than the run's")
@@ -55,26 +58,36 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
                                 lota.encoder_state(model_a))  # the same base encoder, B's own head
     density, seed, train = config.prune.density, config.seed, config.train
 
-    def progress(i, what):
-        if on_event is not None:
-            on_event(AnalysisProgress(run_id, "lota-tasks", i, 3, what))
+    # nine steps, reported as each starts: the seven fine-tunes (each a full training, minutes on MiniLM) and the
+    # two merges; every fine-tune also stops at its next step on cancel
+    steps = [0]
+
+    def progress(what: str) -> None:
         if cancel is not None and cancel.is_set():
             from ..errors import RunCancelled
             raise RunCancelled("cancelled")
+        if on_event is not None:
+            on_event(AnalysisProgress(run_id, "lota-tasks", steps[0], STEPS, what))
+        steps[0] += 1
 
+    def step(phase: str):
+        return lambda what: progress(f"{phase}: {what}")
+
+    watch = {"seed": seed, "cancel": cancel}
     with torch.random.fork_rng(devices=[]):
-        progress(0, "sequential tasks")
         # task A's dense and LoTA fine-tunes (and task B's dense one, LoTA's calibration) are trained once and
         # shared by both experiments: the same seeded trainings, so the same numbers, in 7 trainings, not 11
-        dense_a = lota.fine_tune(model_a, data_a, train, None, seed=seed)
-        lota_a = lota.fine_tune(model_a, data_a, train, density, seed=seed, calibrated=dense_a.model)
-        sequential = lota.sequential(model_a, data_a, model_b, data_b, train, density, seed=seed, dense_a=dense_a,
-                                     lota_a=lota_a)
-        progress(1, "merging dense task vectors")
-        dense_b = lota.fine_tune(model_b, data_b, train, None, seed=seed)
+        dense_a = lota.fine_tune(model_a, data_a, train, None, on_training=step("task A"), **watch)
+        lota_a = lota.fine_tune(model_a, data_a, train, density, calibrated=dense_a.model, on_training=step("task A"),
+                                **watch)
+        sequential = lota.sequential(model_a, data_a, model_b, data_b, train, density, dense_a=dense_a, lota_a=lota_a,
+                                     on_training=step("sequential"), **watch)
+        dense_b = lota.fine_tune(model_b, data_b, train, None, on_training=step("task B alone"), **watch)
+        progress("merging dense task vectors")
         merge = {"dense": lota.merge(model_a, dense_a.model, data_a, dense_b.model, data_b)}
-        progress(2, "merging lota task vectors")
-        lota_b = lota.fine_tune(model_b, data_b, train, density, seed=seed, calibrated=dense_b.model)
+        lota_b = lota.fine_tune(model_b, data_b, train, density, calibrated=dense_b.model,
+                                on_training=step("task B alone"), **watch)
+        progress("merging lota task vectors")
         merge["lota"] = lota.merge(model_a, lota_a.model, data_a, lota_b.model, data_b)
     result = {"analysis": "lota-tasks", "run_id": run_id, "task_a": config.data.dataset, "task_b": options.other,
               "density": density, "seed": seed, "sequential": sequential, "merge": merge}

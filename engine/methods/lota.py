@@ -82,14 +82,15 @@ METHODS.register("lota", "lottery ticket adaptation: the top --density of |fine-
 
 
 # ---------------------------------------------------------------- two-task experiments
-def train_sparse(model: nn.Module, data, cfg, mask: M.Mask | None, *, seed: int) -> trainer.TrainResult:
-    """Fine-tune `model` in place: dense (mask None) or only `mask`'s entries (SparseAdaptation)."""
+def train_sparse(model: nn.Module, data, cfg, mask: M.Mask | None, *, seed: int, cancel=None) -> trainer.TrainResult:
+    """Fine-tune `model` in place: dense (mask None) or only `mask`'s entries (SparseAdaptation). `cancel` (a
+    threading.Event) stops it at its next step (RunCancelled)."""
     if mask is None:
-        return trainer.train(model, data, cfg, None, seed=seed)
+        return trainer.train(model, data, cfg, None, seed=seed, cancel=cancel)
     search = SparseAdaptation(mask)
     grad_mask = search.prepare(model)
     try:
-        return trainer.train(model, data, cfg, grad_mask, seed=seed)
+        return trainer.train(model, data, cfg, grad_mask, seed=seed, cancel=cancel)
     finally:
         search.finish(model)
 
@@ -118,45 +119,58 @@ class TaskResult:
     mask: M.Mask | None      # the sparse task vector's support (None: dense)
 
 
+def _no_report(what: str) -> None:
+    pass
+
+
 def fine_tune(model: nn.Module, data, cfg, density: float | None, *, seed: int, alive: M.Mask | None = None,
-              calibrated: nn.Module | None = None) -> TaskResult:
+              calibrated: nn.Module | None = None, cancel=None, on_training=_no_report) -> TaskResult:
     """Dense (`density` None) or LoTA fine-tuning of a copy of `model`. LoTA calibrates with a dense fine-tune
     (or reuses `calibrated`), keeps the top `density` of |delta| among `alive` (default: every prunable entry)
-    and trains only those from `model`'s weights."""
+    and trains only those from `model`'s weights. `on_training(what)` is called as each training starts (a long
+    experiment's progress); `cancel` stops the training under way at its next step."""
     if density is None:
         tuned = copy.deepcopy(model)
-        train_sparse(tuned, data, cfg, None, seed=seed)
+        on_training("dense fine-tune")
+        train_sparse(tuned, data, cfg, None, seed=seed, cancel=cancel)
         return TaskResult(tuned, None)
     if calibrated is None:
-        calibrated = fine_tune(model, data, cfg, None, seed=seed).model
+        calibrated = fine_tune(model, data, cfg, None, seed=seed, cancel=cancel,
+                               on_training=lambda what: on_training("LoTA calibration (dense fine-tune)")).model
     alive = alive if alive is not None else M.ones(model)
     mask = lota_mask(dict(model.named_parameters()), dict(calibrated.named_parameters()), alive, density)
     tuned = copy.deepcopy(model)
-    train_sparse(tuned, data, cfg, mask, seed=seed)
+    on_training("LoTA sparse fine-tune")
+    train_sparse(tuned, data, cfg, mask, seed=seed, cancel=cancel)
     return TaskResult(tuned, mask)
 
 
 def sequential(model_a: nn.Module, data_a, model_b: nn.Module, data_b, cfg, density: float, *, seed: int,
-               cfg_b=None, dense_a: TaskResult | None = None, lota_a: TaskResult | None = None) -> dict:
+               cfg_b=None, dense_a: TaskResult | None = None, lota_a: TaskResult | None = None, cancel=None,
+               on_training=_no_report) -> dict:
     """Task A then task B, LoTA (B on the complement of A's mask) vs dense fine-tuning; returns task A's test
     accuracy before and after B (forgetting = before - after) and B's. `model_a`/`model_b`: the base
     encoder with each task's head; `cfg_b`: task B's training (default `cfg`); `dense_a`/`lota_a`: task A's
-    dense and LoTA fine-tunes when the caller already has them (not modified), else trained here."""
+    dense and LoTA fine-tunes when the caller already has them (not modified), else trained here. `cancel`,
+    `on_training`: as `fine_tune`'s, for each of its trainings."""
     cfg_b = cfg if cfg_b is None else cfg_b
     out = {}
-    dense_a = dense_a if dense_a is not None else fine_tune(model_a, data_a, cfg, None, seed=seed)
+    on_a = lambda what: on_training(f"task A {what}")  # noqa: E731
+    dense_a = dense_a if dense_a is not None else fine_tune(model_a, data_a, cfg, None, seed=seed, cancel=cancel,
+                                                            on_training=on_a)
     for kind in ("dense", "lota"):
         if kind == "dense":
             a = dense_a
         else:
             a = lota_a if lota_a is not None else fine_tune(model_a, data_a, cfg, density, seed=seed,
-                                                            calibrated=dense_a.model)
+                                                            calibrated=dense_a.model, cancel=cancel, on_training=on_a)
         start_b = with_encoder(model_b, encoder_state(a.model))
+        on_b = lambda what, kind=kind: on_training(f"task B after A's {kind}: {what}")  # noqa: E731
         if kind == "dense":
-            b = fine_tune(start_b, data_b, cfg_b, None, seed=seed)
+            b = fine_tune(start_b, data_b, cfg_b, None, seed=seed, cancel=cancel, on_training=on_b)
         else:
             free = {n: ~m for n, m in a.mask.items()}  # task B may only use what task A left untouched
-            b = fine_tune(start_b, data_b, cfg_b, density, seed=seed, alive=free)
+            b = fine_tune(start_b, data_b, cfg_b, density, seed=seed, alive=free, cancel=cancel, on_training=on_b)
         a_after = with_encoder(a.model, encoder_state(b.model))
         before, after = accuracy(a.model, data_a.test), accuracy(a_after, data_a.test)
         out[kind] = {"a_before": before, "a_after": after, "forgetting": before - after,
