@@ -192,3 +192,25 @@ def test_lota_tasks_reports_each_fine_tune_and_cancels_inside_one(tmp_path):
         analyze("lota-tasks", runs, run_id, other="pydoc-modules", on_event=on_event, cancel=cancel)
     assert seen == [(0, 9, "task A: dense fine-tune"), (1, 9, "task A: LoTA sparse fine-tune")]
     assert "lota-tasks" not in engine.RunStore(runs, run_id).analyses()
+
+
+# ---------------------------------------------------------------- Bayesian noise: one stream per training
+def test_each_bayesian_training_draws_its_own_noise(tmp_path, monkeypatch):
+    """Reported as "Bayesian noise seeded per training from the run seed: every IMP level the same noise?". Not so:
+    the trainer seeds the noise from the training's seed, derive_seed(run seed, "train", variant, level), so no two
+    trainings of a run (levels, controls) share a stream, and a training repeated draws the same one. (Passed
+    before any change: it pins the property.)"""
+    from engine import bayes
+    from engine.seeding import derive_seed
+
+    seeds = []
+    real = bayes.seed_noise
+    monkeypatch.setattr(bayes, "seed_noise", lambda model, seed: (seeds.append(seed), real(model, seed))[1])
+    cfg = tiny(**{"model.bayesian": True, "model.mc_samples": 2, "model.model": "mlp", "model.hidden": (16,),
+                  "prune.method": "bayes-imp", "prune.levels": 2, "prune.controls": ("reinit",), "train.epochs": 1,
+                  "train.batched": "off"})
+    engine.run(cfg, runs_dir=tmp_path / "runs")
+    trainings = [s for s in seeds if s != bayes.PREDICT_SEED]  # (every evaluation draws from one fixed stream)
+    expected = {derive_seed(cfg.seed, "train", v, lv) for v, lv in [("ticket", 0), ("ticket", 1), ("ticket", 2),
+                                                                     ("reinit", 1), ("reinit", 2)]}
+    assert expected <= set(trainings) and len(set(trainings)) == len(trainings), trainings
