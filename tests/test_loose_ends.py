@@ -1,9 +1,10 @@
-"""Loose ends earlier rounds noticed and left: each test failed before its fix.
+"""Loose ends earlier rounds noticed and left: each test failed before its fix, but the two marked as pins.
 
 - barrier's default partner after `lottery analyze RUN sanity` on a run without controls of its own;
 - shared run settings a method never reads (CLI, app launch panel, notebook launcher);
 - the notebook launcher following a run whose store is damaged meanwhile;
 - the Embedding & adapter tickets tab checking its records;
+- lota-tasks progress per fine-tune; Bayesian noise per training (a pin: not a defect); partial-lora's budget line.
 """
 import json
 
@@ -74,7 +75,7 @@ def test_compare_refuses_a_shared_flag_none_of_its_methods_reads(tmp_path, capsy
 
 def test_runs_stored_with_an_unread_setting_keep_their_id_and_resume(tmp_path, capsys):
     """The rule is about what a person types: a stored config keeps every field, so a run stored before it (snip
-    with levels 3, through the Python API) keeps its id, and its config.json resumes it."""
+    with levels 3, through the Python API) keeps its id, and its config.json resumes it. (A pin.)"""
     runs = tmp_path / "runs"
     cfg = tiny(**{"prune.method": "snip", "prune.density": 0.5, "prune.levels": 3, "train.epochs": 1})
     assert cfg.run_id != cfg.replace(**{"prune.levels": 2}).run_id  # (stored configs are not rewritten)
@@ -214,3 +215,19 @@ def test_each_bayesian_training_draws_its_own_noise(tmp_path, monkeypatch):
     expected = {derive_seed(cfg.seed, "train", v, lv) for v, lv in [("ticket", 0), ("ticket", 1), ("ticket", 2),
                                                                      ("reinit", 1), ("reinit", 2)]}
     assert expected <= set(trainings) and len(set(trainings)) == len(trainings), trainings
+
+
+# ---------------------------------------------------------------- partial-lora: the budget in the unit asked
+def test_partial_lora_record_line_gives_a_model_budget_in_the_unit_asked():
+    """Under --lora-budget model (--density 0.02 of the prunable weights) the run's table shows the adapter mask's
+    density (0.046): the record's line now leads with the share asked and says which number the levels show."""
+    from engine.methods.partial_lora import format_record
+
+    record = {"rank": 8, "rule": "subspace-random", "budget": "model", "density": 0.02, "adapter_density": 328 / 7168,
+              "trainable": 328, "adapter_entries": 7168, "prunable_weights": 16384, "test_accuracy": 0.5,
+              "full_test_accuracy": 0.6, "dense_lora_test_accuracy": None, "layers": {}}
+    line = format_record("partial-lora", record).splitlines()[0]
+    assert "0.0200 of the 16384 prunable weights train (--lora-budget model, asked 0.02)" in line, line
+    assert "328 of 7168 adapter entries train (0.046, the levels' density)" in line
+    adapter = format_record("partial-lora", {**record, "budget": "adapter", "density": 0.046}).splitlines()[0]
+    assert "328 of 7168 adapter entries train (0.046; 0.0200 of the 16384 prunable weights)" in adapter

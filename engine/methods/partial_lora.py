@@ -403,9 +403,13 @@ def search_cost(summary: dict, level: dict, store) -> tuple[int, float]:
 
 
 def format_record(name: str, r: dict) -> str:
-    lines = [f"partial-lora: rank {r['rank']}, rule {r['rule']}, {r['trainable']} of {r['adapter_entries']} "
-             f"adapter entries train ({r['adapter_density']:.3f}; {r['trainable'] / r['prunable_weights']:.4f} of "
-             f"the {r['prunable_weights']} prunable weights)",
+    # the levels' density is the adapter mask's (kept of the adapter entries); under --lora-budget model the user
+    # asked a share of the prunable weights, which the line gives first, naming which is which
+    adapter = f"{r['trainable']} of {r['adapter_entries']} adapter entries train ({r['adapter_density']:.3f}"
+    model = f"{r['trainable'] / r['prunable_weights']:.4f} of the {r['prunable_weights']} prunable weights"
+    budget = (f"{model} train (--lora-budget model, asked {r['density']:g}): {adapter}, the levels' density)"
+              if r.get("budget") == "model" else f"{adapter}; {model})")
+    lines = [f"partial-lora: rank {r['rank']}, rule {r['rule']}, {budget}",
              f"test accuracy {r['test_accuracy']:.3f}; full fine-tune {r['full_test_accuracy']:.3f}"
              + (f"; dense LoRA (rank {r['rank']}, {r['dense_lora_trainable']} entries) "
                 f"{r['dense_lora_test_accuracy']:.3f}" if r.get("dense_lora_test_accuracy") is not None else "")]
