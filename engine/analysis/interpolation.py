@@ -169,7 +169,7 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
                      if d.name != "ticket" and run.store.level_record(d.name, level))
     own = [c for c in run.config.prune.controls if c in trained]  # the controls the run itself trains
     variants = own + [v for v in trained if v not in own]
-    if against is None:
+    if not against:  # (None, or an empty box)
         against = default_partner(run_id, level, own, variants)
     if against not in variants:
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
