@@ -22,7 +22,8 @@ import panel as pn
 from engine.errors import LotteryError
 from engine.store import RunStore, list_runs
 
-from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, unreadable_note
+from explorer.plots import (COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, side_by_side,
+                            unreadable_note)
 
 METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
 DETERMINISTIC = "deterministic ticket"
@@ -200,7 +201,7 @@ class BayesPanel(pn.viewable.Viewer):
                     self._sigma[key] = (m[layer].numpy().astype(np.uint8) if layer in m else None,
                                         sigma_of(self.runs_dir, run_id, level, layer) if u.get("bayesian") else None)
                 except (OSError, LotteryError) as e:  # deleted or damaged since the tab listed it: not cached
-                    problem = f"level {level} of {run_id} could not be read: " + (
+                    problem = f"level {level} could not be read ({run_id}): " + (
                         str(e) if isinstance(e, LotteryError) else "its files are gone (deleted?)")
             if not problem:
                 mask, sigma = self._sigma[key]
@@ -218,5 +219,5 @@ class BayesPanel(pn.viewable.Viewer):
                              "beside the deterministic ticket of the same density (`lottery run --method bayes-imp "
                              "--bayesian`).", sizing_mode="stretch_width"), self.note,
             self.metric, self.panes["metric"], pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width"),
-            self.panes["reliability"], pn.Row(self.panes["mask"], self.panes["sigma"], sizing_mode="stretch_width"),
+            self.panes["reliability"], side_by_side(self.panes["mask"], self.panes["sigma"]),
             sizing_mode="stretch_width")

@@ -16,7 +16,7 @@ from engine.compare import CompareOptions, compare, format_table
 
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, side_by_side
 
 
 def _frame(result: dict | None) -> pd.DataFrame:
@@ -67,7 +67,7 @@ class LeaderboardPanel(pn.viewable.Viewer):
         self.form = OptionsForm(CompareOptions, densities={"width": 160}, seeds={"width": 90})
         self.methods, self.densities, self.seeds = self.form["methods"], self.form["densities"], self.form["seeds"]
         self.button = pn.widgets.Button(label="Compare", color="primary", width=110)
-        self.stop_button = pn.widgets.Button(label="Cancel", width=90)
+        self.stop_button = pn.widgets.Button(label="Cancel", width=90, disabled=True)  # enabled while comparing
         self.button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.status = pn.pane.Markdown("", css_classes=["leaderboard-status"], sizing_mode="stretch_width")
@@ -95,7 +95,9 @@ class LeaderboardPanel(pn.viewable.Viewer):
             self.status.object = f"**{e}**"
             return
         methods, densities = list(opts.methods), list(opts.densities)
-        self.status.object = f"comparing {', '.join(methods)} at {densities} ({opts.seeds} seed(s))..."
+        self.status.object = (f"comparing {', '.join(methods)} at {densities} ({opts.seeds} seed(s)) on "
+                              f"{base.model.model} / {base.data.dataset}, {base.train.epochs} epochs...")
+        self.stop_button.disabled = False
         self._trainings = 0
         self.dashboard = ""  # the Dask dashboard's link, when the sweep runs on Dask
         self.job = Job(lambda job: compare(base, methods, densities, opts.seeds, runs_dir=self.runs_dir,
@@ -125,6 +127,7 @@ class LeaderboardPanel(pn.viewable.Viewer):
         if not finished:
             return False
         job, self.job = self.job, None
+        self.stop_button.disabled = True
         if job.error is not None:
             self.status.object = f"compare failed: {error_message(job.error)}"
             return True
@@ -139,8 +142,13 @@ class LeaderboardPanel(pn.viewable.Viewer):
         return True
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.methods, self.densities, self.seeds, self.button, self.stop_button,
-                                sizing_mode="stretch_width"),
+        # a FlexBox: in a Row, the fixed widths beside it squeezed the methods box to ~30 px on a 1000 px page
+        self.methods.styles = {**self.methods.styles, "flex": "1 1 320px"}
+        return pn.Column(pn.FlexBox(self.methods, self.densities, self.seeds, self.button, self.stop_button,
+                                    align_items="flex-start", sizing_mode="stretch_width"),
+                         pn.pane.HTML("Each method trains the launch panel's model and data set with its training "
+                                      "settings (epochs, optimizer, ...); runs already stored are reused.",
+                                      sizing_mode="stretch_width"),
                          pn.Row(self.form["executor"], self.form["workers"], self.form["scheduler"]),
-                         self.status, pn.Row(self.accuracy, self.cost, sizing_mode="stretch_width"), self.table,
+                         self.status, side_by_side(self.accuracy, self.cost), self.table,
                          sizing_mode="stretch_width")

@@ -5,15 +5,18 @@ Accuracy and early-stopping plots put density on a log axis that runs from dense
 """
 from __future__ import annotations
 
+import functools
 import html
+import os
 import textwrap
 
 import holoviews as hv
 import numpy as np
 import pandas as pd
+import panel as pn
 
 from .offline import load_bokeh
-from .tables import layer_rows, level_rows, seed_bands
+from .tables import layer_rows, level_rows, seed_bands, short_names
 
 load_bokeh()  # in a notebook: inline resources, so the plots render offline
 
@@ -23,11 +26,27 @@ VARIANT_COLOR = {"ticket": "#1f77b4", "reinit": "#d62728", "random": "#2ca02c", 
 COMMON = dict(responsive=True, height=320, show_grid=True)
 
 
+EMPTY_CHARS = 50  # a line of an empty plot's message (10pt): fits a plot MIN_PLOT_PX wide
+
+
 def _empty(title: str, message: str) -> hv.Overlay:
-    """A plot with no data: `message` in its middle, wrapped so that it fits a half-width pane."""
-    message = "\n".join(textwrap.wrap(message, 60))
-    return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="11pt")]).opts(
+    """A plot with no data: `message` in its middle, wrapped so that it fits a plot beside another (at 60
+    characters of 11pt a line, messages ran out of both sides of the Stability and Analyses tabs' plots)."""
+    message = "\n".join(textwrap.wrap(message, EMPTY_CHARS))
+    return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="10pt")]).opts(
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
+
+
+MIN_PLOT_PX = 400  # a plot beside another gets at least this, else goes under it
+
+
+def side_by_side(*panes) -> pn.FlexBox:
+    """Plot panes beside each other while each gets MIN_PLOT_PX, else one under the other. In a pn.Row, a
+    1000 px wide page squeezed two plots into ~230 px each: their titles and messages were cut off."""
+    for pane in panes:
+        pane.min_width = MIN_PLOT_PX
+        pane.styles = {**pane.styles, "flex": f"1 1 {MIN_PLOT_PX}px"}
+    return pn.FlexBox(*panes, flex_wrap="wrap", sizing_mode="stretch_width")
 
 
 def as_typed(message) -> str:
@@ -54,14 +73,30 @@ def unreadable_note(name: str, keys: list[str]) -> str:
     return f"Left out, not of the shape this version reads ({name}: compute again): {', '.join(keys)}" if keys else ""
 
 
+BARS_LAYERS = 8  # more layers than this: density as a level x layer heat map (bars were unreadable)
+
+
 def density_bars(summary: dict | None) -> hv.Element:
-    """Per-layer density for every level of one run."""
+    """Per-layer density for every level of one run: grouped bars for a small net; for a deep one (a
+    transformer's dozens of layers, long names) a heat map, levels across, layers down (as bars, their names
+    took the plot's whole height and the bars a strip of it)."""
     title = "Per-layer density by level"
     if not summary:
         return _empty(title, "select or launch a run")
     df = layer_rows(summary)
     if df.empty:
         return _empty(title, "no level finished yet")
+    layers = list(dict.fromkeys(df["layer"]))
+    if len(layers) > BARS_LAYERS:
+        # the layers' shared dotted prefix ("bert.encoder.") goes to the axis label: the names keep what differs
+        prefix = os.path.commonprefix(layers).rpartition(".")[0]
+        cut = len(prefix) + 1 if prefix else 0
+        df = df.assign(level=df["level"].astype(int), layer=df["layer"].str[cut:])
+        levels = sorted(set(df["level"]))
+        return hv.HeatMap(df, kdims=["level", "layer"], vdims=["density"]).opts(
+            title=f"{title} ({len(layers)} layers)", cmap="Blues", clim=(0, 1), colorbar=True, tools=["hover"],
+            xticks=[(v, str(v)) for v in levels], xlabel="level", ylabel=f"{prefix}." if prefix else "layer",
+            invert_yaxis=True, responsive=True, height=max(320, 18 * len(layers) + 110))
     return hv.Bars(df, kdims=["level", "layer"], vdims=["density"]).opts(
         title=title, ylim=(0, 1.02), tools=["hover"], xlabel="level (layer)", ylabel="density (fraction kept)", multi_level=True,
         xrotation=90, **COMMON)
@@ -80,44 +115,91 @@ def mask_heatmap(mask: np.ndarray | None, layer: str = "", level: int = 0) -> hv
         responsive=True, height=320, tools=["hover"])
 
 
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]  # one colour per run where several are drawn (the variant: its line's dash)
+LEGEND_ROW_PX = 21  # the height a legend row below a plot takes
+LEGEND_CHARS = 100  # a legend entry's characters at most (about a plot's width on a 1000 px page)
+
+
 def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, percent: bool) -> hv.Element:
+    """Mean `value` (and its spread over seeds) vs density for every run and variant.
+
+    HoloViews takes ~50-100 ms per element it draws (two or three per curve here): a store of a dozen runs
+    took 5-8 s per redraw of this plot. So the curves are drawn straight into the Bokeh figure by a hook
+    (`_draw_series`, a few ms each); the HoloViews overlay of one empty element only carries the axes, so the
+    plot still displays in a notebook and in a Panel pane like the others."""
     levels = level_rows(summaries)
     if levels.empty:
         return _empty(title, "no runs yet: launch one")
     bands = seed_bands(levels, value)
-    n_experiments = bands["experiment"].nunique()
+    names = short_names(summaries)
+    one = bands["experiment"].nunique() == 1  # one run (or its seeds): the run in the title, variants in the legend
     scale = 100.0 if percent else 1.0
-    elements = []
-    for (exp, variant), g in bands.groupby(["experiment", "variant"], sort=False):
+    series = []
+    run_color = {exp: PALETTE[i % len(PALETTE)] for i, exp in enumerate(bands["experiment"].unique())}
+    order = {"dense": 0, "ticket": 1}  # per run: the dense net, its ticket, then the controls
+    groups = sorted(bands.groupby(["experiment", "variant"], sort=False),
+                    key=lambda item: (list(run_color).index(item[0][0]), order.get(item[0][1], 2)))
+    for (exp, variant), g in groups:
         g = g.sort_values("density", ascending=False)
-        label = f"{variant} · {exp}"
-        if variant == "dense":
-            y = float(g["mean"].iloc[0]) * scale
-            elements.append(hv.HLine(y).opts(color="gray", line_dash="dashed", line_width=1))
-            elements.append(hv.Scatter([(1.0, y)], "density", ylabel, label=label).opts(
-                color="black", marker="square", size=8, tools=["hover"]))
-            continue
-        data = pd.DataFrame({"density": g["density"], ylabel: g["mean"] * scale, "std": g["std"] * scale,
-                             "seeds": g["seeds"], "level": g["level"]})
-        color = VARIANT_COLOR.get(variant, "gray") if n_experiments == 1 else None  # many runs: colour by run
-        colored = {"color": color} if color else {}
-        if (g["seeds"] > 1).any():
-            elements.append(hv.Spread(data, kdims=["density"], vdims=[ylabel, "std"], label=label).opts(
-                alpha=0.2, **colored))
-        style = VARIANT_STYLE.get(variant, "dashdot")
-        elements.append(hv.Curve(data, kdims=["density"], vdims=[ylabel, "seeds", "level"], label=label).opts(
-            line_dash=style, line_width=2, tools=["hover"], **colored))
-        elements.append(hv.Scatter(data, kdims=["density"], vdims=[ylabel, "seeds", "level"], label=label).opts(
-            size=6, tools=["hover"], **colored))
+        label = variant if one else f"{variant} · {names[exp]}"
+        series.append({"label": label, "variant": variant, "band": bool((g["seeds"] > 1).any()),
+                       "color": VARIANT_COLOR.get(variant, "gray") if one else run_color[exp],
+                       "data": {"density": g["density"].tolist(), "y": (g["mean"] * scale).tolist(),
+                                "lo": ((g["mean"] - g["std"]) * scale).tolist(),
+                                "hi": ((g["mean"] + g["std"]) * scale).tolist(),
+                                "level": g["level"].tolist(), "seeds": g["seeds"].tolist(),
+                                "label": [label] * len(g)}})
     # Explicit limits: a log axis whose range is re-derived on live updates can collapse to a point.
     lo, hi = float(bands["density"].min()), 1.0
     ys = pd.concat([bands["lo"], bands["hi"]]) * scale
     pad = max(float(ys.max() - ys.min()) * 0.08, abs(float(ys.mean())) * 0.02, 1e-3)
-    return hv.Overlay(elements).opts(
-        title=title, logx=True, invert_xaxis=True, xlim=(lo / 1.25, hi * 1.1),
-        ylim=(float(ys.min()) - pad, float(ys.max()) + pad), framewise=True,
-        xlabel="density (fraction of weights kept, log)", ylabel=ylabel, legend_position="bottom_left",
-        legend_limit=200, **COMMON)
+    # one run: its few entries inside the plot; several: below it, one row each (inside, a legend of a few runs
+    # covered the curves and cut off the entries past the plot's height), the plot taller by as much
+    height = COMMON["height"] + (0 if one else LEGEND_ROW_PX * len(series))
+    return hv.Overlay([hv.Scatter([], "density", ylabel)]).opts(
+        title=f"{title}: {names[bands['experiment'].iloc[0]]}" if one else title, logx=True, invert_xaxis=True,
+        xlim=(lo / 1.25, hi * 1.1), ylim=(float(ys.min()) - pad, float(ys.max()) + pad),
+        xlabel="density (fraction of weights kept, log)", ylabel=ylabel,
+        hooks=[functools.partial(_draw_series, series, ylabel, not one)], **{**COMMON, "height": height})
+
+
+def _draw_series(series: list[dict], ylabel: str, legend_below: bool, plot, element) -> None:
+    """(HoloViews hook) Each series as a Bokeh line (dashed for controls) with markers, its seed band, the dense
+    net as a square at density 1 and a grey line; one hover over the markers; a legend that hides on click."""
+    from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Span
+
+    fig = plot.state
+    if "series-drawn" in fig.tags:  # (a hook runs again on an update of the same plot)
+        return
+    fig.tags = [*fig.tags, "series-drawn"]
+    items, markers = [], []
+    for s in series:
+        source = ColumnDataSource(s["data"])
+        drawn = []
+        if s["variant"] == "dense":
+            fig.add_layout(Span(location=s["data"]["y"][0], dimension="width", line_color="gray",
+                                line_dash="dashed", line_width=1))
+        else:
+            if s["band"]:
+                drawn.append(fig.varea("density", "lo", "hi", source=source, fill_color=s["color"], fill_alpha=0.2))
+            drawn.append(fig.line("density", "y", source=source, color=s["color"], line_width=2,
+                                  line_dash=VARIANT_STYLE.get(s["variant"], "dashdot")))
+        dense = s["variant"] == "dense"
+        markers.append(fig.scatter("density", "y", source=source, color=s["color"], size=8 if dense else 6,
+                                   marker="square" if dense else "circle"))
+        items.append(LegendItem(label=textwrap.shorten(s["label"], LEGEND_CHARS, placeholder=" …"),
+                                renderers=[*drawn, markers[-1]]))  # (the hover has it whole)
+    fig.add_tools(HoverTool(renderers=markers, tooltips=[("", "@label"), ("density", "@density{0.00%}"),
+                                                         (ylabel, "@y{0.00}"), ("level", "@level"),
+                                                         ("seeds", "@seeds")]))
+    legend = Legend(items=items, click_policy="hide", label_text_font_size="9pt", spacing=0, padding=4)
+    if legend_below:
+        legend.location = "top_left"  # centred, a legend wider than the plot lost its entries' start
+        fig.add_layout(legend, "below")
+    else:
+        legend.location = "bottom_left"
+        fig.add_layout(legend)
 
 
 def accuracy_vs_density(summaries: list[dict]) -> hv.Element:

@@ -15,13 +15,54 @@ LEVEL_COLUMNS = ["run_id", "experiment", "seed", "variant", "level", "density", 
 
 def experiment_of(summary: dict) -> str:
     """A readable label shared by runs that differ only in seed: 'imp lenet300 digits (epochs=20, levels=3)'."""
-    cfg = {g: dict(v) if isinstance(v, dict) else v for g, v in (summary.get("config") or {}).items()}
-    cfg.pop("seed", None)
-    pairs = [f"{k}={_short(v)}" for g in sorted(cfg) for k, v in sorted(
-        cfg[g].items() if isinstance(cfg[g], dict) else [(g, cfg[g])])
-        if k not in ("method", "model", "dataset")]
-    head = f"{summary.get('method')} {summary.get('model')} {summary.get('dataset')}"
-    return head + (f" ({', '.join(pairs)})" if pairs else "")
+    pairs = [f"{k}={_short(v)}" for k, v in _settings(summary).items()]
+    return _head(summary) + (f" ({', '.join(pairs)})" if pairs else "")
+
+
+def _head(summary: dict) -> str:
+    return f"{summary.get('method')} {summary.get('model')} {summary.get('dataset')}"
+
+
+def _settings(summary: dict) -> dict:
+    """{field: value} of the settings the run changed from the defaults (its stored config), seed and the head's
+    method, model and data set left out; sorted by group, then field."""
+    cfg = summary.get("config") or {}
+    return {k: v for g in sorted(cfg) for k, v in sorted(cfg[g].items() if isinstance(cfg[g], dict) else [(g, cfg[g])])
+            if k not in ("seed", "method", "model", "dataset")}
+
+
+def short_names(summaries: list[dict]) -> dict[str, str]:
+    """{experiment: a short name for a legend}: method, model and data set, and the settings in which the
+    experiment differs from most runs of those three ('imp lenet300 digits (rewind=lr)' for one of three runs
+    of a preset that differ only in their rewind point). The full names (every setting changed from the
+    defaults) ran to ~100 characters: a legend of a few runs covered the plot. Two different experiments never
+    get one name: where they differ, at least one of them is not the common value, so it names that setting."""
+    from collections import Counter
+
+    from engine import RunConfig
+
+    default = {k: v for g, d in RunConfig().to_dict().items() for k, v in (d.items() if isinstance(d, dict) else [(g, d)])}
+    groups: dict[str, dict[str, dict]] = {}  # head -> {experiment: its settings}
+    for s in summaries:
+        groups.setdefault(_head(s), {})[experiment_of(s)] = _settings(s)
+    names = {}
+    for head, experiments in groups.items():
+        keys = sorted({k for pairs in experiments.values() for k in pairs})
+        value = {k: [_short(pairs.get(k, default.get(k))) for pairs in experiments.values()] for k in keys}
+        # per setting, the value most of these runs have (the default where it is among the most common); none
+        # where every run has its own (three runs of init, iter:1 and lr rewinding each name theirs)
+        common = {}
+        for k, values in value.items():
+            counts = Counter(values)
+            top = max(counts.values())
+            common[k] = None if top == 1 < len(values) else _short(default.get(k)) \
+                if counts.get(_short(default.get(k))) == top else counts.most_common(1)[0][0]
+        for i, experiment in enumerate(experiments):
+            # the rarest values first: what sets this run apart stays in view when a long name is cut short
+            differ = sorted((k for k in keys if value[k][i] != common[k]), key=lambda k: value[k].count(value[k][i]))
+            shown = ", ".join(f"{k}={value[k][i]}" for k in differ)
+            names[experiment] = head + (f" ({shown})" if shown else "")
+    return names
 
 
 def _short(v) -> str:

@@ -32,7 +32,7 @@ class RunChoice:
         self.layer = pn.widgets.Select(label="layer", options=[], width=220)
         self._quiet = False  # while the run's levels and layers are set: one on_change, not three
         self.run.param.watch(lambda e: self._on_run(), "value")
-        self.level.param.watch(lambda e: self._changed(), "value")
+        self.level.param.watch(lambda e: self._on_level(), "value")
         self.layer.param.watch(lambda e: self._changed(), "value")
 
     @property
@@ -54,11 +54,12 @@ class RunChoice:
         else:
             self._on_run()  # the same run may have new levels
 
-    def _on_run(self) -> None:
+    def _rows(self) -> list[dict]:
         summary = self.summary()
-        rows = ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
-        levels = [r["level"] for r in rows]
-        layers = list(rows[0]["layers"]) if rows else []
+        return ([summary["dense"]] if summary and summary.get("dense") else []) + (summary or {}).get("levels", [])
+
+    def _on_run(self) -> None:
+        levels = [r["level"] for r in self._rows()]
         old = self.level.options
         following = not old or self.level.value == old[-1]  # on the newest level: stay on the newest
         self._quiet = True
@@ -66,12 +67,29 @@ class RunChoice:
             self.level.options = levels
             if levels and (following or self.level.value not in levels):
                 self.level.value = levels[-1]
-            self.layer.options = layers
-            if layers and self.layer.value not in layers:
-                self.layer.value = layers[0]
+            self._offer_layers()
         finally:
             self._quiet = False
         self.on_change()
+
+    def _on_level(self) -> None:
+        if self._quiet:
+            return
+        self._quiet = True
+        try:
+            self._offer_layers()
+        finally:
+            self._quiet = False
+        self.on_change()
+
+    def _offer_layers(self) -> None:
+        """The chosen level's layers: they can differ between levels (a partial-lora run's dense net has its
+        base weights, its tickets their adapters; offered the dense net's, the Masks tab drew nothing)."""
+        row = next((r for r in self._rows() if r["level"] == self.level.value), None)
+        layers = list(row["layers"]) if row else []
+        self.layer.options = layers
+        if layers and self.layer.value not in layers:
+            self.layer.value = layers[0]
 
     def _changed(self) -> None:
         if not self._quiet:
@@ -110,6 +128,9 @@ class LiveView(pn.viewable.Viewer):
         self._sent_at = time.monotonic()
         if training != self._training or len(s.curve) < self._sent:  # a new training: its points only
             self.source.data = _columns(s.curve)
+            for fig, what in ((self.live.object, "accuracy"), (self.loss.object, "loss")):
+                # which training the curves are of: after a run, its last (a control), not the ticket
+                fig.title.text = f"Live training: {what}" + (f" (level {s.level} {s.variant})" if s.variant else "")
         else:
             self.source.stream(_columns(s.curve[self._sent:]))
         self._training, self._sent = training, len(s.curve)
@@ -145,6 +166,9 @@ def accuracy_figure(source: ColumnDataSource):
     val = fig.line("iteration", "val_accuracy", source=source, line_width=2, legend_label="val accuracy")
     fig.line("iteration", "test_accuracy", source=source, line_dash="dotted", color="#ff7f0e",
              legend_label="test accuracy")
+    # markers: a training evaluated once (one epoch, a short control) is one point, which a line does not draw
+    fig.scatter("iteration", "val_accuracy", source=source, size=4, legend_label="val accuracy")
+    fig.scatter("iteration", "test_accuracy", source=source, size=4, color="#ff7f0e", legend_label="test accuracy")
     fig.add_tools(HoverTool(renderers=[val], tooltips=[("iteration", "@iteration"), ("val", "@val_accuracy{0.000}"),
                                                        ("test", "@test_accuracy{0.000}")]))
     fig.legend.location = "bottom_right"
@@ -155,6 +179,7 @@ def loss_figure(source: ColumnDataSource):
     """Mean training loss between evaluations of the training in progress."""
     fig = _live_figure("Live training: loss", "training loss", "loss-plot")
     line = fig.line("iteration", "train_loss", source=source, color="firebrick", line_width=2)
+    fig.scatter("iteration", "train_loss", source=source, color="firebrick", size=4)
     fig.add_tools(HoverTool(renderers=[line], tooltips=[("iteration", "@iteration"), ("loss", "@train_loss{0.0000}")]))
     return fig
 
