@@ -265,6 +265,10 @@ def cmd_compare(args) -> int:
 
     opts = options_from_flags(CompareOptions, args)
     base = values_from_args(args, run_settings())
+    for path, instead in COMPARE_SETS.items():  # compare sets these per run: a typed one would be ignored
+        if path in base:
+            raise ConfigError("--" + path.removeprefix("prune."), base[path],
+                              f"lottery compare sets it for each run from {instead}: leave it out")
     _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}")
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
@@ -278,6 +282,10 @@ def cmd_compare(args) -> int:
         return 130
     print(json_text(result) if args.json else format_table(result))
     return 0 if result["status"] == "completed" else 130
+
+
+# Run settings `lottery compare` sets for each run itself, and the flag of its own that does so.
+COMPARE_SETS = {"prune.method": "--methods", "prune.density": "--densities", "seed": "--seeds"}
 
 
 def cmd_show(args) -> int:
@@ -424,45 +432,51 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     add_flags(r, run_settings())
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("list", help="list stored runs")
+    run_id_help = "a run id as `lottery list` prints it"
+    ls = sub.add_parser("list", help="list stored runs, newest first (their ids, status, last level)")
     common(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the list as JSON on stdout")
     ls.set_defaults(func=cmd_list)
 
-    sh = sub.add_parser("show", help="show a run's summary")
+    sh = sub.add_parser("show", help="show a run's summary: its levels, controls and stored analyses")
     common(sh)
-    sh.add_argument("run_id", metavar="RUN_ID")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
+    sh.add_argument("--json", action="store_true", help="print the summary and its analyses as JSON on stdout")
     sh.set_defaults(func=cmd_show)
 
     cp = sub.add_parser("compare", help="leaderboard: several methods at the same densities and budget")
     common(cp)
     from .compare import CompareOptions
 
-    cp.add_argument("--json", action="store_true")
-    cp.add_argument("--quiet", action="store_true")
+    cp.add_argument("--json", action="store_true", help="print the leaderboard as JSON on stdout")
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_flags(cp, settings_of(CompareOptions))
-    add_flags(cp, run_settings())
+    add_flags(cp, [s for s in run_settings() if s.path not in COMPARE_SETS])
+    for s in run_settings():  # taken only to be refused with a pointer to compare's own flag (cmd_compare)
+        if s.path in COMPARE_SETS:
+            cp.add_argument(s.flag, dest=s.path, default=None, help=argparse.SUPPRESS)
     cp.set_defaults(func=cmd_compare)
 
     from .analysis import computable
     from .registry import ANALYSES
 
-    an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(computable()))
-    an.add_argument("run_id", metavar="RUN_ID")
+    an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(computable()),
+                        description="Compute an analysis of a stored run and store it with the run (`lottery show` "
+                        "prints it). Its flags: lottery analyze RUN_ID ANALYSIS --help")
+    an.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
     kinds = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
     for name in computable():  # one sub-command per registered analysis, its flags from its options
         help_text = ANALYSES.describe()[name]
         one = kinds.add_parser(name, help=help_text, description=help_text)
         common(one)
-        one.add_argument("--json", action="store_true")
+        one.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
         if ANALYSES.get(name, "analysis").options is not None:
             add_flags(one, settings_of(ANALYSES.get(name, "analysis").options))
         one.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="write a ticket as a plain safetensors state_dict plus masks")
     common(ex)
-    ex.add_argument("run_id", metavar="RUN_ID")
+    ex.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
     ex.add_argument("--level", type=int, default=None, help="level to export (default: the last)")
     ex.add_argument("--out", required=True, help="output .safetensors file")
     ex.set_defaults(func=cmd_export)
@@ -471,7 +485,7 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
 
     pr = sub.add_parser("probe", help="inference latency of dense vs masked vs CSR vs channel vs 2:4 weights")
     common(pr)
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print the measurements as JSON on stdout")
     add_flags(pr, settings_of(ProbeOptions))
     pr.set_defaults(func=cmd_probe)
     for module in COMMAND_MODULES:

@@ -85,6 +85,8 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
                 plan.append((method, densities, _config(base, method, seed, None, levels)))
             else:
                 plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
+    if not scheduler:  # (a real cluster's client may not hold the data its workers read)
+        _check_before_training([c for _, _, c in plan])
     if executor == "local" and seeds > 1 and plan[0][2].train.batched == "auto":
         summaries = _cells_side_by_side(plan, runs_dir, on_event, cancel)
     else:
@@ -116,6 +118,24 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
     first = _config(base, methods[0], 0, None, None)
     return {"status": "completed", "model": first.model.model, "dataset": first.data.dataset, "seeds": seeds,
             "densities": densities, "methods": methods, "rows": rows}
+
+
+def _check_before_training(configs: list[RunConfig]) -> None:
+    """What each run would check only once its turn came (the method's own requirements, MethodSpec.check: cs
+    needs 2 epochs, lota --weight-decay 0; the model's, structured.check_model), for every planned run before any
+    trains: a sweep must not stop at its fifth method with four trained. The runs share their data and model
+    settings, so one data set and one model serve every check."""
+    from . import data as data_mod
+    from . import models, structured
+
+    first = configs[0]
+    dataset = data_mod.load(first.data, "cpu")
+    model = models.build(first.model, dataset.input_shape, dataset.num_classes, first.seed)
+    for config in configs:
+        structured.check_model(config.prune, model)
+        check = METHODS.get(config.prune.method, "methods").check
+        if check is not None:
+            check(config, model)
 
 
 def _cells_side_by_side(plan: list, runs_dir, on_event, cancel) -> list[dict]:

@@ -146,7 +146,7 @@ def add_flags(parser: argparse.ArgumentParser, settings: list[Setting]) -> None:
     typed and the dataclass's own default applies otherwise."""
     for s in settings:
         help_text = s.help + (f" {{{', '.join(s.choices)}}}" if s.choices else "")
-        if s.default is not None:  # a None default is "not set": its help says what happens then
+        if s.default is not None and s.format(s.default) != "":  # None or "": "not set", its help says what then
             help_text += f" (default: {s.format(s.default)})"
         help_text = help_text.replace("%", "%%")
         if s.type is bool:

@@ -1,0 +1,150 @@
+"""A new user's walk through README.md: every `lottery ...` command the README shows parses and its settings are
+valid, every flag its CLI section names exists, and what a newcomer mistypes on the way (`compare --method`, a
+`compare` that fails at its fifth method after training four) is refused up front in one line."""
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _parser():
+    from engine.cli import build_parser
+    from explorer.cli import add_commands
+
+    return build_parser(add_commands)
+
+
+def _commands(parser) -> dict:
+    """{name: sub-parser} of a parser's sub-commands (lottery's commands, or analyze's analyses)."""
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _code_lines() -> list[str]:
+    """The `lottery ...` lines of the README's code blocks, continuation lines joined, comments dropped."""
+    lines = []
+    for block in re.findall(r"```\w*\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("lottery "):
+                lines.append(line)
+    return lines
+
+
+def _synopsis(line: str) -> bool:
+    return any(c in line for c in "[{|") or "..." in line
+
+
+def _concrete(line: str) -> list[str]:
+    """The command's arguments with the README's placeholders filled in."""
+    words = shlex.split(line)[1:]
+    return [{"RUN_ID": "imp-lenet300-digits-0123456789", "LOTA_RUN_ID": "lota-minilm-x", "ZOO_ID": "zoo-x",
+             "runs/RUN_ID": "runs/imp-lenet300-digits-0123456789"}.get(w, w) for w in words]
+
+
+def test_the_readme_shows_commands_to_check():
+    lines = _code_lines()
+    assert sum(not _synopsis(x) for x in lines) >= 12 and sum(_synopsis(x) for x in lines) >= 10, lines
+
+
+@pytest.mark.parametrize("line", [x for x in _code_lines() if not _synopsis(x)])
+def test_every_command_the_readme_shows_parses_and_its_settings_are_valid(line):
+    """Parsing is not running: a README command that trains MiniLM for minutes is checked in milliseconds. For `run`
+    and `compare` the settings are validated too (ranges, choices, another method's flag), as before training."""
+    from engine.cli import options_from_flags, run_config
+    from engine.compare import CompareOptions
+
+    args = _parser().parse_args(_concrete(line))
+    if args.command == "run":
+        run_config(args)
+    elif args.command == "compare":
+        options_from_flags(CompareOptions, args)
+
+
+def test_every_flag_of_the_synopsis_exists_on_its_command():
+    parser = _parser()
+    commands = _commands(parser)
+    for line in filter(_synopsis, _code_lines()):
+        words = line.split()
+        if words[1].startswith("--"):
+            continue  # `lottery --debug ...`
+        sub = commands[words[1]]
+        flags = set(sub._option_string_actions)
+        if words[1] == "analyze":  # its flags live on each analysis
+            flags = {f for one in _commands(sub).values() for f in one._option_string_actions}
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+            assert flag in flags, (flag, line)
+
+
+def test_every_flag_of_the_cli_table_is_a_flag_of_lottery_run():
+    table = README.split("| group | flags |")[1].split("\n\n")[0]
+    run = _commands(_parser())["run"]
+    flags = re.findall(r"`(--[a-z][a-z0-9-]*)", table)
+    assert len(flags) > 50
+    missing = [f for f in flags if f not in run._option_string_actions]
+    assert not missing, missing
+
+
+def test_every_choice_of_the_cli_table_is_allowed():
+    """The table lists the allowed values of --method, --model, --dataset, ...: each must be one the flag takes, and
+    each registered method, model and dataset must be in it."""
+    from engine.registry import DATASETS, METHODS, MODELS
+
+    table = README.split("| group | flags |")[1].split("\n\n")[0]
+    row = {m.group(1): m.group(2) for m in re.finditer(r"`--([a-z-]+)` \(([^)]*)\)", table)}
+    listed = {flag: set(re.findall(r"`([a-z0-9:_.-]+)`", text)) for flag, text in row.items()}
+    assert set(METHODS.names()) == listed["method"]
+    assert set(MODELS.names()) <= listed["model"]
+    assert set(DATASETS.names()) <= listed["dataset"], set(DATASETS.names()) - listed["dataset"]
+
+
+@pytest.mark.parametrize("flag, value, instead", [("--method", "snip", "--methods"), ("--density", "0.3", "--densities"),
+                                                  ("--seed", "4", "--seeds")])
+def test_compare_refuses_the_run_flags_it_sets_itself(tmp_path, capsys, flag, value, instead):
+    """`lottery compare --method snip` (run's flag, one letter short of --methods) was taken and ignored: the
+    default ten methods trained, 3 seeds each; --density and --seed were ignored the same way."""
+    from engine.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["compare", flag, value, "--epochs", "1", "--quiet", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err and instead in err, err
+    assert not runs.exists() or not any(runs.iterdir())
+    help_text = _commands(_parser())["compare"].format_help()
+    assert f"[{flag} " not in help_text and not re.search(rf"^\s+{flag}\b", help_text, re.M), help_text
+
+
+def test_compare_checks_every_method_before_any_trains(tmp_path, capsys):
+    """`lottery compare --epochs 1` trained imp, oneshot, snip, grasp, synflow, rigl and set at 3 densities and 3
+    seeds, then stopped at cs ("needs at least 2 epochs"): bad input must be found before any work."""
+    from engine.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["compare", "--methods", "snip,cs", "--densities", "0.5", "--seeds", "1", "--epochs", "1",
+                 "--controls", "none", "--quiet", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.epochs" in err and "cs" in err, err
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+def test_help_never_shows_an_empty_default():
+    """`--scheduler SCHEDULER ... (default: )` and `--mask-from ... (default: )` read as a typo."""
+    commands = _commands(_parser())
+    for name in ("run", "compare"):
+        assert "(default: )" not in commands[name].format_help().replace("\n", " ").replace("  ", " "), name
+
+
+def test_every_engine_flag_and_argument_says_what_it_is():
+    """`lottery list --help` showed a bare `--json`, `lottery show --help` a bare RUN_ID: each flag and argument
+    of the engine's commands (and of each analysis) has a line of help."""
+    from engine.cli import build_parser
+
+    commands = _commands(build_parser())
+    parsers = dict(commands)
+    parsers.update({f"analyze {k}": v for k, v in _commands(commands["analyze"]).items()})
+    bare = [(name, action.dest) for name, p in parsers.items() for action in p._actions
+            if not action.help and not isinstance(action, argparse._SubParsersAction)]
+    assert not bare, bare
