@@ -11,6 +11,7 @@ so the event loop never waits for training. Closing the browser tab cancels that
 from __future__ import annotations
 
 import os
+import time
 import traceback
 
 import panel as pn
@@ -26,6 +27,7 @@ from explorer.views import RunChoice
 WRAP_TAB_TITLES = ".bk-headers-wrapper { flex-wrap: wrap; }"
 POLL_MS = 250        # drain background events 4 times a second
 ENGINE_POLL_MS = 50  # while the engine imports: its panels go in within this of it being done
+STORE_CHECK_S = 2.0  # how often a tick looks for runs added or deleted outside this page (the CLI, a shell)
 RUNS_DIR_ENV = "LOTTERY_RUNS_DIR"
 
 
@@ -52,6 +54,7 @@ class ExplorerApp(pn.viewable.Viewer):
         self._callback = None
         self._engine_watch = None  # the periodic check for the engine's import, while it runs
         self._run_state = None  # the launched run's (id, levels done, status) at the last tick
+        self._store_checked = time.monotonic()
         self._waiting_for_engine = self._engine is not None and not self._engine.ready()
         if not self._waiting_for_engine:
             self._attach_engine()
@@ -157,10 +160,18 @@ class ExplorerApp(pn.viewable.Viewer):
                 self._take_engine_when_imported()
             focus = self._follow_run()
             stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
-            if focus or any(stored):  # new levels or runs in the store
+            if focus or any(stored) or self._changed_outside():  # new levels or runs in the store
                 with _rebuilding():
                     self.browser.refresh()
                     self.refresh_views(focus=focus)
+
+    def _changed_outside(self) -> bool:
+        """Every STORE_CHECK_S: were runs added, deleted or grown by something else than this page? (A run deleted
+        with the CLI stayed listed in Runs, Accuracy and Masks until Refresh was clicked.)"""
+        if time.monotonic() - self._store_checked < STORE_CHECK_S:
+            return False
+        self._store_checked = time.monotonic()
+        return self.browser.changed_on_disk()
 
     def _follow_run(self) -> str | None:
         """Apply the launched run's events; its id when it stored a level or ended (views re-read the store)."""

@@ -239,3 +239,32 @@ def test_the_layer_select_offers_the_chosen_levels_layers():
     choice.level.value = 1
     choice.level.value = 0
     assert choice.layer.value == "enc.query.weight"  # (the key layer is not at level 1: the first one of level 0)
+
+
+# ---------------------------------------------------------------- the store changed outside the page
+def test_runs_deleted_or_added_outside_the_page_show_within_a_tick(tmp_path, monkeypatch):
+    """A run deleted with the CLI (rm -r of its folder) while the app was open stayed listed in Runs, plotted in
+    Accuracy and offered in Masks until Refresh was clicked; a run stored by `lottery run` in a shell never
+    appeared. The app's tick now looks at the store every STORE_CHECK_S."""
+    import shutil
+
+    import engine
+    from explorer import app as app_module
+    from explorer.app import ExplorerApp
+
+    runs = tmp_path / "runs"
+    first = engine.run(tiny(), runs_dir=runs)["run_id"]
+    second = engine.run(tiny(seed=1), runs_dir=runs)["run_id"]
+    app = ExplorerApp(runs_dir=str(runs))
+    app.open("Masks")
+    app.choice.run.value = second
+    monkeypatch.setattr(app_module, "STORE_CHECK_S", 0.0)
+    app.tick()  # nothing changed: nothing re-read
+    assert [s["run_id"] for s in app.browser.summaries] == [second, first]
+    shutil.rmtree(runs / second)
+    app.tick()
+    assert [s["run_id"] for s in app.browser.summaries] == [first]
+    assert app.choice.run.options == [first] and app.choice.value[0] == first
+    third = engine.run(tiny(seed=2), runs_dir=runs)["run_id"]  # as `lottery run` in a shell would
+    app.tick()
+    assert third in app.choice.run.options and list(app.browser.table.value["run_id"]) == [third, first]
