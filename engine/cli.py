@@ -285,7 +285,8 @@ def cmd_compare(args) -> int:
 
 
 # Run settings `lottery compare` sets for each run itself, and the flag of its own that does so.
-COMPARE_SETS = {"prune.method": "--methods", "prune.density": "--densities", "seed": "--seeds"}
+COMPARE_SETS = {"prune.method": "--methods", "prune.density": "--densities", "seed": "--seeds",
+                "prune.levels": "--densities (an iterative method's levels reach the lowest)"}
 
 
 def cmd_show(args) -> int:

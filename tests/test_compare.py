@@ -42,7 +42,7 @@ def test_compare_cli_and_bad_input(tmp_path, capsys):
 
 
 def test_erk_applies_to_the_methods_that_allow_it(tmp_path, capsys):
-    args = ["compare", "--methods", "imp,snip", "--densities", "0.5", "--seeds", "1", "--epochs", "1", "--levels", "1",
+    args = ["compare", "--methods", "imp,snip", "--densities", "0.5", "--seeds", "1", "--epochs", "1",
             "--controls", "none", "--scope", "erk", "--runs-dir", str(tmp_path), "--json"]
     assert main(args) == 0
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)["rows"]}

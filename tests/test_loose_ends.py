@@ -67,10 +67,19 @@ def test_a_shared_flag_the_method_never_reads_is_one_line_naming_flag_method_and
 
 
 def test_compare_refuses_a_shared_flag_none_of_its_methods_reads(tmp_path, capsys):
-    assert main(["compare", "--methods", "snip,grasp", "--densities", "0.5", "--levels", "3", "--epochs", "1",
+    assert main(["compare", "--methods", "edgepopup,biprop", "--densities", "0.5", "--controls", "reinit",
+                 "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--controls" in err and "no method of --methods edgepopup,biprop reads" in err
+
+
+def test_compare_refuses_levels_which_it_sets_from_the_densities(tmp_path, capsys):
+    """`compare --methods imp,snip --levels 1` ran imp to the levels that reach the lowest density whatever --levels
+    said, and gave snip's run a second id for --levels it never reads."""
+    assert main(["compare", "--methods", "imp,snip", "--densities", "0.5", "--levels", "1", "--epochs", "1",
                  "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--levels" in err and "no method of --methods snip,grasp reads it" in err
+    assert err.count("\n") == 1 and "--levels: '1'" in err and "sets it for each run from --densities" in err
 
 
 def test_runs_stored_with_an_unread_setting_keep_their_id_and_resume(tmp_path, capsys):
