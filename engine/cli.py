@@ -235,7 +235,7 @@ def cmd_list(args) -> int:
     for r in runs:
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
-        tail = f"{len(levels)} levels, last density {pct(last.get('density'))} test " \
+        tail = f"{len(levels)} level{'s' * (len(levels) != 1)}, last density {pct(last.get('density'))} test " \
             f"{pct(last.get('test_accuracy'))}" if last else "no level yet"
         if r.get("kind") == "zoo":
             tail = f"zoo of {r.get('trained')}/{r.get('members')} {r.get('model')}, median test " \

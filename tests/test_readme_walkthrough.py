@@ -156,3 +156,20 @@ def test_every_engine_flag_and_argument_says_what_it_is():
     bare = [(name, action.dest) for name, p in parsers.items() for action in p._actions
             if not action.help and not isinstance(action, argparse._SubParsersAction)]
     assert not bare, bare
+
+
+def test_list_says_one_level_not_one_levels(tmp_path, capsys):
+    """`lottery list` after the README's `lottery compare`: every snip run read "1 levels, last density ..."."""
+    from engine.cli import main
+    from engine.store import write_json
+
+    runs = tmp_path / "runs"
+    level = {"level": 1, "density": 0.2, "test_accuracy": 0.9}
+    for run_id, levels in [("snip-lenet300-digits-0123456789", [level]), ("imp-lenet300-digits-0123456789",
+                                                                          [level, {**level, "level": 2}])]:
+        write_json(runs / run_id / "config.json", {})
+        write_json(runs / run_id / "summary.json", {"run_id": run_id, "status": "completed", "method": "imp",
+                                                    "dense": None, "levels": levels, "controls": {}})
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert " 1 level, last density" in out and " 2 levels, last density" in out, out

@@ -45,7 +45,7 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
         raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
     config = RunConfig.from_dict(store.config())
     if not lota.made_by_lota(config):
-        raise ConfigError("RUN_ID", run_id, f"is a {config.prune.method} run: lota-tasks analyses lota runs")
+        raise ConfigError("RUN_ID", run_id, f"is a run of method {config.prune.method}: lota-tasks analyses lota runs")
     if options.other == config.data.dataset:
         raise ConfigError("other", options.other, "must differ from the run's dataset")
     data_a = data_mod.load(config.data)
