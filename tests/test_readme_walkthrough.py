@@ -173,3 +173,27 @@ def test_list_says_one_level_not_one_levels(tmp_path, capsys):
     assert main(["list", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert " 1 level, last density" in out and " 2 levels, last density" in out, out
+
+
+def test_every_python_name_the_readme_gives_exists():
+    """`engine.x.y` and `explorer.x.y` names of the README resolve, and so do the functions it lists beside a module
+    (`explorer.leaderboard` (`accuracy_vs_density(result)`, ...) named a function the module never had)."""
+    import importlib
+
+    def resolve(dotted: str):
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+                break
+            except ImportError:
+                continue
+        for p in parts[i:]:
+            obj = getattr(obj, p)  # AttributeError: the README names something that is not there
+        return obj
+
+    for dotted in set(re.findall(r"`((?:engine|explorer)(?:\.[A-Za-z_]\w*)+)", README)):
+        resolve(dotted)
+    for module, listed in re.findall(r"`((?:engine|explorer)\.\w+)`\s+\(((?:`\w+\([^`]*\)`(?:,\s*)?)+)\)", README):
+        for name in re.findall(r"`(\w+)\(", listed):
+            resolve(f"{module}.{name}")
