@@ -167,27 +167,28 @@ def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, perc
 def _draw_series(series: list[dict], ylabel: str, legend_below: bool, plot, element) -> None:
     """(HoloViews hook) Each series as a Bokeh line (dashed for controls) with markers, its seed band, the dense
     net as a square at density 1 and a grey line; one hover over the markers; a legend that hides on click."""
-    from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Span
+    from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Line, Scatter, Span, VArea
 
     fig = plot.state
     if "series-drawn" in fig.tags:  # (a hook runs again on an update of the same plot)
         return
     fig.tags = [*fig.tags, "series-drawn"]
     items, markers = [], []
-    for s in series:
-        source = ColumnDataSource(s["data"])
+    for s in series:  # (add_glyph with the glyph models: fig.line/fig.scatter cost twice as much per call)
+        source, color = ColumnDataSource(s["data"]), s["color"]
+        dense = s["variant"] == "dense"
         drawn = []
-        if s["variant"] == "dense":
+        if dense:
             fig.add_layout(Span(location=s["data"]["y"][0], dimension="width", line_color="gray",
                                 line_dash="dashed", line_width=1))
         else:
             if s["band"]:
-                drawn.append(fig.varea("density", "lo", "hi", source=source, fill_color=s["color"], fill_alpha=0.2))
-            drawn.append(fig.line("density", "y", source=source, color=s["color"], line_width=2,
-                                  line_dash=VARIANT_STYLE.get(s["variant"], "dashdot")))
-        dense = s["variant"] == "dense"
-        markers.append(fig.scatter("density", "y", source=source, color=s["color"], size=8 if dense else 6,
-                                   marker="square" if dense else "circle"))
+                drawn.append(fig.add_glyph(source, VArea(x="density", y1="lo", y2="hi", fill_color=color,
+                                                         fill_alpha=0.2)))
+            drawn.append(fig.add_glyph(source, Line(x="density", y="y", line_color=color, line_width=2,
+                                                    line_dash=VARIANT_STYLE.get(s["variant"], "dashdot"))))
+        markers.append(fig.add_glyph(source, Scatter(x="density", y="y", size=8 if dense else 6, fill_color=color,
+                                                     line_color=color, marker="square" if dense else "circle")))
         items.append(LegendItem(label=textwrap.shorten(s["label"], LEGEND_CHARS, placeholder=" …"),
                                 renderers=[*drawn, markers[-1]]))  # (the hover has it whole)
     fig.add_tools(HoverTool(renderers=markers, tooltips=[("", "@label"), ("density", "@density{0.00%}"),
