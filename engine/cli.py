@@ -19,7 +19,9 @@ import importlib
 import json
 import math
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from .config import RunConfig
@@ -144,12 +146,12 @@ def run_config(args) -> RunConfig:
     settings = {**preset_settings(args.preset), **typed}
     stored = base.get("prune") if isinstance(base, dict) else None
     stored = stored if isinstance(stored, dict) else {}
+    method = settings.get("prune.method", stored.get("method", PruneConfig.method))
+    # before the config checks the values: a flag the method never reads is refused as such, whatever its value
+    _refuse_other_methods_flags(typed, [method], f"this run's method is {method}")
     if "prune.scope" not in settings and "scope" not in stored:
-        method = settings.get("prune.method", stored.get("method", PruneConfig.method))
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
-    cfg = config_from_settings(settings, base)
-    _refuse_other_methods_flags(typed, [cfg.prune.method], f"this run's method is {cfg.prune.method}")
-    return cfg
+    return config_from_settings(settings, base)
 
 
 def cmd_run(args) -> int:
@@ -418,9 +420,16 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
 
     from .registry import CONTROLS, DATASETS, METHODS, MODELS, PRESETS
 
-    listing = "\n".join(f"{kind}:\n" + "\n".join(f"  {name:<14} {text}" for name, text in reg.describe().items())
-                        for kind, reg in (("methods", METHODS), ("controls", CONTROLS), ("models", MODELS),
-                                          ("datasets", DATASETS), ("presets", PRESETS)))
+    kinds = (("methods", METHODS), ("controls", CONTROLS), ("models", MODELS), ("datasets", DATASETS),
+             ("presets", PRESETS))
+    width = max(len(name) for _, reg in kinds for name in reg.names())  # pydoc-topics-expanded: 21
+    wrap = max(40, shutil.get_terminal_size().columns - width - 6)  # as argparse wraps the flags' help
+
+    def entry(name: str, text: str) -> str:
+        return f"  {name:<{width}}  " + f"\n  {'':<{width}}  ".join(textwrap.wrap(text, wrap))
+
+    listing = "\n".join(f"{kind}:\n" + "\n".join(entry(name, text) for name, text in reg.describe().items())
+                        for kind, reg in kinds)
     r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)",
                        epilog=listing, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(r)

@@ -28,7 +28,7 @@ def preset(name: str, help: str, settings: dict) -> dict:
     return PRESETS.register(name, help)(dict(settings))
 
 
-preset("stability-story", "a net unstable at init and stable by k = 20 (issue 17): resnet20 x0.5 on digits, SGD "
+preset("stability-story", "a net unstable at init and stable by k = 20 (README: The stability story): resnet20 x0.5 on digits, SGD "
        "lr 0.1 momentum 0.9, batch 32, 10 epochs, IMP with late rewinding to iteration 20",
        {"data.dataset": "digits", "model.model": "resnet20", "model.width": 0.5, "train.optimizer": "sgd",
         "train.lr": 0.1, "train.momentum": 0.9, "train.batch_size": 32, "train.epochs": 10,

@@ -197,3 +197,18 @@ def test_every_python_name_the_readme_gives_exists():
     for module, listed in re.findall(r"`((?:engine|explorer)\.\w+)`\s+\(((?:`\w+\([^`]*\)`(?:,\s*)?)+)\)", README):
         for name in re.findall(r"`(\w+)\(", listed):
             resolve(f"{module}.{name}")
+
+
+def test_run_help_lists_methods_models_datasets_in_columns_that_fit(monkeypatch):
+    """`lottery run --help` ends with every method, control, model, data set and preset: the names longer than 14
+    characters (pydoc-topics-expanded, start-magnitude) ran into their text, and each text was one line of up to
+    190 characters."""
+    from engine.registry import DATASETS, METHODS
+
+    monkeypatch.setenv("COLUMNS", "100")
+    text = _commands(_parser())["run"].format_help().split("\nmethods:\n")[1]
+    assert max(len(line) for line in text.splitlines()) <= 100
+    starts = {line[2:].split("  ")[0]: line.index(line[2:].split("  ")[0]) for line in text.splitlines()
+              if line.startswith("  ") and not line.startswith("   ")}
+    assert set(METHODS.names()) <= set(starts) and set(DATASETS.names()) <= set(starts), starts
+    assert "(issue" not in text
