@@ -19,7 +19,7 @@ how its cost is counted; nothing outside that module looks at its name.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from .errors import ConfigError
@@ -121,6 +121,12 @@ class MethodSpec:
                      target, and reads each target off its nearest level); None: one run per density
     check            check(config, model): the method's own requirements, raising ConfigError before
                      anything is written; or None
+    unread           {shared run setting: why} for the settings (PruneConfig's fields: "prune.density"...) its
+                     runs never read beyond those the fields above imply (engine.settings.unread_because derives
+                     --levels and --density from levels_to_reach, --controls from trains_controls, --refill from
+                     refills, --nm and --channel-score from patterns and refills, --rewind, --prune-fraction and
+                     --output-fraction from starts_from_init). `why` completes "METHOD WHY, so it never reads
+                     --FLAG"; `lottery run` refuses such a flag typed, the app's forms hide it
     """
     run: Callable[[Any], None]
     options: type | None = None
@@ -135,6 +141,7 @@ class MethodSpec:
     search_cost: Callable[[dict, dict, Any], tuple[int, float]] = _free
     levels_to_reach: Callable[[Any, float], int] | None = None
     check: Callable[[Any, Any], None] | None = None
+    unread: dict[str, str] = field(default_factory=dict, hash=False)
 
     def scope_for(self, scope: str) -> str:
         """The scope its run takes when `scope` is wanted but not insisted on (the default, when no scope was

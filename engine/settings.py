@@ -99,22 +99,38 @@ def read_by(path: str, method: str) -> bool:
 
 
 def unread_because(path: str, method: str) -> str | None:
-    """Why runs of `method` ignore the run setting `path`, or None when they read it: another method's own
-    option (`prune.synflow_rounds` for imp); --levels for a method that does not prune level by level (snip,
-    oneshot: MethodSpec.levels_to_reach is None), --density for one that does (imp reaches its densities by
-    --levels); --controls for a method that trains none (strong tickets, ks-lottery). Stored configs keep
-    every field as it was, so the ids of runs stored before this rule do not change."""
+    """Why runs of `method` ignore the run setting `path`, or None when they read it. Another method's own option
+    (`prune.synflow_rounds` for imp); a shared setting the method's MethodSpec says it never reads: declared in
+    its `unread` ({"prune.density": why} for ks-lottery), or implied by its other fields (`_implied_unread`).
+    Stored configs keep every field as it was, so the ids of runs stored before this rule do not change."""
     spec = METHODS.get(method, "prune.method")
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
     if owner is not None:
         return None if owner[0] is spec.options else f"its method is {method}"
+    why = spec.unread.get(path) or _implied_unread(path, spec)
+    return None if why is None else f"{method} {why}, so it never reads --{path.rpartition('.')[2].replace('_', '-')}"
+
+
+def _implied_unread(path: str, spec) -> str | None:
+    """Why a method's MethodSpec fields say its runs never read the shared setting `path` (None: they may)."""
     steps = spec.levels_to_reach is not None  # levels go down in density, --levels of them (compare's rule too)
     if path == "prune.levels" and not steps:
-        return f"{method} does not prune level by level, so it never reads --levels"
+        return "does not prune level by level"
     if path == "prune.density" and steps:
-        return f"{method} prunes level by level, --levels and --prune-fraction setting its densities, so it never reads --density"
+        return "prunes level by level, --levels and --prune-fraction setting its densities"
     if path == "prune.controls" and not spec.trains_controls:
-        return f"{method} trains no controls beside its tickets, so it never reads --controls"
+        return "trains no controls beside its tickets"
+    if path == "prune.refill" and not spec.refills:
+        return "takes no magnitude pruning step for a refill to coarsen"
+    if path == "prune.nm" and "nm" not in spec.patterns:
+        return "makes no N:M masks (--pattern nm)"
+    if path == "prune.channel_score" and "channel" not in spec.patterns and not spec.refills:
+        return "ranks no channels (--pattern channel, --refill refill)"
+    if spec.starts_from_init:  # pruning at initialisation, dynamic sparse training
+        if path == "prune.rewind":
+            return "starts its tickets from theta_0 at step 0"
+        if path in ("prune.prune_fraction", "prune.output_fraction"):
+            return "selects its mask at initialisation at --density, with no magnitude pruning steps"
     return None
 
 

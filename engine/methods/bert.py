@@ -65,7 +65,9 @@ def bert_imp_levels_to_reach(cfg, density: float) -> int:
 METHODS.register("bert-imp", "IMP removing --prune-fraction of the ORIGINAL weights per level, --scope global, "
                  "rewinding to theta_0 = the pre-trained weights (BERT tickets, Chen et al. 2020)")(
     MethodSpec(bert_imp, scopes=("global", "layerwise"), levels=lambda config: config.prune.levels,
-               search_cost=bert_imp_cost, levels_to_reach=bert_imp_levels_to_reach, check=check_levels))
+               search_cost=bert_imp_cost, levels_to_reach=bert_imp_levels_to_reach, check=check_levels,
+               unread={"prune.output_fraction": "removes --prune-fraction of the original weights from every layer "
+                                                "alike, the output layer too"}))
 
 
 # ---------------------------------------------------------------- transfer
@@ -119,7 +121,9 @@ def transfer(ctx) -> None:
 METHODS.register("transfer", "fine-tune a stored ticket (--mask-from, --mask-level) on this run's task from "
                  "theta_0: one cell of a transfer matrix")(
     MethodSpec(transfer, options=TransferOptions,
-               check=lambda config, model: load_transfer_mask(config.prune.method_options(), model)))
+               check=lambda config, model: load_transfer_mask(config.prune.method_options(), model),
+               unread=dict.fromkeys(("prune.density", "prune.scope", "prune.prune_fraction", "prune.output_fraction"),
+                                    "fine-tunes the --mask-from mask as it is")))
 
 
 # ---------------------------------------------------------------- the start-magnitude control

@@ -125,4 +125,6 @@ def check(config, model) -> None:
 METHODS.register("cs", "Continuous Sparsification: sigmoid masks annealed to binary over --cs-rounds, L0-style "
                        "penalty; top --density of the logits, rewound and trained (Savarese et al. 2020)")(
     MethodSpec(cs, options=CSOptions, scopes=PAI_SCOPES, check=check, search_cost=recorded_search_cost,
-               search_epochs=lambda config: config.prune.method_options().cs_rounds * config.train.epochs))
+               search_epochs=lambda config: config.prune.method_options().cs_rounds * config.train.epochs,
+               unread=dict.fromkeys(("prune.prune_fraction", "prune.output_fraction"),
+                                    "keeps the top --density of its searched mask, with no magnitude pruning steps")))

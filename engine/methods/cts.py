@@ -145,4 +145,6 @@ METHODS.register("cts", "Concrete Ticket Search: binary-Concrete mask logits ove
                         "dense outputs, GradBalance sparsity; top --density trained like IMP; use an early --rewind "
                         "iter:K (Arora & Teuscher)")(
     MethodSpec(cts, options=CTSOptions, scopes=PAI_SCOPES, search_cost=recorded_search_cost,
-               search_epochs=lambda config: config.prune.method_options().search_epochs))
+               search_epochs=lambda config: config.prune.method_options().search_epochs,
+               unread=dict.fromkeys(("prune.prune_fraction", "prune.output_fraction"),
+                                    "keeps the top --density of its searched mask, with no magnitude pruning steps")))

@@ -244,6 +244,9 @@ def format_record(name: str, r: dict) -> str:
 METHODS.register("ks-lottery", "KS-Lottery: fine-tune only the token embeddings, rank tokens by a per-token "
                  "two-sample KS test, re-tune only the top --ks-top-k rows from the base (Yuan et al. 2024)")(
     MethodSpec(ks_lottery, options=KSOptions, scopes=("global",), trains_controls=False, check=check,
-               levels=ticket_levels, own_trainings=own_trainings))
+               levels=ticket_levels, own_trainings=own_trainings,
+               unread={**dict.fromkeys(("prune.density", "prune.prune_fraction", "prune.output_fraction"),
+                                       "keeps the top --ks-top-k token embedding rows"),
+                       "prune.rewind": "re-tunes its tickets from the base weights at step 0"}))
 ANALYSES.register(RECORD, "KS-Lottery's token ranking and its selections (written by the method)")(
     AnalysisSpec(format_record))

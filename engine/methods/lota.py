@@ -77,6 +77,9 @@ def check(config, model) -> None:
 METHODS.register("lota", "lottery ticket adaptation: the top --density of |fine-tuned - base| from the dense "
                  "fine-tune, then only those entries trained from the base weights (Panda et al. 2024)")(
     MethodSpec(lota, scopes=("global",), trains_controls=False, check=check,
+               unread={**dict.fromkeys(("prune.prune_fraction", "prune.output_fraction"),
+                                       "keeps the top --density of |fine-tuned - base| in one step"),
+                       "prune.rewind": "trains its ticket from the base weights at step 0"},
                search_cost=lambda summary, level, store: (summary["dense"]["iterations"],
                                                           summary["dense"]["train_seconds"])))
 

@@ -423,6 +423,10 @@ METHODS.register("partial-lora", "Partial-LoRA: LoRA adapters on the frozen enco
                  "from the pre-trained weights' task subspaces (random, uniform or magnitude entries; Damirchi et al. "
                  "2025)")(
     MethodSpec(partial_lora, options=PartialLoRAOptions, trains_controls=False, check=check,
+               unread={**dict.fromkeys(("prune.scope", "prune.prune_fraction", "prune.output_fraction"),
+                                       "masks its adapters at per-layer ratios from --density and --lora-rule in one "
+                                       "step"),
+                       "prune.rewind": "trains its adapters from the base weights at step 0"},
                # the dense adapter (variant dense-lora) is a training of its own: counted once, done when reused
                own_trainings=lambda config: 1 if needs_reference(config) else 0,
                search_cost=search_cost))

@@ -116,8 +116,11 @@ def _register(name: str, binary: bool, help: str):
 
     # per-layer top-k, as in the papers; the supermask is the ticket: never trained, so no trained controls,
     # and its search cost is the score training, i.e. the level's own
-    METHODS.register(name, help)(MethodSpec(method, scopes=("layerwise", "erk"), trains_controls=False,
-                                            search_cost=own_training))
+    METHODS.register(name, help)(MethodSpec(
+        method, scopes=("layerwise", "erk"), trains_controls=False, search_cost=own_training,
+        unread={**dict.fromkeys(("prune.prune_fraction", "prune.output_fraction"),
+                                "searches a supermask of --density, with no magnitude pruning steps"),
+                "prune.rewind": "searches its supermask over theta_0 from step 0, never training the weights"}))
 
 
 def own_training(summary: dict, level: dict, store) -> tuple[int, float]:
