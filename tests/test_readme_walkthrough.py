@@ -212,3 +212,11 @@ def test_run_help_lists_methods_models_datasets_in_columns_that_fit(monkeypatch)
               if line.startswith("  ") and not line.startswith("   ")}
     assert set(METHODS.names()) <= set(starts) and set(DATASETS.names()) <= set(starts), starts
     assert "(issue" not in text
+
+
+def test_layout_lists_no_file_or_folder_that_is_gone():
+    """(tests/test_specs.py checks every module is listed; this checks the other way: nothing listed is missing.)"""
+    root = Path(__file__).resolve().parents[1]
+    layout = README.split("\n## Layout")[1].split("\n## ")[0]
+    listed = re.findall(r"^(\S+\.py|\S+/)\s", layout, re.M)
+    assert len(listed) > 60 and not [p for p in listed if not (root / p).exists()]
