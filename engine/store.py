@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,10 +88,14 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: tuple[str, .
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) and rename the result to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    # created as the umask allows, as any file the user writes (tempfile.mkstemp's 0600 kept a colleague, or a
+    # worker running as another user on a shared runs dir, from reading a run or an exported ticket)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    mode = os.stat(tmp).st_mode & 0o777
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # safetensors writes its file anew, as 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

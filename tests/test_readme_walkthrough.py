@@ -220,3 +220,23 @@ def test_layout_lists_no_file_or_folder_that_is_gone():
     layout = README.split("\n## Layout")[1].split("\n## ")[0]
     listed = re.findall(r"^(\S+\.py|\S+/)\s", layout, re.M)
     assert len(listed) > 60 and not [p for p in listed if not (root / p).exists()]
+
+
+def test_stored_and_exported_files_get_the_users_usual_permissions(tmp_path):
+    """`lottery export ... --out ticket.safetensors` wrote a file only its owner could read (0600, tempfile.mkstemp's
+    mode), and so was every file of the run store: a colleague, or a Dask worker running as another user on the
+    README's shared runs dir, could not read them. Files are created as the umask allows, like the HTML report."""
+    import os
+
+    import torch
+
+    from engine.store import save_tensors, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "summary.json", {"a": 1})
+        save_tensors(tmp_path / "ticket.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("summary.json", "ticket.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
