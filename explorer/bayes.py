@@ -24,6 +24,7 @@ from engine.store import RunStore, list_runs
 
 from explorer.plots import (COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, side_by_side,
                             unreadable_note)
+from explorer.views import RUN_ID_PX
 
 METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
 DETERMINISTIC = "deterministic ticket"
@@ -129,7 +130,9 @@ class BayesPanel(pn.viewable.Viewer):
         self.metric = pn.widgets.RadioButtonGroup(options={v.split(",")[0].split(" (")[0]: k
                                                                             for k, v in METRICS.items()},
                                                   value="accuracy", color="primary")
-        self.run = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width")
+        # a whole run id: the level and layer go under it on a narrow page (views.RunChoice.row)
+        self.run = pn.widgets.Select(label="run", options=[], sizing_mode="stretch_width",
+                                     styles={"flex": f"1 1 {RUN_ID_PX}px"})
         self.level = pn.widgets.Select(label="level", options=[], width=120)
         self.layer = pn.widgets.Select(label="layer", options=[], width=220)
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"bayes-{k}"])
@@ -218,6 +221,6 @@ class BayesPanel(pn.viewable.Viewer):
             pn.pane.Markdown("Bayesian tickets: the MC predictive's accuracy, NLL and calibration by density, "
                              "beside the deterministic ticket of the same density (`lottery run --method bayes-imp "
                              "--bayesian`).", sizing_mode="stretch_width"), self.note,
-            self.metric, self.panes["metric"], pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width"),
+            self.metric, self.panes["metric"], pn.FlexBox(self.run, self.level, self.layer, sizing_mode="stretch_width"),
             self.panes["reliability"], side_by_side(self.panes["mask"], self.panes["sigma"]),
             sizing_mode="stretch_width")

@@ -129,7 +129,9 @@ class StabilityPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir, self.preset, self.overrides = runs_dir, preset, dict(overrides or {})
         self.groups: dict[str, list[str]] = {}
-        self.story = pn.widgets.Select(label="story", options=[], sizing_mode="stretch_width")
+        # (in a FlexBox, at least 360 px: beside the buttons in a Row, 1000 px pages cut the story's name short)
+        self.story = pn.widgets.Select(label="story", options=[], sizing_mode="stretch_width",
+                                       styles={"flex": "1 1 360px"})
         self.story.param.watch(lambda e: self.draw(), "value")
         self.button = pn.widgets.Button(label=f"Run the {preset} preset", color="primary", width=230)
         self.button.on_click(lambda _: self.start())
@@ -246,6 +248,7 @@ class StabilityPanel(pn.viewable.Viewer):
                 "trains the preset's three IMP runs (14 levels each, reinit controls) and every ticket's "
                 "instability at one seed: hours on a 2-core CPU; Stop keeps what is stored.",
                 sizing_mode="stretch_width"),
-            pn.Row(self.story, self.button, self.cancel_button, sizing_mode="stretch_width"), self.status,
+            pn.FlexBox(self.story, self.button, self.cancel_button, align_items="flex-end",
+                       sizing_mode="stretch_width"), self.status,
             side_by_side(p["barriers"], p["paths"]),
             side_by_side(p["accuracy"], p["tickets"]), sizing_mode="stretch_width")

@@ -19,6 +19,7 @@ from engine.store import RunStore
 LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
 ENDED = ("completed", "cancelled", "failed")
 CURVE_COLUMNS = ["iteration", "train_loss", "val_accuracy", "test_accuracy"]
+RUN_ID_PX = 360  # a run select this wide shows a whole run id (~45 characters)
 
 
 class RunChoice:
@@ -95,8 +96,12 @@ class RunChoice:
         if not self._quiet:
             self.on_change()
 
-    def row(self) -> pn.Row:
-        return pn.Row(self.run, self.level, self.layer, sizing_mode="stretch_width")
+    def row(self) -> pn.FlexBox:
+        """The three selects; the level and layer go under the run where the page is too narrow for a whole run
+        id beside them (in a Row at 1000 px, the run select showed 'imp-lenet300-digits-6165': ids differ
+        only in their last characters)."""
+        self.run.styles = {**self.run.styles, "flex": f"1 1 {RUN_ID_PX}px"}
+        return pn.FlexBox(self.run, self.level, self.layer, sizing_mode="stretch_width")
 
 
 class LiveView(pn.viewable.Viewer):

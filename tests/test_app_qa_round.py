@@ -268,3 +268,24 @@ def test_runs_deleted_or_added_outside_the_page_show_within_a_tick(tmp_path, mon
     third = engine.run(tiny(seed=2), runs_dir=runs)["run_id"]  # as `lottery run` in a shell would
     app.tick()
     assert third in app.choice.run.options and list(app.browser.table.value["run_id"]) == [third, first]
+
+
+def test_run_selects_keep_a_whole_run_id_on_a_narrow_page(tmp_path):
+    """At 1000 px the Masks/Analyses run select (in a Row beside the level and layer selects) showed
+    'imp-lenet300-digits-6165' (run ids differ only in their last characters), the Stability story select
+    'lenet300 x0.5 on digits, sgd lr'. They sit in FlexBoxes now, the run select at least RUN_ID_PX wide."""
+    import panel as pn
+
+    from explorer.bayes import BayesPanel
+    from explorer.stability import StabilityPanel
+    from explorer.views import RUN_ID_PX, RunChoice
+
+    choice = RunChoice(SimpleNamespace(summaries=[], selected=[]), on_change=lambda: None)
+    row = choice.row()
+    assert isinstance(row, pn.FlexBox) and list(row) == [choice.run, choice.level, choice.layer]
+    assert choice.run.styles["flex"] == f"1 1 {RUN_ID_PX}px" and RUN_ID_PX >= 8 * 45
+    bayes = BayesPanel(tmp_path)
+    assert any(bayes.run in box for box in bayes.__panel__().select(pn.FlexBox))
+    story = StabilityPanel(tmp_path)
+    assert any(story.story in box for box in story.__panel__().select(pn.FlexBox))
+    assert story.story.styles["flex"] == "1 1 360px"

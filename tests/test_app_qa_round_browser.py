@@ -1,0 +1,95 @@
+"""The app in Chromium on a 1000 px wide page, as the QA round saw it (one server, a store of one tiny run).
+What only a browser shows: widths as laid out. The in-process tests of the same round are in test_app_qa_round.py."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+
+from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+
+pytestmark = pytest.mark.ui
+
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+from conftest import tiny, wait_until  # noqa: E402
+
+PAGE_READY_MS = 90_000
+WAIT_MS = 30_000
+WIDTH = 1000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import urllib.request
+
+    import engine
+
+    root = tmp_path_factory.mktemp("qa-round")
+    runs_dir = root / "runs"
+    engine.run(tiny(), runs_dir=runs_dir)
+    s = ServerProcess(root / "serve.log")
+    port = free_port()
+    s.url = f"http://127.0.0.1:{port}/"
+    s.launch([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(runs_dir), "--port", str(port)],
+             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+
+    def answers():
+        assert s.proc.poll() is None, s.log_tail()
+        try:
+            urllib.request.urlopen(s.url + "static/js/bokeh.min.js", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    wait_until(answers, 90, interval=0.2, what="lottery serve answers")
+    yield s
+    s.stop()
+
+
+def _tab(page, title: str) -> None:
+    page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$")).click()
+
+
+def test_at_1000_px_the_leaderboard_and_stability_controls_and_plots_keep_their_width(browser, server):
+    """On a 1000 px page: the Leaderboard's methods box was ~30 px wide (a Row of fixed widths squeezed it);
+    the Stability tab's two plots a row were ~230 px each, their titles and messages cut off; the Masks run
+    select showed a cut run id."""
+    ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
+    ctx.set_default_timeout(WAIT_MS)
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server.url, timeout=PAGE_READY_MS)
+        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+        _tab(page, "Leaderboard")
+        expect(page.get_by_role("button", name="Compare")).to_be_visible(timeout=PAGE_READY_MS)
+        expect(page.get_by_role("button", name="Cancel").last).to_be_disabled()  # nothing to cancel yet
+        methods = page.locator(".choices").first  # the methods MultiChoice
+        wait_until(lambda: (methods.bounding_box() or {}).get("width", 0) >= 300, 15, interval=0.25,
+                   what="the methods box at least 300 px wide")
+        _tab(page, "Stability")
+        plots = page.locator(".stability-barriers, .stability-paths")
+        expect(plots.first).to_be_visible(timeout=PAGE_READY_MS)
+
+        def plot_widths():  # the layout settles after the plots draw: polled, bounded
+            boxes = [plots.nth(i).bounding_box() for i in range(plots.count())]
+            widths = [b["width"] for b in boxes if b]
+            return widths if len(widths) == 2 and min(widths) >= 400 and all(
+                b["x"] + b["width"] <= WIDTH for b in boxes) else None
+
+        wait_until(plot_widths, 15, interval=0.25, what="the Stability plots at least 400 px wide, within the page")
+        _tab(page, "Masks")
+        run = page.locator("select").filter(has=page.locator("option", has_text="imp-lenet300-digits")).first
+        expect(run).to_be_visible(timeout=PAGE_READY_MS)
+        wait_until(lambda: (run.bounding_box() or {}).get("width", 0) >= 340, 15, interval=0.25,
+                   what="the run select wide enough for a whole run id")
+        assert not errors, errors
+    finally:
+        ctx.close()
