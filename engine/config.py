@@ -291,13 +291,14 @@ class PruneConfig:
     """What every method shares; each method's own options (MethodSpec.options) are held in `options`,
     stored flat beside these fields and readable as attributes (`cfg.prune.synflow_rounds`)."""
     method: str = option("imp", "ticket-finding method", choices=METHODS.names)
-    levels: int = option(14, "pruning levels (imp)", lo=1, hi=100)
-    prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level", lo=0, hi=1,
+    levels: int = option(14, "pruning levels (imp, bayes-imp, bert-imp)", lo=1, hi=100)
+    prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level (bert-imp: of the original "
+                                   "weights)", lo=0, hi=1,
                                    lo_open=True, hi_open=True)
     output_fraction: float = option(0.1, "fraction of the output layer's remaining weights pruned per "
                                     "level (0: never prune the output layer)", lo=0, hi=1, hi_open=True)
     scope: str = option("layerwise", "rank weights within each layer, across all layers, or with ERK layer "
-                        "densities (erk: pruning-at-init methods only)", choices=["layerwise", "global", "erk"])
+                        "densities (erk: pruning at init, rigl/set, cs/cts, strong tickets)", choices=["layerwise", "global", "erk"])
     pattern: str = option("unstructured", "sparsity pattern of the hidden layers: single weights, whole output "
                           "channels/neurons (the model physically shrinks), or nm (exactly N kept in every M "
                           "consecutive weights along the input dimension); the output layer is always pruned "
@@ -312,8 +313,9 @@ class PruneConfig:
                                 "row of scores, or by |gamma| of the BatchNorm after the layer (bn: trained nets; "
                                 "layers without one use l1)", choices=CHANNEL_SCORES)
     rewind: str = option("init", f"rewind point: {Rewind.SYNTAX}", check=lambda v, path: Rewind.parse(v, path))
-    density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of all prunable "
-                            "weights (pruning at init)", lo=0, hi=1, lo_open=True)
+    density: float = option(0.1, "target density: of the hidden layers (oneshot, earlybird), of the adapter "
+                            "entries (partial-lora, --lora-budget), else of all prunable weights", lo=0, hi=1,
+                            lo_open=True)
     controls: tuple = option(("reinit", "random"), "controls trained beside every ticket, comma "
                              "separated (none: no controls)", choices=CONTROLS.names, item_type=str, unique=True)
     # every registered method's own options, flat {name: value}; filled with defaults on construction
