@@ -71,7 +71,7 @@ def test_at_1000_px_the_leaderboard_and_stability_controls_and_plots_keep_their_
         _tab(page, "Leaderboard")
         expect(page.get_by_role("button", name="Compare")).to_be_visible(timeout=PAGE_READY_MS)
         expect(page.get_by_role("button", name="Cancel").last).to_be_disabled()  # nothing to cancel yet
-        methods = page.locator(".choices").first  # the methods MultiChoice
+        methods = page.locator(".choices", has_text="edgepopup").first  # the methods MultiChoice (not the sidebar's)
         wait_until(lambda: (methods.bounding_box() or {}).get("width", 0) >= 300, 15, interval=0.25,
                    what="the methods box at least 300 px wide")
         _tab(page, "Stability")
