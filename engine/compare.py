@@ -14,7 +14,7 @@ from .config import PruneConfig, RunConfig, choices_of, option, validate
 from .errors import ConfigError
 from .executors import EXECUTORS
 from .registry import METHODS
-from .settings import config_from_settings
+from .settings import config_from_settings, read_by
 from .store import RunStore
 
 
@@ -47,17 +47,21 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     """`base` is a RunConfig or {setting path: value} (the CLI's flags, validated per method here, so a
     scope only some methods allow, such as erk, applies to those and the others keep their default)."""
     changes = {"prune.method": method, "seed": seed}
-    if density is not None:
+    if density is not None and read_by("prune.density", method):
         changes["prune.density"] = density
     if levels is not None:
         changes["prune.levels"] = levels
-    values = dict(base) if isinstance(base, dict) else {}
-    scope = base.prune.scope if isinstance(base, RunConfig) else values.get("prune.scope", PruneConfig.scope)
-    if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]):  # (an invalid one: the config says so)
-        changes["prune.scope"] = METHODS.get(method, "methods").scope_for(scope)
+    scope = base.prune.scope if isinstance(base, RunConfig) else dict(base).get("prune.scope", PruneConfig.scope)
+    if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]) and read_by("prune.scope", method):
+        changes["prune.scope"] = METHODS.get(method, "methods").scope_for(scope)  # (an invalid one: the config says)
+    # a setting this method never reads (--rewind for snip, another method's option) keeps its default, as in the
+    # method's own run: else it would give the same computation a second run id (engine.settings.read_by)
     if isinstance(base, RunConfig):
-        return base.replace(**changes)
-    return config_from_settings({**values, **changes})
+        given, default = base.to_dict()["prune"], RunConfig().to_dict()["prune"]
+        unread = {f"prune.{k}": default[k] for k, v in given.items()
+                  if v != default[k] and not read_by(f"prune.{k}", method)}
+        return base.replace(**{**unread, **changes})
+    return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method)}, **changes})
 
 
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:
@@ -83,6 +87,8 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
             if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
                 levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
                 plan.append((method, densities, _config(base, method, seed, None, levels)))
+            elif not read_by("prune.density", method):  # its one run serves every target (ks-lottery, transfer)
+                plan.append((method, densities, _config(base, method, seed, None, None)))
             else:
                 plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
     if not scheduler:  # (a real cluster's client may not hold the data its workers read)

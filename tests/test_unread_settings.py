@@ -148,3 +148,34 @@ def test_launch_forms_hide_and_do_not_send_what_the_chosen_method_never_reads(tm
     assert panel.widgets["prune.scope"].visible and notebook.fields["prune.scope"].layout.display is None
     panel.set_values(**{"prune.method": "imp"})
     assert panel.widgets["prune.rewind"].visible and panel.widgets["prune.prune_fraction"].visible
+
+
+# ---------------------------------------------------------------- compare: each method's run gets what it reads
+@pytest.mark.parametrize("as_config", [False, True])  # the CLI's typed flags; the app's launch panel's config
+def test_compare_gives_each_method_only_the_settings_it_reads(as_config):
+    """`compare --methods imp,snip --rewind iter:2` (and the app's leaderboard, from a launch panel with imp and
+    --rewind iter:2) gave snip's run the rewind it never reads: a second id for plain snip's computation."""
+    from engine.compare import _config
+
+    typed = {"prune.rewind": "iter:2", "prune.synflow_rounds": 5, "prune.scope": "global", "train.epochs": 1}
+    base = engine.settings.config_from_settings(typed) if as_config else typed
+    plain_snip = _config({"train.epochs": 1, "prune.scope": "global"}, "snip", 0, 0.5, None)
+    assert _config(base, "snip", 0, 0.5, None).run_id == plain_snip.run_id
+    plain_transfer = _config({"train.epochs": 1, "prune.rewind": "iter:2"}, "transfer", 0, None, None)
+    assert _config(base, "transfer", 0, 0.2, None).run_id == plain_transfer.run_id  # no scope, no density
+    synflow = _config(base, "synflow", 0, 0.5, None)
+    assert synflow.prune.synflow_rounds == 5 and synflow.prune.rewind == "init" and synflow.prune.scope == "global"
+    cs = _config(base, "cs", 0, 0.5, None)
+    assert cs.prune.rewind == "iter:2" and cs.prune.synflow_rounds == 100 and cs.prune.scope == "global"
+
+
+def test_compare_trains_one_run_of_a_method_that_never_reads_the_density(stored_before, tmp_path):
+    """transfer fine-tunes the --mask-from mask whatever --densities says: one run serves every target (it
+    trained one per density, the same computation under as many ids)."""
+    runs, configs = stored_before
+    mask_from = str(runs / configs[0].run_id)
+    out = engine.compare.compare({"prune.mask_from": mask_from, "train.epochs": 1, "prune.controls": ("reinit",),
+                                  "device": "cpu"}, ["transfer"], [0.5, 0.2], 1, runs_dir=tmp_path / "runs")
+    assert out["status"] == "completed" and [r["target_density"] for r in out["rows"]] == [0.5, 0.2]
+    assert len({run for r in out["rows"] for run in r["runs"]}) == 1
+    assert len([d for d in (tmp_path / "runs").iterdir() if d.is_dir()]) == 1
