@@ -414,8 +414,10 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp):
-        sp.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are stored (default: %(default)s)")
+    runs_help = f"where runs are stored (default: {DEFAULT_RUNS_DIR})"
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help=runs_help)
+    def common(sp):  # also taken after the command; no default here, so one typed before it is kept
+        sp.add_argument("--runs-dir", default=argparse.SUPPRESS, help=runs_help)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     from .registry import CONTROLS, DATASETS, METHODS, MODELS, PRESETS
@@ -475,6 +477,7 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
                         "prints it). Its flags: lottery analyze RUN_ID ANALYSIS --help")
     an.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
     kinds = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
+    common(an)
     for name in computable():  # one sub-command per registered analysis, its flags from its options
         help_text = ANALYSES.describe()[name]
         one = kinds.add_parser(name, help=help_text, description=help_text)

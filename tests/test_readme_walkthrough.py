@@ -240,3 +240,26 @@ def test_stored_and_exported_files_get_the_users_usual_permissions(tmp_path):
         os.umask(old)
     for name in ("summary.json", "ticket.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.parametrize("where", ["before the command", "before the analysis", "after the run id", "at the end"])
+def test_runs_dir_works_wherever_it_is_typed(tmp_path, capsys, where):
+    """"Every command takes --runs-dir DIR": `lottery analyze --runs-dir DIR RUN_ID persistence` said "invalid choice:
+    'RUN_ID' (choose from 'uncertainty', ...)" and `lottery --runs-dir DIR list` "invalid choice: 'DIR'"; only after
+    the analysis's name was it taken."""
+    from engine.cli import main
+    from engine.store import write_json
+
+    runs, run_id = tmp_path / "elsewhere", "imp-lenet300-digits-0123456789"
+    write_json(runs / run_id / "config.json", {})
+    write_json(runs / run_id / "summary.json", {"run_id": run_id, "status": "completed", "method": "imp",
+                                                "dense": None, "levels": [], "controls": {}})
+    flag = ["--runs-dir", str(runs)]
+    argv = {"before the command": [*flag, "analyze", run_id, "uncertainty"],
+            "before the analysis": ["analyze", *flag, run_id, "uncertainty"],
+            "after the run id": ["analyze", run_id, *flag, "uncertainty"],
+            "at the end": ["analyze", run_id, "uncertainty", *flag]}[where]
+    main(argv)
+    err = capsys.readouterr().err
+    assert "invalid choice" not in err and "no such run" not in err, err
+    assert main([*flag, "list"]) == 0 and run_id in capsys.readouterr().out
