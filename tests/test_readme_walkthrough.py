@@ -263,3 +263,10 @@ def test_runs_dir_works_wherever_it_is_typed(tmp_path, capsys, where):
     err = capsys.readouterr().err
     assert "invalid choice" not in err and "no such run" not in err, err
     assert main([*flag, "list"]) == 0 and run_id in capsys.readouterr().out
+
+
+def test_the_synopsis_names_every_analysis():
+    from engine.analysis import computable
+
+    line = next(x for x in _code_lines() if x.startswith("lottery analyze RUN_ID {"))
+    assert set(line.split("{")[1].split("}")[0].split(",")) == set(computable()), line
