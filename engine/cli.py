@@ -410,7 +410,10 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     without the engine importing any UI code."""
     from .runner import DEFAULT_RUNS_DIR
 
-    p = _Parser(prog="lottery", description="Find and study lottery tickets of PyTorch models.")
+    p = _Parser(prog="lottery", description="Find and study lottery tickets of PyTorch models.",
+                epilog="Start with `lottery run` (IMP on LeNet-300-100 / digits, with its controls), then `lottery "
+                "list`, `lottery show RUN_ID` and `lottery serve` (the app). A command's flags: lottery COMMAND "
+                "--help. Runs are stored in ./runs (--runs-dir).")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -270,3 +270,11 @@ def test_the_synopsis_names_every_analysis():
 
     line = next(x for x in _code_lines() if x.startswith("lottery analyze RUN_ID {"))
     assert set(line.split("{")[1].split("}")[0].split(",")) == set(computable()), line
+
+
+def test_lottery_help_says_where_to_start(capsys):
+    """`lottery --help` listed eleven commands and no first step."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Start with `lottery run`" in out and "lottery COMMAND --help" in out
