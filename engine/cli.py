@@ -148,7 +148,8 @@ def run_config(args) -> RunConfig:
     stored = stored if isinstance(stored, dict) else {}
     method = settings.get("prune.method", stored.get("method", PruneConfig.method))
     # before the config checks the values: a flag the method never reads is refused as such, whatever its value
-    _refuse_other_methods_flags(typed, [method], f"this run's method is {method}")
+    given = {**{f"prune.{k}": v for k, v in stored.items()}, **settings}  # (--nm is read under --pattern nm only)
+    _refuse_other_methods_flags(typed, [method], f"this run's method is {method}", given)
     if "prune.scope" not in settings and "scope" not in stored:
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
     return config_from_settings(settings, base)
@@ -171,22 +172,23 @@ def cmd_run(args) -> int:
     return {"completed": 0, "cancelled": 130}.get(summary["status"], 1)
 
 
-def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str) -> None:
+def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str, given: dict | None = None) -> None:
     """A method's own flag typed for runs of other methods only (`--method imp --synflow-rounds 5`), or a shared one
     no method there reads (`--method snip --levels 5`: engine.settings.unread_because), is a one-line error: no
     method there reads it, and it would still enter the config and change the run id. (The
     Python API keeps taking every method's options: stored configs and run ids stay as they were; the app's
-    launch panel shows and sends only the chosen method's.)"""
+    launch panel shows and sends only the chosen method's.) `given`: the run's settings, for those read only under
+    others' values (`--nm` without `--pattern nm`)."""
     from .config import method_option_fields
     from .registry import METHODS
     from .settings import read_by, unread_because
 
     for path, value in typed.items():  # ({setting path: value} of the flags typed)
-        if not any(read_by(path, m) for m in methods):
+        if not any(read_by(path, m, given) for m in methods):
             if path.removeprefix("prune.") in method_option_fields():
                 because = f"an option of {' and '.join(m for m in METHODS.names() if read_by(path, m))} only ({why})"
             else:  # a shared setting these methods ignore (`--method snip --levels 5`): why
-                because = "; ".join(unread_because(path, m) for m in methods)
+                because = "; ".join(unread_because(path, m, given) for m in methods)
                 because = because if len(methods) == 1 else f"no method of {why} reads it ({because})"
             raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value, f"{because}: leave it out")
 
@@ -271,7 +273,7 @@ def cmd_compare(args) -> int:
         if path in base:
             raise ConfigError("--" + path.removeprefix("prune."), base[path],
                               f"lottery compare sets it for each run from {instead}: leave it out")
-    _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}")
+    _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}", base)
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
     progress = _Progress(quiet) if opts.executor == "local" and not side_by_side else _SweepBar(quiet)

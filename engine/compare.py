@@ -57,11 +57,11 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     # a setting this method never reads (--rewind for snip, another method's option) keeps its default, as in the
     # method's own run: else it would give the same computation a second run id (engine.settings.read_by)
     if isinstance(base, RunConfig):
-        given, default = base.to_dict()["prune"], RunConfig().to_dict()["prune"]
-        unread = {f"prune.{k}": default[k] for k, v in given.items()
-                  if v != default[k] and not read_by(f"prune.{k}", method)}
+        given = {f"prune.{k}": v for k, v in base.to_dict()["prune"].items()}
+        default = {f"prune.{k}": v for k, v in RunConfig().to_dict()["prune"].items()}
+        unread = {p: default[p] for p, v in given.items() if v != default[p] and not read_by(p, method, given)}
         return base.replace(**{**unread, **changes})
-    return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method)}, **changes})
+    return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method, base)}, **changes})
 
 
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:

@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .config import GROUPS, RunConfig, choices_of, field_types, method_option_fields
+from .config import GROUPS, PruneConfig, RunConfig, choices_of, field_types, method_option_fields
 from .errors import ConfigError
 from .registry import METHODS
 
@@ -91,24 +91,46 @@ def run_settings() -> list[Setting]:
     return out + settings_of(RunConfig, skip=set(GROUPS))
 
 
-def read_by(path: str, method: str) -> bool:
+def read_by(path: str, method: str, given: dict | None = None) -> bool:
     """Whether runs of `method` read the run setting `path` (`unread_because` says why not). A setting a run
     does not read would still enter its config and change its run id: `lottery run` refuses such a flag; the
     app's forms and the notebook launcher show and send a setting only while the chosen method reads it."""
-    return unread_because(path, method) is None
+    return unread_because(path, method, given) is None
 
 
-def unread_because(path: str, method: str) -> str | None:
+# Settings a run reads only under some values of others (engine.structured): {setting: {other: values}}.
+READ_UNDER = {"prune.nm": {"prune.pattern": ("nm",)},
+              "prune.channel_score": {"prune.pattern": ("channel",), "prune.refill": ("refill",)}}
+READ_UNDER_VALUES = ("prune.pattern", "prune.refill")  # the settings whose values they depend on (forms watch them)
+
+
+def unread_because(path: str, method: str, given: dict | None = None) -> str | None:
     """Why runs of `method` ignore the run setting `path`, or None when they read it. Another method's own option
     (`prune.synflow_rounds` for imp); a shared setting the method's MethodSpec says it never reads: declared in
     its `unread` ({"prune.density": why} for ks-lottery), or implied by its other fields (`_implied_unread`).
+    `given` ({setting path: value}: the run's other settings as typed or on a form; those missing at their
+    defaults) adds the settings read only under others' values (READ_UNDER: --nm under --pattern nm).
     Stored configs keep every field as it was, so the ids of runs stored before this rule do not change."""
     spec = METHODS.get(method, "prune.method")
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
     if owner is not None:
         return None if owner[0] is spec.options else f"its method is {method}"
+    flag = _flag(path)
     why = spec.unread.get(path) or _implied_unread(path, spec)
-    return None if why is None else f"{method} {why}, so it never reads --{path.rpartition('.')[2].replace('_', '-')}"
+    if why is not None:
+        return f"{method} {why}, so it never reads {flag}"
+    if given is not None and path in READ_UNDER:
+        under = READ_UNDER[path]
+        now = {p: given.get(p, PruneConfig.__dataclass_fields__[p.removeprefix("prune.")].default) for p in under}
+        if not any(now[p] in values for p, values in under.items()):
+            wanted = " or ".join(f"{_flag(p)} {v}" for p, values in under.items() for v in values)
+            has = " and ".join(f"{_flag(p)} {v}" for p, v in now.items())
+            return f"this {method} run has {has}, and {flag} applies under {wanted} only, so it never reads {flag}"
+    return None
+
+
+def _flag(path: str) -> str:
+    return "--" + path.rpartition(".")[2].replace("_", "-")
 
 
 def _implied_unread(path: str, spec) -> str | None:

@@ -11,7 +11,7 @@ import panel as pn
 import param
 
 import engine
-from engine.settings import config_from_settings, read_by, run_settings
+from engine.settings import READ_UNDER_VALUES, config_from_settings, read_by, run_settings
 
 from .forms import widget_for, widget_value
 from .session import RunSession
@@ -36,6 +36,10 @@ class _Widgets(Mapping):
 
     def __contains__(self, path) -> bool:
         return path in self.settings
+
+    def made(self, path: str):
+        """The widget of `path` if it has been made, else None (without making it)."""
+        return self._made.get(path)
 
     def __iter__(self):
         return iter(self.settings)
@@ -84,7 +88,10 @@ class LaunchPanel(pn.viewable.Viewer):
         return {path: widget_value(self.widgets[path]) for path in self.settings if self._applies(path)}
 
     def _applies(self, path: str) -> bool:
-        return read_by(path, self.widgets["prune.method"].value)
+        # (--nm is read under --pattern nm only; a widget not made yet holds its default)
+        given = {p: self.settings[p].default if (w := self.widgets.made(p)) is None else w.value
+                 for p in READ_UNDER_VALUES}
+        return read_by(path, self.widgets["prune.method"].value, given)
 
     def set_values(self, **values) -> None:
         """Set widgets by setting path (tests, notebooks): set_values(**{"train.epochs": 3})."""
@@ -146,6 +153,8 @@ class LaunchPanel(pn.viewable.Viewer):
     def _fill_more(self) -> None:
         if not self.more.collapsed and not len(self.more):
             self.more[:] = [self.widgets[p] for p in self.settings if p not in PRIMARY]
+            for path in READ_UNDER_VALUES:  # in the card: --nm shows once --pattern nm is chosen
+                self.widgets[path].param.watch(lambda e: self._show_method_options(), "value")
             self._show_method_options()
 
     def _show_method_options(self) -> None:

@@ -12,7 +12,7 @@ import ipywidgets as W
 
 import engine
 from engine.formatting import format_summary
-from engine.settings import Setting, config_from_settings, read_by, run_settings
+from engine.settings import READ_UNDER_VALUES, Setting, config_from_settings, read_by, run_settings
 
 from .jobs import Job
 from .launch import PRIMARY
@@ -51,7 +51,8 @@ class Launcher(W.VBox):
         self.status = W.HTML("Ready.")
         self.output = W.Output()
         self.session: RunSession | None = None
-        self.fields["prune.method"].observe(lambda change: self._show_method_options(), "value")
+        for path in ("prune.method", *READ_UNDER_VALUES):  # (--nm shows with --pattern nm chosen)
+            self.fields[path].observe(lambda change: self._show_method_options(), "value")
         self._show_method_options()
         self.launch_button.on_click(lambda _: self.launch())
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -67,7 +68,8 @@ class Launcher(W.VBox):
             w.layout.display = None if self._applies(path) else "none"
 
     def _applies(self, path: str) -> bool:
-        return read_by(path, self.fields["prune.method"].value)
+        given = {p: self.fields[p].value for p in READ_UNDER_VALUES}
+        return read_by(path, self.fields["prune.method"].value, given)
 
     def values(self) -> dict:
         """{setting path: value} of the settings the chosen method reads (engine.settings.read_by): the others

@@ -59,8 +59,11 @@ REFUSED = [
     ("--rewind", "lr", "edgepopup", "transfer"),
     ("--rewind", "iter:2", "lota", "bert-imp"),
     ("--rewind", "iter:2", "partial-lora", "cts"),
-    ("--nm", "2:8", "cs", "snip"),
-    ("--channel-score", "bn", "rigl", "imp"),
+    ("--nm", "2:8", "cs", "snip --pattern nm"),
+    ("--channel-score", "bn", "rigl", "imp --refill refill"),
+    # read only under another setting's value (engine.settings.READ_UNDER)
+    ("--nm", "2:8", "imp", "imp --pattern nm"),
+    ("--channel-score", "bn", "oneshot", "oneshot --pattern channel"),
     ("--refill", "refill", "snip", "oneshot"),
     ("--scope", "global", "transfer", "cs"),
     ("--scope", "global", "partial-lora", "bert-imp"),
@@ -76,13 +79,12 @@ def test_a_flag_the_method_never_reads_is_refused_in_one_line_and_a_reader_takes
     assert main(["run", "--method", method, flag, value, "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {flag}: '{value}'"), err
-    assert f"; {method} " in err and f"so it never reads {flag}" in err, err
+    assert f" {method} " in err and f"so it never reads {flag}" in err, err
     assert not runs.exists() or not any(runs.iterdir())
-    args = build_parser().parse_args(["run", "--method", reader, flag, value])
-    path = "prune." + flag[2:].replace("-", "_")
-    cfg = run_config(args)
-    assert str(getattr(cfg.prune, path[6:])) == value and cfg.run_id != run_config(
-        build_parser().parse_args(["run", "--method", reader])).run_id
+    reader = ["--method", *reader.split()]
+    cfg = run_config(build_parser().parse_args(["run", *reader, flag, value]))
+    assert str(getattr(cfg.prune, flag[2:].replace("-", "_"))) == value
+    assert cfg.run_id != run_config(build_parser().parse_args(["run", *reader])).run_id
 
 
 def test_compare_refuses_a_flag_none_of_its_methods_reads(tmp_path, capsys):
@@ -104,9 +106,10 @@ def stored_before(tmp_path_factory):
                        "prune.scope": "global", "prune.nm": "2:8", "train.epochs": 1})
     edgepopup = tiny(**{"prune.method": "edgepopup", "prune.density": 0.5, "prune.rewind": "iter:2",
                         "prune.channel_score": "bn", "prune.refill": "none", "train.epochs": 1})
-    for cfg in (transfer, edgepopup):
+    imp = tiny(**{"prune.levels": 1, "prune.nm": "2:8", "prune.channel_score": "bn", "train.epochs": 1})  # unstructured
+    for cfg in (transfer, edgepopup, imp):
         engine.run(cfg, runs_dir=runs)
-    return runs, [snip, transfer, edgepopup]
+    return runs, [snip, transfer, edgepopup, imp]
 
 
 def test_runs_stored_with_settings_their_method_never_reads_keep_their_id_list_show_and_resume(stored_before, capsys):
@@ -179,3 +182,27 @@ def test_compare_trains_one_run_of_a_method_that_never_reads_the_density(stored_
     assert out["status"] == "completed" and [r["target_density"] for r in out["rows"]] == [0.5, 0.2]
     assert len({run for r in out["rows"] for run in r["runs"]}) == 1
     assert len([d for d in (tmp_path / "runs").iterdir() if d.is_dir()]) == 1
+
+
+def test_nm_and_channel_score_are_read_only_under_the_pattern_or_refill_that_uses_them(tmp_path, capsys):
+    """`--method imp --nm 2:8` without --pattern nm (or --channel-score bn without --pattern channel or --refill
+    refill) pruned exactly as plain imp, under another id. The forms show --nm once --pattern nm is chosen."""
+    from explorer.launch import LaunchPanel
+    from explorer.widgets import Launcher
+
+    assert main(["compare", "--methods", "imp,oneshot", "--densities", "0.5", "--nm", "2:8", "--epochs", "1",
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this imp run has --pattern unstructured" in err, err
+    panel, notebook = LaunchPanel(str(tmp_path / "runs")), Launcher(str(tmp_path / "runs"))
+    panel.more.collapsed = False  # the card's widgets are made when it is first opened
+    assert not panel.widgets["prune.nm"].visible and notebook.fields["prune.nm"].layout.display == "none"
+    plain = panel.config().run_id
+    panel.set_values(**{"prune.nm": "2:8"})
+    assert panel.config().run_id == plain  # not sent under --pattern unstructured
+    panel.set_values(**{"prune.pattern": "nm"})
+    notebook.fields["prune.pattern"].value = "nm"
+    assert panel.widgets["prune.nm"].visible and notebook.fields["prune.nm"].layout.display is None
+    assert panel.config().prune.nm == "2:8"
+    panel.set_values(**{"prune.pattern": "unstructured", "prune.refill": "refill"})
+    assert panel.widgets["prune.channel_score"].visible and not panel.widgets["prune.nm"].visible
