@@ -278,3 +278,13 @@ def test_lottery_help_says_where_to_start(capsys):
         _parser().parse_args(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "Start with `lottery run`" in out and "lottery COMMAND --help" in out
+
+
+def test_the_cli_table_names_every_setting_of_lottery_run():
+    """`--amp` and ks-lottery's three flags were missing from the table that lists every setting."""
+    from engine.settings import run_settings
+
+    table = README.split("| group | flags |")[1].split("\n\n")[0]
+    missing = [s.flag for s in run_settings()
+               if not any(form in table for form in (f"`{s.flag}`", f"`{s.flag} ", f"`--no-{s.flag[2:]}`"))]
+    assert not missing, missing
