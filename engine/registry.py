@@ -127,6 +127,8 @@ class MethodSpec:
                      refills, --nm and --channel-score from patterns and refills, --rewind, --prune-fraction and
                      --output-fraction from starts_from_init). `why` completes "METHOD WHY, so it never reads
                      --FLAG"; `lottery run` refuses such a flag typed, the app's forms hide it
+    read_under       {setting: {other setting: values}}: settings those rules say it never reads that it does
+                     read under these values of others (oneshot's --levels under --pattern nm)
     """
     run: Callable[[Any], None]
     options: type | None = None
@@ -142,6 +144,7 @@ class MethodSpec:
     levels_to_reach: Callable[[Any, float], int] | None = None
     check: Callable[[Any, Any], None] | None = None
     unread: dict[str, str] = field(default_factory=dict, hash=False)
+    read_under: dict[str, dict[str, tuple]] = field(default_factory=dict, hash=False)
 
     def scope_for(self, scope: str) -> str:
         """The scope its run takes when `scope` is wanted but not insisted on (the default, when no scope was

@@ -101,7 +101,8 @@ def read_by(path: str, method: str, given: dict | None = None) -> bool:
 # Settings a run reads only under some values of others (engine.structured): {setting: {other: values}}.
 READ_UNDER = {"prune.nm": {"prune.pattern": ("nm",)},
               "prune.channel_score": {"prune.pattern": ("channel",), "prune.refill": ("refill",)}}
-READ_UNDER_VALUES = ("prune.pattern", "prune.refill")  # the settings whose values they depend on (forms watch them)
+# the settings whose values they (and MethodSpec.read_under) depend on: the forms watch them
+READ_UNDER_VALUES = ("prune.pattern", "prune.refill")
 
 
 def unread_because(path: str, method: str, given: dict | None = None) -> str | None:
@@ -117,16 +118,26 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
         return None if owner[0] is spec.options else f"its method is {method}"
     flag = _flag(path)
     why = spec.unread.get(path) or _implied_unread(path, spec)
+    if why is not None and path in spec.read_under:  # (oneshot's --levels under --pattern nm)
+        why = None if given is None or _under(spec.read_under[path], given) else why
     if why is not None:
         return f"{method} {why}, so it never reads {flag}"
-    if given is not None and path in READ_UNDER:
+    if given is not None and path in READ_UNDER and not _under(READ_UNDER[path], given):
         under = READ_UNDER[path]
-        now = {p: given.get(p, PruneConfig.__dataclass_fields__[p.removeprefix("prune.")].default) for p in under}
-        if not any(now[p] in values for p, values in under.items()):
-            wanted = " or ".join(f"{_flag(p)} {v}" for p, values in under.items() for v in values)
-            has = " and ".join(f"{_flag(p)} {v}" for p, v in now.items())
-            return f"this {method} run has {has}, and {flag} applies under {wanted} only, so it never reads {flag}"
+        wanted = " or ".join(f"{_flag(p)} {v}" for p, values in under.items() for v in values)
+        has = " and ".join(f"{_flag(p)} {_given(p, given)}" for p in under)
+        return f"this {method} run has {has}, and {flag} applies under {wanted} only, so it never reads {flag}"
     return None
+
+
+def _given(path: str, given: dict):
+    """A prune setting's value in `given`, else its default."""
+    return given.get(path, PruneConfig.__dataclass_fields__[path.removeprefix("prune.")].default)
+
+
+def _under(under: dict[str, tuple], given: dict) -> bool:
+    """Whether `given` holds one of the values `under` names ({setting: values})."""
+    return any(_given(p, given) in values for p, values in under.items())
 
 
 def _flag(path: str) -> str:

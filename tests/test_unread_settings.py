@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine.cli import build_parser, main, run_config
 from engine.registry import METHODS
-from engine.settings import read_by
+from engine.settings import READ_UNDER, READ_UNDER_VALUES, read_by
 
 from conftest import tiny
 
@@ -24,8 +24,9 @@ SEARCH = {"scope", "pattern", "rewind", "density", "controls"}  # a searched mas
 STRONG = {"scope", "pattern", "density"}  # a supermask over theta_0, never trained: no controls
 READS = {
     "imp": IMP_STEP | {"levels", "pattern", "nm", "refill", "channel_score"},
-    # its output layer is pruned where IMP would leave it: (1 - output fraction)^(levels at --prune-fraction)
-    "oneshot": IMP_STEP | {"pattern", "nm", "refill", "channel_score", "density"},
+    # its output layer is pruned where IMP would leave it: (1 - output fraction)^(levels at --prune-fraction), under
+    # --pattern nm min(--levels, M - N) levels (MethodSpec.read_under; not read under other patterns)
+    "oneshot": IMP_STEP | {"levels", "pattern", "nm", "refill", "channel_score", "density"},
     "bayes-imp": IMP_STEP | {"levels", "pattern"},
     "bert-imp": IMP_STEP - {"output_fraction"} | {"levels", "pattern"},  # of the ORIGINAL weights, output too
     "transfer": {"pattern", "rewind", "controls"},  # the --mask-from mask as it is
@@ -45,6 +46,8 @@ def test_the_rule_says_exactly_which_shared_settings_each_method_reads():
     wrong = {(m, name) for m in READS for name in CORE if read_by("prune." + name, m) != (name in READS[m])}
     assert not wrong, sorted(wrong)
     assert all(read_by(path, m) for m in READS for path in ("train.epochs", "model.model", "data.dataset", "seed"))
+    watched = {p for _, spec in METHODS.items() for under in spec.read_under.values() for p in under}
+    assert watched | {p for under in READ_UNDER.values() for p in under} <= set(READ_UNDER_VALUES)  # forms watch them
 
 
 # (flag, value, a method that never reads it, a method that does)
@@ -64,6 +67,7 @@ REFUSED = [
     # read only under another setting's value (engine.settings.READ_UNDER)
     ("--nm", "2:8", "imp", "imp --pattern nm"),
     ("--channel-score", "bn", "oneshot", "oneshot --pattern channel"),
+    ("--levels", "1", "oneshot", "oneshot --pattern nm"),
     ("--refill", "refill", "snip", "oneshot"),
     ("--scope", "global", "transfer", "cs"),
     ("--scope", "global", "partial-lora", "bert-imp"),
@@ -206,3 +210,7 @@ def test_nm_and_channel_score_are_read_only_under_the_pattern_or_refill_that_use
     assert panel.config().prune.nm == "2:8"
     panel.set_values(**{"prune.pattern": "unstructured", "prune.refill": "refill"})
     assert panel.widgets["prune.channel_score"].visible and not panel.widgets["prune.nm"].visible
+    panel.set_values(**{"prune.method": "oneshot", "prune.refill": "none"})  # oneshot: --levels under nm only
+    assert not panel.widgets["prune.levels"].visible
+    panel.set_values(**{"prune.pattern": "nm"})
+    assert panel.widgets["prune.levels"].visible

@@ -66,4 +66,6 @@ METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, -
     MethodSpec(imp, patterns=tuple(PATTERNS), refills=True, levels=lambda config: imp_levels(config.prune),
                search_cost=imp_search_cost, levels_to_reach=levels_to_reach))
 METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")(
-    MethodSpec(oneshot, patterns=tuple(PATTERNS), refills=True, search_cost=dense_search_cost))
+    MethodSpec(oneshot, patterns=tuple(PATTERNS), refills=True, search_cost=dense_search_cost,
+               # under nm its output layer is pruned as IMP's min(--levels, M - N) levels to N:M would
+               read_under={"prune.levels": {"prune.pattern": ("nm",)}}))
