@@ -288,3 +288,13 @@ def test_the_cli_table_names_every_setting_of_lottery_run():
     missing = [s.flag for s in run_settings()
                if not any(form in table for form in (f"`{s.flag}`", f"`{s.flag} ", f"`--no-{s.flag[2:]}`"))]
     assert not missing, missing
+
+
+def test_an_early_bird_never_detected_reads_as_such():
+    """`lottery run --method earlybird --epochs 2` printed "early-bird ticket not detected of 2 (eps 0.1)"."""
+    from engine.analysis.earlybird_tracker import format_earlybird
+
+    assert format_earlybird("earlybird", {"detected_epoch": None, "epochs_total": 2, "eps": 0.1}) == \
+        "earlybird: early-bird ticket not detected in 2 epochs (eps 0.1)"
+    assert format_earlybird("earlybird", {"detected_epoch": 4, "epochs_total": 10, "eps": 0.1}) == \
+        "earlybird: early-bird ticket epoch 4 of 10 (eps 0.1)"

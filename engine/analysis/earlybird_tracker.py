@@ -231,10 +231,12 @@ class EarlyBirdReplayOptions:
 
 
 def format_earlybird(name: str, a: dict) -> str:
-    when = f"epoch {a['detected_epoch']:g}" if a.get("detected_epoch") is not None else "not detected"
+    total = a.get("epochs_total", "?")
+    when = f"epoch {a['detected_epoch']:g} of {total}" if a.get("detected_epoch") is not None else \
+        f"not detected in {total} epochs"
     extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {pct(a['imp_ticket']['test_accuracy'])}"
              if a.get("imp_ticket") else "")
-    return f"{name}: early-bird ticket {when} of {a.get('epochs_total', '?')} (eps {a['eps']}){extra}"
+    return f"{name}: early-bird ticket {when} (eps {a['eps']}){extra}"
 
 
 # stored as analyses/earlybird-replay.json; the earlybird method stores its own search, an early-bird tracker
