@@ -13,7 +13,6 @@ import textwrap
 import holoviews as hv
 import numpy as np
 import pandas as pd
-import panel as pn
 
 from .offline import load_bokeh
 from .tables import layer_rows, level_rows, seed_bands, short_names
@@ -26,7 +25,7 @@ VARIANT_COLOR = {"ticket": "#1f77b4", "reinit": "#d62728", "random": "#2ca02c", 
 COMMON = dict(responsive=True, height=320, show_grid=True)
 
 
-EMPTY_CHARS = 50  # a line of an empty plot's message (10pt): fits a plot MIN_PLOT_PX wide
+EMPTY_CHARS = 50  # a line of an empty plot's message (10pt): fits a plot ~380 px wide
 
 
 def _empty(title: str, message: str) -> hv.Overlay:
@@ -35,18 +34,6 @@ def _empty(title: str, message: str) -> hv.Overlay:
     message = "\n".join(textwrap.wrap(message, EMPTY_CHARS))
     return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="10pt")]).opts(
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
-
-
-MIN_PLOT_PX = 400  # a plot beside another gets at least this, else goes under it
-
-
-def side_by_side(*panes) -> pn.FlexBox:
-    """Plot panes beside each other while each gets MIN_PLOT_PX, else one under the other. In a pn.Row, a
-    1000 px wide page squeezed two plots into ~230 px each: their titles and messages were cut off."""
-    for pane in panes:
-        pane.min_width = MIN_PLOT_PX
-        pane.styles = {**pane.styles, "flex": f"1 1 {MIN_PLOT_PX}px"}
-    return pn.FlexBox(*panes, flex_wrap="wrap", sizing_mode="stretch_width")
 
 
 def as_typed(message) -> str:
