@@ -28,7 +28,7 @@ def _code_lines() -> list[str]:
     lines = []
     for block in re.findall(r"```\w*\n(.*?)```", README, re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("  #")[0].strip()
+            line = re.sub(r"\s#.*", "", line).strip()
             if line.startswith("lottery "):
                 lines.append(line)
     return lines
