@@ -66,7 +66,9 @@ def short_names(summaries: list[dict]) -> dict[str, str]:
 
 
 def _short(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else json.dumps(v) if isinstance(v, dict) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) or "none"  # (--controls none: 'controls=' read as a value left out)
+    return json.dumps(v) if isinstance(v, dict) else str(v)
 
 
 def level_rows(summaries: list[dict]) -> pd.DataFrame:

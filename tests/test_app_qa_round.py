@@ -81,6 +81,8 @@ def test_short_names_keep_apart_runs_that_differ_in_one_setting():
     names = short_names(runs)
     assert sorted(names[experiment_of(s)] for s in runs) == [
         "imp lenet300 digits (rewind=init)", "imp lenet300 digits (rewind=iter:1)", "imp lenet300 digits (rewind=lr)"]
+    bare = _summary("bare", {"prune": {"controls": []}})  # --controls none read 'controls=' (a value left out?)
+    assert short_names([bare, _summary("imp-a", {})])[experiment_of(bare)] == "imp lenet300 digits (controls=none)"
 
 
 def test_the_accuracy_plot_of_one_run_names_it_in_the_title_and_keeps_its_legend_inside():
