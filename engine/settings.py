@@ -110,7 +110,8 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
     (`prune.synflow_rounds` for imp); a shared setting the method's MethodSpec says it never reads: declared in
     its `unread` ({"prune.density": why} for ks-lottery), or implied by its other fields (`_implied_unread`).
     `given` ({setting path: value}: the run's other settings as typed or on a form; those missing at their
-    defaults) adds the settings read only under others' values (READ_UNDER: --nm under --pattern nm).
+    defaults) decides the settings read only under others' values (READ_UNDER: --nm under --pattern nm; a method's
+    MethodSpec.read_under: oneshot's --levels under --pattern nm); without it such a setting counts as read.
     Stored configs keep every field as it was, so the ids of runs stored before this rule do not change."""
     spec = METHODS.get(method, "prune.method")
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
