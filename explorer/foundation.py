@@ -35,9 +35,13 @@ def transfer_heatmap(matrix: dict | None) -> hv.Overlay:
                       f" (n={c['n']}, {c['density']:.0%})"} for c in matrix["cells"]]
     df = pd.DataFrame(rows)
     span = max(0.02, max(abs(r["delta"]) for r in rows))
+    # white on the dark ends of the colour map, black on its pale middle (Bokeh's default blue text on a dark red
+    # cell was hard to read)
+    df["ink"] = ["white" if abs(d) > span / 2 else "black" for d in df["delta"]]
     heat = hv.HeatMap(df, ["fine-tuned on", "ticket from"], ["delta", "label"]).opts(
         cmap="RdBu", clim=(-span, span), colorbar=True, tools=["hover"])
-    labels = hv.Labels(df, ["fine-tuned on", "ticket from"], "label").opts(text_font_size="9pt")
+    labels = hv.Labels(df, ["fine-tuned on", "ticket from"], ["label", "ink"]).opts(text_font_size="9pt",
+                                                                                    text_color="ink")
     return (heat * labels).opts(title=title, **COMMON)
 
 

@@ -266,3 +266,17 @@ def test_run_selects_keep_a_whole_run_id_on_a_narrow_page(tmp_path):
     story = StabilityPanel(tmp_path)
     assert any(story.story in box for box in story.__panel__().select(pn.FlexBox))
     assert story.story.styles["flex"] == "1 1 360px"
+
+
+# ---------------------------------------------------------------- Foundation models
+def test_the_transfer_heat_maps_cell_text_reads_on_its_colour():
+    """The Foundation models tab's one cell (ticket 0.083 vs dense 0.104) was dark red with Bokeh's default blue
+    text on it: hard to read. Text is white on the map's dark ends, black on its pale middle."""
+    from explorer.foundation import transfer_heatmap
+
+    cell = {"source": "a", "n": 1, "density": 0.8}
+    fig = _render(transfer_heatmap({"cells": [
+        {**cell, "target": "a", "ticket_mean": 0.083, "dense_mean": 0.104, "matching": False},
+        {**cell, "target": "b", "ticket_mean": 0.100, "dense_mean": 0.101, "matching": True}]}))
+    [text] = [r for r in fig.renderers if type(r.glyph).__name__ == "Text"]
+    assert list(text.data_source.data["text_color"]) == ["white", "black"]
