@@ -66,6 +66,9 @@ class LeaderboardPanel(pn.viewable.Viewer):
         self.base_config = base_config or (lambda: engine.RunConfig())
         self.form = OptionsForm(CompareOptions, densities={"width": 160}, seeds={"width": 90})
         self.methods, self.densities, self.seeds = self.form["methods"], self.form["densities"], self.form["seeds"]
+        # at least 320 px in the controls' FlexBox: in a Row, the fixed widths beside it squeezed the methods box
+        # to ~30 px on a 1000 px page
+        self.methods.styles = {**self.methods.styles, "flex": "1 1 320px"}
         self.button = pn.widgets.Button(label="Compare", color="primary", width=110)
         self.stop_button = pn.widgets.Button(label="Cancel", width=90, disabled=True)  # enabled while comparing
         self.button.on_click(lambda _: self.start())
@@ -142,8 +145,6 @@ class LeaderboardPanel(pn.viewable.Viewer):
         return True
 
     def __panel__(self):
-        # a FlexBox: in a Row, the fixed widths beside it squeezed the methods box to ~30 px on a 1000 px page
-        self.methods.styles = {**self.methods.styles, "flex": "1 1 320px"}
         return pn.Column(pn.FlexBox(self.methods, self.densities, self.seeds, self.button, self.stop_button,
                                     align_items="flex-start", sizing_mode="stretch_width"),
                          pn.pane.HTML("Each method trains the launch panel's model and data set with its training "

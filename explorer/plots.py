@@ -112,9 +112,9 @@ def _by_density(summaries: list[dict], value: str, ylabel: str, title: str, perc
     """Mean `value` (and its spread over seeds) vs density for every run and variant.
 
     HoloViews takes ~50-100 ms per element it draws (two or three per curve here): a store of a dozen runs
-    took 5-8 s per redraw of this plot. So the curves are drawn straight into the Bokeh figure by a hook
-    (`_draw_series`, a few ms each); the HoloViews overlay of one empty element only carries the axes, so the
-    plot still displays in a notebook and in a Panel pane like the others."""
+    took 5-8 s to build and render this plot (in-process, 2 busy cores). So the curves are Bokeh glyphs added
+    by a hook (`_draw_series`: ~0.5 s for the same store); the HoloViews overlay of one empty element only
+    carries the axes, so the plot still displays in a notebook and in a Panel pane like the others."""
     levels = level_rows(summaries)
     if levels.empty:
         return _empty(title, "no runs yet: launch one")
