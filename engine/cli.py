@@ -122,6 +122,11 @@ class _SweepBar:
         running = sum(0 < p.done < p.total for p in self.progress.runs.values())
         self.bar.set_description(f"{len(self.progress.runs)} runs started, {running} training")
 
+    def close(self) -> None:
+        """Done: its last line goes out now, before the leaderboard (not after it, when the bar is collected)."""
+        if self.bar is not None:
+            self.bar.close()
+
 
 # ---------------------------------------------------------------- commands
 def run_config(args) -> RunConfig:
@@ -284,6 +289,9 @@ def cmd_compare(args) -> int:
     except KeyboardInterrupt:
         print("cancelled: finished runs are kept; run the same command to continue", file=sys.stderr)
         return 130
+    finally:
+        if isinstance(progress, _SweepBar):
+            progress.close()
     print(json_text(result) if args.json else format_table(result))
     return 0 if result["status"] == "completed" else 130
 

@@ -298,3 +298,23 @@ def test_an_early_bird_never_detected_reads_as_such():
         "earlybird: early-bird ticket not detected in 2 epochs (eps 0.1)"
     assert format_earlybird("earlybird", {"detected_epoch": 4, "epochs_total": 10, "eps": 0.1}) == \
         "earlybird: early-bird ticket epoch 4 of 10 (eps 0.1)"
+
+
+def test_compare_prints_its_table_after_the_progress_bar_is_done(tmp_path, monkeypatch):
+    """The README's `lottery compare ... --seeds 2` printed the leaderboard and then, below it, the progress bar's
+    last line (the sweep bar was never closed; it closed when it was collected)."""
+    import io
+    import sys
+
+    from engine.cli import main
+
+    both = io.StringIO()  # stdout and stderr in one stream, in the order a terminal shows them
+    monkeypatch.setattr(sys, "stdout", both)
+    monkeypatch.setattr(sys, "stderr", both)
+    assert main(["compare", "--methods", "snip", "--densities", "0.5", "--seeds", "2", "--epochs", "1",
+                 "--controls", "none", "--runs-dir", str(tmp_path / "runs")]) == 0
+    import gc
+
+    gc.collect()  # as the process's exit would: an unclosed bar writes its last line when collected
+    lines = both.getvalue().replace("\r", "\n").rstrip("\n").splitlines()
+    assert lines[-1].startswith("snip ") and "runs started" not in lines[-1], lines[-3:]
