@@ -196,11 +196,21 @@ class AccuracyView(pn.viewable.Viewer):
         super().__init__()
         self.app = app
         self.plot = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=["accuracy-plot"])
+        self._drawn_for: list | None = None  # the summaries the plot shows
 
     def refresh(self) -> None:
+        """Redraw when the chosen runs' summaries changed: the tab is marked stale by any change of the app's
+        choice too (a layer picked in Masks), and a plot of a dozen runs takes seconds to reach the page."""
+        chosen = self.app.browser.chosen()
+        if chosen == self._drawn_for:
+            return
+        self._drawn_for = chosen
+        self.plot.object = self.draw(chosen)
+
+    def draw(self, summaries: list[dict]):
         from explorer import plots  # HoloViews: loaded when a plot of stored runs is first drawn
 
-        self.plot.object = plots.accuracy_vs_density(self.app.browser.chosen())
+        return plots.accuracy_vs_density(summaries)
 
     def __panel__(self):
         return self.plot
@@ -213,10 +223,10 @@ class EarlyStopView(AccuracyView):
         super().__init__(app)
         self.plot.css_classes = ["early-stop-plot"]
 
-    def refresh(self) -> None:
+    def draw(self, summaries: list[dict]):
         from explorer import plots
 
-        self.plot.object = plots.early_stop_vs_density(self.app.browser.chosen())
+        return plots.early_stop_vs_density(summaries)
 
 
 class MasksView(pn.viewable.Viewer):

@@ -280,3 +280,22 @@ def test_the_transfer_heat_maps_cell_text_reads_on_its_colour():
         {**cell, "target": "b", "ticket_mean": 0.100, "dense_mean": 0.101, "matching": True}]}))
     [text] = [r for r in fig.renderers if type(r.glyph).__name__ == "Text"]
     assert list(text.data_source.data["text_color"]) == ["white", "black"]
+
+
+def test_the_accuracy_plot_is_not_redrawn_for_a_change_that_is_not_its_own(tmp_path):
+    """Picking a layer in Masks marks every tab stale: going back to Accuracy redrew its plot of every run, the
+    same plot, which took seconds to reach the page with a dozen runs stored."""
+    import engine
+    from explorer.app import ExplorerApp
+
+    runs = tmp_path / "runs"
+    engine.run(tiny(), runs_dir=runs)
+    app = ExplorerApp(runs_dir=str(runs))
+    drawn = app.open("Accuracy").plot.object
+    app.open("Masks")
+    app.choice.layer.value = app.choice.layer.options[-1]  # a change of the app's choice: all tabs stale
+    assert app.open("Accuracy").plot.object is drawn
+    engine.run(tiny(seed=1), runs_dir=runs)  # a change of the runs it shows: redrawn
+    app.browser.refresh()
+    app.refresh_views()  # (as the app's tick does when the store changed)
+    assert app.views["Accuracy"].plot.object is not drawn
