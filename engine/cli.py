@@ -443,10 +443,12 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     def entry(name: str, text: str) -> str:
         return f"  {name:<{width}}  " + f"\n  {'':<{width}}  ".join(textwrap.wrap(text, wrap))
 
-    listing = "\n".join(f"{kind}:\n" + "\n".join(entry(name, text) for name, text in reg.describe().items())
-                        for kind, reg in kinds)
+    def listing(skip=()) -> str:  # the epilog of `run` (and of `compare`, which takes no --preset)
+        return "\n".join(f"{kind}:\n" + "\n".join(entry(name, text) for name, text in reg.describe().items())
+                         for kind, reg in kinds if kind not in skip)
+
     r = sub.add_parser("run", help="find tickets (trains; resumes a stored run with the same config)",
-                       epilog=listing, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=listing(), formatter_class=argparse.RawDescriptionHelpFormatter)
     common(r)
     r.add_argument("--config", help="start from a JSON config (as stored in a run's config.json)")
     r.add_argument("--preset", metavar="NAME", help="named settings over the defaults (and --config); flags typed "
@@ -469,7 +471,8 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true", help="print the summary and its analyses as JSON on stdout")
     sh.set_defaults(func=cmd_show)
 
-    cp = sub.add_parser("compare", help="leaderboard: several methods at the same densities and budget")
+    cp = sub.add_parser("compare", help="leaderboard: several methods at the same densities and budget",
+                        epilog=listing(skip=("presets",)), formatter_class=argparse.RawDescriptionHelpFormatter)
     common(cp)
     from .compare import CompareOptions
 

@@ -121,7 +121,7 @@ def test_compare_refuses_the_run_flags_it_sets_itself(tmp_path, capsys, flag, va
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err and instead in err, err
     assert not runs.exists() or not any(runs.iterdir())
-    help_text = _commands(_parser())["compare"].format_help()
+    help_text = _commands(_parser())["compare"].format_help().split("\nmethods:\n")[0]  # (not the listing)
     assert f"[{flag} " not in help_text and not re.search(rf"^\s+{flag}\b", help_text, re.M), help_text
 
 
@@ -206,6 +206,8 @@ def test_run_help_lists_methods_models_datasets_in_columns_that_fit(monkeypatch)
     from engine.registry import DATASETS, METHODS
 
     monkeypatch.setenv("COLUMNS", "100")
+    compare = _commands(_parser())["compare"].format_help()
+    assert "\nmodels:\n" in compare and "\ndatasets:\n" in compare and "presets:" not in compare  # (no --preset)
     text = _commands(_parser())["run"].format_help().split("\nmethods:\n")[1]
     assert max(len(line) for line in text.splitlines()) <= 100
     starts = {line[2:].split("  ")[0]: line.index(line[2:].split("  ")[0]) for line in text.splitlines()
