@@ -425,10 +425,10 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
                 "list`, `lottery show RUN_ID` and `lottery serve` (the app). A command's flags: lottery COMMAND "
                 "--help. Runs are stored in ./runs (--runs-dir).")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
     runs_help = f"where runs are stored (default: {DEFAULT_RUNS_DIR})"
     p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help=runs_help)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
     def common(sp):  # also taken after the command; no default here, so one typed before it is kept
         sp.add_argument("--runs-dir", default=argparse.SUPPRESS, help=runs_help)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -491,9 +491,9 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="analyse a stored run: " + ", ".join(computable()),
                         description="Compute an analysis of a stored run and store it with the run (`lottery show` "
                         "prints it). Its flags: lottery analyze RUN_ID ANALYSIS --help")
+    common(an)
     an.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
     kinds = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
-    common(an)
     for name in computable():  # one sub-command per registered analysis, its flags from its options
         help_text = ANALYSES.describe()[name]
         one = kinds.add_parser(name, help=help_text, description=help_text)
