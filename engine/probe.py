@@ -309,7 +309,7 @@ def describe(device: torch.device | str = "auto", threads: int | None = None) ->
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return f"{torch.cuda.get_device_name(device)} (CUDA, compute capability {major}.{minor})"
-    return f"{device.type} ({platform.machine()}, {threads} threads)"
+    return f"{device.type} ({platform.machine()}, {threads} thread{'' if threads == 1 else 's'})"
 
 
 def _device(name) -> torch.device:

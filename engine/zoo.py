@@ -404,10 +404,10 @@ def is_zoo(store: RunStore) -> bool:
 
 
 def refuse_zoo(store: RunStore, instead: str) -> None:
-    """LotteryError for a command that reads ticket levels, given a zoo (members, no levels): `instead` says
-    where to look."""
+    """ConfigError (bad input: exit 2) for a command that reads ticket levels, given a zoo (members, no levels):
+    `instead` says where to look."""
     if is_zoo(store):
-        raise LotteryError(f"{store.dir.name} is a model zoo, not a ticket run: {instead}")
+        raise ConfigError("RUN_ID", store.dir.name, f"it is a model zoo, not a ticket run: {instead}")
 
 
 @dataclass

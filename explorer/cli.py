@@ -267,7 +267,7 @@ def add_serve_flags(sv) -> None:
                     "default: only the bound address or host, and localhost)")
     sv.add_argument("--show", action="store_true", help="open a browser tab")
     sv.add_argument("--torch-threads", type=int, default=0,
-                    help="torch threads for training (default 0: one less than the cores, at least 1)")
+                    help="torch threads for training (default: 0, meaning one less than the cores, at least 1)")
 
 
 def add_commands(sub, common) -> None:

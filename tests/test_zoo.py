@@ -226,20 +226,20 @@ def test_zoo_barriers_naive_and_matched_are_stored_and_shown(runs_dir, capsys):
     assert "zoo-barrier: mean over 1 member pairs" in capsys.readouterr().out
 
 
-def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):
+def test_ticket_analyses_refuse_a_zoo_in_one_line(runs_dir, capsys):  # bad input: exit 2, as the README says
     options, config = _dense(runs_dir, members=2)
     zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
-    assert main(["analyze", zoo_id, "barrier", "--runs-dir", str(runs_dir)]) == 1
+    assert main(["analyze", zoo_id, "barrier", "--runs-dir", str(runs_dir)]) == 2
     assert "is a model zoo, not a ticket run" in capsys.readouterr().err
     # export (of a ticket) said "--level: None is not valid; completed levels of this run: []"
     out = runs_dir.parent / "member.safetensors"
-    assert main(["export", zoo_id, "--out", str(out), "--runs-dir", str(runs_dir)]) == 1
+    assert main(["export", zoo_id, "--out", str(out), "--runs-dir", str(runs_dir)]) == 2
     err = capsys.readouterr().err
     assert "is a model zoo, not a ticket run" in err and "--level" not in err and not out.exists()
     # report drew a ticket run's empty views under the title "Lottery ticket run"
     from explorer.cli import main as ui_main
     page = runs_dir.parent / "zoo.html"
-    assert ui_main(["report", zoo_id, "--html", str(page), "--runs-dir", str(runs_dir)]) == 1
+    assert ui_main(["report", zoo_id, "--html", str(page), "--runs-dir", str(runs_dir)]) == 2
     assert "is a model zoo, not a ticket run" in capsys.readouterr().err and not page.exists()
 
 
