@@ -160,18 +160,31 @@ class ExplorerApp(pn.viewable.Viewer):
                 self._take_engine_when_imported()
             focus = self._follow_run()
             stored = [view.poll() for view in list(self.views.values()) if hasattr(view, "poll")]
-            if focus or any(stored) or self._changed_outside():  # new levels or runs in the store
+            if focus or any(stored):  # new levels or runs in the store, of this page's runs
                 with _rebuilding():
                     self.browser.refresh()
                     self.refresh_views(focus=focus)
+            else:
+                self._take_outside_changes()
 
-    def _changed_outside(self) -> bool:
-        """Every STORE_CHECK_S: were runs added, deleted or grown by something else than this page? (A run deleted
-        with the CLI stayed listed in Runs, Accuracy and Masks until Refresh was clicked.)"""
+    def _take_outside_changes(self) -> None:
+        """Every STORE_CHECK_S: runs added, deleted or grown by something else than this page (a run deleted with
+        the CLI stayed listed in Runs, Accuracy and Masks until Refresh was clicked) are re-read. The views are
+        redrawn when runs came or went, or a run they show grew; a level stored by a `lottery compare` in a
+        terminal, of a run no view shows, updates the Runs table only (a redraw of every view every few seconds
+        reset the Masks view's zoom and cost seconds)."""
         if time.monotonic() - self._store_checked < STORE_CHECK_S:
-            return False
+            return
         self._store_checked = time.monotonic()
-        return self.browser.changed_on_disk()
+        changed = self.browser.changed_on_disk()
+        if not changed:
+            return
+        ids = {s["run_id"] for s in self.browser.summaries}
+        shown = {self.choice.run.value, *self.browser.selected}
+        with _rebuilding():
+            self.browser.refresh()
+            if changed & shown or ids != {s["run_id"] for s in self.browser.summaries}:
+                self.refresh_views()
 
     def _follow_run(self) -> str | None:
         """Apply the launched run's events; its id when it stored a level or ended (views re-read the store)."""

@@ -7,7 +7,7 @@ import panel as pn
 import param
 
 import engine
-from engine.store import RunStore
+from engine.store import RunStore, runs_root
 
 
 class RunBrowser(pn.viewable.Viewer):
@@ -49,9 +49,10 @@ class RunBrowser(pn.viewable.Viewer):
     def signature(self) -> tuple:
         """What changes when a run is added, deleted or stores a level (its summary.json is replaced): the run
         folders' names with their summary's mtime. One scandir and a stat per run (~1 ms for 300 runs)."""
-        try:
-            folders = [d for d in os.scandir(self.runs_dir) if d.is_dir() and not d.name.startswith(".")]
-        except OSError:  # no runs dir (yet)
+        try:  # (runs_root: `~` expanded, as list_runs does)
+            folders = [d for d in os.scandir(runs_root(self.runs_dir))
+                       if d.is_dir() and not d.name.startswith(".")]
+        except (OSError, engine.ConfigError):  # no runs dir (yet), or a file in its place
             return ()
         out = []
         for d in folders:
@@ -61,10 +62,10 @@ class RunBrowser(pn.viewable.Viewer):
                 out.append((d.name, 0))
         return tuple(sorted(out))
 
-    def changed_on_disk(self) -> bool:
-        """Runs added, deleted or grown since the last refresh by something else than this page (the CLI, a
-        shell, another page): the app's tick checks every few seconds and re-reads the store then."""
-        return self.signature() != self._signature
+    def changed_on_disk(self) -> set[str]:
+        """The runs added, deleted or grown since the last refresh by something else than this page (the CLI, a
+        shell, another page; empty: none): the app's tick checks every few seconds and re-reads the store then."""
+        return {name for name, _ in set(self.signature()) ^ set(self._signature)}
 
     @property
     def table(self) -> pn.widgets.Tabulator:

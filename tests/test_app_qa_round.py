@@ -299,3 +299,52 @@ def test_the_accuracy_plot_is_not_redrawn_for_a_change_that_is_not_its_own(tmp_p
     app.browser.refresh()
     app.refresh_views()  # (as the app's tick does when the store changed)
     assert app.views["Accuracy"].plot.object is not drawn
+
+
+def test_a_run_no_view_shows_growing_outside_updates_the_runs_table_only(tmp_path, monkeypatch):
+    """A `lottery compare` in a terminal stores a level every few seconds: each one redrew every view of the app
+    (the Masks heat map of an unrelated run lost its zoom). Now only a change to a run a view shows, or runs
+    coming or going, redraws; the Runs table follows every change."""
+    import os
+
+    import engine
+    from explorer import app as app_module
+    from explorer.app import ExplorerApp
+
+    runs = tmp_path / "runs"
+    other = engine.run(tiny(), runs_dir=runs)["run_id"]
+    shown = engine.run(tiny(seed=1), runs_dir=runs)["run_id"]
+    app = ExplorerApp(runs_dir=str(runs))
+    app.open("Masks")
+    app.choice.run.value = shown
+    app.browser.selected = [shown]
+    monkeypatch.setattr(app_module, "STORE_CHECK_S", 0.0)
+    redraws = []
+    monkeypatch.setattr(app, "refresh_views", lambda focus=None: redraws.append(focus))
+
+    def grow(run_id):  # as a level stored by another process: summary.json replaced
+        summary = runs / run_id / "summary.json"
+        stat = summary.stat()
+        os.utime(summary, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+    grow(other)
+    app.tick()
+    assert redraws == [] and not app.browser.changed_on_disk()  # re-read (the Runs table), nothing redrawn
+    grow(shown)
+    app.tick()
+    assert len(redraws) == 1
+    engine.run(tiny(seed=2), runs_dir=runs)  # a run coming: the views' run lists change
+    app.tick()
+    assert len(redraws) == 2
+
+
+def test_the_store_check_expands_a_runs_dir_given_with_a_tilde(tmp_path, monkeypatch):
+    """`RunBrowser('~/runs')`: list_runs expands ~, the 2 s check scanned the literal '~/runs' and never saw a
+    change."""
+    from explorer.browser import RunBrowser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    browser = RunBrowser("~/runs")
+    assert not browser.changed_on_disk()
+    (tmp_path / "runs" / "some-run").mkdir(parents=True)
+    assert browser.changed_on_disk() == {"some-run"}

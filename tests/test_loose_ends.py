@@ -82,19 +82,6 @@ def test_compare_refuses_levels_which_it_sets_from_the_densities(tmp_path, capsy
     assert err.count("\n") == 1 and "--levels: '1'" in err and "sets it for each run from --densities" in err
 
 
-def test_runs_stored_with_an_unread_setting_keep_their_id_and_resume(tmp_path, capsys):
-    """The rule is about what a person types: a stored config keeps every field, so a run stored before it (snip
-    with levels 3, through the Python API) keeps its id, and its config.json resumes it. (A pin.)"""
-    runs = tmp_path / "runs"
-    cfg = tiny(**{"prune.method": "snip", "prune.density": 0.5, "prune.levels": 3, "train.epochs": 1})
-    assert cfg.run_id != cfg.replace(**{"prune.levels": 2}).run_id  # (stored configs are not rewritten)
-    engine.run(cfg, runs_dir=runs)
-    assert main(["run", "--config", str(runs / cfg.run_id / "config.json"), "--runs-dir", str(runs), "--json",
-                 "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["run_id"] == cfg.run_id
-    assert main(["list", "--runs-dir", str(runs)]) == 0 and cfg.run_id in capsys.readouterr().out
-
-
 def test_launch_forms_send_only_what_the_chosen_method_reads(tmp_path):
     """The app's launch panel and the notebook launcher: a value left on a field the chosen method ignores
     (levels with snip chosen) is not sent, so the run id is the one plain snip has."""

@@ -149,7 +149,7 @@ def default_partner(run_id: str, level: int, own: list[str], variants: list[str]
         # (not a ConfigError naming "level": the CLI would name the --level flag, which was not typed)
         raise LotteryError(f"run {run_id} trained no controls: level {level} has no other trained net to "
                            f"interpolate to (`lottery analyze {run_id} sanity` trains them)")
-    raise ConfigError("against", None, f"run {run_id} trains no control of its own, and level {level} has "
+    raise ConfigError("--against", None, f"run {run_id} trains no control of its own, and level {level} has "
                       f"{len(variants)} other trained nets: name one of {', '.join(sorted(variants))}")
 
 
