@@ -217,6 +217,8 @@ def test_a_failing_seed_fails_the_cell_without_hanging(tmp_path):
     def on_event(e):  # one seed's run fails at its first evaluation of level 1; the other must not wait forever
         if isinstance(e, ev.Evaluated) and e.level == 1 and e.run_id.endswith(seed1):
             raise Boom()
-    seed1 = _cell_base("auto").replace(**{"prune.method": "snip", "prune.density": 0.5, "seed": 1}).run_id[-10:]
+    from engine.compare import _config  # (compare's config of the run: snip's without the --levels it never reads)
+
+    seed1 = _config(_cell_base("auto"), "snip", 1, 0.5, None).run_id[-10:]
     with pytest.raises(Boom):
         compare(_cell_base("auto"), ["snip"], [0.5], 2, runs_dir=tmp_path, on_event=on_event)

@@ -246,12 +246,12 @@ def test_tiny_run_completes_and_plots(open_page, server):
     open_tab(page, "Accuracy")
     assert_drawn(page, "accuracy-plot")
     legend = page.locator(".accuracy-plot .bk-Legend .bk-label")  # the legend is DOM, unlike the axes
-    expect(legend).to_have_count(4)  # one entry per variant of the one experiment
+    expect(legend).to_have_count(4)  # one entry per variant of the one experiment, whose name is in the title
     for variant in ("dense", "ticket", "reinit", "random"):
-        expect(legend.filter(has_text=re.compile(f"^{variant} · .*epochs=2"))).to_have_count(1)
+        expect(legend.filter(has_text=re.compile(f"^{variant}$"))).to_have_count(1)
     expect(page.locator(".accuracy-plot .bk-Toolbar")).to_have_count(1)
     fig = figure(page, "accuracy-plot")
-    assert fig["title"] == "Test accuracy vs density"
+    assert fig["title"].startswith("Test accuracy vs density: imp "), fig
     assert any("density" in x for x in fig["x"]) and any("accuracy" in y for y in fig["y"]), fig
     assert {"PanTool", "WheelZoomTool", "SaveTool", "ResetTool"} <= set(fig["tools"]), fig
 
