@@ -6,8 +6,12 @@ the fixture with `from browser_support import browser`.
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -53,6 +57,27 @@ class ServerProcess:
             return self.log_path.read_bytes()[-n:].decode(errors="replace")
         except OSError:
             return ""
+
+
+def serve(runs_dir: Path, log_path: Path, start_s: float = 90) -> ServerProcess:
+    """`lottery serve` of `runs_dir` on a free port (its address in `.url`), once it answers for a static file.
+    One torch thread: these tests check behaviour beside Chromium on a small machine, not speed."""
+    server = ServerProcess(log_path)
+    port = free_port()
+    server.url = f"http://127.0.0.1:{port}/"
+    server.launch([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(runs_dir), "--port", str(port)],
+                  env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + start_s
+    while True:  # (the bounded start-up wait of a process, not a wait for the UI)
+        assert server.proc.poll() is None, server.log_tail()
+        try:
+            urllib.request.urlopen(server.url + "static/js/bokeh.min.js", timeout=2)
+            return server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise AssertionError(f"lottery serve did not answer within {start_s} s:\n{server.log_tail()}")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

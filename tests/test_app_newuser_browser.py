@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 import pytest
 
-from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+from browser_support import CHROMIUM, browser, serve  # noqa: F401  (browser: a fixture)
 
 pytestmark = pytest.mark.ui
 
@@ -26,8 +25,6 @@ WIDTH = 1400
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import urllib.request
-
     from engine import zoo as Z
 
     root = tmp_path_factory.mktemp("newuser")
@@ -35,21 +32,7 @@ def server(tmp_path_factory):
     options = Z.ZooOptions(members=4)
     values = {"model.model": "mlp", "model.hidden": (8,), "train.epochs": 1, "device": "cpu"}
     Z.train_zoo(options, Z.zoo_config(options, values, runs_dir=runs_dir), runs_dir=runs_dir)
-    s = ServerProcess(root / "serve.log")
-    port = free_port()
-    s.url = f"http://127.0.0.1:{port}/"
-    s.launch([sys.executable, "-m", "explorer.cli", "serve", "--runs-dir", str(runs_dir), "--port", str(port)],
-             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
-
-    def answers():
-        assert s.proc.poll() is None, s.log_tail()
-        try:
-            urllib.request.urlopen(s.url + "static/js/bokeh.min.js", timeout=2)
-            return True
-        except OSError:
-            return False
-
-    wait_until(answers, 90, interval=0.2, what="lottery serve answers")
+    s = serve(runs_dir, root / "serve.log")
     yield s
     s.stop()
 
