@@ -1,8 +1,8 @@
 """What the browser tests share: Debian's Chromium and its flags, a free port, a server subprocess that logs
 to a file (its tail goes into failure messages), and the `browser` fixture.
 
-Nothing here imports Playwright or torch: a test module checks for Chromium and skips first, then imports
-the fixture with `from browser_support import browser`.
+Nothing here imports Playwright or torch at import: a test module calls `playwright_or_skip()` first (it is
+skipped where Chromium or Playwright is missing), and takes the fixture with `from browser_support import browser`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def playwright_or_skip():
+    """Playwright's sync API, for a browser test module to call as it is imported: the module is skipped where
+    Debian's Chromium or Playwright is not installed."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
+    return pytest.importorskip("playwright.sync_api")
 
 
 def free_port() -> int:

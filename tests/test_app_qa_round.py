@@ -219,23 +219,40 @@ def test_the_layer_select_offers_the_chosen_levels_layers():
 
 
 # ---------------------------------------------------------------- the store changed outside the page
-def test_runs_deleted_or_added_outside_the_page_show_within_a_tick(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny runs (seeds 0 and 1), stored once: the store-check tests change a copy."""
+    import engine
+
+    runs = tmp_path_factory.mktemp("two") / "runs"
+    return runs, [engine.run(tiny(seed=seed), runs_dir=runs)["run_id"] for seed in (0, 1)]
+
+
+def _app_on_a_copy(two_runs, tmp_path, monkeypatch):
+    """An app on a copy of `two_runs`, its Masks tab showing the second run, the store checked at every tick:
+    (app, runs dir, the two ids)."""
+    import shutil
+
+    from explorer import app as app_module
+    from explorer.app import ExplorerApp
+
+    runs = shutil.copytree(two_runs[0], tmp_path / "runs")
+    app = ExplorerApp(runs_dir=str(runs))
+    app.open("Masks")
+    app.choice.run.value = two_runs[1][1]
+    monkeypatch.setattr(app_module, "STORE_CHECK_S", 0.0)
+    return app, runs, two_runs[1]
+
+
+def test_runs_deleted_or_added_outside_the_page_show_within_a_tick(two_runs, tmp_path, monkeypatch):
     """A run deleted with the CLI (rm -r of its folder) while the app was open stayed listed in Runs, plotted in
     Accuracy and offered in Masks until Refresh was clicked; a run stored by `lottery run` in a shell never
     appeared. The app's tick now looks at the store every STORE_CHECK_S."""
     import shutil
 
     import engine
-    from explorer import app as app_module
-    from explorer.app import ExplorerApp
 
-    runs = tmp_path / "runs"
-    first = engine.run(tiny(), runs_dir=runs)["run_id"]
-    second = engine.run(tiny(seed=1), runs_dir=runs)["run_id"]
-    app = ExplorerApp(runs_dir=str(runs))
-    app.open("Masks")
-    app.choice.run.value = second
-    monkeypatch.setattr(app_module, "STORE_CHECK_S", 0.0)
+    app, runs, (first, second) = _app_on_a_copy(two_runs, tmp_path, monkeypatch)
     app.tick()  # nothing changed: nothing re-read
     assert [s["run_id"] for s in app.browser.summaries] == [second, first]
     shutil.rmtree(runs / second)
@@ -301,24 +318,16 @@ def test_the_accuracy_plot_is_not_redrawn_for_a_change_that_is_not_its_own(tmp_p
     assert app.views["Accuracy"].plot.object is not drawn
 
 
-def test_a_run_no_view_shows_growing_outside_updates_the_runs_table_only(tmp_path, monkeypatch):
+def test_a_run_no_view_shows_growing_outside_updates_the_runs_table_only(two_runs, tmp_path, monkeypatch):
     """A `lottery compare` in a terminal stores a level every few seconds: each one redrew every view of the app
     (the Masks heat map of an unrelated run lost its zoom). Now only a change to a run a view shows, or runs
     coming or going, redraws; the Runs table follows every change."""
     import os
 
     import engine
-    from explorer import app as app_module
-    from explorer.app import ExplorerApp
 
-    runs = tmp_path / "runs"
-    other = engine.run(tiny(), runs_dir=runs)["run_id"]
-    shown = engine.run(tiny(seed=1), runs_dir=runs)["run_id"]
-    app = ExplorerApp(runs_dir=str(runs))
-    app.open("Masks")
-    app.choice.run.value = shown
+    app, runs, (other, shown) = _app_on_a_copy(two_runs, tmp_path, monkeypatch)
     app.browser.selected = [shown]
-    monkeypatch.setattr(app_module, "STORE_CHECK_S", 0.0)
     redraws = []
     monkeypatch.setattr(app, "refresh_views", lambda focus=None: redraws.append(focus))
 

@@ -2,18 +2,15 @@
 What only a browser shows: widths as laid out. The in-process tests of the same round are in test_app_qa_round.py."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from browser_support import CHROMIUM, browser, serve  # noqa: F401  (browser: a fixture)
+from browser_support import browser, playwright_or_skip, serve  # noqa: F401  (browser: a fixture)
 
 pytestmark = pytest.mark.ui
 
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_or_skip()
 expect = sync_api.expect
 
 from conftest import tiny, wait_until  # noqa: E402

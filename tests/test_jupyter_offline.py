@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+from browser_support import CHROMIUM, ServerProcess, browser, free_port, playwright_or_skip  # noqa: F401  (browser: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -50,9 +50,7 @@ RENDER_MS = 60_000       # outputs drawn once the cells have run
 
 pytestmark = pytest.mark.ui
 
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_or_skip()
 pytest.importorskip("jupyterlab", reason="pip install -e '.[notebook]'")
 
 

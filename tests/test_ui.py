@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import CHROMIUM, ServerProcess, browser, free_port  # noqa: F401  (browser: a fixture)
+from browser_support import CHROMIUM, ServerProcess, browser, free_port, playwright_or_skip  # noqa: F401  (browser: a fixture)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 pytestmark = pytest.mark.ui
 
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = playwright_or_skip()
 expect = sync_api.expect
 
 import engine  # noqa: E402  (after the skips: a machine without chromium skips before importing torch)
