@@ -6,6 +6,7 @@ skipped where Chromium or Playwright is missing), and takes the fixture with `fr
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+PAGE_READY_MS = 90_000  # a served app's first load, the engine's import included (2 busy cores)
+WAIT_MS = 30_000  # anything else a page should show soon
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -86,6 +89,25 @@ def serve(runs_dir: Path, log_path: Path, start_s: float = 90) -> ServerProcess:
                 server.stop()
                 raise AssertionError(f"lottery serve did not answer within {start_s} s:\n{server.log_tail()}")
             time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def app_page(browser, url: str, width: int):
+    """A page of the served app at `url`, `width` px wide, once its launch panel is ready: (page, the errors the
+    page raised so far and later); its browser context is closed after."""
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": width, "height": 1000})
+    ctx.set_default_timeout(WAIT_MS)
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(url, timeout=PAGE_READY_MS)
+        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+        yield page, errors
+    finally:
+        ctx.close()
 
 
 @pytest.fixture(scope="module")

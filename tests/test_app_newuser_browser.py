@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from browser_support import browser, playwright_or_skip, serve  # noqa: F401  (browser: a fixture)
+from browser_support import PAGE_READY_MS, app_page, browser, playwright_or_skip, serve  # noqa: F401  (browser: a fixture)
 
 pytestmark = pytest.mark.ui
 
@@ -15,8 +15,6 @@ expect = sync_api.expect
 
 from conftest import wait_until  # noqa: E402
 
-PAGE_READY_MS = 90_000
-WAIT_MS = 30_000
 WIDTH = 1400
 
 
@@ -37,14 +35,7 @@ def server(tmp_path_factory):
 def test_weight_space_fits_the_page_and_a_bad_value_reads_as_one_line(browser, server):
     """At 1400 px the tab titles and the Weight space tab ran past the page's right edge (its zoo/generation row had ~1150 px of
     fixed widths): the map plot and the forms' last column were cut off, with no scroll bar."""
-    ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
-    ctx.set_default_timeout(WAIT_MS)
-    page = ctx.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(server.url, timeout=PAGE_READY_MS)
-        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+    with app_page(browser, server.url, WIDTH) as (page, errors):
         # the thirteen tabs' titles: the last ones were past the page's right edge (Bokeh scrolls them sideways,
         # no scroll bar shown); they wrap onto a second row
         tabs = page.locator(".bk-tab")
@@ -71,5 +62,3 @@ def test_weight_space_fits_the_page_and_a_bad_value_reads_as_one_line(browser, s
         text = status.text_content()
         assert "Traceback" not in text and text.strip().count("\n") == 0, text
         assert not errors, errors
-    finally:
-        ctx.close()

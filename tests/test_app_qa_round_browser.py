@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from browser_support import browser, playwright_or_skip, serve  # noqa: F401  (browser: a fixture)
+from browser_support import PAGE_READY_MS, app_page, browser, playwright_or_skip, serve  # noqa: F401  (browser: a fixture)
 
 pytestmark = pytest.mark.ui
 
@@ -15,8 +15,6 @@ expect = sync_api.expect
 
 from conftest import tiny, wait_until  # noqa: E402
 
-PAGE_READY_MS = 90_000
-WAIT_MS = 30_000
 WIDTH = 1000
 
 
@@ -39,14 +37,7 @@ def _tab(page, title: str) -> None:
 def test_at_1000_px_the_leaderboard_methods_and_the_run_select_keep_their_width(browser, server):
     """On a 1000 px page: the Leaderboard's methods box was ~30 px wide (a Row of fixed widths squeezed it) and
     its Cancel enabled with nothing to cancel; the Masks run select showed a cut run id."""
-    ctx = browser.new_context(viewport={"width": WIDTH, "height": 1000})
-    ctx.set_default_timeout(WAIT_MS)
-    page = ctx.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(server.url, timeout=PAGE_READY_MS)
-        expect(page.get_by_role("button", name="Launch")).to_be_enabled(timeout=PAGE_READY_MS)
+    with app_page(browser, server.url, WIDTH) as (page, errors):
         _tab(page, "Leaderboard")
         expect(page.get_by_role("button", name="Compare")).to_be_visible(timeout=PAGE_READY_MS)
         expect(page.get_by_role("button", name="Cancel").last).to_be_disabled()  # nothing to cancel yet
@@ -59,5 +50,3 @@ def test_at_1000_px_the_leaderboard_methods_and_the_run_select_keep_their_width(
         wait_until(lambda: (run.bounding_box() or {}).get("width", 0) >= 340, 15, interval=0.25,
                    what="the run select wide enough for a whole run id")
         assert not errors, errors
-    finally:
-        ctx.close()
