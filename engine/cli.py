@@ -27,7 +27,7 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import ConfigError, LotteryError
 from .formatting import format_analysis, format_summary, pct
-from .settings import add_flags, build, config_from_settings, run_settings, settings_of, values_from_args
+from .settings import add_flags, build, config_from_settings, flag_of, run_settings, settings_of, values_from_args
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
@@ -144,7 +144,7 @@ def run_config(args) -> RunConfig:
             raise ConfigError("--config", args.config, "is a model zoo's config: `lottery zoo` trains zoos (give "
                               "--config a ticket run's config.json)")
     from .config import PruneConfig
-    from .presets import preset_settings
+    from .presets import preset_for, preset_settings
     from .registry import METHODS
 
     typed = values_from_args(args, run_settings())
@@ -154,10 +154,30 @@ def run_config(args) -> RunConfig:
     method = settings.get("prune.method", stored.get("method", PruneConfig.method))
     # before the config checks the values: a flag the method never reads is refused as such, whatever its value
     given = {**{f"prune.{k}": v for k, v in stored.items()}, **settings}  # (--nm is read under --pattern nm only)
-    _refuse_other_methods_flags(typed, [method], f"this run's method is {method}", given)
+    why = f"this run's method is {method}"
+    _refuse_other_methods_flags(typed, [method], why, given)
+    # a preset is a bundle aimed at one method: what this method never reads keeps its default (one note says so)
+    preset, unused = preset_for(args.preset, method, given)
+    unused = {p: w for p, w in unused.items() if p not in typed}
+    if unused:
+        print(f"note: --preset {args.preset} sets " + "; ".join(f"{flag_of(p)} {settings[p]}, not used (left at "
+              f"its default): {w}" for p, w in unused.items()), file=sys.stderr)
+    settings = {**preset, **typed}
     if "prune.scope" not in settings and "scope" not in stored:
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
-    return config_from_settings(settings, base)
+    cfg = config_from_settings(settings, base)
+    if base is not None:  # the file's settings this method never reads are refused as typed flags are, unless
+        from .store import RunStore  # the file is a run stored before that rule, resumed where it is stored
+
+        read = {f"prune.{k}": v for k, v in cfg.to_dict()["prune"].items()}
+        from_file = {f"prune.{k}": v for k, v in cfg.non_default().get("prune", {}).items()
+                     if f"prune.{k}" not in settings}
+        if not RunStore(args.runs_dir, cfg.run_id).exists():
+            try:
+                _refuse_other_methods_flags(from_file, [method], why, read)
+            except ConfigError as e:
+                raise ConfigError(e.field, e.value, f"in --config {args.config}, {e.allowed}") from None
+    return cfg
 
 
 def cmd_run(args) -> int:
@@ -195,7 +215,7 @@ def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str, given
             else:  # a shared setting these methods ignore (`--method snip --levels 5`): why
                 because = "; ".join(unread_because(path, m, given) for m in methods)
                 because = because if len(methods) == 1 else f"no method of {why} reads it ({because})"
-            raise ConfigError("--" + path.removeprefix("prune.").replace("_", "-"), value, f"{because}: leave it out")
+            raise ConfigError(flag_of(path), value, f"{because}: leave it out")
 
 
 def _ctrl_c_quits() -> None:

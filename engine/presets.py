@@ -42,11 +42,30 @@ def preset_settings(name: str | None) -> dict:
     return dict(PRESETS.get(name, "--preset"))
 
 
+def preset_for(name: str | None, method: str, given: dict | None = None) -> tuple[dict, dict]:
+    """({setting path: value} of preset `name` that runs of `method` read, {setting path: why not} of the
+    others). A preset is a bundle aimed at one method (stability-story: IMP's late rewinding); a setting the
+    chosen method never reads (`--preset stability-story --method snip`: --rewind) would only give the same
+    computation a second run id, so it keeps its default. `given`: the run's other settings, for those read
+    only under others' values (engine.settings.unread_because)."""
+    from .settings import unread_because
+
+    kept, unused = {}, {}
+    for path, value in preset_settings(name).items():
+        why = unread_because(path, method, given)
+        (kept if why is None else unused)[path] = value if why is None else why
+    return kept, unused
+
+
 def preset_config(name: str, **overrides) -> RunConfig:
-    """The preset as a validated RunConfig, with setting-path overrides (e.g. **{"seed": 2})."""
+    """The preset as a validated RunConfig, with setting-path overrides (e.g. **{"seed": 2}); the preset's
+    settings the run's method never reads keep their defaults (`preset_for`)."""
+    from .config import PruneConfig
     from .settings import config_from_settings
 
+    settings = {**preset_settings(name), **overrides}
+    kept, _ = preset_for(name, settings.get("prune.method", PruneConfig.method), settings)
     try:
-        return config_from_settings({**preset_settings(name), **overrides})
+        return config_from_settings({**kept, **overrides})
     except ConfigError as e:
         raise ConfigError(e.field, e.value, f"{e.allowed} (in preset {name})") from None

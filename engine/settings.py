@@ -117,7 +117,7 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
     if owner is not None:
         return None if owner[0] is spec.options else f"its method is {method}"
-    flag = _flag(path)
+    flag = flag_of(path)
     why = spec.unread.get(path) or _implied_unread(path, spec)
     if why is not None and path in spec.read_under:  # (oneshot's --levels under --pattern nm)
         why = None if given is None or _under(spec.read_under[path], given) else why
@@ -125,8 +125,8 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
         return f"{method} {why}, so it never reads {flag}"
     if given is not None and path in READ_UNDER and not _under(READ_UNDER[path], given):
         under = READ_UNDER[path]
-        wanted = " or ".join(f"{_flag(p)} {v}" for p, values in under.items() for v in values)
-        has = " and ".join(f"{_flag(p)} {_given(p, given)}" for p in under)
+        wanted = " or ".join(f"{flag_of(p)} {v}" for p, values in under.items() for v in values)
+        has = " and ".join(f"{flag_of(p)} {_given(p, given)}" for p in under)
         return f"this {method} run has {has}, and {flag} applies under {wanted} only, so it never reads {flag}"
     return None
 
@@ -141,7 +141,8 @@ def _under(under: dict[str, tuple], given: dict) -> bool:
     return any(_given(p, given) in values for p, values in under.items())
 
 
-def _flag(path: str) -> str:
+def flag_of(path: str) -> str:
+    """The command-line flag of the setting `path`: "prune.prune_fraction" -> "--prune-fraction"."""
     return "--" + path.rpartition(".")[2].replace("_", "-")
 
 

@@ -1,0 +1,53 @@
+"""Loose ends of the unread-settings rule and of the CLI (round 8): each test failed before its fix."""
+import json
+
+from engine.cli import build_parser, main, run_config
+
+
+def _cfg(*argv):
+    return run_config(build_parser().parse_args(["run", *argv]))
+
+
+# ---------------------------------------------------------------- 1. presets and --config files
+def test_a_preset_setting_the_method_never_reads_goes_back_to_its_default_with_one_note(tmp_path, capsys):
+    """`lottery run --preset stability-story --method snip` stored snip's run with the preset's `rewind iter:20`,
+    which snip never reads: the same computation as plain snip at those settings under a second id."""
+    flags = ["--method", "snip", "--model", "mlp", "--epochs", "1", "--controls", "none", "--quiet", "--json"]
+    assert main(["run", "--preset", "stability-story", *flags, "--runs-dir", str(tmp_path / "runs")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    stored = json.loads((tmp_path / "runs" / summary["run_id"] / "config.json").read_text())
+    assert stored["prune"]["rewind"] == "init" and stored["train"]["lr"] == 0.1  # what snip reads stays
+    plain = _cfg("--dataset", "digits", "--model", "mlp", "--width", "0.5", "--optimizer", "sgd", "--lr", "0.1",
+                 "--momentum", "0.9", "--batch-size", "32", *flags[:-2])
+    assert summary["run_id"] == plain.run_id
+    assert _cfg("--preset", "stability-story").prune.rewind == "iter:20"  # imp reads it
+
+
+def test_the_preset_note_is_one_line_naming_preset_setting_and_why(capsys):
+    _cfg("--preset", "stability-story", "--method", "snip")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "stability-story" in err and "--rewind iter:20" in err and "so it never reads --rewind" in err, err
+    _cfg("--preset", "stability-story")
+    assert capsys.readouterr().err == ""  # imp reads every setting of the preset
+
+
+def test_a_config_file_naming_a_setting_the_method_never_reads_is_refused_in_one_line(tmp_path, capsys):
+    """`lottery run --config imp_run/config.json --method snip` (or a hand-written file) carried the file's
+    `rewind iter:2` into a new snip run id, where the typed `--rewind iter:2` is refused."""
+    path = tmp_path / "mine.json"
+    for config in ({"prune": {"rewind": "iter:2"}}, {"prune": {"method": "snip", "rewind": "iter:2"}}):
+        path.write_text(json.dumps(config))
+        runs = tmp_path / "runs"
+        argv = ["run", "--config", str(path), "--epochs", "1", "--runs-dir", str(runs), "--quiet"]
+        assert main([*argv, *([] if "method" in config["prune"] else ["--method", "snip"])]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: --rewind: 'iter:2'"), err
+        assert "--config" in err and "snip starts its tickets from theta_0" in err, err
+        assert not runs.exists()
+    path.write_text(json.dumps({"prune": {"synflow_rounds": 5}}))  # another method's option
+    assert main(["run", "--config", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--synflow-rounds" in err and "synflow" in err, err
+    path.write_text(json.dumps({"prune": {"rewind": "iter:2"}}))
+    assert _cfg("--config", str(path)).prune.rewind == "iter:2"  # imp reads it
