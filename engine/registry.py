@@ -129,6 +129,9 @@ class MethodSpec:
                      --FLAG"; `lottery run` refuses such a flag typed, the app's forms hide it
     read_under       {setting: {other setting: values}}: settings those rules say it never reads that it does
                      read under these values of others (oneshot's --levels under --pattern nm)
+    unread_under     {setting: ({other setting: values}, why)}: settings it reads except under these values
+                     of others (oneshot's --density under --pattern nm, where --nm sets its densities); `why`
+                     completes "METHOD WHY, so it never reads --FLAG", as in `unread`
     """
     run: Callable[[Any], None]
     options: type | None = None
@@ -145,6 +148,7 @@ class MethodSpec:
     check: Callable[[Any, Any], None] | None = None
     unread: dict[str, str] = field(default_factory=dict, hash=False)
     read_under: dict[str, dict[str, tuple]] = field(default_factory=dict, hash=False)
+    unread_under: dict[str, tuple[dict[str, tuple], str]] = field(default_factory=dict, hash=False)
 
     def scope_for(self, scope: str) -> str:
         """The scope its run takes when `scope` is wanted but not insisted on (the default, when no scope was
