@@ -47,7 +47,8 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     """`base` is a RunConfig or {setting path: value} (the CLI's flags, validated per method here, so a
     scope only some methods allow, such as erk, applies to those and the others keep their default)."""
     changes = {"prune.method": method, "seed": seed}
-    if density is not None and read_by("prune.density", method):
+    given = _given(base)
+    if density is not None and read_by("prune.density", method, given):
         changes["prune.density"] = density
     if levels is not None:
         changes["prune.levels"] = levels
@@ -57,11 +58,18 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     # a setting this method never reads (--rewind for snip, another method's option) keeps its default, as in the
     # method's own run: else it would give the same computation a second run id (engine.settings.read_by)
     if isinstance(base, RunConfig):
-        given = {f"prune.{k}": v for k, v in base.to_dict()["prune"].items()}
         default = {f"prune.{k}": v for k, v in RunConfig().to_dict()["prune"].items()}
         unread = {p: default[p] for p, v in given.items() if v != default[p] and not read_by(p, method, given)}
         return base.replace(**{**unread, **changes})
-    return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method, base)}, **changes})
+    return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method, given)}, **changes})
+
+
+def _given(base: RunConfig | dict) -> dict:
+    """{setting path: value} of `base`'s prune settings (every one of a RunConfig; a dict's as typed), for the
+    settings read only under others' values (engine.settings.unread_because)."""
+    if isinstance(base, RunConfig):
+        return {f"prune.{k}": v for k, v in base.to_dict()["prune"].items()}
+    return dict(base)
 
 
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:
@@ -87,7 +95,8 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
             if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
                 levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
                 plan.append((method, densities, _config(base, method, seed, None, levels)))
-            elif not read_by("prune.density", method):  # its one run serves every target (ks-lottery, transfer)
+            elif not read_by("prune.density", method, _given(base)):  # one run serves every target (ks-lottery,
+                # transfer, oneshot under --pattern nm)
                 plan.append((method, densities, _config(base, method, seed, None, None)))
             else:
                 plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]

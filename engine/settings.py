@@ -111,7 +111,8 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
     its `unread` ({"prune.density": why} for ks-lottery), or implied by its other fields (`_implied_unread`).
     `given` ({setting path: value}: the run's other settings as typed or on a form; those missing at their
     defaults) decides the settings read only under others' values (READ_UNDER: --nm under --pattern nm; a method's
-    MethodSpec.read_under: oneshot's --levels under --pattern nm); without it such a setting counts as read.
+    MethodSpec.read_under: oneshot's --levels under --pattern nm; MethodSpec.unread_under: oneshot's --density
+    not under --pattern nm); without it such a setting counts as read.
     Stored configs keep every field as it was, so the ids of runs stored before this rule do not change."""
     spec = METHODS.get(method, "prune.method")
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
@@ -121,6 +122,9 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
     why = spec.unread.get(path) or _implied_unread(path, spec)
     if why is not None and path in spec.read_under:  # (oneshot's --levels under --pattern nm)
         why = None if given is None or _under(spec.read_under[path], given) else why
+    if why is None and given is not None and path in spec.unread_under:  # (oneshot's --density under --pattern nm)
+        under, because = spec.unread_under[path]
+        why = because if _under(under, given) else None
     if why is not None:
         return f"{method} {why}, so it never reads {flag}"
     if given is not None and path in READ_UNDER and not _under(READ_UNDER[path], given):

@@ -51,3 +51,23 @@ def test_a_config_file_naming_a_setting_the_method_never_reads_is_refused_in_one
     assert err.count("\n") == 1 and "--synflow-rounds" in err and "synflow" in err, err
     path.write_text(json.dumps({"prune": {"rewind": "iter:2"}}))
     assert _cfg("--config", str(path)).prune.rewind == "iter:2"  # imp reads it
+
+
+# ---------------------------------------------------------------- 2. oneshot under --pattern nm never reads --density
+def test_oneshot_under_nm_never_reads_the_density_and_compare_trains_it_once(tmp_path, capsys):
+    """Its hidden layers keep N of every M (--nm), its output layer IMP's min(--levels, M - N) levels: the rule
+    said it read --density, so `compare --methods oneshot --pattern nm --densities 0.1,0.3` trained the same
+    computation twice."""
+    from engine.settings import read_by
+
+    assert not read_by("prune.density", "oneshot", {"prune.pattern": "nm"})
+    assert read_by("prune.density", "oneshot", {"prune.pattern": "channel"}) and read_by("prune.density", "oneshot")
+    runs = tmp_path / "runs"
+    assert main(["run", "--method", "oneshot", "--pattern", "nm", "--density", "0.3", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "oneshot" in err and "so it never reads --density" in err, err
+    assert main(["compare", "--methods", "oneshot", "--pattern", "nm", "--densities", "0.1,0.3", "--seeds", "1",
+                 "--epochs", "1", "--controls", "none", "--runs-dir", str(runs), "--json", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["target_density"] for r in rows] == [0.1, 0.3] and len({r["runs"][0] for r in rows}) == 1
+    assert len([d for d in runs.iterdir() if d.is_dir()]) == 1

@@ -67,5 +67,8 @@ METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, -
                search_cost=imp_search_cost, levels_to_reach=levels_to_reach))
 METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")(
     MethodSpec(oneshot, patterns=tuple(PATTERNS), refills=True, search_cost=dense_search_cost,
-               # under nm its output layer is pruned as IMP's min(--levels, M - N) levels to N:M would
-               read_under={"prune.levels": {"prune.pattern": ("nm",)}}))
+               # under nm its output layer is pruned as IMP's min(--levels, M - N) levels to N:M would, and its
+               # hidden layers keep N of every M: no density is read
+               read_under={"prune.levels": {"prune.pattern": ("nm",)}},
+               unread_under={"prune.density": ({"prune.pattern": ("nm",)}, "keeps --nm's N of every M weights in its "
+                                               "hidden layers under --pattern nm")}))
