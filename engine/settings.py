@@ -101,8 +101,17 @@ def read_by(path: str, method: str, given: dict | None = None) -> bool:
 # Settings a run reads only under some values of others (engine.structured): {setting: {other: values}}.
 READ_UNDER = {"prune.nm": {"prune.pattern": ("nm",)},
               "prune.channel_score": {"prune.pattern": ("channel",), "prune.refill": ("refill",)}}
-# the settings whose values they (and MethodSpec.read_under) depend on: the forms watch them
-READ_UNDER_VALUES = ("prune.pattern", "prune.refill")
+
+
+def __getattr__(name: str):
+    """READ_UNDER_VALUES: the settings whose values decide whether others are read (READ_UNDER, every method's
+    MethodSpec.read_under and unread_under), which the forms watch; derived from those declarations when asked
+    for (the methods register on first lookup), so a method's new declaration is watched with no second list."""
+    if name == "READ_UNDER_VALUES":
+        unders = [*READ_UNDER.values()] + [u for _, spec in METHODS.items() for u in
+                                           [*spec.read_under.values(), *(u for u, _ in spec.unread_under.values())]]
+        return tuple(dict.fromkeys(p for under in unders for p in under))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unread_because(path: str, method: str, given: dict | None = None) -> str | None:

@@ -71,3 +71,20 @@ def test_oneshot_under_nm_never_reads_the_density_and_compare_trains_it_once(tmp
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["target_density"] for r in rows] == [0.1, 0.3] and len({r["runs"][0] for r in rows}) == 1
     assert len([d for d in runs.iterdir() if d.is_dir()]) == 1
+
+
+# ---------------------------------------------------------------- 3. READ_UNDER_VALUES derived from the declarations
+def test_the_settings_the_forms_watch_follow_every_methods_declarations():
+    """READ_UNDER_VALUES was written out by hand beside READ_UNDER and the methods' read_under: a method declaring
+    a setting read under another's value (here --levels under --scope global) went unwatched by the forms."""
+    import engine.settings as S
+    from engine.registry import METHODS, MethodSpec
+
+    METHODS.register("toy-under", "a test's toy method")(MethodSpec(
+        lambda ctx: None, read_under={"prune.levels": {"prune.scope": ("global",)}},
+        unread_under={"prune.density": ({"prune.controls": ((),)}, "trains nothing")}))
+    try:
+        assert {"prune.scope", "prune.controls", "prune.pattern", "prune.refill"} <= set(S.READ_UNDER_VALUES)
+    finally:
+        METHODS.unregister("toy-under")
+    assert "prune.scope" not in S.READ_UNDER_VALUES

@@ -46,8 +46,10 @@ def test_the_rule_says_exactly_which_shared_settings_each_method_reads():
     wrong = {(m, name) for m in READS for name in CORE if read_by("prune." + name, m) != (name in READS[m])}
     assert not wrong, sorted(wrong)
     assert all(read_by(path, m) for m in READS for path in ("train.epochs", "model.model", "data.dataset", "seed"))
-    watched = {p for _, spec in METHODS.items() for under in spec.read_under.values() for p in under}
-    assert watched | {p for under in READ_UNDER.values() for p in under} <= set(READ_UNDER_VALUES)  # forms watch them
+    watched = {p for _, spec in METHODS.items() for under in [*spec.read_under.values(),
+                                                               *(u for u, _ in spec.unread_under.values())]
+               for p in under}
+    assert watched | {p for under in READ_UNDER.values() for p in under} == set(READ_UNDER_VALUES)  # forms watch them
 
 
 # (flag, value, a method that never reads it, a method that does)
