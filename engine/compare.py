@@ -101,7 +101,7 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
             else:
                 plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
     if not scheduler:  # (a real cluster's client may not hold the data its workers read)
-        _check_before_training([c for _, _, c in plan])
+        _check_before_training([c for _, _, c in plan], runs_dir)
     if executor == "local" and seeds > 1 and plan[0][2].train.batched == "auto":
         summaries = _cells_side_by_side(plan, runs_dir, on_event, cancel)
     else:
@@ -135,14 +135,18 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
             "densities": densities, "methods": methods, "rows": rows}
 
 
-def _check_before_training(configs: list[RunConfig]) -> None:
+def _check_before_training(configs: list[RunConfig], runs_dir) -> None:
     """What each run would check only once its turn came (the method's own requirements, MethodSpec.check: cs
     needs 2 epochs, lota --weight-decay 0; the model's, structured.check_model), for every planned run before any
     trains: a sweep must not stop at its fifth method with four trained. The runs share their data and model
-    settings, so one data set and one model serve every check."""
+    settings, so one data set and one model serve every check. A run stored completed trains nothing: it is not
+    checked (a leaderboard asked again, every run stored, loads no data set for the checks)."""
     from . import data as data_mod
     from . import models, structured
 
+    configs = [c for c in configs if RunStore(runs_dir, c.run_id).status() != "completed"]
+    if not configs:
+        return
     first = configs[0]
     dataset = data_mod.load(first.data, "cpu")
     model = models.build(first.model, dataset.input_shape, dataset.num_classes, first.seed)

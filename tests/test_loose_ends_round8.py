@@ -88,3 +88,24 @@ def test_the_settings_the_forms_watch_follow_every_methods_declarations():
     finally:
         METHODS.unregister("toy-under")
     assert "prune.scope" not in S.READ_UNDER_VALUES
+
+
+# ---------------------------------------------------------------- 4. compare's pre-check skips stored runs
+def test_compare_checks_only_the_runs_it_will_train_before_training(tmp_path, monkeypatch):
+    """Its requirement pre-check loaded the data set and built a model even when every planned run was stored
+    (the leaderboard asked again, the app's Leaderboard tab reopened): only the stored runs' own reads remain."""
+    import engine
+    import engine.data
+
+    loads = []
+    real = engine.data.load
+    monkeypatch.setattr(engine.data, "load", lambda *a, **k: loads.append(a) or real(*a, **k))
+    base = {"train.epochs": 1, "prune.controls": (), "device": "cpu"}
+    first = engine.compare.compare(base, ["snip", "magnitude"], [0.5], 1, runs_dir=tmp_path / "runs")
+    assert first["status"] == "completed" and len(loads) == 3  # the pre-check's, then each run's
+    loads.clear()
+    again = engine.compare.compare(base, ["snip", "magnitude"], [0.5], 1, runs_dir=tmp_path / "runs")
+    assert again["rows"] == first["rows"] and len(loads) == 2  # each stored run's resume reads it; no pre-check
+    loads.clear()
+    third = engine.compare.compare(base, ["snip", "magnitude", "random"], [0.5], 1, runs_dir=tmp_path / "runs")
+    assert third["status"] == "completed" and len(loads) == 4  # random is new: it is checked before training
