@@ -292,6 +292,59 @@ def build_summary(config: RunConfig, store: RunStore, status: str, *, model_name
 
 
 # ---------------------------------------------------------------- which model
+def check_own_module(model, dataset: data_mod.Dataset) -> None:
+    """Refuse, in one line naming what is wrong and what is allowed, a user's module the runner cannot train and
+    prune: before anything is stored, rather than as a traceback deep in training or in the store's writes.
+
+    Every Linear/Conv weight is pruned (engine.masks.prunable), so each must be a plain float32 parameter of its
+    own that trains; the module must map a batch of the data set's inputs to one tensor of logits."""
+    def refuse(allowed: str):
+        raise ConfigError("model", type(model).__name__, allowed)
+
+    if not isinstance(model, nn.Module):
+        refuse("must be a torch.nn.Module")
+    tensors = dict(model.state_dict(keep_vars=True))
+    lazy = next((n for n, t in tensors.items() if torch.nn.parameter.is_lazy(t)), None)
+    if lazy is not None:
+        refuse(f"{lazy!r} is an uninitialised lazy parameter; run one forward pass on a batch first")
+    odd = next(((n, t.dtype) for n, t in tensors.items() if t.is_floating_point() and t.dtype != torch.float32), None)
+    if odd is not None:
+        refuse(f"{odd[0]!r} is {str(odd[1]).replace('torch.', '')}; the data and training are float32: call "
+               ".float() on the module first")
+    first: dict[tuple, str] = {}  # (storage, offset) -> the first name holding it
+    for n, t in tensors.items():
+        if t.numel():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset())
+            if key in first:
+                refuse(f"{n!r} and {first[key]!r} are one tied tensor; tied weights are not supported (the store "
+                       "writes each tensor once and every pruned weight has its own mask): untie them")
+            first[key] = n
+    names, params = M.prunable(model), dict(model.named_parameters())
+    if not names:
+        refuse("has no Linear or Conv1d/2d/3d layer to prune")
+    for n in names:
+        if n not in params:
+            refuse(f"{n!r} is not a plain parameter (held by torch.nn.utils.prune or a parametrization such as "
+                   "weight_norm): remove that first, the masks here do its work")
+        if not params[n].requires_grad:
+            refuse(f"{n!r} is frozen (requires_grad=False); every Linear/Conv weight trains under its mask: "
+                   "unfreeze it")
+    x, y = dataset.train.x[:2], dataset.train.y[:2]
+    probe = copy.deepcopy(model).to(x.device).train()  # a copy: the user's module and its buffers stay as they are
+    try:
+        out = probe(x)
+    except Exception as e:
+        refuse(f"failed on a batch of the data set's inputs, shape {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+               f" ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
+    logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
+    if not isinstance(out, torch.Tensor):
+        refuse(f"forward returns a {type(out).__name__}; it must return one tensor {logits}: return only the logits")
+    if y.dim() == 1 and (out.dim() != 2 or out.shape[1] < dataset.num_classes):
+        refuse(f"forward returns shape {tuple(out.shape)}, {out.shape[-1] if out.dim() else 0} outputs; the labels run "
+               f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) or more "
+               "outputs")
+
+
 def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):
     """(make_model, reinit, run_id, model_name) for a registry model or a user's own module.
 
@@ -307,17 +360,23 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
 
         return make_model, reinit, config.run_id, config.model.model
 
-    if not isinstance(user_model, nn.Module) or not M.prunable(user_model):
-        raise ConfigError("model", type(user_model).__name__, "must be an nn.Module with at least one Linear or "
-                          "Conv layer to prune")
+    check_own_module(user_model, dataset)
     template = copy.deepcopy(user_model).cpu()
+    # The module's identity: its class, its printed structure (layer types and their settings: a ReLU swapped for
+    # a Tanh is another experiment) and its state (names, shapes, initial values). Code inside forward() is not
+    # part of it: a changed forward needs a new class name (or a fresh runs dir) to get a new run.
     h = hashlib.sha256(type(user_model).__qualname__.encode())
+    h.update(repr(template).encode())
     for k, v in template.state_dict().items():
         h.update(k.encode())
         h.update(str(tuple(v.shape)).encode())
         h.update(v.detach().float().numpy().tobytes())
     name = f"custom:{type(user_model).__name__}"
-    run_id = f"{config.run_id}-custom{h.hexdigest()[:8]}"
+    # METHOD-CLASS-DATASET-HASH-customHASH: `lottery list` shows whose module it is (not the config's unused
+    # registry model); the dataset and settings' hash are the config's own id's last two parts
+    *_, dataset_part, digest = config.run_id.split("-")
+    cls = re.sub(r"[^a-z0-9]+", "", type(user_model).__name__.lower())[:24] or "module"
+    run_id = f"{config.prune.method}-{cls}-{dataset_part}-{digest}-custom{h.hexdigest()[:8]}"
 
     def reinit(model, seed):
         models.initialise(model, "torch_default", torch.Generator().manual_seed(seed))

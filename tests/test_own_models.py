@@ -1,0 +1,183 @@
+"""A researcher's own model (`engine.run(cfg, model=...)`) and own data (`npz:PATH`, `text:PATH`), as the README's
+"Your own model and data" describes them: every case either trains correctly (masks applied, pruned weights exactly
+zero, resumable, listed, exported) or is refused in one line before anything is stored."""
+
+import pytest
+import torch
+from torch import nn
+
+import engine
+from engine.cli import main
+from engine.config import DataConfig
+from engine.data import load
+from engine.store import RunStore, load_tensors
+
+from conftest import tiny
+
+
+def quick(**changes) -> engine.RunConfig:
+    return tiny(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": (), **changes})
+
+
+class ConvBN(nn.Module):
+    def __init__(self, channels=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.fc = nn.Linear(channels * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+class BiasFree(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(64, 16, bias=False)
+        self.b = nn.Linear(16, 10, bias=False)
+        self.register_buffer("scale", torch.tensor(0.5))  # a buffer rides along in every state dict
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x.flatten(1) * self.scale)))
+
+
+class Recurrent(nn.Module):
+    """A GRU (never pruned: not a Linear or Conv) reading the 8 rows of a digit, then a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 16, batch_first=True)
+        self.hidden = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h, _ = self.rnn(x.view(len(x), 8, 8))
+        return self.out(torch.relu(self.hidden(h[:, -1])))
+
+
+class Embedded(nn.Module):
+    """An Embedding (never pruned) of quantised pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(9, 2)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(self.emb((x.clamp(-2, 2) * 2 + 4).long()).flatten(1))
+
+
+def mlp(hidden=16, act=nn.ReLU):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), act(), nn.Linear(hidden, 10))
+
+
+WORKING = {"sequential": mlp, "conv_bn": ConvBN, "bias_free_with_buffer": BiasFree, "gru": Recurrent,
+           "embedding": Embedded}
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_own_modules_train_prune_resume_list_and_export(tmp_path, name, capsys):
+    runs = tmp_path / "runs"
+    torch.manual_seed(0)
+    net = WORKING[name]()
+    s = engine.run(quick(), runs_dir=runs, model=net)
+    assert s["status"] == "completed" and s["model"] == f"custom:{type(net).__name__}"
+    store = RunStore(runs, s["run_id"])
+    mask, weights = store.load_level("ticket", 1)
+    assert set(mask) == set(engine.masks.prunable(net)) and s["levels"][0]["density"] < 1
+    for n, m in mask.items():
+        assert not m.all() and torch.all(weights[n][~m] == 0), n  # pruned weights are exactly zero after training
+
+    events = []
+    again = engine.run(quick(), runs_dir=runs, model=net, on_event=events.append)
+    assert again["run_id"] == s["run_id"] and again["levels"] == s["levels"]
+    assert all(e.reused for e in events if type(e).__name__ == "LevelDone")  # nothing trained twice
+
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    assert s["run_id"] in capsys.readouterr().out
+    assert main(["show", s["run_id"], "--runs-dir", str(runs)]) == 0
+    assert f"custom:{type(net).__name__}" in capsys.readouterr().out
+    out = tmp_path / "ticket.safetensors"
+    assert main(["export", s["run_id"], "--out", str(out), "--runs-dir", str(runs)]) == 0
+    exported = load_tensors(out)
+    fresh = WORKING[name]()
+    fresh.load_state_dict({k: v for k, v in exported.items() if not k.startswith("mask.")})  # strict: every key
+    for n, m in mask.items():
+        assert torch.all(fresh.state_dict()[n][~m] == 0)
+
+
+class ReturnsTuple(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out, out.softmax(1)
+
+
+class ReturnsDict(ReturnsTuple):
+    def forward(self, x):
+        return {"logits": self.fc(x.flatten(1))}
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.out(self.b(torch.relu(self.a(x.flatten(1)))))
+
+
+def frozen():
+    net = mlp()
+    net[1].requires_grad_(False)
+    return net
+
+
+def untrained_lazy():
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 10))
+
+
+REFUSED = {  # module -> what its one-line refusal says
+    "tuple output": (ReturnsTuple, "returns a tuple"),
+    "dict output": (ReturnsDict, "returns a dict"),
+    "too few classes": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 5)), "5 outputs"),
+    "wrong input size": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(100, 10)), "mat1 and mat2"),
+    "float64": (lambda: mlp().double(), "float64"),
+    "float16": (lambda: mlp().half(), "float16"),
+    "tied weights": (Tied, "tied"),
+    "frozen weight": (frozen, "requires_grad"),
+    "lazy layer": (untrained_lazy, "lazy"),
+    "nothing to prune": (lambda: nn.Sequential(nn.Flatten(), nn.Bilinear(64, 64, 10)), "Linear or Conv"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_unsupported_modules_are_refused_in_one_line_before_anything_is_stored(tmp_path, case):
+    make, needle = REFUSED[case]
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(quick(), runs_dir=runs, model=make())
+    message = str(info.value)
+    assert info.value.field == "model" and needle in message and "\n" not in message, message
+    assert not runs.exists() or not any(runs.iterdir())  # no half-written run
+
+
+def test_the_run_id_names_the_class_and_follows_the_module(tmp_path):
+    """Same module again: same id (resumed); another width, another activation or other initial values: a new
+    run. The id names the module's class, not the config's registry model it never used."""
+    from engine.runner import _model_plan
+
+    data = load(DataConfig())
+
+    def run_id(make, seed=0):
+        torch.manual_seed(seed)
+        return _model_plan(quick(), data, make())[2]
+
+    first = run_id(mlp)
+    assert first.startswith("imp-sequential-digits-") and "-custom" in first and "lenet300" not in first
+    assert run_id(mlp) == first
+    assert len({first, run_id(lambda: mlp(hidden=17)), run_id(lambda: mlp(act=nn.Tanh)), run_id(mlp, seed=1)}) == 4
