@@ -5,6 +5,7 @@ zero, resumable, listed, exported) or is refused in one line before anything is 
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 import engine
 from engine.cli import main
@@ -137,6 +138,18 @@ def frozen():
     return net
 
 
+def weight_normed():
+    net = mlp()
+    nn.utils.parametrizations.weight_norm(net[1])
+    return net
+
+
+def pruned_by_torch():
+    net = mlp()
+    torch_prune.l1_unstructured(net[3], "weight", 0.5)
+    return net
+
+
 def untrained_lazy():
     return nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 10))
 
@@ -151,6 +164,8 @@ REFUSED = {  # module -> what its one-line refusal says
     "tied weights": (Tied, "tied"),
     "frozen weight": (frozen, "requires_grad"),
     "lazy layer": (untrained_lazy, "lazy"),
+    "weight norm": (weight_normed, "parametrization"),
+    "torch.nn.utils.prune": (pruned_by_torch, "torch.nn.utils.prune"),
     "nothing to prune": (lambda: nn.Sequential(nn.Flatten(), nn.Bilinear(64, 64, 10)), "Linear or Conv"),
 }
 
