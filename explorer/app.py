@@ -88,13 +88,17 @@ class ExplorerApp(pn.viewable.Viewer):
             return False
         try:
             self.views[tab.title] = view = tab.build(self)
+            # drawn before it goes on the page: refreshed once there, every plot it had drawn was rendered and
+            # sent to the browser twice (the Stability tab's four plots: a second of a first visit)
+            if hasattr(view, "refresh"):
+                view.refresh()
         except Exception as e:  # a broken tab says so in its place; the others keep working
             traceback.print_exc()
+            self.views.pop(tab.title, None)
             column[:] = [pn.pane.Alert(f"The {tab.title} tab failed to open: {type(e).__name__}: {e}",
                                        alert_type="danger", css_classes=["tab-error"])]
             return False
         column[:] = [view]
-        self._stale.add(tab.title)
         return True
 
     def _changed(self) -> None:

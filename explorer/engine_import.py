@@ -60,6 +60,19 @@ class EngineImport:
             self.future.set_exception(e)
         else:
             self.future.set_result(None)
+            _import_plotting()
+
+
+def _import_plotting() -> None:
+    """HoloViews' Bokeh backend and pandas, which every tab but Live and Runs draws with: about a second of
+    imports (several on a busy machine) that the first such tab's visit spent on the event loop. Imported here,
+    once the launch panel can go in, so that the page is not kept waiting for them; a failure here is left to
+    the tab's own import to report."""
+    try:
+        import holoviews.plotting.bokeh  # noqa: F401
+        import pandas  # noqa: F401
+    except Exception:
+        traceback.print_exc()
 
 
 current: EngineImport | None = None  # the server's (start_later); None: ExplorerApp imports the engine itself
