@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,42 +117,69 @@ DATASETS.register("cifar10", "torchvision CIFAR-10 (needs --download once)")(
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+CHANNELS = (1, 3, 4)  # gray, RGB, RGBA: the channel counts channels-last image files have
+
+
 def _npz(path: str):
     field = "data.dataset"
     path = os.path.expanduser(path)
+    shown = f"npz:{path}"
     if not os.path.isfile(path):
-        raise ConfigError(field, f"npz:{path}", "the file does not exist")
+        raise ConfigError(field, shown, "the file does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would read it as a .npy, or try to unpickle it
+        raise ConfigError(field, shown, f"could not be read: not an .npz archive (write one with numpy.savez(path, "
+                          f"{', '.join(f'{k}=...' for k in NPZ_KEYS)}))")
     try:
         with np.load(path, allow_pickle=False) as f:  # never unpickle a user's file
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:
-                raise ConfigError(field, f"npz:{path}", f"missing arrays {missing}; needs {list(NPZ_KEYS)}")
+                raise ConfigError(field, shown, f"missing arrays {missing}; needs {list(NPZ_KEYS)} (the file "
+                                  f"holds {f.files})")
             arrs = {k: f[k] for k in NPZ_KEYS}
     except ConfigError:
         raise
-    except Exception as e:  # not a zip, object arrays, truncated file...
-        raise ConfigError(field, f"npz:{path}", f"could not be read as .npz without pickle ({e})") from None
+    except Exception as e:  # object arrays, a truncated file...
+        raise ConfigError(field, shown, f"could not be read as .npz without pickle ({e})") from None
     for split in ("train", "test"):
         x, y = arrs[f"x_{split}"], arrs[f"y_{split}"]
+        if y.ndim == 2 and len(y) == len(x):  # labels saved as a column, or one-hot
+            fix = "save y.ravel()" if y.shape[1] == 1 else "one-hot? save y.argmax(1)"
+            raise ConfigError(field, shown, f"y_{split} has shape {y.shape}; labels are class indices of shape "
+                              f"(N,): {fix}")
         if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
-            raise ConfigError(field, f"npz:{path}", f"x_{split} {x.shape} / y_{split} {y.shape}: need x of "
-                              "shape (N, F), (N, H, W) or (N, C, H, W) and y of shape (N,), N > 0")
+            raise ConfigError(field, shown, f"x_{split} {x.shape} / y_{split} {y.shape}: need x of "
+                              "shape (N, F), (N, H, W), (N, C, H, W) or (N, H, W, C) and y of shape (N,), N > 0")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold numbers")
         # min and max are NaN or infinite where any entry is: no array of x's size is made (isfinite(x) is one)
-        if not np.issubdtype(x.dtype, np.number) or not np.isfinite([x.min(), x.max()]).all():
-            raise ConfigError(field, f"npz:{path}", f"x_{split} must hold finite numbers")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise ConfigError(field, f"npz:{path}", f"y_{split} must hold non-negative integer labels")
+        if not np.isfinite([x.min(), x.max()]).all():
+            raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ConfigError(field, shown, f"y_{split} must hold non-negative integer labels (class indices "
+                              f"0..K-1); it holds {y.dtype} values: save y.astype(int)")
+        if y.min() < 0:
+            raise ConfigError(field, shown, f"y_{split} must hold non-negative integer labels (class indices "
+                              f"0..K-1); its smallest is {int(y.min())}")
         if y.max() >= MAX_CLASSES:
-            raise ConfigError(field, f"npz:{path}", f"y_{split} holds the label {int(y.max())}; labels are class "
+            raise ConfigError(field, shown, f"y_{split} holds the label {int(y.max())}; labels are class "
                               f"indices 0..N-1 with at most {MAX_CLASSES:,} classes")
     if arrs["x_train"].shape[1:] != arrs["x_test"].shape[1:]:
-        raise ConfigError(field, f"npz:{path}", f"x_train {arrs['x_train'].shape} and x_test "
+        raise ConfigError(field, shown, f"x_train {arrs['x_train'].shape} and x_test "
                           f"{arrs['x_test'].shape} differ in example shape")
     digest = fingerprint(*(arrs[k] for k in NPZ_KEYS))
     x_tr, x_te = (arrs[k].astype(np.float32, copy=False) for k in ("x_train", "x_test"))  # float32 as is
     if x_tr.ndim == 3:  # N, H, W -> N, 1, H, W
         x_tr, x_te = x_tr[:, None], x_te[:, None]
+    elif x_tr.ndim == 4 and x_tr.shape[3] in CHANNELS and x_tr.shape[1] not in CHANNELS:  # N, H, W, C -> N, C, H, W
+        x_tr, x_te = x_tr.transpose(0, 3, 1, 2), x_te.transpose(0, 3, 1, 2)
     return x_tr, x_te, arrs["y_train"].astype(np.int64), arrs["y_test"].astype(np.int64), digest
+
+
+def _check_classes(name: str, y_train) -> None:
+    """A classifier needs two classes at least: one label throughout trains to 100% and means nothing."""
+    if y_train.ndim == 1 and len(y_train) and int(y_train.min()) == int(y_train.max()):
+        raise ConfigError("data.dataset", name, f"its training labels are all {int(y_train.min())}, one class; a "
+                          "classifier needs at least 2")
 
 
 # ---------------------------------------------------------------- the one entry point
@@ -164,12 +192,14 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
         loaded = loader(cfg)
         if isinstance(loaded, Dataset):  # text tasks carve their own splits (token ids are not standardised)
             splits = (loaded.train, loaded.val, loaded.test)
+            _check_classes(cfg.dataset, torch.cat([loaded.train.y, loaded.val.y]).numpy())
             digest = loaded.fingerprint or fingerprint(*(t.cpu() for s in splits for t in (s.x, s.y)))
             return Dataset(loaded.name, *(Split(s.x.to(device), s.y.to(device)) for s in splits),
                            loaded.input_shape, loaded.num_classes, digest)
     x_tr, x_te, y_tr, y_te = loaded[:4]
     digest = loaded[4] if len(loaded) > 4 else fingerprint(x_tr, x_te, y_tr, y_te)
     del loaded  # x_tr goes once its splits are gathered: memory peaks below 2x the data set's tensors
+    _check_classes(cfg.dataset, y_tr)
 
     n_val = max(1, int(round(cfg.val_fraction * len(y_tr))))
     if len(y_tr) - n_val < 1:

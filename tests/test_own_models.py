@@ -2,6 +2,7 @@
 "Your own model and data" describes them: every case either trains correctly (masks applied, pruned weights exactly
 zero, resumable, listed, exported) or is refused in one line before anything is stored."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -196,3 +197,77 @@ def test_the_run_id_names_the_class_and_follows_the_module(tmp_path):
     assert first.startswith("imp-sequential-digits-") and "-custom" in first and "lenet300" not in first
     assert run_id(mlp) == first
     assert len({first, run_id(lambda: mlp(hidden=17)), run_id(lambda: mlp(act=nn.Tanh)), run_id(mlp, seed=1)}) == 4
+
+
+# ---------------------------------------------------------------- own data: npz:PATH
+def digits_npz(path, **changes):
+    """The digits as a researcher might save them: x (N, 8, 8) in [0, 1], y integers 0..9."""
+    d = load(DataConfig())  # standardised, (N, 1, 8, 8): good enough as someone's own images
+    arrays = {"x_train": d.train.x[:, 0].numpy(), "y_train": d.train.y.numpy(),
+              "x_test": d.test.x[:, 0].numpy(), "y_test": d.test.y.numpy()}
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return f"npz:{path}"
+
+
+def test_channels_last_images_are_read_as_channels_first(tmp_path):
+    """(N, H, W, C) with C of 1, 3 or 4 (what PIL, TensorFlow and Keras save) is turned to (N, C, H, W): the conv
+    nets see C channels of H x W images, not H channels of W x C ones."""
+    d = load(DataConfig())
+    x_tr, x_te = d.train.x[:, 0].numpy(), d.test.x[:, 0].numpy()
+    rgb = lambda x: np.stack([x, -x, 2 * x], axis=-1)  # noqa: E731  three distinct channels
+    last = load(DataConfig(dataset=digits_npz(tmp_path / "last.npz", x_train=rgb(x_tr), x_test=rgb(x_te))))
+    first = load(DataConfig(dataset=digits_npz(tmp_path / "first.npz", x_train=rgb(x_tr).transpose(0, 3, 1, 2),
+                                               x_test=rgb(x_te).transpose(0, 3, 1, 2))))
+    assert last.input_shape == (3, 8, 8) and torch.allclose(last.train.x, first.train.x, atol=1e-5)
+    gray = load(DataConfig(dataset=digits_npz(tmp_path / "gray.npz", x_train=x_tr[..., None], x_test=x_te[..., None])))
+    assert gray.input_shape == (1, 8, 8)
+
+
+def test_uint8_and_bool_images_train(tmp_path):
+    """Pixels 0..255 as uint8 (and binary images as bool) are numbers: cast to float32, standardised."""
+    d = load(DataConfig())
+    raw = lambda x: (x[:, 0].numpy() * 40 + 100).clip(0, 255).astype(np.uint8)  # noqa: E731
+    spec = digits_npz(tmp_path / "u8.npz", x_train=raw(d.train.x), x_test=raw(d.test.x))
+    assert load(DataConfig(dataset=spec)).train.x.dtype == torch.float32
+    binary = digits_npz(tmp_path / "b.npz", x_train=d.train.x[:, 0].numpy() > 0, x_test=d.test.x[:, 0].numpy() > 0)
+    s = engine.run(quick(**{"data.dataset": binary}), runs_dir=tmp_path / "runs")
+    assert s["status"] == "completed"
+
+
+def _labels(d, how):
+    return {k: how(getattr(d, s).y.numpy()) for k, s in (("y_train", "train"), ("y_test", "test"))}
+
+
+NPZ_REFUSED = {  # what a researcher's file holds -> what the one line says
+    "other key names": (lambda d: {"x_train": None, "X_train": d.train.x.numpy()}, "'X_train'])"),
+    "float labels": (lambda d: _labels(d, lambda y: y.astype(np.float32)), "float32 values"),
+    "one-hot labels": (lambda d: _labels(d, lambda y: np.eye(10)[y]), "one-hot"),
+    "labels as a column": (lambda d: _labels(d, lambda y: y[:, None]), "y.ravel()"),
+    "negative labels": (lambda d: _labels(d, lambda y: y - 1), "smallest is -1"),
+    "a single class": (lambda d: _labels(d, np.zeros_like), "one class"),
+    "text pixels": (lambda d: {"x_train": np.full((len(d.train), 8, 8), "a")}, "holds <U1"),
+}
+
+
+@pytest.mark.parametrize("case", NPZ_REFUSED)
+def test_npz_mistakes_are_one_line_errors_that_say_what_to_do(tmp_path, case):
+    change, needle = NPZ_REFUSED[case]
+    spec = digits_npz(tmp_path / "d.npz", **change(load(DataConfig())))
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(quick(**{"data.dataset": spec}), runs_dir=runs)
+    message = str(info.value)
+    assert info.value.field == "data.dataset" and needle in message and "\n" not in message, message
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path):
+    text = tmp_path / "notes.npz"
+    text.write_text("x_train,y_train\n")
+    one = tmp_path / "one.npz"
+    np.save(one, np.zeros(3))  # np.save of a single array (a .npy, whatever its name)
+    (tmp_path / "one.npz.npy").rename(one)
+    for path in (text, one):
+        with pytest.raises(engine.ConfigError, match="not an .npz archive"):
+            load(DataConfig(dataset=f"npz:{path}"))
