@@ -342,16 +342,24 @@ def read_user_texts(path: str):
         raise ConfigError(field, shown, "the file does not exist")
     if path.endswith(".jsonl"):
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
+        with open(path, "rb") as f:  # decoded line by line: an error names its line
+            for i, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if i == 1 else "utf-8")  # a byte order mark (Notepad) is fine
+                except UnicodeDecodeError as e:
+                    raise ConfigError(field, shown, f"line {i} is not UTF-8 (byte {raw[e.start]:#04x}): save the "
+                                      "file as UTF-8") from None
                 if not line.strip():
                     continue
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ConfigError(field, shown, f"line {i} is not JSON ({e.msg})") from None
+                needs = f"line {i} needs a \"text\" string and an integer \"label\""
                 if not isinstance(r, dict) or not isinstance(r.get("text"), str):
-                    raise ConfigError(field, shown, f"line {i} needs a \"text\" string and an integer \"label\"")
+                    raise ConfigError(field, shown, needs)
+                if isinstance(r.get("label"), bool) or not isinstance(r.get("label"), int):
+                    raise ConfigError(field, shown, f"{needs}, a class index 0..K-1 (its label is {r.get('label')!r})")
                 if r.get("split", "train") not in ("train", "test"):
                     raise ConfigError(field, shown, f"line {i}: split must be train or test")
                 rows.append((r["text"], r.get("label"), r.get("split")))

@@ -2,6 +2,8 @@
 "Your own model and data" describes them: every case either trains correctly (masks applied, pruned weights exactly
 zero, resumable, listed, exported) or is refused in one line before anything is stored."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -271,3 +273,39 @@ def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path):
     for path in (text, one):
         with pytest.raises(engine.ConfigError, match="not an .npz archive"):
             load(DataConfig(dataset=f"npz:{path}"))
+
+
+# ---------------------------------------------------------------- own data: text:PATH (.jsonl)
+ROWS = [{"text": f"a sentence about {'cats' if i % 2 else 'dogs'} number {i}", "label": i % 2} for i in range(20)]
+
+
+def jsonl(path, rows=ROWS, *, encoding="utf-8", between="\n"):
+    path.write_bytes(between.join(json.dumps(r, ensure_ascii=False) for r in rows).encode(encoding))
+    return path
+
+
+def test_jsonl_with_blank_lines_or_a_byte_order_mark_is_read(tmp_path):
+    from engine.text import read_user_texts
+
+    plain = read_user_texts(str(jsonl(tmp_path / "a.jsonl")))
+    assert read_user_texts(str(jsonl(tmp_path / "b.jsonl", between="\n\n  \n"))) == plain
+    assert read_user_texts(str(jsonl(tmp_path / "c.jsonl", encoding="utf-8-sig"))) == plain  # Notepad's UTF-8
+
+
+JSONL_REFUSED = {  # (row 4 changed, encoding) -> what the one line says
+    "no label": ({"text": "a dog"}, "utf-8", "line 4 needs a \"text\" string and an integer \"label\""),
+    "a class name as label": ({"text": "a dog", "label": "dog"}, "utf-8", "line 4"),
+    "a float label": ({"text": "a dog", "label": 1.0}, "utf-8", "line 4"),
+    "latin-1": ({"text": "un caf\u00e9 cr\u00e8me", "label": 1}, "latin-1", "line 4 is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", JSONL_REFUSED)
+def test_jsonl_mistakes_name_their_line(tmp_path, case):
+    from engine.text import read_user_texts
+
+    row, encoding, needle = JSONL_REFUSED[case]
+    path = jsonl(tmp_path / "t.jsonl", ROWS[:3] + [row] + ROWS[4:], encoding=encoding)
+    with pytest.raises(engine.ConfigError) as info:
+        read_user_texts(str(path))
+    assert info.value.field == "data.dataset" and needle in str(info.value), str(info.value)
