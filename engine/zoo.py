@@ -155,8 +155,13 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
 
 
 def _rewind_point(store: RunStore, config: RunConfig, level: int, mask) -> tuple[dict, int]:
-    """Where the run restarted `level`'s ticket from: (start weights, start step), as RunContext.rewind."""
-    if level == 0:  # the dense network: from its initialisation
+    """Where the run restarted `level`'s ticket from: (start weights, start step), as RunContext.rewind; a method
+    that never reads --rewind (pruning at init, dynamic sparse training, strong tickets) started every ticket
+    from theta_0 at step 0, whatever its stored config says (runs stored before the unread rule may say iter:K)."""
+    from .settings import read_by
+
+    prune = {f"prune.{k}": v for k, v in config.to_dict()["prune"].items()}
+    if level == 0 or not read_by("prune.rewind", config.prune.method, prune):  # (the dense net: from its init)
         return load_tensors(store.weights_path("init")), 0
     point = config.prune.rewind_point
     if point.kind == "iter":

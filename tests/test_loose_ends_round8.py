@@ -3,6 +3,8 @@ import json
 
 from engine.cli import build_parser, main, run_config
 
+from conftest import tiny
+
 
 def _cfg(*argv):
     return run_config(build_parser().parse_args(["run", *argv]))
@@ -109,3 +111,39 @@ def test_compare_checks_only_the_runs_it_will_train_before_training(tmp_path, mo
     loads.clear()
     third = engine.compare.compare(base, ["snip", "magnitude", "random"], [0.5], 1, runs_dir=tmp_path / "runs")
     assert third["status"] == "completed" and len(loads) == 4  # random is new: it is checked before training
+
+
+# ---------------------------------------------------------------- 5. zoos and replays of runs that never read a setting
+def test_a_ticket_zoo_of_a_pruning_at_init_run_starts_where_its_ticket_started(tmp_path, capsys):
+    """A snip run stored with `rewind iter:5` (through the Python API, before the unread rule) trained its ticket
+    from theta_0 at step 0; its zoo's members started from the dense net's step-5 weights at step 5."""
+    import engine
+    from engine.zoo import load_zoo
+
+    runs = tmp_path / "runs"
+    snip = tiny(**{"prune.method": "snip", "prune.density": 0.3, "prune.rewind": "iter:5", "model.model": "mlp",
+                   "model.hidden": (24,), "prune.controls": (), "train.epochs": 1, "train.batch_size": 100})
+    engine.run(snip, runs_dir=runs)
+    assert main(["zoo", "--ticket", snip.run_id, "--members", "2", "--runs-dir", str(runs), "--json"]) == 0
+    zoo = load_zoo(runs, json.loads(capsys.readouterr().out)["run_id"])
+    assert {m["start_step"] for m in zoo.members} == {0}
+
+
+def test_earlybird_replay_reads_the_output_policy_only_from_a_run_whose_method_read_it(tmp_path, capsys):
+    """`lottery analyze SNIP_RUN earlybird-replay --density 0.2` took the output layer's density from the run's
+    stored --prune-fraction and --output-fraction, which snip never reads (a run stored before the unread rule may
+    hold any value): two snip runs of one computation replayed differently. Such a run's values are the defaults'
+    as every snip run stores them now; a run whose method read them (imp) keeps its own."""
+    import engine
+
+    runs = tmp_path / "runs"
+    plain = tiny(**{"prune.method": "snip", "model.model": "mlp", "model.hidden": (24,), "prune.controls": ()})
+    odd = plain.replace(**{"prune.output_fraction": 0.0, "prune.prune_fraction": 0.5})
+    imp = plain.replace(**{"prune.method": "imp", "prune.output_fraction": 0.0, "prune.levels": 1})
+    replays = []
+    for cfg in (plain, odd, imp):
+        engine.run(cfg, runs_dir=runs)
+        assert main(["analyze", cfg.run_id, "earlybird-replay", "--density", "0.2", "--runs-dir", str(runs),
+                     "--json"]) == 0
+        replays.append(json.loads(capsys.readouterr().out)["distance_matrix"])
+    assert replays[0] == replays[1] and replays[2] != replays[0]

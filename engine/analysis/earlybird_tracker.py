@@ -23,9 +23,10 @@ from torch import nn
 
 from .. import masks as M
 from .. import trainer
-from ..config import option, validate
+from ..config import PruneConfig, option, validate
 from ..formatting import pct
 from ..registry import ANALYSES, AnalysisSpec
+from ..settings import read_by
 from .common import StoredRun, dense_seed, save_analysis
 
 Rule = Callable[[nn.Module], M.Mask]
@@ -191,8 +192,8 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
     if density is None:
         rule = _layer_density_rule(tickets[-1]["layers"])
     else:
-        prune = dataclasses.replace(run.config.prune, density=density)
-        rule = magnitude_rule(density, imp_output_density(prune), run.config.prune.scope)
+        rule = magnitude_rule(density, imp_output_density(_rule_settings(run.config.prune, density)),
+                              run.config.prune.scope)
     model = run.make_model()
     model.load_state_dict(run.init_weights())
     tracker = EarlyBirdTracker(rule, window, eps)
@@ -209,6 +210,17 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
                                 "test_accuracy": closest["test_accuracy"]}
     save_analysis(run.store, "earlybird-replay", result, on_event)
     return result
+
+
+def _rule_settings(prune: PruneConfig, density: float) -> PruneConfig:
+    """The settings the earlybird method's rule reads at `density` (its output layer where IMP would leave it),
+    from the run's: its --prune-fraction and --output-fraction where its method reads them, else their defaults
+    (a run of snip stores the defaults; one stored before the unread rule may hold any value, never read).
+    Unstructured, the rule's pattern: a run's --pattern nm levels do not reach `density`."""
+    given = {f"prune.{k}": getattr(prune, k) for k in ("pattern", "refill")}
+    kept = {k: getattr(prune, k) if read_by(f"prune.{k}", prune.method, given) else getattr(PruneConfig(), k)
+            for k in ("prune_fraction", "output_fraction")}
+    return dataclasses.replace(prune, density=density, pattern="unstructured", **kept)
 
 
 def _layer_density_rule(layers: dict[str, float]) -> Rule:
