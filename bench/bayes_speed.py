@@ -5,13 +5,15 @@
    trainer does) of `--bayesian` vs the deterministic net, same architecture, same ticket mask (--density,
    default 0.2, IMP's layerwise magnitude pruning, output layer at half the rate), same batch, in one process,
    interleaved, median of --repeats. Target: <= 2.5x. Beside it the same for the dense nets (level 0: no mask, where the
-   Bayesian posterior is computed over every weight; `--no-dense` skips it).
+   Bayesian posterior is computed over every weight; `--no-dense` skips it). The Bayesian posterior's elementwise
+   arithmetic runs in engine/posterior_kernel.c where it can be built (the first line says whether); the "ops"
+   columns time the same Bayesian steps on PyTorch ops, interleaved with the rest (`--no-ops` skips them).
 2. Monte-Carlo evaluation of S samples batched into one forward pass vs one pass per sample (the same noise:
    engine.bayes.predict with batched=True / False), and which of the two predict picks for the model
    (`--no-mc` skips it).
 
     python bench/bayes_speed.py [--repeats 5] [--steps 100] [--threads 1] [--density 0.2]
-                                [--settings digits,784,conv2] [--no-dense] [--no-mc] [--samples 16]
+                                [--settings digits,784,conv2] [--no-dense] [--no-ops] [--no-mc] [--samples 16]
                                 [--eval-size 1000]
 
 Settings: lenet300 on digits (64 inputs, batch 60: the default run), lenet300 at MNIST's 784 inputs (random
@@ -29,7 +31,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from engine import bayes, models, trainer
+from engine import bayes, models, posterior_kernel, trainer
 from engine import masks as M
 from engine.config import DataConfig, ModelConfig, TrainConfig
 from engine.data import Split, load
@@ -63,6 +65,14 @@ def stepper(model, mask, x, y, n_train):
             torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
         opt.step()
     return step
+
+
+def on_ops(step):
+    """The step with the posterior on PyTorch ops (engine.posterior_kernel turned off)."""
+    def ops_step():
+        with posterior_kernel.turned_off():
+            step()
+    return ops_step
 
 
 def time_steps(step, steps: int) -> tuple[float, float]:
@@ -107,6 +117,8 @@ def main():
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma separated, of {', '.join(SETTINGS)}")
     ap.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the dense nets (level 0)")
+    ap.add_argument("--ops", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the Bayesian steps on PyTorch ops (without engine/posterior_kernel.c)")
     ap.add_argument("--mc", action=argparse.BooleanOptionalAction, default=True, help="also time MC evaluation")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--eval-size", type=int, default=1000, help="inputs of the MC evaluation")
@@ -115,11 +127,14 @@ def main():
     if not set(chosen) <= set(SETTINGS):
         ap.error(f"--settings {args.settings!r}: allowed {', '.join(SETTINGS)}")
     torch.set_num_threads(args.threads)
+    print(posterior_kernel.status())
     print(f"torch {torch.__version__}, {args.threads} thread(s); median of {args.repeats} timings of {args.steps} "
           f"steps; ticket density {args.density}; each figure wall / thread CPU")
     head = f"{'setting':<26} {'deterministic ms':>16} {'bayesian ms':>16} {'step ratio':>11}"
     if args.dense:
         head += f"   {'dense: det. ms':>16} {'bayesian ms':>16} {'ratio':>11}"
+    if args.ops:
+        head += f"   {'ops: ticket ms':>16} {'ratio':>11}" + (f" {'dense ms':>16} {'ratio':>11}" if args.dense else "")
     if args.mc:
         head += (f"   {'MC S=' + str(args.samples) + ' batched ms':>20} {'S passes ms':>14} {'speedup':>11} "
                  f"{'picks':>8}")
@@ -134,6 +149,9 @@ def main():
             for k, c in configs.items():
                 net = models.build(c, shape, classes, 0)
                 steps["dense " + k] = stepper(net, M.ones(net), x, y, len(y))
+        if args.ops and posterior_kernel.available(x):  # the same Bayesian steps on PyTorch ops, for comparison
+            for k in [k for k in steps if k.endswith("bayes")]:
+                steps[k + " ops"] = on_ops(steps[k])
         for s in steps.values():
             time_steps(s, min(5, steps_each))  # warm-up
         times = {k: [] for k in steps}
@@ -145,6 +163,10 @@ def main():
         if args.dense:
             line += (f"   {pair(t['dense det']):>16} {pair(t['dense bayes']):>16} "
                      f"{ratio(t['dense bayes'], t['dense det']):>11}")
+        if "bayes ops" in t:
+            line += (f"   {pair(t['bayes ops']):>16} {ratio(t['bayes ops'], t['det']):>11}")
+            if args.dense:
+                line += f" {pair(t['dense bayes ops']):>16} {ratio(t['dense bayes ops'], t['dense det']):>11}"
         if args.mc:
             bnet = nets["bayes"]
             test = Split(x[:args.eval_size], y[:args.eval_size])
@@ -158,7 +180,7 @@ def main():
                      f"{picks:>8}")
         print(line, flush=True)
     print("target: bayesian / deterministic step <= 2.5 (a ticket's and, where shown, the dense net's); "
-          "speedup = S passes / batched")
+          "ops: the Bayesian steps without the compiled posterior kernel; speedup = S passes / batched")
 
 
 if __name__ == "__main__":

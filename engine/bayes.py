@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import math
 import weakref
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import masks as M
+from . import posterior_kernel
 from .config import ModelConfig
 from .errors import ConfigError
 from .seeding import derive_seed
@@ -566,6 +568,9 @@ class _Posterior(torch.autograd.Function):
         n = len(buffers.squares)
         mus, rhos = params[:n], params[n:]
         b, v, support = buffers.flat, buffers.views, buffers.support
+        ctx.fused = posterior_kernel.available(b["sigma"])
+        if ctx.fused:
+            return _fused_forward(ctx, prior_sigma, buffers, mus, rhos)
         if support is None:  # every weight: from the parameters straight into the flat buffers
             torch._foreach_copy_(v["aux"], rhos)  # (so that one softplus covers every layer)
             _softplus(b["aux"], out=b["sigma"])
@@ -604,7 +609,6 @@ class _Posterior(torch.autograd.Function):
         buffers = ctx.buffers
         n = len(buffers.squares)
         saved = ctx.saved_tensors  # (autograd's check that no later pass overwrote the buffers)
-        mus, (sigma, alive, s), rhos = saved[:n], saved[n:n + 3], saved[n + 3:]
         # mu's and rho's gradients are written into the incoming gradients of mu and the stds (a fresh
         # weight-sized tensor per step costs its page faults): only into ones that own their memory; a view or
         # an expanded gradient (e.g. of a sum of a std) is copied first. (A hook that keeps one of these
@@ -612,6 +616,10 @@ class _Posterior(torch.autograd.Function):
         grads = tuple(g if g is None or (g.is_contiguous() and g._base is None)
                       else g.clone(memory_format=torch.contiguous_format) for g in grads[:2 * n]) + grads[2 * n:]
         grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
+        if ctx.fused:
+            return (None, None, *_fused_backward(ctx, saved[:n], saved[n + 1:], grad_mus, grad_stds, grad_kl,
+                                                 grads[n:2 * n]))
+        mus, (sigma, alive, s), rhos = saved[:n], saved[n:n + 3], saved[n + 3:]
         b, v, support, var_p = buffers.flat, buffers.views, buffers.support, ctx.prior_sigma ** 2
         # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g
         # (sigma^2 out) or alive g (sigma out); every term is 0 where pruned (s = alive = 0, sigma > 0)
@@ -656,6 +664,78 @@ class _Posterior(torch.autograd.Function):
                     for mu, g in zip(mus, grad_mus)]
         buffers.release()
         return None, None, *d_mu, *d_rho
+
+
+def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tuple:
+    """`_Posterior.forward` by the compiled kernel (engine/posterior_kernel.c): the same outputs, one pass over each
+    layer's weights (or, on a compact support, over its kept weights, gathered first and scattered after as there)."""
+    b, v, support = buffers.flat, buffers.views, buffers.support
+    if support is None:
+        rho_kept, pieces = None, zip(rhos, mus)
+    else:
+        for params_of, gather in zip((mus, rhos), buffers.gather):
+            for param, (kept, index) in zip(params_of, gather):
+                torch.index_select(param.reshape(-1), 0, index, out=kept)
+        rho_kept = rhos[0] if buffers.given else b["rho"]
+        pieces = zip(_split(rho_kept, [(c,) for c in support.counts]), v["mu"])
+    sums = (ctypes.c_double * 3)()
+    for (rho, mu), sigma, s, s2, square in zip(pieces, v["sigma"], v["s"], v["s2"], buffers.squares):
+        posterior_kernel.forward(rho.contiguous(), mu.contiguous(), sigma, s2 if square else s, square,
+                                 _SOFTPLUS_FLOOR[torch.float32], sums)
+    # (written through pointers: their version counters are bumped by hand, for autograd's check that a graph's
+    # saved buffers were not overwritten before its backward pass)
+    torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]])
+    kl = torch.tensor(list(sums), dtype=b["sigma"].dtype).dot(buffers.kl_weights(prior_sigma))
+    if support is not None:  # into the weight-shaped stds, whose other entries stay 0
+        for index, std in buffers.scatter:
+            buffers.stds.index_copy_(0, index, std)
+    ctx.save_for_backward(*mus, b["sigma"], *(rhos if support is None else [rho_kept]))
+    ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
+    ctx.set_materialize_grads(False)
+    return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)  # (fresh views: see `_Posterior.forward`)
+
+
+def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> list:
+    """`_Posterior.backward` by the compiled kernel: mu's and rho's gradients, written into the incoming gradients
+    of mu and of the stds where there are ones (see there), else into fresh tensors. On a compact support the
+    kernel computes rho's gradient at the kept weights (into the gathered stds' gradients, then scattered as
+    there) and mu's KL term is added over all weights here."""
+    buffers, k, var_p = ctx.buffers, 0.0 if grad_kl is None else float(grad_kl), ctx.prior_sigma ** 2
+    v, support = buffers.views, buffers.support
+    if support is None:
+        d_mus = [g if g is not None or grad_kl is None else torch.empty_like(mu) for mu, g in zip(mus, grad_mus)]
+        d_rhos = [torch.empty_like(rho) if g is None else g for rho, g in zip(rhos, grad_stds)]
+        pieces = zip(rhos, mus, v["sigma"], grad_stds, d_rhos, grad_mus, d_mus)
+    else:
+        for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):  # the stds' gradients at the kept weights
+            if g is not None:
+                torch.index_select(g.reshape(-1), 0, index, out=g_kept)
+        shapes = [(c,) for c in support.counts]
+        kept_d_rho = torch.empty_like(rhos[0]) if buffers.given else buffers.flat["grad"]
+        pieces = zip(_split(rhos[0], shapes), v["mu"], v["sigma"],
+                     [None if g is None else kept for g, kept in zip(grad_stds, v["grad"])],
+                     _split(kept_d_rho, shapes), [None] * len(mus), [None] * len(mus))
+    for (rho, mu, sigma, g_std, d_rho, g_mu, d_mu), square in zip(pieces, buffers.squares):
+        posterior_kernel.backward(rho.contiguous(), mu.contiguous(), sigma, g_std, d_rho, g_mu, d_mu, square, k,
+                                  var_p)
+    if support is None:
+        torch.autograd.graph.increment_version([t for t in d_mus + d_rhos if t is not None])  # (as in forward)
+        buffers.release()
+        return d_mus + d_rhos
+    torch.autograd.graph.increment_version(kept_d_rho)
+    if buffers.given:  # the gradient of the kept rho, as they are laid out
+        d_rhos = [kept_d_rho]
+    else:  # rho's gradient: 0 but at the kept weights
+        d_rhos = [torch.zeros_like(mu) if g is None else g.zero_() for mu, g in zip(mus, incoming)]
+        for d, (index, d_kept) in zip(d_rhos, buffers.rho_rows):
+            d.view(-1).index_copy_(0, index, d_kept)
+    if grad_kl is None:
+        d_mus = list(grad_mus)
+    else:  # mu's gradient from the forward pass, plus the KL's
+        d_mus = [mu * (grad_kl / var_p) if g is None else g.addcmul_(mu, grad_kl, value=1 / var_p)
+                 for mu, g in zip(mus, grad_mus)]
+    buffers.release()
+    return d_mus + d_rhos
 
 
 class BayesLinear(nn.Linear, BayesLayer):
