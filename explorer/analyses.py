@@ -13,6 +13,7 @@ from engine.store import RunStore
 from explorer import analysis_plots as ap
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message, one_at_a_time
+from explorer.plots import side_by_side
 
 _QUEUE = one_at_a_time("analysis")
 
@@ -133,6 +134,6 @@ class AnalysisPanel(pn.viewable.Viewer):
         above = [self.run_choice.row()] if self.run_choice is not None else []
         return pn.Column(*above, pn.Row(self.choice, self.options, self.button, self.status,
                                         sizing_mode="stretch_width"),
-                         pn.Row(p["paths"], p["barriers"], sizing_mode="stretch_width"),
+                         side_by_side(p["paths"], p["barriers"]),
                          p["np_levels"], p["diagram"],
                          p["earlybird"], p["sanity"], sizing_mode="stretch_width")

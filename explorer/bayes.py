@@ -22,7 +22,8 @@ import panel as pn
 from engine.errors import LotteryError
 from engine.store import RunStore, list_runs
 
-from explorer.plots import COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, unreadable_note
+from explorer.plots import (COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, side_by_side,
+                            unreadable_note)
 from explorer.views import RUN_ID_PX
 
 METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
@@ -221,5 +222,5 @@ class BayesPanel(pn.viewable.Viewer):
                              "beside the deterministic ticket of the same density (`lottery run --method bayes-imp "
                              "--bayesian`).", sizing_mode="stretch_width"), self.note,
             self.metric, self.panes["metric"], pn.FlexBox(self.run, self.level, self.layer, sizing_mode="stretch_width"),
-            self.panes["reliability"], pn.Row(self.panes["mask"], self.panes["sigma"], sizing_mode="stretch_width"),
+            self.panes["reliability"], side_by_side(self.panes["mask"], self.panes["sigma"]),
             sizing_mode="stretch_width")

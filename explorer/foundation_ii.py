@@ -21,7 +21,7 @@ import math
 import holoviews as hv
 import panel as pn
 
-from explorer.plots import COMMON, _empty, readable, unreadable_note
+from explorer.plots import COMMON, _empty, readable, side_by_side, unreadable_note
 
 RECORD = "ks-lottery"  # the engine's record names (engine.methods.ks_lottery.RECORD and partial_lora.RECORD;
 LORA_RECORD = "partial-lora"  # not imported: no torch here)
@@ -220,7 +220,7 @@ class EmbeddingTicketsPanel(pn.viewable.Viewer):
                              "embedding before and after an embedding-only fine-tune; the top K re-tuned alone, "
                              "beside random, most frequent and largest-L2-change tokens."), self.note,
             self.run, self.text, self.tokens_pane,
-            pn.Row(self.precision_pane, self.recovery_pane, sizing_mode="stretch_width"),
+            side_by_side(self.precision_pane, self.recovery_pane),
             pn.pane.Markdown("Partial-LoRA (Damirchi et al. 2025): LoRA adapters on the frozen encoder, masked at "
                              "per-layer ratios (from the pre-trained weights' task subspaces, or uniform); random "
                              "or magnitude entries at the same budget, beside dense LoRA. Every stored "

@@ -16,7 +16,7 @@ from engine.compare import CompareOptions, compare, format_table
 
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message
-from explorer.plots import COMMON, _empty
+from explorer.plots import COMMON, _empty, side_by_side
 
 
 def _frame(result: dict | None) -> pd.DataFrame:
@@ -151,5 +151,5 @@ class LeaderboardPanel(pn.viewable.Viewer):
                                       "settings (epochs, optimizer, ...); runs already stored are reused.",
                                       sizing_mode="stretch_width"),
                          pn.Row(self.form["executor"], self.form["workers"], self.form["scheduler"]),
-                         self.status, pn.Row(self.accuracy, self.cost, sizing_mode="stretch_width"), self.table,
+                         self.status, side_by_side(self.accuracy, self.cost), self.table,
                          sizing_mode="stretch_width")

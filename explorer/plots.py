@@ -13,6 +13,7 @@ import textwrap
 import holoviews as hv
 import numpy as np
 import pandas as pd
+import panel as pn
 
 from .offline import load_bokeh
 from .tables import layer_rows, level_rows, seed_bands, short_names
@@ -34,6 +35,19 @@ def _empty(title: str, message: str) -> hv.Overlay:
     message = "\n".join(textwrap.wrap(message, EMPTY_CHARS))
     return hv.Overlay([hv.Text(0.5, 0.5, message).opts(text_font_size="10pt")]).opts(
         title=title, xaxis=None, yaxis=None, responsive=True, height=320)
+
+
+TWO_PER_ROW_PX = 1300  # pages at least this wide show plots two to a row; narrower, one per row
+# (a media query: the page's width, which the server does not know. A wrapping FlexBox, tried before, lost the
+# plots' titles and toolbars in Chromium: Bokeh laid them out at no width)
+ONE_PER_ROW = (f"@media (max-width: {TWO_PER_ROW_PX - 1}px) {{ :host {{ flex-direction: column !important; }} "
+               ":host > * { flex: none !important; width: auto !important; align-self: stretch !important; } }")
+
+
+def side_by_side(*panes) -> pn.Row:
+    """Plot panes two to a row on a wide page, one per row on a narrower one: in a Row on a 1000 px page, each
+    plot was ~280 px wide, its title cut short."""
+    return pn.Row(*panes, sizing_mode="stretch_width", stylesheets=[ONE_PER_ROW], css_classes=["side-by-side"])
 
 
 def as_typed(message) -> str:

@@ -29,7 +29,7 @@ from engine.events import AnalysisProgress
 from explorer import analysis_plots as ap
 from explorer.inline import follow
 from explorer.jobs import Job, error_message
-from explorer.plots import COMMON, _empty, as_typed
+from explorer.plots import COMMON, _empty, as_typed, side_by_side
 
 REWIND_COLOR = {"init": "#d62728", "iter": "#1f77b4", "lr": "#2ca02c"}
 THRESHOLD = 100 * story.STABLE_THRESHOLD
@@ -250,5 +250,5 @@ class StabilityPanel(pn.viewable.Viewer):
                 sizing_mode="stretch_width"),
             pn.FlexBox(self.story, self.button, self.cancel_button, align_items="flex-end",
                        sizing_mode="stretch_width"), self.status,
-            pn.Row(p["barriers"], p["paths"], sizing_mode="stretch_width"),
-            pn.Row(p["accuracy"], p["tickets"], sizing_mode="stretch_width"), sizing_mode="stretch_width")
+            side_by_side(p["barriers"], p["paths"]),
+            side_by_side(p["accuracy"], p["tickets"]), sizing_mode="stretch_width")

@@ -19,7 +19,7 @@ import pandas as pd
 import panel as pn
 
 from explorer.inline import follow
-from explorer.plots import COMMON, _empty, as_typed
+from explorer.plots import COMMON, _empty, as_typed, side_by_side
 
 GROUPS = {"zoo": "zoo", "generated": "generated", "gaussian": "Gaussian baseline"}
 
@@ -330,5 +330,5 @@ class WeightSpacePanel(pn.viewable.Viewer):
         # a FlexBox, not a Row: the Row's fixed widths (~1150 px) widened the whole tab past the page's right edge
         return pn.Column(forms, pn.FlexBox(self.zoo, self.generation, self.buttons["barriers"], self.cancel,
                                            self.progress, align_items="flex-end", sizing_mode="stretch_width"),
-                         self.status, pn.Row(self.panes["accuracy"], self.panes["map"], sizing_mode="stretch_width"),
+                         self.status, side_by_side(self.panes["accuracy"], self.panes["map"]),
                          self.panes["barriers"], self.table, sizing_mode="stretch_width")

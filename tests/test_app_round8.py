@@ -52,3 +52,27 @@ def test_the_engine_import_also_imports_what_the_plot_tabs_draw_with():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- layout
+def test_every_tab_puts_its_paired_plots_in_one_layout_that_stacks_them_on_a_narrow_page(tmp_path):
+    """Plots two to a row were ~280 px wide on a 1000 px page, their titles cut (Chromium: the browser test of
+    this round). Every tab that pairs plots uses plots.side_by_side, whose Row stacks them below TWO_PER_ROW_PX."""
+    from explorer import plots
+    from explorer.analyses import AnalysisPanel
+    from explorer.bayes import BayesPanel
+    from explorer.foundation_ii import EmbeddingTicketsPanel
+    from explorer.leaderboard import LeaderboardPanel
+    from explorer.stability import StabilityPanel
+    from explorer.weight_space import WeightSpacePanel
+
+    runs = str(tmp_path / "runs")
+    panels = [AnalysisPanel(runs), BayesPanel(runs), EmbeddingTicketsPanel(runs), LeaderboardPanel(runs),
+              StabilityPanel(runs), WeightSpacePanel(runs)]
+    for panel in panels:
+        layout = panel.__panel__()
+        rows = [o for o in layout.select(pn.Row) if sum(isinstance(c, pn.pane.HoloViews) for c in o) == 2]
+        assert rows, type(panel).__name__
+        for row in rows:
+            assert plots.ONE_PER_ROW in row.stylesheets, type(panel).__name__
+    assert f"max-width: {plots.TWO_PER_ROW_PX - 1}px" in plots.ONE_PER_ROW
