@@ -120,6 +120,8 @@ def keep_density(scores: torch.Tensor, alive: torch.Tensor, density: float) -> t
 def keep_global(scores, mask: Mask, n_keep: int, names: list[str] | None = None) -> Mask:
     """Keep exactly `n_keep` entries, ranked together over the layers `names` (default: all of `mask`)."""
     names = list(mask) if names is None else names
+    if not names:  # a model whose one prunable layer is its output layer: the pool of the others is empty
+        return {}
     flat_scores = torch.cat([scores[n].flatten().float() for n in names])
     flat_alive = torch.cat([mask[n].flatten() for n in names])
     flat = keep_top(flat_scores, flat_alive, n_keep)

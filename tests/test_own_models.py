@@ -309,3 +309,13 @@ def test_jsonl_mistakes_name_their_line(tmp_path, case):
     with pytest.raises(engine.ConfigError) as info:
         read_user_texts(str(path))
     assert info.value.field == "data.dataset" and needle in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("method", ["imp", "oneshot", "snip"])
+def test_a_module_whose_only_prunable_layer_is_its_output_prunes_globally(tmp_path, method):
+    """Embedding + one Linear: the Linear is the output layer, pruned at --output-fraction; the global pool of the
+    other layers is empty (it failed after training the dense net: torch.cat() of an empty list)."""
+    torch.manual_seed(0)
+    s = engine.run(quick(**{"prune.scope": "global", "prune.method": method, "prune.density": 0.5}),
+                   runs_dir=tmp_path / "runs", model=Embedded())
+    assert s["status"] == "completed" and set(s["levels"][0]["layers"]) == {"fc.weight"}
