@@ -331,6 +331,9 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                    "unfreeze it")
     x, y = dataset.train.x[:2], dataset.train.y[:2]
     probe = copy.deepcopy(model).to(x.device).train()  # a copy: the user's module and its buffers stay as they are
+    called: list[str] = []  # the prunable layers in the order forward calls them
+    for n in names:
+        M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
     try:
         out = probe(x)
     except Exception as e:
@@ -343,6 +346,10 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
         refuse(f"forward returns shape {tuple(out.shape)}, {out.shape[-1] if out.dim() else 0} outputs; the labels run "
                f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) or more "
                "outputs")
+    if called and called[-1] != names[-1]:
+        refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
+               "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "
+               "__init__")
 
 
 def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):

@@ -319,3 +319,23 @@ def test_a_module_whose_only_prunable_layer_is_its_output_prunes_globally(tmp_pa
     s = engine.run(quick(**{"prune.scope": "global", "prune.method": method, "prune.density": 0.5}),
                    runs_dir=tmp_path / "runs", model=Embedded())
     assert s["status"] == "completed" and set(s["levels"][0]["layers"]) == {"fc.weight"}
+
+
+class HeadFirst(nn.Module):
+    """Its output layer is created first: in module order the last Linear is a hidden one."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 10)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_an_output_layer_created_before_the_hidden_ones_is_refused(tmp_path):
+    """The last Linear/Conv in module order is taken as the output layer (pruned at --output-fraction); a module
+    whose forward ends in another one would have its hidden layer spared and its head pruned as a hidden one."""
+    with pytest.raises(engine.ConfigError, match="'head.weight'.*'body.1.weight'.*create the output layer last"):
+        engine.run(quick(), runs_dir=tmp_path / "runs", model=HeadFirst())
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
