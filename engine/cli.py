@@ -261,7 +261,19 @@ def cmd_list(args) -> int:
     if not runs:
         print(f"no runs in {args.runs_dir}")
     width = max([44] + [len(r["run_id"]) for r in runs])  # partial-lora-bert-tiny-pydocmodules-... has 46
-    for r in runs:
+    # seed and learning rate, where the listed runs differ in them (runs differing only there looked alike); the
+    # table keeps its width otherwise
+    from .config import TrainConfig
+
+    shown = []
+    for name, values in {"seed": [r.get("seed") for r in runs],
+                         "lr": [((r.get("config") or {}).get("train") or {}).get("lr", TrainConfig.lr)
+                                if isinstance(r.get("config"), dict) else None for r in runs]}.items():
+        texts = ["" if v is None else f"{name} {v:g}" if isinstance(v, (int, float)) else f"{name} {v}"
+                 for v in values]  # (None: a run not yet summarised, or unreadable)
+        if len(set(texts) - {""}) > 1:
+            shown.append([f"{t:<{max(map(len, texts))}} " for t in texts])
+    for i, r in enumerate(runs):
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
         tail = f"{len(levels)} level{'s' * (len(levels) != 1)}, last density {pct(last.get('density'))} test " \
@@ -271,7 +283,7 @@ def cmd_list(args) -> int:
                 f"{pct((r.get('test_accuracy') or {}).get('median'))}"
         if r.get("status") == "unreadable":  # a damaged run: say why, the others are listed as usual
             tail = r["error"]
-        print(f"{r['run_id']:<{width}} {r.get('status', '?'):<11} {tail}")
+        print(f"{r['run_id']:<{width}} {r.get('status', '?'):<11} {''.join(column[i] for column in shown)}{tail}")
     return 0
 
 
@@ -512,13 +524,16 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
                         description="Compute an analysis of a stored run and store it with the run (`lottery show` "
                         "prints it). Its flags: lottery analyze RUN_ID ANALYSIS --help")
     common(an)
+    an.add_argument("--json", action="store_true", help="print the result as JSON on stdout")  # (before ANALYSIS)
     an.add_argument("run_id", metavar="RUN_ID", help=run_id_help)
     kinds = an.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=_Parser)
     for name in computable():  # one sub-command per registered analysis, its flags from its options
         help_text = ANALYSES.describe()[name]
         one = kinds.add_parser(name, help=help_text, description=help_text)
         common(one)
-        one.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        # (no default here: a --json typed before the analysis's name is kept, as --runs-dir in `common`)
+        one.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                         help="print the result as JSON on stdout")
         if ANALYSES.get(name, "analysis").options is not None:
             add_flags(one, settings_of(ANALYSES.get(name, "analysis").options))
         one.set_defaults(func=cmd_analyze)

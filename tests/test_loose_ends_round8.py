@@ -3,7 +3,7 @@ import json
 
 from engine.cli import build_parser, main, run_config
 
-from conftest import tiny
+from conftest import stored_by_cli, tiny
 
 
 def _cfg(*argv):
@@ -147,3 +147,48 @@ def test_earlybird_replay_reads_the_output_policy_only_from_a_run_whose_method_r
                      "--json"]) == 0
         replays.append(json.loads(capsys.readouterr().out)["distance_matrix"])
     assert replays[0] == replays[1] and replays[2] != replays[0]
+
+
+# ---------------------------------------------------------------- 6. list shows seed and lr; analyze RUN --json NAME
+def _stored(runs, run_id, **summary):
+    from engine.store import write_json
+
+    write_json(runs / run_id / "config.json", {})
+    write_json(runs / run_id / "summary.json", {"run_id": run_id, "status": "completed", "method": "imp", "seed": 0,
+                                                "config": {}, "dense": None, "levels": [], "controls": {}, **summary})
+
+
+def test_list_shows_seed_and_lr_where_the_listed_runs_differ_in_them(tmp_path, capsys):
+    """Runs differing only in seed or learning rate listed alike: id hash, status and last level only."""
+    runs = tmp_path / "runs"
+    _stored(runs, "imp-lenet300-digits-000000000a")
+    _stored(runs, "imp-lenet300-digits-000000000b", seed=1)
+    _stored(runs, "imp-lenet300-digits-000000000c", seed=1, config={"train": {"lr": 0.01}})
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert " seed 0 " in lines["imp-lenet300-digits-000000000a"] and " lr 0.0012 " in lines["imp-lenet300-digits-000000000a"]
+    assert " seed 1 " in lines["imp-lenet300-digits-000000000b"] and " lr 0.01 " in lines["imp-lenet300-digits-000000000c"]
+    assert len({line.index("no level yet") for line in lines.values()}) == 1, lines  # the columns line up
+    alike = tmp_path / "alike"
+    _stored(alike, "imp-lenet300-digits-000000000a")
+    _stored(alike, "imp-lenet300-digits-000000000b")
+    assert main(["list", "--runs-dir", str(alike)]) == 0
+    out = capsys.readouterr().out
+    assert " seed " not in out and " lr " not in out, out  # nothing to tell apart: the table stays narrow
+
+
+def test_analyze_takes_json_before_the_analysis_name_too(tmp_path, capsys):
+    """`lottery analyze RUN --json sanity` was refused ("unrecognized arguments: --json"), where
+    `lottery analyze RUN sanity --json` and `lottery show RUN --json` take it."""
+    runs, run_id = stored_run(tmp_path)
+    capsys.readouterr()
+    for argv in (["analyze", run_id, "--json", "persistence"], ["analyze", run_id, "persistence", "--json"]):
+        assert main([*argv, "--runs-dir", str(runs)]) == 0
+        assert json.loads(capsys.readouterr().out)["analysis"] == "persistence"
+    assert main(["analyze", run_id, "persistence", "--runs-dir", str(runs)]) == 0
+    assert not capsys.readouterr().out.startswith("{")  # without --json: the lines a person reads
+
+
+def stored_run(folder):
+    return stored_by_cli(folder, "run", "--model", "mlp", "--epochs", "1", "--levels", "1", "--controls", "none",
+                         "--quiet")
