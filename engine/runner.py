@@ -301,6 +301,9 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
     def refuse(allowed: str):
         raise ConfigError("model", type(model).__name__, allowed)
 
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise ConfigError("model", model.__name__, f"is the class {model.__name__}; pass an instance: "
+                          f"model={model.__name__}()")
     if not isinstance(model, nn.Module):
         refuse("must be a torch.nn.Module")
     tensors = dict(model.state_dict(keep_vars=True))
@@ -367,6 +370,9 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
 
         return make_model, reinit, config.run_id, config.model.model
 
+    for key, value in config.non_default().get("model", {}).items():  # would change the run id, not the run
+        raise ConfigError(f"model.{key}", value, "an own module (model=...) reads no model.* setting: its "
+                          "architecture and initial weights are its own")
     check_own_module(user_model, dataset)
     template = copy.deepcopy(user_model).cpu()
     # The module's identity: its class, its printed structure (layer types and their settings: a ReLU swapped for

@@ -71,6 +71,10 @@ class Embedded(nn.Module):
         return self.fc(self.emb((x.clamp(-2, 2) * 2 + 4).long()).flatten(1))
 
 
+def nothing_stored(runs) -> bool:
+    return not runs.exists() or not any(runs.iterdir())
+
+
 def mlp(hidden=16, act=nn.ReLU):
     return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), act(), nn.Linear(hidden, 10))
 
@@ -181,7 +185,7 @@ def test_unsupported_modules_are_refused_in_one_line_before_anything_is_stored(t
         engine.run(quick(), runs_dir=runs, model=make())
     message = str(info.value)
     assert info.value.field == "model" and needle in message and "\n" not in message, message
-    assert not runs.exists() or not any(runs.iterdir())  # no half-written run
+    assert nothing_stored(runs)  # no half-written run
 
 
 def test_the_run_id_names_the_class_and_follows_the_module(tmp_path):
@@ -261,7 +265,7 @@ def test_npz_mistakes_are_one_line_errors_that_say_what_to_do(tmp_path, case):
         engine.run(quick(**{"data.dataset": spec}), runs_dir=runs)
     message = str(info.value)
     assert info.value.field == "data.dataset" and needle in message and "\n" not in message, message
-    assert not runs.exists() or not any(runs.iterdir())
+    assert nothing_stored(runs)
 
 
 def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path):
@@ -338,4 +342,19 @@ def test_an_output_layer_created_before_the_hidden_ones_is_refused(tmp_path):
     whose forward ends in another one would have its hidden layer spared and its head pruned as a hidden one."""
     with pytest.raises(engine.ConfigError, match="'head.weight'.*'body.1.weight'.*create the output layer last"):
         engine.run(quick(), runs_dir=tmp_path / "runs", model=HeadFirst())
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert nothing_stored(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("setting, value", [("model.width", 0.5), ("model.init", "xavier_normal"),
+                                            ("model.model", "conv2")])
+def test_registry_model_settings_are_refused_with_an_own_module(tmp_path, setting, value):
+    """An own module is its own architecture and theta_0: a model.* setting would change the run id, not the run."""
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(quick(**{setting: value}), runs_dir=tmp_path / "runs", model=mlp())
+    assert info.value.field == setting and "own module" in str(info.value)
+    assert nothing_stored(tmp_path / "runs")
+
+
+def test_the_class_instead_of_an_instance_says_so(tmp_path):
+    with pytest.raises(engine.ConfigError, match=r"the class ConvBN; pass an instance: model=ConvBN\(\)"):
+        engine.run(quick(), runs_dir=tmp_path / "runs", model=ConvBN)
