@@ -358,3 +358,16 @@ def test_registry_model_settings_are_refused_with_an_own_module(tmp_path, settin
 def test_the_class_instead_of_an_instance_says_so(tmp_path):
     with pytest.raises(engine.ConfigError, match=r"the class ConvBN; pass an instance: model=ConvBN\(\)"):
         engine.run(quick(), runs_dir=tmp_path / "runs", model=ConvBN)
+
+
+def test_analyses_of_an_own_module_run_refuse_in_one_line_and_store_nothing(tmp_path, capsys):
+    """The store keeps an own module's weights, not its code: analyses that rebuild the model refuse. `sanity` made
+    a stray run of the config's registry model (lenet300) beside it and failed on a KeyError."""
+    runs = tmp_path / "runs"
+    torch.manual_seed(0)
+    s = engine.run(quick(), runs_dir=runs, model=mlp())
+    for analysis in ("sanity", "barrier", "persistence"):
+        assert main(["analyze", s["run_id"], analysis, "--runs-dir", str(runs)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "own module (custom:Sequential)" in err and "\n" not in err, err
+    assert [p.name for p in runs.iterdir()] == [s["run_id"]]

@@ -27,6 +27,14 @@ from ..store import RunStore, load_tensors
 from ..zoo import refuse_zoo
 
 
+def refuse_own_module(run_id: str, stored: dict) -> None:
+    """An analysis that rebuilds a run's model cannot rebuild a user's own module (the store keeps its weights,
+    not its code): refuse before anything is computed or stored."""
+    if "custom_model" in stored:
+        raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
+                           "store does not keep; this analysis needs to rebuild the model")
+
+
 class StoredRun:
     """A finished (or partly finished) run reopened for analysis."""
 
@@ -37,9 +45,7 @@ class StoredRun:
             raise LotteryError(f"no run {run_id} in {self.store.root}")
         refuse_zoo(self.store, f"`lottery show {run_id}` summarises it, engine.zoo.zoo_barriers compares its members")
         stored = self.store.config()
-        if "custom_model" in stored:
-            raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
-                               "store does not keep; this analysis needs to rebuild the model")
+        refuse_own_module(run_id, stored)
         self.config = run if isinstance(run, RunConfig) else RunConfig.from_dict(stored)
         from ..runner import resolve_device  # late: the runner imports the methods, which may import us
         self.device = torch.device(device) if device is not None else resolve_device(self.config.device)

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, CONTROLS, METHODS, AnalysisSpec
 from ..store import RunStore
-from .common import AnalysisProgress, save_analysis
+from .common import AnalysisProgress, refuse_own_module, save_analysis
 
 
 def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | None = None, on_event=None,
@@ -29,7 +29,8 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     store = RunStore(runs_dir, run_id)
     if not store.exists():
         raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
-    config = RunConfig.from_dict({k: v for k, v in store.config().items() if k != "custom_model"})
+    refuse_own_module(run_id, store.config())  # else it opened a run of the config's registry model beside it
+    config = RunConfig.from_dict(store.config())
     spec = METHODS.get(config.prune.method, "prune.method")
     if not spec.trains_controls:
         raise ConfigError("RUN_ID", run_id, f"{config.prune.method} tickets are never trained, so trained controls "
