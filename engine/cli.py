@@ -27,7 +27,8 @@ from pathlib import Path
 from .config import RunConfig
 from .errors import ConfigError, LotteryError
 from .formatting import format_analysis, format_summary, pct
-from .settings import add_flags, build, config_from_settings, flag_of, run_settings, settings_of, values_from_args
+from .settings import (add_flags, build, config_from_settings, flag_of, run_settings, setting_values, settings_of,
+                       values_from_args)
 
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
@@ -149,11 +150,10 @@ def run_config(args) -> RunConfig:
 
     typed = values_from_args(args, run_settings())
     settings = {**preset_settings(args.preset), **typed}
-    stored = base.get("prune") if isinstance(base, dict) else None
-    stored = stored if isinstance(stored, dict) else {}
-    method = settings.get("prune.method", stored.get("method", PruneConfig.method))
+    stored = setting_values(base) if isinstance(base, dict) else {}
+    method = settings.get("prune.method", stored.get("prune.method", PruneConfig.method))
     # before the config checks the values: a flag the method never reads is refused as such, whatever its value
-    given = {**{f"prune.{k}": v for k, v in stored.items()}, **settings}  # (--nm is read under --pattern nm only)
+    given = {**stored, **settings}  # (--nm is read under --pattern nm only, --hidden by the mlp only)
     why = f"this run's method is {method}"
     _refuse_other_methods_flags(typed, [method], why, given)
     # a preset is a bundle aimed at one method: what this method never reads keeps its default (one note says so)
@@ -163,15 +163,14 @@ def run_config(args) -> RunConfig:
         print(f"note: --preset {args.preset} sets " + "; ".join(f"{flag_of(p)} {settings[p]}, not used (left at "
               f"its default): {w}" for p, w in unused.items()), file=sys.stderr)
     settings = {**preset, **typed}
-    if "prune.scope" not in settings and "scope" not in stored:
+    if "prune.scope" not in settings and "prune.scope" not in stored:
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
     cfg = config_from_settings(settings, base)
     if base is not None:  # the file's settings this method never reads are refused as typed flags are, unless
         from .store import RunStore  # the file is a run stored before that rule, resumed where it is stored
 
-        read = {f"prune.{k}": v for k, v in cfg.to_dict()["prune"].items()}
-        from_file = {f"prune.{k}": v for k, v in cfg.non_default().get("prune", {}).items()
-                     if f"prune.{k}" not in settings}
+        read = setting_values(cfg.to_dict())
+        from_file = {p: v for p, v in setting_values(cfg.non_default()).items() if p not in settings}
         if not RunStore(args.runs_dir, cfg.run_id).exists():
             try:
                 _refuse_other_methods_flags(from_file, [method], why, read)
@@ -206,9 +205,11 @@ def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str, given
     others' values (`--nm` without `--pattern nm`)."""
     from .config import method_option_fields
     from .registry import METHODS
-    from .settings import read_by, unread_because
+    from .settings import model_unread_because, read_by, unread_because
 
     for path, value in typed.items():  # ({setting path: value} of the flags typed)
+        if model_unread_because(path, given) is not None:  # (--hidden with lenet300: whatever the methods)
+            raise ConfigError(flag_of(path), value, f"{model_unread_because(path, given)}: leave it out")
         if not any(read_by(path, m, given) for m in methods):
             if path.removeprefix("prune.") in method_option_fields():
                 because = f"an option of {' and '.join(m for m in METHODS.names() if read_by(path, m))} only ({why})"

@@ -14,7 +14,7 @@ from .config import PruneConfig, RunConfig, choices_of, option, validate
 from .errors import ConfigError
 from .executors import EXECUTORS
 from .registry import METHODS
-from .settings import config_from_settings, read_by
+from .settings import config_from_settings, read_by, setting_values
 from .store import RunStore
 
 
@@ -58,18 +58,16 @@ def _config(base: RunConfig | dict, method: str, seed: int, density: float | Non
     # a setting this method never reads (--rewind for snip, another method's option) keeps its default, as in the
     # method's own run: else it would give the same computation a second run id (engine.settings.read_by)
     if isinstance(base, RunConfig):
-        default = {f"prune.{k}": v for k, v in RunConfig().to_dict()["prune"].items()}
+        default = setting_values(RunConfig().to_dict())
         unread = {p: default[p] for p, v in given.items() if v != default[p] and not read_by(p, method, given)}
         return base.replace(**{**unread, **changes})
     return config_from_settings({**{p: v for p, v in base.items() if read_by(p, method, given)}, **changes})
 
 
 def _given(base: RunConfig | dict) -> dict:
-    """{setting path: value} of `base`'s prune settings (every one of a RunConfig; a dict's as typed), for the
-    settings read only under others' values (engine.settings.unread_because)."""
-    if isinstance(base, RunConfig):
-        return {f"prune.{k}": v for k, v in base.to_dict()["prune"].items()}
-    return dict(base)
+    """{setting path: value} of `base` (every setting of a RunConfig; a dict's as typed), for the settings read
+    only under others' values (engine.settings.unread_because: --nm under --pattern nm, --hidden by the mlp)."""
+    return setting_values(base.to_dict()) if isinstance(base, RunConfig) else dict(base)
 
 
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:

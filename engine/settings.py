@@ -105,13 +105,52 @@ READ_UNDER = {"prune.nm": {"prune.pattern": ("nm",)},
 
 def __getattr__(name: str):
     """READ_UNDER_VALUES: the settings whose values decide whether others are read (READ_UNDER, every method's
-    MethodSpec.read_under and unread_under), which the forms watch; derived from those declarations when asked
+    MethodSpec.read_under and unread_under, the model and data set of READ_BY_MODEL), which the forms watch; derived from those declarations when asked
     for (the methods register on first lookup), so a method's new declaration is watched with no second list."""
     if name == "READ_UNDER_VALUES":
         unders = [*READ_UNDER.values()] + [u for _, spec in METHODS.items() for u in
                                            [*spec.read_under.values(), *(u for u, _ in spec.unread_under.values())]]
-        return tuple(dict.fromkeys(p for under in unders for p in under))
+        return tuple(dict.fromkeys([*(p for under in unders for p in under), *(o for o, _, _ in READ_BY_MODEL.values())]))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _transformer(model: str) -> bool:
+    from .text import is_transformer  # (late: importing engine.text registers its data sets)
+    return is_transformer(model)
+
+
+def _text(dataset: str) -> bool:
+    from .text import is_text_dataset
+    return is_text_dataset(dataset)
+
+
+# Settings read by some models or data sets only (engine.models, engine.transformer, engine.text):
+# {setting: (the setting naming the model or data set, whether its value reads it, why not)}
+READ_BY_MODEL = {
+    "model.hidden": ("model.model", lambda m: m == "mlp", "has its own layer sizes (--hidden sets the mlp's)"),
+    "model.width": ("model.model", lambda m: not _transformer(m), "is a transformer: its encoder's sizes are its own"),
+    "model.init": ("model.model", lambda m: not _transformer(m),
+                   "is a transformer: its weights are drawn (or pre-trained) as BERT's"),
+    "data.max_length": ("data.dataset", _text, "holds no text to tokenise"),
+    "data.tokenizer": ("data.dataset", _text, "holds no text to tokenise"),
+}
+
+
+def model_unread_because(path: str, given: dict | None) -> str | None:
+    """Why the model or data set in `given` ({setting path: value}; those missing at their defaults) never reads
+    the run setting `path` (--width on a transformer, --hidden on lenet300, --max-length on digits), or None.
+    Without `given` every such setting counts as read."""
+    if given is None or path not in READ_BY_MODEL:
+        return None
+    owner, reads, why = READ_BY_MODEL[path]
+    value = given.get(owner, _default(owner))
+    kind = owner.partition(".")[2]
+    return None if reads(value) else f"{kind} {value} {why}, so it never reads {flag_of(path)}"
+
+
+def _default(path: str):
+    group, _, name = path.rpartition(".")
+    return (GROUPS[group] if group else RunConfig).__dataclass_fields__[name].default
 
 
 def unread_because(path: str, method: str, given: dict | None = None) -> str | None:
@@ -122,8 +161,11 @@ def unread_because(path: str, method: str, given: dict | None = None) -> str | N
     defaults) decides the settings read only under others' values (READ_UNDER: --nm under --pattern nm; a method's
     MethodSpec.read_under: oneshot's --levels under --pattern nm; MethodSpec.unread_under: oneshot's --density
     not under --pattern nm); without it such a setting counts as read.
-    Stored configs keep every field as it was, so the ids of runs stored before this rule do not change."""
+    Stored configs keep every field as it was, so the ids of runs stored before this rule do not change. A setting
+    only some models or data sets read: `model_unread_because`, whatever the method."""
     spec = METHODS.get(method, "prune.method")
+    if path in READ_BY_MODEL:
+        return model_unread_because(path, given)
     owner = method_option_fields().get(path.removeprefix("prune.")) if path.startswith("prune.") else None
     if owner is not None:
         return None if owner[0] is spec.options else f"its method is {method}"
@@ -180,6 +222,19 @@ def _implied_unread(path: str, spec) -> str | None:
         if path in ("prune.prune_fraction", "prune.output_fraction"):
             return "selects its mask at initialisation at --density, with no magnitude pruning steps"
     return None
+
+
+def setting_values(d: dict) -> dict:
+    """{setting path: value} of a config as plain data (RunConfig.to_dict(), a config.json, `non_default()`): a
+    group's fields as "group.field" (method options as "prune.option"), top-level fields as they are; a group
+    that is not a mapping is left out (the config refuses it)."""
+    out = {}
+    for key, value in d.items():
+        if key not in GROUPS:
+            out[key] = value
+        elif isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+    return out
 
 
 def config_from_settings(values: dict[str, Any], base: dict | None = None) -> RunConfig:

@@ -244,6 +244,7 @@ def test_the_ipywidgets_launcher_shows_a_bad_value_as_typed(tmp_path):
     from explorer.widgets import Launcher
 
     launcher = Launcher(tmp_path / "runs")
+    launcher.fields["model.model"].value = "mlp"  # (--hidden is the mlp's: lenet300 never reads it)
     launcher.fields["model.hidden"].value = "<b>1,2"
     assert launcher.launch() is None
     assert "model.hidden: '&lt;b&gt;1,2' is not valid" in launcher.status.value

@@ -192,3 +192,55 @@ def test_analyze_takes_json_before_the_analysis_name_too(tmp_path, capsys):
 def stored_run(folder):
     return stored_by_cli(folder, "run", "--model", "mlp", "--epochs", "1", "--levels", "1", "--controls", "none",
                          "--quiet")
+
+
+# ---------------------------------------------------------------- 7. settings the model or data set never reads
+# (flags, the model or data set that never reads it, one that does)
+MODEL_UNREAD = [
+    (["--width", "2"], ["--model", "bert-tiny", "--dataset", "pydoc-topics"], ["--model", "conv2"],
+     "model bert-tiny is a transformer"),
+    (["--init", "xavier_normal"], ["--model", "hf:./my-bert", "--dataset", "pydoc-topics", "--tokenizer",
+                                   "hf:./my-bert"], ["--model", "mlp"], "model hf:./my-bert is a transformer"),
+    (["--hidden", "64"], [], ["--model", "mlp"], "model lenet300 has its own layer sizes"),
+    (["--max-length", "64"], ["--dataset", "digits"], ["--model", "minilm", "--dataset", "pydoc-topics"],
+     "dataset digits holds no text"),
+    (["--tokenizer", "hf:./my-bert"], ["--dataset", "mnist"], ["--model", "hf:./my-bert", "--dataset", "pydoc-mlm"],
+     "dataset mnist holds no text"),
+]
+
+
+def test_a_setting_the_model_or_data_never_reads_is_refused_in_one_line_and_a_reader_takes_it(tmp_path, capsys):
+    """`lottery run --model bert-tiny --dataset pydoc-topics --width 2` (a transformer keeps its encoder's sizes),
+    `--hidden 64` with lenet300, `--max-length 64` on digits: each entered the config and changed the run id of a
+    run it did nothing to."""
+    runs = tmp_path / "runs"
+    for flag, unread_by, reader, why in MODEL_UNREAD:
+        assert main(["run", *unread_by, *flag, "--epochs", "1", "--runs-dir", str(runs), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {flag[0]}: '{flag[1]}'"), err
+        assert why in err and f"so it never reads {flag[0]}" in err, err
+        assert not runs.exists()
+        if flag[0] == "--tokenizer":  # (hf:NAME reads its own tokenizer's ids only: no run without the flag)
+            assert _cfg(*reader, *flag).data.tokenizer == flag[1]
+        else:
+            assert _cfg(*reader, *flag).run_id != _cfg(*reader).run_id
+    assert main(["compare", "--methods", "imp,snip", "--densities", "0.5", "--hidden", "64", "--runs-dir",
+                 str(runs)]) == 2  # one reason, not one per method
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count("lenet300 has its own layer sizes") == 1, err
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"model": {"hidden": [64]}}))
+    assert main(["run", "--config", str(path), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hidden" in err and "--config" in err, err
+    assert _cfg("--config", str(path), "--model", "mlp").model.hidden == (64,)
+
+
+def test_the_launch_forms_send_no_setting_the_chosen_model_never_reads(tmp_path):
+    from explorer.launch import LaunchPanel
+
+    panel = LaunchPanel(str(tmp_path / "runs"))
+    panel.set_values(**{"model.model": "mlp", "model.hidden": "64"})
+    assert panel.config().model.hidden == (64,)
+    panel.set_values(**{"model.model": "conv2"})
+    assert panel.config().model.hidden == (256, 128)

@@ -12,7 +12,7 @@ import pytest
 import engine
 from engine.cli import build_parser, main, run_config
 from engine.registry import METHODS
-from engine.settings import READ_UNDER, READ_UNDER_VALUES, read_by
+from engine.settings import READ_BY_MODEL, READ_UNDER, READ_UNDER_VALUES, read_by
 
 from conftest import tiny
 
@@ -49,7 +49,8 @@ def test_the_rule_says_exactly_which_shared_settings_each_method_reads():
     watched = {p for _, spec in METHODS.items() for under in [*spec.read_under.values(),
                                                                *(u for u, _ in spec.unread_under.values())]
                for p in under}
-    assert watched | {p for under in READ_UNDER.values() for p in under} == set(READ_UNDER_VALUES)  # forms watch them
+    watched |= {p for under in READ_UNDER.values() for p in under} | {owner for owner, _, _ in READ_BY_MODEL.values()}
+    assert watched == set(READ_UNDER_VALUES)  # the forms watch them
 
 
 # (flag, value, a method that never reads it, a method that does)
