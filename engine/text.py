@@ -341,7 +341,7 @@ def read_user_texts(path: str):
     if not os.path.isfile(path):
         raise ConfigError(field, shown, "the file does not exist")
     if path.endswith(".jsonl"):
-        rows = []
+        rows, unsplit = [], []  # unsplit: the lines without a split
         with open(path, "rb") as f:  # decoded line by line: an error names its line
             for i, raw in enumerate(f, 1):
                 try:
@@ -363,7 +363,12 @@ def read_user_texts(path: str):
                 if r.get("split", "train") not in ("train", "test"):
                     raise ConfigError(field, shown, f"line {i}: split must be train or test")
                 rows.append((r["text"], r.get("label"), r.get("split")))
-        if any(s is None for *_, s in rows):  # no split given: a fixed 20% test split
+                if r.get("split") is None:
+                    unsplit.append(i)
+        if unsplit and len(unsplit) < len(rows):  # the fixed split below would silently replace the given ones
+            raise ConfigError(field, shown, f"line {unsplit[0]} has no \"split\" while other lines have one: give "
+                              "every line a split (train or test) or none (a fixed 20% is then held out for testing)")
+        if unsplit:  # no split given: a fixed 20% test split
             order = np.random.default_rng(SPLIT_SEED).permutation(len(rows))
             test = set(order[:max(1, round(TEST_FRACTION * len(rows)))].tolist())
             rows = [(t, lab, "test" if i in test else "train") for i, (t, lab, _) in enumerate(rows)]

@@ -371,3 +371,16 @@ def test_analyses_of_an_own_module_run_refuse_in_one_line_and_store_nothing(tmp_
         err = capsys.readouterr().err.strip()
         assert "own module (custom:Sequential)" in err and "\n" not in err, err
     assert [p.name for p in runs.iterdir()] == [s["run_id"]]
+
+
+def test_jsonl_with_a_split_on_some_lines_only_is_refused(tmp_path):
+    """A split on every line is used as given, on none a fixed 20% is held out; on some only, the given ones were
+    silently replaced by the fixed split."""
+    from engine.text import read_user_texts
+
+    rows = [dict(r, split="test" if i < 5 else "train") for i, r in enumerate(ROWS)]
+    tr_x, tr_y, te_x, te_y = read_user_texts(str(jsonl(tmp_path / "all.jsonl", rows)))
+    assert te_x == [r["text"] for r in ROWS[:5]]
+    del rows[7]["split"]
+    with pytest.raises(engine.ConfigError, match="line 8 has no \"split\""):
+        read_user_texts(str(jsonl(tmp_path / "some.jsonl", rows)))
