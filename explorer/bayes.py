@@ -26,7 +26,7 @@ from explorer.plots import (COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_h
                             unreadable_note)
 from explorer.views import RUN_ID_PX
 
-METRICS = {"accuracy": "test accuracy", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
+METRICS = {"accuracy": "test accuracy (%)", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
 DETERMINISTIC = "deterministic ticket"
 
 
@@ -52,6 +52,7 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Elemen
     df = metric_rows(results)
     if df.empty:
         return _empty(title, "no Bayesian run measured yet: run --method bayes-imp --bayesian")
+    df["accuracy"] *= 100  # in %, as the app's other accuracies (the record: fractions)
     elements = []
     many = df["run"].nunique() > 1
     for (run, variant), g in df.groupby(["run", "variant"], sort=False):
@@ -63,8 +64,12 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Elemen
             line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"], **style))
         elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(size=6, tools=["hover"],
                                                                                       **style))
+    # explicit limits: HoloViews' own took in 0 on some renders (at 1000 px, accuracies of 84-92% drawn on 0-100)
+    lo, hi = float(df[metric].min()), float(df[metric].max())
+    pad = max((hi - lo) * 0.08, abs(hi) * 0.01, 1e-3)
     return hv.Overlay(elements).opts(title=title, logx=True, invert_xaxis=True, xlabel="density (log)",
-                                     ylabel=METRICS[metric], legend_position="bottom_left", **COMMON)
+                                     ylabel=METRICS[metric], ylim=(lo - pad, hi + pad), legend_position="bottom_left",
+                                     **COMMON)
 
 
 def reliability_plot(entry: dict | None, variant: str = "ticket") -> hv.Element:
@@ -75,36 +80,51 @@ def reliability_plot(entry: dict | None, variant: str = "ticket") -> hv.Element:
         return _empty(title, "choose a measured level")
     m = entry["variants"][variant]
     rel = m["reliability"]
-    steps = hv.Histogram((np.linspace(0, 1, rel["bins"] + 1), np.array(rel["accuracy"])), kdims="confidence",
-                         vdims="accuracy", label=f"{variant} (ECE {m['ece']:.3f})").opts(
+    # in %, as the app's other accuracies (the record: fractions); confidence on the same scale
+    steps = hv.Histogram((np.linspace(0, 100, rel["bins"] + 1), 100 * np.array(rel["accuracy"])),
+                         kdims="confidence", vdims="accuracy", label=f"{variant} (ECE {m['ece']:.3f})").opts(
         color=VARIANT_COLOR.get(variant, "gray"), alpha=0.5, tools=["hover"])
-    diagonal = hv.Curve([(0, 0), (1, 1)], "confidence", "accuracy").opts(color="gray", line_dash="dashed")
+    diagonal = hv.Curve([(0, 0), (100, 100)], "confidence", "accuracy").opts(color="gray", line_dash="dashed")
     layers = [steps, diagonal]
     det = entry.get("deterministic")
     if det:
         r = det["reliability"]
-        d = pd.DataFrame({"mean confidence": r["confidence"], "accuracy": r["accuracy"], "count": r["count"]})
+        d = pd.DataFrame({"mean confidence": 100 * np.array(r["confidence"], dtype=float),
+                          "accuracy": 100 * np.array(r["accuracy"], dtype=float), "count": r["count"]})
         layers.append(hv.Scatter(d.query("count > 0"), "mean confidence", ["accuracy", "count"],
                                  label=f"{DETERMINISTIC} (ECE {det['ece']:.3f})").opts(
             color="#ff7f0e", size=8, marker="diamond", tools=["hover"]))
     return hv.Overlay(layers).opts(title=f"{title}: level {entry['level']}, density {entry['density']:.1%}",
-                                   xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (max predictive probability)",
-                                   ylabel="accuracy", legend_position="top_left", **COMMON)
+                                   xlim=(0, 100), ylim=(0, 102),
+                                   xlabel="confidence (%, max predictive probability)", ylabel="accuracy (%)", legend_position="top_left", **COMMON)
+
+
+SIGMA_RANGE = (2, 98)  # the colour scale's ends: these percentiles of the kept weights' sigma
 
 
 def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.Element:
-    """A layer's posterior std as an image (rows = output units, columns = inputs), log colour; pruned = blank."""
-    title = f"Posterior std (sigma) of {layer} at level {level}" if layer else "Posterior std (sigma)"
+    """A layer's posterior std as an image (rows = output units, columns = inputs); pruned = blank. Colour: how
+    far each weight's sigma is from the layer's median, in %, on a diverging scale that spans the 2nd to 98th
+    percentiles (colour by log10 sigma over its whole range read as noise: a net trained briefly keeps sigma
+    within a fraction of a percent of its start, and the colour bar's ticks all read -2.9088)."""
+    title = f"Posterior std (sigma) of {layer}, level {level}" if layer else "Posterior std (sigma)"
     if sigma is None:
         return _empty(title, "choose a Bayesian run, a level and a layer")
     s = np.asarray(sigma, dtype=np.float64).reshape(sigma.shape[0], -1)
-    img = np.where(s > 0, np.log10(np.where(s > 0, s, 1)), np.nan)
     alive = s[s > 0]
-    sub = f" - median {np.median(alive):.2g}, 10-90% {np.quantile(alive, 0.1):.2g}-{np.quantile(alive, 0.9):.2g}" \
-        if alive.size else ""
+    if not alive.size:
+        return _empty(title, "every weight of this layer is pruned")
+    median = float(np.median(alive))
+    img = np.where(s > 0, 100 * (s / median - 1), np.nan)
+    span = float(np.max(np.abs(np.percentile(img[s > 0], SIGMA_RANGE)))) or 1e-9
+    # how much sigma varies at all, said under the map: near-uniform sigma is a finding, not a drawing problem
+    xlabel = f"input (sigma within ±{span:.2g}% of its median"
+    xlabel += ": near its start)" if span < 5 else ")"
     return hv.Image(img[::-1], bounds=(0, 0, s.shape[1], s.shape[0]), kdims=["input", "output unit"],
-                    vdims=["log10 sigma"]).opts(title=title + sub, cmap="viridis", colorbar=True, responsive=True,
-                                                height=320, tools=["hover"], clipping_colors={"NaN": "#f4f4f4"})
+                    vdims=["sigma vs median (%)"]).opts(
+        title=f"{title}: median {median:.2g}", xlabel=xlabel, cmap="RdBu_r", clim=(-span, span), colorbar=True,
+        clabel="sigma vs its median (%), blank: pruned", responsive=True, height=320, tools=["hover"],
+        clipping_colors={"NaN": "#f4f4f4"})
 
 
 def sigma_of(runs_dir, run_id: str, level: int, layer: str, variant: str = "ticket") -> np.ndarray | None:

@@ -40,9 +40,7 @@ class RunBrowser(pn.viewable.Viewer):
         self.summaries = engine.list_runs(self.runs_dir)
         ids = self._ids()
         if self._table is not None:
-            from .tables import runs_table
-
-            self._table.value = runs_table(self.summaries)
+            self._table.value = self._rows()
             self._table.selection = [ids.index(r) for r in keep if r in ids]
         self.selected = [r for r in keep if r in ids]
 
@@ -72,15 +70,22 @@ class RunBrowser(pn.viewable.Viewer):
         """The runs as a table (one row per summary, in order), built on first use: it needs pandas, which the
         app's first page does without (the Runs tab is built when first visited)."""
         if self._table is None:
-            from .tables import runs_table
-
             ids = self._ids()
-            self._table = pn.widgets.Tabulator(runs_table(self.summaries), selectable="checkbox", disabled=True,
+            self._table = pn.widgets.Tabulator(self._rows(), selectable="checkbox", disabled=True,
                                                show_index=False, sizing_mode="stretch_width", height=320,
                                                pagination=None, css_classes=["run-table"],
+                                               # a note beside the id it explains, wrapped (a page 1000 px wide
+                                               # shows the first four columns)
+                                               formatters={"note": {"type": "textarea"}}, widths={"note": 220},
                                                selection=[ids.index(r) for r in self.selected if r in ids])
             self._table.param.watch(self._on_select, "selection")
         return self._table
+
+    def _rows(self):
+        """The table's rows (pandas: imported when the table is first shown)."""
+        from .tables import comparison_notes, runs_table
+
+        return runs_table(self.summaries, comparison_notes(self.runs_dir, self.summaries))
 
     def _ids(self) -> list[str]:
         return [s["run_id"] for s in self.summaries]

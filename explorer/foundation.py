@@ -21,28 +21,32 @@ import pandas as pd
 import panel as pn
 
 from explorer.plots import COMMON, _empty, readable, unreadable_note
+from explorer.views import RUN_ID_PX
 
 TRANSFORMER_METHODS = ("bert-imp", "transfer", "lota")
 
 
 # ---------------------------------------------------------------- plots (stored JSON in, HoloViews out)
 def transfer_heatmap(matrix: dict | None) -> hv.Overlay:
-    title = "Transfer: ticket minus dense test accuracy (rows: the ticket's task; columns: fine-tuned on)"
+    # (rows and columns are named by the axes: in the title, they ran past a 1000 px page's plot)
+    title = "Transfer: ticket minus dense test accuracy (points)"
     if not matrix or not matrix.get("cells"):
         return _empty(title, "run bert-imp on a task (and transfer runs: --method transfer --mask-from RUN_DIR)")
-    rows = [{"ticket from": c["source"], "fine-tuned on": c["target"], "delta": c["ticket_mean"] - c["dense_mean"],
-             "label": f"{c['ticket_mean']:.3f} vs {c['dense_mean']:.3f}\n{'matching' if c['matching'] else 'not'}"
+    # in % and points, as the app's other accuracies (the record: fractions)
+    rows = [{"ticket from": c["source"], "fine-tuned on": c["target"],
+             "delta": 100 * (c["ticket_mean"] - c["dense_mean"]),
+             "label": f"{c['ticket_mean']:.1%} vs {c['dense_mean']:.1%}\n{'matching' if c['matching'] else 'not'}"
                       f" (n={c['n']}, {c['density']:.0%})"} for c in matrix["cells"]]
     df = pd.DataFrame(rows)
-    span = max(0.02, max(abs(r["delta"]) for r in rows))
+    span = max(2.0, max(abs(r["delta"]) for r in rows))
     # white on the dark ends of the colour map, black on its pale middle (Bokeh's default blue text on a dark red
     # cell was hard to read)
     df["ink"] = ["white" if abs(d) > span / 2 else "black" for d in df["delta"]]
     heat = hv.HeatMap(df, ["fine-tuned on", "ticket from"], ["delta", "label"]).opts(
-        cmap="RdBu", clim=(-span, span), colorbar=True, tools=["hover"])
+        cmap="RdBu", clim=(-span, span), colorbar=True, clabel="ticket - dense (points)", tools=["hover"])
     labels = hv.Labels(df, ["fine-tuned on", "ticket from"], ["label", "ink"]).opts(text_font_size="9pt",
                                                                                     text_color="ink")
-    return (heat * labels).opts(title=title, **COMMON)
+    return (heat * labels).opts(title=title, xlabel="fine-tuned on", ylabel="ticket from (its task)", **COMMON)
 
 
 def lota_rows(results: list[dict]) -> list[dict]:
@@ -50,11 +54,11 @@ def lota_rows(results: list[dict]) -> list[dict]:
     LoTA, each the mean over the analyses (seeds)."""
     rows = []
     for kind in ("dense", "lota"):
-        rows.append({"measure": "forgetting of A", "kind": kind,
-                     "value": statistics.mean(r["sequential"][kind]["forgetting"] for r in results)})
+        rows.append({"measure": "forgetting of A", "kind": kind,  # in %, as the app's other accuracies
+                     "value": 100 * statistics.mean(r["sequential"][kind]["forgetting"] for r in results)})
         for task in ("a", "b"):
             rows.append({"measure": f"merged, task {task.upper()}", "kind": kind,
-                         "value": statistics.mean(r["merge"][kind][task] for r in results)})
+                         "value": 100 * statistics.mean(r["merge"][kind][task] for r in results)})
     return rows
 
 
@@ -65,7 +69,7 @@ def lota_bars(results: list[dict]) -> hv.Overlay:
     if not results:
         return _empty(title, "lottery analyze RUN_ID lota-tasks on a lota run to see forgetting and merging")
     bars = hv.Bars(pd.DataFrame(lota_rows(results)), ["measure", "kind"], "value").opts(
-        tools=["hover"], ylabel="accuracy (forgetting: drop)", xlabel="", multi_level=True)
+        tools=["hover"], ylabel="accuracy (%; forgetting: its drop)", xlabel="", multi_level=True)
     pair = f"{results[0]['task_a']} then {results[0]['task_b']}"
     return bars.opts(title=f"{title} ({pair}, n={len(results)})", **COMMON)
 
@@ -87,7 +91,10 @@ class FoundationPanel(pn.viewable.Viewer):
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir
-        self.run = pn.widgets.Select(label="Run (transformer)", options=[], sizing_mode="stretch_width")  # whole ids
+        # a whole run id: the level goes under it on a narrow page (beside it in a Row, at 1000 px the select
+        # was ~170 px wide and cut the id short; views.RunChoice.row)
+        self.run = pn.widgets.Select(label="Run (transformer)", options=[], sizing_mode="stretch_width",
+                                     styles={"flex": f"1 1 {RUN_ID_PX}px"})
         self.level = pn.widgets.IntSlider(label="Level", start=0, end=1, value=0)
         self.matrix_pane = pn.pane.HoloViews(transfer_heatmap(None), sizing_mode="stretch_width")
         self.lota_pane = pn.pane.HoloViews(lota_bars([]), sizing_mode="stretch_width")
@@ -139,8 +146,9 @@ class FoundationPanel(pn.viewable.Viewer):
     def _draw_blocks(self):
         levels = self._levels()
         row = levels[self.level.value] if 0 <= self.level.value < len(levels) else None
-        title = (f"Density per block and module type: {self.run.value}, level {row['level']} "
-                 f"({row['density']:.1%})") if row else "Density per block and module type"
+        # (the run is named by the select above: in the title, its id ran past a 1000 px page's plot)
+        title = (f"Density per block and module type: level {row['level']} ({row['density']:.1%})" if row
+                 else "Density per block and module type")
         self.block_pane.object = block_density(row["layers"] if row else None, title)
 
     def __panel__(self):
@@ -148,5 +156,5 @@ class FoundationPanel(pn.viewable.Viewer):
             pn.pane.Markdown("BERT tickets transfer (Chen et al. 2020): each ticket fine-tuned on each task vs the "
                              "dense fine-tune; **matching** = mean within one std (over seeds) of dense. LoTA "
                              "(Panda et al. 2024): sparse task vectors, sequential tasks and merging."),
-            self.note, self.matrix_pane, self.lota_pane, pn.Row(self.run, self.level, sizing_mode="stretch_width"), self.block_pane,
+            self.note, self.matrix_pane, self.lota_pane, pn.FlexBox(self.run, self.level, align_items="flex-end", sizing_mode="stretch_width"), self.block_pane,
             sizing_mode="stretch_width")

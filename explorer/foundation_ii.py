@@ -53,8 +53,8 @@ def ks_summary(record: dict) -> str:
     by_id = {t["id"]: t["token"] for t in record["top"]}
     names = ", ".join(by_id.get(i, str(i)) for i in selected[:40])
     head = record.get("head_only_test_accuracy")  # records before the head-only reference lack it
-    return (f"Embedding fine-tune {record['embedding_test_accuracy']:.3f}"
-            + (f", head alone {head:.3f}" if head is not None else "") + f". Selected at the largest K: {names}")
+    return (f"Embedding fine-tune {record['embedding_test_accuracy']:.1%}"
+            + (f", head alone {head:.1%}" if head is not None else "") + f". Selected at the largest K: {names}")
 
 
 def ks_readable(record: dict) -> None:
@@ -83,12 +83,17 @@ def _per_ranking(record: dict) -> dict[str, list[tuple]]:
 
 def ks_precision(record: dict | None) -> hv.Element:
     """Per K: precision of each ranking's selection against the task's known tokens."""
+    title = "Precision against the known set"
     if not record or not record.get("levels"):
-        return _empty("Precision against the known set", "no ks-lottery record")
+        return _empty(title, "no ks-lottery record")
+    per = _per_ranking(record)
+    # a task without a known set of tokens has no precision: its plot was empty axes under a title saying so
+    if not record.get("known") or all(math.isnan(p) for pts in per.values() for _, p, _ in pts):
+        return _empty(title, "this task has no known set of tokens to measure the selections against "
+                             "(the built-in pydoc-topics-expanded task has one)")
     return hv.Overlay([hv.Curve([(k, p) for k, p, _ in pts], "K", "precision vs known set",
-                                label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in _per_ranking(record).items()]
-                      ).opts(title="Precision against the known set" if record.get("known") else
-                             "No known set for this task", legend_position="bottom_right", **COMMON)
+                                label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]
+                      ).opts(title=title, legend_position="bottom_right", **COMMON)
 
 
 def ks_recovery(record: dict | None) -> hv.Element:
@@ -141,9 +146,10 @@ def lora_accuracy(rows: list[dict]) -> hv.Element:
     title = "Partial-LoRA: test accuracy vs trainable adapter entries"
     if not rows:
         return _empty(title, "no Partial-LoRA runs")
-    pts = [(r["trainable"], r["test_accuracy"], r["rule"], r["rank"]) for r in rows]
-    return hv.Scatter(pts, "trainable entries", ["test accuracy", "rule", "rank"]).opts(
-        color="rule", cmap="Category10", size=9, logx=True, tools=["hover"], title=title,
+    # in %, as the app's other accuracies; the whole 0-100 range (one run's single accuracy had a -1..1 axis)
+    pts = [(r["trainable"], 100 * r["test_accuracy"], r["rule"], r["rank"]) for r in rows]
+    return hv.Scatter(pts, "trainable entries", ["test accuracy (%)", "rule", "rank"]).opts(
+        color="rule", cmap="Category10", size=9, logx=True, tools=["hover"], title=title, ylim=(0, 102),
         legend_position="bottom_right", **COMMON)
 
 

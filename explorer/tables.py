@@ -110,20 +110,48 @@ def layer_rows(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["level", "layer", "density"])
 
 
-def runs_table(summaries: list[dict]) -> pd.DataFrame:
-    """The run browser's rows."""
+def runs_table(summaries: list[dict], notes: dict[str, str] | None = None) -> pd.DataFrame:
+    """The run browser's rows; `notes`: {run id: what the run is for} (see `comparison_notes`). Densities and
+    accuracies in %, as `lottery list` and the app's plots give them."""
+    notes = notes or {}
     rows = []
     for s in summaries:
         levels = s.get("levels") or []
         last = levels[-1] if levels else s.get("dense") or {}
-        rows.append({"run_id": s["run_id"], "status": s.get("status"), "method": s.get("method"),
-                     "model": s.get("model"), "dataset": s.get("dataset"), "seed": s.get("seed"),
-                     "levels": len(levels), "last density": last.get("density"),
-                     "last test acc": last.get("test_accuracy"),
-                     "dense test acc": (s.get("dense") or {}).get("test_accuracy"),
+        rows.append({"run_id": s["run_id"], "note": notes.get(s["run_id"], ""), "status": s.get("status"),
+                     "method": s.get("method"), "model": s.get("model"), "dataset": s.get("dataset"),
+                     "seed": s.get("seed"), "levels": len(levels), "last density (%)": _percent(last.get("density")),
+                     "last test acc (%)": _percent(last.get("test_accuracy")),
+                     "dense test acc (%)": _percent((s.get("dense") or {}).get("test_accuracy")),
                      "updated": s.get("updated")})
-    return pd.DataFrame(rows, columns=["run_id", "status", "method", "model", "dataset", "seed", "levels",
-                                       "last density", "last test acc", "dense test acc", "updated"])
+    return pd.DataFrame(rows, columns=["run_id", "note", "status", "method", "model", "dataset", "seed", "levels",
+                                       "last density (%)", "last test acc (%)", "dense test acc (%)", "updated"])
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 2)
+
+
+def comparison_notes(runs_dir, summaries: list[dict]) -> dict[str, str]:
+    """{run id: note} of the runs another run trained to compare against: a bayes-imp run trains the
+    deterministic IMP run of its settings first, its own run in the store (listed with no word of why), and
+    records its id in its uncertainty record (`deterministic_run`)."""
+    from engine.errors import LotteryError
+    from engine.store import RunStore
+
+    listed = {s["run_id"] for s in summaries}
+    for_runs: dict[str, list[str]] = {}
+    for s in summaries:
+        if s.get("method") != "bayes-imp":
+            continue
+        try:
+            record = RunStore(runs_dir, s["run_id"]).analyses().get("uncertainty")
+        except (OSError, LotteryError):  # deleted or damaged since listed: no note, the run is still listed
+            continue
+        det = record.get("deterministic_run") if isinstance(record, dict) else None
+        if det in listed:
+            for_runs.setdefault(det, []).append(s["run_id"])
+    return {det: f"deterministic comparison for {', '.join(ids)}" for det, ids in for_runs.items()}
 
 
 def reach_rows(runs_dir, summaries: list[dict], threshold: float = 0.95) -> pd.DataFrame:

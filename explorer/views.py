@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
 from bokeh.plotting import figure
 
 from engine.store import RunStore
@@ -167,15 +167,17 @@ def _live_figure(title: str, y_label: str, css_class: str):
 
 def accuracy_figure(source: ColumnDataSource):
     """Validation (solid) and test (dotted) accuracy of the training in progress."""
-    fig = _live_figure("Live training: accuracy", "accuracy", "live-plot")
+    fig = _live_figure("Live training: accuracy", "accuracy (%)", "live-plot")
+    # the points are the run's fractions; the axis and hover read them in %, as every accuracy in the app
+    fig.yaxis.formatter = NumeralTickFormatter(format="0%")
     val = fig.line("iteration", "val_accuracy", source=source, line_width=2, legend_label="val accuracy")
     fig.line("iteration", "test_accuracy", source=source, line_dash="dotted", color="#ff7f0e",
              legend_label="test accuracy")
     # markers: a training evaluated once (one epoch, a short control) is one point, which a line does not draw
     fig.scatter("iteration", "val_accuracy", source=source, size=4, legend_label="val accuracy")
     fig.scatter("iteration", "test_accuracy", source=source, size=4, color="#ff7f0e", legend_label="test accuracy")
-    fig.add_tools(HoverTool(renderers=[val], tooltips=[("iteration", "@iteration"), ("val", "@val_accuracy{0.000}"),
-                                                       ("test", "@test_accuracy{0.000}")]))
+    fig.add_tools(HoverTool(renderers=[val], tooltips=[("iteration", "@iteration"), ("val", "@val_accuracy{0.0%}"),
+                                                       ("test", "@test_accuracy{0.0%}")]))
     fig.legend.location = "bottom_right"
     return fig
 

@@ -31,16 +31,16 @@ def accuracy_plot(report: dict | None) -> hv.Overlay:
     title = "Test accuracy: zoo vs generated"
     if not report:
         return _empty(title, "generate from a zoo to see its networks here")
-    rows = [{"set": label, "accuracy": a} for key, label in GROUPS.items()
+    rows = [{"set": label, "accuracy": 100 * a} for key, label in GROUPS.items()  # in %, as the app's others
             for a in report["accuracies"].get(key, [])]
     df = pd.DataFrame(rows, columns=["set", "accuracy"])
     box = hv.BoxWhisker(df, "set", "accuracy").opts(box_fill_alpha=0.2, outlier_alpha=0)
     points = hv.Scatter(df, "set", "accuracy").opts(jitter=0.3, size=5, alpha=0.6, color="set", cmap="Category10",
                                                     tools=["hover"])
-    mean = hv.HLine(report["accuracy"]["zoo_mean"]).opts(color="gray", line_dash="dashed")
+    mean = hv.HLine(100 * report["accuracy"]["zoo_mean"]).opts(color="gray", line_dash="dashed")
     sub = f"{report['canonicalise']}, {'PCA ' + str(report['options']['pca']) if report['options']['pca'] else 'no PCA'}"
     return (box * points * mean).opts(title=f"Test accuracy ({sub}); dashed: zoo mean",
-                                      ylabel="test accuracy", xlabel="", show_legend=False, **COMMON)
+                                      ylabel="test accuracy (%)", xlabel="", show_legend=False, **COMMON)
 
 
 def map_plot(report: dict | None) -> hv.Overlay:
@@ -53,16 +53,17 @@ def map_plot(report: dict | None) -> hv.Overlay:
     for key, marker in (("zoo", "circle"), ("generated", "triangle")):
         xy = report["map"][key]
         df = pd.DataFrame({"pc1": [p[0] for p in xy], "pc2": [p[1] for p in xy],
-                           "accuracy": report["accuracies"][key][:len(xy)]})
+                           "accuracy": [100 * a for a in report["accuracies"][key][:len(xy)]]})
         layers.append(hv.Points(df, ["pc1", "pc2"], ["accuracy"], label=key).opts(
             color="accuracy", cmap="viridis", marker=marker, size=10, colorbar=key == "zoo", clim=_clim(report),
+            clabel="test accuracy (%)",
             tools=["hover"], line_color="black"))
     return hv.Overlay(layers).opts(title=title, legend_position="bottom", **COMMON)
 
 
 def _clim(report: dict) -> tuple[float, float]:
     values = report["accuracies"]["zoo"] + report["accuracies"]["generated"]
-    return min(values), max(values)
+    return 100 * min(values), 100 * max(values)
 
 
 def barrier_plot(result: dict | None) -> hv.Overlay:
@@ -74,10 +75,10 @@ def barrier_plot(result: dict | None) -> hv.Overlay:
     layers = []
     for pair in result["pairs"]:
         for key, color, label in (("naive_curve", "firebrick", "naive"), ("matched_curve", "steelblue", "matched")):
-            pts = [(p["alpha"], p["error"]) for p in pair[key]]
-            layers.append(hv.Curve(pts, "alpha", "test error", label=label).opts(color=color, alpha=0.7))
-    sub = (f"mean error barrier {result['naive_error_barrier']:.3f} naive -> "
-           f"{result['matched_error_barrier']:.3f} matched")
+            pts = [(p["alpha"], 100 * p["error"]) for p in pair[key]]
+            layers.append(hv.Curve(pts, "alpha", "test error (%)", label=label).opts(color=color, alpha=0.7))
+    sub = (f"mean error barrier {result['naive_error_barrier']:.1%} naive -> "
+           f"{result['matched_error_barrier']:.1%} matched")
     return hv.Overlay(layers).opts(title=f"{title} ({sub})", show_legend=False, **COMMON)
 
 
@@ -166,7 +167,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
         reports = generations(self.runs_dir, zoo_id) if zoo_id else []
         self._reports = {r["generation"]: r for r in reports}
         labels = {f"{r['generation']} ({r['canonicalise']}, {r['options']['steps']} steps, seed {r['options']['seed']}, "
-                  f"gen median {r['accuracy']['generated']['median']:.3f})": r["generation"] for r in reports}
+                  f"gen median {r['accuracy']['generated']['median']:.1%})": r["generation"] for r in reports}
         self.generation.options = labels
         wanted = generation if generation in self._reports else (reports[-1]["generation"] if reports else None)
         if self.generation.value != wanted:
@@ -302,18 +303,18 @@ class WeightSpacePanel(pn.viewable.Viewer):
                                       f"{result['members']} members trained and kept; Train zoo again resumes it")
             else:
                 self.status.object = (f"zoo **{result['run_id']}** completed: {result['trained']} members, median "
-                                      f"test accuracy {result['test_accuracy']['median']:.3f}")
+                                      f"test accuracy {result['test_accuracy']['median']:.1%}")
             if result["status"] == "completed":
                 self.refresh()
                 self.show(result["run_id"])
         elif job.name == "generate":
             self.status.object = (f"generation **{result['generation']}** stored: generated median "
-                                  f"{result['accuracy']['generated']['median']:.3f} vs zoo "
-                                  f"{result['accuracy']['zoo']['median']:.3f}")
+                                  f"{result['accuracy']['generated']['median']:.1%} vs zoo "
+                                  f"{result['accuracy']['zoo']['median']:.1%}")
             self.show(result["zoo"], result["generation"])
         else:
-            self.status.object = (f"barriers stored: error barrier naive {result['naive_error_barrier']:.3f} -> "
-                                  f"matched {result['matched_error_barrier']:.3f}")
+            self.status.object = (f"barriers stored: error barrier naive {result['naive_error_barrier']:.1%} -> "
+                                  f"matched {result['matched_error_barrier']:.1%}")
             self._draw()
         return True
 

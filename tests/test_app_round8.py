@@ -76,3 +76,145 @@ def test_every_tab_puts_its_paired_plots_in_one_layout_that_stacks_them_on_a_nar
         for row in rows:
             assert plots.ONE_PER_ROW in row.stylesheets, type(panel).__name__
     assert f"max-width: {plots.TWO_PER_ROW_PX - 1}px" in plots.ONE_PER_ROW
+
+
+# ---------------------------------------------------------------- one unit for accuracy: %
+def _uncertainty_record(acc=0.9) -> dict:
+    reliability = {"bins": 2, "accuracy": [0.5, acc], "confidence": [0.4, 0.8], "count": [3, 7]}
+    measured = {"accuracy": acc, "nll": 0.3, "ece": 0.05, "reliability": reliability}
+    return {"bayesian": True, "levels": [{"level": 1, "density": 0.8, "variants": {"ticket": measured},
+                                          "deterministic": {**measured, "accuracy": acc - 0.01}}]}
+
+
+def _values(element, dim: str) -> list[float]:
+    """Every value of dimension `dim` in the elements of `element` that have it."""
+    import holoviews as hv
+
+    out = []
+    for e in element.traverse(lambda e: e, [hv.Element]):
+        if dim in [d.name for d in e.dimensions()]:
+            out += [float(v) for v in e.dimension_values(dim)]
+    return out
+
+
+def test_every_accuracy_the_app_shows_is_in_percent():
+    """Accuracy was a fraction (0.95) in the Live, Weight space, Bayesian and Embedding tickets tabs and the Runs
+    table, a percentage (95%) in Accuracy, Leaderboard and Stability (and `lottery list`). Now % everywhere, the
+    axes saying so."""
+    from bokeh.models import ColumnDataSource, NumeralTickFormatter
+
+    from explorer import bayes, foundation, foundation_ii, views, weight_space
+    from explorer.tables import runs_table
+
+    live = views.accuracy_figure(ColumnDataSource({c: [] for c in views.CURVE_COLUMNS}))
+    assert "%" in live.yaxis.axis_label and isinstance(live.yaxis.formatter, NumeralTickFormatter)
+    assert live.yaxis.formatter.format == "0%"  # the run's fractions, read as %
+
+    report = {"accuracies": {"zoo": [0.9, 0.92], "generated": [0.91, 0.93], "gaussian": [0.5]},
+              "accuracy": {"zoo_mean": 0.91}, "canonicalise": "rebasin", "options": {"pca": 2},
+              "map": {"zoo": [[0, 1], [1, 0]], "generated": [[0.5, 0.5], [0.2, 0.1]]}}
+    plot = weight_space.accuracy_plot(report)
+    assert plot.opts.get().kwargs["ylabel"] == "test accuracy (%)"
+    assert min(_values(plot, "accuracy")) == 50 and max(_values(plot, "accuracy")) == 93
+    assert max(_values(weight_space.map_plot(report), "accuracy")) == 93
+
+    results = {"bayes-run": _uncertainty_record(0.9)}
+    metric = bayes.metric_plot(results, "accuracy")
+    assert "%" in metric.opts.get().kwargs["ylabel"] and sorted(set(_values(metric, "accuracy"))) == [89, 90]
+    reliability = bayes.reliability_plot(results["bayes-run"]["levels"][0])
+    assert reliability.opts.get().kwargs["ylabel"] == "accuracy (%)" \
+        and sorted(set(_values(reliability, "accuracy"))) == [0, 50, 90, 100]  # bins, and the diagonal's ends
+
+    result = {"sequential": {k: {"forgetting": 0.2} for k in ("dense", "lota")},
+              "merge": {k: {"a": 0.5, "b": 0.4} for k in ("dense", "lota")}}
+    assert sorted({r["value"] for r in foundation.lota_rows([result])}) == [20, 40, 50]
+
+    lora = foundation_ii.lora_accuracy([{"trainable": 100, "test_accuracy": 0.083, "rule": "uniform", "rank": 4}])
+    assert _values(lora, "test accuracy (%)") == [8.3]
+    assert foundation_ii.ks_summary({"embedding_test_accuracy": 0.9, "head_only_test_accuracy": 0.6, "top": [],
+                                     "levels": []}).startswith("Embedding fine-tune 90.0%, head alone 60.0%")
+
+    row = runs_table([{"run_id": "r", "levels": [{"density": 0.6434, "test_accuracy": 0.9139}],
+                       "dense": {"test_accuracy": 0.9028}}]).iloc[0]
+    assert (row["last density (%)"], row["last test acc (%)"], row["dense test acc (%)"]) == (64.34, 91.39, 90.28)
+
+
+# ---------------------------------------------------------------- Bayesian: the sigma map
+def test_the_sigma_map_spreads_its_colours_over_the_kept_weights_and_says_how_much_sigma_varies():
+    """A bayes-imp run's sigma map (one epoch) looked like noise: log10 sigma coloured over its whole range, every
+    tick of the colour bar read -2.9088, as sigma had moved a fraction of a percent from its start. Now: sigma
+    against the layer's median (%), the colours spanning its 2nd-98th percentiles, a labelled colour bar, and the
+    x axis saying how much sigma varies."""
+    import numpy as np
+
+    from explorer.bayes import sigma_plot
+
+    rng = np.random.default_rng(0)
+    sigma = 0.0012 * (1 + 1e-4 * rng.standard_normal((30, 20)))  # within ~0.03% of each other
+    sigma[0, 0] = 0.0024  # one far-off weight: it must not set the colour range
+    sigma[:, 5] = 0  # a pruned input
+    plot = sigma_plot(sigma, "hidden.0.weight", 2)
+    kw = plot.opts.get().kwargs
+    low, high = kw["clim"]
+    assert low == -high and 0.005 < high < 0.05  # the bulk's spread (%), not the outlier's +100%
+    assert "median" in kw["clabel"] and "%" in kw["clabel"] and kw["colorbar"]
+    assert "±" in kw["xlabel"] and "near its start" in kw["xlabel"]
+    assert "median 0.0012" in kw["title"]
+    values = plot.dimension_values(2, flat=False)
+    assert np.isnan(values).sum() == 30  # pruned weights: blank
+    assert len(kw["title"]) <= 70  # fits a plot ~600 px wide (one per row at 1000 px)
+
+
+# ---------------------------------------------------------------- Runs: what a run is for
+def test_the_deterministic_run_a_bayes_imp_run_trained_is_explained_in_the_runs_table(tmp_path):
+    """A bayes-imp run trains the deterministic IMP ticket it compares against as its own run: the Runs table
+    listed 'imp-lenet300-digits-…' beside it with no word of why. Its row now says, as the bayes-imp run's
+    uncertainty record gives it (`deterministic_run`)."""
+    from explorer.browser import RunBrowser
+
+    runs = tmp_path / "runs"
+    cfg = tiny(**{"model.bayesian": True, "model.mc_samples": 2, "prune.method": "bayes-imp", "prune.levels": 1,
+                  "train.epochs": 1, "prune.controls": ()})
+    engine.run(cfg, runs_dir=runs)
+    other = engine.run(tiny(**{"prune.levels": 1, "seed": 5}), runs_dir=runs)["run_id"]  # a run of its own
+    det = engine.RunStore(runs, cfg.run_id).analyses()["uncertainty"]["deterministic_run"]
+    table = RunBrowser(str(runs)).table.value.set_index("run_id")
+    assert set(table.index) == {cfg.run_id, det, other}
+    assert table.loc[det, "note"] == f"deterministic comparison for {cfg.run_id}"
+    assert table.loc[cfg.run_id, "note"] == table.loc[other, "note"] == ""
+
+
+# ---------------------------------------------------------------- Embedding & adapter tickets
+def test_precision_of_a_task_without_a_known_set_is_a_message_not_empty_axes():
+    """A ks-lottery run on pydoc-topics (no known set of tokens) drew 'No known set for this task' over empty
+    axes, a legend and no line. Now the plot says why there is nothing to draw."""
+    import holoviews as hv
+
+    from explorer.foundation_ii import ks_precision
+
+    levels = [{"k": k, "ticket": {"recovered": None}, "random-tokens": {"recovered": None}} for k in (8, 16)]
+    for record in ({"known": None, "levels": levels}, {"known": [], "levels": levels}):
+        plot = ks_precision(record)
+        [text] = plot.traverse(lambda e: e, [hv.Text])
+        assert "no known set" in text.text and not plot.traverse(lambda e: e, [hv.Curve])
+    known = [{**row, "ticket": {"precision": 0.5, "recovered": None}} for row in levels]
+    assert ks_precision({"known": [1, 2], "levels": known}).traverse(lambda e: e, [hv.Curve])
+
+
+# ---------------------------------------------------------------- Foundation models
+def test_the_transformer_run_select_shows_a_whole_run_id_and_titles_leave_it_out(tmp_path):
+    """At 1000 px the Foundation models tab's run select sat in a Row beside the level slider, ~170 px wide:
+    'lota-bert-tiny-pydoctopics-c5106a…'; the block-density title repeated the id and ran past the plot, as
+    did the transfer map's title (its rows and columns explained in it)."""
+    from explorer.foundation import FoundationPanel, transfer_heatmap
+    from explorer.views import RUN_ID_PX
+
+    panel = FoundationPanel(str(tmp_path / "runs"))
+    [box] = [o for o in panel.__panel__().select(pn.FlexBox) if panel.run in o.objects]
+    assert panel.run.styles["flex"] == f"1 1 {RUN_ID_PX}px"
+    panel._summaries = {"lota-bert-tiny-pydoctopics-c5106a3dc1": {"dense": {"level": 0, "density": 1.0,
+                                                                            "layers": {}}, "levels": []}}
+    panel.run.options = list(panel._summaries)
+    panel.run.value = "lota-bert-tiny-pydoctopics-c5106a3dc1"
+    assert "c5106a3dc1" not in panel.block_pane.object.opts.get().kwargs["title"]
+    assert len(transfer_heatmap(None).opts.get().kwargs["title"]) <= 60

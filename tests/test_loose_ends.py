@@ -158,7 +158,7 @@ def test_the_embedding_tab_checks_records_without_drawing_each(tmp_path, monkeyp
     assert panel.run.options == [f"good-{i}" for i in range(6)]
     assert all(name in panel.note.object for name in bad)
     assert all(r is None or r is panel._records["good-0"] for r in drawn)  # the empty start and the chosen run
-    assert "Embedding fine-tune 0.900, head alone 0.600" in panel.text.object
+    assert "Embedding fine-tune 90.0%, head alone 60.0%" in panel.text.object
 
 
 # ---------------------------------------------------------------- lota-tasks: progress and cancel per fine-tune
