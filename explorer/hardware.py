@@ -152,9 +152,11 @@ class HardwarePanel(pn.viewable.Viewer):
 
     def __panel__(self):
         f = self.form
-        return pn.Column(pn.Row(self.source, f["layer"], f["sparsity"], f["run"], f["level"],
-                                sizing_mode="stretch_width"),
-                         pn.Row(f["batch"], f["dtype"], f["device"], f["min_time"], f["threads"], self.button,
-                                self.stop_button, sizing_mode="stretch_width"),
+        # FlexBoxes, not Rows: the Rows' fixed widths (~1100 px) widened the whole tab past a 1000 px page's right
+        # edge (the plot, the Probe button and the last tab titles out of sight)
+        return pn.Column(pn.FlexBox(self.source, f["layer"], f["sparsity"], f["run"], f["level"],
+                                    align_items="flex-end", sizing_mode="stretch_width"),
+                         pn.FlexBox(f["batch"], f["dtype"], f["device"], f["min_time"], f["threads"], self.button,
+                                    self.stop_button, align_items="flex-end", sizing_mode="stretch_width"),
                          self.patterns,
                          self.status, self.plot, self.unavailable, self.table, sizing_mode="stretch_width")

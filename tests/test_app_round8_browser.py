@@ -62,3 +62,19 @@ def test_plots_go_one_per_row_on_a_narrow_page_and_keep_their_toolbars(browser, 
                 assert abs(a["y"] - b["y"]) < 2 and b["x"] >= a["x"] + a["width"] - 1, (tab, a, b)  # side by side
                 assert a["width"] >= 400, (tab, a, b)
         assert not errors, errors
+
+
+def test_at_1000_px_the_hardware_tab_stays_within_the_page(browser, server):
+    """At 1000 px the Hardware tab's two rows of settings (fixed widths, ~1100 px in a Row) widened the whole tab
+    past the page's right edge: the plot's right half, the Probe button and the last tab titles were out of
+    sight. Its settings now wrap; the tab, the plot and the button stay on the page."""
+    with app_page(browser, server.url, 1000) as (page, errors):
+        _tab(page, "Hardware")
+        plot = _box(page, "hardware-plot")
+        probe = page.get_by_role("button", name="Probe")
+        expect(probe).to_be_visible(timeout=PAGE_READY_MS)
+        button = probe.bounding_box()
+        tabs = page.locator(".bk-tab", has_text=re.compile("^Runs$")).bounding_box()
+        assert plot["x"] + plot["width"] <= 1000 and button["x"] + button["width"] <= 1000, (plot, button)
+        assert tabs["x"] + tabs["width"] <= 1000, tabs
+        assert not errors, errors
