@@ -29,6 +29,7 @@ from .errors import ConfigError, LotteryError, RunCancelled
 from .registry import CONTROLS, METHODS, MethodSpec
 from .seeding import derive_seed
 from .store import RunStore, check_writable, load_tensors, save_tensors
+from .text import is_text_dataset
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -371,6 +372,8 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
         return make_model, reinit, config.run_id, config.model.model
 
     for key, value in config.non_default().get("model", {}).items():  # would change the run id, not the run
+        if key == "model" and is_text_dataset(config.data.dataset):
+            continue  # text data is paired with a transformer (engine.text.check_pairing): its tokenizer's ids
         raise ConfigError(f"model.{key}", value, "an own module (model=...) reads no model.* setting: its "
                           "architecture and initial weights are its own")
     check_own_module(user_model, dataset)

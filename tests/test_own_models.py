@@ -384,3 +384,28 @@ def test_jsonl_with_a_split_on_some_lines_only_is_refused(tmp_path):
     del rows[7]["split"]
     with pytest.raises(engine.ConfigError, match="line 8 has no \"split\""):
         read_user_texts(str(jsonl(tmp_path / "some.jsonl", rows)))
+
+
+class BagOfWords(nn.Module):
+    """An own text model: token ids (N, L) -> a bag of embeddings -> logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.EmbeddingBag(30522, 8)  # MiniLM's vocabulary: the ids the texts are tokenised into
+        self.hidden = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.out(torch.relu(self.hidden(self.emb(ids))))
+
+
+def test_an_own_module_trains_on_own_texts(tmp_path, text_cache):
+    """Text data pairs with a transformer in the config (its tokenizer reads the texts); with model= that name is
+    allowed and unused: the module gets the token ids."""
+    cfg = quick(**{"data.dataset": f"text:{jsonl(tmp_path / 't.jsonl')}", "model.model": "bert-tiny",
+                   "train.batch_size": 4})
+    torch.manual_seed(0)
+    s = engine.run(cfg, runs_dir=tmp_path / "runs", model=BagOfWords())
+    assert s["status"] == "completed" and s["run_id"].startswith("imp-bagofwords-text-")
+    with pytest.raises(engine.ConfigError, match="model.width"):
+        engine.run(cfg.replace(**{"model.width": 0.5}), runs_dir=tmp_path / "runs", model=BagOfWords())
