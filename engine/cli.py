@@ -205,11 +205,10 @@ def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str, given
     others' values (`--nm` without `--pattern nm`)."""
     from .config import method_option_fields
     from .registry import METHODS
-    from .settings import model_unread_because, read_by, unread_because
+    from .settings import read_by, refuse_unread_by_model, unread_because
 
+    refuse_unread_by_model(typed, given or {})  # (--hidden with lenet300: whatever the methods)
     for path, value in typed.items():  # ({setting path: value} of the flags typed)
-        if model_unread_because(path, given) is not None:  # (--hidden with lenet300: whatever the methods)
-            raise ConfigError(flag_of(path), value, f"{model_unread_because(path, given)}: leave it out")
         if not any(read_by(path, m, given) for m in methods):
             if path.removeprefix("prune.") in method_option_fields():
                 because = f"an option of {' and '.join(m for m in METHODS.names() if read_by(path, m))} only ({why})"

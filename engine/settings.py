@@ -148,6 +148,15 @@ def model_unread_because(path: str, given: dict | None) -> str | None:
     return None if reads(value) else f"{kind} {value} {why}, so it never reads {flag_of(path)}"
 
 
+def refuse_unread_by_model(typed: dict, given: dict) -> None:
+    """A one-line ConfigError for the first of the flags `typed` ({setting path: value}) that the model or data set
+    in `given` never reads (`model_unread_because`): it would still enter the config and change the id."""
+    for path, value in typed.items():
+        why = model_unread_because(path, given)
+        if why is not None:
+            raise ConfigError(flag_of(path), value, f"{why}: leave it out")
+
+
 def _default(path: str):
     group, _, name = path.rpartition(".")
     return (GROUPS[group] if group else RunConfig).__dataclass_fields__[name].default

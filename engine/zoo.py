@@ -577,9 +577,12 @@ def _cmd_zoo(options: ZooOptions, args) -> int:
     import sys
 
     from .cli import _Progress, json_text
-    from .settings import values_from_args
+    from .settings import refuse_unread_by_model, values_from_args
 
-    config = zoo_config(options, values_from_args(args, config_settings()), runs_dir=args.runs_dir)
+    values = values_from_args(args, config_settings())
+    if options.ticket is None:  # (a ticket zoo refuses every model flag: it trains the ticket run's model)
+        refuse_unread_by_model(values, values)  # --hidden with conv2 would name a second zoo of the same networks
+    config = zoo_config(options, values, runs_dir=args.runs_dir)
     try:
         summary = train_zoo(options, config, runs_dir=args.runs_dir, on_event=_Progress(args.quiet or args.json))
     except KeyboardInterrupt:

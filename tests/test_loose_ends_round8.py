@@ -244,3 +244,12 @@ def test_the_launch_forms_send_no_setting_the_chosen_model_never_reads(tmp_path)
     assert panel.config().model.hidden == (64,)
     panel.set_values(**{"model.model": "conv2"})
     assert panel.config().model.hidden == (256, 128)
+
+
+def test_a_zoo_refuses_a_model_setting_its_architecture_never_reads(tmp_path, capsys):
+    """`lottery zoo --model conv2 --hidden 64` named a second zoo of the same conv2 networks."""
+    runs = tmp_path / "runs"
+    assert main(["zoo", "--model", "conv2", "--hidden", "64", "--members", "2", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --hidden: '64'") and "model conv2 has its own" in err, err
+    assert not runs.exists()
