@@ -409,3 +409,20 @@ def test_an_own_module_trains_on_own_texts(tmp_path, text_cache):
     assert s["status"] == "completed" and s["run_id"].startswith("imp-bagofwords-text-")
     with pytest.raises(engine.ConfigError, match="model.width"):
         engine.run(cfg.replace(**{"model.width": 0.5}), runs_dir=tmp_path / "runs", model=BagOfWords())
+
+
+def test_the_readme_example_of_an_own_module_runs_and_is_found_again(tmp_path, monkeypatch):
+    from pathlib import Path
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own model and data", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    code = code.replace('"train.epochs": 2, "prune.levels": 2', '"train.epochs": 1, "prune.levels": 1')  # faster
+    first, again = {}, {}
+    exec(code, first)
+    exec(code, again)
+    assert first["summary"]["run_id"] == again["summary"]["run_id"]
+    assert re.fullmatch(r"imp-net-digits-\w+-custom\w{8}", first["summary"]["run_id"])
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first["summary"]["run_id"]]
