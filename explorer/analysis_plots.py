@@ -22,7 +22,9 @@ def instability_paths(result: dict | None, empty: str = "no instability analysis
 def instability_barriers(result: dict | None) -> hv.Element:
     """Error barrier vs rewind point k, with the 2% stability line."""
     if not result:
-        return _empty("Barrier vs rewind point", "")
+        # (one per row on a narrow page: a blank plot under the paths' message read as a broken one)
+        return _empty("Barrier vs rewind point", "each rewind point's error barrier, once an instability analysis "
+                                                 "is stored: Analyze → instability")
     ks = [max(k, 1) for k in result["rewind_points"]]  # k = 0 drawn at 1 on the log axis
     barrier = hv.Curve((ks, [100 * b for b in result["barriers"]]), "rewind iteration k", "error barrier (%)",
                        label="barrier") * hv.Scatter((ks, [100 * b for b in result["barriers"]]),

@@ -48,7 +48,8 @@ def cost_vs_accuracy(result: dict | None) -> hv.Element:
     title = "Search cost vs accuracy"
     df = _frame(result)
     if df.empty:
-        return _empty(title, "")
+        return _empty(title, "each method's search cost (training steps before its ticket's own training) "
+                             "and accuracy, once Compare has run")
     points = [hv.Scatter(g, "search steps", ["accuracy", "method", "density", "search seconds"], label=method)
               .opts(size=9, tools=["hover"]) for method, g in df.groupby("method", sort=False)]
     return hv.Overlay(points).opts(title=title, xlabel="search cost (training steps)", ylabel="test accuracy (%)",

@@ -218,3 +218,16 @@ def test_the_transformer_run_select_shows_a_whole_run_id_and_titles_leave_it_out
     panel.run.value = "lota-bert-tiny-pydoctopics-c5106a3dc1"
     assert "c5106a3dc1" not in panel.block_pane.object.opts.get().kwargs["title"]
     assert len(transfer_heatmap(None).opts.get().kwargs["title"]) <= 60
+
+
+def test_no_plot_is_blank_without_a_message():
+    """The Analyses tab's 'Barrier vs rewind point' and the Leaderboard's 'Search cost vs accuracy' were empty
+    frames with no word (their neighbour's message explained both when two shared a row; one per row at 1000 px,
+    each read as broken)."""
+    import holoviews as hv
+
+    from explorer import analysis_plots, leaderboard
+
+    for plot in (analysis_plots.instability_barriers(None), leaderboard.cost_vs_accuracy(None)):
+        [text] = plot.traverse(lambda e: e, [hv.Text])
+        assert len(text.text) > 20, plot
