@@ -141,7 +141,9 @@ def run_config(args) -> RunConfig:
                 base = json.load(fh)
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError("--config", args.config, f"must be a readable JSON config file ({e})") from None
-        if isinstance(base, dict) and base.get("kind") == "zoo":
+        if not isinstance(base, dict):
+            raise ConfigError("--config", args.config, "must hold a JSON object: a run's config.json")
+        if base.get("kind") == "zoo":
             raise ConfigError("--config", args.config, "is a model zoo's config: `lottery zoo` trains zoos (give "
                               "--config a ticket run's config.json)")
     from .config import PruneConfig
@@ -150,7 +152,7 @@ def run_config(args) -> RunConfig:
 
     typed = values_from_args(args, run_settings())
     settings = {**preset_settings(args.preset), **typed}
-    stored = setting_values(base) if isinstance(base, dict) else {}
+    stored = setting_values(base) if base is not None else {}
     method = settings.get("prune.method", stored.get("prune.method", PruneConfig.method))
     # before the config checks the values: a flag the method never reads is refused as such, whatever its value
     given = {**stored, **settings}  # (--nm is read under --pattern nm only, --hidden by the mlp only)

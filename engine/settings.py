@@ -254,7 +254,9 @@ def config_from_settings(values: dict[str, Any], base: dict | None = None) -> Ru
         if path not in by_path:
             raise ConfigError(path, value, "is not a config field")
         group, _, name = path.rpartition(".")
-        (d.setdefault(group, {}) if group else d)[name] = by_path[path].parse(value)
+        if not isinstance(d.setdefault(group, {}) if group else d, dict):  # (a config file's "prune": 3)
+            raise ConfigError(group, d[group], "must be a mapping")
+        (d[group] if group else d)[name] = by_path[path].parse(value)
     return RunConfig.from_dict(d)
 
 

@@ -253,3 +253,14 @@ def test_a_zoo_refuses_a_model_setting_its_architecture_never_reads(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --hidden: '64'") and "model conv2 has its own" in err, err
     assert not runs.exists()
+
+
+# ---------------------------------------------------------------- found on the way: --config files of the wrong shape
+def test_a_config_file_of_the_wrong_shape_is_one_line_naming_what_is_wrong(tmp_path, capsys):
+    """`lottery run --config` of a JSON list, or with "prune": 3, ended in 'unexpected AttributeError/TypeError'."""
+    path = tmp_path / "bad.json"
+    for blob, needle in (([1], "--config"), ({"prune": 3}, "prune: 3 is not valid; must be a mapping")):
+        path.write_text(json.dumps(blob))
+        assert main(["run", "--config", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "unexpected" not in err and needle in err, err
