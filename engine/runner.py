@@ -333,7 +333,7 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
         if not params[n].requires_grad:
             refuse(f"{n!r} is frozen (requires_grad=False); every Linear/Conv weight trains under its mask: "
                    "unfreeze it")
-    x, y = dataset.train.x[:2], dataset.train.y[:2]
+    x, y = dataset.train.x[:2].clone(), dataset.train.y[:2]  # a copy: a forward that changes it is caught below
     probe = copy.deepcopy(model).to(x.device).train()  # a copy: the user's module and its buffers stay as they are
     called: list[str] = []  # the prunable layers in the order forward calls them
     for n in names:
@@ -343,6 +343,9 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
     except Exception as e:
         refuse(f"failed on a batch of the data set's inputs, shape {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
                f" ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
+    if not torch.equal(x, dataset.train.x[:2]):
+        refuse("forward changes its input in place (x.mul_(), x += ...); evaluation passes it views of the data "
+               "set, which would change with every evaluation: use out-of-place operations (x = x * 2)")
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
     if not isinstance(out, torch.Tensor):
         refuse(f"forward returns a {type(out).__name__}; it must return one tensor {logits}: return only the logits")

@@ -139,6 +139,17 @@ class Tied(nn.Module):
         return self.out(self.b(torch.relu(self.a(x.flatten(1)))))
 
 
+class ScalesItsInputInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        x.mul_(2.0)  # evaluation passes views of the data set's tensors: this doubled the test set at every one
+        return self.fc(x)
+
+
 def frozen():
     net = mlp()
     net[1].requires_grad_(False)
@@ -173,6 +184,7 @@ REFUSED = {  # module -> what its one-line refusal says
     "lazy layer": (untrained_lazy, "lazy"),
     "weight norm": (weight_normed, "parametrization"),
     "torch.nn.utils.prune": (pruned_by_torch, "torch.nn.utils.prune"),
+    "input changed in place": (ScalesItsInputInPlace, "changes its input in place"),
     "nothing to prune": (lambda: nn.Sequential(nn.Flatten(), nn.Bilinear(64, 64, 10)), "Linear or Conv"),
 }
 
