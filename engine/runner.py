@@ -349,10 +349,9 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
     if not isinstance(out, torch.Tensor):
         refuse(f"forward returns a {type(out).__name__}; it must return one tensor {logits}: return only the logits")
-    if y.dim() == 1 and (out.dim() != 2 or out.shape[1] < dataset.num_classes):
-        refuse(f"forward returns shape {tuple(out.shape)}, {out.shape[-1] if out.dim() else 0} outputs; the labels run "
-               f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) or more "
-               "outputs")
+    if y.dim() == 1 and (out.dim() != 2 or len(out) != len(x) or out.shape[1] < dataset.num_classes):
+        refuse(f"forward returns shape {tuple(out.shape)} for {len(x)} examples; the labels run 0..{dataset.num_classes - 1}:"
+               f" it must return logits of shape (N, {dataset.num_classes}) (or more outputs)")
     if called and called[-1] != names[-1]:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "

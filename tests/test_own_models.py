@@ -175,7 +175,9 @@ def untrained_lazy():
 REFUSED = {  # module -> what its one-line refusal says
     "tuple output": (ReturnsTuple, "returns a tuple"),
     "dict output": (ReturnsDict, "returns a dict"),
-    "too few classes": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 5)), "5 outputs"),
+    "too few classes": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 5)), "shape (2, 5) for 2 examples"),
+    "examples merged": (lambda: nn.Sequential(nn.Flatten(0), nn.Unflatten(0, (1, 128)), nn.Linear(128, 10)),
+                        "shape (1, 10) for 2 examples"),
     "wrong input size": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(100, 10)), "mat1 and mat2"),
     "float64": (lambda: mlp().double(), "float64"),
     "float16": (lambda: mlp().half(), "float16"),
