@@ -64,12 +64,8 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Elemen
             line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"], **style))
         elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(size=6, tools=["hover"],
                                                                                       **style))
-    # explicit limits: HoloViews' own took in 0 on some renders (at 1000 px, accuracies of 84-92% drawn on 0-100)
-    lo, hi = float(df[metric].min()), float(df[metric].max())
-    pad = max((hi - lo) * 0.08, abs(hi) * 0.01, 1e-3)
     return hv.Overlay(elements).opts(title=title, logx=True, invert_xaxis=True, xlabel="density (log)",
-                                     ylabel=METRICS[metric], ylim=(lo - pad, hi + pad), legend_position="bottom_left",
-                                     **COMMON)
+                                     ylabel=METRICS[metric], legend_position="bottom_left", **COMMON)
 
 
 def reliability_plot(entry: dict | None, variant: str = "ticket") -> hv.Element:
@@ -155,7 +151,9 @@ class BayesPanel(pn.viewable.Viewer):
                                      styles={"flex": f"1 1 {RUN_ID_PX}px"})
         self.level = pn.widgets.Select(label="level", options=[], width=120)
         self.layer = pn.widgets.Select(label="layer", options=[], width=220)
-        self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"bayes-{k}"])
+        # axes not linked: Panel links those of one name across a layout, and the metric plot's "accuracy" took
+        # the reliability diagram's 0-100 (accuracies of 84-92% drawn as a flat line at its top)
+        self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"bayes-{k}"], linked_axes=False)
                       for k in ("metric", "reliability", "mask", "sigma")}
         self.note = pn.pane.Markdown("", sizing_mode="stretch_width")  # records left out, if any
         self._sigma: dict = {}  # stored levels never change: cached by (run, level, layer)

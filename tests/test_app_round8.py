@@ -4,6 +4,7 @@ few that need a browser are in test_app_round8_browser.py."""
 from __future__ import annotations
 
 import panel as pn
+import pytest
 
 import engine
 from explorer.app import ExplorerApp
@@ -166,22 +167,45 @@ def test_the_sigma_map_spreads_its_colours_over_the_kept_weights_and_says_how_mu
 
 
 # ---------------------------------------------------------------- Runs: what a run is for
-def test_the_deterministic_run_a_bayes_imp_run_trained_is_explained_in_the_runs_table(tmp_path):
+@pytest.fixture(scope="module")
+def bayes_store(tmp_path_factory):
+    """A store of a bayes-imp run (with the deterministic IMP run it trains) and an unrelated IMP run:
+    (runs dir, the bayes-imp run's config, the other run's id)."""
+    runs = tmp_path_factory.mktemp("round8-bayes") / "runs"
+    cfg = tiny(**{"model.bayesian": True, "model.mc_samples": 2, "prune.method": "bayes-imp", "prune.levels": 1,
+                  "train.epochs": 1, "prune.controls": ()})
+    engine.run(cfg, runs_dir=runs)
+    other = engine.run(tiny(**{"prune.levels": 1, "seed": 5}), runs_dir=runs)["run_id"]
+    return runs, cfg, other
+
+
+def test_the_deterministic_run_a_bayes_imp_run_trained_is_explained_in_the_runs_table(bayes_store):
     """A bayes-imp run trains the deterministic IMP ticket it compares against as its own run: the Runs table
     listed 'imp-lenet300-digits-…' beside it with no word of why. Its row now says, as the bayes-imp run's
     uncertainty record gives it (`deterministic_run`)."""
     from explorer.browser import RunBrowser
 
-    runs = tmp_path / "runs"
-    cfg = tiny(**{"model.bayesian": True, "model.mc_samples": 2, "prune.method": "bayes-imp", "prune.levels": 1,
-                  "train.epochs": 1, "prune.controls": ()})
-    engine.run(cfg, runs_dir=runs)
-    other = engine.run(tiny(**{"prune.levels": 1, "seed": 5}), runs_dir=runs)["run_id"]  # a run of its own
+    runs, cfg, other = bayes_store
     det = engine.RunStore(runs, cfg.run_id).analyses()["uncertainty"]["deterministic_run"]
     table = RunBrowser(str(runs)).table.value.set_index("run_id")
     assert set(table.index) == {cfg.run_id, det, other}
     assert table.loc[det, "note"] == f"deterministic comparison for {cfg.run_id}"
     assert table.loc[cfg.run_id, "note"] == table.loc[other, "note"] == ""
+
+
+def test_the_bayesian_metric_plot_keeps_its_own_accuracy_axis(bayes_store):
+    """At 1400 px the Bayesian tab's 'Test accuracy vs density' was a flat line at the top of a 0-100 axis (at
+    1000 px, of 0-1): Panel linked its 'accuracy' axis to the reliability diagram's below it, which spans 0-100."""
+    from bokeh.models import Plot
+
+    from explorer.bayes import BayesPanel
+
+    runs, cfg, _ = bayes_store
+    panel = BayesPanel(str(runs))
+    root = pn.panel(panel).get_root()
+    [metric] = [f for f in root.select({"type": Plot}) if f.title.text.startswith("Test accuracy vs density")]
+    accuracies = [100 * v["accuracy"] for e in panel.results[cfg.run_id]["levels"] for v in e["variants"].values()]
+    assert metric.y_range.start > min(accuracies) - 10 and metric.y_range.end < max(accuracies) + 10
 
 
 # ---------------------------------------------------------------- Embedding & adapter tickets
