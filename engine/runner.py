@@ -74,6 +74,9 @@ class RunContext:
         self.model_name = config.model.model
         self.options = config.prune.method_options()  # the method's own options dataclass (or None)
         self.pool = None  # engine.side_by_side.Rendezvous: this run's trainings batch with other runs'
+        # a user's module trains one by one: its forward may do what the batched trainer's vmap cannot (.item(), a
+        # branch on a value), which its layer types do not tell
+        self.own_module = False
 
     # ------------------------------------------------------------ helpers for methods
     def emit(self, event: ev.Event) -> None:
@@ -109,7 +112,7 @@ class RunContext:
         controls = trained_controls(self.config) if level > 0 else ()
         capture = level == 0 and self.config.prune.rewind_point.iteration  # late rewinding's step hook
         if (controls or self.pool is not None) and search is None and not capture \
-                and self.config.train.batched == "auto":
+                and self.config.train.batched == "auto" and not self.own_module:
             # the ticket's mask is known before it trains: the controls can train beside it (a search's final
             # mask is not, and it changes the ticket's mask every step: those train one after another)
             stored = self.store.level_record("ticket", level) is not None
@@ -424,7 +427,7 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
 
     store = RunStore(root, run_id)
     ctx = RunContext(config, dataset, store, device, make_model, reinit, on_event, cancel)
-    ctx.model_name = model_name
+    ctx.model_name, ctx.own_module = model_name, model is not None
     point = config.prune.rewind_point
     if point.kind == "iter" and point.iteration >= ctx.total_steps:
         raise ConfigError("prune.rewind", config.prune.rewind,

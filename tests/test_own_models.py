@@ -440,3 +440,31 @@ def test_the_readme_example_of_an_own_module_runs_and_is_found_again(tmp_path, m
     assert first["summary"]["run_id"] == again["summary"]["run_id"]
     assert re.fullmatch(r"imp-net-digits-\w+-custom\w{8}", first["summary"]["run_id"])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first["summary"]["run_id"]]
+
+
+class BranchesOnValues(nn.Module):
+    """Plain Linear layers, but a forward vmap cannot batch (a Python branch on a tensor's value)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x.flatten(1)))
+        if h.mean() > 0:
+            h = h * 1.0
+        return self.out(h)
+
+
+def test_an_own_module_trains_its_controls_one_by_one_where_auto_would_batch_them(tmp_path, monkeypatch):
+    """On CUDA `--batched auto` batches every model of tested layer types through vmap; an own forward may do what
+    vmap cannot (a branch on a value, .item()): it failed at level 1 after the dense net trained. Own modules train
+    one by one (auto_reason is patched to say 'batch', as on CUDA)."""
+    from engine import batched
+
+    monkeypatch.setattr(batched, "auto_reason", lambda *a, **k: None)
+    torch.manual_seed(0)
+    s = engine.run(quick(**{"prune.controls": ("reinit", "random")}), runs_dir=tmp_path / "runs",
+                   model=BranchesOnValues())
+    assert s["status"] == "completed" and set(s["controls"]) == {"reinit", "random"}
