@@ -380,7 +380,15 @@ def read_user_texts(path: str):
                 missing = [k for k in ("text_train", "y_train", "text_test", "y_test") if k not in f.files]
                 if missing:
                     raise ConfigError(field, shown, f"missing arrays {missing}")
-                parts = {s: ([str(t) for t in f[f"text_{s}"]], f[f"y_{s}"].tolist()) for s in ("train", "test")}
+                parts = {}
+                for s in ("train", "test"):
+                    texts = f[f"text_{s}"]
+                    if texts.dtype.kind not in "US" or texts.ndim != 1:  # str() made "0", "1" of numbers
+                        raise ConfigError(field, shown, f"text_{s} holds {texts.dtype} values of shape {texts.shape}; "
+                                          "it must hold strings, one per example")
+                    if texts.dtype.kind == "S":  # byte strings (str() made "b'...'" of them): UTF-8
+                        texts = np.char.decode(texts, "utf-8")
+                    parts[s] = (texts.tolist(), f[f"y_{s}"].tolist())
         except ConfigError:
             raise
         except Exception as e:

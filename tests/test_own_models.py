@@ -468,3 +468,17 @@ def test_an_own_module_trains_its_controls_one_by_one_where_auto_would_batch_the
     s = engine.run(quick(**{"prune.controls": ("reinit", "random")}), runs_dir=tmp_path / "runs",
                    model=BranchesOnValues())
     assert s["status"] == "completed" and set(s["controls"]) == {"reinit", "random"}
+
+
+def test_text_npz_reads_byte_strings_as_utf8_and_refuses_numbers(tmp_path):
+    """np.array of bytes became the texts "b'a cat'"; an array of numbers became "0", "1", ... silently."""
+    from engine.text import read_user_texts
+
+    labels = dict(y_train=np.array([0, 1, 0, 1]), y_test=np.array([0, 1]))
+    texts = ["a cat", "a dog", "two cats", "café"], ["one cat", "one dog"]
+    np.savez(tmp_path / "bytes.npz", text_train=np.array([t.encode() for t in texts[0]]),
+             text_test=np.array([t.encode() for t in texts[1]]), **labels)
+    assert read_user_texts(str(tmp_path / "bytes.npz"))[0] == texts[0]
+    np.savez(tmp_path / "numbers.npz", text_train=np.arange(4), text_test=np.arange(2), **labels)
+    with pytest.raises(engine.ConfigError, match=r"text_train holds int64 values of shape \(4,\); it must hold strings"):
+        read_user_texts(str(tmp_path / "numbers.npz"))
