@@ -438,6 +438,9 @@ def test_the_readme_example_of_an_own_module_runs_and_is_found_again(tmp_path, m
     exec(code, first)
     exec(code, again)
     assert first["summary"]["run_id"] == again["summary"]["run_id"]
+    ticket, mask = again["ticket"], again["mask"]
+    assert ticket.out.weight_mask.equal(mask["out.weight"].float())  # torch.nn.utils.prune holds the mask
+    assert torch.all(ticket.hidden.weight[~mask["hidden.weight"]] == 0)
     assert re.fullmatch(r"imp-net-digits-\w+-custom\w{8}", first["summary"]["run_id"])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first["summary"]["run_id"]]
 
