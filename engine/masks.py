@@ -135,17 +135,23 @@ def keep_global(scores, mask: Mask, n_keep: int, names: list[str] | None = None)
 
 def prune_to_density(scores: dict[str, torch.Tensor], mask: Mask, target: float, output_density: float,
                      scope: str, output_name: str) -> Mask:
-    """One-shot: keep round(target x size) of the non-output layers (per layer or pooled) and
-    round(output_density x size) of the output layer."""
+    """One-shot: keep round(target x size) of the non-output layers (per layer, at ERK layer densities, or
+    pooled) and round(output_density x size) of the output layer."""
     new: Mask = {}
     pool = [n for n in mask if n != output_name]
     if scope == "layerwise":
         for n in pool:
             new[n] = keep_density(scores[n], mask[n], target)
-    else:
+    elif scope == "erk":
+        per_layer = erk_densities({n: mask[n] for n in pool}, target) if pool else {}
+        for n in pool:
+            new[n] = keep_density(scores[n], mask[n], per_layer[n])
+    elif scope == "global":
         size = sum(mask[n].numel() for n in pool)
         alive = sum(int(mask[n].sum()) for n in pool)
         new.update(keep_global(scores, mask, min(alive, round(target * size)), pool))
+    else:
+        raise ValueError(f"unknown scope {scope!r}")
     if output_name is not None:
         new[output_name] = keep_density(scores[output_name], mask[output_name], output_density)
     return {n: new[n] for n in mask}
