@@ -337,24 +337,29 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
             refuse(f"{n!r} is frozen (requires_grad=False); every Linear/Conv weight trains under its mask: "
                    "unfreeze it")
     x, y = dataset.train.x[:2].clone(), dataset.train.y[:2]  # a copy: a forward that changes it is caught below
-    probe = copy.deepcopy(model).to(x.device).train()  # a copy: the user's module and its buffers stay as they are
+    probe = copy.deepcopy(model).to(x.device)  # a copy: the user's module and its buffers stay as they are
     called: list[str] = []  # the prunable layers in the order forward calls them
     for n in names:
         M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
-    try:
-        out = probe(x)
-    except Exception as e:
-        refuse(f"failed on a batch of the data set's inputs, shape {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
-               f" ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
-    if not torch.equal(x, dataset.train.x[:2]):
-        refuse("forward changes its input in place (x.mul_(), x += ...); evaluation passes it views of the data "
-               "set, which would change with every evaluation: use out-of-place operations (x = x * 2)")
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
-    if not isinstance(out, torch.Tensor):
-        refuse(f"forward returns a {type(out).__name__}; it must return one tensor {logits}: return only the logits")
-    if y.dim() == 1 and (out.dim() != 2 or len(out) != len(x) or out.shape[1] < dataset.num_classes):
-        refuse(f"forward returns shape {tuple(out.shape)} for {len(x)} examples; the labels run 0..{dataset.num_classes - 1}:"
-               f" it must return logits of shape (N, {dataset.num_classes}) (or more outputs)")
+    for training in (True, False):  # training steps in train mode, evaluations in eval mode
+        mode = "" if training else "in eval mode, "
+        try:
+            out = probe.train(training)(x)
+        except Exception as e:
+            refuse(f"{mode}forward failed on a batch of the data set's inputs, shape {tuple(x.shape)} "
+                   f"{str(x.dtype).replace('torch.', '')} ({type(e).__name__}: "
+                   f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
+        if not torch.equal(x, dataset.train.x[:2]):
+            refuse("forward changes its input in place (x.mul_(), x += ...); evaluation passes it views of the data "
+                   "set, which would change with every evaluation: use out-of-place operations (x = x * 2)")
+        if not isinstance(out, torch.Tensor):
+            refuse(f"{mode}forward returns a {type(out).__name__}; it must return one tensor {logits}: return only "
+                   "the logits")
+        if y.dim() == 1 and (out.dim() != 2 or len(out) != len(x) or out.shape[1] < dataset.num_classes):
+            refuse(f"{mode}forward returns shape {tuple(out.shape)} for {len(x)} examples; the labels run "
+                   f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) (or more "
+                   "outputs)")
     if called and called[-1] != names[-1]:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "

@@ -129,6 +129,12 @@ class ReturnsDict(ReturnsTuple):
         return {"logits": self.fc(x.flatten(1))}
 
 
+class DictWhenEvaluated(ReturnsTuple):
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out if self.training else {"logits": out}
+
+
 class Tied(nn.Module):
     def __init__(self):
         super().__init__()
@@ -175,6 +181,7 @@ def untrained_lazy():
 REFUSED = {  # module -> what its one-line refusal says
     "tuple output": (ReturnsTuple, "returns a tuple"),
     "dict output": (ReturnsDict, "returns a dict"),
+    "dict output in eval mode": (DictWhenEvaluated, "in eval mode, forward returns a dict"),
     "too few classes": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 5)), "shape (2, 5) for 2 examples"),
     "examples merged": (lambda: nn.Sequential(nn.Flatten(0), nn.Unflatten(0, (1, 128)), nn.Linear(128, 10)),
                         "shape (1, 10) for 2 examples"),
