@@ -369,8 +369,8 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
 def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):
     """(make_model, reinit, run_id, model_name) for a registry model or a user's own module.
 
-    A user's module is part of the experiment's identity: its class, parameter shapes and initial
-    values are hashed into the run id, so a different module never resumes someone else's run.
+    A user's module is part of the experiment's identity: its class, printed structure, parameter shapes and
+    initial values are hashed into the run id, so a different module never resumes someone else's run.
     """
     if user_model is None:
         def make_model():
