@@ -17,7 +17,7 @@ from engine.store import list_runs
 
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message, one_at_a_time
-from explorer.plots import COMMON
+from explorer.plots import COMMON, code_block
 
 PATTERNS = ["masked", "csr", "channel", "2:4"]
 COLUMNS = ["pattern", "sparsity", "batch", "dtype", "theoretical_speedup", "speedup", "median_ms", "label"]
@@ -135,7 +135,7 @@ class HardwarePanel(pn.viewable.Viewer):
             if job.error is None:
                 result = job.result()
                 self.status.object = f"done: {result['target']} on {result['device']}"
-                self.table.object = f"```\n{probe.format_table(result)}\n```"
+                self.table.object = code_block(probe.format_table(result))
             elif job.cancelled.is_set():  # stopped at a row (RunCancelled), or before it started
                 self.status.object = f"cancelled after {len(self.rows)} measurements"
             else:

@@ -16,7 +16,7 @@ from engine.compare import CompareOptions, compare, format_table
 
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message
-from explorer.plots import COMMON, _empty, side_by_side
+from explorer.plots import COMMON, _empty, code_block, side_by_side
 
 
 def _frame(result: dict | None) -> pd.DataFrame:
@@ -141,7 +141,7 @@ class LeaderboardPanel(pn.viewable.Viewer):
             return True
         self.accuracy.object = accuracy_bands(self.result)
         self.cost.object = cost_vs_accuracy(self.result)
-        self.table.object = f"```\n{format_table(self.result)}\n```"
+        self.table.object = code_block(format_table(self.result))
         self.status.object = "done (runs are stored and reused next time)"  # last: "done" means drawn
         return True
 

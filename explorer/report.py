@@ -27,7 +27,7 @@ def write_report(runs_dir, run_id: str, path) -> Path:
         mask = masks[layer].numpy()
     page = pn.Column(
         f"# Lottery ticket run `{run_id}`",
-        pn.pane.Markdown(f"```\n{format_summary(summary)}\n```"),
+        pn.pane.Markdown(plots.code_block(format_summary(summary))),
         pn.pane.HoloViews(plots.accuracy_vs_density([summary]), sizing_mode="stretch_width"),
         pn.pane.HoloViews(plots.early_stop_vs_density([summary]), sizing_mode="stretch_width"),
         pn.pane.HoloViews(plots.density_bars(summary), sizing_mode="stretch_width"),

@@ -19,7 +19,7 @@ import pandas as pd
 import panel as pn
 
 from explorer.inline import follow
-from explorer.plots import COMMON, _empty, as_typed, side_by_side
+from explorer.plots import COMMON, _empty, as_typed, code_block, side_by_side
 
 GROUPS = {"zoo": "zoo", "generated": "generated", "gaussian": "Gaussian baseline"}
 
@@ -87,7 +87,7 @@ def report_table(report: dict | None) -> str:
     if not report:
         return ""
     from engine.generate import format_report
-    return "```\n" + format_report(report) + "\n```"
+    return code_block(format_report(report))
 
 
 # ---------------------------------------------------------------- the panel

@@ -255,3 +255,21 @@ def test_no_plot_is_blank_without_a_message():
     for plot in (analysis_plots.instability_barriers(None), leaderboard.cost_vs_accuracy(None)):
         [text] = plot.traverse(lambda e: e, [hv.Text])
         assert len(text.text) > 20, plot
+
+
+def test_tables_shown_as_code_blocks_make_the_markdown_pane_guess_no_language(monkeypatch):
+    """The Weight space tab's first visit (~3 s in Chromium) spent ~0.4 s in the Markdown pane of its report
+    table: a code block with no language made the highlighter guess one, importing and trying every Pygments
+    lexer (IPython's included). The CLI tables the tabs show (report, leaderboard, probe, run summary) say 'text'."""
+    from markdown.extensions import codehilite
+
+    from explorer import weight_space
+    from explorer.plots import code_block
+
+    guessed = []  # (Panel's Markdown pane highlights with codehilite, and shows the text as it is if that fails)
+    monkeypatch.setattr(codehilite, "guess_lexer", lambda *args, **kwargs: guessed.append(args) or 1 / 0)
+    monkeypatch.setattr("engine.generate.format_report", lambda report: "zoo  median\n a   0.9")
+    table = weight_space.report_table({"any": "report"})
+    assert "zoo  median" in pn.pane.Markdown(table).get_root().text
+    assert not guessed
+    assert table == code_block("zoo  median\n a   0.9")
