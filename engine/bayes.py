@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import math
 import weakref
 from dataclasses import dataclass
@@ -568,7 +567,7 @@ class _Posterior(torch.autograd.Function):
         n = len(buffers.squares)
         mus, rhos = params[:n], params[n:]
         b, v, support = buffers.flat, buffers.views, buffers.support
-        ctx.fused = posterior_kernel.available(b["sigma"])
+        ctx.fused = posterior_kernel.available(b["sigma"], *mus, *rhos)
         if ctx.fused:
             return _fused_forward(ctx, prior_sigma, buffers, mus, rhos)
         if support is None:  # every weight: from the parameters straight into the flat buffers
@@ -605,6 +604,7 @@ class _Posterior(torch.autograd.Function):
         return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # (its gradient is written out: no graph of its own to differentiate)
     def backward(ctx, *grads):
         buffers = ctx.buffers
         n = len(buffers.squares)
@@ -678,14 +678,13 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
                 torch.index_select(param.reshape(-1), 0, index, out=kept)
         rho_kept = rhos[0] if buffers.given else b["rho"]
         pieces = zip(_split(rho_kept, [(c,) for c in support.counts]), v["mu"])
-    sums = (ctypes.c_double * 3)()
+    sums = [0.0, 0.0, 0.0]
     for (rho, mu), sigma, s, s2, square in zip(pieces, v["sigma"], v["s"], v["s2"], buffers.squares):
-        posterior_kernel.forward(rho.contiguous(), mu.contiguous(), sigma, s2 if square else s, square,
-                                 _SOFTPLUS_FLOOR[torch.float32], sums)
+        posterior_kernel.forward(rho, mu, sigma, s2 if square else s, square, _SOFTPLUS_FLOOR[torch.float32], sums)
     # (written through pointers: their version counters are bumped by hand, for autograd's check that a graph's
     # saved buffers were not overwritten before its backward pass)
     torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]])
-    kl = torch.tensor(list(sums), dtype=b["sigma"].dtype).dot(buffers.kl_weights(prior_sigma))
+    kl = torch.tensor(sums, dtype=b["sigma"].dtype).dot(buffers.kl_weights(prior_sigma))
     if support is not None:  # into the weight-shaped stds, whose other entries stay 0
         for index, std in buffers.scatter:
             buffers.stds.index_copy_(0, index, std)
@@ -703,8 +702,10 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> l
     buffers, k, var_p = ctx.buffers, 0.0 if grad_kl is None else float(grad_kl), ctx.prior_sigma ** 2
     v, support = buffers.views, buffers.support
     if support is None:
-        d_mus = [g if g is not None or grad_kl is None else torch.empty_like(mu) for mu, g in zip(mus, grad_mus)]
-        d_rhos = [torch.empty_like(rho) if g is None else g for rho, g in zip(rhos, grad_stds)]
+        fresh = dict(memory_format=torch.contiguous_format)  # (the kernel's layout, whatever the parameter's)
+        d_mus = [g if g is not None or grad_kl is None else torch.empty_like(mu, **fresh)
+                 for mu, g in zip(mus, grad_mus)]
+        d_rhos = [torch.empty_like(rho, **fresh) if g is None else g for rho, g in zip(rhos, grad_stds)]
         pieces = zip(rhos, mus, v["sigma"], grad_stds, d_rhos, grad_mus, d_mus)
     else:
         for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):  # the stds' gradients at the kept weights
@@ -716,8 +717,8 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> l
                      [None if g is None else kept for g, kept in zip(grad_stds, v["grad"])],
                      _split(kept_d_rho, shapes), [None] * len(mus), [None] * len(mus))
     for (rho, mu, sigma, g_std, d_rho, g_mu, d_mu), square in zip(pieces, buffers.squares):
-        posterior_kernel.backward(rho.contiguous(), mu.contiguous(), sigma, g_std, d_rho, g_mu, d_mu, square, k,
-                                  var_p)
+        posterior_kernel.backward(rho, mu, sigma, g_std, d_rho, g_mu, d_mu, square, _SOFTPLUS_FLOOR[torch.float32],
+                                  k, var_p)
     if support is None:
         torch.autograd.graph.increment_version([t for t in d_mus + d_rhos if t is not None])  # (as in forward)
         buffers.release()

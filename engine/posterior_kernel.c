@@ -11,41 +11,69 @@
  *   KL = sum(mu^2 + s^2) / (2 prior^2) - sum(alive * log sigma) + n_alive (log prior - 1/2)
  * and backward, with g the std's incoming gradient and k the KL's:
  *   d sigma = k (s / prior^2 - alive / sigma) + (2 s or alive) g;  d rho = sigmoid(rho) d sigma
+ * A NaN rho gives NaN sigma and gradients, as PyTorch's ops do.
  *   d mu = (mu's incoming gradient) + k mu / prior^2
- * The sums are accumulated in float over blocks of 512 weights, then in double. */
+ * The sums are accumulated in float over blocks of 512 weights, then in double; every weight takes the same
+ * instructions wherever it lies (below), so results do not depend on where the tensors were allocated. */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
-/* A block of weights at a time: the vector exp/log calls clobber every vector register, so the loop that calls
- * them keeps no running sums (they would be spilled around each call: ~1.3x slower); a second loop over the block,
- * with no calls, adds them up (in float over the block, then in double). */
+/* -ffast-math lets gcc assume no NaN: a NaN rho is told by its bits, so that it gives a NaN sigma as PyTorch's ops
+ * do (the clamp alone would turn it into the floor and hide a diverged training). */
+static inline int is_nan(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7fffffffu) > 0x7f800000u;
+}
+
+/* A block of weights at a time, copied into aligned local arrays (the last block padded with pruned weights:
+ * mu = 0, rho = 0, sigma = 1, which add nothing), so that every weight goes through the same vector code
+ * whatever the array's address and length: the loops over a block have a fixed trip count and aligned data, so gcc
+ * needs no scalar prologue or epilogue, whose scalar expf/logf round differently from glibc's vector ones (a run
+ * would then depend on where its tensors were allocated), and the block's sums add up in one fixed order.
+ * The loop calling exp/log keeps no running sums: the vector calls clobber every vector register, so sums would
+ * be spilled around each call (~1.3x slower); a second loop, with no calls, adds them up (in float over the
+ * block, then in double). */
 #define BLOCK 512
+#define ALIGNED __attribute__((aligned(64)))
+
+static long load(float *to, const float *from, long a, long n, float pad) {
+  long m = n - a < BLOCK ? n - a : BLOCK;
+  memcpy(to, from + a, m * sizeof(float));
+  for (long i = m; i < BLOCK; i++)
+    to[i] = pad;
+  return m;
+}
 
 void lte_posterior_forward(long n, const float *rho, const float *mu, float *sigma, float *std, int square,
                            float floor_, double *sums) {
   double squares = 0, logs = 0, alive_count = 0;
-  float log_sigma[BLOCK];
+  float r[BLOCK] ALIGNED, u[BLOCK] ALIGNED, sg[BLOCK] ALIGNED, sd[BLOCK] ALIGNED, lg[BLOCK] ALIGNED;
   for (long a = 0; a < n; a += BLOCK) {
-    long m = n - a < BLOCK ? n - a : BLOCK;
-    const float *r = rho + a, *u = mu + a;
-    float *sg = sigma + a, *sd = std + a;
-    _Pragma("GCC ivdep") for (long i = 0; i < m; i++) {
+    long m = load(r, rho, a, n, 0.f);
+    load(u, mu, a, n, 0.f);
+    for (long i = 0; i < BLOCK; i++) {
       float c = r[i] < floor_ ? floor_ : (r[i] > 80.f ? 80.f : r[i]);
       float sp = log1pf(expf(c));
       sp = sp > r[i] ? sp : r[i];
+      sp = is_nan(r[i]) ? r[i] : sp;
       sg[i] = sp;
-      log_sigma[i] = logf(sp);
+      lg[i] = logf(sp);
     }
-    float sq = 0, lg = 0, count = 0;
-    _Pragma("GCC ivdep") for (long i = 0; i < m; i++) {
+    float sq = 0, lgs = 0, count = 0;
+    for (long i = 0; i < BLOCK; i++) {
       float alive = u[i] != 0.f ? 1.f : 0.f;
       float s = sg[i] * alive;
       sd[i] = square ? s * s : s;
       sq += u[i] * u[i] + s * s;
-      lg += alive * log_sigma[i];
+      lgs += alive * lg[i];
       count += alive;
     }
+    memcpy(sigma + a, sg, m * sizeof(float));
+    memcpy(std + a, sd, m * sizeof(float));
     squares += sq;
-    logs += lg;
+    logs += lgs;
     alive_count += count;
   }
   sums[0] += squares;
@@ -53,19 +81,46 @@ void lte_posterior_forward(long n, const float *rho, const float *mu, float *sig
   sums[2] += alive_count;
 }
 
+/* One block of the backward pass (restrict: with the loop written out in `lte_posterior_backward` gcc did not
+ * vectorise it, nor inlined). */
+__attribute__((noinline)) static void backward_block(const float *restrict r, const float *restrict u,
+                                                     const float *restrict sg, const float *restrict gs,
+                                                     const float *restrict gm, float *restrict dr,
+                                                     float *restrict dm, int square, float floor_, float k,
+                                                     float inv_var) {
+  for (long i = 0; i < BLOCK; i++) {
+    float alive = u[i] != 0.f ? 1.f : 0.f;
+    float s = sg[i] * alive;
+    float d_sigma = k * (s * inv_var - alive / sg[i]) + (square ? 2.f * s : alive) * gs[i];
+    /* sigmoid(rho) with rho floored as sigma's softplus floors it: unfloored, a vector division (a reciprocal
+     * under -ffast-math) by an infinite 1 + exp(-rho) gives NaN where sigmoid underflows (rho < -88) */
+    dr[i] = d_sigma / (1.f + expf(-fmaxf(r[i], floor_)));
+    dm[i] = gm[i] + k * inv_var * u[i];
+  }
+}
+
 /* g_std may be NULL (the std got no gradient), and may be d_rho itself (written in place); g_mu may be NULL
- * (taken as 0) or d_mu itself; d_mu NULL: mu's gradient is not wanted. ivdep: every entry is read before it is
- * written, so in-place is safe; without it gcc's overlap check sends in-place calls to a scalar loop (~8x slower). */
+ * (taken as 0) or d_mu itself; d_mu NULL: mu's gradient is not wanted. (Each block is read before it is written.) */
 void lte_posterior_backward(long n, const float *rho, const float *mu, const float *sigma, const float *g_std,
-                            float *d_rho, const float *g_mu, float *d_mu, int square, float k, float inv_var) {
-  _Pragma("GCC ivdep") for (long i = 0; i < n; i++) {
-    float alive = mu[i] != 0.f ? 1.f : 0.f;
-    float s = sigma[i] * alive;
-    float d_sigma = k * (s * inv_var - alive / sigma[i]);
+                            float *d_rho, const float *g_mu, float *d_mu, int square, float floor_, float k,
+                            float inv_var) {
+  float r[BLOCK] ALIGNED, u[BLOCK] ALIGNED, sg[BLOCK] ALIGNED, gs[BLOCK] ALIGNED, gm[BLOCK] ALIGNED,
+      dr[BLOCK] ALIGNED, dm[BLOCK] ALIGNED;
+  for (long a = 0; a < n; a += BLOCK) {
+    long m = load(r, rho, a, n, 0.f);
+    load(u, mu, a, n, 0.f);
+    load(sg, sigma, a, n, 1.f);
     if (g_std)
-      d_sigma += (square ? 2.f * s : alive) * g_std[i];
-    d_rho[i] = d_sigma / (1.f + expf(-rho[i]));
+      load(gs, g_std, a, n, 0.f);
+    else
+      memset(gs, 0, sizeof gs);
+    if (g_mu)
+      load(gm, g_mu, a, n, 0.f);
+    else
+      memset(gm, 0, sizeof gm);
+    backward_block(r, u, sg, gs, gm, dr, dm, square, floor_, k, inv_var);
+    memcpy(d_rho + a, dr, m * sizeof(float));
     if (d_mu)
-      d_mu[i] = (g_mu ? g_mu[i] : 0.f) + k * inv_var * mu[i];
+      memcpy(d_mu + a, dm, m * sizeof(float));
   }
 }

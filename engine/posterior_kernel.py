@@ -8,13 +8,17 @@ faster on these nets). A plain C file needs no PyTorch headers, compiles in well
 the call release the GIL. Where it cannot be built (no compiler: set CC, or `LOTTERY_FUSED_KERNEL=0` to turn it
 off) the same arithmetic runs as PyTorch ops: the same results to float rounding, ~1.5x slower Bayesian steps.
 
-The shared library is cached per source, compiler and machine in $XDG_CACHE_HOME/lottery-explorer (or
+The shared library is cached per source, compiler and CPU in $XDG_CACHE_HOME/lottery-explorer (or
 ~/.cache/lottery-explorer), written to a temporary name and renamed, so processes building it at once (a Dask
-sweep) never load half a file; if that folder cannot be written, a temporary folder of this process is used.
--march=native: the library is built on the machine that runs it. -ffast-math at compile time only (it lets gcc
-call glibc's vector exp/log): linking with it would add crtfastmath, which flushes denormals process-wide."""
+sweep) never load half a file; if that folder cannot be written, a temporary folder is used and removed once the
+library is loaded. -march=native: the library is built for the CPU that runs it, so the CPU's model and flags are
+part of the cache key (a home folder shared by machines of different CPUs must not hand one the other's
+instructions). -ffast-math at compile time only (it lets gcc call glibc's vector exp/log): linking with it would
+add crtfastmath, which flushes denormals process-wide. Large layers are cut into pieces run on as many threads as
+torch uses (ctypes releases the interpreter lock), as torch's own elementwise kernels are."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import ctypes
 import hashlib
@@ -24,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -31,11 +36,14 @@ import torch
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-c"]
 LINK = ["-shared", "-lmvec", "-lm"]
+GRAIN = 32768  # weights per thread at least (torch's grain for elementwise kernels)
 log = logging.getLogger(__name__)
 
 _library: ctypes.CDLL | None = None
 _tried = False
 _why_not: str | None = None
+_lock = threading.Lock()
+_pool: cf.ThreadPoolExecutor | None = None
 
 
 def _compiler() -> str | None:
@@ -47,63 +55,88 @@ def _cache_dir() -> Path:
     return Path(base) / "lottery-explorer"
 
 
-def _build(cc: str) -> Path:
-    """The shared library's path, compiled unless already cached."""
+def _cpu() -> str:
+    """What -march=native builds for: the CPU's model and instruction-set flags where Linux says them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return "\n".join(sorted({line for line in text.splitlines() if line.split(":")[0].strip() in
+                              ("model name", "flags", "Features", "CPU part")}))
+
+
+def _key(cc: str) -> str:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, platform.machine(), platform.node(),
-                                    *COMPILE, *LINK]).encode()).hexdigest()[:16]
-    for folder in (_cache_dir(), None):
-        try:
-            folder = folder or Path(tempfile.mkdtemp(prefix="lottery-kernel-"))
-            target = folder / f"posterior_kernel-{key}.so"
-            if target.exists():
-                return target
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder) as work:
-                obj, lib = Path(work, "k.o"), Path(work, "k.so")
-                for command in ([cc, *COMPILE, str(SOURCE), "-o", str(obj)], [cc, str(obj), "-o", str(lib), *LINK]):
-                    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-                    if done.returncode != 0:
-                        raise RuntimeError(f"{' '.join(command[:2])} …: {done.stderr.strip()[:300]}")
-                os.replace(lib, target)
-            return target
-        except OSError:
-            continue  # (the cache folder cannot be written: the temporary one)
-    raise RuntimeError(f"no folder to build the posterior kernel in (tried {_cache_dir()})")
+    return hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, platform.machine(), _cpu(), *COMPILE,
+                                     *LINK]).encode()).hexdigest()[:16]
+
+
+def _compile(cc: str, folder: Path, target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        obj, lib = Path(work, "k.o"), Path(work, "k.so")
+        for command in ([cc, *COMPILE, str(SOURCE), "-o", str(obj)], [cc, str(obj), "-o", str(lib), *LINK]):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(command[:2])} …: {done.stderr.strip()[:300]}")
+        os.replace(lib, target)
+
+
+def _open(cc: str) -> ctypes.CDLL:
+    """The library, from the cache or compiled into it (a cached file that does not load is built again);
+    in a temporary folder, removed once loaded, if the cache folder cannot be written."""
+    folder = _cache_dir()
+    target = folder / f"posterior_kernel-{_key(cc)}.so"
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError:
+        pass  # not there yet, or damaged: (re)built
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _compile(cc, folder, target)
+        return ctypes.CDLL(str(target))
+    except OSError:  # the cache folder cannot be written (or a library there cannot be loaded: noexec)
+        with tempfile.TemporaryDirectory(prefix="lottery-kernel-") as temporary:  # (a loaded library stays)
+            path = Path(temporary, target.name)
+            _compile(cc, Path(temporary), path)
+            return ctypes.CDLL(str(path))
 
 
 def _load() -> ctypes.CDLL | None:
     global _library, _tried, _why_not
-    if _tried:
-        return _library
-    _tried = True
-    if os.environ.get("LOTTERY_FUSED_KERNEL", "1") == "0":
-        _why_not = "turned off by LOTTERY_FUSED_KERNEL=0"
-    elif (cc := _compiler()) is None:
-        _why_not = f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH"
-    else:
-        try:
-            library = ctypes.CDLL(str(_build(cc)))
-        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-            _why_not = f"could not build it: {e}"
+    with _lock:
+        if _tried:
+            return _library
+        if os.environ.get("LOTTERY_FUSED_KERNEL", "1") == "0":
+            _why_not = "turned off by LOTTERY_FUSED_KERNEL=0"
+        elif (cc := _compiler()) is None:
+            _why_not = f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH"
         else:
-            c_float, c_long, c_int, p = ctypes.c_float, ctypes.c_long, ctypes.c_int, ctypes.c_void_p
-            library.lte_posterior_forward.argtypes = [c_long, p, p, p, p, c_int, c_float, p]
-            library.lte_posterior_backward.argtypes = [c_long, p, p, p, p, p, p, p, c_int, c_float, c_float]
-            library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
-            _library = library
-    if _why_not:
-        log.info("Bayesian posterior on PyTorch ops (~1.5x slower steps): fused kernel %s", _why_not)
-    return _library
+            try:
+                library = _open(cc)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                _why_not = f"could not build or load it: {e}"
+            else:
+                c_float, c_long, c_int, p = ctypes.c_float, ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+                library.lte_posterior_forward.argtypes = [c_long, p, p, p, p, c_int, c_float, p]
+                library.lte_posterior_backward.argtypes = [c_long, p, p, p, p, p, p, p, c_int, c_float, c_float,
+                                                           c_float]
+                library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
+                _library = library
+        if _why_not and not _why_not.startswith("turned off"):
+            log.warning("lottery: Bayesian posterior on PyTorch ops (~1.5x slower training steps): "
+                        "its compiled kernel %s", _why_not)
+        _tried = True
+        return _library
 
 
-def available(like: torch.Tensor) -> bool:
-    """Whether the kernel serves weights like `like` (float32 on the CPU), building it on first use."""
-    return like.dtype == torch.float32 and like.device.type == "cpu" and _load() is not None
+def available(*tensors: torch.Tensor) -> bool:
+    """Whether the kernel serves these tensors (contiguous float32 on the CPU), building it on first use."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() for t in tensors) and (
+        _load() is not None)
 
 
 def status() -> str:
-    """One line for benchmarks and `lottery` diagnostics: whether the kernel is used, and if not why."""
+    """One line for benchmarks: whether the kernel is used, and if not why."""
     _load()
     return "fused posterior kernel: " + ("on" if _library is not None else f"off ({_why_not})")
 
@@ -119,24 +152,54 @@ def turned_off():
         _library = library
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    if t is None:
-        return None
-    assert t.is_contiguous() and t.dtype == torch.float32, "posterior kernel: contiguous float32 only"
-    return t.data_ptr()
+def _pieces(n: int) -> list[tuple[int, int]]:
+    k = max(1, min(torch.get_num_threads(), n // GRAIN))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def _run(call, n: int) -> None:
+    """call(start, end) over [0, n): the first piece on this thread, the others on the pool's."""
+    global _pool
+    pieces = _pieces(n)
+    if len(pieces) == 1:
+        call(0, n)
+        return
+    if _pool is None or _pool._max_workers < len(pieces) - 1:
+        _pool = cf.ThreadPoolExecutor(len(pieces) - 1, thread_name_prefix="posterior-kernel")
+    futures = [_pool.submit(call, a, z) for a, z in pieces[1:]]
+    call(*pieces[0])
+    for f in futures:
+        f.result()
+
+
+def _at(t: torch.Tensor | None, start: int) -> int | None:
+    return None if t is None else t.data_ptr() + 4 * start  # (float32: 4 bytes an entry)
 
 
 def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch.Tensor, square: bool,
-            floor: float, sums: ctypes.Array) -> None:
+            floor: float, sums: list[float]) -> None:
     """sigma = softplus(rho), std = (sigma where mu != 0)^2 if square else that, and the KL's three sums
-    (sum mu^2 + s^2, sum alive * log sigma, number alive) added into `sums` (3 doubles). All tensors of one size."""
-    _library.lte_posterior_forward(rho.numel(), _ptr(rho), _ptr(mu), _ptr(sigma), _ptr(std), int(square),
-                                   floor, sums)
+    (sum mu^2 + s^2, sum alive * log sigma, number alive) added into `sums`. All contiguous float32, one size."""
+    parts = {}
+
+    def call(a: int, z: int) -> None:
+        part = parts[a] = (ctypes.c_double * 3)()
+        _library.lte_posterior_forward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(std, a), int(square),
+                                       floor, part)
+
+    _run(call, rho.numel())
+    for part in parts.values():
+        for i in range(3):
+            sums[i] += part[i]
 
 
 def backward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, g_std: torch.Tensor | None,
              d_rho: torch.Tensor, g_mu: torch.Tensor | None, d_mu: torch.Tensor | None, square: bool,
-             grad_kl: float, var_p: float) -> None:
+             floor: float, grad_kl: float, var_p: float) -> None:
     """d_rho and d_mu (see posterior_kernel.c); g_std may be d_rho and g_mu may be d_mu (in place)."""
-    _library.lte_posterior_backward(rho.numel(), _ptr(rho), _ptr(mu), _ptr(sigma), _ptr(g_std), _ptr(d_rho),
-                                    _ptr(g_mu), _ptr(d_mu), int(square), grad_kl, 1.0 / var_p)
+    def call(a: int, z: int) -> None:
+        _library.lte_posterior_backward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(g_std, a),
+                                        _at(d_rho, a), _at(g_mu, a), _at(d_mu, a), int(square), floor, grad_kl,
+                                        1.0 / var_p)
+
+    _run(call, rho.numel())

@@ -1,9 +1,14 @@
 """The compiled posterior kernel (engine/posterior_kernel.c, engine.bayes's `_fused_forward`/`_fused_backward`):
 the same losses, stds and gradients as the PyTorch ops it replaces, over all weights and on a ticket's kept
 weights; pruned entries exactly 0; and a machine that cannot build it trains on PyTorch ops, saying why."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 
 from engine import bayes, models, posterior_kernel, trainer
 from engine import masks as M
@@ -100,9 +105,10 @@ def test_the_kernels_kl_and_gradients_are_the_closed_forms():
         assert torch.allclose(layer.weight.grad.double(), mu / layer.prior_sigma ** 2, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cc, why", [("/nonexistent/cc", "no C compiler"), ("false", "could not build it")])
+@pytest.mark.parametrize("cc, why", [("/nonexistent/cc", "no C compiler"), ("false", "could not build or load it")])
 def test_without_a_working_compiler_training_runs_on_pytorch_ops_and_says_why(monkeypatch, tmp_path, cc, why):
     monkeypatch.setenv("CC", cc)
+    monkeypatch.delenv("LOTTERY_FUSED_KERNEL", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(posterior_kernel, "_tried", False)
     monkeypatch.setattr(posterior_kernel, "_library", None)
@@ -114,16 +120,68 @@ def test_without_a_working_compiler_training_runs_on_pytorch_ops_and_says_why(mo
 
 
 @needs_kernel
-def test_the_library_is_built_once_into_the_cache_and_a_read_only_cache_falls_back_to_a_temporary_one(
+def test_the_library_is_built_once_into_the_cache_rebuilt_if_damaged_and_built_aside_if_the_cache_is_blocked(
         monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     cc = posterior_kernel._compiler()
-    first = posterior_kernel._build(cc)
-    assert first.parent == tmp_path / "lottery-explorer"
-    stamp = first.stat().st_mtime_ns
-    assert posterior_kernel._build(cc) == first and first.stat().st_mtime_ns == stamp  # (not rebuilt)
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder")
+    posterior_kernel._open(cc)
+    built, = (tmp_path / "cache" / "lottery-explorer").glob("posterior_kernel-*.so")
+    stamp = built.stat().st_mtime_ns
+    posterior_kernel._open(cc)
+    assert built.stat().st_mtime_ns == stamp  # (loaded, not rebuilt)
+    built.unlink()  # damaged (a new file: the loaded one stays mapped): built again, in a process of its own
+    built.write_bytes(b"half a file")  # (this one has the damaged name loaded already)
+    subprocess.run([sys.executable, "-c", "from engine import posterior_kernel as k; k._open(k._compiler())"],
+                   check=True, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert built.stat().st_size > 1000
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    other = posterior_kernel._build(cc)
-    assert other.exists() and not str(other).startswith(str(blocked))
+    assert posterior_kernel._open(cc).lte_posterior_backward
+    assert not list((tmp_path / "tmp").iterdir())  # (built in a temporary folder, removed once loaded)
+
+
+def test_the_cache_key_names_the_cpu_not_the_host(monkeypatch):
+    """-march=native: a library built on one CPU must not be loaded on another that shares the home folder."""
+    cc = posterior_kernel._compiler() or "cc"
+    monkeypatch.setattr(posterior_kernel.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": "cc 1"}))
+    monkeypatch.setattr(posterior_kernel, "_cpu", lambda: "flags: avx2")
+    key = posterior_kernel._key(cc)
+    monkeypatch.setattr(posterior_kernel.platform, "node", lambda: "another-host")
+    assert posterior_kernel._key(cc) == key
+    monkeypatch.setattr(posterior_kernel, "_cpu", lambda: "flags: avx2 avx512f")
+    assert posterior_kernel._key(cc) != key
+
+
+@needs_kernel
+@pytest.mark.parametrize("rho, sigma_is_nan", [(float("nan"), True), (-90.0, False), (-1e30, False)])
+def test_a_nan_rho_stays_nan_and_a_rho_below_softplus_floor_gets_a_finite_gradient(rho, sigma_is_nan):
+    """-ffast-math lets the compiler assume no NaN: the kernel tests NaN by its bits; and sigmoid's division by an
+    overflowing 1 + exp(-rho) would give NaN (a reciprocal): rho is floored there as softplus floors it."""
+    model, _ = _net("lenet300", 1.0)
+    layer = bayes.layers(model)[0][1]
+    with torch.no_grad():
+        layer.rho[0, :3] = rho
+    kl = bayes.kl(model)
+    kl.backward()
+    assert bool(torch.isnan(kl)) == sigma_is_nan
+    grad = layer.rho.grad[0, :3]
+    assert torch.isnan(grad).all() if sigma_is_nan else (torch.isfinite(grad).all() and (grad < 0).all())
+
+
+def test_a_bayesian_net_in_channels_last_layout_trains_on_pytorch_ops():
+    """The kernel reads flat contiguous memory: anything else goes to PyTorch ops (it raised an assertion)."""
+    model, _ = _net("conv2", 1.0)
+    model = model.to(memory_format=torch.channels_last)
+    bayes.kl(model).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_second_derivative_through_the_posterior_is_refused():
+    model, _ = _net("lenet300", 1.0)
+    mu = bayes.layers(model)[0][1].weight
+    grad, = torch.autograd.grad(bayes.kl(model), mu, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|twice"):
+        grad.sum().backward()
