@@ -185,3 +185,26 @@ def test_a_second_derivative_through_the_posterior_is_refused():
     grad, = torch.autograd.grad(bayes.kl(model), mu, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|twice"):
         grad.sum().backward()
+
+
+@needs_kernel
+def test_a_weights_results_do_not_depend_on_where_it_lies():
+    """Every weight takes the same instructions (no scalar prologue or epilogue, whose exp and log round
+    otherwise): a weight gets the same bits at any index (a ticket's compact weights and the dense net's) and
+    any address, so a run repeats bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    n = 1003  # (not a multiple of the kernel's block or of a vector's width)
+    rho, mu, g_std = torch.randn(n, generator=g) - 3, torch.randn(n, generator=g), torch.randn(n, generator=g)
+    mu[::3] = 0
+
+    def run(start):
+        m = n - start
+        sigma, std, d_rho = torch.empty(m), torch.empty(m), torch.empty(m)
+        posterior_kernel.forward(rho[start:], mu[start:], sigma, std, True, -86.8, [0.0] * 3)
+        posterior_kernel.backward(rho[start:], mu[start:], sigma, g_std[start:], d_rho, None, None, True, -86.8,
+                                  0.5, 0.16)
+        return sigma, std, d_rho
+
+    everything = run(0)
+    for start in (1, 3, 5):  # (another index, and another address modulo a vector's width)
+        assert all(torch.equal(a[start:], b) for a, b in zip(everything, run(start))), start
