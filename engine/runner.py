@@ -305,6 +305,9 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
     def refuse(allowed: str):
         raise ConfigError("model", type(model).__name__, allowed)
 
+    def said(e: Exception) -> str:  # what an exception of the user's code says, in one line
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or ['no message'])[0]}"
+
     if isinstance(model, type) and issubclass(model, nn.Module):
         raise ConfigError("model", model.__name__, f"is the class {model.__name__}; pass an instance: "
                           f"model={model.__name__}()")
@@ -348,8 +351,7 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
             out = probe.train(training)(x)
         except Exception as e:
             refuse(f"{mode}forward failed on a batch of the data set's inputs, shape {tuple(x.shape)} "
-                   f"{str(x.dtype).replace('torch.', '')} ({type(e).__name__}: "
-                   f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'})")
+                   f"{str(x.dtype).replace('torch.', '')} ({said(e)})")
         if not torch.equal(x, dataset.train.x[:2]):
             refuse("forward changes its input in place (x.mul_(), x += ...); evaluation passes it views of the data "
                    "set, which would change with every evaluation: use out-of-place operations (x = x * 2)")
@@ -360,6 +362,16 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
             refuse(f"{mode}forward returns shape {tuple(out.shape)} for {len(x)} examples; the labels run "
                    f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) (or more "
                    "outputs)")
+        if training:  # the trainer masks every Linear/Conv weight's gradient: each must get one
+            try:
+                out.float().sum().backward()
+            except Exception as e:
+                refuse(f"backward from forward's output failed ({said(e)})")
+            grads = dict(probe.named_parameters())
+            dead = next((n for n in names if grads[n].grad is None), None)
+            if dead is not None:
+                refuse(f"{dead!r} gets no gradient from forward's output (its layer is never called, or its result "
+                       "is not used); every Linear/Conv weight trains under its mask: remove that layer or use it")
     if called and called[-1] != names[-1]:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "

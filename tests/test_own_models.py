@@ -156,6 +156,21 @@ class ScalesItsInputInPlace(nn.Module):
         return self.fc(x)
 
 
+class UnusedLayer(nn.Module):
+    """A leftover auxiliary head: never called, so its weight never gets a gradient."""
+
+    def __init__(self, call_it=False):
+        super().__init__()
+        self.hidden, self.aux, self.out = nn.Linear(64, 16), nn.Linear(16, 3), nn.Linear(16, 10)
+        self.call_it = call_it
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x.flatten(1)))
+        if self.call_it:
+            self.aux(h)  # called, its result thrown away
+        return self.out(h)
+
+
 def frozen():
     net = mlp()
     net[1].requires_grad_(False)
@@ -194,6 +209,8 @@ REFUSED = {  # module -> what its one-line refusal says
     "weight norm": (weight_normed, "parametrization"),
     "torch.nn.utils.prune": (pruned_by_torch, "torch.nn.utils.prune"),
     "input changed in place": (ScalesItsInputInPlace, "changes its input in place"),
+    "a layer never called": (UnusedLayer, "'aux.weight' gets no gradient"),
+    "a layer whose result is unused": (lambda: UnusedLayer(call_it=True), "'aux.weight' gets no gradient"),
     "nothing to prune": (lambda: nn.Sequential(nn.Flatten(), nn.Bilinear(64, 64, 10)), "Linear or Conv"),
 }
 
