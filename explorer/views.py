@@ -45,8 +45,9 @@ class RunChoice:
 
     def update(self, focus: str | None = None) -> None:
         """The store changed: offer its runs, keeping the chosen one (or `focus`, the run training now)."""
-        ids = [s["run_id"] for s in self.browser.summaries]
-        selected = self.browser.selected
+        # not zoos: a zoo has no levels or masks (chosen here, Masks drew nothing and an analysis failed)
+        ids = [s["run_id"] for s in self.browser.summaries if s.get("kind") != "zoo"]
+        selected = [r for r in self.browser.selected if r in ids]
         current = focus if focus in ids else self.run.value if self.run.value in ids else \
             (selected[0] if selected else ids[0] if ids else None)
         self.run.options = ids

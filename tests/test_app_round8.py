@@ -273,3 +273,21 @@ def test_tables_shown_as_code_blocks_make_the_markdown_pane_guess_no_language(mo
     assert "zoo  median" in pn.pane.Markdown(table).get_root().text
     assert not guessed
     assert table == code_block("zoo  median\n a   0.9")
+
+
+def test_masks_and_analyses_offer_no_zoo(tmp_path):
+    """The run select of Masks and Analyses offered the store's zoos: chosen, Masks drew 'no level finished yet'
+    with empty level and layer selects, and Analyze → sanity failed with "kind: 'zoo' is not valid; unknown
+    field". A zoo has no levels or masks (the Weight space tab shows it)."""
+    from engine.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["zoo", "--members", "2", "--model", "mlp", "--hidden", "8", "--epochs", "1", "--quiet",
+                 "--runs-dir", str(runs)]) == 0
+    run_id = engine.run(tiny(**{"prune.levels": 1}), runs_dir=runs)["run_id"]
+    app = ExplorerApp(runs_dir=str(runs))
+    assert any(s.get("kind") == "zoo" for s in app.browser.summaries)
+    assert app.choice.run.options == [run_id]
+    zoo = next(s["run_id"] for s in app.browser.summaries if s.get("kind") == "zoo")
+    app.browser.selected = [zoo]  # chosen in the Runs table (for the Accuracy plot): still not offered
+    assert app.choice.run.options == [run_id] and app.choice.run.value == run_id
