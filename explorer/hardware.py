@@ -73,7 +73,10 @@ class HardwarePanel(pn.viewable.Viewer):
         self.stop_button = pn.widgets.Button(label="Cancel", width=90)
         self.button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
-        self.status = pn.pane.Markdown("", css_classes=["probe-status"], sizing_mode="stretch_width")
+        # what the plot will show: before a probe it holds only its reference lines and a legend of no points
+        self.status = pn.pane.Markdown("Press **Probe**: each pattern's measured speedup over the dense layer, against "
+                                       "its theoretical one, appears in the plot as it is measured.",
+                                       css_classes=["probe-status"], sizing_mode="stretch_width")
         self.unavailable = pn.pane.Markdown("", css_classes=["probe-unavailable"], sizing_mode="stretch_width")
         # the title names the device, known before any probe (plot titles do not follow stream updates)
         self.device = probe.describe()

@@ -291,3 +291,12 @@ def test_masks_and_analyses_offer_no_zoo(tmp_path):
     zoo = next(s["run_id"] for s in app.browser.summaries if s.get("kind") == "zoo")
     app.browser.selected = [zoo]  # chosen in the Runs table (for the Accuracy plot): still not offered
     assert app.choice.run.options == [run_id] and app.choice.run.value == run_id
+
+
+def test_the_hardware_plot_is_not_left_unexplained_before_a_probe(tmp_path):
+    """Before a probe the Hardware tab's plot held two reference lines and a legend of patterns with no points,
+    and nothing said what to do. The status line above it now says."""
+    from explorer.hardware import HardwarePanel
+
+    panel = HardwarePanel(str(tmp_path / "runs"))
+    assert "Probe" in panel.status.object and "plot" in panel.status.object
