@@ -509,3 +509,24 @@ def test_text_npz_reads_byte_strings_as_utf8_and_refuses_numbers(tmp_path):
     np.savez(tmp_path / "numbers.npz", text_train=np.arange(4), text_test=np.arange(2), **labels)
     with pytest.raises(engine.ConfigError, match=r"text_train holds int64 values of shape \(4,\); it must hold strings"):
         read_user_texts(str(tmp_path / "numbers.npz"))
+
+
+def test_a_cancelled_own_module_run_resumes_where_it_stopped(tmp_path):
+    import threading
+
+    cancel = threading.Event()
+
+    def stop_after_level_1(event):
+        if type(event).__name__ == "LevelDone" and event.level == 1 and event.variant == "ticket":
+            cancel.set()
+
+    cfg = quick(**{"prune.levels": 3})
+    torch.manual_seed(0)
+    s = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=stop_after_level_1, cancel=cancel)
+    assert s["status"] == "cancelled" and len(s["levels"]) == 1
+    events = []
+    torch.manual_seed(0)
+    again = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=events.append)
+    assert again["run_id"] == s["run_id"] and again["status"] == "completed" and len(again["levels"]) == 3
+    done = [(e.level, e.reused) for e in events if type(e).__name__ == "LevelDone"]
+    assert done == [(0, True), (1, True), (2, False), (3, False)]
