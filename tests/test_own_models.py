@@ -530,3 +530,34 @@ def test_a_cancelled_own_module_run_resumes_where_it_stopped(tmp_path):
     assert again["run_id"] == s["run_id"] and again["status"] == "completed" and len(again["levels"]) == 3
     done = [(e.level, e.reused) for e in events if type(e).__name__ == "LevelDone"]
     assert done == [(0, True), (1, True), (2, False), (3, False)]
+
+
+class OwnLinear(nn.Module):
+    """A layer type of the user's own: unknown to the pruner."""
+
+    def __init__(self, fan_in, fan_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in) / fan_in ** 0.5)
+
+    def forward(self, x):
+        return x @ self.weight.T
+
+
+class NamesItsPrunableWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.own, self.out = OwnLinear(64, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.own(x.flatten(1))))
+
+    def prunable_names(self):  # the README's way to prune a layer type of one's own
+        return ["own.weight", "out.weight"]
+
+
+def test_own_layer_types_are_pruned_when_the_module_names_them(tmp_path):
+    torch.manual_seed(0)
+    s = engine.run(quick(), runs_dir=tmp_path / "runs", model=NamesItsPrunableWeights())
+    assert set(s["levels"][0]["layers"]) == {"own.weight", "out.weight"} and s["levels"][0]["layers"]["own.weight"] < 1
+    mask, weights = RunStore(tmp_path / "runs", s["run_id"]).load_level("ticket", 1)
+    assert torch.all(weights["own.weight"][~mask["own.weight"]] == 0)
