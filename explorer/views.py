@@ -145,9 +145,10 @@ class LiveView(pn.viewable.Viewer):
 
     def _fit_ranges(self) -> None:
         """Fixed ranges set from the data: Bokeh's automatic ranges draw no axes for a plot without points,
-        and an iteration axis that grows as the data does is all the live curves need."""
+        and an iteration axis that grows as the data does is all the live curves need. 5% past the last point:
+        at the axis's very end, a training evaluated once had its markers cut in half by the plot's edge."""
         data = self.source.data
-        self.live.object.x_range.end = self.loss.object.x_range.end = max(data["iteration"], default=0) or 1
+        self.live.object.x_range.end = self.loss.object.x_range.end = 1.05 * max(data["iteration"], default=0) or 1
         self.loss.object.y_range.end = 1.05 * max((v for v in data["train_loss"] if v == v), default=0) or 1
 
     def __panel__(self):

@@ -3,6 +3,8 @@
 few that need a browser are in test_app_round8_browser.py."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import panel as pn
 import pytest
 
@@ -300,3 +302,15 @@ def test_the_hardware_plot_is_not_left_unexplained_before_a_probe(tmp_path):
 
     panel = HardwarePanel(str(tmp_path / "runs"))
     assert "Probe" in panel.status.object and "plot" in panel.status.object
+
+
+def test_the_live_curves_last_point_is_not_on_the_plots_edge(tmp_path):
+    """A run of one epoch on digits is evaluated once per training, at iteration 21: the Live plots' iteration
+    axis ended at 21, the markers cut in half by the plot's right edge (beside the toolbar)."""
+    from explorer.views import LiveView
+
+    view = LiveView(SimpleNamespace(launcher=None))
+    view.source.data = {"iteration": [21], "train_loss": [0.5], "val_accuracy": [0.9], "test_accuracy": [0.88]}
+    view._fit_ranges()
+    for fig in (view.live.object, view.loss.object):
+        assert fig.x_range.end > 21
