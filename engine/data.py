@@ -155,8 +155,10 @@ def _npz(path: str):
         if not np.isfinite([x.min(), x.max()]).all():
             raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")
         if not np.issubdtype(y.dtype, np.integer):
+            odd = y[np.mod(y, 1) != 0] if np.issubdtype(y.dtype, np.floating) else y[:0]  # not whole numbers
+            fix = f" such as {odd[0]}" if len(odd) else ": save y.astype(int)"
             raise ConfigError(field, shown, f"y_{split} must hold non-negative integer labels (class indices "
-                              f"0..K-1); it holds {y.dtype} values: save y.astype(int)")
+                              f"0..K-1); it holds {y.dtype} values{fix}")
         if y.min() < 0:
             raise ConfigError(field, shown, f"y_{split} must hold non-negative integer labels (class indices "
                               f"0..K-1); its smallest is {int(y.min())}")

@@ -285,7 +285,8 @@ def _labels(d, how):
 
 NPZ_REFUSED = {  # what a researcher's file holds -> what the one line says
     "other key names": (lambda d: {"x_train": None, "X_train": d.train.x.numpy()}, "'X_train'])"),
-    "float labels": (lambda d: _labels(d, lambda y: y.astype(np.float32)), "float32 values"),
+    "float labels": (lambda d: _labels(d, lambda y: y.astype(np.float32)), "float32 values: save y.astype(int)"),
+    "fractional labels": (lambda d: _labels(d, lambda y: y + 0.5), "float64 values such as "),
     "one-hot labels": (lambda d: _labels(d, lambda y: np.eye(10)[y]), "one-hot"),
     "labels as a column": (lambda d: _labels(d, lambda y: y[:, None]), "y.ravel()"),
     "negative labels": (lambda d: _labels(d, lambda y: y - 1), "smallest is -1"),
