@@ -19,7 +19,7 @@ from torch import nn
 from .. import data as data_mod
 from .. import models
 from ..config import RunConfig
-from ..errors import LotteryError
+from ..errors import ConfigError
 from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported)
 from ..masks import Mask
 from ..seeding import derive_seed
@@ -29,10 +29,21 @@ from ..zoo import refuse_zoo
 
 def refuse_own_module(run_id: str, stored: dict) -> None:
     """An analysis that rebuilds a run's model cannot rebuild a user's own module (the store keeps its weights,
-    not its code): refuse before anything is computed or stored."""
+    not its code): refuse (exit 2) before anything is computed or stored."""
     if "custom_model" in stored:
-        raise LotteryError(f"run {run_id} trained a user's own module ({stored['custom_model']}), which the "
-                           "store does not keep; this analysis needs to rebuild the model")
+        raise ConfigError("RUN_ID", run_id, f"it trained a user's own module ({stored['custom_model']}), which the "
+                          "store does not keep; this analysis needs to rebuild the model")
+
+
+def analysable_store(runs_dir: str | os.PathLike, run_id: str) -> RunStore:
+    """The store of a run an analysis can reopen, else a one-line refusal (exit 2) before anything is computed or
+    stored: no such run, a model zoo (members, no ticket levels, a config of another shape), a user's own module."""
+    store = RunStore(runs_dir, run_id)
+    if not store.exists():
+        raise ConfigError("RUN_ID", run_id, f"no such run in {store.root}")
+    refuse_zoo(store, f"`lottery show {run_id}` summarises it, engine.zoo.zoo_barriers compares its members")
+    refuse_own_module(run_id, store.config())
+    return store
 
 
 class StoredRun:
@@ -40,13 +51,8 @@ class StoredRun:
 
     def __init__(self, runs_dir: str | os.PathLike, run: RunConfig | str, device: str | torch.device | None = None):
         run_id = run.run_id if isinstance(run, RunConfig) else run
-        self.store = RunStore(runs_dir, run_id)
-        if not self.store.exists():
-            raise LotteryError(f"no run {run_id} in {self.store.root}")
-        refuse_zoo(self.store, f"`lottery show {run_id}` summarises it, engine.zoo.zoo_barriers compares its members")
-        stored = self.store.config()
-        refuse_own_module(run_id, stored)
-        self.config = run if isinstance(run, RunConfig) else RunConfig.from_dict(stored)
+        self.store = analysable_store(runs_dir, run_id)
+        self.config = run if isinstance(run, RunConfig) else RunConfig.from_dict(self.store.config())
         from ..runner import resolve_device  # late: the runner imports the methods, which may import us
         self.device = torch.device(device) if device is not None else resolve_device(self.config.device)
 
@@ -81,8 +87,8 @@ class StoredRun:
         """(mask, trained weights, record) of a completed level."""
         record = self.store.level_record(variant, level)
         if record is None:
-            raise LotteryError(f"run {self.store.run_id} has no completed {variant} level {level} "
-                               f"(completed: {self.levels(variant)})")
+            raise ConfigError("--level", level, f"run {self.store.run_id} has no completed {variant} level {level} "
+                              f"(completed: {self.levels(variant)})")
         mask, weights = self.store.load_level(variant, level, self.device)
         return mask, weights, record
 

@@ -179,8 +179,9 @@ class EarlyBirdTracker:
 def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: int = 5, eps: float = 0.1,
                   on_event=None, cancel=None) -> dict:
     """Replay a run's dense training from theta_0 (same data order) and track the magnitude mask every
-    epoch: at `density` with the run's scope and output-layer policy (the `earlybird` method's rule), or
-    by default at the per-layer densities of the run's last ticket, whose IMP ticket it is compared with.
+    epoch: at `density` with the run's scope (erk: ERK densities over the hidden layers) and output-layer
+    policy (the `earlybird` method's rule), or by default at the per-layer densities of the run's last ticket;
+    the run's ticket closest in density is shown beside it.
     Stored as RUN_DIR/analyses/earlybird-replay.json with the full distance matrix (the `earlybird`
     method's own search record is analyses/earlybird.json)."""
     from ..methods.imp import imp_output_density  # late: the methods import this module
@@ -201,9 +202,12 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
     tracker.update(model, 0.0)
     trainer.train(model, run.data, run.config.train, None, seed=dense_seed(run.config),
                   on_step=tracker.hook(per_epoch), cancel=cancel)
-    result = {"analysis": "earlybird-replay", "run_id": run_id, **tracker.to_dict(),
+    # what was tracked, so a reader sees the rule behind the distances: the run's scope (erk: ERK layer densities)
+    # and the per-layer densities of the last tracked mask
+    result = {"analysis": "earlybird-replay", "run_id": run_id, "method": run.config.prune.method, **tracker.to_dict(),
               "density": density if density is not None else tickets[-1]["density"],
-              "epochs_total": run.config.train.epochs}
+              "scope": run.config.prune.scope if density is not None else None,
+              "layers": M.layer_densities(rule(model)), "epochs_total": run.config.train.epochs}
     if tickets:
         closest = min(tickets, key=lambda r: abs(r["density"] - result["density"]))
         result["imp_ticket"] = {"level": closest["level"], "density": closest["density"],
@@ -246,8 +250,9 @@ def format_earlybird(name: str, a: dict) -> str:
     total = a.get("epochs_total", "?")
     when = f"epoch {a['detected_epoch']:g} of {total}" if a.get("detected_epoch") is not None else \
         f"not detected in {total} epochs"
-    extra = (f"; IMP ticket at level {a['imp_ticket']['level']}: test {pct(a['imp_ticket']['test_accuracy'])}"
-             if a.get("imp_ticket") else "")
+    # (the closest ticket of the run is kept as "imp_ticket", its name in records stored before other methods)
+    extra = (f"; {a.get('method', 'IMP')} ticket at level {a['imp_ticket']['level']}: test "
+             f"{pct(a['imp_ticket']['test_accuracy'])}" if a.get("imp_ticket") else "")
     return f"{name}: early-bird ticket {when} (eps {a['eps']}){extra}"
 
 

@@ -23,10 +23,10 @@ from torch import nn
 
 from ..config import option, validate
 from ..data import Split
-from ..errors import ConfigError, LotteryError
+from ..errors import ConfigError
 from ..formatting import pct
 from ..masks import Mask
-from ..registry import ANALYSES, AnalysisSpec
+from ..registry import ANALYSES, METHODS, AnalysisSpec
 from ..seeding import generator
 from ..trainer import evaluate
 from .common import StoredRun, save_analysis
@@ -135,7 +135,7 @@ def loss_barrier(curve: list[dict]) -> float:
     return _barrier(curve, "loss")
 
 
-def default_partner(run_id: str, level: int, own: list[str], variants: list[str]) -> str:
+def default_partner(run_id: str, level: int, own: list[str], variants: list[str], method: str = "imp") -> str:
     """The net a ticket is interpolated to when none is named: the run's first own control (its --controls, as
     trained beside every ticket), else the only other trained net of the level. Several others and none of them
     the run's own (`--controls none`, then `lottery analyze RUN sanity` trained reinit, random, shuffle, inverted,
@@ -146,9 +146,13 @@ def default_partner(run_id: str, level: int, own: list[str], variants: list[str]
     if len(variants) == 1:
         return variants[0]
     if not variants:
-        # (not a ConfigError naming "level": the CLI would name the --level flag, which was not typed)
-        raise LotteryError(f"run {run_id} trained no controls: level {level} has no other trained net to "
-                           f"interpolate to (`lottery analyze {run_id} sanity` trains them)")
+        # named for the RUN_ID typed (not "level": the CLI would name the --level flag, which was not typed); a
+        # refusal of this run, so exit 2. Strong tickets train no controls, and sanity refuses them too.
+        if not METHODS.get(method, "prune.method").trains_controls:
+            raise ConfigError("RUN_ID", run_id, f"{method} tickets are never trained, so the barrier has no trained "
+                              f"net of level {level} to interpolate to; its comparison is the run's dense network")
+        raise ConfigError("RUN_ID", run_id, f"trained no controls: the barrier has no other trained net of level "
+                          f"{level} to interpolate to (`lottery analyze {run_id} sanity` trains them)")
     raise ConfigError("--against", None, f"run {run_id} trains no control of its own, and level {level} has "
                       f"{len(variants)} other trained nets: name one of {', '.join(sorted(variants))}")
 
@@ -170,7 +174,7 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
     own = [c for c in run.config.prune.controls if c in trained]  # the controls the run itself trains
     variants = own + [v for v in trained if v not in own]
     if not against:  # (None, or an empty box)
-        against = default_partner(run_id, level, own, variants)
+        against = default_partner(run_id, level, own, variants, run.config.prune.method)
     if against not in variants:
         raise ConfigError("--against", against, f"trained variants at level {level}: {sorted(variants) or 'none'}")
     mask_a, weights_a, record_a = run.level(level)

@@ -17,8 +17,7 @@ from ..config import RunConfig, option, validate
 from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, AnalysisSpec
-from ..store import RunStore
-from .common import AnalysisProgress, save_analysis
+from .common import AnalysisProgress, analysable_store, save_analysis
 
 
 STEPS = 9  # what run_lota_tasks reports progress over: 7 fine-tunes and 2 merges
@@ -40,9 +39,7 @@ def run_lota_tasks(runs_dir: str | os.PathLike, run_id: str, options: LotaTasksO
     from .. import models
     from ..methods import lota
 
-    store = RunStore(runs_dir, run_id)
-    if not store.exists():
-        raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
+    store = analysable_store(runs_dir, run_id)
     config = RunConfig.from_dict(store.config())
     if not lota.made_by_lota(config):
         raise ConfigError("RUN_ID", run_id, f"is a run of method {config.prune.method}: lota-tasks analyses lota runs")

@@ -17,8 +17,7 @@ from ..config import RunConfig, option, validate
 from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, CONTROLS, METHODS, AnalysisSpec
-from ..store import RunStore
-from .common import AnalysisProgress, refuse_own_module, save_analysis
+from .common import AnalysisProgress, analysable_store, save_analysis
 
 
 def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | None = None, on_event=None,
@@ -26,10 +25,8 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     """Train every control for `levels` (default: all ticket levels) and store analyses/sanity.json."""
     from ..runner import open_context  # late: the runner imports the methods, which import the registry
 
-    store = RunStore(runs_dir, run_id)
-    if not store.exists():
-        raise ConfigError("RUN_ID", run_id, f"no such run in {runs_dir}")
-    refuse_own_module(run_id, store.config())  # else it opened a run of the config's registry model beside it
+    # (a user's own module: else it opened a run of the config's registry model beside it)
+    store = analysable_store(runs_dir, run_id)
     config = RunConfig.from_dict(store.config())
     spec = METHODS.get(config.prune.method, "prune.method")
     if not spec.trains_controls:
