@@ -97,7 +97,7 @@ def test_every_analysis_works_or_refuses_in_one_line_leaving_the_run_as_it_was(s
         assert json.loads(out)["analysis"] == analysis
         return
     assert rc == 2, err  # a refusal of this run, not a bug's exit 1
-    assert err.startswith("error: ") and err.count("\n") == 1 and run_id in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and run_id in err and analysis in err, err
     assert _files(runs / run_id) == before  # nothing half-written
 
 

@@ -47,7 +47,13 @@ def analyze(name: str, runs_dir, run_id: str, options=None, *, on_event=None, ca
     if options is None and spec.options is not None:
         fields = {s for s in spec.options.__dataclass_fields__}
         options = build(spec.options, {k: v for k, v in values.items() if k in fields and v is not None})
-    return spec.compute(runs_dir, run_id, options, on_event=on_event, cancel=cancel)
+    try:
+        return spec.compute(runs_dir, run_id, options, on_event=on_event, cancel=cancel)
+    except ConfigError as e:
+        if e.field != "RUN_ID" or name in e.allowed:
+            raise
+        # a refusal of this run (a zoo, a method the analysis does not apply to): say which analysis refused it
+        raise ConfigError(e.field, e.value, f"{name} cannot analyse it: {e.allowed}") from None
 
 
 __all__ = ["analyze", "computable", "AnalysisProgress", "AnalysisReady", "StoredRun", "save_analysis",
