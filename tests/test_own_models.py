@@ -114,6 +114,137 @@ def test_own_modules_train_prune_resume_list_and_export(tmp_path, name, capsys):
         assert torch.all(fresh.state_dict()[n][~m] == 0)
 
 
+def test_a_cancelled_own_module_run_resumes_where_it_stopped(tmp_path):
+    import threading
+
+    cancel = threading.Event()
+
+    def stop_after_level_1(event):
+        if type(event).__name__ == "LevelDone" and event.level == 1 and event.variant == "ticket":
+            cancel.set()
+
+    cfg = quick(**{"prune.levels": 3})
+    torch.manual_seed(0)
+    s = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=stop_after_level_1, cancel=cancel)
+    assert s["status"] == "cancelled" and len(s["levels"]) == 1
+    events = []
+    torch.manual_seed(0)
+    again = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=events.append)
+    assert again["run_id"] == s["run_id"] and again["status"] == "completed" and len(again["levels"]) == 3
+    done = [(e.level, e.reused) for e in events if type(e).__name__ == "LevelDone"]
+    assert done == [(0, True), (1, True), (2, False), (3, False)]
+
+
+def test_the_readme_example_of_an_own_module_runs_and_is_found_again(tmp_path, monkeypatch):
+    from pathlib import Path
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Your own model and data", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    code = code.replace('"train.epochs": 2, "prune.levels": 2', '"train.epochs": 1, "prune.levels": 1')  # faster
+    first, again = {}, {}
+    exec(code, first)
+    exec(code, again)
+    assert first["summary"]["run_id"] == again["summary"]["run_id"]
+    ticket, mask = again["ticket"], again["mask"]
+    assert ticket.out.weight_mask.equal(mask["out.weight"].float())  # torch.nn.utils.prune holds the mask
+    assert torch.all(ticket.hidden.weight[~mask["hidden.weight"]] == 0)
+    assert re.fullmatch(r"imp-net-digits-\w+-custom\w{8}", first["summary"]["run_id"])
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first["summary"]["run_id"]]
+
+
+def test_the_run_id_names_the_class_and_follows_the_module(tmp_path):
+    """Same module again: same id (resumed); another width, another activation or other initial values: a new
+    run. The id names the module's class, not the config's registry model it never used."""
+    from engine.runner import _model_plan
+
+    data = load(DataConfig())
+
+    def run_id(make, seed=0):
+        torch.manual_seed(seed)
+        return _model_plan(quick(), data, make())[2]
+
+    first = run_id(mlp)
+    assert first.startswith("imp-sequential-digits-") and "-custom" in first and "lenet300" not in first
+    assert run_id(mlp) == first
+    assert len({first, run_id(lambda: mlp(hidden=17)), run_id(lambda: mlp(act=nn.Tanh)), run_id(mlp, seed=1)}) == 4
+
+
+@pytest.mark.parametrize("method", ["imp", "oneshot", "snip"])
+def test_a_module_whose_only_prunable_layer_is_its_output_prunes_globally(tmp_path, method):
+    """Embedding + one Linear: the Linear is the output layer, pruned at --output-fraction; the global pool of the
+    other layers is empty (it failed after training the dense net: torch.cat() of an empty list)."""
+    torch.manual_seed(0)
+    s = engine.run(quick(**{"prune.scope": "global", "prune.method": method, "prune.density": 0.5}),
+                   runs_dir=tmp_path / "runs", model=Embedded())
+    assert s["status"] == "completed" and set(s["levels"][0]["layers"]) == {"fc.weight"}
+
+
+class OwnLinear(nn.Module):
+    """A layer type of the user's own: unknown to the pruner."""
+
+    def __init__(self, fan_in, fan_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in) / fan_in ** 0.5)
+
+    def forward(self, x):
+        return x @ self.weight.T
+
+
+class NamesItsPrunableWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.own, self.out = OwnLinear(64, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.own(x.flatten(1))))
+
+    def prunable_names(self):  # the README's way to prune a layer type of one's own
+        return ["own.weight", "out.weight"]
+
+
+def test_own_layer_types_are_pruned_when_the_module_names_them(tmp_path):
+    torch.manual_seed(0)
+    s = engine.run(quick(), runs_dir=tmp_path / "runs", model=NamesItsPrunableWeights())
+    assert set(s["levels"][0]["layers"]) == {"own.weight", "out.weight"} and s["levels"][0]["layers"]["own.weight"] < 1
+    mask, weights = RunStore(tmp_path / "runs", s["run_id"]).load_level("ticket", 1)
+    assert torch.all(weights["own.weight"][~mask["own.weight"]] == 0)
+
+
+
+class BranchesOnValues(nn.Module):
+    """Plain Linear layers, but a forward vmap cannot batch (a Python branch on a tensor's value)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x.flatten(1)))
+        if h.mean() > 0:
+            h = h * 1.0
+        return self.out(h)
+
+
+def test_an_own_module_trains_its_controls_one_by_one_where_auto_would_batch_them(tmp_path, monkeypatch):
+    """On CUDA `--batched auto` batches every model of tested layer types through vmap; an own forward may do what
+    vmap cannot (a branch on a value, .item()): it failed at level 1 after the dense net trained. Own modules train
+    one by one (auto_reason is patched to say 'batch', as on CUDA)."""
+    from engine import batched
+
+    monkeypatch.setattr(batched, "auto_reason", lambda *a, **k: None)
+    torch.manual_seed(0)
+    s = engine.run(quick(**{"prune.controls": ("reinit", "random")}), runs_dir=tmp_path / "runs",
+                   model=BranchesOnValues())
+    assert s["status"] == "completed" and set(s["controls"]) == {"reinit", "random"}
+
+
+# ---------------------------------------------------------------- own modules the runner refuses
+
+
 class ReturnsTuple(nn.Module):
     def __init__(self):
         super().__init__()
@@ -226,21 +357,52 @@ def test_unsupported_modules_are_refused_in_one_line_before_anything_is_stored(t
     assert nothing_stored(runs)  # no half-written run
 
 
-def test_the_run_id_names_the_class_and_follows_the_module(tmp_path):
-    """Same module again: same id (resumed); another width, another activation or other initial values: a new
-    run. The id names the module's class, not the config's registry model it never used."""
-    from engine.runner import _model_plan
+class HeadFirst(nn.Module):
+    """Its output layer is created first: in module order the last Linear is a hidden one."""
 
-    data = load(DataConfig())
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 10)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
 
-    def run_id(make, seed=0):
-        torch.manual_seed(seed)
-        return _model_plan(quick(), data, make())[2]
+    def forward(self, x):
+        return self.head(self.body(x))
 
-    first = run_id(mlp)
-    assert first.startswith("imp-sequential-digits-") and "-custom" in first and "lenet300" not in first
-    assert run_id(mlp) == first
-    assert len({first, run_id(lambda: mlp(hidden=17)), run_id(lambda: mlp(act=nn.Tanh)), run_id(mlp, seed=1)}) == 4
+
+def test_an_output_layer_created_before_the_hidden_ones_is_refused(tmp_path):
+    """The last Linear/Conv in module order is taken as the output layer (pruned at --output-fraction); a module
+    whose forward ends in another one would have its hidden layer spared and its head pruned as a hidden one."""
+    with pytest.raises(engine.ConfigError, match="'head.weight'.*'body.1.weight'.*create the output layer last"):
+        engine.run(quick(), runs_dir=tmp_path / "runs", model=HeadFirst())
+    assert nothing_stored(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("setting, value", [("model.width", 0.5), ("model.init", "xavier_normal"),
+                                            ("model.model", "conv2")])
+def test_registry_model_settings_are_refused_with_an_own_module(tmp_path, setting, value):
+    """An own module is its own architecture and theta_0: a model.* setting would change the run id, not the run."""
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(quick(**{setting: value}), runs_dir=tmp_path / "runs", model=mlp())
+    assert info.value.field == setting and "own module" in str(info.value)
+    assert nothing_stored(tmp_path / "runs")
+
+
+def test_the_class_instead_of_an_instance_says_so(tmp_path):
+    with pytest.raises(engine.ConfigError, match=r"the class ConvBN; pass an instance: model=ConvBN\(\)"):
+        engine.run(quick(), runs_dir=tmp_path / "runs", model=ConvBN)
+
+
+def test_analyses_of_an_own_module_run_refuse_in_one_line_and_store_nothing(tmp_path, capsys):
+    """The store keeps an own module's weights, not its code: analyses that rebuild the model refuse. `sanity` made
+    a stray run of the config's registry model (lenet300) beside it and failed on a KeyError."""
+    runs = tmp_path / "runs"
+    torch.manual_seed(0)
+    s = engine.run(quick(), runs_dir=runs, model=mlp())
+    for analysis in ("sanity", "barrier", "persistence"):
+        assert main(["analyze", s["run_id"], analysis, "--runs-dir", str(runs)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "own module (custom:Sequential)" in err and "\n" not in err, err
+    assert [p.name for p in runs.iterdir()] == [s["run_id"]]
 
 
 # ---------------------------------------------------------------- own data: npz:PATH
@@ -318,7 +480,7 @@ def test_a_file_that_is_not_an_npz_archive_says_so(tmp_path):
             load(DataConfig(dataset=f"npz:{path}"))
 
 
-# ---------------------------------------------------------------- own data: text:PATH (.jsonl)
+# ---------------------------------------------------------------- own data: text:PATH
 ROWS = [{"text": f"a sentence about {'cats' if i % 2 else 'dogs'} number {i}", "label": i % 2} for i in range(20)]
 
 
@@ -354,64 +516,6 @@ def test_jsonl_mistakes_name_their_line(tmp_path, case):
     assert info.value.field == "data.dataset" and needle in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize("method", ["imp", "oneshot", "snip"])
-def test_a_module_whose_only_prunable_layer_is_its_output_prunes_globally(tmp_path, method):
-    """Embedding + one Linear: the Linear is the output layer, pruned at --output-fraction; the global pool of the
-    other layers is empty (it failed after training the dense net: torch.cat() of an empty list)."""
-    torch.manual_seed(0)
-    s = engine.run(quick(**{"prune.scope": "global", "prune.method": method, "prune.density": 0.5}),
-                   runs_dir=tmp_path / "runs", model=Embedded())
-    assert s["status"] == "completed" and set(s["levels"][0]["layers"]) == {"fc.weight"}
-
-
-class HeadFirst(nn.Module):
-    """Its output layer is created first: in module order the last Linear is a hidden one."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Linear(16, 10)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU())
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def test_an_output_layer_created_before_the_hidden_ones_is_refused(tmp_path):
-    """The last Linear/Conv in module order is taken as the output layer (pruned at --output-fraction); a module
-    whose forward ends in another one would have its hidden layer spared and its head pruned as a hidden one."""
-    with pytest.raises(engine.ConfigError, match="'head.weight'.*'body.1.weight'.*create the output layer last"):
-        engine.run(quick(), runs_dir=tmp_path / "runs", model=HeadFirst())
-    assert nothing_stored(tmp_path / "runs")
-
-
-@pytest.mark.parametrize("setting, value", [("model.width", 0.5), ("model.init", "xavier_normal"),
-                                            ("model.model", "conv2")])
-def test_registry_model_settings_are_refused_with_an_own_module(tmp_path, setting, value):
-    """An own module is its own architecture and theta_0: a model.* setting would change the run id, not the run."""
-    with pytest.raises(engine.ConfigError) as info:
-        engine.run(quick(**{setting: value}), runs_dir=tmp_path / "runs", model=mlp())
-    assert info.value.field == setting and "own module" in str(info.value)
-    assert nothing_stored(tmp_path / "runs")
-
-
-def test_the_class_instead_of_an_instance_says_so(tmp_path):
-    with pytest.raises(engine.ConfigError, match=r"the class ConvBN; pass an instance: model=ConvBN\(\)"):
-        engine.run(quick(), runs_dir=tmp_path / "runs", model=ConvBN)
-
-
-def test_analyses_of_an_own_module_run_refuse_in_one_line_and_store_nothing(tmp_path, capsys):
-    """The store keeps an own module's weights, not its code: analyses that rebuild the model refuse. `sanity` made
-    a stray run of the config's registry model (lenet300) beside it and failed on a KeyError."""
-    runs = tmp_path / "runs"
-    torch.manual_seed(0)
-    s = engine.run(quick(), runs_dir=runs, model=mlp())
-    for analysis in ("sanity", "barrier", "persistence"):
-        assert main(["analyze", s["run_id"], analysis, "--runs-dir", str(runs)]) != 0
-        err = capsys.readouterr().err.strip()
-        assert "own module (custom:Sequential)" in err and "\n" not in err, err
-    assert [p.name for p in runs.iterdir()] == [s["run_id"]]
-
-
 def test_jsonl_with_a_split_on_some_lines_only_is_refused(tmp_path):
     """A split on every line is used as given, on none a fixed 20% is held out; on some only, the given ones were
     silently replaced by the fixed split."""
@@ -423,6 +527,20 @@ def test_jsonl_with_a_split_on_some_lines_only_is_refused(tmp_path):
     del rows[7]["split"]
     with pytest.raises(engine.ConfigError, match="line 8 has no \"split\""):
         read_user_texts(str(jsonl(tmp_path / "some.jsonl", rows)))
+
+
+def test_text_npz_reads_byte_strings_as_utf8_and_refuses_numbers(tmp_path):
+    """np.array of bytes became the texts "b'a cat'"; an array of numbers became "0", "1", ... silently."""
+    from engine.text import read_user_texts
+
+    labels = dict(y_train=np.array([0, 1, 0, 1]), y_test=np.array([0, 1]))
+    texts = ["a cat", "a dog", "two cats", "café"], ["one cat", "one dog"]
+    np.savez(tmp_path / "bytes.npz", text_train=np.array([t.encode() for t in texts[0]]),
+             text_test=np.array([t.encode() for t in texts[1]]), **labels)
+    assert read_user_texts(str(tmp_path / "bytes.npz"))[0] == texts[0]
+    np.savez(tmp_path / "numbers.npz", text_train=np.arange(4), text_test=np.arange(2), **labels)
+    with pytest.raises(engine.ConfigError, match=r"text_train holds int64 values of shape \(4,\); it must hold strings"):
+        read_user_texts(str(tmp_path / "numbers.npz"))
 
 
 class BagOfWords(nn.Module):
@@ -448,117 +566,3 @@ def test_an_own_module_trains_on_own_texts(tmp_path, text_cache):
     assert s["status"] == "completed" and s["run_id"].startswith("imp-bagofwords-text-")
     with pytest.raises(engine.ConfigError, match="model.width"):
         engine.run(cfg.replace(**{"model.width": 0.5}), runs_dir=tmp_path / "runs", model=BagOfWords())
-
-
-def test_the_readme_example_of_an_own_module_runs_and_is_found_again(tmp_path, monkeypatch):
-    from pathlib import Path
-    import re
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Your own model and data", 1)[1].split("\n## ", 1)[0]
-    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
-    monkeypatch.chdir(tmp_path)
-    code = code.replace('"train.epochs": 2, "prune.levels": 2', '"train.epochs": 1, "prune.levels": 1')  # faster
-    first, again = {}, {}
-    exec(code, first)
-    exec(code, again)
-    assert first["summary"]["run_id"] == again["summary"]["run_id"]
-    ticket, mask = again["ticket"], again["mask"]
-    assert ticket.out.weight_mask.equal(mask["out.weight"].float())  # torch.nn.utils.prune holds the mask
-    assert torch.all(ticket.hidden.weight[~mask["hidden.weight"]] == 0)
-    assert re.fullmatch(r"imp-net-digits-\w+-custom\w{8}", first["summary"]["run_id"])
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first["summary"]["run_id"]]
-
-
-class BranchesOnValues(nn.Module):
-    """Plain Linear layers, but a forward vmap cannot batch (a Python branch on a tensor's value)."""
-
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(64, 16)
-        self.out = nn.Linear(16, 10)
-
-    def forward(self, x):
-        h = torch.relu(self.hidden(x.flatten(1)))
-        if h.mean() > 0:
-            h = h * 1.0
-        return self.out(h)
-
-
-def test_an_own_module_trains_its_controls_one_by_one_where_auto_would_batch_them(tmp_path, monkeypatch):
-    """On CUDA `--batched auto` batches every model of tested layer types through vmap; an own forward may do what
-    vmap cannot (a branch on a value, .item()): it failed at level 1 after the dense net trained. Own modules train
-    one by one (auto_reason is patched to say 'batch', as on CUDA)."""
-    from engine import batched
-
-    monkeypatch.setattr(batched, "auto_reason", lambda *a, **k: None)
-    torch.manual_seed(0)
-    s = engine.run(quick(**{"prune.controls": ("reinit", "random")}), runs_dir=tmp_path / "runs",
-                   model=BranchesOnValues())
-    assert s["status"] == "completed" and set(s["controls"]) == {"reinit", "random"}
-
-
-def test_text_npz_reads_byte_strings_as_utf8_and_refuses_numbers(tmp_path):
-    """np.array of bytes became the texts "b'a cat'"; an array of numbers became "0", "1", ... silently."""
-    from engine.text import read_user_texts
-
-    labels = dict(y_train=np.array([0, 1, 0, 1]), y_test=np.array([0, 1]))
-    texts = ["a cat", "a dog", "two cats", "café"], ["one cat", "one dog"]
-    np.savez(tmp_path / "bytes.npz", text_train=np.array([t.encode() for t in texts[0]]),
-             text_test=np.array([t.encode() for t in texts[1]]), **labels)
-    assert read_user_texts(str(tmp_path / "bytes.npz"))[0] == texts[0]
-    np.savez(tmp_path / "numbers.npz", text_train=np.arange(4), text_test=np.arange(2), **labels)
-    with pytest.raises(engine.ConfigError, match=r"text_train holds int64 values of shape \(4,\); it must hold strings"):
-        read_user_texts(str(tmp_path / "numbers.npz"))
-
-
-def test_a_cancelled_own_module_run_resumes_where_it_stopped(tmp_path):
-    import threading
-
-    cancel = threading.Event()
-
-    def stop_after_level_1(event):
-        if type(event).__name__ == "LevelDone" and event.level == 1 and event.variant == "ticket":
-            cancel.set()
-
-    cfg = quick(**{"prune.levels": 3})
-    torch.manual_seed(0)
-    s = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=stop_after_level_1, cancel=cancel)
-    assert s["status"] == "cancelled" and len(s["levels"]) == 1
-    events = []
-    torch.manual_seed(0)
-    again = engine.run(cfg, runs_dir=tmp_path / "runs", model=ConvBN(), on_event=events.append)
-    assert again["run_id"] == s["run_id"] and again["status"] == "completed" and len(again["levels"]) == 3
-    done = [(e.level, e.reused) for e in events if type(e).__name__ == "LevelDone"]
-    assert done == [(0, True), (1, True), (2, False), (3, False)]
-
-
-class OwnLinear(nn.Module):
-    """A layer type of the user's own: unknown to the pruner."""
-
-    def __init__(self, fan_in, fan_out):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(fan_out, fan_in) / fan_in ** 0.5)
-
-    def forward(self, x):
-        return x @ self.weight.T
-
-
-class NamesItsPrunableWeights(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.own, self.out = OwnLinear(64, 16), nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.own(x.flatten(1))))
-
-    def prunable_names(self):  # the README's way to prune a layer type of one's own
-        return ["own.weight", "out.weight"]
-
-
-def test_own_layer_types_are_pruned_when_the_module_names_them(tmp_path):
-    torch.manual_seed(0)
-    s = engine.run(quick(), runs_dir=tmp_path / "runs", model=NamesItsPrunableWeights())
-    assert set(s["levels"][0]["layers"]) == {"own.weight", "out.weight"} and s["levels"][0]["layers"]["own.weight"] < 1
-    mask, weights = RunStore(tmp_path / "runs", s["run_id"]).load_level("ticket", 1)
-    assert torch.all(weights["own.weight"][~mask["own.weight"]] == 0)
