@@ -313,6 +313,8 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                           f"model={model.__name__}()")
     if not isinstance(model, nn.Module):
         refuse("must be a torch.nn.Module")
+    if isinstance(model, torch.jit.ScriptModule):  # its layers are script modules, not the Linear/Conv pruned here
+        refuse("is a TorchScript module; pass the module before torch.jit.script")
     tensors = dict(model.state_dict(keep_vars=True))
     lazy = next((n for n, t in tensors.items() if torch.nn.parameter.is_lazy(t)), None)
     if lazy is not None:

@@ -342,6 +342,7 @@ REFUSED = {  # module -> what its one-line refusal says
     "input changed in place": (ScalesItsInputInPlace, "changes its input in place"),
     "a layer never called": (UnusedLayer, "'aux.weight' gets no gradient"),
     "a layer whose result is unused": (lambda: UnusedLayer(call_it=True), "'aux.weight' gets no gradient"),
+    "TorchScript": (lambda: torch.jit.script(mlp()), "pass the module before torch.jit.script"),
     "nothing to prune": (lambda: nn.Sequential(nn.Flatten(), nn.Bilinear(64, 64, 10)), "Linear or Conv"),
 }
 
