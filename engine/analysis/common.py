@@ -35,6 +35,12 @@ def refuse_own_module(run_id: str, stored: dict) -> None:
                           "store does not keep; this analysis needs to rebuild the model")
 
 
+def no_controls(method: str) -> str:
+    """Why a run of `method` (MethodSpec.trains_controls False) has no trained control to compare a ticket with."""
+    return (f"{method} trains no controls beside its tickets (a strong ticket's weights are never trained; an "
+            "adaptation method's tickets compare with the dense fine-tune): its comparison is the run's dense network")
+
+
 def analysable_store(runs_dir: str | os.PathLike, run_id: str) -> RunStore:
     """The store of a run an analysis can reopen, else a one-line refusal (exit 2) before anything is computed or
     stored: no such run, a model zoo (members, no ticket levels, a config of another shape), a user's own module."""

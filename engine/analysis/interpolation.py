@@ -29,7 +29,7 @@ from ..masks import Mask
 from ..registry import ANALYSES, METHODS, AnalysisSpec
 from ..seeding import generator
 from ..trainer import evaluate
-from .common import StoredRun, save_analysis
+from .common import StoredRun, no_controls, save_analysis
 
 BN_BATCH = 256
 
@@ -147,10 +147,10 @@ def default_partner(run_id: str, level: int, own: list[str], variants: list[str]
         return variants[0]
     if not variants:
         # named for the RUN_ID typed (not "level": the CLI would name the --level flag, which was not typed); a
-        # refusal of this run, so exit 2. Strong tickets train no controls, and sanity refuses them too.
+        # refusal of this run, so exit 2. A method that trains no controls is refused by sanity too.
         if not METHODS.get(method, "prune.method").trains_controls:
-            raise ConfigError("RUN_ID", run_id, f"{method} tickets are never trained, so the barrier has no trained "
-                              f"net of level {level} to interpolate to; its comparison is the run's dense network")
+            raise ConfigError("RUN_ID", run_id, f"the barrier has no other trained net of level {level} to "
+                              f"interpolate to: {no_controls(method)}")
         raise ConfigError("RUN_ID", run_id, f"trained no controls: the barrier has no other trained net of level "
                           f"{level} to interpolate to (`lottery analyze {run_id} sanity` trains them)")
     raise ConfigError("--against", None, f"run {run_id} trains no control of its own, and level {level} has "

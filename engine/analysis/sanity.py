@@ -17,7 +17,7 @@ from ..config import RunConfig, option, validate
 from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, CONTROLS, METHODS, AnalysisSpec
-from .common import AnalysisProgress, analysable_store, save_analysis
+from .common import AnalysisProgress, analysable_store, no_controls, save_analysis
 
 
 def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | None = None, on_event=None,
@@ -30,8 +30,7 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     config = RunConfig.from_dict(store.config())
     spec = METHODS.get(config.prune.method, "prune.method")
     if not spec.trains_controls:
-        raise ConfigError("RUN_ID", run_id, f"{config.prune.method} tickets are never trained, so trained controls "
-                          "do not compare with them; its comparison is the run's dense network")
+        raise ConfigError("RUN_ID", run_id, f"sanity trains controls beside tickets, and {no_controls(config.prune.method)}")
     done = [r["level"] for r in store.records("ticket") if r["level"] > 0]
     levels = done if levels is None else levels
     bad = [lv for lv in levels if lv not in done]
