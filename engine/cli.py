@@ -146,6 +146,10 @@ def run_config(args) -> RunConfig:
         if base.get("kind") == "zoo":
             raise ConfigError("--config", args.config, "is a model zoo's config: `lottery zoo` trains zoos (give "
                               "--config a ticket run's config.json)")
+        if "custom_model" in base:  # (stored beside the config of a run of a user's own nn.Module)
+            raise ConfigError("--config", args.config, f"is the config of a run of your own module "
+                              f"({base['custom_model']}), which the CLI cannot build: run it again from Python, "
+                              "engine.run(cfg, model=YourModule()) (README: 'Your own model and data')")
     from .config import PruneConfig
     from .presets import preset_for, preset_settings
     from .registry import METHODS

@@ -163,8 +163,10 @@ def _model(value: str, path: str) -> None:
     if value.startswith("hf:"):  # a Hugging Face folder or cached hub id (engine.transformer), checked on load
         if not value[3:]:
             raise ConfigError(path, value, "hf: needs a folder or hub id, e.g. hf:./my-bert")
-    else:
-        _choice(path, value, MODELS.names() + ["hf:PATH_OR_ID"])
+    elif value not in MODELS.names():
+        raise ConfigError(path, value, f"allowed: {', '.join(MODELS.names() + ['hf:PATH_OR_ID'])} (your own "
+                          "nn.Module: engine.run(cfg, model=YourModule()) from Python; README: 'Your own model and "
+                          "data')")
 
 
 def _tokenizer(value: str, path: str) -> None:

@@ -351,6 +351,9 @@ def read_user_texts(path: str):
                                       "file as UTF-8") from None
                 if not line.strip():
                     continue
+                if i == 1 and line.lstrip().startswith("["):  # a JSON array of the examples, not one per line
+                    raise ConfigError(field, shown, "holds a JSON array; a .jsonl has one JSON object per line: "
+                                      "{\"text\": ..., \"label\": ...}")
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError as e:
