@@ -208,3 +208,26 @@ def test_a_weights_results_do_not_depend_on_where_it_lies():
     everything = run(0)
     for start in (1, 3, 5):  # (another index, and another address modulo a vector's width)
         assert all(torch.equal(a[start:], b) for a, b in zip(everything, run(start))), start
+
+
+@needs_kernel
+def test_a_large_layer_split_over_threads_gives_what_one_thread_gives(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    n = 5 * posterior_kernel.GRAIN + 7
+    rho, mu, g_std = torch.randn(n, generator=g) - 3, torch.randn(n, generator=g), torch.randn(n, generator=g)
+    mu[::4] = 0
+
+    def run(threads):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        sigma, std, d_rho, sums = torch.empty(n), torch.empty(n), torch.empty(n), [0.0] * 3
+        posterior_kernel.forward(rho, mu, sigma, std, False, -86.8, sums)
+        posterior_kernel.backward(rho, mu, sigma, g_std, d_rho, None, None, False, -86.8, 0.5, 0.16)
+        return sigma, std, d_rho, sums
+
+    one = run(1)
+    assert len(posterior_kernel._pieces(n)) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert len(posterior_kernel._pieces(n)) == 4
+    four = run(4)
+    assert all(torch.equal(a, b) for a, b in zip(one[:3], four[:3]))
+    assert four[3] == pytest.approx(one[3], rel=1e-6) and four[3][2] == int((mu != 0).sum())
