@@ -132,6 +132,9 @@ class MethodSpec:
     unread_under     {setting: ({other setting: values}, why)}: settings it reads except under these values
                      of others (oneshot's --density under --pattern nm, where --nm sets its densities); `why`
                      completes "METHOD WHY, so it never reads --FLAG", as in `unread`
+    companion        companion(store) -> (run id, what it is) of a run this run trained (or reused) to compare
+                     against, or None (bayes-imp: its deterministic IMP run, "deterministic comparison"): the
+                     run browser says what that run is for
     """
     run: Callable[[Any], None]
     options: type | None = None
@@ -149,6 +152,7 @@ class MethodSpec:
     unread: dict[str, str] = field(default_factory=dict, hash=False)
     read_under: dict[str, dict[str, tuple]] = field(default_factory=dict, hash=False)
     unread_under: dict[str, tuple[dict[str, tuple], str]] = field(default_factory=dict, hash=False)
+    companion: Callable[[Any], tuple[str, str] | None] | None = None
 
     def scope_for(self, scope: str) -> str:
         """The scope its run takes when `scope` is wanted but not insisted on (the default, when no scope was

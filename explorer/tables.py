@@ -133,25 +133,26 @@ def _percent(fraction: float | None) -> float | None:
 
 
 def comparison_notes(runs_dir, summaries: list[dict]) -> dict[str, str]:
-    """{run id: note} of the runs another run trained to compare against: a bayes-imp run trains the
-    deterministic IMP run of its settings first, its own run in the store (listed with no word of why), and
-    records its id in its uncertainty record (`deterministic_run`)."""
+    """{run id: note} of the runs another run trained to compare against (its method's `companion`: a bayes-imp
+    run trains the deterministic IMP run of its settings first, its own run in the store, listed with no word of
+    why otherwise)."""
     from engine.errors import LotteryError
+    from engine.registry import METHODS
     from engine.store import RunStore
 
-    listed = {s["run_id"] for s in summaries}
-    for_runs: dict[str, list[str]] = {}
+    listed, specs = {s["run_id"] for s in summaries}, dict(METHODS.items())
+    for_runs: dict[tuple[str, str], list[str]] = {}
     for s in summaries:
-        if s.get("method") != "bayes-imp":
+        spec = specs.get(s.get("method"))
+        if spec is None or spec.companion is None:
             continue
         try:
-            record = RunStore(runs_dir, s["run_id"]).analyses().get("uncertainty")
+            other = spec.companion(RunStore(runs_dir, s["run_id"]))
         except (OSError, LotteryError):  # deleted or damaged since listed: no note, the run is still listed
             continue
-        det = record.get("deterministic_run") if isinstance(record, dict) else None
-        if det in listed:
-            for_runs.setdefault(det, []).append(s["run_id"])
-    return {det: f"deterministic comparison for {', '.join(ids)}" for det, ids in for_runs.items()}
+        if other is not None and other[0] in listed:
+            for_runs.setdefault(other, []).append(s["run_id"])
+    return {run_id: f"{what} for {', '.join(ids)}" for (run_id, what), ids in for_runs.items()}
 
 
 def reach_rows(runs_dir, summaries: list[dict], threshold: float = 0.95) -> pd.DataFrame:

@@ -222,12 +222,19 @@ def check(config: RunConfig, model) -> None:
                           "(a registry model; a user's own module is not converted)")
 
 
+def companion(store) -> tuple[str, str] | None:
+    """The deterministic IMP run this run trained (or reused) to compare against, as its record names it."""
+    record = store.analyses().get("uncertainty")
+    det = record.get("deterministic_run") if isinstance(record, dict) else None
+    return (det, "deterministic comparison") if det else None
+
+
 METHODS.register("bayes-imp", "Bayesian IMP: a mean-field Gaussian net (--bayesian) pruned by |mu|, sigma, SNR, "
                               "magnitude-then-std or random (--bayes-criterion), mu and rho rewound together, "
                               "NLL/ECE per level beside the deterministic ticket")(
     MethodSpec(run, options=BayesImpOptions, levels=lambda config: imp_levels(config.prune),
                search_cost=imp_search_cost, levels_to_reach=levels_to_reach, check=check,
-               own_trainings=own_trainings))
+               own_trainings=own_trainings, companion=companion))
 
 
 # ---------------------------------------------------------------- the stored record, for any run
