@@ -79,8 +79,10 @@ class LaunchPanel(pn.viewable.Viewer):
         # method is chosen: another method's option changed on the form would still enter the config and change
         # the run id of a run that never reads it (`lottery run` refuses such a flag)
         # the same for a shared setting the method never reads (--levels with snip chosen: engine.settings.read_by)
-        self._method_options = [p for p in self.settings if p.startswith("prune.") and p != "prune.method"]
-        self.widgets["prune.method"].param.watch(lambda e: self._show_method_options(), "value")
+        # and one the model or data set never reads (--hidden but on the mlp, --max-length on images)
+        self._method_options = [p for p in self.settings if p != "prune.method"]
+        for path in ("prune.method", *[p for p in READ_UNDER_VALUES if p in PRIMARY]):
+            self.widgets[path].param.watch(lambda e: self._show_method_options(), "value")
 
     # ------------------------------------------------------------ actions
     def values(self) -> dict:
@@ -154,7 +156,8 @@ class LaunchPanel(pn.viewable.Viewer):
         if not self.more.collapsed and not len(self.more):
             self.more[:] = [self.widgets[p] for p in self.settings if p not in PRIMARY]
             for path in READ_UNDER_VALUES:  # in the card: --nm shows once --pattern nm is chosen
-                self.widgets[path].param.watch(lambda e: self._show_method_options(), "value")
+                if path not in PRIMARY:  # (those are watched from the start)
+                    self.widgets[path].param.watch(lambda e: self._show_method_options(), "value")
             self._show_method_options()
 
     def _show_method_options(self) -> None:

@@ -382,3 +382,16 @@ def test_setup_notebook_loads_once_per_cell(monkeypatch):
     monkeypatch.setattr(offline, "_in_notebook", lambda: True)
     offline.load_bokeh()
     assert loads == [(), ("tabulator",), ()]
+
+
+def test_a_setting_the_chosen_model_or_data_never_reads_is_hidden_on_the_launch_panel(app):
+    """--hidden is the mlp's, --max-length a text data set's: shown only while the chosen model/data reads it
+    (they were hidden from the config but still shown, so a user typed into boxes that did nothing)."""
+    launcher = app.launcher
+    launcher.more.collapsed = False
+    assert launcher.widgets["model.model"].value == "lenet300"
+    assert not launcher.widgets["model.hidden"].visible and not launcher.widgets["data.max_length"].visible
+    launcher.set_values(**{"model.model": "mlp"})
+    assert launcher.widgets["model.hidden"].visible and launcher.widgets["model.width"].visible
+    launcher.set_values(**{"model.model": "bert-tiny", "data.dataset": "pydoc-topics"})
+    assert not launcher.widgets["model.width"].visible and launcher.widgets["data.max_length"].visible
