@@ -35,6 +35,8 @@ FAMILIES = {
     "snip-erk": {"prune.method": "snip", "prune.scope": "erk", "prune.density": 0.3},
     "edgepopup": {"prune.method": "edgepopup", "prune.density": 0.5, "model.init": "signed_constant"},
     "imp-no-controls": {"prune.method": "imp", "prune.levels": 1},
+    "snip-bayes": {"prune.method": "snip", "prune.density": 0.3, "model.bayesian": True, "model.mc_samples": 2,
+                   "prune.controls": ("reinit",)},
 }
 # every analysis with options small enough for a one-epoch run (instability's default rewind points pass its end)
 ANALYSES = {"uncertainty": [], "lota-tasks": [], "earlybird-replay": ["--density", "0.3"], "barrier": ["--points", "3"],
@@ -108,3 +110,29 @@ def test_barrier_of_a_strong_ticket_says_it_is_never_trained_not_to_run_sanity(s
     assert main(["analyze", ids["edgepopup"], "barrier", "--runs-dir", str(runs)]) == 2
     err = capsys.readouterr().err
     assert "never trained" in err and "sanity" not in err and err.count("\n") == 1, err
+
+
+def test_instability_of_a_level_the_method_never_trains_as_a_mask_is_refused(stored, capsys):
+    """`lottery analyze EDGEPOPUP_RUN instability --level 1` trained the supermask's frozen random weights from W_k
+    and stored that as the ticket's instability."""
+    from engine.cli import main
+
+    runs, ids = stored
+    before = _files(runs / ids["edgepopup"])
+    assert main(["analyze", ids["edgepopup"], "instability", "--level", "1", "--rewind-points", "0,5", "--runs-dir",
+                 str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --level: 1") and "instability" in err and err.count("\n") == 1, err
+    assert _files(runs / ids["edgepopup"]) == before
+
+
+def test_barrier_rebasin_of_a_bayesian_run_is_one_line_exit_2(stored, capsys):
+    """Re-basin cannot permute a Bayesian layer's rho: exit 1 with a message naming neither the run nor the flag."""
+    from engine.cli import main
+
+    runs, ids = stored
+    before = _files(runs / ids["snip-bayes"])
+    assert main(["analyze", ids["snip-bayes"], "barrier", "--rebasin", "--points", "3", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --rebasin") and ids["snip-bayes"] in err and err.count("\n") == 1, err
+    assert _files(runs / ids["snip-bayes"]) == before

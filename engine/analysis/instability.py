@@ -22,10 +22,10 @@ from .. import trainer
 from ..batched import Member, check_batchable, train_batched
 from ..config import RunConfig, option, validate
 from ..errors import ConfigError, RunCancelled, Unsupported
-from ..registry import ANALYSES, AnalysisSpec
+from ..registry import ANALYSES, METHODS, AnalysisSpec
 from ..seeding import derive_seed
 from ..store import load_tensors
-from .common import AnalysisProgress, StoredRun, dense_seed, save_analysis
+from .common import AnalysisProgress, StoredRun, dense_seed, no_controls, save_analysis
 from .interpolation import batchnorms, bn_subset, error_barrier, interpolate, loss_barrier
 
 DEFAULT_REWIND_POINTS = (0, 25, 100, 500)
@@ -153,6 +153,12 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
     data = run.data
     total = trainer.total_steps(len(data.train), cfg.train)
     ks = check_rewind_points(rewind_points, total)
+    if level > 0 and not METHODS.get(cfg.prune.method, "prune.method").trains_controls:
+        # its tickets are not masks trained from the run's weights like IMP's: training one from W_k measures a run
+        # that never happened
+        raise ConfigError("--level", level, f"instability trains level {level}'s mask from W_k like an IMP ticket, "
+                          f"which run {run.store.run_id} never does: {no_controls(cfg.prune.method)}; --level 0 "
+                          "(the dense net) works")
     mask, _, record = run.level(level)
     t0 = time.perf_counter()
     starts = rewind_weights(run, ks, cancel)

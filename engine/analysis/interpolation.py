@@ -23,7 +23,7 @@ from torch import nn
 
 from ..config import option, validate
 from ..data import Split
-from ..errors import ConfigError
+from ..errors import ConfigError, Unsupported
 from ..formatting import pct
 from ..masks import Mask
 from ..registry import ANALYSES, METHODS, AnalysisSpec
@@ -182,7 +182,11 @@ def run_barrier(runs_dir, run_id: str, level: int | None = None, against: str | 
     if rebasin:  # before any evaluation: an architecture re-basin cannot permute fails here, in one line
         from ..rebasin import rebasin as match
 
-        weights_m, mask_m, _ = match(run.make_model(), weights_a, weights_b, mask_b)
+        try:
+            weights_m, mask_m, _ = match(run.make_model(), weights_a, weights_b, mask_b)
+        except Unsupported as e:  # (a Bayesian net's rho, a transformer): the flag typed, the run, why, exit 2
+            raise ConfigError("--rebasin", True, f"the barrier of run {run_id} cannot be matched: {e}; without "
+                              "--rebasin it works") from None
     same_mask = all(torch.equal(mask_a[n], mask_b[n]) for n in mask_a)
     curve = interpolate(run.make_model, weights_a, weights_b, run.data.test, points,
                         mask_a if same_mask else None, bn_data=run.data.train)
