@@ -1,0 +1,67 @@
+"""What a teacher or student sees in the teaching notebooks, cell by cell (found by running them in JupyterLab).
+
+tests/test_notebooks.py runs every notebook top to bottom and tests/test_jupyter_offline.py checks that its
+plots are drawn in a browser; neither reads what a cell shows. Here single cells run in this process against
+stand-ins for the runs they would train (`run_cell`), so each check costs milliseconds, not a training.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import holoviews as hv
+import nbformat
+import pandas as pd
+
+from engine.formatting import format_analysis
+from explorer.offline import load_bokeh
+
+load_bokeh()  # HoloViews' Bokeh backend, as the notebooks' setup_notebook() loads it
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def code_cell(notebook: str, marker: str) -> str:
+    """The source of the one code cell of `notebook` holding `marker`."""
+    cells = [c.source for c in nbformat.read(NOTEBOOKS / notebook, as_version=4).cells
+             if c.cell_type == "code" and marker in c.source]
+    assert len(cells) == 1, f"{len(cells)} code cells of {notebook} hold {marker!r}"
+    return cells[0]
+
+
+def run_cell(notebook: str, marker: str, **namespace):
+    """Run that cell with `namespace` as its globals; the value of its last line if that is an expression (what
+    the notebook displays), as IPython does."""
+    tree = ast.parse(code_cell(notebook, marker))
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, notebook, "exec"), namespace)
+    return eval(compile(ast.Expression(last.value), notebook, "eval"), namespace) if last else None
+
+
+def test_02_earlybird_not_detected_in_a_short_run_says_so(capsys):
+    # the smoke setting trains 2 epochs: too few for 5 settled masks; it printed "detected at epoch None of 2"
+    record = {"analysis": "earlybird-replay", "method": "imp", "detected_epoch": None, "epochs_total": 2, "eps": 0.1,
+              "imp_ticket": {"level": 2, "density": 0.64, "test_accuracy": 0.93}}
+    run_cell("02_stability_and_topology.ipynb", "run_earlybird", RUNS="runs", RUN="r", format_analysis=format_analysis,
+             analysis=SimpleNamespace(run_earlybird=lambda runs, run: record),
+             ap=SimpleNamespace(earlybird=lambda eb: None))
+    out = capsys.readouterr().out
+    assert "None" not in out
+    assert "not detected in 2 epochs" in out
+
+
+def test_03_edge_popup_plot_shows_a_single_width(caplog):
+    # the smoke setting trains one width: a Curve of one point draws nothing, and its log axis warned in the
+    # cell's output ("Logarithmic axis range encountered value less than or equal to zero")
+    summary = {"levels": [{"test_accuracy": 0.88}], "dense": {"test_accuracy": 0.95}}
+    base = SimpleNamespace(replace=lambda **changes: changes)
+    with caplog.at_level(logging.WARNING):
+        plot = run_cell("03_ticket_families.ipynb", "Edge-Popup vs width", SMOKE=True, pd=pd, hv=hv, base=base,
+                        engine=SimpleNamespace(run=lambda cfg, runs_dir: summary), RUNS="runs")
+        figure = hv.render(plot, backend="bokeh")
+    assert not [r.getMessage() for r in caplog.records if "Logarithmic" in r.getMessage()]
+    markers = [r for r in figure.renderers if type(r.glyph).__name__ == "Scatter"]
+    assert len(markers) == 2  # supermask and dense: one point each is visible
+    assert 0 < figure.x_range.start < 0.5 < figure.x_range.end
