@@ -65,3 +65,18 @@ def test_03_edge_popup_plot_shows_a_single_width(caplog):
     markers = [r for r in figure.renderers if type(r.glyph).__name__ == "Scatter"]
     assert len(markers) == 2  # supermask and dense: one point each is visible
     assert 0 < figure.x_range.start < 0.5 < figure.x_range.end
+
+
+def test_09_shows_the_settings_it_trains(monkeypatch):
+    # its first cell showed the preset alone (resnet20, 10 epochs, iter:20) above a smoke run of lenet300 for
+    # one epoch rewound to iter:1
+    import torch
+
+    monkeypatch.setenv("LOTTERY_SMOKE", "1")
+    threads = torch.get_num_threads()
+    try:
+        shown = run_cell("09_stability_story.ipynb", "preset_settings(PRESET)")
+    finally:
+        torch.set_num_threads(threads)  # the cell sets the notebook kernel's
+    assert shown["model.model"] == "lenet300" and shown["train.epochs"] == 1 and shown["prune.rewind"] == "iter:1"
+    assert shown["data.dataset"] == "digits"  # the preset's own settings are still there
