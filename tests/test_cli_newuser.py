@@ -247,6 +247,6 @@ def test_barrier_of_a_run_without_controls_says_what_is_missing(tmp_path, capsys
     assert main(["run", "--epochs", "1", "--levels", "1", "--controls", "none", "--device", "cpu",
                  "--runs-dir", runs, "--json", "--quiet"]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
-    assert main(["analyze", run_id, "barrier", "--runs-dir", runs]) == 1
+    assert main(["analyze", run_id, "barrier", "--runs-dir", runs]) == 2  # (bad input: the run cannot be analysed so)
     err = capsys.readouterr().err
     assert "None" not in err and "--level" not in err and "no controls" in err and f"lottery analyze {run_id} sanity" in err, err
