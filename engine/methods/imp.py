@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import masks as M
-from ..config import PATTERNS
+from ..config import PATTERNS, parse_nm
 from ..registry import METHODS, MethodSpec
 from ..store import RunStore
 from ..structured import Pattern, hidden_density, imp_levels
@@ -58,17 +58,28 @@ def dense_search_cost(summary: dict, level: dict, store: RunStore) -> tuple[int,
 
 
 def levels_to_reach(cfg, density: float) -> int:
-    """IMP levels until --prune-fraction per level reaches `density` (at most 100)."""
+    """IMP levels until --prune-fraction per level reaches `density` (at most 100). Under --pattern nm a level
+    keeps one weight fewer per group of M and no fraction is read: its M - N levels step through every N:M the
+    pattern reaches (the leaderboard reads each target off the nearest)."""
+    if cfg.pattern == "nm":
+        n, m = parse_nm(cfg.nm)
+        return min(100, m - n)
     return min(100, math.ceil(math.log(density) / math.log(1 - cfg.prune_fraction)))
 
 
+# Under --pattern nm the hidden layers follow --nm alone (an IMP level keeps one weight fewer per group of M,
+# one-shot keeps N of every M): no --prune-fraction or --density is read. The output layer is still pruned at
+# --output-fraction per level (one-shot: as IMP's levels would), so that one is read.
+NM = {"prune.pattern": ("nm",)}
+ONE_FEWER = "keeps one weight fewer per group of --nm's M in its hidden layers each level under --pattern nm"
+N_OF_M = "keeps --nm's N of every M weights in its hidden layers under --pattern nm"
+
 METHODS.register("imp", "iterative magnitude pruning with rewinding (--levels, --prune-fraction, --rewind)")(
     MethodSpec(imp, patterns=tuple(PATTERNS), refills=True, levels=lambda config: imp_levels(config.prune),
-               search_cost=imp_search_cost, levels_to_reach=levels_to_reach))
+               search_cost=imp_search_cost, levels_to_reach=levels_to_reach,
+               unread_under={"prune.prune_fraction": (NM, ONE_FEWER)}))
 METHODS.register("oneshot", "one magnitude prune of the trained dense net to --density, then rewind and train")(
     MethodSpec(oneshot, patterns=tuple(PATTERNS), refills=True, search_cost=dense_search_cost,
-               # under nm its output layer is pruned as IMP's min(--levels, M - N) levels to N:M would, and its
-               # hidden layers keep N of every M: no density is read
-               read_under={"prune.levels": {"prune.pattern": ("nm",)}},
-               unread_under={"prune.density": ({"prune.pattern": ("nm",)}, "keeps --nm's N of every M weights in its "
-                                               "hidden layers under --pattern nm")}))
+               # under nm its output layer is pruned as IMP's min(--levels, M - N) levels to N:M would
+               read_under={"prune.levels": NM},
+               unread_under={"prune.density": (NM, N_OF_M), "prune.prune_fraction": (NM, N_OF_M)}))

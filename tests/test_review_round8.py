@@ -1,0 +1,55 @@
+"""Defects a review of this session's unread-settings rule found (round 8): each test failed before its fix."""
+
+import engine
+from engine.cli import main
+from engine.config import RunConfig
+
+TINY = ["--dataset", "digits", "--epochs", "1", "--controls", "none"]
+
+
+# ---------------------------------------------------------------- 1. --prune-fraction under --pattern nm
+def test_imp_and_oneshot_under_nm_refuse_the_prune_fraction_they_never_read(tmp_path, capsys):
+    """Each IMP level under --pattern nm keeps one weight fewer per group of M, and one-shot keeps N of every M: both
+    took --prune-fraction into their config and id, and 0.2 and 0.5 trained the same computation twice."""
+    from engine.settings import read_by
+
+    nm = {"prune.pattern": "nm"}
+    for method, more in (("imp", ["--levels", "1"]), ("oneshot", [])):
+        assert not read_by("prune.prune_fraction", method, nm)
+        assert read_by("prune.prune_fraction", method, {"prune.pattern": "channel"})  # a channel level's fraction
+        runs = tmp_path / method
+        argv = ["run", "--method", method, "--pattern", "nm", "--prune-fraction", "0.5", *more, *TINY]
+        assert main([*argv, "--runs-dir", str(runs)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: --prune-fraction: '0.5'"), err
+        assert f"{method} " in err and "so it never reads --prune-fraction" in err, err
+        assert not runs.exists()
+
+
+def test_the_output_fraction_is_read_under_nm_by_imp_and_oneshot(tmp_path):
+    """Under --pattern nm the output layer is still pruned weight by weight at --output-fraction per IMP level (and
+    one-shot prunes it as those levels would): two values give two tickets."""
+    from engine.settings import read_by
+
+    for method in ("imp", "oneshot"):
+        assert read_by("prune.output_fraction", method, {"prune.pattern": "nm"})
+        cfgs = [RunConfig().replace(**{"prune.method": method, "prune.pattern": "nm", "prune.levels": 1,
+                                       "prune.controls": (), "prune.output_fraction": f, "train.epochs": 1})
+                for f in (0.0, 0.5)]
+        densities = [engine.run(c, runs_dir=tmp_path / "runs")["levels"][0]["density"] for c in cfgs]
+        assert densities[0] > densities[1], (method, densities)
+
+
+def test_compare_picks_imps_levels_under_nm_without_the_prune_fraction():
+    """`compare` set an IMP run's --levels from --prune-fraction (levels_to_reach) under --pattern nm too, where the
+    run never reads the fraction: the levels (and so the ticket) followed a setting the rule now refuses. Under nm
+    IMP's levels are its M - N steps from M:M to N:M; the leaderboard reads each target off the nearest."""
+    from engine.methods.imp import levels_to_reach
+
+    def prune(**changes):
+        return RunConfig().replace(**{f"prune.{k}": v for k, v in changes.items()}).prune
+
+    assert {levels_to_reach(prune(pattern="nm", nm="2:8", prune_fraction=f), d)
+            for f in (0.2, 0.9) for d in (0.5, 0.01)} == {6}
+    assert levels_to_reach(prune(), 0.5) == 4 and levels_to_reach(prune(prune_fraction=0.9), 0.5) == 1
+
