@@ -62,7 +62,13 @@ def setup_notebook(*extensions: str) -> None:
     # (a cell run again loads again: the page may have been reloaded since, without the earlier output)
     import holoviews as hv
     from holoviews.core.dimension import LabelledData
+    from panel.io.notebook import load_notebook
 
+    if getattr(hv.extension, "_loaded", False):
+        # Loaded in this kernel before: Panel and HoloViews then send only a small "reloading" bundle, assuming
+        # the page still holds BokehJS. A page reloaded (or the notebook opened in a new tab) on the same kernel
+        # does not, and every plot of Run All stayed blank: send BokehJS in full, before their bundles.
+        load_notebook(inline=True)
     hv.extension.inline = True  # a later hv.extension("bokeh") call (the notebook's own) inlines too
     pn.extension(*extensions, inline=True)
     hv.extension("bokeh", inline=True, logo=False)

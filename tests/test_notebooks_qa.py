@@ -80,3 +80,22 @@ def test_09_shows_the_settings_it_trains(monkeypatch):
         torch.set_num_threads(threads)  # the cell sets the notebook kernel's
     assert shown["model.model"] == "lenet300" and shown["train.epochs"] == 1 and shown["prune.rewind"] == "iter:1"
     assert shown["data.dataset"] == "digits"  # the preset's own settings are still there
+
+
+def test_setup_notebook_run_again_sends_bokehjs_again(tmp_path):
+    # Reloading the browser page (or opening the notebook in a new tab) keeps the kernel; Run All then ran the
+    # setup cell a second time in that kernel, where Panel and HoloViews send only a "reloading" bundle without
+    # BokehJS, and every plot of the fresh page stayed blank
+    from nbclient import NotebookClient
+
+    setup = "from explorer.offline import setup_notebook\nsetup_notebook()"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(setup)])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    def bokehjs_sent(cell):  # BokehJS's own source, inlined, is in what the cell sent to the page
+        return any("BEGIN bokeh.min.js" in str(o.get("data", {}).get("application/javascript", ""))
+                   for o in cell.outputs)
+
+    first, again = nb.cells
+    assert bokehjs_sent(first)
+    assert bokehjs_sent(again)
