@@ -158,30 +158,42 @@ def run_config(args) -> RunConfig:
     settings = {**preset_settings(args.preset), **typed}
     stored = setting_values(base) if base is not None else {}
     method = settings.get("prune.method", stored.get("prune.method", PruneConfig.method))
-    # before the config checks the values: a flag the method never reads is refused as such, whatever its value
+    # before the config checks the values: a flag the method never reads is refused as such, whatever its value,
+    # unless it names a run stored before that rule (below): the command that stored it resumes it
     given = {**stored, **settings}  # (--nm is read under --pattern nm only, --hidden by the mlp only)
     why = f"this run's method is {method}"
-    _refuse_other_methods_flags(typed, [method], why, given)
+    try:
+        _refuse_other_methods_flags(typed, [method], why, given)
+        refused = None
+    except ConfigError as e:
+        refused = e
     # a preset is a bundle aimed at one method: what this method never reads keeps its default (one note says so)
     preset, unused = preset_for(args.preset, method, given)
     unused = {p: w for p, w in unused.items() if p not in typed}
-    if unused:
-        print(f"note: --preset {args.preset} sets " + "; ".join(f"{flag_of(p)} {settings[p]}, not used (left at "
-              f"its default): {w}" for p, w in unused.items()), file=sys.stderr)
-    settings = {**preset, **typed}
+    preset_values, settings = settings, {**preset, **typed}
     if "prune.scope" not in settings and "prune.scope" not in stored:
         settings["prune.scope"] = METHODS.get(method, "prune.method").scope_for(PruneConfig.scope)
-    cfg = config_from_settings(settings, base)
-    if base is not None:  # the file's settings this method never reads are refused as typed flags are, unless
-        from .store import RunStore  # the file is a run stored before that rule, resumed where it is stored
+    try:
+        cfg = config_from_settings(settings, base)
+    except ConfigError:
+        if refused is not None:  # (an unread flag's value the config refutes too: the unread rule says why)
+            raise refused from None
+        raise
+    from .store import RunStore
 
-        read = setting_values(cfg.to_dict())
+    stored_run = RunStore(args.runs_dir, cfg.run_id).exists()
+    if refused is not None and not stored_run:
+        raise refused
+    if base is not None and not stored_run:  # the file's settings this method never reads are refused as typed
+        read = setting_values(cfg.to_dict())  # flags are (a file of a stored run resumes it, as above)
         from_file = {p: v for p, v in setting_values(cfg.non_default()).items() if p not in settings}
-        if not RunStore(args.runs_dir, cfg.run_id).exists():
-            try:
-                _refuse_other_methods_flags(from_file, [method], why, read)
-            except ConfigError as e:
-                raise ConfigError(e.field, e.value, f"in --config {args.config}, {e.allowed}") from None
+        try:
+            _refuse_other_methods_flags(from_file, [method], why, read)
+        except ConfigError as e:
+            raise ConfigError(e.field, e.value, f"in --config {args.config}, {e.allowed}") from None
+    if unused:
+        print(f"note: --preset {args.preset} sets " + "; ".join(f"{flag_of(p)} {preset_values[p]}, not used (left "
+              f"at its default): {w}" for p, w in unused.items()), file=sys.stderr)
     return cfg
 
 

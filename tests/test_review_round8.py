@@ -1,4 +1,5 @@
 """Defects a review of this session's unread-settings rule found (round 8): each test failed before its fix."""
+import json
 
 import engine
 from engine.cli import main
@@ -52,4 +53,28 @@ def test_compare_picks_imps_levels_under_nm_without_the_prune_fraction():
     assert {levels_to_reach(prune(pattern="nm", nm="2:8", prune_fraction=f), d)
             for f in (0.2, 0.9) for d in (0.5, 0.01)} == {6}
     assert levels_to_reach(prune(), 0.5) == 4 and levels_to_reach(prune(prune_fraction=0.9), 0.5) == 1
+
+
+# ---------------------------------------------------------------- 2. the same command resumes a run stored before
+def test_the_same_command_resumes_a_run_stored_with_a_flag_now_refused(tmp_path, capsys):
+    """A run stored with `--hidden 64` on lenet300 (accepted before the unread rule; never read, but in its config and
+    id) could not be resumed by its own command: the flag was refused, and leaving it out named another run. A typed
+    flag the run never reads is taken when the run it names is stored; else it is refused as before."""
+    runs = tmp_path / "runs"
+    old = RunConfig.from_dict({"model": {"model": "lenet300", "hidden": [64]}, "data": {"dataset": "digits"},
+                               "train": {"epochs": 1}, "prune": {"levels": 1, "controls": []}})
+    engine.run(old, runs_dir=runs)
+    weights = sorted((runs / old.run_id).rglob("*.pt")) or sorted((runs / old.run_id).rglob("*.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in weights}
+    assert before
+    argv = ["run", "--model", "lenet300", "--hidden", "64", "--levels", "1", *TINY, "--json", "--quiet"]
+    assert main([*argv, "--runs-dir", str(runs)]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["run_id"] == old.run_id and resumed["status"] == "completed"
+    assert {p: p.stat().st_mtime_ns for p in weights} == before  # nothing trained again
+    assert sorted(p.name for p in runs.iterdir()) == [old.run_id]
+    assert main([*argv[:4], "32", *argv[5:], "--runs-dir", str(runs)]) == 2  # not stored: refused as before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --hidden: '32'") and "lenet300" in err, err
+    assert sorted(p.name for p in runs.iterdir()) == [old.run_id]
 
