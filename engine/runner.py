@@ -340,8 +340,10 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                    "weight_norm): remove that first, the masks here do its work")
         if not params[n].requires_grad:
             refuse(f"{n!r} is frozen (requires_grad=False); every Linear/Conv weight trains under its mask: "
-                   "unfreeze it")
-    x, y = dataset.train.x[:2].clone(), dataset.train.y[:2]  # a copy: a forward that changes it is caught below
+                   "unfreeze it, or name the layers to prune in a prunable_names() method of the module")
+    # a batch, copied (a forward that changes it is caught below); a batch-sized one, so that layers some examples
+    # use (a mixture of experts) are likely called
+    x, y = dataset.train.x[:64].clone(), dataset.train.y[:64]
     probe = copy.deepcopy(model).to(x.device)  # a copy: the user's module and its buffers stay as they are
     called: list[str] = []  # the prunable layers in the order forward calls them
     for n in names:
@@ -354,16 +356,17 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
         except Exception as e:
             refuse(f"{mode}forward failed on a batch of the data set's inputs, shape {tuple(x.shape)} "
                    f"{str(x.dtype).replace('torch.', '')} ({said(e)})")
-        if not torch.equal(x, dataset.train.x[:2]):
+        if not torch.equal(x, dataset.train.x[:len(x)]):
             refuse("forward changes its input in place (x.mul_(), x += ...); evaluation passes it views of the data "
                    "set, which would change with every evaluation: use out-of-place operations (x = x * 2)")
         if not isinstance(out, torch.Tensor):
             refuse(f"{mode}forward returns a {type(out).__name__}; it must return one tensor {logits}: return only "
                    "the logits")
         if y.dim() == 1 and (out.dim() != 2 or len(out) != len(x) or out.shape[1] < dataset.num_classes):
+            flat = " (e.g. return out.flatten(1))" if out.dim() > 2 and len(out) == len(x) else ""
             refuse(f"{mode}forward returns shape {tuple(out.shape)} for {len(x)} examples; the labels run "
                    f"0..{dataset.num_classes - 1}: it must return logits of shape (N, {dataset.num_classes}) (or more "
-                   "outputs)")
+                   f"outputs){flat}")
         if training:  # the trainer masks every Linear/Conv weight's gradient: each must get one
             try:
                 out.float().sum().backward()
@@ -371,17 +374,22 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                 refuse(f"backward from forward's output failed ({said(e)})")
             grads = dict(probe.named_parameters())
             dead = next((n for n in names if grads[n].grad is None), None)
-            if dead is not None:
-                refuse(f"{dead!r} gets no gradient from forward's output (its layer is never called, or its result "
-                       "is not used); every Linear/Conv weight trains under its mask: remove that layer or use it")
-    if called and called[-1] != names[-1]:
+            if dead is not None:  # (on a batch of 64: a layer only some examples use, a mixture's expert, is
+                # likely used; a step that leaves one out gives it no gradient and no update, as the trainer sees)
+                refuse(f"{dead!r} gets no gradient from forward's output (its layer is never called, or its "
+                       "result is not used); every Linear/Conv weight trains under its mask: remove that layer or "
+                       "use it")
+    # (an output layer used through F.linear(x, self.fc.weight), a cosine head, is never called: nothing to check)
+    if names[-1] in called and called[-1] != names[-1]:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "
                "__init__")
 
 
 def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):
-    """(make_model, reinit, run_id, model_name) for a registry model or a user's own module.
+    """(make_model, reinit, run_id, model_name, legacy_id) for a registry model or a user's own module; legacy_id:
+    the id the code before 2026-12-02 gave the same module's run (CONFIG_ID-customHASH, the hash without the
+    module's structure), which `open_context` resumes if it is stored and the new id is not.
 
     A user's module is part of the experiment's identity: its class, printed structure, parameter shapes and
     initial values are hashed into the run id, so a different module never resumes someone else's run.
@@ -393,7 +401,7 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
         def reinit(model, seed):
             models.initialise(model, config.model.init, torch.Generator().manual_seed(seed))
 
-        return make_model, reinit, config.run_id, config.model.model
+        return make_model, reinit, config.run_id, config.model.model, None
 
     for key, value in config.non_default().get("model", {}).items():  # would change the run id, not the run
         if key == "model" and is_text_dataset(config.data.dataset):
@@ -406,11 +414,13 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
     # a Tanh is another experiment) and its state (names, shapes, initial values). Code inside forward() is not
     # part of it: a changed forward needs a new class name (or a fresh runs dir) to get a new run.
     h = hashlib.sha256(type(user_model).__qualname__.encode())
-    h.update(repr(template).encode())
+    legacy = hashlib.sha256(type(user_model).__qualname__.encode())  # (the id before the structure was hashed)
+    h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(template)).encode())  # (a Lambda(<function f at 0x7f..>))
     for k, v in template.state_dict().items():
-        h.update(k.encode())
-        h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().float().numpy().tobytes())
+        for one in (h, legacy):
+            one.update(k.encode())
+            one.update(str(tuple(v.shape)).encode())
+            one.update(v.detach().float().numpy().tobytes())
     name = f"custom:{type(user_model).__name__}"
     # METHOD-CLASS-DATASET-HASH-customHASH: `lottery list` shows whose module it is (not the config's unused
     # registry model); the dataset and settings' hash are the config's own id's last two parts
@@ -421,7 +431,7 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
     def reinit(model, seed):
         models.initialise(model, "torch_default", torch.Generator().manual_seed(seed))
 
-    return (lambda: copy.deepcopy(template)), reinit, run_id, name
+    return (lambda: copy.deepcopy(template)), reinit, run_id, name, f"{config.run_id}-custom{legacy.hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------- entry point
@@ -438,7 +448,9 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     device = resolve_device(config.device)
     root = check_writable(runs_dir)
     dataset = data_mod.load(config.data, device)
-    make_model, reinit, run_id, model_name = _model_plan(config, dataset, model)
+    make_model, reinit, run_id, model_name, legacy_id = _model_plan(config, dataset, model)
+    if legacy_id and not RunStore(root, run_id).exists() and RunStore(root, legacy_id).exists():
+        run_id = legacy_id  # the same module's run, stored under the id the code before this one gave it
     structured.check_model(config.prune, make_model())
     spec = method_spec(config)
     if spec.check is not None:  # a method's own requirements, before anything is written

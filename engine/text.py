@@ -351,7 +351,7 @@ def read_user_texts(path: str):
                                       "file as UTF-8") from None
                 if not line.strip():
                     continue
-                if i == 1 and line.lstrip().startswith("["):  # a JSON array of the examples, not one per line
+                if not rows and line.lstrip().startswith("["):  # a JSON array of the examples, not one per line
                     raise ConfigError(field, shown, "holds a JSON array; a .jsonl has one JSON object per line: "
                                       "{\"text\": ..., \"label\": ...}")
                 try:
@@ -391,7 +391,11 @@ def read_user_texts(path: str):
                                           "it must hold strings, one per example")
                     if texts.dtype.kind == "S":  # byte strings (str() made "b'...'" of them): UTF-8
                         texts = np.char.decode(texts, "utf-8")
-                    parts[s] = (texts.tolist(), f[f"y_{s}"].tolist())
+                    labels = f[f"y_{s}"]
+                    if labels.ndim != 1 or len(labels) != len(texts):
+                        raise ConfigError(field, shown, f"text_{s} holds {len(texts)} texts and y_{s} labels of shape "
+                                          f"{labels.shape}; it must hold one label per text")
+                    parts[s] = (texts.tolist(), labels.tolist())
         except ConfigError:
             raise
         except Exception as e:

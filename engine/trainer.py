@@ -187,7 +187,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Optional[Mask
             opt.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + penalty()).backward()
             if masked:
-                torch._foreach_mul_([p.grad for p in masked_params], masked_values)
+                if all(p.grad is not None for p in masked_params):
+                    torch._foreach_mul_([p.grad for p in masked_params], masked_values)
+                else:  # a layer this step did not use (a mixture of experts' idle one): no gradient, no update
+                    used = [(p.grad, m) for p, m in zip(masked_params, masked_values) if p.grad is not None]
+                    if used:
+                        torch._foreach_mul_(*map(list, zip(*used)))
             opt.step()
             loss_sum += loss.detach()
             losses_since_eval += 1
