@@ -90,7 +90,7 @@ class _Plan:
 def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, runs_dir=None) -> RunConfig:
     """The RunConfig a zoo trains with: for a dense zoo, `values` ({setting path: value}) or a RunConfig;
     for a ticket zoo, the ticket run's config with `values` overriding training settings and seed only."""
-    from .settings import config_from_settings
+    from .settings import config_from_settings, flag_of
 
     if isinstance(values, RunConfig):
         if options.ticket is None:
@@ -102,7 +102,7 @@ def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, r
     store = _ticket_store(options, runs_dir)
     fixed = [p for p in values if p.split(".")[0] in ("model", "data")]
     if fixed:
-        raise ConfigError(fixed[0], values[fixed[0]], "a ticket zoo trains the ticket run's own model and data; "
+        raise ConfigError(flag_of(fixed[0]), values[fixed[0]], "a ticket zoo trains the ticket run's own model and data; "
                           "leave it out (training flags and --seed may change)")
     stored = {k: v for k, v in store.config().items() if k != "custom_model"}
     return config_from_settings(values, base=stored)

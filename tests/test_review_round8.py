@@ -78,3 +78,16 @@ def test_the_same_command_resumes_a_run_stored_with_a_flag_now_refused(tmp_path,
     assert err.count("\n") == 1 and err.startswith("error: --hidden: '32'") and "lenet300" in err, err
     assert sorted(p.name for p in runs.iterdir()) == [old.run_id]
 
+
+# ---------------------------------------------------------------- 3. messages name the flag
+def test_a_ticket_zoo_refusing_a_model_flag_names_the_flag(tmp_path, capsys):
+    """It named `model.hidden` where every other refusal names the flag typed."""
+    runs = tmp_path / "runs"
+    ticket = RunConfig.from_dict({"model": {"model": "mlp", "hidden": [16]}, "train": {"epochs": 1},
+                                  "prune": {"levels": 1, "controls": []}})
+    engine.run(ticket, runs_dir=runs)
+    for flags in (["--hidden", "64"], ["--dataset", "digits"]):
+        assert main(["zoo", "--ticket", ticket.run_id, *flags, "--runs-dir", str(runs), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {flags[0]}: '{flags[1]}'"), err
+        assert "a ticket zoo trains the ticket run's own model and data" in err, err

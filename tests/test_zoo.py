@@ -170,7 +170,7 @@ def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, ca
              (["--ticket", "nope"], "--ticket: 'nope'"),
              (["--ticket", ticket_run, "--level", "3"], "--level: 3 is not valid; completed ticket levels"),
              (["--level", "1"], "applies to ticket zoos"),
-             (["--ticket", ticket_run, "--model", "conv2"], "model.model"),
+             (["--ticket", ticket_run, "--model", "conv2"], "--model: 'conv2'"),
              # zoos never train Bayesian layers or text: those flags are not offered (--help listed them)
              (["--model", "mlp", "--bayesian"], "unrecognized arguments: --bayesian"),
              (["--mc-samples", "4"], "unrecognized arguments: --mc-samples"),
