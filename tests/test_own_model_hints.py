@@ -145,3 +145,27 @@ def test_a_jsonl_array_after_a_blank_line_is_told_what_a_jsonl_is(tmp_path, caps
     assert main(["run", "--runs-dir", str(tmp_path / "runs"), "--model", "bert-tiny", "--dataset",
                  f"text:{data}", "--epochs", "1"]) == 2
     assert "JSON array" in capsys.readouterr().err
+
+
+def test_a_channels_last_npz_run_stored_when_it_was_read_otherwise_is_refused_not_resumed(tmp_path, capsys):
+    """(N, H, W, C) arrays were read as (N, C, H, W) before 2026-12-02: such a run's data check must fail in one
+    line (it failed on a state_dict size mismatch, exit 1, or resumed on permuted inputs)."""
+    import numpy as np
+
+    from engine.data import NPZ_KEYS, fingerprint
+    from engine.store import RunStore, read_object, write_json
+    g = np.random.default_rng(0)
+    arrays = {"x_train": g.random((40, 8, 8, 3), dtype=np.float32), "y_train": np.arange(40) % 4,
+              "x_test": g.random((20, 8, 8, 3), dtype=np.float32), "y_test": np.arange(20) % 4}
+    np.savez(tmp_path / "hwc.npz", **arrays)
+    runs = tmp_path / "runs"
+    argv = ["run", "--runs-dir", str(runs), "--dataset", f"npz:{tmp_path / 'hwc.npz'}", "--model", "conv2",
+            "--epochs", "1", "--levels", "1", "--controls", "none", "--batch-size", "16", "--json"]
+    assert main(argv) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    store = RunStore(runs, run_id)
+    old = {**read_object(store.path("data.json")), "sha256": fingerprint(*(arrays[k] for k in NPZ_KEYS))}
+    write_json(store.path("data.json"), old)  # as the code before recorded it
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "contents changed" in err
