@@ -52,7 +52,7 @@ def errors_name_flags(options: type | None):
     except ConfigError as e:
         if options is None or e.field not in options.__dataclass_fields__:
             raise
-        raise ConfigError("--" + e.field.replace("_", "-"), e.value, e.allowed) from None
+        raise ConfigError(flag_of(e.field), e.value, e.allowed) from None
 
 
 # ---------------------------------------------------------------- output
@@ -326,7 +326,7 @@ def cmd_compare(args) -> int:
     base = values_from_args(args, run_settings())
     for path, instead in COMPARE_SETS.items():  # compare sets these per run: a typed one would be ignored
         if path in base:
-            raise ConfigError("--" + path.removeprefix("prune."), base[path],
+            raise ConfigError(flag_of(path), base[path],
                               f"lottery compare sets it for each run from {instead}: leave it out")
     _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}", base)
     quiet = args.quiet or args.json

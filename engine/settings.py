@@ -65,7 +65,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag_of(self.path)
 
 
 def setting(cls, f: dataclasses.Field, prefix: str = "") -> Setting:
@@ -105,12 +105,14 @@ READ_UNDER = {"prune.nm": {"prune.pattern": ("nm",)},
 
 def __getattr__(name: str):
     """READ_UNDER_VALUES: the settings whose values decide whether others are read (READ_UNDER, every method's
-    MethodSpec.read_under and unread_under, the model and data set of READ_BY_MODEL), which the forms watch; derived from those declarations when asked
-    for (the methods register on first lookup), so a method's new declaration is watched with no second list."""
+    MethodSpec.read_under and unread_under, the model and data set of READ_BY_MODEL), which the forms watch;
+    derived from those declarations when asked for (the methods register on first lookup), so a method's new
+    declaration is watched with no second list."""
     if name == "READ_UNDER_VALUES":
         unders = [*READ_UNDER.values()] + [u for _, spec in METHODS.items() for u in
                                            [*spec.read_under.values(), *(u for u, _ in spec.unread_under.values())]]
-        return tuple(dict.fromkeys([*(p for under in unders for p in under), *(o for o, _, _ in READ_BY_MODEL.values())]))
+        owners = (o for o, _, _ in READ_BY_MODEL.values())
+        return tuple(dict.fromkeys([*(p for under in unders for p in under), *owners]))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -206,7 +208,8 @@ def _under(under: dict[str, tuple], given: dict) -> bool:
 
 
 def flag_of(path: str) -> str:
-    """The command-line flag of the setting `path`: "prune.prune_fraction" -> "--prune-fraction"."""
+    """The command-line flag of the setting `path` (or of a command option's field): "prune.prune_fraction" ->
+    "--prune-fraction", "rewind_points" -> "--rewind-points"."""
     return "--" + path.rpartition(".")[2].replace("_", "-")
 
 

@@ -90,20 +90,20 @@ class _Plan:
 def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, runs_dir=None) -> RunConfig:
     """The RunConfig a zoo trains with: for a dense zoo, `values` ({setting path: value}) or a RunConfig;
     for a ticket zoo, the ticket run's config with `values` overriding training settings and seed only."""
-    from .settings import config_from_settings, flag_of
+    from .settings import config_from_settings, flag_of, setting_values
 
     if isinstance(values, RunConfig):
         if options.ticket is None:
             return values
-        values = {f"train.{k}": v for k, v in values.to_dict()["train"].items()}
+        values = {p: v for p, v in setting_values(values.to_dict()).items() if p.startswith("train.")}
     values = dict(values or {})
     if options.ticket is None:
         return config_from_settings(values)
     store = _ticket_store(options, runs_dir)
     fixed = [p for p in values if p.split(".")[0] in ("model", "data")]
     if fixed:
-        raise ConfigError(flag_of(fixed[0]), values[fixed[0]], "a ticket zoo trains the ticket run's own model and data; "
-                          "leave it out (training flags and --seed may change)")
+        raise ConfigError(flag_of(fixed[0]), values[fixed[0]], "a ticket zoo trains the ticket run's own model and "
+                          "data; leave it out (training flags and --seed may change)")
     stored = {k: v for k, v in store.config().items() if k != "custom_model"}
     return config_from_settings(values, base=stored)
 
@@ -158,10 +158,10 @@ def _rewind_point(store: RunStore, config: RunConfig, level: int, mask) -> tuple
     """Where the run restarted `level`'s ticket from: (start weights, start step), as RunContext.rewind; a method
     that never reads --rewind (pruning at init, dynamic sparse training, strong tickets) started every ticket
     from theta_0 at step 0, whatever its stored config says (runs stored before the unread rule may say iter:K)."""
-    from .settings import read_by
+    from .settings import read_by, setting_values
 
-    prune = {f"prune.{k}": v for k, v in config.to_dict()["prune"].items()}
-    if level == 0 or not read_by("prune.rewind", config.prune.method, prune):  # (the dense net: from its init)
+    given = setting_values(config.to_dict())
+    if level == 0 or not read_by("prune.rewind", config.prune.method, given):  # (the dense net: from its init)
         return load_tensors(store.weights_path("init")), 0
     point = config.prune.rewind_point
     if point.kind == "iter":

@@ -91,3 +91,13 @@ def test_a_ticket_zoo_refusing_a_model_flag_names_the_flag(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: {flags[0]}: '{flags[1]}'"), err
         assert "a ticket zoo trains the ticket run's own model and data" in err, err
+
+
+# ---------------------------------------------------------------- 4. code health
+def test_the_settings_and_cli_modules_keep_the_projects_line_width():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "engine"
+    for path in ("settings.py", "cli.py", "zoo.py", "methods/imp.py"):
+        long = [i for i, line in enumerate((root / path).read_text().splitlines(), 1) if len(line) > 120]
+        assert not long, (path, long)
