@@ -146,12 +146,16 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
                           "take mlp, lenet300, conv2/4/6, resnet20") from None
     if mask is not None and set(mask) != set(M.prunable(model)):
         raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
+    return _Plan(zoo_id(options, config), config, options, kind, start, start_step, mask)
+
+
+def zoo_id(options: ZooOptions, config: RunConfig) -> str:
+    """The id of the zoo of `options` (a ticket zoo's with its --level resolved) and `config`."""
     blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
                                if f.metadata.get("hashed", True)}, "config": config.non_default()},
                       sort_keys=True, default=list).encode()
     dataset = "".join(c for c in config.data.dataset.split(":")[0].lower() if c.isalnum())
-    zoo_id = f"zoo-{config.model.model}-{dataset}-{hashlib.sha256(blob).hexdigest()[:10]}"
-    return _Plan(zoo_id, config, options, kind, start, start_step, mask)
+    return f"zoo-{config.model.model}-{dataset}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 def _rewind_point(store: RunStore, config: RunConfig, level: int, mask) -> tuple[dict, int]:
@@ -580,9 +584,20 @@ def _cmd_zoo(options: ZooOptions, args) -> int:
     from .settings import refuse_unread_by_model, values_from_args
 
     values = values_from_args(args, config_settings())
+    refused = None
     if options.ticket is None:  # (a ticket zoo refuses every model flag: it trains the ticket run's model)
-        refuse_unread_by_model(values, values)  # --hidden with conv2 would name a second zoo of the same networks
-    config = zoo_config(options, values, runs_dir=args.runs_dir)
+        try:  # --hidden with conv2 would name a second zoo of the same networks ...
+            refuse_unread_by_model(values, values)
+        except ConfigError as e:  # ... unless such a zoo was stored before this rule: its command resumes it
+            refused = e
+    try:
+        config = zoo_config(options, values, runs_dir=args.runs_dir)
+    except ConfigError:
+        if refused is not None:  # (an unread flag's value the config refutes too: the unread rule says why)
+            raise refused from None
+        raise
+    if refused is not None and not RunStore(args.runs_dir, zoo_id(options, config)).exists():
+        raise refused
     try:
         summary = train_zoo(options, config, runs_dir=args.runs_dir, on_event=_Progress(args.quiet or args.json))
     except KeyboardInterrupt:

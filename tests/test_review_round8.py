@@ -101,3 +101,23 @@ def test_the_settings_and_cli_modules_keep_the_projects_line_width():
     for path in ("settings.py", "cli.py", "zoo.py", "methods/imp.py"):
         long = [i for i, line in enumerate((root / path).read_text().splitlines(), 1) if len(line) > 120]
         assert not long, (path, long)
+
+
+def test_the_same_command_resumes_a_dense_zoo_stored_with_a_flag_now_refused(tmp_path, capsys):
+    """As for runs: a dense zoo stored with `--hidden 64` on lenet300 (before the refusal) is found by its command."""
+    from engine import zoo as Z
+
+    runs = tmp_path / "runs"
+    options = Z.ZooOptions(members=2)
+    old = Z.train_zoo(options, Z.zoo_config(options, {"model.model": "lenet300", "model.hidden": (64,),
+                                                     "train.epochs": 1}), runs_dir=runs)
+    weights = runs / old["run_id"] / "weights.safetensors"
+    before = weights.stat().st_mtime_ns
+    argv = ["zoo", "--model", "lenet300", "--hidden", "64", "--members", "2", "--epochs", "1", "--json", "--quiet"]
+    assert main([*argv, "--runs-dir", str(runs)]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == old["run_id"] and weights.stat().st_mtime_ns == before
+    argv[4] = "32"
+    assert main([*argv, "--runs-dir", str(runs)]) == 2  # not stored: refused as before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --hidden: '32'") and "lenet300" in err, err
+    assert sorted(p.name for p in runs.iterdir()) == [old["run_id"]]
