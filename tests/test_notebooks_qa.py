@@ -99,3 +99,18 @@ def test_setup_notebook_run_again_sends_bokehjs_again(tmp_path):
     first, again = nb.cells
     assert bokehjs_sent(first)
     assert bokehjs_sent(again)
+
+
+def test_04_speedup_table_shows_sparsity_as_read():
+    # the sparsity a float32 mask reaches: the table showed 0.899994 for the 90% row
+    def row(pattern, sparsity, batch):
+        return {"pattern": pattern, "sparsity": sparsity, "batch": batch, "speedup": 1.0, "available": True,
+                "theoretical_speedup": 1 / (1 - sparsity), "dtype": "float32", "reason": ""}
+
+    rows = [row("dense", 0.0, b) for b in (1, 64)] + [row("csr", s, b) for s in (0.5, 0.8999940156936646)
+                                                       for b in (1, 64)]
+    namespace = {"pd": pd, "ORDER": ["dense", "masked", "csr", "channel", "2:4"], "layer": {"rows": rows},
+                 "display": lambda obj: None}
+    exec(code_cell("04_hardware_lottery.ipynb", "def speedup_table"), namespace)
+    table = namespace["speedup_table"](rows)
+    assert sorted(set(table.index.get_level_values("sparsity"))) == [0.0, 0.5, 0.9]
