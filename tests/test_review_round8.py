@@ -121,3 +121,12 @@ def test_the_same_command_resumes_a_dense_zoo_stored_with_a_flag_now_refused(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --hidden: '32'") and "lenet300" in err, err
     assert sorted(p.name for p in runs.iterdir()) == [old["run_id"]]
+
+
+def test_show_of_a_generation_id_says_which_zoo_holds_it(tmp_path, capsys):
+    from engine.cli import main
+    (tmp_path / "zoo-mlp-digits-0123456789" / "generations" / "gen-30c87e6f61").mkdir(parents=True)
+    assert main(["show", "gen-30c87e6f61", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generation of the zoo zoo-mlp-digits-0123456789" in err
+    assert "lottery show zoo-mlp-digits-0123456789" in err
