@@ -92,7 +92,7 @@ def accuracy_plot(rows: list[dict]) -> hv.Element:
             line_width=2, tools=["hover"], **style))
         elements.append(hv.Scatter(m, "density", ["acc", "seeds", "level"], label=label).opts(
             size=5, color=style["color"], tools=["hover"]))
-    return hv.Overlay(elements).opts(title="Ticket accuracy vs density (grey: dense, dense - 2 points)", logx=True,
+    return hv.Overlay(elements).opts(title="Ticket accuracy vs density (black: dense, grey: -2 points)", logx=True,
                                      invert_xaxis=True, xlabel="density (log)", ylabel="test accuracy (%)",
                                      legend_position="right", **COMMON)  # inside, it hid the reinit curves
 
@@ -237,6 +237,14 @@ class StabilityPanel(pn.viewable.Viewer):
         if self.job is not None:
             self.job.cancel()
 
+    def _levels_text(self) -> str:
+        """'14 levels each' as the story's runs will train (the preset with this panel's overrides)."""
+        try:
+            levels = story.story_configs(self.preset, 0, **self.overrides)["init"].prune.levels
+        except LotteryError:  # (bad overrides: start() says so when the button is pressed)
+            return "the preset's levels"
+        return f"{levels} level{'' if levels == 1 else 's'} each"
+
     def __panel__(self):
         p = self.panes
         return pn.Column(
@@ -245,8 +253,8 @@ class StabilityPanel(pn.viewable.Viewer):
                 "copies trained from W_k with different data orders end in one linearly connected basin (error "
                 "barrier <= 2%). IMP finds matching tickets where the ticket is stable: rewinding to init fails "
                 "where the net is unstable at init, late rewinding (iter:K) works once it is stable. The button "
-                "trains the preset's three IMP runs (14 levels each, reinit controls) and every ticket's "
-                "instability at one seed: hours on a 2-core CPU; Stop keeps what is stored.",
+                f"trains the preset's three IMP runs ({self._levels_text()}, reinit controls) and every ticket's "
+                "instability at one seed (the full preset: hours on a 2-core CPU); Stop keeps what is stored.",
                 sizing_mode="stretch_width"),
             pn.FlexBox(self.story, self.button, self.cancel_button, align_items="flex-end",
                        sizing_mode="stretch_width"), self.status,

@@ -314,3 +314,22 @@ def test_the_live_curves_last_point_is_not_on_the_plots_edge(tmp_path):
     view._fit_ranges()
     for fig in (view.live.object, view.loss.object):
         assert fig.x_range.end > 21
+
+
+def test_the_stability_panel_says_the_levels_its_runs_train_and_its_title_the_dense_lines_colours(tmp_path):
+    """It said '14 levels each' whatever the overrides (notebook 09 trains 2), and 'grey: dense' of a black line."""
+    from explorer.stability import StabilityPanel, accuracy_plot
+    text = StabilityPanel(tmp_path, overrides={"prune.levels": 2}).__panel__()[0].object
+    assert "2 levels each" in text and "14 levels" not in text
+    assert "14 levels each" in StabilityPanel(tmp_path).__panel__()[0].object
+    rows = [{"rewind": "init", "rewind_kind": "init", "variant": v, "level": lv, "density": d, "test_accuracy": a,
+             "seed": 0} for v, lv, d, a in [("dense", 0, 1.0, 0.95), ("ticket", 1, 0.8, 0.94)]]
+    title = accuracy_plot(rows).opts.get().kwargs["title"]
+    assert "black: dense" in title and "grey: dense" not in title
+
+
+def test_the_early_bird_line_has_single_spaces():
+    from engine.analysis.earlybird_tracker import format_earlybird
+    line = format_earlybird("earlybird", {"detected_epoch": 2, "epochs_total": 4, "eps": 0.1, "method": "snip",
+                                          "imp_ticket": {"level": 2, "density": 0.64, "test_accuracy": 0.93}})
+    assert "test 93.00%" in line and "  " not in line

@@ -252,7 +252,7 @@ def format_earlybird(name: str, a: dict) -> str:
         f"not detected in {total} epochs"
     # (the closest ticket of the run is kept as "imp_ticket", its name in records stored before other methods)
     extra = (f"; {a.get('method', 'IMP')} ticket at level {a['imp_ticket']['level']}: test "
-             f"{pct(a['imp_ticket']['test_accuracy'])}" if a.get("imp_ticket") else "")
+             f"{pct(a['imp_ticket']['test_accuracy']).strip()}" if a.get("imp_ticket") else "")
     return f"{name}: early-bird ticket {when} (eps {a['eps']}){extra}"
 
 
