@@ -40,6 +40,7 @@ class RunSession(param.Parameterized):
         self.config, self.runs_dir = config, runs_dir
         self.tracker = Progress()  # the same accounting as the CLI's bar
         self.job: Job | None = None
+        self._trained = False  # whether this launch trained anything (a stored run's does not)
 
     # ------------------------------------------------------------ worker side
     def start(self) -> None:
@@ -87,7 +88,7 @@ class RunSession(param.Parameterized):
         if isinstance(e, ev.RunStarted):
             self.status = "running"
         elif isinstance(e, ev.TrainingStarted):
-            self.level, self.variant = e.level, e.variant
+            self.level, self.variant, self._trained = e.level, e.variant, True
             curve = []
         elif isinstance(e, ev.Evaluated):
             curve = list(self.curve if curve is None else curve)
@@ -100,6 +101,9 @@ class RunSession(param.Parameterized):
         elif isinstance(e, ev.RunFinished):
             self.summary, self.status = e.summary, "completed"
             self.message = f"{self.run_id} completed"
+            if not self._trained:  # stored already: nothing trained, no evaluations came
+                curve = self._stored_curve()
+                self.message = f"{self.run_id} was stored already (nothing trained): its last ticket's training"
         elif isinstance(e, ev.RunStopped):
             self.status = "cancelled"
             self.message = f"{self.run_id} cancelled; {e.completed_levels} level(s) kept in the store"
@@ -108,6 +112,17 @@ class RunSession(param.Parameterized):
             self.message = f"{self.run_id} failed: {e.error}"
         self.progress = 100.0 * self.tracker.fraction
         return curve
+
+    def _stored_curve(self) -> list[dict]:
+        """The evaluations of the stored run's last ticket training (Live draws them as it drew them live)."""
+        try:
+            evals = [m for m in engine.RunStore(self.runs_dir, self.run_id).metrics()
+                     if m.get("type") == "eval" and m.get("variant") == "ticket"]
+        except (OSError, engine.LotteryError):  # deleted or damaged since: nothing to draw
+            return []
+        last = max((m.get("level", 0) for m in evals), default=0)
+        keys = ("iteration", "train_loss", "val_loss", "val_accuracy", "test_accuracy")
+        return [{k: m.get(k) for k in keys} for m in evals if m.get("level", 0) == last]
 
     def _levels(self) -> int:
         return METHODS.get(self.config.prune.method, "prune.method").levels(self.config)

@@ -333,3 +333,23 @@ def test_the_early_bird_line_has_single_spaces():
     line = format_earlybird("earlybird", {"detected_epoch": 2, "epochs_total": 4, "eps": 0.1, "method": "snip",
                                           "imp_ticket": {"level": 2, "density": 0.64, "test_accuracy": 0.93}})
     assert "test 93.00%" in line and "  " not in line
+
+
+def test_launching_a_stored_run_again_shows_its_last_tickets_training_on_live(tmp_path):
+    """It said 'completed' at once and Live stayed empty: nothing trained, so no evaluations came."""
+    from conftest import tiny
+
+    from explorer.session import RunSession
+    cfg = tiny(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": ()})
+    first = RunSession(cfg, tmp_path)
+    first.start()
+    first.join(300)
+    first.drain()
+    assert first.status == "completed" and first.curve
+    again = RunSession(cfg, tmp_path)
+    again.start()
+    again.join(300)
+    again.drain()
+    assert again.status == "completed" and "stored already" in again.message
+    assert [p["iteration"] for p in again.curve] == [p["iteration"] for p in first.curve]
+    assert again.curve[-1]["test_accuracy"] == pytest.approx(first.curve[-1]["test_accuracy"])
