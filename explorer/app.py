@@ -118,6 +118,8 @@ class ExplorerApp(pn.viewable.Viewer):
 
         self.launcher = LaunchPanel(self.runs_dir)
         self._sidebar[:] = [self.launcher]
+        if self.browser.shown:  # (its notes come from the methods' specs: left out while the engine imported)
+            self.browser.refresh()
         self._show_active()
 
     def _take_engine_when_imported(self) -> None:

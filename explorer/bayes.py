@@ -112,10 +112,11 @@ def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.
         return _empty(title, "every weight of this layer is pruned")
     median = float(np.median(alive))
     img = np.where(s > 0, 100 * (s / median - 1), np.nan)
-    span = float(np.max(np.abs(np.percentile(img[s > 0], SIGMA_RANGE)))) or 1e-9
+    span = float(np.max(np.abs(np.percentile(img[s > 0], SIGMA_RANGE))))
     # how much sigma varies at all, said under the map: near-uniform sigma is a finding, not a drawing problem
-    xlabel = f"input (sigma within ±{span:.2g}% of its median"
+    xlabel = f"input (sigma within ±{span:.2g}% of its median" if span else "input (sigma uniform"
     xlabel += ": near its start)" if span < 5 else ")"
+    span = span or 1e-9  # (a colour range for a uniform layer)
     return hv.Image(img[::-1], bounds=(0, 0, s.shape[1], s.shape[0]), kdims=["input", "output unit"],
                     vdims=["sigma vs median (%)"]).opts(
         title=f"{title}: median {median:.2g}", xlabel=xlabel, cmap="RdBu_r", clim=(-span, span), colorbar=True,

@@ -41,6 +41,7 @@ class RunBrowser(pn.viewable.Viewer):
         ids = self._ids()
         if self._table is not None:
             self._table.value = self._rows()
+            self._table.hidden_columns = self._hidden(self._table.value)
             self._table.selection = [ids.index(r) for r in keep if r in ids]
         self.selected = [r for r in keep if r in ids]
 
@@ -78,8 +79,19 @@ class RunBrowser(pn.viewable.Viewer):
                                                # shows the first four columns)
                                                formatters={"note": {"type": "textarea"}}, widths={"note": 220},
                                                selection=[ids.index(r) for r in self.selected if r in ids])
+            self._table.hidden_columns = self._hidden(self._table.value)
             self._table.param.watch(self._on_select, "selection")
         return self._table
+
+    @property
+    def shown(self) -> bool:
+        """Whether the table has been built (the Runs tab visited)."""
+        return self._table is not None
+
+    @staticmethod
+    def _hidden(rows) -> list[str]:
+        """The note column only where a run has a note (most stores: none; at 1000 px it took one of four)."""
+        return [] if rows["note"].astype(bool).any() else ["note"]
 
     def _rows(self):
         """The table's rows (pandas: imported when the table is first shown)."""

@@ -95,7 +95,7 @@ class RunSession(param.Parameterized):
             curve.append({"iteration": e.iteration, "train_loss": e.train_loss, "val_loss": e.val_loss,
                           "val_accuracy": e.val_accuracy, "test_accuracy": e.test_accuracy})
             self.message = (f"level {e.level}/{self._levels()} {e.variant}: iteration {e.iteration}, "
-                            f"epoch {e.epoch:.0f}, val acc {e.val_accuracy:.3f}")
+                            f"epoch {e.epoch:.0f}, val acc {e.val_accuracy:.1%}")
         elif isinstance(e, ev.LevelDone):
             self.levels_done += 1
         elif isinstance(e, ev.RunFinished):

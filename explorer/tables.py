@@ -137,8 +137,14 @@ def comparison_notes(runs_dir, summaries: list[dict]) -> dict[str, str]:
     run trains the deterministic IMP run of its settings first, its own run in the store, listed with no word of
     why otherwise)."""
     from engine.errors import LotteryError
-    from engine.registry import METHODS
     from engine.store import RunStore
+
+    from . import engine_import
+
+    if engine_import.current is not None and not engine_import.current.ready():
+        return {}  # (the methods' specs import torch: not on a served page's event loop; the app refreshes the
+        # table once the engine is in)
+    from engine.registry import METHODS
 
     listed, specs = {s["run_id"] for s in summaries}, dict(METHODS.items())
     for_runs: dict[tuple[str, str], list[str]] = {}

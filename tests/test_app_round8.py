@@ -353,3 +353,30 @@ def test_launching_a_stored_run_again_shows_its_last_tickets_training_on_live(tm
     assert again.status == "completed" and "stored already" in again.message
     assert [p["iteration"] for p in again.curve] == [p["iteration"] for p in first.curve]
     assert again.curve[-1]["test_accuracy"] == pytest.approx(first.curve[-1]["test_accuracy"])
+
+
+def test_the_runs_tables_notes_wait_for_the_engine_on_a_served_page_and_an_empty_note_column_is_hidden(tmp_path):
+    """The notes come from the methods' specs, which import torch: on a served page whose engine is still
+    importing, the Runs table is built without them (1-1.5 s of torch on the event loop otherwise)."""
+    import subprocess
+    import sys
+    code = ("from explorer import engine_import\n"
+            "engine_import.current = engine_import.EngineImport()\n"
+            "from explorer.browser import RunBrowser\n"
+            f"b = RunBrowser({str(tmp_path)!r}); b.table\n"
+            "import sys; print('torch' in sys.modules, b.table.hidden_columns)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "['note']"]
+
+
+def test_earlybird_replay_of_a_run_with_no_ticket_level_yet_is_bad_input(tmp_path):
+    import shutil
+
+    from conftest import tiny
+    from engine.analysis.earlybird_tracker import run_earlybird
+    from engine.errors import ConfigError
+    cfg = tiny(**{"train.epochs": 1, "prune.levels": 1, "prune.controls": ()})
+    engine.run(cfg, runs_dir=tmp_path)
+    shutil.rmtree(tmp_path / cfg.run_id / "levels" / "ticket" / "001")
+    with pytest.raises(ConfigError, match="no ticket level yet"):
+        run_earlybird(tmp_path, cfg.run_id)

@@ -24,6 +24,7 @@ from torch import nn
 from .. import masks as M
 from .. import trainer
 from ..config import PruneConfig, option, validate
+from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, AnalysisSpec
 from ..settings import read_by
@@ -189,7 +190,7 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
     run = StoredRun(runs_dir, run_id)
     tickets = [run.store.level_record("ticket", lv) for lv in run.levels() if lv > 0]
     if density is None and not tickets:
-        raise ValueError("the run has no ticket level yet: pass a density")
+        raise ConfigError("--density", None, f"run {run_id} has no ticket level yet: pass the density to track")
     if density is None:
         rule = _layer_density_rule(tickets[-1]["layers"])
     else:

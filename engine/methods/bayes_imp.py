@@ -40,6 +40,7 @@ from ..config import BAYES_FIELDS, RunConfig, option, validate
 from ..errors import ConfigError, RunCancelled
 from ..registry import ANALYSES, METHODS, AnalysisSpec, MethodSpec
 from ..seeding import generator
+from ..store import read_object
 from ..structured import imp_levels
 from .imp import imp_search_cost, levels_to_reach
 
@@ -224,7 +225,8 @@ def check(config: RunConfig, model) -> None:
 
 def companion(store) -> tuple[str, str] | None:
     """The deterministic IMP run this run trained (or reused) to compare against, as its record names it."""
-    record = store.analyses().get("uncertainty")
+    path = store.analysis_path("uncertainty")  # (this record only: the run browser asks on every refresh)
+    record = read_object(path) if path.exists() else None
     det = record.get("deterministic_run") if isinstance(record, dict) else None
     return (det, "deterministic comparison") if det else None
 
