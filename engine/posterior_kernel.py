@@ -35,6 +35,8 @@ import torch
 
 SOURCE = Path(__file__).with_name("posterior_kernel.c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-c"]
+if platform.machine() in ("x86_64", "AMD64"):  # AVX-512 where the CPU has it (gcc prefers 256-bit vectors): ~1.2x
+    COMPILE.insert(2, "-mprefer-vector-width=512")
 LINK = ["-shared", "-lmvec", "-lm"]
 GRAIN = 32768  # weights per thread at least (torch's grain for elementwise kernels)
 log = logging.getLogger(__name__)
@@ -180,6 +182,13 @@ def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch
             floor: float, sums: list[float]) -> None:
     """sigma = softplus(rho), std = (sigma where mu != 0)^2 if square else that, and the KL's three sums
     (sum mu^2 + s^2, sum alive * log sigma, number alive) added into `sums`. All contiguous float32, one size."""
+    n = rho.numel()
+    if n < 2 * GRAIN or torch.get_num_threads() == 1:  # one piece: called straight (a ticket's small layers)
+        part = (ctypes.c_double * 3)()
+        _library.lte_posterior_forward(n, rho.data_ptr(), mu.data_ptr(), sigma.data_ptr(), std.data_ptr(), square,
+                                       floor, part)
+        sums[0], sums[1], sums[2] = sums[0] + part[0], sums[1] + part[1], sums[2] + part[2]
+        return
     parts = {}
 
     def call(a: int, z: int) -> None:
@@ -187,7 +196,7 @@ def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch
         _library.lte_posterior_forward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(std, a), int(square),
                                        floor, part)
 
-    _run(call, rho.numel())
+    _run(call, n)
     for part in parts.values():
         for i in range(3):
             sums[i] += part[i]
@@ -197,9 +206,16 @@ def backward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, g_std: to
              d_rho: torch.Tensor, g_mu: torch.Tensor | None, d_mu: torch.Tensor | None, square: bool,
              floor: float, grad_kl: float, var_p: float) -> None:
     """d_rho and d_mu (see posterior_kernel.c); g_std may be d_rho and g_mu may be d_mu (in place)."""
+    n = rho.numel()
+    if n < 2 * GRAIN or torch.get_num_threads() == 1:
+        _library.lte_posterior_backward(n, rho.data_ptr(), mu.data_ptr(), sigma.data_ptr(), _at(g_std, 0),
+                                        d_rho.data_ptr(), _at(g_mu, 0), _at(d_mu, 0), square, floor, grad_kl,
+                                        1.0 / var_p)
+        return
+
     def call(a: int, z: int) -> None:
         _library.lte_posterior_backward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(g_std, a),
                                         _at(d_rho, a), _at(g_mu, a), _at(d_mu, a), int(square), floor, grad_kl,
                                         1.0 / var_p)
 
-    _run(call, rho.numel())
+    _run(call, n)
