@@ -231,3 +231,15 @@ def test_a_large_layer_split_over_threads_gives_what_one_thread_gives(monkeypatc
     four = run(4)
     assert all(torch.equal(a, b) for a, b in zip(one[:3], four[:3]))
     assert four[3] == pytest.approx(one[3], rel=1e-6) and four[3][2] == int((mu != 0).sum())
+
+
+@needs_kernel
+def test_the_kernels_softplus_is_within_a_few_float_roundings_of_the_exact_one():
+    """-ffast-math may rewrite arithmetic (it would turn Goldberg's log1p into a plain log(1 + e), 800 roundings
+    off): sigma is checked against float64's softplus over the range rho takes above its floor."""
+    rho = torch.cat([torch.linspace(-80, 30, 100_001), torch.randn(50_000, generator=torch.Generator().manual_seed(0))
+                     * 3 - 5])
+    sigma, std = torch.empty_like(rho), torch.empty_like(rho)
+    posterior_kernel.forward(rho, torch.ones_like(rho), sigma, std, False, -86.8, [0.0] * 3)
+    exact = F.softplus(rho.double())
+    assert ((sigma.double() - exact).abs() / exact).max() < 4 * torch.finfo(torch.float32).eps
