@@ -481,6 +481,7 @@ class _Buffers:
                     runs.append([square, a, a + count])
                 a += count
             self.scatter = [(support.flat[a:z], self.flat["s2" if square else "s"][a:z]) for square, a, z in runs]
+            self.runs = [tuple(run) for run in runs]  # (the compiled kernel takes a run of layers in one call)
             self.grad_rows = list(zip(support.local32, v["grad"]))
             self.rho_rows = list(zip(support.local, v["grad"]))
         else:
@@ -676,10 +677,13 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
         for params_of, gather in zip((mus, rhos), buffers.gather):
             for param, (kept, index) in zip(params_of, gather):
                 torch.index_select(param.reshape(-1), 0, index, out=kept)
-        rho_kept = rhos[0] if buffers.given else b["rho"]
-        pieces = zip(_split(rho_kept, [(c,) for c in support.counts]), v["mu"])
+        rho_kept = rhos[0] if buffers.given else b["rho"]  # (laid end to end: one call per run of like layers)
+        pieces = [((rho_kept[a:z], b["mu"][a:z]), b["sigma"][a:z], b["s"][a:z], b["s2"][a:z], square)
+                  for square, a, z in buffers.runs]
+    if support is None:
+        pieces = zip(pieces, v["sigma"], v["s"], v["s2"], buffers.squares)
     sums = [0.0, 0.0, 0.0]
-    for (rho, mu), sigma, s, s2, square in zip(pieces, v["sigma"], v["s"], v["s2"], buffers.squares):
+    for (rho, mu), sigma, s, s2, square in pieces:
         posterior_kernel.forward(rho, mu, sigma, s2 if square else s, square, _SOFTPLUS_FLOOR[torch.float32], sums)
     # (written through pointers: their version counters are bumped by hand, for autograd's check that a graph's
     # saved buffers were not overwritten before its backward pass)
@@ -709,14 +713,17 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> l
         pieces = zip(rhos, mus, v["sigma"], grad_stds, d_rhos, grad_mus, d_mus)
     else:
         for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):  # the stds' gradients at the kept weights
-            if g is not None:
+            if g is None:
+                g_kept.zero_()
+            else:
                 torch.index_select(g.reshape(-1), 0, index, out=g_kept)
-        shapes = [(c,) for c in support.counts]
-        kept_d_rho = torch.empty_like(rhos[0]) if buffers.given else buffers.flat["grad"]
-        pieces = zip(_split(rhos[0], shapes), v["mu"], v["sigma"],
-                     [None if g is None else kept for g, kept in zip(grad_stds, v["grad"])],
-                     _split(kept_d_rho, shapes), [None] * len(mus), [None] * len(mus))
-    for (rho, mu, sigma, g_std, d_rho, g_mu, d_mu), square in zip(pieces, buffers.squares):
+        b = buffers.flat
+        kept_d_rho = torch.empty_like(rhos[0]) if buffers.given else b["grad"]
+        pieces = [((rhos[0][a:z], b["mu"][a:z], b["sigma"][a:z], b["grad"][a:z], kept_d_rho[a:z], None, None),
+                   square) for square, a, z in buffers.runs]  # (laid end to end: one call per run of like layers)
+    if support is None:
+        pieces = zip(pieces, buffers.squares)
+    for (rho, mu, sigma, g_std, d_rho, g_mu, d_mu), square in pieces:
         posterior_kernel.backward(rho, mu, sigma, g_std, d_rho, g_mu, d_mu, square, _SOFTPLUS_FLOOR[torch.float32],
                                   k, var_p)
     if support is None:
