@@ -90,7 +90,7 @@ class ExplorerApp(pn.viewable.Viewer):
             self.views[tab.title] = view = tab.build(self)
             # drawn before it goes on the page: refreshed once there, every plot it had drawn was rendered and
             # sent to the browser twice (the Stability tab's four plots: a second of a first visit)
-            if hasattr(view, "refresh"):
+            if hasattr(view, "refresh") and not getattr(view, "draws_when_made", False):
                 view.refresh()
         except Exception as e:  # a broken tab says so in its place; the others keep working
             traceback.print_exc()

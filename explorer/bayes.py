@@ -139,6 +139,7 @@ def sigma_of(runs_dir, run_id: str, level: int, layer: str, variant: str = "tick
 # ---------------------------------------------------------------- the tab
 class BayesPanel(pn.viewable.Viewer):
     """Runs with an uncertainty record: metric vs density, a level's reliability diagram, mask beside sigma."""
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
 
     def __init__(self, runs_dir, **params):
         super().__init__(**params)

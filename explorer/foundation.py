@@ -88,6 +88,7 @@ def block_density(layers: dict | None, title: str = "Density per block and modul
 
 # ---------------------------------------------------------------- the tab
 class FoundationPanel(pn.viewable.Viewer):
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
     def __init__(self, runs_dir, **params):
         super().__init__(**params)
         self.runs_dir = runs_dir

@@ -156,6 +156,7 @@ def lora_accuracy(rows: list[dict]) -> hv.Element:
 class EmbeddingTicketsPanel(pn.viewable.Viewer):
     """A ks-lottery run chosen from the store (its token ranking and per-K curves), and the partial-lora runs:
     the chosen one's per-layer ratios, every run's accuracy vs trainable adapter entries."""
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
 
     def __init__(self, runs_dir, **params):
         super().__init__(**params)

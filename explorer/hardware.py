@@ -53,6 +53,7 @@ def speedup_plot(data: dict | None = None) -> hv.Overlay:
 class HardwarePanel(pn.viewable.Viewer):
     """A layer size or a stored run, batches, dtypes, sparsities in (ProbeOptions: the widgets and defaults
     of `lottery probe`'s flags); probes on a background job; a streaming plot out."""
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
 
     def __init__(self, runs_dir, **params):
         super().__init__(**params)

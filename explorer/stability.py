@@ -124,6 +124,7 @@ class StabilityPanel(pn.viewable.Viewer):
     """The stories stored in `runs_dir`, drawn side by side; a button that runs the preset's story.
 
     `preset` and `overrides` (setting paths, e.g. {"train.epochs": 1}) say what the button runs."""
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
 
     def __init__(self, runs_dir, preset: str = "stability-story", overrides: dict | None = None, **params):
         super().__init__(**params)

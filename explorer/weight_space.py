@@ -94,6 +94,7 @@ def report_table(report: dict | None) -> str:
 class WeightSpacePanel(pn.viewable.Viewer):
     """Zoo and generation forms (generated from ZooOptions / GenerateOptions), buttons that run on a job,
     and the plots of the chosen zoo's chosen generation."""
+    draws_when_made = True  # (its __init__ draws it: the app need not refresh it on its first visit)
 
     def __init__(self, runs_dir, launcher=None, **params):
         super().__init__(**params)

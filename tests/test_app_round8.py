@@ -380,3 +380,19 @@ def test_earlybird_replay_of_a_run_with_no_ticket_level_yet_is_bad_input(tmp_pat
     shutil.rmtree(tmp_path / cfg.run_id / "levels" / "ticket" / "001")
     with pytest.raises(ConfigError, match="no ticket level yet"):
         run_earlybird(tmp_path, cfg.run_id)
+
+
+@pytest.mark.parametrize("title, module, cls", [("Stability", "explorer.stability", "StabilityPanel"),
+                                                ("Bayesian", "explorer.bayes", "BayesPanel"),
+                                                ("Hardware", "explorer.hardware", "HardwarePanel")])
+def test_a_tab_that_draws_when_made_is_drawn_once_on_its_first_visit(tmp_path, monkeypatch, title, module, cls):
+    """Its __init__ drew it and the app refreshed it again: every store read of a first visit done twice."""
+    import importlib
+
+    from explorer.app import ExplorerApp
+    panel = getattr(importlib.import_module(module), cls)
+    calls = []
+    refresh = panel.refresh
+    monkeypatch.setattr(panel, "refresh", lambda self: (calls.append(1), refresh(self))[1])
+    app = ExplorerApp(runs_dir=str(tmp_path))
+    assert app.open(title) is not None and len(calls) == 1
