@@ -471,7 +471,7 @@ class _Buffers:
         if support is not None:
             self.stds = torch.zeros(sum(t.numel() for t in like), dtype=dtype, device=device)
             self.outputs = _split(self.stds, [t.shape for t in like])
-            self.gather = [list(zip(v[name], support.local32)) for name in ("mu", "rho") if name in v]
+            self.gather_rows = [list(zip(v[name], support.local32)) for name in ("mu", "rho") if name in v]
             # (positions, stds there): one scatter per run of layers that all sample with sigma^2 (or with sigma)
             runs, a = [], 0
             for square, count in zip(squares, support.counts):
@@ -488,6 +488,34 @@ class _Buffers:
             self.outputs = self.std
         self._user = None  # weak reference to a token held by the autograd node that saved the buffers
         self._kl_weights: tuple[float, torch.Tensor] | None = None
+
+    def gather(self, mus, rhos) -> torch.Tensor:
+        """(compact support) the kept mu (and rho, unless given) into the flat buffers; rho's kept entries."""
+        for params_of, gather in zip((mus, rhos), self.gather_rows):
+            for param, (kept, index) in zip(params_of, gather):
+                torch.index_select(param.reshape(-1), 0, index, out=kept)
+        return rhos[0] if self.given else self.flat["rho"]
+
+    def scatter_stds(self) -> None:
+        """(compact support) the kept stds into the weight-shaped ones, whose other entries stay 0."""
+        for index, std in self.scatter:
+            self.stds.index_copy_(0, index, std)
+
+    def gather_std_grads(self, grad_stds) -> None:
+        """(compact support) the stds' incoming gradients at the kept weights, into views["grad"] (0: none)."""
+        for g, (index, g_kept) in zip(grad_stds, self.grad_rows):
+            if g is None:
+                g_kept.zero_()
+            else:
+                torch.index_select(g.reshape(-1), 0, index, out=g_kept)
+
+    def scatter_rho_grads(self, mus, incoming) -> list[torch.Tensor]:
+        """(compact support, rho not given) rho's weight-shaped gradients: flat["grad"] at the kept weights, 0
+        elsewhere, written into the stds' incoming gradients where there are ones (see `_Posterior.backward`)."""
+        d_rho = [torch.zeros_like(mu) if g is None else g.zero_() for mu, g in zip(mus, incoming)]
+        for d, (index, d_kept) in zip(d_rho, self.rho_rows):
+            d.view(-1).index_copy_(0, index, d_kept)
+        return d_rho
 
     def kl_weights(self, prior_sigma: float) -> torch.Tensor:
         """The KL = these . (sum of mu^2 + s^2, sum of alive * log sigma, number alive)."""
@@ -577,10 +605,7 @@ class _Posterior(torch.autograd.Function):
             for mu, alive in zip(mus, v["alive"]):
                 torch.ne(mu, 0, out=alive)
         else:  # the weights that can be nonzero, gathered (rho's: given as one parameter, or gathered too)
-            for params_of, gather in zip((mus, rhos), buffers.gather):
-                for param, (kept, index) in zip(params_of, gather):
-                    torch.index_select(param.reshape(-1), 0, index, out=kept)
-            rho_kept = rhos[0] if buffers.given else b["rho"]
+            rho_kept = buffers.gather(mus, rhos)
             _softplus(rho_kept, out=b["sigma"])
             torch.ne(b["mu"], 0, out=b["alive"])
         torch.mul(b["sigma"], b["alive"], out=b["s"])  # (sigma > 0: _softplus; log and 1 / sigma stay finite)
@@ -593,16 +618,8 @@ class _Posterior(torch.autograd.Function):
             squares = buffers.mu_s.dot(buffers.mu_s)
         sums = torch.stack([squares, b["alive"].dot(b["aux"]), b["alive"].sum()])
         kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
-        if support is not None:  # into the weight-shaped stds, whose other entries stay 0
-            for index, std in buffers.scatter:
-                buffers.stds.index_copy_(0, index, std)
-        ctx.save_for_backward(*mus, b["sigma"], b["alive"], b["s"], *(rhos if support is None else [rho_kept]))
-        ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
-        ctx.set_materialize_grads(False)
-        # fresh view objects: autograd sets the outputs' grad_fn to this node, and on the buffers' own views that
-        # made a cycle (node -> ctx.buffers -> view -> node) that kept a graph dropped before its backward, and
-        # its buffers, alive for good (~5 MB per `kl(model)` at 784 inputs)
-        return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)
+        return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], b["alive"], b["s"],
+                        *(rhos if support is None else [rho_kept]))
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # (its gradient is written out: no graph of its own to differentiate)
@@ -630,11 +647,7 @@ class _Posterior(torch.autograd.Function):
         else:
             torch.addcdiv(s, alive, sigma, value=-var_p, out=d_sigma).mul_(grad_kl / var_p)
         if support is not None:  # the stds' gradients at the kept weights
-            for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):
-                if g is None:
-                    g_kept.zero_()
-                else:
-                    torch.index_select(g.reshape(-1), 0, index, out=g_kept)
+            buffers.gather_std_grads(grad_stds)
             grad_stds = v["grad"]
         for value, layers in buffers.by_factor:
             rows = [(v["aux"][i], buffers.factor[i], grad_stds[i]) for i in layers if grad_stds[i] is not None]
@@ -652,19 +665,34 @@ class _Posterior(torch.autograd.Function):
             d_rho = [torch.sigmoid(rhos[0]).mul_(d_sigma)]
         else:  # rho's gradient: 0 but at the kept weights
             torch.sigmoid(rhos[0], out=b["grad"]).mul_(d_sigma)
-            d_rho = [torch.zeros_like(mu) if g is None else g.zero_() for mu, g in zip(mus, grads[n:2 * n])]
-            for d, (index, d_kept) in zip(d_rho, buffers.rho_rows):
-                d.view(-1).index_copy_(0, index, d_kept)
-        if grad_kl is None:
-            d_mu = list(grad_mus)
-        elif all(g is not None for g in grad_mus):  # mu's gradient from the forward pass, plus the KL's
-            d_mu = grad_mus
-            torch._foreach_addcmul_(grad_mus, mus, [grad_kl] * n, value=1 / var_p)
-        else:
-            d_mu = [mu * (grad_kl / var_p) if g is None else g.addcmul(mu, grad_kl, value=1 / var_p)
-                    for mu, g in zip(mus, grad_mus)]
+            d_rho = buffers.scatter_rho_grads(mus, grads[n:2 * n])
         buffers.release()
-        return None, None, *d_mu, *d_rho
+        return None, None, *_mu_grads(mus, grad_mus, grad_kl, var_p), *d_rho
+
+
+def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved) -> tuple:
+    """`_Posterior.forward`'s end, both ways: on a compact support the kept stds scattered into the weight-shaped
+    ones; `saved` (after the mus) kept for backward; the outputs as fresh view objects (autograd sets their grad_fn
+    to this node, and on the buffers' own views that made a cycle, node -> ctx.buffers -> view -> node, that kept a
+    graph dropped before its backward, and its buffers, alive for good: ~5 MB per `kl(model)` at 784 inputs)."""
+    if buffers.support is not None:
+        buffers.scatter_stds()
+    ctx.save_for_backward(*mus, *saved)
+    ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
+    ctx.set_materialize_grads(False)
+    return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)
+
+
+def _mu_grads(mus, grad_mus, grad_kl, var_p: float) -> list:
+    """mu's gradient from the forward pass plus the KL's (mu / prior^2 times the KL's upstream gradient), written
+    into the incoming gradients where there are ones."""
+    if grad_kl is None:
+        return list(grad_mus)
+    if all(g is not None for g in grad_mus):
+        torch._foreach_addcmul_(list(grad_mus), list(mus), [grad_kl] * len(mus), value=1 / var_p)
+        return list(grad_mus)
+    return [mu * (grad_kl / var_p) if g is None else g.addcmul_(mu, grad_kl, value=1 / var_p)
+            for mu, g in zip(mus, grad_mus)]
 
 
 def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tuple:
@@ -674,10 +702,7 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
     if support is None:
         rho_kept, pieces = None, zip(rhos, mus)
     else:
-        for params_of, gather in zip((mus, rhos), buffers.gather):
-            for param, (kept, index) in zip(params_of, gather):
-                torch.index_select(param.reshape(-1), 0, index, out=kept)
-        rho_kept = rhos[0] if buffers.given else b["rho"]  # (laid end to end: one call per run of like layers)
+        rho_kept = buffers.gather(mus, rhos)  # (laid end to end: one call per run of like layers)
         pieces = [((rho_kept[a:z], b["mu"][a:z]), b["sigma"][a:z], b["s"][a:z], b["s2"][a:z], square)
                   for square, a, z in buffers.runs]
     if support is None:
@@ -689,13 +714,7 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
     # saved buffers were not overwritten before its backward pass)
     torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]])
     kl = torch.tensor(sums, dtype=b["sigma"].dtype).dot(buffers.kl_weights(prior_sigma))
-    if support is not None:  # into the weight-shaped stds, whose other entries stay 0
-        for index, std in buffers.scatter:
-            buffers.stds.index_copy_(0, index, std)
-    ctx.save_for_backward(*mus, b["sigma"], *(rhos if support is None else [rho_kept]))
-    ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
-    ctx.set_materialize_grads(False)
-    return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)  # (fresh views: see `_Posterior.forward`)
+    return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]))
 
 
 def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> list:
@@ -712,11 +731,7 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> l
         d_rhos = [torch.empty_like(rho, **fresh) if g is None else g for rho, g in zip(rhos, grad_stds)]
         pieces = zip(rhos, mus, v["sigma"], grad_stds, d_rhos, grad_mus, d_mus)
     else:
-        for g, (index, g_kept) in zip(grad_stds, buffers.grad_rows):  # the stds' gradients at the kept weights
-            if g is None:
-                g_kept.zero_()
-            else:
-                torch.index_select(g.reshape(-1), 0, index, out=g_kept)
+        buffers.gather_std_grads(grad_stds)
         b = buffers.flat
         kept_d_rho = torch.empty_like(rhos[0]) if buffers.given else b["grad"]
         pieces = [((rhos[0][a:z], b["mu"][a:z], b["sigma"][a:z], b["grad"][a:z], kept_d_rho[a:z], None, None),
@@ -731,19 +746,9 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> l
         buffers.release()
         return d_mus + d_rhos
     torch.autograd.graph.increment_version(kept_d_rho)
-    if buffers.given:  # the gradient of the kept rho, as they are laid out
-        d_rhos = [kept_d_rho]
-    else:  # rho's gradient: 0 but at the kept weights
-        d_rhos = [torch.zeros_like(mu) if g is None else g.zero_() for mu, g in zip(mus, incoming)]
-        for d, (index, d_kept) in zip(d_rhos, buffers.rho_rows):
-            d.view(-1).index_copy_(0, index, d_kept)
-    if grad_kl is None:
-        d_mus = list(grad_mus)
-    else:  # mu's gradient from the forward pass, plus the KL's
-        d_mus = [mu * (grad_kl / var_p) if g is None else g.addcmul_(mu, grad_kl, value=1 / var_p)
-                 for mu, g in zip(mus, grad_mus)]
+    d_rhos = [kept_d_rho] if buffers.given else buffers.scatter_rho_grads(mus, incoming)
     buffers.release()
-    return d_mus + d_rhos
+    return [*_mu_grads(mus, grad_mus, grad_kl, var_p), *d_rhos]
 
 
 class BayesLinear(nn.Linear, BayesLayer):
