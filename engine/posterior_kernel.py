@@ -155,18 +155,16 @@ def turned_off():
 
 
 def _pieces(n: int) -> list[tuple[int, int]]:
+    """[0, n) in pieces of at least GRAIN weights, one per torch thread at most."""
     k = max(1, min(torch.get_num_threads(), n // GRAIN))
     return [(i * n // k, (i + 1) * n // k) for i in range(k)]
 
 
 def _run(call, n: int) -> None:
-    """call(start, end) over [0, n): the first piece on this thread, the others on the pool's."""
+    """call(start, end) over `_pieces(n)`: the first on this thread, the others on the pool's."""
     global _pool
     pieces = _pieces(n)
-    if len(pieces) == 1:
-        call(0, n)
-        return
-    if _pool is None or _pool._max_workers < len(pieces) - 1:
+    if len(pieces) > 1 and (_pool is None or _pool._max_workers < len(pieces) - 1):
         _pool = cf.ThreadPoolExecutor(len(pieces) - 1, thread_name_prefix="posterior-kernel")
     futures = [_pool.submit(call, a, z) for a, z in pieces[1:]]
     call(*pieces[0])
@@ -182,13 +180,6 @@ def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch
             floor: float, sums: list[float]) -> None:
     """sigma = softplus(rho), std = (sigma where mu != 0)^2 if square else that, and the KL's three sums
     (sum mu^2 + s^2, sum alive * log sigma, number alive) added into `sums`. All contiguous float32, one size."""
-    n = rho.numel()
-    if n < 2 * GRAIN or torch.get_num_threads() == 1:  # one piece: called straight (a ticket's small layers)
-        part = (ctypes.c_double * 3)()
-        _library.lte_posterior_forward(n, rho.data_ptr(), mu.data_ptr(), sigma.data_ptr(), std.data_ptr(), square,
-                                       floor, part)
-        sums[0], sums[1], sums[2] = sums[0] + part[0], sums[1] + part[1], sums[2] + part[2]
-        return
     parts = {}
 
     def call(a: int, z: int) -> None:
@@ -196,26 +187,19 @@ def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch
         _library.lte_posterior_forward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(std, a), int(square),
                                        floor, part)
 
-    _run(call, n)
-    for part in parts.values():
-        for i in range(3):
-            sums[i] += part[i]
+    _run(call, rho.numel())
+    for a in sorted(parts):  # (in order, whichever thread finished first: the same sums every time)
+        for i, value in enumerate(parts[a]):
+            sums[i] += value
 
 
 def backward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, g_std: torch.Tensor | None,
              d_rho: torch.Tensor, g_mu: torch.Tensor | None, d_mu: torch.Tensor | None, square: bool,
              floor: float, grad_kl: float, var_p: float) -> None:
     """d_rho and d_mu (see posterior_kernel.c); g_std may be d_rho and g_mu may be d_mu (in place)."""
-    n = rho.numel()
-    if n < 2 * GRAIN or torch.get_num_threads() == 1:
-        _library.lte_posterior_backward(n, rho.data_ptr(), mu.data_ptr(), sigma.data_ptr(), _at(g_std, 0),
-                                        d_rho.data_ptr(), _at(g_mu, 0), _at(d_mu, 0), square, floor, grad_kl,
-                                        1.0 / var_p)
-        return
-
     def call(a: int, z: int) -> None:
         _library.lte_posterior_backward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(g_std, a),
                                         _at(d_rho, a), _at(g_mu, a), _at(d_mu, a), int(square), floor, grad_kl,
                                         1.0 / var_p)
 
-    _run(call, n)
+    _run(call, rho.numel())
