@@ -471,7 +471,7 @@ class _Buffers:
         if support is not None:
             self.stds = torch.zeros(sum(t.numel() for t in like), dtype=dtype, device=device)
             self.outputs = _split(self.stds, [t.shape for t in like])
-            self.gather_rows = [list(zip(v[name], support.local32)) for name in ("mu", "rho") if name in v]
+            self.gather_rows = {name: list(zip(v[name], support.local32)) for name in ("mu", "rho") if name in v}
             # (positions, stds there): one scatter per run of layers that all sample with sigma^2 (or with sigma)
             runs, a = [], 0
             for square, count in zip(squares, support.counts):
@@ -481,20 +481,31 @@ class _Buffers:
                     runs.append([square, a, a + count])
                 a += count
             self.scatter = [(support.flat[a:z], self.flat["s2" if square else "s"][a:z]) for square, a, z in runs]
-            self.runs = [tuple(run) for run in runs]  # (the compiled kernel takes a run of layers in one call)
             self.grad_rows = list(zip(support.local32, v["grad"]))
             self.rho_rows = list(zip(support.local, v["grad"]))
         else:
             self.outputs = self.std
         self._user = None  # weak reference to a token held by the autograd node that saved the buffers
+        self._kernel: posterior_kernel.Layers | None = None
         self._kl_weights: tuple[float, torch.Tensor] | None = None
 
-    def gather(self, mus, rhos) -> torch.Tensor:
-        """(compact support) the kept mu (and rho, unless given) into the flat buffers; rho's kept entries."""
-        for params_of, gather in zip((mus, rhos), self.gather_rows):
-            for param, (kept, index) in zip(params_of, gather):
-                torch.index_select(param.reshape(-1), 0, index, out=kept)
+    def gather(self, mus=None, rhos=None) -> torch.Tensor:
+        """(compact support) the kept mu (if given) and rho (unless the optimizer's `_KeptRho`) into the flat
+        buffers; rho's kept entries."""
+        for params_of, name in ((mus, "mu"), (rhos, "rho")):
+            if params_of is not None and name in self.gather_rows:
+                for param, (kept, index) in zip(params_of, self.gather_rows[name]):
+                    torch.index_select(param.reshape(-1), 0, index, out=kept)
         return rhos[0] if self.given else self.flat["rho"]
+
+    def kernel(self) -> posterior_kernel.Layers:
+        """The layers as the compiled kernel runs over them (made at first use)."""
+        if self._kernel is None:
+            support = self.support
+            self._kernel = posterior_kernel.Layers(
+                [math.prod(shape) for shape, _, _ in self.key] if support is None else support.counts, self.squares,
+                None if support is None else support.local32)
+        return self._kernel
 
     def scatter_stds(self) -> None:
         """(compact support) the kept stds into the weight-shaped ones, whose other entries stay 0."""
@@ -635,8 +646,7 @@ class _Posterior(torch.autograd.Function):
                       else g.clone(memory_format=torch.contiguous_format) for g in grads[:2 * n]) + grads[2 * n:]
         grad_mus, grad_stds, grad_kl = grads[:n], grads[n:2 * n], grads[2 * n]
         if ctx.fused:
-            return (None, None, *_fused_backward(ctx, saved[:n], saved[n + 1:], grad_mus, grad_stds, grad_kl,
-                                                 grads[n:2 * n]))
+            return None, None, *_fused_backward(ctx, saved[:n], saved[n + 1:], grad_mus, grad_stds, grad_kl)
         mus, (sigma, alive, s), rhos = saved[:n], saved[n:n + 3], saved[n + 3:]
         b, v, support, var_p = buffers.flat, buffers.views, buffers.support, ctx.prior_sigma ** 2
         # d loss / d sigma, in the buffer log sigma was in: grad_kl (s / prior^2 - alive / sigma), plus 2 s g
@@ -670,12 +680,12 @@ class _Posterior(torch.autograd.Function):
         return None, None, *_mu_grads(mus, grad_mus, grad_kl, var_p), *d_rho
 
 
-def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved) -> tuple:
+def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved, scattered: bool = False) -> tuple:
     """`_Posterior.forward`'s end, both ways: on a compact support the kept stds scattered into the weight-shaped
     ones; `saved` (after the mus) kept for backward; the outputs as fresh view objects (autograd sets their grad_fn
     to this node, and on the buffers' own views that made a cycle, node -> ctx.buffers -> view -> node, that kept a
     graph dropped before its backward, and its buffers, alive for good: ~5 MB per `kl(model)` at 784 inputs)."""
-    if buffers.support is not None:
+    if buffers.support is not None and not scattered:
         buffers.scatter_stds()
     ctx.save_for_backward(*mus, *saved)
     ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
@@ -696,59 +706,49 @@ def _mu_grads(mus, grad_mus, grad_kl, var_p: float) -> list:
 
 
 def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tuple:
-    """`_Posterior.forward` by the compiled kernel (engine/posterior_kernel.c): the same outputs, one pass over each
-    layer's weights (or, on a compact support, over its kept weights, gathered first and scattered after as there)."""
-    b, v, support = buffers.flat, buffers.views, buffers.support
-    if support is None:
-        rho_kept, pieces = None, zip(rhos, mus)
-    else:
-        rho_kept = buffers.gather(mus, rhos)  # (laid end to end: one call per run of like layers)
-        pieces = [((rho_kept[a:z], b["mu"][a:z]), b["sigma"][a:z], b["s"][a:z], b["s2"][a:z], square)
-                  for square, a, z in buffers.runs]
-    if support is None:
-        pieces = zip(pieces, v["sigma"], v["s"], v["s2"], buffers.squares)
-    sums = [0.0, 0.0, 0.0]
-    for (rho, mu), sigma, s, s2, square in pieces:
-        posterior_kernel.forward(rho, mu, sigma, s2 if square else s, square, _SOFTPLUS_FLOOR[torch.float32], sums)
+    """`_Posterior.forward` by the compiled kernel (engine/posterior_kernel.c): the same outputs from one call over
+    every layer's weights, or on a compact support over the kept ones, mu read and the stds written at their
+    positions in the weights (no gather or scatter of their own)."""
+    b, support = buffers.flat, buffers.support
+    rho_kept = None if support is None else rhos[0] if buffers.given else buffers.gather(rhos=rhos)
+    sums = posterior_kernel.forward(buffers.kernel(), _SOFTPLUS_FLOOR[torch.float32], mu=mus, sigma=b["sigma"],
+                                    rho=rhos if support is None else rho_kept, std=buffers.outputs)
     # (written through pointers: their version counters are bumped by hand, for autograd's check that a graph's
     # saved buffers were not overwritten before its backward pass)
-    torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]])
-    kl = torch.tensor(sums, dtype=b["sigma"].dtype).dot(buffers.kl_weights(prior_sigma))
-    return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]))
+    torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]] if support is None else [b["sigma"]])
+    squares, logs, alive = sums  # the KL, as buffers.kl_weights weighs the sums (here in double precision)
+    kl = squares / (2 * prior_sigma ** 2) - logs + alive * (math.log(prior_sigma) - 0.5)
+    kl = torch.scalar_tensor(kl, dtype=b["sigma"].dtype)
+    return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]),
+                    scattered=True)
 
 
-def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl, incoming) -> list:
+def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl) -> list:
     """`_Posterior.backward` by the compiled kernel: mu's and rho's gradients, written into the incoming gradients
     of mu and of the stds where there are ones (see there), else into fresh tensors. On a compact support the
-    kernel computes rho's gradient at the kept weights (into the gathered stds' gradients, then scattered as
-    there) and mu's KL term is added over all weights here."""
+    kernel reads the stds' gradients and adds mu's KL term at the kept weights (elsewhere mu is 0) and computes
+    rho's gradient there (handed back as the optimizer's `_KeptRho` lays it out, or scattered as there)."""
     buffers, k, var_p = ctx.buffers, 0.0 if grad_kl is None else float(grad_kl), ctx.prior_sigma ** 2
-    v, support = buffers.views, buffers.support
+    b, support = buffers.flat, buffers.support
+    fresh = dict(memory_format=torch.contiguous_format)  # (the kernel's layout, whatever the parameter's)
     if support is None:
-        fresh = dict(memory_format=torch.contiguous_format)  # (the kernel's layout, whatever the parameter's)
         d_mus = [g if g is not None or grad_kl is None else torch.empty_like(mu, **fresh)
                  for mu, g in zip(mus, grad_mus)]
-        d_rhos = [torch.empty_like(rho, **fresh) if g is None else g for rho, g in zip(rhos, grad_stds)]
-        pieces = zip(rhos, mus, v["sigma"], grad_stds, d_rhos, grad_mus, d_mus)
+        d_rhos = d_rho = [torch.empty_like(rho, **fresh) if g is None else g for rho, g in zip(rhos, grad_stds)]
     else:
-        buffers.gather_std_grads(grad_stds)
-        b = buffers.flat
-        kept_d_rho = torch.empty_like(rhos[0]) if buffers.given else b["grad"]
-        pieces = [((rhos[0][a:z], b["mu"][a:z], b["sigma"][a:z], b["grad"][a:z], kept_d_rho[a:z], None, None),
-                   square) for square, a, z in buffers.runs]  # (laid end to end: one call per run of like layers)
-    if support is None:
-        pieces = zip(pieces, buffers.squares)
-    for (rho, mu, sigma, g_std, d_rho, g_mu, d_mu), square in pieces:
-        posterior_kernel.backward(rho, mu, sigma, g_std, d_rho, g_mu, d_mu, square, _SOFTPLUS_FLOOR[torch.float32],
-                                  k, var_p)
-    if support is None:
-        torch.autograd.graph.increment_version([t for t in d_mus + d_rhos if t is not None])  # (as in forward)
-        buffers.release()
-        return d_mus + d_rhos
-    torch.autograd.graph.increment_version(kept_d_rho)
-    d_rhos = [kept_d_rho] if buffers.given else buffers.scatter_rho_grads(mus, incoming)
+        d_mus = (None if grad_kl is None else  # (where mu got no gradient: its KL term over zeros)
+                 [torch.zeros_like(mu, **fresh) if g is None else g for mu, g in zip(mus, grad_mus)])
+        d_rho = torch.empty_like(rhos[0]) if buffers.given else b["grad"]
+    posterior_kernel.backward(buffers.kernel(), _SOFTPLUS_FLOOR[torch.float32], k, var_p, rho=rhos[0] if support
+                              else rhos, sigma=b["sigma"], mu=mus, g_std=grad_stds, d_rho=d_rho, g_mu=grad_mus,
+                              d_mu=d_mus)
+    written = [t for t in (d_rhos if support is None else [d_rho]) + (d_mus or []) if t is not None]
+    torch.autograd.graph.increment_version(written)  # (as in forward)
+    if support is not None:
+        d_rhos = [d_rho] if buffers.given else buffers.scatter_rho_grads(mus, grad_stds)
+        d_mus = list(grad_mus) if d_mus is None else d_mus
     buffers.release()
-    return [*_mu_grads(mus, grad_mus, grad_kl, var_p), *d_rhos]
+    return d_mus + d_rhos
 
 
 class BayesLinear(nn.Linear, BayesLayer):

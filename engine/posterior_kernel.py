@@ -118,10 +118,9 @@ def _load() -> ctypes.CDLL | None:
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 _why_not = f"could not build or load it: {e}"
             else:
-                c_float, c_long, c_int, p = ctypes.c_float, ctypes.c_long, ctypes.c_int, ctypes.c_void_p
-                library.lte_posterior_forward.argtypes = [c_long, p, p, p, p, c_int, c_float, p]
-                library.lte_posterior_backward.argtypes = [c_long, p, p, p, p, p, p, p, c_int, c_float, c_float,
-                                                           c_float]
+                c_float, c_long, p = ctypes.c_float, ctypes.c_long, ctypes.c_void_p
+                library.lte_posterior_forward.argtypes = [c_long, c_long, c_long, p, p, p, c_float, p]
+                library.lte_posterior_backward.argtypes = [c_long, c_long, c_long, p, p, p, c_float, c_float, c_float]
                 library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
                 _library = library
         if _why_not and not _why_not.startswith("turned off"):
@@ -133,8 +132,8 @@ def _load() -> ctypes.CDLL | None:
 
 def available(*tensors: torch.Tensor) -> bool:
     """Whether the kernel serves these tensors (contiguous float32 on the CPU), building it on first use."""
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() for t in tensors) and (
-        _load() is not None)
+    return (_library if _tried else _load()) is not None and all(
+        t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
 
 
 def status() -> str:
@@ -172,34 +171,65 @@ def _run(call, n: int) -> None:
         f.result()
 
 
-def _at(t: torch.Tensor | None, start: int) -> int | None:
-    return None if t is None else t.data_ptr() + 4 * start  # (float32: 4 bytes an entry)
+# the columns of the kernel's table of layers (posterior_kernel.c)
+_COLUMNS = ("rho", "sigma", "mu", "std", "g_std", "d_rho", "g_mu", "d_mu", "idx")
 
 
-def forward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, std: torch.Tensor, square: bool,
-            floor: float, sums: list[float]) -> None:
-    """sigma = softplus(rho), std = (sigma where mu != 0)^2 if square else that, and the KL's three sums
-    (sum mu^2 + s^2, sum alive * log sigma, number alive) added into `sums`. All contiguous float32, one size."""
+class Layers:
+    """What one kernel call runs over: layers laid end to end, layer l with counts[l] weights (all of its weights,
+    or a ticket's kept ones: `index[l]`, their flat positions in the layer as int32, None for all) and
+    `squares[l]` (the std out is sigma^2, else sigma). Made once and reused: the calls take these as C arrays."""
+
+    def __init__(self, counts: list[int], squares: tuple[bool, ...], index: list[torch.Tensor] | None = None):
+        n = len(counts)
+        self.n, self.total, self.index = n, sum(counts), index or [None] * n
+        self.starts = [sum(counts[:i]) for i in range(n)]
+        self.counts = (ctypes.c_long * n)(*counts)
+        self.squares = (ctypes.c_int * n)(*map(int, squares))
+        self.table = (ctypes.c_void_p * (n * len(_COLUMNS)))()
+        for l, i in enumerate(self.index):
+            self.table[l * len(_COLUMNS) + _COLUMNS.index("idx")] = None if i is None else i.data_ptr()
+
+    def fill(self, **arrays) -> None:
+        """Each array: one tensor over all layers laid end to end (rho, sigma and d_rho, over `counts`), a list of
+        one per layer (None: not there), or None."""
+        for name, value in arrays.items():
+            column = _COLUMNS.index(name)
+            for l in range(self.n):
+                if isinstance(value, torch.Tensor):
+                    address = value.data_ptr() + 4 * self.starts[l]  # (float32: 4 bytes an entry)
+                else:
+                    t = None if value is None else value[l]
+                    address = None if t is None else t.data_ptr()
+                self.table[l * len(_COLUMNS) + column] = address
+
+
+def forward(layers: Layers, floor: float, **arrays) -> list[float]:
+    """sigma = softplus(rho), std = (sigma where mu != 0)^2 if square else that (scattered to `index` on a compact
+    support), and the KL's three sums (sum mu^2 + s^2, sum alive * log sigma, number alive). `arrays`: rho, sigma,
+    mu, std as `Layers.fill` takes them, all contiguous float32."""
+    layers.fill(**arrays)
     parts = {}
 
     def call(a: int, z: int) -> None:
         part = parts[a] = (ctypes.c_double * 3)()
-        _library.lte_posterior_forward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(std, a), int(square),
-                                       floor, part)
+        _library.lte_posterior_forward(a, z, layers.n, layers.counts, layers.table, layers.squares, floor, part)
 
-    _run(call, rho.numel())
+    _run(call, layers.total)
+    sums = [0.0, 0.0, 0.0]
     for a in sorted(parts):  # (in order, whichever thread finished first: the same sums every time)
         for i, value in enumerate(parts[a]):
             sums[i] += value
+    return sums
 
 
-def backward(rho: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, g_std: torch.Tensor | None,
-             d_rho: torch.Tensor, g_mu: torch.Tensor | None, d_mu: torch.Tensor | None, square: bool,
-             floor: float, grad_kl: float, var_p: float) -> None:
-    """d_rho and d_mu (see posterior_kernel.c); g_std may be d_rho and g_mu may be d_mu (in place)."""
+def backward(layers: Layers, floor: float, grad_kl: float, var_p: float, **arrays) -> None:
+    """d_rho and d_mu (see posterior_kernel.c) from rho, sigma, mu, g_std and g_mu; g_std may be d_rho and g_mu may
+    be d_mu (in place); on a compact support d_mu is written at the kept weights only."""
+    layers.fill(**arrays)
+
     def call(a: int, z: int) -> None:
-        _library.lte_posterior_backward(z - a, _at(rho, a), _at(mu, a), _at(sigma, a), _at(g_std, a),
-                                        _at(d_rho, a), _at(g_mu, a), _at(d_mu, a), int(square), floor, grad_kl,
-                                        1.0 / var_p)
+        _library.lte_posterior_backward(a, z, layers.n, layers.counts, layers.table, layers.squares, floor,
+                                        grad_kl, 1.0 / var_p)
 
-    _run(call, rho.numel())
+    _run(call, layers.total)

@@ -24,6 +24,18 @@ def _off(monkeypatch):
     monkeypatch.setattr(posterior_kernel, "_library", None)
 
 
+def _forward(rho, mu, sigma, std, square):
+    """The kernel's forward pass over one layer of all its weights: the KL's three sums."""
+    layers = posterior_kernel.Layers([rho.numel()], (square,))
+    return posterior_kernel.forward(layers, -86.8, rho=[rho], sigma=sigma, mu=[mu], std=[std])
+
+
+def _backward(rho, mu, sigma, g_std, d_rho, square):
+    layers = posterior_kernel.Layers([rho.numel()], (square,))
+    posterior_kernel.backward(layers, -86.8, 0.5, 0.16, rho=[rho], sigma=sigma, mu=[mu], g_std=[g_std],
+                              d_rho=[d_rho], g_mu=None, d_mu=None)
+
+
 def _net(model_name, density):
     model = models.build(ModelConfig(model=model_name, bayesian=True, sigma_init=0.05), (1, 8, 8), 10, 0)
     mask = M.ones(model)
@@ -200,9 +212,8 @@ def test_a_weights_results_do_not_depend_on_where_it_lies():
     def run(start):
         m = n - start
         sigma, std, d_rho = torch.empty(m), torch.empty(m), torch.empty(m)
-        posterior_kernel.forward(rho[start:], mu[start:], sigma, std, True, -86.8, [0.0] * 3)
-        posterior_kernel.backward(rho[start:], mu[start:], sigma, g_std[start:], d_rho, None, None, True, -86.8,
-                                  0.5, 0.16)
+        _forward(rho[start:], mu[start:], sigma, std, True)
+        _backward(rho[start:], mu[start:], sigma, g_std[start:], d_rho, True)
         return sigma, std, d_rho
 
     everything = run(0)
@@ -219,9 +230,9 @@ def test_a_large_layer_split_over_threads_gives_what_one_thread_gives(monkeypatc
 
     def run(threads):
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-        sigma, std, d_rho, sums = torch.empty(n), torch.empty(n), torch.empty(n), [0.0] * 3
-        posterior_kernel.forward(rho, mu, sigma, std, False, -86.8, sums)
-        posterior_kernel.backward(rho, mu, sigma, g_std, d_rho, None, None, False, -86.8, 0.5, 0.16)
+        sigma, std, d_rho = torch.empty(n), torch.empty(n), torch.empty(n)
+        sums = _forward(rho, mu, sigma, std, False)
+        _backward(rho, mu, sigma, g_std, d_rho, False)
         return sigma, std, d_rho, sums
 
     one = run(1)
@@ -234,12 +245,58 @@ def test_a_large_layer_split_over_threads_gives_what_one_thread_gives(monkeypatc
 
 
 @needs_kernel
+@pytest.mark.parametrize("threads", [1, 3])
+def test_on_kept_weights_the_kernel_reads_and_writes_them_in_place_as_over_all_weights(monkeypatch, threads):
+    """Layers laid end to end, each with its kept weights' positions: mu and the incoming gradients read there,
+    the std and mu's gradient written there and nowhere else, with the bits of a pass over all weights; cut into
+    pieces across layers for several threads."""
+    monkeypatch.setattr(posterior_kernel, "GRAIN", 700)  # (pieces of a few blocks, cut inside layers)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    g = torch.Generator().manual_seed(0)
+    sizes, squares = [1500, 2301, 37], (True, False, True)
+    mus = [torch.randn(n, generator=g) for n in sizes]
+    kept = [torch.randperm(n, generator=g)[:n // 3].sort().values for n in sizes]
+    for mu, index in zip(mus, kept):
+        outside = torch.ones_like(mu, dtype=torch.bool)
+        outside[index] = False
+        mu[outside] = 0
+        mu[index[::5]] = 0  # (a kept weight at exactly 0 counts as pruned, as over all weights)
+    rhos = [torch.randn(n, generator=g) - 3 for n in sizes]
+    g_stds, g_mus = [torch.randn(n, generator=g) for n in sizes], [torch.randn(n, generator=g) for n in sizes]
+    # over all weights
+    full = posterior_kernel.Layers(sizes, squares)
+    sigma, stds = torch.empty(sum(sizes)), [torch.empty(n) for n in sizes]
+    sums = posterior_kernel.forward(full, -86.8, rho=rhos, sigma=sigma, mu=mus, std=stds)
+    d_rhos, d_mus = [torch.empty(n) for n in sizes], [g.clone() for g in g_mus]
+    posterior_kernel.backward(full, -86.8, 0.5, 0.16, rho=rhos, sigma=sigma, mu=mus, g_std=g_stds, d_rho=d_rhos,
+                              g_mu=d_mus, d_mu=d_mus)
+    # on the kept weights: rho and sigma laid out kept weight after kept weight
+    compact = posterior_kernel.Layers([len(i) for i in kept], squares, [i.int() for i in kept])
+    rho_kept = torch.cat([rho[i] for rho, i in zip(rhos, kept)])
+    sigma_kept, stds_kept = torch.empty(len(rho_kept)), [torch.full((n,), 7.0) for n in sizes]
+    sums_kept = posterior_kernel.forward(compact, -86.8, rho=rho_kept, sigma=sigma_kept, mu=mus, std=stds_kept)
+    d_rho_kept, d_mus_kept = torch.empty(len(rho_kept)), [g.clone() for g in g_mus]
+    posterior_kernel.backward(compact, -86.8, 0.5, 0.16, rho=rho_kept, sigma=sigma_kept, mu=mus, g_std=g_stds,
+                              d_rho=d_rho_kept, g_mu=d_mus_kept, d_mu=d_mus_kept)
+    for i, index in enumerate(kept):
+        outside = torch.ones(sizes[i], dtype=torch.bool)
+        outside[index] = False
+        assert torch.equal(stds_kept[i][index], stds[i][index]) and (stds_kept[i][outside] == 7).all()
+        assert torch.equal(d_mus_kept[i][index], d_mus[i][index])
+        assert torch.equal(d_mus_kept[i][outside], g_mus[i][outside])  # (mu is 0 there: its gradient as it came)
+    assert torch.equal(sigma_kept, torch.cat([s[i] for s, i in zip(sigma.split(sizes), kept)]))
+    assert torch.equal(d_rho_kept, torch.cat([d[i] for d, i in zip(d_rhos, kept)]))
+    assert sums_kept[2] == sums[2] == sum(int((mu != 0).sum()) for mu in mus)
+    assert sums_kept == pytest.approx(sums, rel=1e-5)
+
+
+@needs_kernel
 def test_the_kernels_softplus_is_within_a_few_float_roundings_of_the_exact_one():
     """-ffast-math may rewrite arithmetic (it would turn Goldberg's log1p into a plain log(1 + e), 800 roundings
     off): sigma is checked against float64's softplus over the range rho takes above its floor."""
     rho = torch.cat([torch.linspace(-80, 30, 100_001), torch.randn(50_000, generator=torch.Generator().manual_seed(0))
                      * 3 - 5])
     sigma, std = torch.empty_like(rho), torch.empty_like(rho)
-    posterior_kernel.forward(rho, torch.ones_like(rho), sigma, std, False, -86.8, [0.0] * 3)
+    _forward(rho, torch.ones_like(rho), sigma, std, False)
     exact = F.softplus(rho.double())
     assert ((sigma.double() - exact).abs() / exact).max() < 4 * torch.finfo(torch.float32).eps
