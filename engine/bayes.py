@@ -715,7 +715,8 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
                                     rho=rhos if support is None else rho_kept, std=buffers.outputs)
     # (written through pointers: their version counters are bumped by hand, for autograd's check that a graph's
     # saved buffers were not overwritten before its backward pass)
-    torch.autograd.graph.increment_version([b["sigma"], b["s"], b["s2"]] if support is None else [b["sigma"]])
+    written = [b["sigma"], b["s"], b["s2"]] if support is None else [b["sigma"], buffers.stds]
+    torch.autograd.graph.increment_version(written)
     squares, logs, alive = sums  # the KL, as buffers.kl_weights weighs the sums (here in double precision)
     kl = squares / (2 * prior_sigma ** 2) - logs + alive * (math.log(prior_sigma) - 0.5)
     kl = torch.scalar_tensor(kl, dtype=b["sigma"].dtype)
@@ -739,9 +740,9 @@ def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl) -> list:
         d_mus = (None if grad_kl is None else  # (where mu got no gradient: its KL term over zeros)
                  [torch.zeros_like(mu, **fresh) if g is None else g for mu, g in zip(mus, grad_mus)])
         d_rho = torch.empty_like(rhos[0]) if buffers.given else b["grad"]
-    posterior_kernel.backward(buffers.kernel(), _SOFTPLUS_FLOOR[torch.float32], k, var_p, rho=rhos[0] if support
-                              else rhos, sigma=b["sigma"], mu=mus, g_std=grad_stds, d_rho=d_rho, g_mu=grad_mus,
-                              d_mu=d_mus)
+    posterior_kernel.backward(buffers.kernel(), _SOFTPLUS_FLOOR[torch.float32], k, var_p, mu=mus, sigma=b["sigma"],
+                              rho=rhos if support is None else rhos[0], g_std=grad_stds, d_rho=d_rho,
+                              g_mu=grad_mus, d_mu=d_mus)
     written = [t for t in (d_rhos if support is None else [d_rho]) + (d_mus or []) if t is not None]
     torch.autograd.graph.increment_version(written)  # (as in forward)
     if support is not None:
