@@ -719,7 +719,7 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
     torch.autograd.graph.increment_version(written)
     squares, logs, alive = sums  # the KL, as buffers.kl_weights weighs the sums (here in double precision)
     kl = squares / (2 * prior_sigma ** 2) - logs + alive * (math.log(prior_sigma) - 0.5)
-    kl = torch.scalar_tensor(kl, dtype=b["sigma"].dtype)
+    kl = torch.scalar_tensor(kl, dtype=b["sigma"].dtype, device=b["sigma"].device)
     return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]),
                     scattered=True)
 

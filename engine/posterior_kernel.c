@@ -11,10 +11,13 @@
  *   KL = sum(mu^2 + s^2) / (2 prior^2) - sum(alive * log sigma) + n_alive (log prior - 1/2)
  * and backward, with g the std's incoming gradient and k the KL's:
  *   d sigma = k (s / prior^2 - alive / sigma) + (2 s or alive) g;  d rho = sigmoid(rho) d sigma
- * A NaN rho gives NaN sigma and gradients, as PyTorch's ops do.
+ * A NaN rho gives NaN sigma and gradients, as PyTorch's ops do (a pruned weight's rho, NaN or not, adds nothing
+ * to the KL here, where PyTorch's 0 * NaN made it NaN).
  *   d mu = (mu's incoming gradient) + k mu / prior^2
  * The sums are accumulated in float over blocks of 512 weights, then in double; every weight takes the same
- * instructions wherever it lies (below), so results do not depend on where the tensors were allocated. */
+ * instructions wherever it lies (below), so its results do not depend on where the tensors were allocated, and
+ * a run repeats bit for bit (the sums depend, to float rounding, on the number of threads a large call is cut
+ * into). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

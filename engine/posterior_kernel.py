@@ -182,7 +182,8 @@ class Layers:
 
     def __init__(self, counts: list[int], squares: tuple[bool, ...], index: list[torch.Tensor] | None = None):
         n = len(counts)
-        self.n, self.total, self.index = n, sum(counts), index or [None] * n
+        self.n, self.total = n, sum(counts)
+        self.index = index or [None] * n  # (kept here: the table holds their addresses)
         self.starts = [sum(counts[:i]) for i in range(n)]
         self.counts = (ctypes.c_long * n)(*counts)
         self.squares = (ctypes.c_int * n)(*map(int, squares))

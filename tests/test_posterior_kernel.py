@@ -14,6 +14,7 @@ from engine import bayes, models, posterior_kernel, trainer
 from engine import masks as M
 from engine.config import ModelConfig, TrainConfig
 
+FLOOR = bayes._SOFTPLUS_FLOOR[torch.float32]  # (what engine.bayes hands the kernel)
 needs_kernel = pytest.mark.skipif(not posterior_kernel.available(torch.zeros(1)),
                                   reason="the posterior kernel cannot be built here (" + posterior_kernel.status() + ")")
 
@@ -27,12 +28,12 @@ def _off(monkeypatch):
 def _forward(rho, mu, sigma, std, square):
     """The kernel's forward pass over one layer of all its weights: the KL's three sums."""
     layers = posterior_kernel.Layers([rho.numel()], (square,))
-    return posterior_kernel.forward(layers, -86.8, rho=[rho], sigma=sigma, mu=[mu], std=[std])
+    return posterior_kernel.forward(layers, FLOOR, rho=[rho], sigma=sigma, mu=[mu], std=[std])
 
 
 def _backward(rho, mu, sigma, g_std, d_rho, square):
     layers = posterior_kernel.Layers([rho.numel()], (square,))
-    posterior_kernel.backward(layers, -86.8, 0.5, 0.16, rho=[rho], sigma=sigma, mu=[mu], g_std=[g_std],
+    posterior_kernel.backward(layers, FLOOR, 0.5, 0.16, rho=[rho], sigma=sigma, mu=[mu], g_std=[g_std],
                               d_rho=[d_rho], g_mu=None, d_mu=None)
 
 
@@ -266,17 +267,17 @@ def test_on_kept_weights_the_kernel_reads_and_writes_them_in_place_as_over_all_w
     # over all weights
     full = posterior_kernel.Layers(sizes, squares)
     sigma, stds = torch.empty(sum(sizes)), [torch.empty(n) for n in sizes]
-    sums = posterior_kernel.forward(full, -86.8, rho=rhos, sigma=sigma, mu=mus, std=stds)
+    sums = posterior_kernel.forward(full, FLOOR, rho=rhos, sigma=sigma, mu=mus, std=stds)
     d_rhos, d_mus = [torch.empty(n) for n in sizes], [g.clone() for g in g_mus]
-    posterior_kernel.backward(full, -86.8, 0.5, 0.16, rho=rhos, sigma=sigma, mu=mus, g_std=g_stds, d_rho=d_rhos,
+    posterior_kernel.backward(full, FLOOR, 0.5, 0.16, rho=rhos, sigma=sigma, mu=mus, g_std=g_stds, d_rho=d_rhos,
                               g_mu=d_mus, d_mu=d_mus)
     # on the kept weights: rho and sigma laid out kept weight after kept weight
     compact = posterior_kernel.Layers([len(i) for i in kept], squares, [i.int() for i in kept])
     rho_kept = torch.cat([rho[i] for rho, i in zip(rhos, kept)])
     sigma_kept, stds_kept = torch.empty(len(rho_kept)), [torch.full((n,), 7.0) for n in sizes]
-    sums_kept = posterior_kernel.forward(compact, -86.8, rho=rho_kept, sigma=sigma_kept, mu=mus, std=stds_kept)
+    sums_kept = posterior_kernel.forward(compact, FLOOR, rho=rho_kept, sigma=sigma_kept, mu=mus, std=stds_kept)
     d_rho_kept, d_mus_kept = torch.empty(len(rho_kept)), [g.clone() for g in g_mus]
-    posterior_kernel.backward(compact, -86.8, 0.5, 0.16, rho=rho_kept, sigma=sigma_kept, mu=mus, g_std=g_stds,
+    posterior_kernel.backward(compact, FLOOR, 0.5, 0.16, rho=rho_kept, sigma=sigma_kept, mu=mus, g_std=g_stds,
                               d_rho=d_rho_kept, g_mu=d_mus_kept, d_mu=d_mus_kept)
     for i, index in enumerate(kept):
         outside = torch.ones(sizes[i], dtype=torch.bool)
