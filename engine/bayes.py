@@ -310,10 +310,10 @@ class _Support:
 
     `local[i]`: layer i's flat positions (int64 for index_copy_, and int32 for index_select, faster);
     `flat`: all of them, into the layers' weights laid end to end."""
-    # below this fraction of weights kept, gathering and scattering them costs less than it saves (lenet300 on
-    # digits and at 784 inputs, one CPU thread: tickets of density 0.5 step about as fast either way, 0.35
-    # faster compact, 0.7 slower)
-    COMPACT_BELOW = 0.5
+    # below this fraction of weights kept, reading and writing them at their positions costs less than it saves
+    # (lenet300 on digits and at 784 inputs, one CPU thread, bench/bayes_speed.py's step: compact 5-6% faster at
+    # density 0.2, 2-3% at 0.3-0.35, 2-4% slower at 0.5)
+    COMPACT_BELOW = 0.4
 
     def __init__(self, layers: list[BayesLayer], masks: list[torch.Tensor | None], key: tuple):
         self.key = key
