@@ -324,7 +324,7 @@ def _open_run(args):
 
 
 def cmd_compare(args) -> int:
-    from .compare import CompareOptions, compare, format_table
+    from .compare import CompareOptions, compare, format_table, resumes_stored_before
 
     opts = options_from_flags(CompareOptions, args)
     base = values_from_args(args, run_settings())
@@ -332,7 +332,12 @@ def cmd_compare(args) -> int:
         if path in base:
             raise ConfigError(flag_of(path), base[path],
                               f"lottery compare sets it for each run from {instead}: leave it out")
-    _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}", base)
+    try:
+        _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}", base)
+    except ConfigError:  # unless the sweep it names was stored before that rule: the command that stored it resumes
+        # it, as `lottery run` does a run (the runs not stored get only what their method reads)
+        if not resumes_stored_before(base, list(opts.methods), list(opts.densities), opts.seeds, args.runs_dir):
+            raise
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
     progress = _Progress(quiet) if opts.executor == "local" and not side_by_side else _SweepBar(quiet)

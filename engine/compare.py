@@ -70,6 +70,65 @@ def _given(base: RunConfig | dict) -> dict:
     return setting_values(base.to_dict()) if isinstance(base, RunConfig) else dict(base)
 
 
+def _plan(base: RunConfig | dict, methods: list[str], densities: list[float], seeds: int) -> list[tuple]:
+    """(method, the targets a run serves, its config) for every run of the sweep, known before any trains."""
+    plan = []
+    for method in methods:
+        spec = METHODS.get(method, "methods")
+        for seed in range(seeds):
+            if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
+                levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
+                plan.append((method, densities, _config(base, method, seed, None, levels)))
+            elif not read_by("prune.density", method, _given(base)):  # one run serves every target (ks-lottery,
+                # transfer, oneshot under --pattern nm)
+                plan.append((method, densities, _config(base, method, seed, None, None)))
+            else:
+                plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
+    return plan
+
+
+def _resuming(plan: list[tuple], base: RunConfig | dict, runs_dir) -> list[tuple]:
+    """`plan` with each entry whose run is not stored but was by a `lottery compare` from before the unread rule
+    given that run (`_stored_before`): the command that stored a sweep resumes it."""
+    return [(method, targets, config if RunStore(runs_dir, config.run_id).exists()
+             else _stored_before(base, method, config.seed, targets, runs_dir) or config)
+            for method, targets, config in plan]
+
+
+def _stored_before(base: RunConfig | dict, method: str, seed: int, targets: list[float], runs_dir) -> RunConfig | None:
+    """The run of `method` and `seed` for `targets` that a `lottery compare` from before the unread rule stored, if
+    one is: it gave every run each setting typed, whether its method reads it or not (--rewind iter:2 to snip), and
+    a method that never reads the density a run per target (any of them serves). As `lottery run` resumes a run
+    stored with a flag it now refuses; a run not stored gets only what it reads (`_config`)."""
+    def older(density: float | None, levels: int | None) -> RunConfig:  # (the `_config` of those versions)
+        changes = {"prune.method": method, "seed": seed}
+        if density is not None:
+            changes["prune.density"] = density
+        if levels is not None:
+            changes["prune.levels"] = levels
+        scope = base.prune.scope if isinstance(base, RunConfig) else base.get("prune.scope", PruneConfig.scope)
+        if scope in choices_of(PruneConfig.__dataclass_fields__["scope"]):
+            changes["prune.scope"] = spec.scope_for(scope)
+        return base.replace(**changes) if isinstance(base, RunConfig) else config_from_settings({**base, **changes})
+
+    spec = METHODS.get(method, "methods")
+    try:
+        if spec.levels_to_reach is not None:
+            candidates = [older(None, spec.levels_to_reach(older(None, None).prune, min(targets)))]
+        else:
+            candidates = [older(d, None) for d in targets]
+    except ConfigError:  # (a value those versions took and this one refutes: no run was stored with it)
+        return None
+    return next((c for c in candidates if RunStore(runs_dir, c.run_id).exists()), None)
+
+
+def resumes_stored_before(base: dict, methods: list[str], densities: list[float], seeds: int, runs_dir) -> bool:
+    """Whether this sweep resumes a run stored before the unread rule (`_resuming`): `lottery compare` then takes the
+    typed flags it refuses for a new sweep (a setting none of its methods, or its model, reads)."""
+    plan = _plan(base, methods, densities, seeds)
+    return [c.run_id for _, _, c in plan] != [c.run_id for _, _, c in _resuming(plan, base, runs_dir)]
+
+
 def _row(summary: dict, level: dict, search_steps: int, search_seconds: float) -> dict:
     controls = {name: next((r for r in rows if r["level"] == level["level"]), None)
                 for name, rows in summary["controls"].items()}
@@ -86,18 +145,7 @@ def compare(base: RunConfig, methods: list[str], densities: list[float], seeds: 
     from .executors import run_all  # late: the options above are read by the CLI and the app without torch
 
     CompareOptions(tuple(methods), tuple(densities), seeds, executor, workers, scheduler)  # errors name the flag
-    plan = []  # (method, the targets a run serves, its config): every run is known before any trains
-    for method in methods:
-        spec = METHODS.get(method, "methods")
-        for seed in range(seeds):
-            if spec.levels_to_reach is not None:  # one run down to the lowest density; targets read its levels
-                levels = spec.levels_to_reach(_config(base, method, seed, None, None).prune, min(densities))
-                plan.append((method, densities, _config(base, method, seed, None, levels)))
-            elif not read_by("prune.density", method, _given(base)):  # one run serves every target (ks-lottery,
-                # transfer, oneshot under --pattern nm)
-                plan.append((method, densities, _config(base, method, seed, None, None)))
-            else:
-                plan += [(method, [d], _config(base, method, seed, d, None)) for d in densities]
+    plan = _resuming(_plan(base, methods, densities, seeds), base, runs_dir)
     if not scheduler:  # (a real cluster's client may not hold the data its workers read)
         _check_before_training([c for _, _, c in plan], runs_dir)
     if executor == "local" and seeds > 1 and plan[0][2].train.batched == "auto":

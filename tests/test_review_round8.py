@@ -130,3 +130,25 @@ def test_show_of_a_generation_id_says_which_zoo_holds_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "generation of the zoo zoo-mlp-digits-0123456789" in err
     assert "lottery show zoo-mlp-digits-0123456789" in err
+
+
+def test_the_same_compare_resumes_a_sweep_stored_with_flags_now_refused(tmp_path, capsys):
+    """`lottery compare` before the unread rule gave every run each typed setting (snip's run kept --rewind iter:2
+    and --prune-fraction 0.5). Its own command then refused the flags (`--methods snip`: 'leave it out', and
+    leaving them out named another run) or silently trained snip again under a second id (`--methods snip,imp`,
+    imp reading both). A stored run of the sweep is reused, as `lottery run` reuses one; else refused as before."""
+    runs = tmp_path / "runs"
+    old_snip = RunConfig.from_dict({"data": {"dataset": "digits"}, "train": {"epochs": 1},
+                                    "prune": {"method": "snip", "density": 0.5, "controls": [], "rewind": "iter:2",
+                                              "prune_fraction": 0.5}})
+    engine.run(old_snip, runs_dir=runs)
+    flags = [*TINY, "--rewind", "iter:2", "--prune-fraction", "0.5", "--seeds", "1", "--json", "--runs-dir", str(runs)]
+    assert main(["compare", "--methods", "snip", "--densities", "0.5", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][0]["runs"] == [old_snip.run_id]
+    assert main(["compare", "--methods", "snip,imp", "--densities", "0.5", *flags]) == 0
+    rows = {r["method"]: r["runs"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["snip"] == [old_snip.run_id]
+    assert sorted(p.name for p in runs.iterdir()) == sorted([old_snip.run_id, *rows["imp"]])  # snip not trained again
+    assert main(["compare", "--methods", "snip", "--densities", "0.3", *flags]) == 2  # no such run stored: refused
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "snip" in err and "so it never reads --prune-fraction" in err, err
