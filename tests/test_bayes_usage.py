@@ -1,5 +1,6 @@
 """Bayesian runs used as a user would (the CLI, analyses, other methods with --bayesian): what went wrong once."""
 import pytest
+import torch
 
 import engine
 from engine.analysis import analyze
@@ -69,3 +70,29 @@ def test_progress_counts_the_deterministic_comparison(runs_dir):
 
     assert "deterministic" in check(_bayes_cfg())
     assert "deterministic" in check(_bayes_cfg(**{"prune.bayes_criterion": "snr"}))  # reused: counted as done
+
+
+def _level_one_mask(runs_dir, cfg):
+    return RunStore(runs_dir, cfg.run_id).load_level("ticket", 1, "cpu")[0]
+
+
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_pruning_at_init_scores_a_bayesian_nets_means(tmp_path, method):
+    # `lottery run --bayesian --method snip` stored a different mask at every run of one command (its scoring pass
+    # drew weight noise from torch's global generator); synflow's |theta| net took |rho| too, a sigma of ~7 per
+    # weight, and kept noise: tickets at 20% accuracy where deterministic synflow reached 60%. Both score the
+    # means: the mask of the deterministic net of the same seed, whatever torch's global generator holds.
+    changes = {"prune.method": method, "prune.density": 0.1, "train.epochs": 1, "train.batch_size": 256,
+               "prune.controls": (), **({"prune.synflow_rounds": 5} if method == "synflow" else {})}
+    deterministic = tiny(**changes)
+    bayesian = tiny(**changes, **{"model.bayesian": True, "model.mc_samples": 2})
+    engine.run(deterministic, runs_dir=tmp_path / "d")
+    masks = []
+    for i in range(2):
+        torch.manual_seed(i)  # (what a fresh process's global generator, or an earlier run in this one, leaves)
+        engine.run(bayesian, runs_dir=tmp_path / f"b{i}")
+        masks.append(_level_one_mask(tmp_path / f"b{i}", bayesian))
+    expected = _level_one_mask(tmp_path / "d", deterministic)
+    for mask in masks:
+        assert mask.keys() == expected.keys()
+        assert all(torch.equal(mask[n], expected[n]) for n in expected)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import bayes
 from .. import masks as M
 from .. import scores as S
 from ..config import PATTERNS, option, validate
@@ -75,10 +76,14 @@ def pai_mask(ctx, rule: str) -> M.Mask:
         keep = target_counts(dense, cfg.density, cfg.scope)
     else:
         keep = structured_rule(cfg, model, dense)
-    if rule == "synflow":
-        return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=ctx.options.synflow_rounds)
-    batch = score_batch(ctx.data, ctx.config.seed)
-    scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
+    # a Bayesian net is scored by its means (noise 0), as the deterministic net of the same seed: a sampled pass
+    # drew its noise from torch's global generator (a new mask at every run of one command), and synflow's
+    # |theta| turns rho into |rho|, a sigma of ~7 per weight
+    with bayes.noise(model, 0.0):
+        if rule == "synflow":
+            return S.synflow_mask(model, dense, ctx.data.input_shape, keep, rounds=ctx.options.synflow_rounds)
+        batch = score_batch(ctx.data, ctx.config.seed)
+        scores = getattr(S, rule)(model, dense, batch, generator(ctx.config.seed, "pai-random"))
     return keep(scores, dense) if callable(keep) else select(scores, dense, cfg.density, cfg.scope)
 
 
