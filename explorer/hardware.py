@@ -17,7 +17,7 @@ from engine.store import list_runs
 
 from explorer.forms import OptionsForm
 from explorer.jobs import Job, error_message, one_at_a_time
-from explorer.plots import COMMON, code_block
+from explorer.plots import COMMON, _empty, code_block
 
 PATTERNS = ["masked", "csr", "channel", "2:4"]
 COLUMNS = ["pattern", "sparsity", "batch", "dtype", "theoretical_speedup", "speedup", "median_ms", "label"]
@@ -74,7 +74,6 @@ class HardwarePanel(pn.viewable.Viewer):
         self.stop_button = pn.widgets.Button(label="Cancel", width=90)
         self.button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
-        # what the plot will show: before a probe it holds only its reference lines and a legend of no points
         self.status = pn.pane.Markdown("Press **Probe**: each pattern's measured speedup over the dense layer, against "
                                        "its theoretical one, appears in the plot as it is measured.",
                                        css_classes=["probe-status"], sizing_mode="stretch_width")
@@ -84,6 +83,13 @@ class HardwarePanel(pn.viewable.Viewer):
         self.pipe = hv.streams.Pipe(data={"rows": [], "device": self.device})
         self.plot = pn.pane.HoloViews(hv.DynamicMap(speedup_plot, streams=[self.pipe]), sizing_mode="stretch_width",
                                       css_classes=["hardware-plot"])
+        # in its place until a probe's first row: the plot would show only its reference lines and a legend of
+        # patterns with no points. (Swapped in, not shown with `visible`: a plot laid out hidden stayed blank)
+        self.waiting = pn.pane.HoloViews(_empty(f"Measured vs theoretical speedup on {self.device}", "run a probe "
+                                                "(Probe, above) to see each pattern's measured speedup against its "
+                                                "theoretical one"), sizing_mode="stretch_width",
+                                         css_classes=["hardware-waiting"])
+        self.shown = pn.Column(self.waiting, sizing_mode="stretch_width")
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.rows: list[dict] = []
         self.job: Job | None = None
@@ -153,6 +159,9 @@ class HardwarePanel(pn.viewable.Viewer):
 
     def _send(self) -> None:
         self.pipe.send({"rows": list(self.rows), "device": self.device, "patterns": list(self.patterns.value)})
+        pane = self.plot if self.rows else self.waiting
+        if self.shown.objects != [pane]:
+            self.shown.objects = [pane]
 
     def __panel__(self):
         f = self.form
@@ -163,4 +172,4 @@ class HardwarePanel(pn.viewable.Viewer):
                          pn.FlexBox(f["batch"], f["dtype"], f["device"], f["min_time"], f["threads"], self.button,
                                     self.stop_button, align_items="flex-end", sizing_mode="stretch_width"),
                          self.patterns,
-                         self.status, self.plot, self.unavailable, self.table, sizing_mode="stretch_width")
+                         self.status, self.shown, self.unavailable, self.table, sizing_mode="stretch_width")

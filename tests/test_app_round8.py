@@ -11,7 +11,7 @@ import pytest
 import engine
 from explorer.app import ExplorerApp
 
-from conftest import tiny
+from conftest import tiny, wait_until
 
 
 # ---------------------------------------------------------------- first visits
@@ -297,11 +297,27 @@ def test_masks_and_analyses_offer_no_zoo(tmp_path):
 
 def test_the_hardware_plot_is_not_left_unexplained_before_a_probe(tmp_path):
     """Before a probe the Hardware tab's plot held two reference lines and a legend of patterns with no points,
-    and nothing said what to do. The status line above it now says."""
+    and nothing said what to do. The status line above it says, and the plot itself says to run a probe (it
+    still drew the empty legend); the first row measured brings the speedup plot."""
+    import holoviews as hv
+
     from explorer.hardware import HardwarePanel
 
     panel = HardwarePanel(str(tmp_path / "runs"))
     assert "Probe" in panel.status.object and "plot" in panel.status.object
+
+    def drawn():  # the plot shown (the speedup plot streams from a Pipe: its DynamicMap's current frame)
+        [pane] = getattr(panel, "shown", [panel.plot])
+        return pane.object[()] if isinstance(pane.object, hv.DynamicMap) else pane.object
+
+    assert [e.text for e in drawn() if isinstance(e, hv.Text)] and not any(isinstance(e, hv.Scatter) for e in drawn())
+    assert "run a probe" in drawn().get(0).text
+    panel.layer.value, panel.batches.value, panel.sparsities.value = "32x32", "1", "0.5"
+    panel.start()
+    assert "run a probe" in drawn().get(0).text  # (probing, no row yet)
+    wait_until(lambda: panel.poll() or panel.job is None, interval=0.01)
+    assert panel.status.object.startswith("done")
+    assert {e.label for e in drawn() if isinstance(e, hv.Scatter) and len(e)} == {"masked", "csr", "channel"}
 
 
 def test_the_live_curves_last_point_is_not_on_the_plots_edge(tmp_path):

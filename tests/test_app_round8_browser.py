@@ -70,7 +70,7 @@ def test_at_1000_px_the_hardware_tab_stays_within_the_page(browser, server):
     sight. Its settings now wrap; the tab, the plot and the button stay on the page."""
     with app_page(browser, server.url, 1000) as (page, errors):
         _tab(page, "Hardware")
-        plot = _box(page, "hardware-plot")
+        plot = _box(page, "hardware-waiting")  # (the plot in its place before a probe)
         probe = page.get_by_role("button", name="Probe")
         expect(probe).to_be_visible(timeout=PAGE_READY_MS)
         button = probe.bounding_box()
