@@ -9,8 +9,9 @@ functions; the Partial-LoRA ones take rows {rule, rank, density, trainable, test
 (the notebook and the bench feed them directly):
 
     ks_tokens(record)        KS statistic of the top tokens by rank, selected tokens and the known set marked
-    ks_curves(record)        per K: precision vs the known set, and share of the embedding gain recovered,
-                             for KS and each baseline ranking
+    ks_precision(record)     per K: precision vs the known set, for KS and each baseline ranking
+    ks_recovery(record)      per K: share of the embedding fine-tune's gain recovered, the same rankings
+                             (plots.side_by_side(ks_precision(r), ks_recovery(r)): two to a row, as the tab)
     lora_ratios(rows)        per-layer ratio bars, one group per masking rule
     lora_accuracy(rows)      accuracy vs trainable adapter entries per masking rule (dense LoRA included)
 """
@@ -61,13 +62,6 @@ def ks_readable(record: dict) -> None:
     """Raise (KeyError, TypeError, ...) if the tab cannot draw `record`: reads every field its plots and line
     read, without drawing them (a HoloViews element per record made opening the tab slow with many runs)."""
     _token_rows(record), _per_ranking(record), ks_summary(record), record["top"][0]["id"]  # (a ranking, not empty)
-
-
-def ks_curves(record: dict | None) -> hv.Layout | hv.Element:
-    """Precision and recovery side by side (one Layout, for notebooks; the tab shows the two in their own panes)."""
-    if not record or not record.get("levels"):
-        return _empty("KS-Lottery per K", "no ks-lottery record")
-    return (ks_precision(record) + ks_recovery(record)).cols(2)
 
 
 def _per_ranking(record: dict) -> dict[str, list[tuple]]:

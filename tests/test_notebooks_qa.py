@@ -114,3 +114,32 @@ def test_04_speedup_table_shows_sparsity_as_read():
     exec(code_cell("04_hardware_lottery.ipynb", "def speedup_table"), namespace)
     table = namespace["speedup_table"](rows)
     assert sorted(set(table.index.get_level_values("sparsity"))) == [0.0, 0.5, 0.9]
+
+
+def test_07_puts_at_most_two_plots_in_a_row_and_wraps_them_on_a_narrower_page():
+    """At 1400 px in JupyterLab the KS cell showed three plots in one row (`ks_tokens(record) + ks_curves(record)`,
+    a HoloViews Layout): ~300 px each, their titles cut. Plots beside each other go through plots.side_by_side, as
+    in the app (two to a row on a wide page, one per row below 1300 px); a Layout never wraps."""
+    import panel as pn
+
+    from explorer import foundation_ii
+    from explorer.plots import side_by_side
+
+    top = [{"id": i, "statistic": 1 / (i + 1), "token": f"t{i}"} for i in range(8)]
+    levels = [{"k": k, **{v: {"tokens": [0, 1], "precision": 0.5, "recovered": 0.4} for v in foundation_ii.RANKINGS}}
+              for k in (2, 4)]
+    lora = {f"run-{rule}": {"rule": rule, "rank": 4, "adapter_density": 0.25, "trainable": 900, "test_accuracy": 0.5,
+                            "layers": {"0.attention.self.query": {"ratio": 0.3}}, "dense_lora_test_accuracy": 0.6,
+                            "dense_lora_trainable": 3600} for rule in ("subspace-random", "uniform-random")}
+    namespace = {**{n: getattr(foundation_ii, n) for n in dir(foundation_ii) if not n.startswith("_")},
+                 "side_by_side": side_by_side, "lora_records": lora,
+                 "record": {"top": top, "known": [0], "levels": levels, "embedding_test_accuracy": 0.6}}
+    cells = [c.source for c in nbformat.read(NOTEBOOKS / "07_embedding_and_adapter_tickets.ipynb", as_version=4).cells
+             if c.cell_type == "code" and "import" not in c.source and "engine." not in c.source]
+    shown = [run_cell("07_embedding_and_adapter_tickets.ipynb", source, **namespace) for source in cells]
+    for source, s in zip(cells, shown):
+        assert not (isinstance(s, hv.Layout) and len(s) > 1), f"a Layout of plots in one row, never wrapped: {source}"
+        if isinstance(s, pn.Row):
+            assert "side-by-side" in s.css_classes and len(s) <= 2, source
+    assert len(shown) == 3 and all(s is not None for s in shown)  # the tokens; precision and recovery; LoRA's two
+    assert sum(isinstance(s, pn.Row) for s in shown) == 2
