@@ -48,7 +48,8 @@ def metric_rows(results: dict[str, dict]) -> pd.DataFrame:
 
 def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Element:
     """`metric` vs density (log, dense on the left) for every run's ticket, controls and deterministic ticket."""
-    title = f"{METRICS[metric].split(' (')[0].capitalize()} vs density"
+    name = METRICS[metric].split(" (")[0].split(",")[0]  # (not str.capitalize: it made "Test nll")
+    title = f"{name[0].upper()}{name[1:]} vs density"
     df = metric_rows(results)
     if df.empty:
         return _empty(title, "no Bayesian run measured yet: run --method bayes-imp --bayesian")
@@ -103,7 +104,8 @@ def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.
     far each weight's sigma is from the layer's median, in %, on a diverging scale that spans the 2nd to 98th
     percentiles (colour by log10 sigma over its whole range read as noise: a net trained briefly keeps sigma
     within a fraction of a percent of its start, and the colour bar's ticks all read -2.9088)."""
-    title = f"Posterior std (sigma) of {layer}, level {level}" if layer else "Posterior std (sigma)"
+    # short: beside the mask at 1400 px the plot is ~450 px wide with its colour bar (a longer title lost its end)
+    title = f"Sigma of {layer}, level {level}" if layer else "Posterior std (sigma)"
     if sigma is None:
         return _empty(title, "choose a Bayesian run, a level and a layer")
     s = np.asarray(sigma, dtype=np.float64).reshape(sigma.shape[0], -1)
@@ -114,7 +116,7 @@ def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.
     img = np.where(s > 0, 100 * (s / median - 1), np.nan)
     span = float(np.max(np.abs(np.percentile(img[s > 0], SIGMA_RANGE))))
     # how much sigma varies at all, said under the map: near-uniform sigma is a finding, not a drawing problem
-    xlabel = f"input (sigma within ±{span:.2g}% of its median" if span else "input (sigma uniform"
+    xlabel = f"input (sigma ±{span:.2g}% of median" if span else "input (sigma uniform"
     xlabel += ": near its start)" if span < 5 else ")"
     span = span or 1e-9  # (a colour range for a uniform layer)
     return hv.Image(img[::-1], bounds=(0, 0, s.shape[1], s.shape[0]), kdims=["input", "output unit"],
@@ -234,7 +236,7 @@ class BayesPanel(pn.viewable.Viewer):
         self.panes["mask"].object = mask_heatmap(mask, layer or "", level or 0) if mask is not None or not problem \
             else _empty(f"Mask of {layer} at level {level}", problem)
         self.panes["sigma"].object = sigma_plot(sigma, layer or "", level or 0) if sigma is not None or not problem \
-            else _empty(f"Posterior std (sigma) of {layer} at level {level}", problem)
+            else _empty(f"Sigma of {layer}, level {level}", problem)
 
     def __panel__(self):
         return pn.Column(

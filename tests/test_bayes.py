@@ -437,8 +437,7 @@ def test_the_bayesian_tab_shows_metrics_reliability_and_sigma_maps(bayes_run):
     rows = metric_rows(panel.results)
     assert set(rows["variant"]) == {"ticket", "reinit", "deterministic ticket"}
     panel.metric.value = "ece"
-    assert "Ece" in panel.panes["metric"].object.opts.get().kwargs["title"] or \
-        "ECE" in panel.panes["metric"].object.opts.get().kwargs["ylabel"]
+    assert "ECE" in panel.panes["metric"].object.opts.get().kwargs["title"]
     panel.level.value, panel.layer.value = 1, "hidden.1.weight"
     sigma = panel._sigma[(cfg.run_id, 1, "hidden.1.weight")][1]
     mask = RunStore(runs_dir, cfg.run_id).load_mask("ticket", 1)["hidden.1.weight"].numpy()
@@ -460,3 +459,22 @@ def test_cancelling_during_the_deterministic_comparison_cancels_the_run(runs_dir
     assert summary["status"] == "cancelled" and summary["levels"] == []
     det = RunStore(runs_dir, bayes_imp.deterministic_config(cfg).run_id).summary()
     assert det["status"] == "cancelled"
+
+
+def test_the_bayesian_tabs_titles_name_the_metric_and_fit_their_plots():
+    # the metric plot's titles read "Test nll vs density" and "Test ece, 15 bins vs density" (str.capitalize), and at
+    # 1400 px, where the sigma map sits beside the mask (~450 px wide with its colour bar), its 63-character title
+    # lost its end, the median sigma, and its x label its first letter
+    import numpy as np
+
+    from explorer.bayes import metric_plot, sigma_plot
+
+    results = {"r": {"levels": [{"level": 0, "density": 1.0,
+                                 "variants": {"ticket": {"accuracy": 0.9, "nll": 0.3, "ece": 0.1}}}]}}
+    titles = {m: metric_plot(results, m).opts.get().kwargs["title"] for m in ("accuracy", "nll", "ece")}
+    assert titles == {"accuracy": "Test accuracy vs density", "nll": "Test NLL vs density",
+                      "ece": "Test ECE vs density"}
+    sigma = 1e-3 * (1 + 1e-4 * np.random.default_rng(0).standard_normal((300, 784)))  # (near its start)
+    kw = sigma_plot(sigma, "hidden.0.weight", 12).opts.get().kwargs
+    assert kw["title"].endswith("median 0.001") and len(kw["title"]) <= 50, kw["title"]
+    assert len(kw["xlabel"]) <= 50, kw["xlabel"]
