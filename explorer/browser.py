@@ -72,8 +72,10 @@ class RunBrowser(pn.viewable.Viewer):
         app's first page does without (the Runs tab is built when first visited)."""
         if self._table is None:
             ids = self._ids()
+            # as tall as its rows, up to 600 px (then it scrolls inside): a fixed 320 px showed 10 of 24 runs with
+            # half a 1000 px window blank below, and a few runs atop an empty box
             self._table = pn.widgets.Tabulator(self._rows(), selectable="checkbox", disabled=True,
-                                               show_index=False, sizing_mode="stretch_width", height=320,
+                                               show_index=False, sizing_mode="stretch_width", max_height=600,
                                                pagination=None, css_classes=["run-table"],
                                                # a note beside the id it explains, wrapped (a page 1000 px wide
                                                # shows the first four columns)

@@ -78,3 +78,17 @@ def test_at_1000_px_the_hardware_tab_stays_within_the_page(browser, server):
         assert plot["x"] + plot["width"] <= 1000 and button["x"] + button["width"] <= 1000, (plot, button)
         assert tabs["x"] + tabs["width"] <= 1000, tabs
         assert not errors, errors
+
+
+def test_the_runs_table_is_as_tall_as_its_rows(browser, server):
+    """The Runs table was a 320 px box whatever the store held: 10 of 24 runs shown, scrolled inside it, with half a
+    1000 px window blank below; three runs sat atop 200 px of empty table. It is now as tall as its rows, up to 600 px
+    (then it scrolls inside)."""
+    with app_page(browser, server.url, 1400) as (page, errors):
+        _tab(page, "Runs")
+        table = _box(page, "run-table")
+        rows = page.locator(".run-table .tabulator-row")
+        wait_until(lambda: rows.count() == 3, 15, interval=0.25, what="the three runs listed")  # (bayes-imp's companion)
+        last = max((rows.nth(i).bounding_box() for i in range(3)), key=lambda b: b["y"])
+        assert table["y"] + table["height"] - (last["y"] + last["height"]) < 20, (table, last)
+        assert not errors, errors
