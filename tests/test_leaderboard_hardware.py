@@ -97,3 +97,18 @@ def test_leaderboard_refuses_an_empty_seed_count(runs_dir):
     panel.seeds.value = None
     panel.start()
     assert panel.job is None and "seeds" in panel.status.object
+
+
+def test_the_speedup_plots_axes_follow_the_rows_streamed_in():
+    """The plot's ranges stayed those of its first frame (up to 2.4x): the rows of a 90% sparsity (10x theoretical)
+    arrived later in the same probe and were drawn off the plot."""
+    pipe = hv.streams.Pipe(data={"rows": [], "device": "cpu"})
+    plot = hv.renderer("bokeh").get_plot(hv.DynamicMap(speedup_plot, streams=[pipe]))
+
+    def row(theoretical, measured):
+        return {"pattern": "csr", "available": True, "theoretical_speedup": theoretical, "speedup": measured,
+                "sparsity": 1 - 1 / theoretical, "batch": 1, "dtype": "float32", "median_ms": 1.0}
+
+    pipe.send({"rows": [row(2.0, 0.5)], "device": "cpu"})
+    pipe.send({"rows": [row(2.0, 0.5), row(10.0, 0.4)], "device": "cpu"})
+    assert plot.handles["x_range"].end > 10 and plot.handles["y_range"].end > 10
