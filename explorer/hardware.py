@@ -48,8 +48,8 @@ def speedup_plot(data: dict | None = None) -> hv.Overlay:
     title = f"Measured vs theoretical speedup on {data.get('device', 'this machine')}"
     return hv.Overlay(layers).opts(title=title, logx=True, logy=True, xlim=(0.8, top), ylim=(0.05, top),
                                    xlabel="theoretical speedup (dense FLOPs / FLOPs)",
-                                   ylabel="measured speedup (dense time / time)", legend_position="top_left",
-                                   **COMMON)
+                                   ylabel="measured speedup (dense time / time)",
+                                   legend_position="right", **COMMON)  # inside (top left), it hid the 1x rows
 
 
 class HardwarePanel(pn.viewable.Viewer):

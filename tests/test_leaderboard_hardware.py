@@ -101,7 +101,10 @@ def test_leaderboard_refuses_an_empty_seed_count(runs_dir):
 
 def test_the_speedup_plots_axes_follow_the_rows_streamed_in():
     """The plot's ranges stayed those of its first frame (up to 2.4x): the rows of a 90% sparsity (10x theoretical)
-    arrived later in the same probe and were drawn off the plot."""
+    arrived later in the same probe and were drawn off the plot. Its legend, inside at the top left, then hid the
+    masked rows (1x theoretical): it is beside the plot."""
+    from bokeh.models import Legend
+
     pipe = hv.streams.Pipe(data={"rows": [], "device": "cpu"})
     plot = hv.renderer("bokeh").get_plot(hv.DynamicMap(speedup_plot, streams=[pipe]))
 
@@ -112,3 +115,5 @@ def test_the_speedup_plots_axes_follow_the_rows_streamed_in():
     pipe.send({"rows": [row(2.0, 0.5)], "device": "cpu"})
     pipe.send({"rows": [row(2.0, 0.5), row(10.0, 0.4)], "device": "cpu"})
     assert plot.handles["x_range"].end > 10 and plot.handles["y_range"].end > 10
+    assert any(isinstance(m, Legend) for m in plot.state.right) and not any(isinstance(m, Legend)
+                                                                            for m in plot.state.center)
