@@ -67,8 +67,17 @@ def _import_plotting() -> None:
     """HoloViews' Bokeh backend and pandas, which every tab but Live and Runs draws with: about a second of
     imports (several on a busy machine) that the first such tab's visit spent on the event loop. Imported here,
     once the launch panel can go in, so that the page is not kept waiting for them; a failure here is left to
-    the tab's own import to report."""
+    the tab's own import to report.
+
+    `holoviews.core.dimension` first: Panel's pane lookup on the event loop imports it as soon as `holoviews` is
+    in `sys.modules` (HoloViews.applies). Imported the other way round, `import holoviews` here held the package's
+    module locks when that import took the module's own lock, each thread then waited for the other's, and
+    Python broke the deadlock by handing this thread a half-initialised module: an ImportError here most times
+    the two met, HoloViews' package imported twice over. Asked for first, the module's lock is this thread's
+    before `holoviews` appears, and the event loop's import waits for the package to be whole
+    (tests/test_engine_import.py)."""
     try:
+        import holoviews.core.dimension  # noqa: F401
         import holoviews.plotting.bokeh  # noqa: F401
         import pandas  # noqa: F401
     except Exception:
