@@ -13,6 +13,7 @@ on the busy 2-core machine (bench/serve_latency.py), a later first plot for an e
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import threading
 import traceback
 
@@ -63,23 +64,38 @@ class EngineImport:
             _import_plotting()
 
 
+# held by a thread importing HoloViews: the background import below, and the explorer's own imports of its
+# plotting modules on the event loop (`holoviews_import`), so that the two never run at once
+_holoviews = threading.RLock()
+
+
+@contextlib.contextmanager
+def holoviews_import():
+    """Around an import on the event loop that may import HoloViews (explorer.plots, a tab's module): it waits
+    for the background import to end rather than importing the same package beside it. Two threads importing
+    one package with circular imports take its module locks in opposite orders; Python breaks the deadlock by
+    handing one a half-initialised module, an ImportError on either side ("The Accuracy tab failed to open")."""
+    with _holoviews:
+        yield
+
+
 def _import_plotting() -> None:
     """HoloViews' Bokeh backend and pandas, which every tab but Live and Runs draws with: about a second of
     imports (several on a busy machine) that the first such tab's visit spent on the event loop. Imported here,
     once the launch panel can go in, so that the page is not kept waiting for them; a failure here is left to
     the tab's own import to report.
 
-    `holoviews.core.dimension` first: Panel's pane lookup on the event loop imports it as soon as `holoviews` is
-    in `sys.modules` (HoloViews.applies). Imported the other way round, `import holoviews` here held the package's
-    module locks when that import took the module's own lock, each thread then waited for the other's, and
-    Python broke the deadlock by handing this thread a half-initialised module: an ImportError here most times
-    the two met, HoloViews' package imported twice over. Asked for first, the module's lock is this thread's
-    before `holoviews` appears, and the event loop's import waits for the package to be whole
-    (tests/test_engine_import.py)."""
+    Panel's pane lookup on the event loop imports `holoviews.core.dimension` and then `holoviews.plotting.plot`
+    as soon as `holoviews` is in `sys.modules` (HoloViews.applies), outside `holoviews_import`. So those two
+    first: each import takes its module's lock before its parents', so this thread holds their locks before
+    `holoviews` appears, and the lookup waits for whole modules (tests/test_engine_import.py; imported the other
+    way round, the two threads deadlocked on module locks and this one got an ImportError most times)."""
     try:
-        import holoviews.core.dimension  # noqa: F401
-        import holoviews.plotting.bokeh  # noqa: F401
-        import pandas  # noqa: F401
+        with _holoviews:
+            import holoviews.core.dimension  # noqa: F401
+            import holoviews.plotting.plot  # noqa: F401
+            import holoviews.plotting.bokeh  # noqa: F401
+            import pandas  # noqa: F401
     except Exception:
         traceback.print_exc()
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from explorer import engine_import
+
 
 @dataclass(frozen=True)
 class Tab:
@@ -42,7 +44,8 @@ class Tab:
     def build(self, app):
         """Import the tab's module (first visit) and build its Viewer."""
         module, _, name = self.factory.partition(":")
-        make = importlib.import_module(module)
+        with engine_import.holoviews_import():  # (tab modules draw with HoloViews)
+            make = importlib.import_module(module)
         for part in name.split("."):
             make = getattr(make, part)
         return make(app)

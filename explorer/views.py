@@ -15,6 +15,7 @@ from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
 from bokeh.plotting import figure
 
 from engine.store import RunStore
+from explorer import engine_import
 
 LIVE_PERIOD_S = 1.0  # redraw the live curves at most once a second
 ENDED = ("completed", "cancelled", "failed")
@@ -212,7 +213,8 @@ class AccuracyView(pn.viewable.Viewer):
         self.plot.object = self.draw(chosen)
 
     def draw(self, summaries: list[dict]):
-        from explorer import plots  # HoloViews: loaded when a plot of stored runs is first drawn
+        with engine_import.holoviews_import():  # HoloViews: loaded when a plot of stored runs is first drawn
+            from explorer import plots
 
         return plots.accuracy_vs_density(summaries)
 
@@ -228,7 +230,8 @@ class EarlyStopView(AccuracyView):
         self.plot.css_classes = ["early-stop-plot"]
 
     def draw(self, summaries: list[dict]):
-        from explorer import plots
+        with engine_import.holoviews_import():
+            from explorer import plots
 
         return plots.early_stop_vs_density(summaries)
 
@@ -244,7 +247,8 @@ class MasksView(pn.viewable.Viewer):
         self._masks: dict = {}  # finished levels never change: cached by (run, level, layer)
 
     def refresh(self) -> None:
-        from explorer import plots
+        with engine_import.holoviews_import():
+            from explorer import plots
 
         run_id, level, layer = self.app.choice.value
         self.density.object = plots.density_bars(self.app.choice.summary())
