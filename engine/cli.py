@@ -236,6 +236,17 @@ def _refuse_other_methods_flags(typed: dict, methods: list[str], why: str, given
             raise ConfigError(flag_of(path), value, f"{because}: leave it out")
 
 
+def _unread_flags(typed: dict, methods: list[str]) -> list[str]:
+    """The typed flags `_refuse_other_methods_flags` refuses for these methods, as `--flag value`."""
+    unread = []
+    for path, value in typed.items():
+        try:
+            _refuse_other_methods_flags({path: value}, methods, "", typed)
+        except ConfigError as e:
+            unread.append(f"{e.field} {e.value}")
+    return unread
+
+
 def _ctrl_c_quits() -> None:
     """Until a command's own work starts, Ctrl-C ends the process at once with "cancelled". A KeyboardInterrupt
     raised inside a third-party import (torch, NumPy, SciPy, scikit-learn load while the parser is built and
@@ -334,10 +345,13 @@ def cmd_compare(args) -> int:
                               f"lottery compare sets it for each run from {instead}: leave it out")
     try:
         _refuse_other_methods_flags(base, list(opts.methods), f"--methods {','.join(opts.methods)}", base)
-    except ConfigError:  # unless the sweep it names was stored before that rule: the command that stored it resumes
-        # it, as `lottery run` does a run (the runs not stored get only what their method reads)
+    except ConfigError:  # unless the sweep it names was stored before that rule: the command that stored it
+        # resumes it, as `lottery run` does a run (the runs not stored get only what their method reads)
         if not resumes_stored_before(base, list(opts.methods), list(opts.densities), opts.seeds, args.runs_dir):
             raise
+        print(f"note: {', '.join(_unread_flags(base, list(opts.methods)))}: taken for the stored runs this sweep "
+              "resumes (stored before settings no method reads were refused); runs it trains anew leave them out",
+              file=sys.stderr)
     quiet = args.quiet or args.json
     side_by_side = opts.seeds > 1 and base.get("train.batched", "auto") == "auto"  # a cell's seeds interleave
     progress = _Progress(quiet) if opts.executor == "local" and not side_by_side else _SweepBar(quiet)

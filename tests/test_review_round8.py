@@ -144,7 +144,11 @@ def test_the_same_compare_resumes_a_sweep_stored_with_flags_now_refused(tmp_path
     engine.run(old_snip, runs_dir=runs)
     flags = [*TINY, "--rewind", "iter:2", "--prune-fraction", "0.5", "--seeds", "1", "--json", "--runs-dir", str(runs)]
     assert main(["compare", "--methods", "snip", "--densities", "0.5", *flags]) == 0
-    assert json.loads(capsys.readouterr().out)["rows"][0]["runs"] == [old_snip.run_id]
+    out = capsys.readouterr()
+    assert json.loads(out.out)["rows"][0]["runs"] == [old_snip.run_id]
+    # said, not silent: what the runs it trains anew leave out
+    note, = [line for line in out.err.splitlines() if line.startswith("note: ")]
+    assert "--rewind iter:2" in note and "--prune-fraction 0.5" in note and "trains anew leave them out" in note
     assert main(["compare", "--methods", "snip,imp", "--densities", "0.5", *flags]) == 0
     rows = {r["method"]: r["runs"] for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["snip"] == [old_snip.run_id]
