@@ -115,9 +115,10 @@ def sigma_plot(sigma: np.ndarray | None, layer: str = "", level: int = 0) -> hv.
     median = float(np.median(alive))
     img = np.where(s > 0, 100 * (s / median - 1), np.nan)
     span = float(np.max(np.abs(np.percentile(img[s > 0], SIGMA_RANGE))))
-    # how much sigma varies at all, said under the map: near-uniform sigma is a finding, not a drawing problem
+    # how much sigma varies at all, said under the map: near-uniform sigma is a finding, not a drawing problem (it
+    # says nothing of where sigma started: a short training moves every rho alike, see the README's science check)
     xlabel = f"input (sigma ±{span:.2g}% of median" if span else "input (sigma uniform"
-    xlabel += ": near its start)" if span < 5 else ")"
+    xlabel += ": nearly uniform)" if 0 < span < 5 else ")"
     span = span or 1e-9  # (a colour range for a uniform layer)
     return hv.Image(img[::-1], bounds=(0, 0, s.shape[1], s.shape[0]), kdims=["input", "output unit"],
                     vdims=["sigma vs median (%)"]).opts(

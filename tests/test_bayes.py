@@ -474,7 +474,7 @@ def test_the_bayesian_tabs_titles_name_the_metric_and_fit_their_plots():
     titles = {m: metric_plot(results, m).opts.get().kwargs["title"] for m in ("accuracy", "nll", "ece")}
     assert titles == {"accuracy": "Test accuracy vs density", "nll": "Test NLL vs density",
                       "ece": "Test ECE vs density"}
-    sigma = 1e-3 * (1 + 1e-4 * np.random.default_rng(0).standard_normal((300, 784)))  # (near its start)
+    sigma = 1e-3 * (1 + 1e-4 * np.random.default_rng(0).standard_normal((300, 784)))  # (nearly uniform)
     kw = sigma_plot(sigma, "hidden.0.weight", 12).opts.get().kwargs
     assert kw["title"].endswith("median 0.001") and len(kw["title"]) <= 50, kw["title"]
     assert len(kw["xlabel"]) <= 50, kw["xlabel"]
