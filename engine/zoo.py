@@ -456,9 +456,11 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
     stored = store.config()
     if stored.get("kind") != KIND:
         raise ConfigError("ZOO_ID", zoo_id, "is a ticket run, not a zoo (make one with `lottery zoo`)")
-    if not store.weights_path("weights").exists() or not store.path("members.json").exists():  # (being) trained
-        raise LotteryError(f"zoo {zoo_id} is not complete; run the same `lottery zoo` command again to finish it")
     options = ZooOptions(**stored["zoo"])
+    if not store.weights_path("weights").exists() or not store.path("members.json").exists():  # (being) trained
+        trained = len(_member_records(store)[0])
+        raise ConfigError("ZOO_ID", zoo_id, f"is not complete ({trained} of {options.members} members trained); "
+                          "run the same `lottery zoo` command again to finish it")
     mask_path = store.path("mask.safetensors")
     return Zoo(zoo_id, store.dir, "dense" if options.ticket is None else "ticket",
                RunConfig.from_dict(stored["config"]),
