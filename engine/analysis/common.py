@@ -21,7 +21,7 @@ from .. import models
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..events import AnalysisProgress, AnalysisReady  # noqa: F401  (re-exported)
-from ..masks import Mask
+from ..masks import Mask, prunable
 from ..seeding import derive_seed
 from ..store import RunStore, load_tensors
 from ..zoo import refuse_zoo
@@ -39,6 +39,18 @@ def no_controls(method: str) -> str:
     """Why a run of `method` (MethodSpec.trains_controls False) has no trained control to compare a ticket with."""
     return (f"{method} trains no controls beside its tickets (a strong ticket's weights are never trained; an "
             "adaptation method's tickets compare with the dense fine-tune): its comparison is the run's dense network")
+
+
+def refuse_foreign_masks(run_id: str, method: str, mask_names, model: nn.Module, analysis: str) -> None:
+    """An analysis that reads a ticket's mask as one over the model's prunable Linear/Conv weights refuses a run
+    whose tickets mask other tensors (ks-lottery: token-embedding rows; partial-lora: adapter entries, merged
+    into plain weights when stored) with one line, before anything is computed or stored."""
+    weights = set(prunable(model))
+    foreign = sorted(n for n in mask_names if n not in weights)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError("RUN_ID", run_id, f"its {method} tickets mask {foreign[0]}{more}, not the model's prunable "
+                          f"Linear weights, which {analysis} reads")
 
 
 def analysable_store(runs_dir: str | os.PathLike, run_id: str) -> RunStore:

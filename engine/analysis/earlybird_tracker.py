@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..formatting import pct
 from ..registry import ANALYSES, AnalysisSpec
 from ..settings import read_by
-from .common import StoredRun, dense_seed, save_analysis
+from .common import StoredRun, dense_seed, refuse_foreign_masks, save_analysis
 
 Rule = Callable[[nn.Module], M.Mask]
 
@@ -197,6 +197,8 @@ def run_earlybird(runs_dir, run_id: str, density: float | None = None, window: i
         rule = magnitude_rule(density, imp_output_density(_rule_settings(run.config.prune, density)),
                               run.config.prune.scope)
     model = run.make_model()
+    if tickets:  # the replay's dense training and its ticket must be those of a mask over the Linear weights
+        refuse_foreign_masks(run_id, run.config.prune.method, tickets[-1]["layers"], model, "earlybird-replay")
     model.load_state_dict(run.init_weights())
     tracker = EarlyBirdTracker(rule, window, eps)
     per_epoch = trainer.steps_per_epoch(len(run.data.train), run.config.train)

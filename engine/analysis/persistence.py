@@ -34,7 +34,7 @@ from torch import nn
 from ..masks import Mask, prunable
 from ..registry import ANALYSES, AnalysisSpec
 from ..store import read_json
-from .common import StoredRun, save_analysis
+from .common import StoredRun, refuse_foreign_masks, save_analysis
 
 
 def edge_weights(weight: torch.Tensor) -> np.ndarray:
@@ -121,6 +121,10 @@ def run_persistence(runs_dir: str | os.PathLike, run_id: str, on_event=None) -> 
     run = StoredRun(runs_dir, run_id, device="cpu")
     path = run.store.analysis_path("persistence")
     done = {e["level"]: e for e in read_json(path)["levels"]} if path.exists() else {}
+    todo = [level for level in run.levels() if level > 0 and level not in done]
+    if todo:  # reopening the model costs a data load: only when there are ticket masks to read
+        refuse_foreign_masks(run_id, run.config.prune.method, run.store.level_record("ticket", todo[-1])["layers"],
+                             run.make_model(), "persistence")
     levels = []
     for level in run.levels():
         if level not in done:
