@@ -324,10 +324,13 @@ def _open_run(args):
         import difflib
 
         stored = [d.name for d in store.root.iterdir() if d.is_dir()] if store.root.is_dir() else []
-        zoos = [name for name in stored if (store.root / name / "generations" / args.run_id).is_dir()]
-        if zoos:  # (a generation is kept inside its zoo's folder)
+        zoos = sorted(name for name in stored if (store.root / name / "generations" / args.run_id).is_dir())
+        if len(zoos) == 1:  # (a generation is kept inside its zoo's folder)
             raise ConfigError("RUN_ID", args.run_id, f"is a generation of the zoo {zoos[0]}, not a run: "
                               f"`lottery show {zoos[0]}` shows it with the zoo")
+        if zoos:  # its id hashes the generate options alone: the same options on other zoos give the same id
+            raise ConfigError("RUN_ID", args.run_id, f"is a generation of each of the zoos {', '.join(zoos)}, not a "
+                              "run: `lottery show ZOO_ID` shows it with that zoo")
         near = difflib.get_close_matches(args.run_id, stored, n=1, cutoff=0.8)
         hint = f"; did you mean {near[0]}?" if near else ""
         raise ConfigError("RUN_ID", args.run_id, f"no such run in {args.runs_dir} (see `lottery list`){hint}")
