@@ -87,7 +87,7 @@ def ks_precision(record: dict | None) -> hv.Element:
                              "(the built-in pydoc-topics-expanded task has one)")
     return hv.Overlay([hv.Curve([(k, p) for k, p, _ in pts], "K", "precision vs known set",
                                 label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]
-                      ).opts(title=title, legend_position="bottom_right", **COMMON)
+                      ).opts(title=title, legend_position="right", **COMMON)  # inside, it hid the curves at the largest K
 
 
 def ks_recovery(record: dict | None) -> hv.Element:
@@ -101,7 +101,7 @@ def ks_recovery(record: dict | None) -> hv.Element:
     return hv.Overlay([hv.Curve([(k, r) for k, _, r in pts], "K", "share of embedding gain recovered",
                                 label=NAME.get(v, v)).opts(tools=["hover"]) for v, pts in per.items()]
                       ).opts(title=title, ylabel="(acc - head alone) / (embedding - head alone)",
-                             legend_position="bottom_right", **COMMON)
+                             legend_position="right", **COMMON)  # as ks_precision's
 
 
 def lora_rows(records: dict[str, dict]) -> list[dict]:
@@ -118,7 +118,8 @@ def lora_rows(records: dict[str, dict]) -> list[dict]:
 
 
 def _short(layer: str) -> str:
-    return layer.replace("bert.encoder.layer.", "").replace(".weight", "").replace("attention.", "")
+    # "attn.": dropping "attention." named a layer's attention output and its FFN output both "0.output.dense"
+    return layer.replace("bert.encoder.layer.", "").replace(".weight", "").replace("attention.", "attn.")
 
 
 def lora_ratios(rows: list[dict]) -> hv.Element:
@@ -132,8 +133,9 @@ def lora_ratios(rows: list[dict]) -> hv.Element:
             bars += [(_short(layer), f"{r['rule']} @ {key[1]:g}", v) for layer, v in r["layers"].items()]
     if not bars:
         return _empty(title, "run --method partial-lora on a text task (e.g. pydoc-topics)")
+    # the legend to the right: inside (top right) it covered the last layers' bars
     return hv.Bars(bars, ["layer", "rule"], "ratio").opts(xrotation=60, title=title, tools=["hover"],
-                                                          multi_level=False, **COMMON)
+                                                          multi_level=False, legend_position="right", **COMMON)
 
 
 def lora_accuracy(rows: list[dict]) -> hv.Element:
@@ -144,7 +146,7 @@ def lora_accuracy(rows: list[dict]) -> hv.Element:
     pts = [(r["trainable"], 100 * r["test_accuracy"], r["rule"], r["rank"]) for r in rows]
     return hv.Scatter(pts, "trainable entries", ["test accuracy (%)", "rule", "rank"]).opts(
         color="rule", cmap="Category10", size=9, logx=True, tools=["hover"], title=title, ylim=(0, 102),
-        legend_position="bottom_right", **COMMON)
+        legend_position="right", **COMMON)  # inside (bottom right) it hid dense LoRA: most entries, a low accuracy
 
 
 class EmbeddingTicketsPanel(pn.viewable.Viewer):
