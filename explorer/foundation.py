@@ -63,15 +63,24 @@ def lota_rows(results: list[dict]) -> list[dict]:
 
 
 def lota_bars(results: list[dict]) -> hv.Overlay:
-    """Mean over the stored lota-tasks analyses (seeds): task A's forgetting after task B, and the merged
-    model's accuracy on A and B, dense vs LoTA."""
-    title = "LoTA vs dense: forgetting of task A, and merged task vectors"
+    """Mean over the stored lota-tasks analyses (seeds) of one experiment (model, if the results name it, task
+    pair and density; the one with the most seeds): task A's forgetting after task B, and the merged model's
+    accuracy on A and B, dense vs LoTA. Other experiments' analyses are counted on the axis, not averaged in."""
+    title = "LoTA vs dense: forgetting of task A, merged task vectors"
     if not results:
         return _empty(title, "lottery analyze RUN_ID lota-tasks on a lota run to see forgetting and merging")
-    bars = hv.Bars(pd.DataFrame(lota_rows(results)), ["measure", "kind"], "value").opts(
-        tools=["hover"], ylabel="accuracy (%; forgetting: its drop)", xlabel="", multi_level=True)
-    pair = f"{results[0]['task_a']} then {results[0]['task_b']}"
-    return bars.opts(title=f"{title} ({pair}, n={len(results)})", **COMMON)
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r.get("model"), r["task_a"], r["task_b"], r.get("density")), []).append(r)
+    (model, task_a, task_b, density), shown = max(groups.items(), key=lambda kv: len(kv[1]))
+    others = len(results) - len(shown)
+    # the experiment on the axis: in the title, it ran past a 1000 px page's plot and was cut
+    xlabel = (f"{model + ': ' if model else ''}{task_a} then {task_b}"
+              f"{f', LoTA density {density:g}' if density is not None else ''} (n={len(shown)}"
+              f"{f'; {others} other analyses not shown' if others else ''})")
+    bars = hv.Bars(pd.DataFrame(lota_rows(shown)), ["measure", "kind"], "value").opts(
+        tools=["hover"], ylabel="accuracy (%; forgetting: its drop)", multi_level=True)
+    return bars.opts(title=title, xlabel=xlabel, **COMMON)
 
 
 def block_density(layers: dict | None, title: str = "Density per block and module type") -> hv.Element:
@@ -123,8 +132,8 @@ class FoundationPanel(pn.viewable.Viewer):
         results = {}
         for s in summaries:  # only lota runs have this analysis
             a = RunStore(self.runs_dir, s["run_id"]).analyses().get("lota-tasks")
-            if a:
-                results[s["run_id"]] = a
+            if a:  # its model, so that lota_bars averages one experiment's seeds only
+                results[s["run_id"]] = {**a, "model": s.get("model")}
         results, bad = readable(results, lambda a: (lota_rows([a]), a["task_a"], a["task_b"]))
         self.note.object = unreadable_note("lota-tasks", bad)
         self.lota_pane.object = lota_bars(list(results.values()))

@@ -250,7 +250,7 @@ def test_foundation_tab_draws_the_stored_runs(runs_dir):
               "sequential": {k: {"forgetting": f} for k, f in (("dense", 0.2), ("lota", 0.05))},
               "merge": {k: {"a": 0.5, "b": 0.4} for k in ("dense", "lota")}}
     bars = lota_bars([result, result])
-    assert len(bars.data) == 6 and "n=2" in bars.opts.get().kwargs["title"]
+    assert len(bars.data) == 6 and "n=2" in bars.opts.get().kwargs["xlabel"]
     panel.__panel__()
 
 
