@@ -68,18 +68,20 @@ def _clim(report: dict) -> tuple[float, float]:
 
 def barrier_plot(result: dict | None) -> hv.Overlay:
     """Test error along the straight line between zoo members: naive (red) and after Git Re-Basin
-    (blue), one curve per pair."""
+    (blue), one curve per pair, the colours in the legend."""
     title = "Barriers between zoo members: naive vs re-basined"
     if not result:
         return _empty(title, "press Barriers to interpolate between zoo members")
     layers = []
     for pair in result["pairs"]:
-        for key, color, label in (("naive_curve", "firebrick", "naive"), ("matched_curve", "steelblue", "matched")):
+        for key, color, label in (("naive_curve", "firebrick", "naive"), ("matched_curve", "steelblue", "re-basined")):
             pts = [(p["alpha"], 100 * p["error"]) for p in pair[key]]
             layers.append(hv.Curve(pts, "alpha", "test error (%)", label=label).opts(color=color, alpha=0.7))
     sub = (f"mean error barrier {result['naive_error_barrier']:.1%} naive -> "
            f"{result['matched_error_barrier']:.1%} matched")
-    return hv.Overlay(layers).opts(title=f"{title} ({sub})", show_legend=False, **COMMON)
+    # the legend (one entry per kind: Bokeh groups the pairs' curves of one label) says which colour is which;
+    # beside the plot, where it hides no curve
+    return hv.Overlay(layers).opts(title=f"{title} ({sub})", show_legend=True, legend_position="right", **COMMON)
 
 
 def report_table(report: dict | None) -> str:

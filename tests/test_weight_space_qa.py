@@ -13,3 +13,19 @@ def test_show_of_a_generation_id_held_by_several_zoos_names_each(tmp_path, capsy
     assert len(err.splitlines()) == 1, err
     assert "zoo-mlp-digits-0123456789" in err and "zoo-mlp-digits-abcdef0123" in err, err
     assert "lottery show ZOO_ID" in err, err
+
+
+def test_the_barrier_plot_says_which_curves_are_naive_and_which_re_basined():
+    """The Weight space tab's barrier plot drew naive curves red and re-basined ones blue with the legend turned
+    off and no word of the colours: a newcomer could not tell which was which."""
+    import holoviews as hv
+
+    from explorer.weight_space import barrier_plot
+
+    hv.extension("bokeh")
+    curve = [{"alpha": a / 4, "error": e} for a, e in zip(range(5), (0.1, 0.3, 0.5, 0.3, 0.1))]
+    pair = {"a": 0, "b": 1, "naive_curve": curve, "matched_curve": [dict(p, error=p["error"] / 2) for p in curve]}
+    result = {"pairs": [pair, {**pair, "a": 2, "b": 3}], "naive_error_barrier": 0.4, "matched_error_barrier": 0.15}
+    figure = hv.render(barrier_plot(result))
+    items = [str(item.label.value) for legend in figure.legend for item in legend.items]
+    assert sorted(items) == ["naive", "re-basined"], items  # one entry per kind, not one per pair
