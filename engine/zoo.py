@@ -99,7 +99,7 @@ def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, r
     values = dict(values or {})
     if options.ticket is None:
         return config_from_settings(values)
-    store = _ticket_store(options, runs_dir)
+    store, _ = ticket_level(options, runs_dir)  # a bad ticket or level answers here, before any data is loaded
     fixed = [p for p in values if p.split(".")[0] in ("model", "data")]
     if fixed:
         raise ConfigError(flag_of(fixed[0]), values[fixed[0]], "a ticket zoo trains the ticket run's own model and "
@@ -111,14 +111,26 @@ def zoo_config(options: ZooOptions, values: dict | RunConfig | None = None, *, r
 def _ticket_store(options: ZooOptions, runs_dir) -> RunStore:
     store = RunStore(runs_dir, options.ticket)
     if not store.exists():
-        raise ConfigError("--ticket", options.ticket, f"no such run in {runs_dir} (see `lottery list`)")
+        raise ConfigError("ticket", options.ticket, f"no such run in {runs_dir} (see `lottery list`)")
     stored = store.config()
     if stored.get("kind") == KIND:
-        raise ConfigError("--ticket", options.ticket, "is a zoo; a ticket zoo needs a run with tickets")
+        raise ConfigError("ticket", options.ticket, "is a zoo; a ticket zoo needs a run with tickets")
     if "custom_model" in stored:
-        raise ConfigError("--ticket", options.ticket, f"trained a user's own module ({stored['custom_model']}), "
+        raise ConfigError("ticket", options.ticket, f"trained a user's own module ({stored['custom_model']}), "
                           "which the store does not keep")
     return store
+
+
+def ticket_level(options: ZooOptions, runs_dir) -> tuple[RunStore, int]:
+    """A ticket zoo's run and level (the run's last completed one unless `options.level`), checked: cheap (no
+    data loaded), so zoo_config refuses a bad ticket or level, and the app's Train zoo answers at once rather than
+    from its worker. Errors name the fields (ticket, level); `lottery zoo` names its flags."""
+    store = _ticket_store(options, runs_dir)
+    levels = [r["level"] for r in store.records("ticket")]
+    level = levels[-1] if options.level is None and levels else options.level
+    if level not in levels:
+        raise ConfigError("level", options.level, f"completed ticket levels of run {options.ticket}: {levels}")
+    return store, level
 
 
 def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
@@ -129,11 +141,7 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     kind = "dense" if options.ticket is None else "ticket"
     start, start_step, mask = None, 0, None
     if options.ticket is not None:
-        store = _ticket_store(options, runs_dir)
-        levels = [r["level"] for r in store.records("ticket")]
-        level = levels[-1] if options.level is None and levels else options.level
-        if level not in levels:
-            raise ConfigError("--level", options.level, f"completed ticket levels of run {options.ticket}: {levels}")
+        store, level = ticket_level(options, runs_dir)
         options = dataclasses.replace(options, level=level)
         mask = store.load_mask("ticket", level)
         start, start_step = _rewind_point(store, RunConfig.from_dict(
@@ -145,7 +153,7 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
         raise Unsupported(f"a zoo trains its members as one batched computation: {e} ({config.model.model}); zoos "
                           "take mlp, lenet300, conv2/4/6, resnet20") from None
     if mask is not None and set(mask) != set(M.prunable(model)):
-        raise ConfigError("--ticket", options.ticket, "its mask does not fit the zoo's architecture")
+        raise ConfigError("ticket", options.ticket, "its mask does not fit the zoo's architecture")
     return _Plan(zoo_id(options, config), config, options, kind, start, start_step, mask)
 
 
@@ -198,7 +206,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     p = plan(options, config, runs_dir, data)
     total = total_steps(len(data.train), config.train)
     if p.start_step >= total:
-        raise ConfigError("--ticket", options.ticket, f"its rewind step {p.start_step} is past the {total} steps "
+        raise ConfigError("ticket", options.ticket, f"its rewind step {p.start_step} is past the {total} steps "
                           "of this training")
     root = check_writable(runs_dir)
     store = RunStore(root, p.zoo_id)
@@ -582,7 +590,7 @@ def add_command(sub, common) -> None:
 def _cmd_zoo(options: ZooOptions, args) -> int:
     import sys
 
-    from .cli import _Progress, json_text
+    from .cli import _Progress, errors_name_flags, json_text
     from .settings import refuse_unread_by_model, values_from_args
 
     values = values_from_args(args, config_settings())
@@ -593,7 +601,8 @@ def _cmd_zoo(options: ZooOptions, args) -> int:
         except ConfigError as e:  # ... unless such a zoo was stored before this rule: its command resumes it
             refused = e
     try:
-        config = zoo_config(options, values, runs_dir=args.runs_dir)
+        with errors_name_flags(ZooOptions):  # errors name the fields (ticket, level); the user typed --ticket
+            config = zoo_config(options, values, runs_dir=args.runs_dir)
     except ConfigError:
         if refused is not None:  # (an unread flag's value the config refutes too: the unread rule says why)
             raise refused from None
@@ -601,7 +610,9 @@ def _cmd_zoo(options: ZooOptions, args) -> int:
     if refused is not None and not RunStore(args.runs_dir, zoo_id(options, config)).exists():
         raise refused
     try:
-        summary = train_zoo(options, config, runs_dir=args.runs_dir, on_event=_Progress(args.quiet or args.json))
+        with errors_name_flags(ZooOptions):
+            summary = train_zoo(options, config, runs_dir=args.runs_dir,
+                                on_event=_Progress(args.quiet or args.json))
     except KeyboardInterrupt:
         print(f"cancelled: finished chunks are kept in {args.runs_dir}; run the same command to resume",
               file=sys.stderr)

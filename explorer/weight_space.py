@@ -224,7 +224,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
                 values = {k: v for k, v in values.items()
                           if k.split(".")[0] not in ("model", "data") and v != self._zoo_start[k]}
             config = zoo_config(options, values, runs_dir=self.runs_dir)
-        except engine.ConfigError as e:
+        except engine.LotteryError as e:  # bad input, or the ticket run's files damaged: one line, no job
             self.status.object = f"**zoo**: {as_typed(e)}"
             return
         started = self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir,

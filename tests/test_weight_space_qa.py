@@ -29,3 +29,26 @@ def test_the_barrier_plot_says_which_curves_are_naive_and_which_re_basined():
     figure = hv.render(barrier_plot(result))
     items = [str(item.label.value) for legend in figure.legend for item in legend.items]
     assert sorted(items) == ["naive", "re-basined"], items  # one entry per kind, not one per pair
+
+
+def test_the_tabs_train_zoo_refuses_a_bad_ticket_or_level_at_once_naming_its_box(runs_dir):
+    """Train zoo with a ticket level the run lacks started a job, which stopped with "--level: 9 is not valid" (a
+    flag, beside a box labelled level); a ticket that is no run said "--ticket: 'nope'". Both answer at once now,
+    naming the box, and nothing is stored."""
+    import engine
+    from explorer import weight_space as W
+
+    from conftest import tiny
+
+    cfg = tiny(**{"model.model": "mlp", "model.hidden": (12,), "prune.levels": 1, "prune.controls": (),
+                  "prune.rewind": "iter:5", "train.epochs": 1, "train.batch_size": 100})
+    ticket_run = engine.run(cfg, runs_dir=runs_dir)["run_id"]
+    panel = W.WeightSpacePanel(runs_dir)
+    for ticket, level, said in ((ticket_run, 9, f"**zoo**: level: 9 is not valid; completed ticket levels of run "
+                                 f"{ticket_run}: [0, 1]"),
+                                ("nope", None, "**zoo**: ticket: 'nope' is not valid; no such run")):
+        panel.zoo_form["ticket"].value = ticket
+        panel.zoo_form["level"].value = "" if level is None else str(level)
+        panel.train_zoo()
+        assert panel.job is None and panel.status.object.startswith(said), panel.status.object
+    assert sorted(p.name for p in runs_dir.iterdir()) == [ticket_run]
