@@ -133,6 +133,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
         self.cancel.on_click(lambda _: self.job is not None and self.job.cancel())
         self.progress = pn.indicators.Progress(value=0, max=1000, width=260, visible=False)
         self.status = pn.pane.Markdown("", css_classes=["weight-space-status"], sizing_mode="stretch_width")
+        self._notice = ""  # an answer to a click made while a job runs: kept under its progress line (`_say`)
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"weight-space-{k}"])
                       for k in ("accuracy", "map", "barriers")}
         self.table = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -194,13 +195,21 @@ class WeightSpacePanel(pn.viewable.Viewer):
             self.panes["barriers"].object = barrier_plot(stored.get("zoo-barrier"))
 
     # ------------------------------------------------------------ jobs
+    def _say(self, text: str) -> None:
+        """The answer to a click (a refusal, a bad value). While a job runs its progress rewrites the status line
+        several times a second, which wiped such an answer at once: it is kept under the progress line then,
+        until the job ends."""
+        self.status.object = text
+        if self.job is not None:
+            self._notice = text
+
     def _start(self, name: str, work) -> bool:
         """Start `work` on a worker; False (and the status says so) while another job runs."""
         from engine.progress import Progress
         from explorer.jobs import Job
 
         if self.job is not None:
-            self.status.object = "Busy: cancel the running job first."
+            self._say("Busy: cancel the running job first.")
             return False
         self._progress = Progress()
         self.progress.value, self.progress.visible, self.cancel.disabled = 0, True, False
@@ -225,7 +234,7 @@ class WeightSpacePanel(pn.viewable.Viewer):
                           if k.split(".")[0] not in ("model", "data") and v != self._zoo_start[k]}
             config = zoo_config(options, values, runs_dir=self.runs_dir)
         except engine.LotteryError as e:  # bad input, or the ticket run's files damaged: one line, no job
-            self.status.object = f"**zoo**: {as_typed(e)}"
+            self._say(f"**zoo**: {as_typed(e)}")
             return
         started = self._start("zoo", lambda job: train_zoo(options, config, runs_dir=self.runs_dir,
                                                            on_event=job.emit, cancel=job.cancelled))
@@ -240,14 +249,14 @@ class WeightSpacePanel(pn.viewable.Viewer):
         from engine.generate import generate, plan
 
         if not self.zoo.value:
-            self.status.object = "Train or choose a zoo first."
+            self._say("Train or choose a zoo first.")
             return
         zoo_id = self.zoo.value
         try:
             options = self.gen_form.options()
             plan(self.runs_dir, zoo_id, options)  # bad options answer at once, not from the worker
         except engine.LotteryError as e:
-            self.status.object = f"**generate**: {as_typed(e)}"
+            self._say(f"**generate**: {as_typed(e)}")
             return
         self._start("generate", lambda job: generate(self.runs_dir, zoo_id, options, on_event=job.emit,
                                                      cancel=job.cancelled))
@@ -259,18 +268,18 @@ class WeightSpacePanel(pn.viewable.Viewer):
         from engine.zoo import zoo_barriers
 
         if not self.zoo.value:
-            self.status.object = "Train or choose a zoo first."
+            self._say("Train or choose a zoo first.")
             return
         zoo_id = self.zoo.value
         try:
             summary = RunStore(self.runs_dir, zoo_id).summary()
         except LotteryError as e:  # its files damaged or deleted since the tab listed it
             self.refresh()
-            self.status.object = f"**barriers**: {as_typed(e)}"
+            self._say(f"**barriers**: {as_typed(e)}")
             return
         if summary is None:  # deleted (or moved) since the tab listed it
             self.refresh()
-            self.status.object = f"zoo {zoo_id} is no longer in the store: choose another zoo"
+            self._say(f"zoo {zoo_id} is no longer in the store: choose another zoo")
             return
         pairs = min(3, summary["members"] // 2)
 
@@ -288,13 +297,14 @@ class WeightSpacePanel(pn.viewable.Viewer):
         for e in events:
             if isinstance(e, AnalysisProgress):
                 self.progress.value = int(1000 * e.done / max(1, e.total))
-                self.status.object = f"**{self.job.name}**: {e.message}"
+                notice = f"  \n{self._notice}" if self._notice else ""
+                self.status.object = f"**{self.job.name}**: {e.message}{notice}"
             else:
                 self._progress.update(e)
                 self.progress.value = int(1000 * self._progress.fraction)
         if not finished:
             return False
-        job, self.job = self.job, None
+        job, self.job, self._notice = self.job, None, ""
         self.progress.visible, self.cancel.disabled = False, True
         if job.error is not None:
             self.status.object = f"**{job.name}** stopped: {as_typed(error_message(job.error))}"

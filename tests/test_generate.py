@@ -614,6 +614,29 @@ def test_weight_space_panel_keeps_saying_busy_while_a_job_runs(runs_dir, monkeyp
     assert panel.status.object == "Busy: cancel the running job first."
 
 
+def test_a_refusal_made_while_a_job_runs_stays_under_its_progress_line(runs_dir, monkeypatch):
+    """"Busy: cancel the running job first." was replaced by the job's next progress line within a second."""
+    import engine.zoo as Z
+    from engine.events import AnalysisProgress
+    from explorer import weight_space as W
+
+    class Running:  # a generation under way: a progress line at every poll
+        name = "generate"
+
+        def poll(self):
+            return [AnalysisProgress(run_id="zoo-x", analysis="generate", done=1, total=4,
+                                     message="flow step 100 of 400")], False
+
+    panel = W.WeightSpacePanel(runs_dir)
+    monkeypatch.setattr(Z, "zoo_config", lambda options, values, runs_dir: None)
+    panel.zoo_form.options = lambda: Z.ZooOptions()
+    panel.job = Running()
+    panel.train_zoo()
+    panel.poll()
+    status = panel.status.object
+    assert "flow step 100 of 400" in status and "Busy: cancel the running job first." in status
+
+
 def test_plan_errors_name_the_field_the_app_shows_and_the_cli_its_flag(runs):
     """The app's Generate said "--pca: 9 is not valid" next to a box labelled pca; the CLI still says --pca."""
     runs_dir, dense, ticket, _ = runs
