@@ -529,11 +529,11 @@ class _Buffers:
         return d_rho
 
     def kl_weights(self, prior_sigma: float) -> torch.Tensor:
-        """The KL = these . (sum of mu^2 + s^2, sum of alive * log sigma, number alive)."""
+        """`_kl_weights` as a tensor (the PyTorch-ops path weighs its sums on the device)."""
         if self._kl_weights is None or self._kl_weights[0] != prior_sigma:
             like = self.flat["aux"]
-            self._kl_weights = prior_sigma, torch.tensor(
-                [1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5], dtype=like.dtype, device=like.device)
+            self._kl_weights = prior_sigma, torch.tensor(_kl_weights(prior_sigma), dtype=like.dtype,
+                                                         device=like.device)
         return self._kl_weights[1]
 
     def fits(self, like: list[torch.Tensor], support: _Support | None = None, given: bool = False) -> bool:
@@ -551,6 +551,11 @@ class _Buffers:
 
     def release(self) -> None:
         self._user = None
+
+
+def _kl_weights(prior_sigma: float) -> tuple[float, float, float]:
+    """The KL = these . (sum of mu^2 + s^2, sum of alive * log sigma, number alive)."""
+    return 1 / (2 * prior_sigma ** 2), -1.0, math.log(prior_sigma) - 0.5
 
 
 def _split(flat: torch.Tensor, shapes: list) -> list[torch.Tensor]:
@@ -629,6 +634,8 @@ class _Posterior(torch.autograd.Function):
             squares = buffers.mu_s.dot(buffers.mu_s)
         sums = torch.stack([squares, b["alive"].dot(b["aux"]), b["alive"].sum()])
         kl = sums.dot(buffers.kl_weights(prior_sigma))  # sum mu^2 + s^2 over 2 prior^2 - log sigma + ...
+        if support is not None:
+            buffers.scatter_stds()
         return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], b["alive"], b["s"],
                         *(rhos if support is None else [rho_kept]))
 
@@ -680,13 +687,11 @@ class _Posterior(torch.autograd.Function):
         return None, None, *_mu_grads(mus, grad_mus, grad_kl, var_p), *d_rho
 
 
-def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved, scattered: bool = False) -> tuple:
-    """`_Posterior.forward`'s end, both ways: on a compact support the kept stds scattered into the weight-shaped
-    ones; `saved` (after the mus) kept for backward; the outputs as fresh view objects (autograd sets their grad_fn
-    to this node, and on the buffers' own views that made a cycle, node -> ctx.buffers -> view -> node, that kept a
-    graph dropped before its backward, and its buffers, alive for good: ~5 MB per `kl(model)` at 784 inputs)."""
-    if buffers.support is not None and not scattered:
-        buffers.scatter_stds()
+def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved) -> tuple:
+    """`_Posterior.forward`'s end, both ways: `saved` (after the mus) kept for backward; the outputs as fresh view
+    objects (autograd sets their grad_fn to this node, and on the buffers' own views that made a cycle, node ->
+    ctx.buffers -> view -> node, that kept a graph dropped before its backward, and its buffers, alive for good:
+    ~5 MB per `kl(model)` at 784 inputs)."""
     ctx.save_for_backward(*mus, *saved)
     ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
     ctx.set_materialize_grads(False)
@@ -717,11 +722,9 @@ def _fused_forward(ctx, prior_sigma: float, buffers: _Buffers, mus, rhos) -> tup
     # saved buffers were not overwritten before its backward pass)
     written = [b["sigma"], b["s"], b["s2"]] if support is None else [b["sigma"], buffers.stds]
     torch.autograd.graph.increment_version(written)
-    squares, logs, alive = sums  # the KL, as buffers.kl_weights weighs the sums (here in double precision)
-    kl = squares / (2 * prior_sigma ** 2) - logs + alive * (math.log(prior_sigma) - 0.5)
+    kl = sum(w * v for w, v in zip(_kl_weights(prior_sigma), sums))  # (in double precision)
     kl = torch.scalar_tensor(kl, dtype=b["sigma"].dtype, device=b["sigma"].device)
-    return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]),
-                    scattered=True)
+    return _outputs(ctx, prior_sigma, buffers, mus, kl, b["sigma"], *(rhos if support is None else [rho_kept]))
 
 
 def _fused_backward(ctx, mus, rhos, grad_mus, grad_stds, grad_kl) -> list:
