@@ -71,10 +71,21 @@ def field_types(cls) -> dict[str, tuple[type, bool]]:
 
 
 # ---------------------------------------------------------------- validation from the metadata
+def _allowed_range(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    """The bounds as a person says them: "in (0, 1]" for two, ">= 1" or "< 1" for one (an interval to "inf"
+    read as a formula), nothing for none."""
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi}"
+    return ""
+
+
 def _number(name: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
     kind = "an integer" if integer else "a number"
-    in_range = (f"must be {kind} in {'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
-                f"{'inf' if hi is None else hi}{')' if hi_open else ']'}")
+    in_range = f"must be {kind}{_allowed_range(lo, hi, lo_open, hi_open)}"
     if value is None:  # a cleared number box in the app ("steps: empty; must be ..."): what it may hold
         raise ConfigError(name, value, in_range)
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -123,14 +134,17 @@ def _check_tuple(path: str, value, meta, allowed, bounds) -> None:
     item = meta.get("item_type")
     if not isinstance(value, tuple):
         raise ConfigError(path, value, f"must be a tuple of {getattr(item, '__name__', 'value')}s")
-    for v in value:  # the error names the bad item, and the whole value after it
+    # The error names the bad item, and the whole value after it; a value of one item is that item, said once
+    # (not "0 ... (in (0,))").
+    whole = f" (in {value!r})" if len(value) > 1 else ""
+    for v in value:
         if allowed is not None and v not in allowed:
-            raise ConfigError(path, v, f"allowed: {', '.join(allowed)} (in {value!r})")
+            raise ConfigError(path, v, f"allowed: {', '.join(allowed)}{whole}")
         if item in (int, float):
             try:
                 _number(path, v, integer=item is int, **bounds)
             except ConfigError as e:
-                raise ConfigError(path, v, f"each item {e.allowed} (in {value!r})") from None
+                raise ConfigError(path, v, f"each item {e.allowed}{whole}") from None
     if meta.get("unique") and len(set(value)) != len(value):
         raise ConfigError(path, value, "each item may appear once")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import masks as M
-from ..config import option
+from ..config import option, validate
 from ..errors import ConfigError
 from ..registry import CONTROLS, METHODS, MethodSpec
 
@@ -76,6 +76,9 @@ class TransferOptions:
     mask_from: str = option("", "transfer: the mask to fine-tune: a run directory (its ticket at --mask-level) "
                             "or a mask .safetensors file")
     mask_level: int = option(-1, "transfer: level of the --mask-from run's ticket (-1: its last level)", lo=-1)
+
+    def __post_init__(self):  # like every method's options: --mask-level -2 was let through to the run
+        validate(self, "prune.")
 
 
 def mask_file(options: TransferOptions) -> Path:
