@@ -281,10 +281,12 @@ def _ctrl_c_interrupts() -> None:
 
 def cmd_list(args) -> int:
     from .store import list_runs
+    from .zoo import LIST_FIELDS as ZOO_LIST_FIELDS, list_tail as zoo_list_tail
 
     runs = list_runs(args.runs_dir)
     if args.json:
         print(json_text([{k: r.get(k) for k in ("run_id", "status", "method", "model", "dataset", "seed")}
+                         | ({k: r.get(k) for k in ZOO_LIST_FIELDS} if r.get("kind") == "zoo" else {})
                          | ({"error": r["error"]} if r.get("error") else {}) for r in runs]))
         return 0
     if not runs:
@@ -307,9 +309,8 @@ def cmd_list(args) -> int:
         last = levels[-1] if levels else r.get("dense")
         tail = f"{len(levels)} level{'s' * (len(levels) != 1)}, last density {pct(last.get('density'))} test " \
             f"{pct(last.get('test_accuracy'))}" if last else "no level yet"
-        if r.get("kind") == "zoo":
-            tail = f"zoo of {r.get('trained')}/{r.get('members')} {r.get('model')}, median test " \
-                f"{pct((r.get('test_accuracy') or {}).get('median'))}"
+        if r.get("kind") == "zoo":  # dense or ticket zoo (and which ticket)
+            tail = zoo_list_tail(r)
         if r.get("status") == "unreadable":  # a damaged run: say why, the others are listed as usual
             tail = r["error"]
         print(f"{r['run_id']:<{width}} {r.get('status', '?'):<11} {''.join(column[i] for column in shown)}{tail}")

@@ -477,6 +477,22 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
                read_json(store.path("members.json"))["members"], device)
 
 
+# What `lottery list --json` adds to a zoo's row: dense or ticket, and the ticket run and level a ticket zoo
+# retrains (None for a dense zoo)
+LIST_FIELDS = ("zoo_kind", "ticket", "level")
+
+
+def list_tail(s: dict) -> str:
+    """A zoo's row in `lottery list` after its id and status: dense or ticket (padded so the median test accuracy
+    lines up for both kinds), members trained, model, median test accuracy, and the ticket run and level a ticket
+    zoo retrains (last: a run id is long)."""
+    from .formatting import pct
+
+    tail = (f"{s.get('zoo_kind', '?'):<6} zoo of {s.get('trained')}/{s.get('members')} {s.get('model')}, median test "
+            f"{pct((s.get('test_accuracy') or {}).get('median'))}")
+    return tail + (f"; retrains {s.get('ticket')} level {s.get('level')}" if s.get("zoo_kind") == "ticket" else "")
+
+
 def format_zoo(s: dict) -> str:
     """What `lottery show ZOO_ID` prints."""
     what = (f"ticket zoo of {s['ticket']} level {s['level']} (density {100 * s['density']:.2f}%)"
