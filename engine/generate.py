@@ -822,8 +822,9 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "accuracies": {"zoo": zoo_acc, "generated": gen_acc, "gaussian": gauss_acc},
         "diversity": {"zoo": disagreement(zoo_pred), "generated": disagreement(gen_pred),
                       "gaussian": disagreement(gauss_pred)},
-        "novelty": novelty(x_gen, x, zoo_nn),
-        "repair": repaired,  # whether REPAIR was applied; with it, the novelty of the nets as the flow gave them
+        # the novelty of the nets stored and evaluated: after REPAIR where it was applied (after_repair)
+        "novelty": {**novelty(x_gen, x, zoo_nn), "after_repair": repaired["applied"]},
+        "repair": repaired,  # whether REPAIR was applied; with it, the novelty before it (the flow's own nets)
         # BatchNorm: every net evaluated here, zoo members included, had its statistics recomputed on training
         # data, so the zoo's accuracies here are not the stored ones (`lottery show`), which use the members' own
         "batchnorm_recomputed": bool(batchnorms(model)),
@@ -908,13 +909,21 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
     d = r["diversity"]
     lines.append(f"  diversity      mean pairwise disagreement: zoo {d['zoo']:.3f}, generated {d['generated']:.3f}, "
                  f"Gaussian {d['gaussian']:.3f}")
-    lines.append(f"  novelty        nearest zoo member: generated median {nov['generated_nn_median']:.3g} vs zoo "
-                 f"members' own {nov['zoo_nn_median']:.3g}; near copies (< {NEAR_COPY} x) "
-                 f"{100 * nov['near_copy_share']:.0f}%")
+    # REPAIR moves every net in weight space, a near copy off its member too: with it, novelty is given before and
+    # after it, each labelled (`novelty` holds the nets after it, `repair` their distances before it)
+    lines.append(f"  novelty        distance to the nearest zoo member in weight space (the zoo members' own median "
+                 f"{nov['zoo_nn_median']:.3g}; a near copy: < {NEAR_COPY} x that)")
     rep = r.get("repair", {"applied": False})  # reports stored before the option lack it
-    lines.append(f"  REPAIR         applied to the generated nets and both baselines (targets: {rep.get('target')}; "
-                 f"unit statistics of {rep['examples']} training examples; near copies as the flow gave them "
-                 f"{100 * rep['near_copy_share_before']:.0f}%)" if rep["applied"] else "  REPAIR         not applied")
+    after = f"generated median {nov['generated_nn_median']:.3g}, near copies {100 * nov['near_copy_share']:.0f}%"
+    if rep["applied"]:
+        before = float(torch.tensor(rep["generated_nn_before"], dtype=torch.float64).median())  # as novelty() takes it
+        lines += [f"                 before REPAIR (the nets as the flow gave them): generated median {before:.3g}, "
+                  f"near copies {100 * rep['near_copy_share_before']:.0f}%",
+                  f"                 after REPAIR (the nets evaluated above):        {after}",
+                  f"  REPAIR         applied to the generated nets and both baselines (targets: {rep.get('target')}; "
+                  f"unit statistics of {rep['examples']} training examples)"]
+    else:
+        lines += [f"                 no REPAIR (the nets as the flow gave them): {after}", "  REPAIR         not applied"]
     if r.get("batchnorm_recomputed"):
         lines.append("  BatchNorm      statistics recomputed on training data for every net above, zoo members too "
                      "(`lottery show` gives the members' accuracies with their own statistics)")
