@@ -143,11 +143,11 @@ def row(name: str, r: dict) -> str:
     return (f"{name:<22} zoo {a['zoo']['median']:.3f}  gen {a['generated']['median']:.3f} "
             f"[{a['generated']['p05']:.3f}, {a['generated']['p95']:.3f}]  gauss {a['gaussian']['median']:.3f}  "
             f"mean-net {a['zoo_mean']:.3f}  div zoo/gen {d['zoo']:.3f}/{d['generated']:.3f}  "
-            f"NN gen/zoo {n['generated_nn_median']:.2f}/{n['zoo_nn_median']:.2f} copies {n['near_copy_share']:.2f}"
+            f"NN gen/zoo {n['generated_nn_median']:.2f}/{n['zoo_nn_median']:.2f} copies "
+            + (f"{r['repair']['near_copy_share_before']:.2f} before REPAIR / {n['near_copy_share']:.2f} after"
+               if r.get("repair", {}).get("applied") else f"{n['near_copy_share']:.2f}")
             + (f"  pruned@{pruned['density']:.2f} zoo {pruned['zoo']['median']:.3f} gen {pruned['generated']['median']:.3f}"
                if pruned else "")
-            + (f"  REPAIR (copies before it {r['repair']['near_copy_share_before']:.2f})"
-               if r.get("repair", {}).get("applied") else "")
             + f"  s train {r['seconds']['train']:.0f} gen {r['seconds']['generate']:.1f}")
 
 
