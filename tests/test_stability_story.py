@@ -50,7 +50,8 @@ def test_stored_format_is_unchanged(stored):
     runs_dir, run_id, model = stored
     result = instability(run_id, runs_dir, rewind_points=[0, 6], level=0, points=3, bn_examples=200)
     extra = {"bn_examples"} if model == "resnet20" else set()
-    assert set(result) == STORED_KEYS | extra
+    # (method: added since, so that the output of a run whose tickets never train from W_k can say so)
+    assert set(result) == STORED_KEYS | {"method"} | extra
     path = StoredRun(runs_dir, run_id).store.dir / "analyses" / "instability-L0.json"
     assert json.loads(path.read_text()) == result
     if model == "resnet20":

@@ -181,7 +181,8 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
                                       f"k={k}: error barrier {barriers[-1]:.4f}"))
 
     result = {
-        "analysis": "instability", "run_id": run.store.run_id, "level": level, "density": record["density"],
+        "analysis": "instability", "run_id": run.store.run_id, "method": cfg.prune.method, "level": level,
+        "density": record["density"],
         "rewind_points": ks, "barriers": barriers, "loss_barriers": loss_barriers,
         "endpoint_test_accuracy": endpoints, "curves": curves, "stable_threshold": STABLE_THRESHOLD,
         "points": points, "iterations": total, "seconds": round(time.perf_counter() - t0, 3),
@@ -210,8 +211,16 @@ class InstabilityOptions:
 def format_instability(name: str, a: dict) -> str:
     pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
     stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
-    return (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
+    line = (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
             f"from k={stable[0] if stable else 'never'}")
+    method = a.get("method")  # (analyses stored before it was recorded have none)
+    if method is None or METHODS.get(method, "prune.method").trains_controls:
+        return line
+    # Only level 0 is measured for such a run (--level N is refused), and its barriers are not the method's: a
+    # ks-lottery run's 0.0000 beside a lota run's 0.0181 read as ks-lottery's tickets being stable.
+    return (f"{line}\nlevel 0 is the run's dense network, trained alike by any method with the same data, model, "
+            f"training settings and seed; {method}'s tickets never train from W_k, so their instability is not "
+            "measured")
 
 
 ANALYSES.register("instability", "linear-mode-connectivity barrier of two trainings from each rewind point W_k")(
