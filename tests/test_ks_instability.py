@@ -64,3 +64,10 @@ def test_a_run_whose_tickets_train_from_w_k_gets_no_note():
         text = format_instability("instability-L0", stored)
         assert text == ("instability-L0: error barrier by rewind point k=0: 0.1000, k=20: 0.0000; stable (<= 2%) "
                         "from k=20"), text
+
+
+def test_a_run_never_stable_says_never():
+    """It read "stable (<= 2%) from k=never" (finding while here: tiny foundation runs are rarely stable)."""
+    text = format_instability("instability-L0", {"rewind_points": [0, 5], "barriers": [0.0547, 0.0208],
+                                                 "stable_threshold": 0.02})
+    assert text == "instability-L0: error barrier by rewind point k=0: 0.0547, k=5: 0.0208; never stable (<= 2%)"

@@ -211,8 +211,9 @@ class InstabilityOptions:
 def format_instability(name: str, a: dict) -> str:
     pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
     stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
-    line = (f"{name}: error barrier by rewind point {pairs}; stable (<= {a['stable_threshold']:.0%}) "
-            f"from k={stable[0] if stable else 'never'}")
+    within = f"(<= {a['stable_threshold']:.0%})"
+    line = (f"{name}: error barrier by rewind point {pairs}; "
+            + (f"stable {within} from k={stable[0]}" if stable else f"never stable {within}"))
     method = a.get("method")  # (analyses stored before it was recorded have none)
     if method is None or METHODS.get(method, "prune.method").trains_controls:
         return line
