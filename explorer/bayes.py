@@ -22,8 +22,9 @@ import panel as pn
 from engine.errors import LotteryError
 from engine.store import RunStore, list_runs
 
-from explorer.plots import (COMMON, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap, readable, side_by_side,
-                            unreadable_note)
+from explorer.plots import (COMMON, LEGEND_ROW_PX, PALETTE, VARIANT_COLOR, VARIANT_STYLE, _empty, mask_heatmap,
+                            readable, side_by_side, unreadable_note)
+from explorer.tables import experiment_of, short_names
 from explorer.views import RUN_ID_PX
 
 METRICS = {"accuracy": "test accuracy (%)", "nll": "test NLL (lower is better)", "ece": "test ECE, 15 bins (lower is better)"}
@@ -32,7 +33,8 @@ DETERMINISTIC = "deterministic ticket"
 
 # ---------------------------------------------------------------- plots (pure: stored JSON in, HoloViews out)
 def metric_rows(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per (run, level, variant) with accuracy, NLL and ECE; the deterministic ticket is a variant."""
+    """One row per (run, level, variant) with accuracy, NLL and ECE; the deterministic ticket is a variant. `source`:
+    the run measured (the deterministic run's id for its ticket, shared by bayes-imp runs of one setting)."""
     rows = []
     for run_id, u in results.items():
         for e in u.get("levels", []):
@@ -40,33 +42,56 @@ def metric_rows(results: dict[str, dict]) -> pd.DataFrame:
             if e.get("deterministic"):
                 entries[DETERMINISTIC] = e["deterministic"]
             for variant, m in entries.items():
-                rows.append({"run": run_id, "level": e["level"], "variant": variant,
+                source = m.get("run_id", run_id) if variant == DETERMINISTIC else run_id
+                rows.append({"run": run_id, "level": e["level"], "variant": variant, "source": source,
                              "density": m.get("density", e["density"]),
                              **{k: m[k] for k in METRICS}})
-    return pd.DataFrame(rows, columns=["run", "level", "variant", "density", *METRICS])
+    return pd.DataFrame(rows, columns=["run", "level", "variant", "source", "density", *METRICS])
 
 
-def metric_plot(results: dict[str, dict], metric: str = "accuracy") -> hv.Element:
-    """`metric` vs density (log, dense on the left) for every run's ticket, controls and deterministic ticket."""
+def metric_plot(results: dict[str, dict], metric: str = "accuracy", names: dict[str, str] | None = None) -> hv.Element:
+    """`metric` vs density (log, dense on the left) for every run's ticket, controls and deterministic ticket.
+    `names`: {key of `results`: the run's name in the legend} (default: the key), e.g. what sets it apart."""
     name = METRICS[metric].split(" (")[0].split(",")[0]  # (not str.capitalize: it made "Test nll")
     title = f"{name[0].upper()}{name[1:]} vs density"
     df = metric_rows(results)
     if df.empty:
         return _empty(title, "no Bayesian run measured yet: run --method bayes-imp --bayesian")
     df["accuracy"] *= 100  # in %, as the app's other accuracies (the record: fractions)
-    elements = []
+    # bayes-imp runs of one setting (one per criterion) share their deterministic run: its ticket is drawn once
+    det = df["variant"] == DETERMINISTIC
+    df = pd.concat([df[~det], df[det].drop_duplicates(["source", "level"])])
+    names = names or {}
     many = df["run"].nunique() > 1
+    one_det = df.loc[df["variant"] == DETERMINISTIC, "source"].nunique() <= 1
+    # several runs: one colour per run, its variants told apart by their dash (colours per variant and run, 24
+    # curves of six runs, said nothing of which run a curve was)
+    run_color = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(results)}
+    elements = []
     for (run, variant), g in df.groupby(["run", "variant"], sort=False):
         g = g.sort_values("density", ascending=False)
-        label = f"{variant} · {run}" if many else variant
-        color = "#ff7f0e" if variant == DETERMINISTIC else VARIANT_COLOR.get(variant, "gray")
-        style = {"color": color} if not many else {}
-        elements.append(hv.Curve(g, "density", [metric, "level"], label=label).opts(
-            line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"], **style))
-        elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(size=6, tools=["hover"],
-                                                                                      **style))
-    return hv.Overlay(elements).opts(title=title, logx=True, invert_xaxis=True, xlabel="density (log)",
-                                     ylabel=METRICS[metric], legend_position="bottom_left", **COMMON)
+        run_name = names.get(run, run)
+        if not many:
+            label, color = variant, "#ff7f0e" if variant == DETERMINISTIC else VARIANT_COLOR.get(variant, "gray")
+        elif variant == DETERMINISTIC:  # (drawn under the first run that uses it: the ticket of its settings)
+            label, color = (variant, "black") if one_det else (f"{variant} · {run_name}", run_color[run])
+        else:
+            label, color = f"{variant} · {run_name}", run_color[run]
+        style = dict(color=color, line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"])
+        marker = dict(color=color, size=6, marker="diamond" if variant == DETERMINISTIC else "circle", tools=["hover"])
+        elements.append(hv.Curve(g, "density", [metric, "level"], label=label).opts(**style))
+        elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(**marker))
+    # several runs: the legend below the plot, one row each, the plot taller by as much (inside, it covered the
+    # curves; and HoloViews leaves out a legend of more than 25 glyphs)
+    entries = len({e.label for e in elements})
+    legend = dict(legend_position="bottom", legend_limit=2 * len(elements),
+                  legend_opts=dict(orientation="vertical", location="top_left", label_text_font_size="9pt", spacing=0,
+                                   padding=4),  # (rows of LEGEND_ROW_PX, as the Accuracy tab's)
+                  height=COMMON["height"] + LEGEND_ROW_PX * entries) if many else dict(legend_position="bottom_left")
+    # the densest and sparsest points inside the plot, not cut in half by its edges
+    xlim = (float(df["density"].min()) / 1.15, float(df["density"].max()) * 1.05)
+    return hv.Overlay(elements).opts(title=title, logx=True, invert_xaxis=True, xlim=xlim, xlabel="density (log)",
+                                     ylabel=METRICS[metric], **{**COMMON, **legend})
 
 
 def reliability_plot(entry: dict | None, variant: str = "ticket") -> hv.Element:
@@ -148,6 +173,7 @@ class BayesPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.runs_dir = runs_dir
         self.results: dict[str, dict] = {}
+        self.names: dict[str, str] = {}  # run id: its name in the metric plot's legend
         self.metric = pn.widgets.RadioButtonGroup(options={v.split(",")[0].split(" (")[0]: k
                                                                             for k, v in METRICS.items()},
                                                   value="accuracy", color="primary")
@@ -174,22 +200,34 @@ class BayesPanel(pn.viewable.Viewer):
 
     def refresh(self) -> None:
         """Re-read the store: every run with an uncertainty record."""
-        results = {}
+        results, summaries = {}, {}
         for s in list_runs(self.runs_dir):
             try:
                 u = RunStore(self.runs_dir, s["run_id"]).analyses().get("uncertainty")
             except Exception:  # an unreadable record is the store's problem; this tab shows the readable ones
                 u = None
             if u:
-                results[s["run_id"]] = u
+                results[s["run_id"]], summaries[s["run_id"]] = u, s
         self.results, bad = readable(results, lambda u: metric_rows({"": u}))
         self.note.object = unreadable_note("uncertainty", bad)
         results = self.results
+        self.names = self._names([summaries[r] for r in results])
         self.run.options = list(results)
         if self.run.value not in results and results:
             self.run.value = next(iter(results))
         self._draw_metric()
         self._on_run()
+
+    @staticmethod
+    def _names(summaries: list[dict]) -> dict[str, str]:
+        """{run id: its name in the metric plot's legend}: what sets it apart from the other runs
+        ('bayes-imp lenet300 digits (bayes_criterion=snr)', as the Accuracy tab names runs), and its seed where
+        only the seed does (the Accuracy tab draws their mean; this tab draws each)."""
+        short = short_names(summaries)
+        names = {s["run_id"]: short[experiment_of(s)] for s in summaries}
+        shared = [n for n in names.values() if list(names.values()).count(n) > 1]
+        return {s["run_id"]: names[s["run_id"]] + (f", seed {s.get('seed')}" if names[s["run_id"]] in shared else "")
+                for s in summaries}
 
     def _on_run(self) -> None:
         u = self.results.get(self.run.value)
@@ -210,7 +248,7 @@ class BayesPanel(pn.viewable.Viewer):
         self._draw_level()
 
     def _draw_metric(self) -> None:
-        self.panes["metric"].object = metric_plot(self.results, self.metric.value)
+        self.panes["metric"].object = metric_plot(self.results, self.metric.value, self.names)
 
     def _draw_level(self) -> None:
         run_id, level, layer = self.run.value, self.level.value, self.layer.value
