@@ -30,8 +30,8 @@ def main() -> None:
     for executor in args.executors.split(","):
         with tempfile.TemporaryDirectory() as runs_dir:
             start = time.perf_counter()
-            result = compare(base, ["snip", "random"], [0.2, 0.05], 2, runs_dir=runs_dir, executor=executor,
-                             workers=args.workers)
+            pool = {} if executor == "local" else {"workers": args.workers}  # (local has no workers to set)
+            result = compare(base, ["snip", "random"], [0.2, 0.05], 2, runs_dir=runs_dir, executor=executor, **pool)
             times[executor] = time.perf_counter() - start
             assert result["status"] == "completed" and len(result["rows"]) == 4
         print(f"{executor:<10} {times[executor]:7.1f} s", flush=True)

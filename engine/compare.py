@@ -32,10 +32,38 @@ class CompareOptions:
                            "--workers processes); results land in the one --runs-dir", choices=list(EXECUTORS))
     workers: int = option(2, "worker processes for --executor processes, or dask without --scheduler", lo=1, hi=256)
     scheduler: str = option("", "a Dask scheduler's address (tcp://HOST:8786) for --executor dask; its workers "
-                            "must see the same --runs-dir")
+                            "must see the same --runs-dir", check=lambda v, path: _check_scheduler(v, path))
 
     def __post_init__(self):
         validate(self)
+        # an executor setting the chosen executor never reads is refused, as a run's unread settings are: ignored,
+        # a sweep meant for a cluster (or for a pool of workers) trained here, one run after another
+        if self.scheduler and self.executor != "dask":
+            raise ConfigError("scheduler", self.scheduler, f"only --executor dask reads it (--executor "
+                              f"{self.executor} trains on this machine): add --executor dask, or leave it out")
+        default_workers = type(self).__dataclass_fields__["workers"].default
+        if self.workers != default_workers and (self.executor == "local" or self.scheduler):
+            reason = ("--executor local trains in this process, one run after another" if self.executor == "local"
+                      else "the cluster at --scheduler has its own workers")
+            raise ConfigError("workers", self.workers, f"{reason}: --workers is read by --executor processes, and "
+                              "by --executor dask without --scheduler (a LocalCluster)")
+
+
+# the address schemes distributed.comm knows that reach a scheduler on another process or machine
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def _check_scheduler(value: str, path: str) -> None:
+    """A Dask scheduler's address, [SCHEME://]HOST:PORT, checked here so a typo is a one-line error before any
+    work (distributed raised a bare ValueError on 'HOST' or 'http://...', only when the sweep connected)."""
+    if not value:
+        return
+    scheme, _, location = value.rpartition("://")
+    host, _, port = location.rpartition(":")
+    if (scheme or "tcp") not in DASK_SCHEMES or not host.strip("[]") or not port.isdigit() \
+            or not 1 <= int(port) <= 65535:
+        raise ConfigError(path, value, f"must be a Dask scheduler's address [SCHEME://]HOST:PORT (SCHEME one of "
+                          f"{', '.join(DASK_SCHEMES)}; PORT 1-65535), as `dask scheduler` prints it: tcp://HEAD:8786")
 
 
 def _some(value: tuple, path: str) -> None:
