@@ -212,7 +212,8 @@ class BayesPanel(pn.viewable.Viewer):
         self.note.object = unreadable_note("uncertainty", bad)
         results = self.results
         self.names = self._names([summaries[r] for r in results])
-        self.run.options = list(results)
+        # several runs: each entry named as the legend names it (bare ids said nothing of which was the SNR run)
+        self.run.options = {f"{self.names[r]} · {r}": r for r in results} if len(results) > 1 else list(results)
         if self.run.value not in results and results:
             self.run.value = next(iter(results))
         self._draw_metric()

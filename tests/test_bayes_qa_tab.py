@@ -94,3 +94,18 @@ def test_the_tab_names_runs_by_their_criterion_not_their_id(two_criteria):
     assert any("bayes_criterion=snr" in label for label in labels), labels
     assert not any(run_id in label for run_id in ids.values() for label in labels), labels
     assert labels.count("deterministic ticket") == 1, labels
+
+
+def test_the_run_select_names_each_run_as_the_legend_does(two_criteria):
+    """The run select (which run's reliability diagram and sigma maps to draw) listed bare ids: with one run per
+    criterion nothing said which id was the SNR run the legend named. Its entries now carry the legend's names."""
+    from explorer.bayes import BayesPanel
+
+    runs, ids = two_criteria
+    panel = BayesPanel(str(runs))
+    options = panel.run.options
+    assert isinstance(options, dict) and sorted(options.values()) == sorted(ids.values()), options
+    [snr] = [label for label, run_id in options.items() if run_id == ids["snr"]]
+    assert snr.startswith(panel.names[ids["snr"]]) and "bayes_criterion=snr" in snr and ids["snr"] in snr, snr
+    panel.run.value = ids["snr"]
+    assert panel.level.options == [0, 1]
