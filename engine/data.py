@@ -151,6 +151,9 @@ def _npz(path: str):
                               "shape (N, F), (N, H, W), (N, C, H, W) or (N, H, W, C) and y of shape (N,), N > 0")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold numbers")
+        if np.issubdtype(x.dtype, np.complexfloating):  # the cast to float32 would drop the imaginary part
+            raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold real numbers (save "
+                              "the real and imaginary parts as two channels, or np.abs(x))")
         # min and max are NaN or infinite where any entry is: no array of x's size is made (isfinite(x) is one)
         if not np.isfinite([x.min(), x.max()]).all():
             raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")

@@ -1,0 +1,35 @@
+"""npz:PATH files a researcher plausibly writes by mistake (found by a new-user pass over 'Your own model and data'):
+each is a one-line error from `lottery run` (exit 2, nothing stored) or, where the README promises it, trains."""
+import numpy as np
+
+from engine.cli import main
+
+
+def _npz(tmp_path, **changes):
+    """300 8x8 images of 4 classes (the README's shapes), `changes` replacing arrays."""
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.integers(0, 4, 300), rng.integers(0, 4, 100)
+    arrays = dict(x_train=rng.normal(size=(300, 8, 8)).astype(np.float32) + y_train[:, None, None], y_train=y_train,
+                  x_test=rng.normal(size=(100, 8, 8)).astype(np.float32) + y_test[:, None, None], y_test=y_test)
+    arrays.update(changes)
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def _refused(tmp_path, capsys, spec) -> str:
+    """The one line `lottery run` prints for `spec` (exit 2, no traceback, nothing stored)."""
+    runs = tmp_path / "runs"
+    assert main(["run", "--runs-dir", str(runs), "--dataset", spec, "--epochs", "1", "--levels", "1",
+                 "--batch-size", "32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: data.dataset: "), err
+    assert not runs.exists() or not list(runs.iterdir())
+    return err
+
+
+def test_complex_inputs_are_refused_not_cut_to_their_real_part(tmp_path, capsys):
+    # (numpy counts complex as a number: the imaginary part was dropped with a ComplexWarning, and the run trained)
+    x = np.random.default_rng(1).normal(size=(300, 8, 8)) * (1 + 1j)
+    err = _refused(tmp_path, capsys, _npz(tmp_path, x_train=x.astype(np.complex64)))
+    assert "x_train holds complex64 values" in err and "real" in err
