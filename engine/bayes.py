@@ -695,7 +695,7 @@ def _outputs(ctx, prior_sigma: float, buffers: _Buffers, mus, kl, *saved) -> tup
     ctx.save_for_backward(*mus, *saved)
     ctx.prior_sigma, ctx.buffers, ctx.token = prior_sigma, buffers, buffers.claim()
     ctx.set_materialize_grads(False)
-    return (*mus, *[t.view(t.shape) for t in buffers.outputs], kl)
+    return (*mus, *[t.view_as(t) for t in buffers.outputs], kl)
 
 
 def _mu_grads(mus, grad_mus, grad_kl, var_p: float) -> list:

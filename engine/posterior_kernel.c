@@ -118,7 +118,8 @@ static void put_block(float *to, const int32_t *idx, long a, long m, const float
 }
 
 /* The layers of one call, laid end to end: layer l has counts[l] weights (all of its weights, or on a ticket's
- * compact support the kept ones), and table[l * COLUMNS + c] its arrays. rho, sigma and d_rho are indexed by that
+ * compact support the kept ones), and table[c * nl + l] its arrays (column by column: the caller fills a column
+ * in one go). rho, sigma and d_rho are indexed by that
  * position j; the weight-shaped ones (mu, the std, their gradients) at idx[j] (the kept weight's flat index in
  * its layer), or at j where idx is NULL (all of its weights). A call computes positions [a, z) of the whole, so
  * that a large layer is cut into pieces run on several threads; blocks start at a layer's start or a piece's. */
@@ -127,7 +128,9 @@ enum { RHO, SIGMA, MU, STD, G_STD, D_RHO, G_MU, D_MU, IDX, COLUMNS };
 #define EACH_BLOCK(...)                                                                                        \
   for (long l = 0, start = 0; l < nl; start += counts[l], l++) {                                               \
     long from = a > start ? a - start : 0, to = z < start + counts[l] ? z - start : counts[l];              \
-    void *const *t = table + l * COLUMNS;                                                                      \
+    void *t[COLUMNS];                                                                                          \
+    for (int c = 0; c < COLUMNS; c++)                                                                          \
+      t[c] = table[c * nl + l];                                                                                \
     const int32_t *idx = t[IDX];                                                                               \
     int square = squares[l];                                                                                   \
     for (long b = from; b < to; b += BLOCK) {                                                                  \
