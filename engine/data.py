@@ -157,6 +157,10 @@ def _npz(path: str):
         # min and max are NaN or infinite where any entry is: no array of x's size is made (isfinite(x) is one)
         if not np.isfinite([x.min(), x.max()]).all():
             raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")
+        top = max(abs(float(x.min())), abs(float(x.max())))
+        if top > float(np.finfo(np.float32).max):  # float64 data: the cast to float32 would make it inf
+            raise ConfigError(field, shown, f"x_{split} holds values up to {top:.3g} in magnitude, beyond float32's "
+                              f"range (3.4e+38), in which it trains: rescale it first (e.g. x / {top:.0e})")
         if not np.issubdtype(y.dtype, np.integer):
             odd = y[np.mod(y, 1) != 0] if np.issubdtype(y.dtype, np.floating) else y[:0]  # not whole numbers
             fix = f" such as {odd[0]}" if len(odd) else ": save y.astype(int)"
@@ -226,8 +230,20 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     # makes one temporary of the training part's size, now that x_tr is gone well within the 2x: it is 4x
     # faster here than torch.std_mean, which makes none.)
     axes = (0,) if xs[0].dim() == 2 else (0, 2, 3)
-    mean = xs[0].numpy().mean(axis=axes, keepdims=True)
-    std = xs[0].numpy().std(axis=axes, keepdims=True) + 1e-6
+
+    def statistics():
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below, not printed
+            return (xs[0].numpy().mean(axis=axes, keepdims=True),
+                    xs[0].numpy().std(axis=axes, keepdims=True) + 1e-6)
+
+    mean, std = statistics()
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        # float32 sums of squares overflow from |x| ~ 1e19 on (the inputs became 0 or NaN): divide every split by
+        # the training part's largest magnitude first, a scalar that standardising cancels, and measure again
+        scale = float(max(abs(v) for v in torch.aminmax(xs[0])))
+        for x in xs:
+            x.div_(scale)
+        mean, std = statistics()
     for x in xs:
         x.sub_(torch.from_numpy(mean)).div_(torch.from_numpy(std))
     train, val, test = (Split(x.to(device), y.to(device)) for x, y in zip(xs, ys))

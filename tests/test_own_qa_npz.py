@@ -3,6 +3,8 @@ each is a one-line error from `lottery run` (exit 2, nothing stored) or, where t
 import numpy as np
 
 from engine.cli import main
+from engine.config import DataConfig
+from engine.data import load
 
 
 def _npz(tmp_path, **changes):
@@ -33,3 +35,23 @@ def test_complex_inputs_are_refused_not_cut_to_their_real_part(tmp_path, capsys)
     x = np.random.default_rng(1).normal(size=(300, 8, 8)) * (1 + 1j)
     err = _refused(tmp_path, capsys, _npz(tmp_path, x_train=x.astype(np.complex64)))
     assert "x_train holds complex64 values" in err and "real" in err
+
+
+def test_float64_values_beyond_float32_are_refused(tmp_path, capsys):
+    # (they became inf when cast to float32, the standardised inputs NaN, and the run 'completed' at chance)
+    x = np.random.default_rng(1).normal(size=(300, 8, 8)) * 1e300
+    err = _refused(tmp_path, capsys, _npz(tmp_path, x_train=x))
+    assert "x_train" in err and "float32" in err and "e+300" in err
+
+
+def test_huge_but_float32_inputs_are_standardised(tmp_path):
+    # The README: 'standardised ... whatever the raw scale'. Values near 1e19 are float32 numbers, but their squares
+    # are not: the standard deviation overflowed and every input became 0 (or NaN).
+    spec = _npz(tmp_path)
+    plain = load(DataConfig(dataset=spec))
+    arrays = dict(np.load(spec[4:]))
+    big = _npz(tmp_path, x_train=arrays["x_train"] * 1e19, x_test=arrays["x_test"] * 1e19)
+    scaled = load(DataConfig(dataset=big))
+    for a, b in ((plain.train, scaled.train), (plain.test, scaled.test)):
+        assert np.isfinite(b.x.numpy()).all()
+        assert np.allclose(a.x.numpy(), b.x.numpy(), atol=1e-4)
