@@ -172,6 +172,10 @@ def _npz(path: str):
         if y.max() >= MAX_CLASSES:
             raise ConfigError(field, shown, f"y_{split} holds the label {int(y.max())}; labels are class "
                               f"indices 0..N-1 with at most {MAX_CLASSES:,} classes")
+    top, top_test = int(arrs["y_train"].max()), int(arrs["y_test"].max())
+    if top_test > top:  # as text:PATH: outputs for a class never trained on, scored on the test set only
+        raise ConfigError(field, shown, f"y_test holds the label {top_test}; the training labels run 0..{top}, and a "
+                          "class never trained on is never predicted: label both splits alike")
     if arrs["x_train"].shape[1:] != arrs["x_test"].shape[1:]:
         raise ConfigError(field, shown, f"x_train {arrs['x_train'].shape} and x_test "
                           f"{arrs['x_test'].shape} differ in example shape")

@@ -55,3 +55,11 @@ def test_huge_but_float32_inputs_are_standardised(tmp_path):
     for a, b in ((plain.train, scaled.train), (plain.test, scaled.test)):
         assert np.isfinite(b.x.numpy()).all()
         assert np.allclose(a.x.numpy(), b.x.numpy(), atol=1e-4)
+
+
+def test_a_test_label_above_every_training_label_is_refused(tmp_path, capsys):
+    # (as text:PATH refuses it: the net got outputs for classes it never trains on and the test set scored them)
+    y_test = np.random.default_rng(2).integers(0, 4, 100)
+    y_test[5] = 13
+    err = _refused(tmp_path, capsys, _npz(tmp_path, y_test=y_test))
+    assert "y_test holds the label 13" in err and "0..3" in err
