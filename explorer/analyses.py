@@ -40,7 +40,7 @@ class AnalysisPanel(pn.viewable.Viewer):
         self.status = pn.pane.Markdown("", css_classes=["analysis-status"], sizing_mode="stretch_width")
         self.job: Job | None = None
         self.panes = {k: pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[f"{k}-plot"])
-                      for k in ("paths", "barriers", "np_levels", "diagram", "earlybird", "sanity")}
+                      for k in ("paths", "barriers", "barrier", "np_levels", "diagram", "earlybird", "sanity")}
 
     def start(self) -> None:
         if self.run_id is None:
@@ -124,6 +124,11 @@ class AnalysisPanel(pn.viewable.Viewer):
                 by_kind[kind] = result
         self.panes["paths"].object = ap.instability_paths(by_kind.get("instability"))
         self.panes["barriers"].object = ap.instability_barriers(by_kind.get("instability"))
+        # barrier: a level may hold several (one per control it was interpolated with): all of the chosen level's
+        barriers = [r for r in stored.values() if r.get("analysis") == "barrier"]
+        shown = level if any(r.get("level") == level for r in barriers) else max(
+            (r.get("level") or 0 for r in barriers), default=None)
+        self.panes["barrier"].object = ap.barrier([r for r in barriers if r.get("level") == shown])
         self.panes["np_levels"].object = ap.persistence_levels(by_kind.get("persistence"))
         self.panes["diagram"].object = ap.persistence_diagrams(by_kind.get("persistence"), level)
         self.panes["earlybird"].object = ap.earlybird(by_kind.get("earlybird-replay") or by_kind.get("earlybird"))
@@ -134,6 +139,6 @@ class AnalysisPanel(pn.viewable.Viewer):
         above = [self.run_choice.row()] if self.run_choice is not None else []
         return pn.Column(*above, pn.Row(self.choice, self.options, self.button, self.status,
                                         sizing_mode="stretch_width"),
-                         side_by_side(p["paths"], p["barriers"]),
+                         side_by_side(p["paths"], p["barriers"]), p["barrier"],
                          p["np_levels"], p["diagram"],
                          p["earlybird"], p["sanity"], sizing_mode="stretch_width")

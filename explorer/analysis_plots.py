@@ -1,5 +1,7 @@
-"""Plots of stored analyses (RUN_DIR/analyses/*.json): instability, neural persistence, early-bird, sanity."""
+"""Plots of stored analyses (RUN_DIR/analyses/*.json): instability, barrier, neural persistence, early-bird, sanity."""
 from __future__ import annotations
+
+import itertools
 
 import holoviews as hv
 import numpy as np
@@ -32,6 +34,34 @@ def instability_barriers(result: dict | None) -> hv.Element:
         hv.HLine(100 * result["stable_threshold"], label="stable (2%)").opts(color="firebrick", line_dash="dashed")
     top = max(100 * result["stable_threshold"], *(100 * b for b in result["barriers"])) * 1.15
     return barrier.opts(title="Barrier vs rewind point (k = 0 drawn at 1)", logx=True, ylim=(0, top), **COMMON)
+
+
+PARTNER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")  # Category10: one per control kind
+# named apart from the instability curves' alpha and test error: Panel links the axes of plots whose dimensions share
+# a name, and the instability paths beside it took this plot's 0-35% range
+BARRIER_DIMS = (hv.Dimension("barrier_alpha", label="alpha"), hv.Dimension("barrier_error", label="test error (%)"))
+
+
+def barrier(records: list[dict]) -> hv.Element:
+    """Test error along the straight line from a level's ticket to each other net it was interpolated with
+    (the `barrier` records of one level, as `lottery analyze RUN_ID barrier` stores them), dashed after re-basin
+    where it was matched; the title gives each error barrier as `lottery show` does, in percent."""
+    title = "Error barrier between the ticket and another net of its level"
+    if not records:
+        return _empty(title, "no barrier analysis yet: Analyze → barrier (a level's ticket and one of its controls)")
+    records = sorted(records, key=lambda r: r["b"])
+    curves = []
+    for r, color in zip(records, itertools.cycle(PARTNER_COLORS)):  # a partner's two curves: one colour
+        for key, suffix, dash in (("curve", "", "solid"), ("matched_curve", ", re-basined", "dashed")):
+            if r.get(key):
+                curves.append(hv.Curve([(p["alpha"], 100 * p["error"]) for p in r[key]], BARRIER_DIMS[0],
+                                       BARRIER_DIMS[1], label=f"ticket vs {r['b']}{suffix}").opts(
+                    color=color, line_dash=dash, tools=["hover"]))
+    barriers = ", ".join(f"vs {r['b']} {100 * r['error_barrier']:.2f}%" + (
+        f" (re-basined {100 * r['matched_error_barrier']:.2f}%)" if r.get("rebasin") else "") for r in records)
+    return hv.Overlay(curves).opts(title=f"Error barrier at level {records[0]['level']} (density "
+                                         f"{100 * records[0]['density']:.1f}%): {barriers}",
+                                   legend_position="right", **COMMON)
 
 
 def persistence_levels(result: dict | None) -> hv.Element:
