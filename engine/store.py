@@ -25,6 +25,7 @@ raises `StoreDamaged` naming the file and what is wrong with it; `list_runs` lis
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 import secrets
@@ -395,6 +396,10 @@ class RunStore:
         return self.path(f"{name}.safetensors")
 
     def level_dir(self, variant: str, level: int) -> Path:
+        try:
+            level = operator.index(level)  # an int or a numpy integer; not '1' or 1.0
+        except TypeError:
+            raise ConfigError("level", level, "must be an integer level number (0 = the dense network)") from None
         return self.path("levels", variant, f"{level:03d}")
 
     def level_record(self, variant: str, level: int) -> dict | None:
@@ -421,7 +426,23 @@ class RunStore:
         try:
             return load_tensors(path, device)
         except FileNotFoundError:
+            if not (path.parent / "record.json").exists():  # not a completed level: nothing is damaged
+                self._refuse_level(path.parent.parent.name, int(path.parent.name))
             raise StoreDamaged(_missing_level_file(path)) from None
+
+    def _refuse_level(self, variant: str, level: int):
+        """ConfigError naming what the run does hold, for a level of `variant` it has not completed (a level or
+        variant typed wrong in a script, or a run id that is not in the runs dir)."""
+        if not self.exists():
+            raise ConfigError("RUN_ID", self.run_id, f"no such run in {self.root} (see `lottery list`)")
+        levels = [r["level"] for r in self.records(variant)]
+        if levels:
+            raise ConfigError("level", level, f"completed {variant} levels of run {self.run_id}: {levels}")
+        folder = self.path("levels")
+        variants = sorted(d.name for d in (folder.iterdir() if folder.exists() else ()) if d.is_dir() and
+                          self.records(d.name))
+        raise ConfigError("variant", variant, f"run {self.run_id} has no completed level of it; its variants: "
+                          f"{variants}")
 
     # ------------------------------------------------------------ analyses: RUN_DIR/analyses/NAME.json
     def analysis_path(self, name: str) -> Path:
