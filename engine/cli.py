@@ -292,15 +292,19 @@ def cmd_list(args) -> int:
     if not runs:
         print(f"no runs in {args.runs_dir}")
     width = max([44] + [len(r["run_id"]) for r in runs])  # partial-lora-bert-tiny-pydocmodules-... has 46
-    # seed and learning rate, where the listed runs differ in them (runs differing only there looked alike); the
-    # table keeps its width otherwise
+    # seed, learning rate and Bayesian or not, where the listed runs differ in them (runs differing only there looked
+    # alike: imp on a --bayesian net beside bayes-imp's deterministic imp run); the table keeps its width otherwise
     from .config import TrainConfig
 
+    def stored(group: str, field: str, default):
+        return [((r.get("config") or {}).get(group) or {}).get(field, default)
+                if isinstance(r.get("config"), dict) else None for r in runs]
+
     shown = []
-    for name, values in {"seed": [r.get("seed") for r in runs],
-                         "lr": [((r.get("config") or {}).get("train") or {}).get("lr", TrainConfig.lr)
-                                if isinstance(r.get("config"), dict) else None for r in runs]}.items():
-        texts = ["" if v is None else f"{name} {v:g}" if isinstance(v, (int, float)) else f"{name} {v}"
+    for name, values in {"seed": [r.get("seed") for r in runs], "lr": stored("train", "lr", TrainConfig.lr),
+                         "": [None if v is None else "bayesian" if v else "deterministic"
+                              for v in stored("model", "bayesian", False)]}.items():
+        texts = ["" if v is None else f"{name} {v:g}" if isinstance(v, (int, float)) else f"{name} {v}".strip()
                  for v in values]  # (None: a run not yet summarised, or unreadable)
         if len(set(texts) - {""}) > 1:
             shown.append([f"{t:<{max(map(len, texts))}} " for t in texts])
