@@ -444,6 +444,11 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
     """
     if not isinstance(config, RunConfig):
         raise ConfigError("config", type(config).__name__, "must be an engine.RunConfig")
+    # (else a wrong kind fails at the first event or step, once the run's folder is stored)
+    if on_event is not None and not callable(on_event):
+        raise ConfigError("on_event", on_event, "must be a function of one event (e.g. print), or None")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise ConfigError("cancel", cancel, "must have is_set() (a threading.Event), or None")
     method_spec(config)
     device = resolve_device(config.device)
     root = check_writable(runs_dir)

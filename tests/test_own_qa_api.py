@@ -60,3 +60,18 @@ def test_the_stored_ticket_loads_back_into_the_module(own_run, tmp_path, capsys)
     assert all(not ticket.state_dict()[k][~m].any() for k, m in mask.items())  # pruned weights exactly 0
     assert main(["show", run_id, "--runs-dir", str(runs)]) == 0
     assert "custom:Net on digits" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argument,value,allowed", [
+    ("on_event", "print", "a function of one event"),
+    ("cancel", True, "is_set()"),
+])
+def test_an_on_event_or_cancel_of_the_wrong_kind_is_refused_before_anything_is_stored(tmp_path, argument, value,
+                                                                                       allowed):
+    # (on_event="print" was a TypeError, cancel=True an AttributeError, once the run had stored its folder: a
+    # 'failed' run left in the runs dir)
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(tiny(), model=Net(), runs_dir=runs, **{argument: value})
+    assert info.value.field == argument and allowed in str(info.value), str(info.value)
+    assert not runs.exists() or not list(runs.iterdir())
