@@ -332,6 +332,8 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                        "writes each tensor once and every pruned weight has its own mask): untie them")
             first[key] = n
     names, params = M.prunable(model), dict(model.named_parameters())
+    if hasattr(model, "prunable_names"):  # the module's own list: a slip in it is named as such
+        check_prunable_names(model, names, refuse)
     if not names:
         refuse("has no Linear or Conv1d/2d/3d layer to prune")
     for n in names:
@@ -384,6 +386,27 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "
                "__init__")
+
+
+def check_prunable_names(model: nn.Module, names, refuse) -> None:
+    """`refuse` a module's prunable_names() that is not a list of distinct names of tensors it holds."""
+    listed = "a list of the state-dict names of the weights to prune, in forward order, the output layer last"
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        refuse(f"prunable_names() returns a {type(names).__name__}; it must return {listed}")
+    if not names:
+        refuse(f"prunable_names() returns no names; it must return {listed}")
+    for i, n in enumerate(names):
+        module, _, attr = n.rpartition(".")
+        try:  # a parameter, or a weight torch.nn.utils.prune or a parametrization computes (refused after this)
+            held = isinstance(getattr(model.get_submodule(module), attr), torch.Tensor)
+        except AttributeError:
+            held = False
+        if not held:
+            params = [p for p, _ in model.named_parameters()]
+            refuse(f"prunable_names() gives {n!r}, which is not a parameter of it (its parameters: "
+                   f"{', '.join(params[:8])}{', ...' if len(params) > 8 else ''})")
+        if n in names[:i]:
+            refuse(f"prunable_names() gives {n!r} twice; each weight has one mask: name it once")
 
 
 def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Module | None):

@@ -75,3 +75,37 @@ def test_an_on_event_or_cancel_of_the_wrong_kind_is_refused_before_anything_is_s
         engine.run(tiny(), model=Net(), runs_dir=runs, **{argument: value})
     assert info.value.field == argument and allowed in str(info.value), str(info.value)
     assert not runs.exists() or not list(runs.iterdir())
+
+
+class Names(nn.Module):
+    """A module naming its prunable weights itself (the README's prunable_names()), with `names` as given."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+        self.hidden = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+        self.scale = nn.Parameter(torch.ones(16))  # a free parameter of the module itself
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x.flatten(1))) * self.scale)
+
+    def prunable_names(self):
+        return self.names
+
+
+@pytest.mark.parametrize("names,needle", [
+    (["hidden.wieght", "out.weight"], "prunable_names() gives 'hidden.wieght', which is not a parameter of it"),
+    ("out.weight", "prunable_names() returns a str"),
+    (None, "prunable_names() returns a NoneType"),
+    ([], "prunable_names() returns no names"),
+    (["hidden.weight", "hidden.weight", "out.weight"], "prunable_names() gives 'hidden.weight' twice"),
+])
+def test_prunable_names_slips_are_named_as_such(tmp_path, names, needle):
+    # (a typo read 'is not a plain parameter (held by torch.nn.utils.prune ...)', a string was read letter by
+    # letter, None and [] read 'has no Linear or Conv1d/2d/3d layer', a name twice was trained as once)
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(tiny(), model=Names(names), runs_dir=runs)
+    assert info.value.field == "model" and needle in str(info.value), str(info.value)
+    assert not runs.exists() or not list(runs.iterdir())
