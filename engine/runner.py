@@ -349,7 +349,8 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
     probe = copy.deepcopy(model).to(x.device)  # a copy: the user's module and its buffers stay as they are
     called: list[str] = []  # the prunable layers in the order forward calls them
     for n in names:
-        M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
+        if M.owner(probe, n) is not probe:  # (the module's own hook runs after every layer: it tells no order)
+            M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
     for training in (True, False):  # training steps in train mode, evaluations in eval mode
         mode = "" if training else "in eval mode, "
@@ -383,6 +384,10 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
                        "use it")
     # (an output layer used through F.linear(x, self.fc.weight), a cosine head, is never called: nothing to check)
     if names[-1] in called and called[-1] != names[-1]:
+        if hasattr(model, "prunable_names"):
+            refuse(f"its forward ends in {called[-1]!r}, but prunable_names() lists {names[-1]!r} last, which is "
+                   f"taken as the output layer (pruned at --output-fraction): list {called[-1]!r} last in "
+                   "prunable_names()")
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "
                "__init__")

@@ -109,3 +109,18 @@ def test_prunable_names_slips_are_named_as_such(tmp_path, names, needle):
         engine.run(tiny(), model=Names(names), runs_dir=runs)
     assert info.value.field == "model" and needle in str(info.value), str(info.value)
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_a_free_parameter_named_in_prunable_names_is_pruned(tmp_path):
+    # (the order check hooked the module itself for 'scale': its hook runs after every layer, and the run was
+    # refused as 'its forward ends in 'scale'')
+    torch.manual_seed(0)
+    s = engine.run(tiny(**{"prune.controls": ()}), model=Names(["scale", "hidden.weight", "out.weight"]),
+                   runs_dir=tmp_path / "runs")
+    assert s["status"] == "completed" and s["levels"][-1]["layers"]["scale"] < 1
+
+
+def test_prunable_names_with_the_output_layer_not_last_says_where_to_move_it(tmp_path):
+    with pytest.raises(engine.ConfigError) as info:  # (it said 'create the output layer last in __init__')
+        engine.run(tiny(), model=Names(["out.weight", "hidden.weight"]), runs_dir=tmp_path / "runs")
+    assert "list 'out.weight' last in prunable_names()" in str(info.value), str(info.value)
