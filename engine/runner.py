@@ -434,6 +434,10 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
     for key, value in config.non_default().get("model", {}).items():  # would change the run id, not the run
         if key == "model" and is_text_dataset(config.data.dataset):
             continue  # text data is paired with a transformer (engine.text.check_pairing): its tokenizer's ids
+        if key == "bayesian":
+            raise ConfigError("model.bayesian", value, "Bayesian layers are made from registry models only "
+                              "(engine.bayes converts their Linear/Conv2d), not from an own module: leave it out, "
+                              "or use a registry model (--model mlp --bayesian)")
         raise ConfigError(f"model.{key}", value, "an own module (model=...) reads no model.* setting: its "
                           "architecture and initial weights are its own")
     check_own_module(user_model, dataset)

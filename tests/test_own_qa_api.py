@@ -124,3 +124,12 @@ def test_prunable_names_with_the_output_layer_not_last_says_where_to_move_it(tmp
     with pytest.raises(engine.ConfigError) as info:  # (it said 'create the output layer last in __init__')
         engine.run(tiny(), model=Names(["out.weight", "hidden.weight"]), runs_dir=tmp_path / "runs")
     assert "list 'out.weight' last in prunable_names()" in str(info.value), str(info.value)
+
+
+def test_bayesian_with_an_own_module_says_it_converts_registry_models_only(tmp_path):
+    # (it read 'reads no model.* setting: its architecture and initial weights are its own', as for --width)
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(tiny(**{"model.bayesian": True}), model=Net(), runs_dir=runs)
+    assert info.value.field == "model.bayesian" and "registry models only" in str(info.value), str(info.value)
+    assert not runs.exists() or not list(runs.iterdir())
