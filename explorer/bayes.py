@@ -58,8 +58,10 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy", names: dict[
     if df.empty:
         return _empty(title, "no Bayesian run measured yet: run --method bayes-imp --bayesian")
     df["accuracy"] *= 100  # in %, as the app's other accuracies (the record: fractions)
-    # bayes-imp runs of one setting (one per criterion) share their deterministic run: its ticket is drawn once
+    # bayes-imp runs of one setting (one per criterion) share their deterministic run: its ticket is drawn once, as
+    # one curve under the first run that uses it (with every level any of them measured: one may have stopped early)
     det = df["variant"] == DETERMINISTIC
+    df.loc[det, "run"] = df[det].groupby("source")["run"].transform("first")
     df = pd.concat([df[~det], df[det].drop_duplicates(["source", "level"])])
     names = names or {}
     many = df["run"].nunique() > 1
@@ -73,7 +75,7 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy", names: dict[
         run_name = names.get(run, run)
         if not many:
             label, color = variant, "#ff7f0e" if variant == DETERMINISTIC else VARIANT_COLOR.get(variant, "gray")
-        elif variant == DETERMINISTIC:  # (drawn under the first run that uses it: the ticket of its settings)
+        elif variant == DETERMINISTIC:  # (the ticket of the settings of the run it is drawn under)
             label, color = (variant, "black") if one_det else (f"{variant} · {run_name}", run_color[run])
         else:
             label, color = f"{variant} · {run_name}", run_color[run]

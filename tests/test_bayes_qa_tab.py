@@ -109,3 +109,16 @@ def test_the_run_select_names_each_run_as_the_legend_does(two_criteria):
     assert snr.startswith(panel.names[ids["snr"]]) and "bayes_criterion=snr" in snr and ids["snr"] in snr, snr
     panel.run.value = ids["snr"]
     assert panel.level.options == [0, 1]
+
+
+def test_the_shared_deterministic_ticket_is_one_curve_when_a_run_has_fewer_levels():
+    """A run stopped at level 1 listed first (newest) beside a finished run of another criterion: the deterministic
+    ticket they share was drawn as two pieces, levels 0-1 under one run and level 2 under the other, with no line
+    between them."""
+    from explorer.bayes import DETERMINISTIC, metric_plot
+
+    stopped = _record(0.01)
+    stopped["levels"] = stopped["levels"][:2]
+    plot = metric_plot({"run-snr": stopped, "run-mu": _record(0)}, "accuracy", {"run-snr": "snr", "run-mu": "mu"})
+    curves = [e for e in plot if isinstance(e, hv.Curve) and e.label == DETERMINISTIC]
+    assert len(curves) == 1 and len(curves[0]) == 3, [(c.label, len(c)) for c in curves]
