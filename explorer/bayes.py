@@ -81,8 +81,10 @@ def metric_plot(results: dict[str, dict], metric: str = "accuracy", names: dict[
             label, color = f"{variant} · {run_name}", run_color[run]
         style = dict(color=color, line_dash=VARIANT_STYLE.get(variant, "dashed"), line_width=2, tools=["hover"])
         marker = dict(color=color, size=6, marker="diamond" if variant == DETERMINISTIC else "circle", tools=["hover"])
-        elements.append(hv.Curve(g, "density", [metric, "level"], label=label).opts(**style))
-        elements.append(hv.Scatter(g, "density", [metric, "level"], label=label).opts(**marker))
+        # several runs: the hover names the curve (where curves cross, density, value and level said not whose)
+        g, vdims = (g.assign(curve=label), [metric, "level", "curve"]) if many else (g, [metric, "level"])
+        elements.append(hv.Curve(g, "density", vdims, label=label).opts(**style))
+        elements.append(hv.Scatter(g, "density", vdims, label=label).opts(**marker))
     # several runs: the legend below the plot, one row each, the plot taller by as much (inside, it covered the
     # curves; and HoloViews leaves out a legend of more than 25 glyphs)
     entries = len({e.label for e in elements})

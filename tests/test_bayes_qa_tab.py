@@ -122,3 +122,13 @@ def test_the_shared_deterministic_ticket_is_one_curve_when_a_run_has_fewer_level
     plot = metric_plot({"run-snr": stopped, "run-mu": _record(0)}, "accuracy", {"run-snr": "snr", "run-mu": "mu"})
     curves = [e for e in plot if isinstance(e, hv.Curve) and e.label == DETERMINISTIC]
     assert len(curves) == 1 and len(curves[0]) == 3, [(c.label, len(c)) for c in curves]
+
+
+def test_hovering_a_point_of_several_runs_says_which_run_it_is():
+    """The hover of a point said density, the metric and the level: with several runs' curves crossing, not whose
+    point it was. It now says the legend's entry too."""
+    from explorer.bayes import metric_plot
+
+    plot = metric_plot({"run-a": _record(0), "run-b": _record(0.01)}, "ece", {"run-a": "snr", "run-b": "mu"})
+    for e in plot:
+        assert set(e.dimension_values("curve")) == {e.label}, (e.label, e.dimensions())
