@@ -224,9 +224,9 @@ def probe_run(runs_dir, run_id: str, level: int | None = None, **options) -> dic
     if not store.exists():
         raise ConfigError("--run", run_id, f"no such run in {runs_dir} (see `lottery list`)")
     stored = store.config()
-    if stored.get("custom_model"):
-        raise Unsupported(f"run {run_id} trained a custom module; probe it from Python with "
-                          "engine.probe.probe_model(model, mask, input_shape)")
+    if stored.get("custom_model"):  # bad input (exit 2), as zoo --ticket and the analyses refuse such a run
+        raise ConfigError("--run", run_id, f"trained a user's own module ({stored['custom_model']}), which the store "
+                          "does not keep; probe it from Python with engine.probe.probe_model(model, mask, input_shape)")
     levels = [r["level"] for r in store.records("ticket")]
     level = levels[-1] if level is None and levels else level
     if level not in levels:

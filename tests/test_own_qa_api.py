@@ -133,3 +133,12 @@ def test_bayesian_with_an_own_module_says_it_converts_registry_models_only(tmp_p
         engine.run(tiny(**{"model.bayesian": True}), model=Net(), runs_dir=runs)
     assert info.value.field == "model.bayesian" and "registry models only" in str(info.value), str(info.value)
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_probe_of_an_own_module_run_is_bad_input_in_one_line(own_run, capsys):
+    # (exit 1, the code of a failed run, and a line without the flag it is about)
+    runs, run_id = own_run
+    assert main(["probe", "--run", run_id, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: --run: '{run_id}' is not valid;"), err
+    assert "custom:Net" in err and "engine.probe.probe_model" in err
