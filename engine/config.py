@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
@@ -165,8 +166,13 @@ def _dataset(value: str, path: str) -> None:
         if not value.partition(":")[2]:
             raise ConfigError(path, value, "needs a path or hub name, e.g. npz:my_data.npz, text:my_texts.jsonl "
                               "or hf:NAME")
-    else:
-        _choice(path, value, dataset_choices())
+    elif value not in dataset_choices():
+        head, colon, rest = value.partition(":")
+        ext = os.path.splitext(value)[1].lower()
+        meant = (f"{head.lower()}:{rest}" if colon and head.lower() in ("npz", "text", "hf")  # NPZ:my.npz
+                 else {".npz": f"npz:{value}", ".jsonl": f"text:{value}"}.get(ext))  # a file without its prefix
+        raise ConfigError(path, value, f"allowed: {', '.join(dataset_choices())}"
+                          f"{f'; did you mean {meant}?' if meant else ''}")
 
 
 def dataset_choices() -> list[str]:

@@ -1,6 +1,7 @@
 """npz:PATH files a researcher plausibly writes by mistake (found by a new-user pass over 'Your own model and data'):
 each is a one-line error from `lottery run` (exit 2, nothing stored) or, where the README promises it, trains."""
 import numpy as np
+import pytest
 
 from engine.cli import main
 from engine.config import DataConfig
@@ -63,3 +64,11 @@ def test_a_test_label_above_every_training_label_is_refused(tmp_path, capsys):
     y_test[5] = 13
     err = _refused(tmp_path, capsys, _npz(tmp_path, y_test=y_test))
     assert "y_test holds the label 13" in err and "0..3" in err
+
+
+@pytest.mark.parametrize("typed,meant", [("mine.npz", "npz:mine.npz"), ("./texts.JSONL", "text:./texts.JSONL"),
+                                         ("NPZ:mine.npz", "npz:mine.npz")])
+def test_a_data_file_given_without_its_prefix_is_told_the_prefix(tmp_path, capsys, typed, meant):
+    # (it listed the registry's data sets and npz:PATH, leaving the user to see that the prefix was missing)
+    err = _refused(tmp_path, capsys, typed)
+    assert f"did you mean {meant}?" in err, err
