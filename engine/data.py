@@ -153,7 +153,7 @@ def _npz(path: str):
             raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold numbers")
         if np.issubdtype(x.dtype, np.complexfloating):  # the cast to float32 would drop the imaginary part
             raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold real numbers (save "
-                              "the real and imaginary parts as two channels, or np.abs(x))")
+                              "np.stack([x.real, x.imag], 1), the two parts as channels first, or np.abs(x))")
         # min and max are NaN or infinite where any entry is: no array of x's size is made (isfinite(x) is one)
         if not np.isfinite([x.min(), x.max()]).all():
             raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")
