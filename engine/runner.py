@@ -296,7 +296,7 @@ def build_summary(config: RunConfig, store: RunStore, status: str, *, model_name
 
 
 # ---------------------------------------------------------------- which model
-def check_own_module(model, dataset: data_mod.Dataset) -> None:
+def check_own_module(model, dataset: data_mod.Dataset, batch_size: int) -> None:
     """Refuse, in one line naming what is wrong and what is allowed, a user's module the runner cannot train and
     prune: before anything is stored, rather than as a traceback deep in training or in the store's writes.
 
@@ -352,6 +352,12 @@ def check_own_module(model, dataset: data_mod.Dataset) -> None:
         if M.owner(probe, n) is not probe:  # (the module's own hook runs after every layer: it tells no order)
             M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
+    if batch_size < len(x):  # a training step's own batch (BatchNorm1d refuses a batch of 1 in train mode)
+        try:
+            probe.train()(x[:batch_size])
+        except Exception as e:
+            refuse(f"forward failed on a batch of {batch_size} (train.batch_size) in train mode ({said(e)}): use a "
+                   "larger batch size")
     for training in (True, False):  # training steps in train mode, evaluations in eval mode
         mode = "" if training else "in eval mode, "
         try:
@@ -440,7 +446,7 @@ def _model_plan(config: RunConfig, dataset: data_mod.Dataset, user_model: nn.Mod
                               "or use a registry model (--model mlp --bayesian)")
         raise ConfigError(f"model.{key}", value, "an own module (model=...) reads no model.* setting: its "
                           "architecture and initial weights are its own")
-    check_own_module(user_model, dataset)
+    check_own_module(user_model, dataset, config.train.batch_size)
     template = copy.deepcopy(user_model).cpu()
     # The module's identity: its class, its printed structure (layer types and their settings: a ReLU swapped for
     # a Tanh is another experiment) and its state (names, shapes, initial values). Code inside forward() is not

@@ -142,3 +142,25 @@ def test_probe_of_an_own_module_run_is_bad_input_in_one_line(own_run, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: --run: '{run_id}' is not valid;"), err
     assert "custom:Net" in err and "engine.probe.probe_model" in err
+
+
+class BatchNormed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(64, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.hidden(x.flatten(1)))))
+
+
+def test_a_module_that_cannot_train_on_a_batch_of_the_batch_size_is_refused_up_front(tmp_path):
+    # (BatchNorm1d in train mode refuses a batch of 1: the check's batch of 64 passed, and the run failed at its
+    # first step with a ValueError, leaving a 'failed' run)
+    runs = tmp_path / "runs"
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(tiny(**{"train.batch_size": 1}), model=BatchNormed(), runs_dir=runs)
+    message = str(info.value)
+    assert info.value.field == "model" and "a batch of 1 (train.batch_size)" in message and "\n" not in message, message
+    assert not runs.exists() or not list(runs.iterdir())
