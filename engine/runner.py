@@ -352,12 +352,6 @@ def check_own_module(model, dataset: data_mod.Dataset, batch_size: int) -> None:
         if M.owner(probe, n) is not probe:  # (the module's own hook runs after every layer: it tells no order)
             M.owner(probe, n).register_forward_hook(lambda *_, n=n: called.append(n))
     logits = f"of logits, shape (N, {dataset.num_classes})" if y.dim() == 1 else "of logits"
-    if batch_size < len(x):  # a training step's own batch (BatchNorm1d refuses a batch of 1 in train mode)
-        try:
-            probe.train()(x[:batch_size])
-        except Exception as e:
-            refuse(f"forward failed on a batch of {batch_size} (train.batch_size) in train mode ({said(e)}): use a "
-                   "larger batch size")
     for training in (True, False):  # training steps in train mode, evaluations in eval mode
         mode = "" if training else "in eval mode, "
         try:
@@ -397,6 +391,14 @@ def check_own_module(model, dataset: data_mod.Dataset, batch_size: int) -> None:
         refuse(f"its forward ends in {called[-1]!r}, but {names[-1]!r} is its last Linear/Conv in module order, "
                "which is taken as the output layer (pruned at --output-fraction): create the output layer last in "
                "__init__")
+    # last, once the checks above passed: a training step's own batch size (BatchNorm1d refuses a batch of 1 in
+    # train mode)
+    if batch_size < len(x):
+        try:
+            probe.train()(x[:batch_size])
+        except Exception as e:
+            refuse(f"forward failed on a batch of {batch_size} (train.batch_size) in train mode ({said(e)}): train with a "
+                   "batch size it takes (BatchNorm needs 2 examples at least)")
 
 
 def check_prunable_names(model: nn.Module, names, refuse) -> None:
