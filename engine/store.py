@@ -511,7 +511,7 @@ def _missing_level_file(path: Path) -> str:
     what = (f"the folders {path.parents[2] / '*' / level} and every later level (the ticket's and its controls')"
             if variant == "ticket" else f"the folder {path.parent}")
     return (f"{path} is missing, so level {level} of {variant} cannot be used; delete {what}, then run the same "
-            "`lottery run` command again to train them")
+            "`lottery run` command (or engine.run call, for your own module) again to train them")
 
 
 def _relative(message: str, root: Path) -> str:

@@ -164,3 +164,15 @@ def test_a_module_that_cannot_train_on_a_batch_of_the_batch_size_is_refused_up_f
     message = str(info.value)
     assert info.value.field == "model" and "a batch of 1 (train.batch_size)" in message and "\n" not in message, message
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_a_damaged_level_of_an_own_module_run_says_how_to_train_it_again(own_run, tmp_path):
+    # (it said only 'run the same `lottery run` command again', which cannot build an own module)
+    import shutil
+
+    runs, run_id = own_run
+    shutil.copytree(runs, tmp_path / "runs")
+    (tmp_path / "runs" / run_id / "levels" / "ticket" / "001" / "weights.safetensors").unlink()
+    with pytest.raises(engine.LotteryError) as info:
+        engine.RunStore(tmp_path / "runs", run_id).load_level("ticket", 1)
+    assert "engine.run" in str(info.value), str(info.value)
