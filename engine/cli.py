@@ -308,10 +308,12 @@ def cmd_list(args) -> int:
                  for v in values]  # (None: a run not yet summarised, or unreadable)
         if len(set(texts) - {""}) > 1:
             shown.append([f"{t:<{max(map(len, texts))}} " for t in texts])
+    counts = [f"{len(r.get('levels') or [])} level{'s' * (len(r.get('levels') or []) != 1)}," for r in runs]
+    count_width = max(map(len, counts), default=0)  # '1 level,' beside '14 levels,': densities in one column
     for i, r in enumerate(runs):
         levels = r.get("levels") or []
         last = levels[-1] if levels else r.get("dense")
-        tail = f"{len(levels)} level{'s' * (len(levels) != 1)}, last density {pct(last.get('density'))} test " \
+        tail = f"{counts[i]:>{count_width}} last density {pct(last.get('density'))} test " \
             f"{pct(last.get('test_accuracy'))}" if last else "no level yet"
         if r.get("kind") == "zoo":  # dense or ticket zoo (and which ticket)
             tail = zoo_list_tail(r)

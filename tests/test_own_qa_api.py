@@ -176,3 +176,16 @@ def test_a_damaged_level_of_an_own_module_run_says_how_to_train_it_again(own_run
     with pytest.raises(engine.LotteryError) as info:
         engine.RunStore(tmp_path / "runs", run_id).load_level("ticket", 1)
     assert "engine.run" in str(info.value), str(info.value)
+
+
+def test_list_aligns_runs_of_one_level_with_runs_of_several(tmp_path, capsys):
+    # (a snip run, '1 level,', beside an imp run, '2 levels,', put their densities a column apart)
+    runs = tmp_path / "runs"
+    for levels in (1, 2):
+        torch.manual_seed(0)
+        engine.run(tiny(**{"prune.levels": levels, "train.epochs": 1, "prune.controls": ()}), model=Net(),
+                   runs_dir=runs)
+    capsys.readouterr()
+    assert main(["list", "--runs-dir", str(runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and len({line.index("last density") for line in lines}) == 1, lines
