@@ -61,9 +61,16 @@ def validate_run_id(run_id) -> str:
     return run_id
 
 
+def _runs_path(runs_dir) -> Path:
+    """`runs_dir` as a Path; ConfigError if it is not a path, or empty ('' would be the working directory)."""
+    if not isinstance(runs_dir, (str, os.PathLike)) or runs_dir == "":
+        raise ConfigError("runs_dir", runs_dir, "must be the path of a directory (a str or os.PathLike, not empty)")
+    return Path(runs_dir).expanduser()
+
+
 def runs_root(runs_dir: str | os.PathLike) -> Path:
     """The runs dir as a Path; ConfigError if something that is not a directory sits at that path."""
-    root = Path(runs_dir).expanduser()
+    root = _runs_path(runs_dir)
     if root.exists() and not root.is_dir():
         raise ConfigError("runs_dir", str(runs_dir), "is a file, not a directory of runs")
     return root
@@ -203,7 +210,7 @@ def _safetensors_problem(path: Path, error: Exception) -> str:
 
 def check_writable(runs_dir: str | os.PathLike) -> Path:
     """Fail early, before any work, if runs cannot be stored under `runs_dir`."""
-    root = Path(runs_dir).expanduser()
+    root = _runs_path(runs_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):

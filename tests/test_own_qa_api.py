@@ -189,3 +189,15 @@ def test_list_aligns_runs_of_one_level_with_runs_of_several(tmp_path, capsys):
     assert main(["list", "--runs-dir", str(runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and len({line.index("last density") for line in lines}) == 1, lines
+
+
+@pytest.mark.parametrize("runs_dir", ["", 5, None])
+def test_a_runs_dir_that_is_no_path_is_refused(tmp_path, monkeypatch, runs_dir):
+    # ('' stored the run in the working directory, among the user's files; 5 and None were TypeErrors)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(engine.ConfigError) as info:
+        engine.run(tiny(), model=Net(), runs_dir=runs_dir)
+    assert info.value.field == "runs_dir", str(info.value)
+    with pytest.raises(engine.ConfigError):
+        engine.RunStore(runs_dir, "some-run")
+    assert not list(tmp_path.iterdir())
