@@ -250,5 +250,7 @@ def load(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
         mean, std = statistics()
     for x in xs:
         x.sub_(torch.from_numpy(mean)).div_(torch.from_numpy(std))
+    for i in range(len(xs)):  # channels-last images, transposed, kept their strides: a module's x.view(N, -1) failed
+        xs[i] = xs[i].contiguous()  # (a copy only where needed, one split at a time)
     train, val, test = (Split(x.to(device), y.to(device)) for x, y in zip(xs, ys))
     return Dataset(cfg.dataset, train, val, test, input_shape, num_classes, digest)

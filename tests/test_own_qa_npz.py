@@ -72,3 +72,14 @@ def test_a_data_file_given_without_its_prefix_is_told_the_prefix(tmp_path, capsy
     # (it listed the registry's data sets and npz:PATH, leaving the user to see that the prefix was missing)
     err = _refused(tmp_path, capsys, typed)
     assert f"did you mean {meant}?" in err, err
+
+
+def test_channels_last_images_are_stored_contiguous_so_view_works(tmp_path):
+    # (turned channels-first by a transpose, they kept channels-last strides: a module's classic
+    # `x.view(x.size(0), -1)` after a conv failed, 'view size is not compatible with input tensor's size and stride')
+    rng = np.random.default_rng(0)
+    spec = _npz(tmp_path, x_train=rng.normal(size=(300, 8, 8, 3)), x_test=rng.normal(size=(100, 8, 8, 3)))
+    data = load(DataConfig(dataset=spec))
+    assert data.input_shape == (3, 8, 8)
+    assert all(s.x.is_contiguous() for s in (data.train, data.val, data.test))
+    assert data.train.x.view(len(data.train), -1).shape == (len(data.train), 192)
