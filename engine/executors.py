@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import queue as queue_mod
+import signal
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -68,15 +70,38 @@ def _shared(obj, kind):
 
 
 def run_task(config, runs_dir: str, events, cancel) -> dict:
-    """One run on a worker (module level: process pools and Dask workers import it by name)."""
+    """One run on a worker (module level: process pools and Dask workers import it by name); None when the sweep
+    was cancelled before it started."""
     from .runner import run
 
     events, cancel = _shared(events, "queue"), _shared(cancel, "event")
+    if cancel is not None and cancel.is_set():  # the sweep was cancelled while this task was queued: never started
+        return None
     try:
         return run(config, events.put if events is not None else None,
                    _Flag(cancel) if cancel is not None else None, runs_dir=runs_dir)
     except LotteryError as e:  # a plain LotteryError pickles back whatever the subclass's arguments
         raise LotteryError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _spawned_ignoring_ctrl_c():
+    """Worker processes started inside ignore SIGINT for life: a terminal's Ctrl-C reaches the whole foreground
+    process group, and each worker printed its own KeyboardInterrupt traceback (tens of lines from Dask's). The
+    command stops them instead, through the sweep's cancel flag, and says in one line what was kept.
+
+    An ignored SIGINT is inherited across exec, and Python then installs no KeyboardInterrupt handler; a blocked one
+    is not enough (Dask's nannies start workers from threads that do not block it). A Ctrl-C typed inside is lost:
+    milliseconds for a process pool, the few seconds a LocalCluster takes to start (press it again once its
+    dashboard link shows). Only the main thread may change a handler: in the app's job thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _set_threads(n: int) -> None:
@@ -111,9 +136,10 @@ def _pool(executor: str, workers: int, scheduler: str, on_dashboard):
             except (OSError, TimeoutError) as e:
                 raise LotteryError(f"--scheduler: cannot reach a Dask scheduler at {scheduler!r} ({e})") from None
         else:
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
-            client = stack.enter_context(distributed.Client(cluster))
+            with _spawned_ignoring_ctrl_c():  # (a Ctrl-C stops the sweep through its cancel flag, not them)
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"))
+                client = stack.enter_context(distributed.Client(cluster))
         if on_dashboard and client.dashboard_link:
             on_dashboard(client.dashboard_link)
         name = f"lottery-{uuid.uuid4().hex}"
@@ -157,8 +183,9 @@ def run_all(configs: list, runs_dir, *, executor: str = "local", workers: int = 
             todo = [i for i in range(len(configs)) if i not in results]
             pool = make_pool()
             try:
-                futures = {pool.submit(run_task, configs[i], str(runs_dir), *for_tasks): i for i in todo}
-                broken = _wait(futures, events, flag, on_event, cancel)
+                with _spawned_ignoring_ctrl_c():  # a process pool starts its workers as tasks are submitted
+                    futures = {pool.submit(run_task, configs[i], str(runs_dir), *for_tasks): i for i in todo}
+                broken = _wait(futures, events, flag, on_event, cancel, take_back=executor == "processes")
             finally:  # a process pool is waited for (its runs store themselves); Dask's cancels what is left
                 pool.shutdown(wait=executor == "processes")
             results.update({i: f for f, i in futures.items() if f.done() and not _broke(f)})
@@ -173,7 +200,7 @@ def run_all(configs: list, runs_dir, *, executor: str = "local", workers: int = 
     summaries = []
     for i in range(len(configs)):
         f = results.get(i)
-        if f is None or f.cancelled():
+        if f is None or f.cancelled() or f.result() is None:  # (None: queued when the sweep was cancelled)
             break
         summaries.append(f.result())
         if summaries[-1]["status"] != "completed":
@@ -188,31 +215,35 @@ def _broke(future) -> bool:
     return future.done() and not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
 
 
-def _wait(futures: dict, events, flag, on_event, cancel) -> bool:
+def _wait(futures: dict, events, flag, on_event, cancel, take_back: bool) -> bool:
     """Wait for every future, streaming events and passing on a cancel; raise the first run's error. True when
-    a worker died and broke the pool (its unfinished runs are to be resubmitted to a fresh one)."""
+    a worker died and broke the pool (its unfinished runs are to be resubmitted to a fresh one). `take_back`: a
+    future's cancel() takes back a task not yet started and leaves a running one (a process pool's); a Dask future's
+    stops its task mid-run, the run left 'failed' or 'running' in the store, so Dask's are never cancelled: a task
+    sees the flag before it starts (run_task) and a running one stops after its current step."""
     pending = set(futures)
+
+    def stop():
+        flag.set()  # running tasks stop after their current step
+        if take_back:
+            for f in pending:
+                f.cancel()  # queued ones never start
+
     try:
         while pending:
             _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(events, on_event)
             if cancel is not None and cancel.is_set() and not flag.is_set():
-                flag.set()  # running tasks stop after their current step
-                for f in pending:
-                    f.cancel()  # queued ones never start
+                stop()
             if any(_broke(f) for f in futures):
                 wait(pending, timeout=60)  # the pool fails the rest at once
                 return True
             failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
             if failed is not None:
-                flag.set()
-                for f in pending:
-                    f.cancel()
+                stop()
                 raise failed.exception()
     except KeyboardInterrupt:
-        flag.set()
-        for f in pending:
-            f.cancel()
+        stop()
         wait([f for f in pending if not f.cancelled()], timeout=60)  # let running runs store themselves
         raise
     return False
