@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override the preset's epochs")
     ap.add_argument("--ticket-levels", help="levels whose ticket instability is measured (default: all)")
     ap.add_argument("--points", type=int, default=11, help="interpolation points")
-    ap.add_argument("--match", type=float, default=1.0, help="matching: within this many points of the dense net")
+    ap.add_argument("--match", type=float, default=100 * story.MATCH_MARGIN,
+                    help="matching: within this many points of the dense net (default: the Stability tab's)")
     ap.add_argument("--runs-dir", default="bench-runs/stability-story")
     ap.add_argument("--smoke", action="store_true", help="lenet300, 1 epoch, 2 levels: mechanics only")
     args = ap.parse_args()
