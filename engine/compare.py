@@ -25,7 +25,7 @@ class CompareOptions:
                             "methods compared, comma separated (one of each family by default)",
                             choices=METHODS.names, item_type=str, unique=True, check=lambda v, path: _some(v, path))
     densities: tuple = option((0.2, 0.05, 0.01), "target densities, comma separated", item_type=float, lo=0, hi=1,
-                              lo_open=True, hi_open=True, check=lambda v, path: _some(v, path))
+                              lo_open=True, hi_open=True, unique=True, check=lambda v, path: _some(v, path))
     seeds: int = option(3, "seeds 0..N-1 per method and density", lo=1, hi=1000)
     executor: str = option("local", "where the runs train: local (this process, one after another), processes "
                            "(--workers local processes) or dask (a cluster at --scheduler, else a LocalCluster of "

@@ -33,3 +33,11 @@ def test_dask_scheduler_addresses_are_taken(address):
     from engine.compare import CompareOptions
 
     assert CompareOptions(executor="dask", scheduler=address).scheduler == address
+
+
+def test_a_density_typed_twice_is_refused_as_a_method_typed_twice_is(tmp_path, capsys):
+    """--methods imp,imp was refused, --densities 0.2,0.2 trained and printed one row for the two."""
+    runs = tmp_path / "runs"
+    assert main([*SWEEP[:3], "--densities", "0.2,0.2", *SWEEP[5:], "--runs-dir", str(runs)]) == 2
+    assert "--densities: (0.2, 0.2) is not valid; each item may appear once" in capsys.readouterr().err
+    assert not runs.exists()
