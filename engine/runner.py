@@ -489,6 +489,8 @@ def open_context(config: RunConfig, *, runs_dir: str | os.PathLike = DEFAULT_RUN
         raise ConfigError("on_event", on_event, "must be a function of one event (e.g. print), or None")
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         raise ConfigError("cancel", cancel, "must have is_set() (a threading.Event), or None")
+    if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile(net): its weights are net's, under
+        model = model._orig_mod  # net's names (the README's Net().load_state_dict(ticket)); trained uncompiled
     method_spec(config)
     device = resolve_device(config.device)
     root = check_writable(runs_dir)

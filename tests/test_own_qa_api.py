@@ -201,3 +201,16 @@ def test_a_runs_dir_that_is_no_path_is_refused(tmp_path, monkeypatch, runs_dir):
     with pytest.raises(engine.ConfigError):
         engine.RunStore(runs_dir, "some-run")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_compiled_module_is_run_as_the_module_it_wraps(tmp_path):
+    # (torch.compile's wrapper was taken as the module: the run id read 'optimizedmodule', every weight was stored
+    # as '_orig_mod.hidden.weight' and the README's Net().load_state_dict(weights) failed on the stored ticket)
+    config = tiny(**{"prune.levels": 1, "train.epochs": 1, "prune.controls": ()})
+    torch.manual_seed(0)
+    plain = engine.run(config, model=Net(), runs_dir=tmp_path / "plain")
+    torch.manual_seed(0)
+    compiled = engine.run(config, model=torch.compile(Net()), runs_dir=tmp_path / "compiled")
+    assert compiled["run_id"] == plain["run_id"] and set(compiled["levels"][0]["layers"]) == {"hidden.weight",
+                                                                                               "out.weight"}
+    Net().load_state_dict(engine.RunStore(tmp_path / "compiled", compiled["run_id"]).load_level("ticket", 1)[1])
