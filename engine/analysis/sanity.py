@@ -35,7 +35,9 @@ def run_sanity(runs_dir: str | os.PathLike, run_id: str, levels: list[int] | Non
     levels = done if levels is None else levels
     bad = [lv for lv in levels if lv not in done]
     if bad or not levels:
-        raise ConfigError("level", bad or levels, f"completed ticket levels of this run: {done}")
+        # (one bad level, as `--level L` types it, is named alone, not as a list)
+        raise ConfigError("level", bad[0] if len(bad) == 1 else bad or levels,
+                          f"completed ticket levels of this run: {done}")
     ctx = open_context(config, runs_dir=runs_dir, on_event=on_event, cancel=cancel)
     store.lock()
     try:
