@@ -210,10 +210,18 @@ class InstabilityOptions:
 
 def format_instability(name: str, a: dict) -> str:
     pairs = ", ".join(f"k={k}: {b:.4f}" for k, b in zip(a["rewind_points"], a["barriers"]))
-    stable = [k for k, b in zip(a["rewind_points"], a["barriers"]) if b <= a["stable_threshold"]]
-    within = f"(<= {a['stable_threshold']:.0%})"
-    line = (f"{name}: error barrier by rewind point {pairs}; "
-            + (f"stable {within} from k={stable[0]}" if stable else f"never stable {within}"))
+    ks, within = a["rewind_points"], f"(<= {a['stable_threshold']:.0%})"
+    ok = [b <= a["stable_threshold"] for b in a["barriers"]]
+    # stable *from* k: at k and every later point (the first stable k alone read as stable at a later unstable one)
+    first = next((i for i in range(len(ks)) if all(ok[i:])), None)
+    if first is not None:
+        verdict = f"stable {within} from k={ks[first]}"
+    elif any(ok):
+        verdict = (f"stable {within} only at k={', '.join(str(k) for k, s in zip(ks, ok) if s)} (not at "
+                   f"k={', '.join(str(k) for k, s in zip(ks, ok) if not s)})")
+    else:
+        verdict = f"never stable {within}"
+    line = f"{name}: error barrier by rewind point {pairs}; {verdict}"
     method = a.get("method")  # (analyses stored before it was recorded have none)
     if method is None or METHODS.get(method, "prune.method").trains_controls:
         return line
