@@ -151,15 +151,15 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
     run = StoredRun(runs_dir, config, device)
     cfg = run.config
     data = run.data
-    total = trainer.total_steps(len(data.train), cfg.train)
-    ks = check_rewind_points(rewind_points, total)
     if level > 0 and not METHODS.get(cfg.prune.method, "prune.method").trains_controls:
         # its tickets are not masks trained from the run's weights like IMP's: training one from W_k measures a run
         # that never happened
         raise ConfigError("--level", level, f"instability trains level {level}'s mask from W_k like an IMP ticket, "
                           f"which run {run.store.run_id} never does: {no_controls(cfg.prune.method)}; --level 0 "
                           "(the dense net) works")
-    mask, _, record = run.level(level)
+    mask, _, record = run.level(level)  # (before the rewind points: a level the run lacks is the typed flag to name)
+    total = trainer.total_steps(len(data.train), cfg.train)
+    ks = check_rewind_points(rewind_points, total)
     t0 = time.perf_counter()
     starts = rewind_weights(run, ks, cancel)
     copies = _train_copies(run, starts, ks, mask, level, batched, cancel)
