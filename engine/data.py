@@ -155,9 +155,10 @@ def _npz(path: str):
             raise ConfigError(field, shown, f"x_{split} holds {x.dtype} values; it must hold real numbers (save "
                               "np.stack([x.real, x.imag], 1), the two parts as channels first, or np.abs(x))")
         # min and max are NaN or infinite where any entry is: no array of x's size is made (isfinite(x) is one)
-        if not np.isfinite([x.min(), x.max()]).all():
+        lo, hi = x.min(), x.max()
+        if not np.isfinite([lo, hi]).all():
             raise ConfigError(field, shown, f"x_{split} must hold finite numbers (it holds NaN or inf)")
-        top = max(abs(float(x.min())), abs(float(x.max())))
+        top = max(abs(float(lo)), abs(float(hi)))
         if top > float(np.finfo(np.float32).max):  # float64 data: the cast to float32 would make it inf
             raise ConfigError(field, shown, f"x_{split} holds values up to {top:.3g} in magnitude, beyond float32's "
                               f"range (3.4e+38), in which it trains: rescale it first (e.g. x / {top:.0e})")
