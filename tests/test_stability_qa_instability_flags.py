@@ -25,3 +25,12 @@ def test_a_level_the_run_lacks_is_named_before_the_rewind_points(stored, capsys)
     """--level 5 on a run of 1 level said '--rewind-points: (0, 25, 100, 500) is not valid', flags not typed."""
     assert _error(stored, capsys, "--level", "5").startswith("error: --level: 5 is not valid; run ")
 
+
+
+def test_the_default_rewind_points_on_a_short_run_say_they_are_the_default_and_what_fits(stored, capsys):
+    """Typed nothing but the analysis, a newcomer read '--rewind-points: (0, 25, 100, 500) is not valid' as a fault
+    of theirs; it says these are the defaults and names points that fit (0 and the run's own rewind point)."""
+    err = _error(stored, capsys)
+    assert err.startswith("error: --rewind-points: (0, 25, 100, 500) is not valid; each must be in [0, 21) "), err
+    assert "the default points are for longer runs: e.g. --rewind-points 0,5" in err, err
+    assert "the default" not in _error(stored, capsys, "--rewind-points", "0,30")  # typed: no such note

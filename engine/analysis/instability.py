@@ -49,15 +49,19 @@ def parse_rewind_points(text: str) -> tuple[int, ...]:
             from None
 
 
-def check_rewind_points(rewind_points, total_steps: int) -> list[int]:
-    """Sorted, distinct iterations in [0, total_steps), or ConfigError."""
+def check_rewind_points(rewind_points, total_steps: int, late: int | None = None) -> list[int]:
+    """Sorted, distinct iterations in [0, total_steps), or ConfigError (`late`: the run's own late-rewinding
+    iteration, suggested when the default points do not fit)."""
     points = list(rewind_points)
     if (not points or any(not isinstance(k, int) or isinstance(k, bool) for k in points)
             or len(set(points)) != len(points)):
         raise ConfigError("rewind_points", rewind_points, "must be one or more distinct integer iterations")
     if min(points) < 0 or max(points) >= total_steps:
-        raise ConfigError("rewind_points", rewind_points,
-                          f"each must be in [0, {total_steps}) (this run trains {total_steps} iterations)")
+        allowed = f"each must be in [0, {total_steps}) (this run trains {total_steps} iterations)"
+        if tuple(points) == DEFAULT_REWIND_POINTS:  # not typed: say so, and name points that fit
+            k = late if late is not None and 0 < late < total_steps else max(1, total_steps // 4)
+            allowed += f"; the default points are for longer runs: e.g. --rewind-points 0,{k}"
+        raise ConfigError("rewind_points", rewind_points, allowed)
     return sorted(points)
 
 
@@ -159,7 +163,7 @@ def instability(config: RunConfig | str, runs_dir: str | os.PathLike, rewind_poi
                           "(the dense net) works")
     mask, _, record = run.level(level)  # (before the rewind points: a level the run lacks is the typed flag to name)
     total = trainer.total_steps(len(data.train), cfg.train)
-    ks = check_rewind_points(rewind_points, total)
+    ks = check_rewind_points(rewind_points, total, cfg.prune.rewind_point.iteration)
     t0 = time.perf_counter()
     starts = rewind_weights(run, ks, cancel)
     copies = _train_copies(run, starts, ks, mask, level, batched, cancel)
