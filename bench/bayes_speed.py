@@ -6,8 +6,9 @@
    default 0.2, IMP's layerwise magnitude pruning, output layer at half the rate), same batch, in one process,
    interleaved, median of --repeats. Target: <= 2.5x. Beside it the same for the dense nets (level 0: no mask, where the
    Bayesian posterior is computed over every weight; `--no-dense` skips it). The Bayesian posterior's elementwise
-   arithmetic runs in engine/posterior_kernel.c where it can be built (the first line says whether); the "ops"
-   columns time the same Bayesian steps on PyTorch ops, interleaved with the rest (`--no-ops` skips them).
+   arithmetic and its noise run in engine/posterior_kernel.c where it can be built (the first line says whether);
+   the "ops" columns time the same Bayesian steps with the posterior's arithmetic on PyTorch ops (the same noise),
+   interleaved with the rest (`--no-ops` skips them).
 2. Monte-Carlo evaluation of S samples batched into one forward pass vs one pass per sample (the same noise:
    engine.bayes.predict with batched=True / False), and which of the two predict picks for the model
    (`--no-mc` skips it).

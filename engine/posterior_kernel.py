@@ -1,6 +1,8 @@
 """posterior_kernel.c, compiled at first use with the system's C compiler and called through ctypes: the
 Bayesian posterior's softplus, KL and their gradient in one pass over the weights each way (engine.bayes uses
-it for float32 weights on the CPU; `available()`).
+it for float32 weights on the CPU; `available()`), and the samples' standard normal noise (`normal_`,
+`local_noise_`: a counter-based generator, ~2x faster than torch's CPU one; `turned_off` leaves these on, so
+that the two ways of computing the posterior are compared on the same noise).
 
 Why a hand-written kernel: on the CPU eager PyTorch spends most of a Bayesian training step on ~15 weight-sized
 elementwise passes that it cannot fuse (bench/bayes_speed.py; torch.compile was tried: ~10 s to compile and no
@@ -39,9 +41,13 @@ if platform.machine() in ("x86_64", "AMD64"):  # AVX-512 where the CPU has it (g
     COMPILE.insert(2, "-mprefer-vector-width=512")
 LINK = ["-shared", "-lmvec", "-lm"]
 GRAIN = 32768  # weights per thread at least (torch's grain for elementwise kernels)
+_NORMALS = 256  # normals per block of lte_normal (NORMALS in posterior_kernel.c): where its pieces may start
 log = logging.getLogger(__name__)
 
-_library: ctypes.CDLL | None = None
+_library: ctypes.CDLL | None = None  # the posterior's arithmetic (None: PyTorch ops)
+# the library's noise generator and local reparameterisation's noise (lte_normal, lte_local_noise): `turned_off`
+# leaves them (both ways, the same noise)
+_normals = _library_noise = None
 _tried = False
 _why_not: str | None = None
 _lock = threading.Lock()
@@ -104,7 +110,7 @@ def _open(cc: str) -> ctypes.CDLL:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _library, _tried, _why_not
+    global _library, _normals, _library_noise, _tried, _why_not
     with _lock:
         if _tried:
             return _library
@@ -121,8 +127,11 @@ def _load() -> ctypes.CDLL | None:
                 c_float, c_long, p = ctypes.c_float, ctypes.c_long, ctypes.c_void_p
                 library.lte_posterior_forward.argtypes = [c_long, c_long, c_long, p, p, p, c_float, p]
                 library.lte_posterior_backward.argtypes = [c_long, c_long, c_long, p, p, p, c_float, c_float, c_float]
+                library.lte_normal.argtypes = [p, c_long, c_long, ctypes.c_uint64]
+                library.lte_local_noise.argtypes = [p, p, p, c_long, c_long, ctypes.c_uint64]
                 library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
-                _library = library
+                library.lte_normal.restype = library.lte_local_noise.restype = None
+                _library, _normals, _library_noise = library, library.lte_normal, library.lte_local_noise
         if _why_not and not _why_not.startswith("turned off"):
             log.warning("lottery: Bayesian posterior on PyTorch ops (~1.5x slower training steps): "
                         "its compiled kernel %s", _why_not)
@@ -134,6 +143,46 @@ def available(*tensors: torch.Tensor) -> bool:
     """Whether the kernel serves these tensors (contiguous float32 on the CPU), building it on first use."""
     return (_library if _tried else _load()) is not None and all(
         t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
+
+
+def normals_available(like: torch.Tensor) -> bool:
+    """Whether `normal_` fills tensors of `like`'s dtype and device (float32 on the CPU)."""
+    if not _tried:
+        _load()
+    return _normals is not None and like.dtype is torch.float32 and like.is_cpu
+
+
+def normal_(out: torch.Tensor, key: int) -> torch.Tensor:
+    """Fill the contiguous float32 `out` with standard normals, a function of `key` (0 <= key < 2^64) only:
+    Philox4x32-10 and Box-Muller (posterior_kernel.c), large tensors cut into pieces over torch's threads."""
+    if not (normals_available(out) and out.is_contiguous()):
+        raise ValueError("normal_: a contiguous float32 CPU tensor only")
+    base = out.data_ptr()
+
+    def call(a: int, z: int) -> None:
+        _normals(base, a, z, key)
+
+    _run(call, out.numel(), align=_NORMALS)
+    return out
+
+
+def local_noise_serves(*tensors: torch.Tensor) -> bool:
+    """Whether `local_noise_` takes these (contiguous float32 on the CPU; bf16 under autocast is not)."""
+    return _library_noise is not None and all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()
+                                              for t in tensors)
+
+
+def local_noise_(w: torch.Tensor, out: torch.Tensor, e: torch.Tensor, key: int) -> None:
+    """out += sqrt(w) n / 2 and e = n / sqrt(w), n the normals `normal_` gives for `key` (w = 4 x the variance of
+    local reparameterisation), all contiguous float32 of one shape (`local_noise_serves`)."""
+    if not (local_noise_serves(w, out, e) and w.shape == out.shape == e.shape):
+        raise ValueError("local_noise_: contiguous float32 CPU tensors of one shape only")
+    w_, out_, e_ = w.data_ptr(), out.data_ptr(), e.data_ptr()
+
+    def call(a: int, z: int) -> None:
+        _library_noise(w_, out_, e_, a, z, key)
+
+    _run(call, out.numel(), align=_NORMALS)
 
 
 def status() -> str:
@@ -153,16 +202,20 @@ def turned_off():
         _library = library
 
 
-def _pieces(n: int) -> list[tuple[int, int]]:
-    """[0, n) in pieces of at least GRAIN weights, one per torch thread at most."""
+def _pieces(n: int, align: int = 1) -> list[tuple[int, int]]:
+    """[0, n) in pieces of at least GRAIN weights, one per torch thread at most, starting at multiples of align."""
     k = max(1, min(torch.get_num_threads(), n // GRAIN))
-    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+    cuts = [i * n // k // align * align for i in range(k)] + [n]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _run(call, n: int) -> None:
-    """call(start, end) over `_pieces(n)`: the first on this thread, the others on the pool's."""
+def _run(call, n: int, align: int = 1) -> None:
+    """call(start, end) over `_pieces(n, align)`: the first on this thread, the others on the pool's."""
     global _pool
-    pieces = _pieces(n)
+    if n < 2 * GRAIN or torch.get_num_threads() == 1:  # one piece (a training step's usual case: no lists made)
+        call(0, n)
+        return
+    pieces = _pieces(n, align)
     if len(pieces) > 1 and (_pool is None or _pool._max_workers < len(pieces) - 1):
         _pool = cf.ThreadPoolExecutor(len(pieces) - 1, thread_name_prefix="posterior-kernel")
     futures = [_pool.submit(call, a, z) for a, z in pieces[1:]]
