@@ -127,7 +127,7 @@ static void put_block(float *to, const int32_t *idx, long a, long m, const float
  * compact support the kept ones), and table[c * nl + l] its arrays (column by column: the caller fills a column
  * in one go). rho, sigma and d_rho are indexed by that
  * position j; the weight-shaped ones (mu, the std, their gradients) at idx[j] (the kept weight's flat index in
- * its layer), or at j where idx is NULL (all of its weights). A call computes positions [a, z) of the whole, so
+ * its layer), or at j where idx is NULL (all of its weights). A piece computes positions [a, z) of the whole, so
  * that a large layer is cut into pieces run on several threads; blocks start at a layer's start or a piece's. */
 enum { RHO, SIGMA, MU, STD, G_STD, D_RHO, G_MU, D_MU, IDX, COLUMNS };
 
@@ -145,9 +145,26 @@ enum { RHO, SIGMA, MU, STD, G_STD, D_RHO, G_MU, D_MU, IDX, COLUMNS };
     }                                                                                                          \
   }
 
+/* A call's positions [0, n) in k pieces, piece i from cut(i) to cut(i + 1), each start a multiple of `align`
+ * (k threads of torch's OpenMP pool run them: -fopenmp, the runtime torch itself loads; built without it, one
+ * thread runs them in turn, with the same results). */
+static long cut(long i, long n, long k, long align) { return i == k ? n : i * n / k / align * align; }
+
+/* One piece runs on the calling thread with no OpenMP region (a training step's usual case: ~1 us saved a call). */
+#define PIECES(pieces, body)                                                                                   \
+  if (pieces == 1) {                                                                                           \
+    long i = 0;                                                                                                \
+    body                                                                                                       \
+  } else {                                                                                                     \
+    _Pragma("omp parallel for num_threads(pieces) schedule(static, 1)")                                       \
+    for (long i = 0; i < pieces; i++) {                                                                        \
+      body                                                                                                     \
+    }                                                                                                          \
+  }
+
 /* sigma and the std (t[RHO] -> t[SIGMA], t[STD]) of positions [a, z), the KL's three sums added into `sums`. */
-void lte_posterior_forward(long a, long z, long nl, const long *counts, void *const *table, const int *squares,
-                           float floor_, double *sums) {
+static void forward_piece(long a, long z, long nl, const long *counts, void *const *table, const int *squares,
+                          float floor_, double *sums) {
   double squares_sum = 0, logs = 0, alive_count = 0;
   float r[BLOCK] ALIGNED, u[BLOCK] ALIGNED, sg[BLOCK] ALIGNED, sd[BLOCK] ALIGNED, part[4];
   EACH_BLOCK({
@@ -189,8 +206,8 @@ __attribute__((noinline)) static void backward_block(const float *restrict r, co
  * weights only: elsewhere mu is 0, so it keeps g_mu's value. (In place passes `backward_block` the same array as
  * an input and an output despite restrict: it reads and writes each entry at its own index only, so no order of
  * its loads and stores can read a written entry.) */
-void lte_posterior_backward(long a, long z, long nl, const long *counts, void *const *table, const int *squares,
-                            float floor_, float k, float inv_var) {
+static void backward_piece(long a, long z, long nl, const long *counts, void *const *table, const int *squares,
+                           float floor_, float k, float inv_var) {
   float r[BLOCK] ALIGNED, u[BLOCK] ALIGNED, sg[BLOCK] ALIGNED, gs[BLOCK] ALIGNED, gm[BLOCK] ALIGNED,
       dr[BLOCK] ALIGNED, dm[BLOCK] ALIGNED;
   EACH_BLOCK({
@@ -200,6 +217,22 @@ void lte_posterior_backward(long a, long z, long nl, const long *counts, void *c
                    in_block(t[G_MU], idx, b, m, gm, 0.f), d_rho, d_mu, square, floor_, k, inv_var);
     put_block(t[D_RHO], NULL, b, m, dr, d_rho);
     put_block(t[D_MU], idx, b, m, dm, d_mu);
+  })
+}
+
+/* The forward pass over positions [0, n) in `pieces` pieces, piece i's three sums in sums[3 i, 3 i + 3) (added
+ * up by the caller in order: the same sums however the threads ran). */
+void lte_posterior_forward(long n, long pieces, long nl, const long *counts, void *const *table, const int *squares,
+                           float floor_, double *sums) {
+  PIECES(pieces, {
+    forward_piece(cut(i, n, pieces, 1), cut(i + 1, n, pieces, 1), nl, counts, table, squares, floor_, sums + 3 * i);
+  })
+}
+
+void lte_posterior_backward(long n, long pieces, long nl, const long *counts, void *const *table,
+                            const int *squares, float floor_, float k, float inv_var) {
+  PIECES(pieces, {
+    backward_piece(cut(i, n, pieces, 1), cut(i + 1, n, pieces, 1), nl, counts, table, squares, floor_, k, inv_var);
   })
 }
 
@@ -254,8 +287,8 @@ __attribute__((noinline)) static void normal_block(uint64_t start, uint32_t k0, 
   }
 }
 
-/* out[a, z) of the normals of `key` (a a multiple of NORMALS: a piece of a larger call). */
-void lte_normal(float *out, long a, long z, uint64_t key) {
+/* out[a, z) of the normals of `key` (a a multiple of NORMALS). */
+static void normal_piece(float *out, long a, long z, uint64_t key) {
   float block[NORMALS] ALIGNED;
   for (long b = a; b < z; b += NORMALS) {
     long m = z - b < NORMALS ? z - b : NORMALS;
@@ -265,22 +298,32 @@ void lte_normal(float *out, long a, long z, uint64_t key) {
   }
 }
 
+/* out[0, n) the normals of `key`, in `pieces` pieces. */
+void lte_normal(float *out, long n, long pieces, uint64_t key) {
+  PIECES(pieces, { normal_piece(out, cut(i, n, pieces, NORMALS), cut(i + 1, n, pieces, NORMALS), key); })
+}
+
 /* The noise of local reparameterisation (engine.bayes, `_LocalReparameterisation`), per pre-activation i, with
  * the normals of `key` as above (n_i): given w_i = 4 v_i (v: its variance), out_i += sqrt(w_i) n_i / 2 and
  * e_i = n_i / sqrt(w_i), d out / d v, kept for the backward pass. One pass where PyTorch ops made four (sqrt, the
  * normals, their product added, the quotient), each a few microseconds of dispatch on the batch-sized tensors of a
- * training step. out[a, z) and e[a, z) (a a multiple of NORMALS). */
-void lte_local_noise(const float *w, float *out, float *e, long a, long z, uint64_t key) {
+ * training step. Entries [a, z) (a a multiple of NORMALS). */
+static void local_noise_piece(const float *w, float *out, float *e, long a, long z, uint64_t key) {
   float block[NORMALS] ALIGNED;
   for (long b = a; b < z; b += NORMALS) {
     long m = z - b < NORMALS ? z - b : NORMALS;
     normal_block((uint64_t)b / 4, (uint32_t)key, (uint32_t)(key >> 32), block);
     const float *restrict wb = w + b;
     float *restrict ob = out + b, *restrict eb = e + b;
-    for (long i = 0; i < m; i++) {
-      float s = sqrtf(wb[i]);
-      ob[i] += 0.5f * s * block[i];
-      eb[i] = block[i] / s;
+    for (long j = 0; j < m; j++) {
+      float s = sqrtf(wb[j]);
+      ob[j] += 0.5f * s * block[j];
+      eb[j] = block[j] / s;
     }
   }
+}
+
+/* out[0, n) and e[0, n), in `pieces` pieces. */
+void lte_local_noise(const float *w, float *out, float *e, long n, long pieces, uint64_t key) {
+  PIECES(pieces, { local_noise_piece(w, out, e, cut(i, n, pieces, NORMALS), cut(i + 1, n, pieces, NORMALS), key); })
 }

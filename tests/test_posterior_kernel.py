@@ -1,6 +1,7 @@
 """The compiled posterior kernel (engine/posterior_kernel.c, engine.bayes's `_fused_forward`/`_fused_backward`):
 the same losses, stds and gradients as the PyTorch ops it replaces, over all weights and on a ticket's kept
 weights; pruned entries exactly 0; and a machine that cannot build it trains on PyTorch ops, saying why."""
+import ctypes
 import math
 import os
 import subprocess
@@ -157,6 +158,21 @@ def test_the_library_is_built_once_into_the_cache_rebuilt_if_damaged_and_built_a
     assert not list((tmp_path / "tmp").iterdir())  # (built in a temporary folder, removed once loaded)
 
 
+@needs_kernel
+def test_a_compiler_without_openmp_builds_it_without_and_it_gives_the_same_numbers_on_one_thread(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(posterior_kernel, "OPENMP", ["-fno-such-option-here"])  # (refused like a missing -fopenmp)
+    library = posterior_kernel._open(posterior_kernel._compiler())
+    assert not hasattr(library, "GOMP_parallel") and hasattr(posterior_kernel._load(), "GOMP_parallel")
+    n = 3 * posterior_kernel.GRAIN + 5
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    want = posterior_kernel.normal_(torch.empty(n), 11)  # (OpenMP's threads)
+    monkeypatch.setattr(posterior_kernel, "_normals", library.lte_normal)
+    library.lte_normal.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_uint64]
+    assert torch.equal(posterior_kernel.normal_(torch.empty(n), 11), want)  # (its three pieces in turn)
+
+
 def test_the_cache_key_names_the_cpu_not_the_host(monkeypatch):
     """-march=native: a library built on one CPU must not be loaded on another that shares the home folder."""
     cc = posterior_kernel._compiler() or "cc"
@@ -238,9 +254,9 @@ def test_a_large_layer_split_over_threads_gives_what_one_thread_gives(monkeypatc
         return sigma, std, d_rho, sums
 
     one = run(1)
-    assert len(posterior_kernel._pieces(n)) == 1
+    assert posterior_kernel._pieces(n) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    assert len(posterior_kernel._pieces(n)) == 4
+    assert posterior_kernel._pieces(n) == 4
     four = run(4)
     assert all(torch.equal(a, b) for a, b in zip(one[:3], four[:3]))
     assert four[3] == pytest.approx(one[3], rel=1e-6) and four[3][2] == int((mu != 0).sum())
