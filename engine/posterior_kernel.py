@@ -8,7 +8,8 @@ Why a hand-written kernel: on the CPU eager PyTorch spends most of a Bayesian tr
 elementwise passes that it cannot fuse (bench/bayes_speed.py; torch.compile was tried: ~10 s to compile and no
 faster on these nets). A plain C file needs no PyTorch headers, compiles in well under a second, and ctypes lets
 the call release the GIL. Where it cannot be built (no compiler: set CC, or `LOTTERY_FUSED_KERNEL=0` to turn it
-off) the same arithmetic runs as PyTorch ops: the same results to float rounding, ~1.5x slower Bayesian steps.
+off) the same arithmetic runs as PyTorch ops (the same results to float rounding on the same noise) and torch.randn
+draws the noise (other numbers, the same distribution): Bayesian steps ~1.5x slower.
 
 The shared library is cached per source, compiler and CPU in $XDG_CACHE_HOME/lottery-explorer (or
 ~/.cache/lottery-explorer), written to a temporary name and renamed, so processes building it at once (a Dask
