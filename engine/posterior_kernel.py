@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _library: ctypes.CDLL | None = None  # the posterior's arithmetic (None: PyTorch ops)
 # the library's noise generator and local reparameterisation's noise (lte_normal, lte_local_noise): `turned_off`
 # leaves them (both ways, the same noise)
-_normals = _library_noise = None
+_normals = _local_noise = None
 _tried = False
 _why_not: str | None = None
 _lock = threading.Lock()
@@ -81,20 +81,26 @@ def _key(cc: str) -> str:
                                      *LINK, *OPENMP]).encode()).hexdigest()[:16]
 
 
+def _failure(*commands: list[str]) -> str | None:
+    """Run the commands in turn: None if all succeed, else what the first to fail said."""
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            return f"{' '.join(command[:2])} …: {done.stderr.strip()[:300]}"
+    return None
+
+
 def _compile(cc: str, folder: Path, target: Path) -> None:
     """Built with OpenMP where the compiler has it, else without (one thread runs a call's pieces in turn)."""
     with tempfile.TemporaryDirectory(dir=folder) as work:
         obj, lib = Path(work, "k.o"), Path(work, "k.so")
         for openmp in (OPENMP, []):
-            for command in ([cc, *COMPILE, *openmp, str(SOURCE), "-o", str(obj)],
-                            [cc, str(obj), "-o", str(lib), *LINK, *openmp]):
-                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-                if done.returncode != 0:
-                    break
-            else:
+            failure = _failure([cc, *COMPILE, *openmp, str(SOURCE), "-o", str(obj)],
+                               [cc, str(obj), "-o", str(lib), *LINK, *openmp])
+            if failure is None:
                 break
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[:2])} …: {done.stderr.strip()[:300]}")
+        if failure is not None:
+            raise RuntimeError(failure)
         os.replace(lib, target)
 
 
@@ -119,10 +125,11 @@ def _open(cc: str) -> ctypes.CDLL:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _library, _normals, _library_noise, _tried, _why_not
+    global _library, _normals, _local_noise, _tried, _why_not
     with _lock:
         if _tried:
             return _library
+        _library = _normals = _local_noise = None  # (until this attempt succeeds)
         if os.environ.get("LOTTERY_FUSED_KERNEL", "1") == "0":
             _why_not = "turned off by LOTTERY_FUSED_KERNEL=0"
         elif (cc := _compiler()) is None:
@@ -140,7 +147,7 @@ def _load() -> ctypes.CDLL | None:
                 library.lte_local_noise.argtypes = [p, p, p, c_long, c_long, ctypes.c_uint64]
                 library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
                 library.lte_normal.restype = library.lte_local_noise.restype = None
-                _library, _normals, _library_noise = library, library.lte_normal, library.lte_local_noise
+                _library, _normals, _local_noise = library, library.lte_normal, library.lte_local_noise
         if _why_not and not _why_not.startswith("turned off"):
             log.warning("lottery: Bayesian posterior on PyTorch ops (~1.5x slower training steps): "
                         "its compiled kernel %s", _why_not)
@@ -172,7 +179,7 @@ def normal_(out: torch.Tensor, key: int) -> torch.Tensor:
 
 def local_noise_serves(*tensors: torch.Tensor) -> bool:
     """Whether `local_noise_` takes these (contiguous float32 on the CPU; bf16 under autocast is not)."""
-    return _library_noise is not None and all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()
+    return _local_noise is not None and all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()
                                               for t in tensors)
 
 
@@ -181,7 +188,7 @@ def local_noise_(w: torch.Tensor, out: torch.Tensor, e: torch.Tensor, key: int) 
     local reparameterisation), all contiguous float32 of one shape (`local_noise_serves`)."""
     if not (local_noise_serves(w, out, e) and w.shape == out.shape == e.shape):
         raise ValueError("local_noise_: contiguous float32 CPU tensors of one shape only")
-    _library_noise(w.data_ptr(), out.data_ptr(), e.data_ptr(), out.numel(), _pieces(out.numel()), key)
+    _local_noise(w.data_ptr(), out.data_ptr(), e.data_ptr(), out.numel(), _pieces(out.numel()), key)
 
 
 def status() -> str:
