@@ -8,7 +8,8 @@
    Bayesian posterior is computed over every weight; `--no-dense` skips it). The Bayesian posterior's elementwise
    arithmetic and its noise run in engine/posterior_kernel.c where it can be built (the first line says whether);
    the "ops" columns time the same Bayesian steps with the posterior's arithmetic on PyTorch ops (the same noise),
-   interleaved with the rest (`--no-ops` skips them).
+   in a second round, interleaved with the deterministic steps again, their ratios against that round's
+   (`--no-ops` skips them).
 2. Monte-Carlo evaluation of S samples batched into one forward pass vs one pass per sample (the same noise:
    engine.bayes.predict with batched=True / False), and which of the two predict picks for the model
    (`--no-mc` skips it).
@@ -84,6 +85,17 @@ def time_steps(step, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - t) / steps, (time.thread_time() - c) / steps
 
 
+def timed(steps: dict, repeats: int, steps_each: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per step of each, timed `repeats` times, the steps interleaved."""
+    for step in steps.values():
+        time_steps(step, min(5, steps_each))  # warm-up
+    times = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            times[k].append(time_steps(step, steps_each))
+    return {k: median(v) for k, v in times.items()}
+
+
 def median(times: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
@@ -150,24 +162,24 @@ def main():
             for k, c in configs.items():
                 net = models.build(c, shape, classes, 0)
                 steps["dense " + k] = stepper(net, M.ones(net), x, y, len(y))
+        # interleaved, so that contention hits all alike; the steps on PyTorch ops in a round of their own, with the
+        # other steps timed again beside them (their many temporaries left the allocator and caches in a
+        # state that slowed the next Bayesian step timed: dense digits 2.50-2.68x interleaved with them, 2.43-2.47x
+        # without)
+        rounds = [steps]
         if args.ops and posterior_kernel.available(x):  # the same Bayesian steps on PyTorch ops, for comparison
-            for k in [k for k in steps if k.endswith("bayes")]:
-                steps[k + " ops"] = on_ops(steps[k])
-        for s in steps.values():
-            time_steps(s, min(5, steps_each))  # warm-up
-        times = {k: [] for k in steps}
-        for _ in range(args.repeats):
-            for k, s in steps.items():  # interleaved: contention hits all alike
-                times[k].append(time_steps(s, steps_each))
-        t = {k: median(v) for k, v in times.items()}
+            rounds.append({k + (" ops" if k.endswith("bayes") else ""): on_ops(s) if k.endswith("bayes") else s
+                           for k, s in steps.items()})
+        t, *ops = [timed(group, args.repeats, steps_each) for group in rounds]
         line = f"{name:<26} {pair(t['det']):>16} {pair(t['bayes']):>16} {ratio(t['bayes'], t['det']):>11}"
         if args.dense:
             line += (f"   {pair(t['dense det']):>16} {pair(t['dense bayes']):>16} "
                      f"{ratio(t['dense bayes'], t['dense det']):>11}")
-        if "bayes ops" in t:
-            line += (f"   {pair(t['bayes ops']):>16} {ratio(t['bayes ops'], t['det']):>11}")
+        if ops:  # (against the deterministic steps of their own round)
+            o, = ops
+            line += (f"   {pair(o['bayes ops']):>16} {ratio(o['bayes ops'], o['det']):>11}")
             if args.dense:
-                line += f" {pair(t['dense bayes ops']):>16} {ratio(t['dense bayes ops'], t['dense det']):>11}"
+                line += f" {pair(o['dense bayes ops']):>16} {ratio(o['dense bayes ops'], o['dense det']):>11}"
         if args.mc:
             bnet = nets["bayes"]
             test = Split(x[:args.eval_size], y[:args.eval_size])
