@@ -50,10 +50,8 @@ OPENMP = ["-fopenmp"]  # (libgomp: the OpenMP runtime torch's CPU wheels load, s
 GRAIN = 8192
 log = logging.getLogger(__name__)
 
-_library: ctypes.CDLL | None = None  # the posterior's arithmetic (None: PyTorch ops)
-# the library's noise generator and local reparameterisation's noise (lte_normal, lte_local_noise): `turned_off`
-# leaves them (both ways, the same noise)
-_normals = _local_noise = None
+_library: ctypes.CDLL | None = None  # for the posterior's arithmetic (None: PyTorch ops)
+_noise: ctypes.CDLL | None = None  # for the noise (lte_normal, lte_local_noise): `turned_off` leaves it
 _tried = False
 _why_not: str | None = None
 _lock = threading.Lock()
@@ -128,11 +126,11 @@ def _open(cc: str) -> ctypes.CDLL:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _library, _normals, _local_noise, _tried, _why_not
+    global _library, _noise, _tried, _why_not
     with _lock:
         if _tried:
             return _library
-        _library = _normals = _local_noise = None  # (until this attempt succeeds)
+        _library = _noise = None  # (until this attempt succeeds)
         if os.environ.get("LOTTERY_FUSED_KERNEL", "1") == "0":
             _why_not = "turned off by LOTTERY_FUSED_KERNEL=0"
         elif (cc := _compiler()) is None:
@@ -150,7 +148,7 @@ def _load() -> ctypes.CDLL | None:
                 library.lte_local_noise.argtypes = [p, p, p, c_long, c_long, ctypes.c_uint64]
                 library.lte_posterior_forward.restype = library.lte_posterior_backward.restype = None
                 library.lte_normal.restype = library.lte_local_noise.restype = None
-                _library, _normals, _local_noise = library, library.lte_normal, library.lte_local_noise
+                _library = _noise = library
         if _why_not and not _why_not.startswith("turned off"):
             log.warning("lottery: Bayesian posterior on PyTorch ops (~1.5x slower training steps): "
                         "its compiled kernel %s", _why_not)
@@ -158,17 +156,21 @@ def _load() -> ctypes.CDLL | None:
         return _library
 
 
+def _flat_float32(tensors) -> bool:
+    """Whether the library can read and write these through their pointers: contiguous float32 on the CPU."""
+    return all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
+
+
 def available(*tensors: torch.Tensor) -> bool:
     """Whether the kernel serves these tensors (contiguous float32 on the CPU), building it on first use."""
-    return (_library if _tried else _load()) is not None and all(
-        t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() for t in tensors)
+    return (_library if _tried else _load()) is not None and _flat_float32(tensors)
 
 
 def normals_available(like: torch.Tensor) -> bool:
     """Whether `normal_` fills tensors of `like`'s dtype and device (float32 on the CPU)."""
     if not _tried:
         _load()
-    return _normals is not None and like.dtype is torch.float32 and like.is_cpu
+    return _noise is not None and like.dtype is torch.float32 and like.is_cpu
 
 
 def normal_(out: torch.Tensor, key: int) -> torch.Tensor:
@@ -176,14 +178,13 @@ def normal_(out: torch.Tensor, key: int) -> torch.Tensor:
     Philox4x32-10 and Box-Muller (posterior_kernel.c), large tensors cut into pieces over torch's threads."""
     if not (normals_available(out) and out.is_contiguous()):
         raise ValueError("normal_: a contiguous float32 CPU tensor only")
-    _normals(out.data_ptr(), out.numel(), _pieces(out.numel()), key)
+    _noise.lte_normal(out.data_ptr(), out.numel(), _pieces(out.numel()), key)
     return out
 
 
 def local_noise_serves(*tensors: torch.Tensor) -> bool:
     """Whether `local_noise_` takes these (contiguous float32 on the CPU; bf16 under autocast is not)."""
-    return _local_noise is not None and all(t.dtype is torch.float32 and t.is_cpu and t.is_contiguous()
-                                              for t in tensors)
+    return _noise is not None and _flat_float32(tensors)
 
 
 def local_noise_(w: torch.Tensor, out: torch.Tensor, e: torch.Tensor, key: int) -> None:
@@ -191,7 +192,7 @@ def local_noise_(w: torch.Tensor, out: torch.Tensor, e: torch.Tensor, key: int) 
     local reparameterisation), all contiguous float32 of one shape (`local_noise_serves`)."""
     if not (local_noise_serves(w, out, e) and w.shape == out.shape == e.shape):
         raise ValueError("local_noise_: contiguous float32 CPU tensors of one shape only")
-    _local_noise(w.data_ptr(), out.data_ptr(), e.data_ptr(), out.numel(), _pieces(out.numel()), key)
+    _noise.lte_local_noise(w.data_ptr(), out.data_ptr(), e.data_ptr(), out.numel(), _pieces(out.numel()), key)
 
 
 def status() -> str:

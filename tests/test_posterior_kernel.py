@@ -128,8 +128,7 @@ def test_without_a_working_compiler_training_runs_on_pytorch_ops_and_says_why(mo
     monkeypatch.setattr(posterior_kernel, "_tried", False)
     monkeypatch.setattr(posterior_kernel, "_library", None)
     monkeypatch.setattr(posterior_kernel, "_why_not", None)
-    for name in ("_normals", "_local_noise"):  # (restored after the test, as the others)
-        monkeypatch.setattr(posterior_kernel, name, getattr(posterior_kernel, name))
+    monkeypatch.setattr(posterior_kernel, "_noise", posterior_kernel._noise)  # (restored after, as the others)
     assert not posterior_kernel.available(torch.zeros(1))
     assert not posterior_kernel.normals_available(torch.zeros(1))  # (torch.randn draws the noise)
     assert posterior_kernel.status().startswith("fused posterior kernel: off (" + why)
@@ -171,7 +170,7 @@ def test_a_compiler_without_openmp_builds_it_without_and_it_gives_the_same_numbe
     n = 3 * posterior_kernel.GRAIN + 5
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     want = posterior_kernel.normal_(torch.empty(n), 11)  # (OpenMP's threads)
-    monkeypatch.setattr(posterior_kernel, "_normals", library.lte_normal)
+    monkeypatch.setattr(posterior_kernel, "_noise", library)
     library.lte_normal.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_uint64]
     assert torch.equal(posterior_kernel.normal_(torch.empty(n), 11), want)  # (its three pieces in turn)
 
