@@ -162,21 +162,20 @@ def main():
             for k, c in configs.items():
                 net = models.build(c, shape, classes, 0)
                 steps["dense " + k] = stepper(net, M.ones(net), x, y, len(y))
-        # interleaved, so that contention hits all alike; the steps on PyTorch ops in a round of their own, with the
-        # other steps timed again beside them (their many temporaries left the allocator and caches in a
-        # state that slowed the next Bayesian step timed: dense digits 2.50-2.68x interleaved with them, 2.43-2.47x
-        # without)
-        rounds = [steps]
+        # interleaved, so that contention hits all alike; the Bayesian steps on PyTorch ops in a round of their own,
+        # with the deterministic steps timed again beside them (their many temporaries left the allocator and caches
+        # in a state that slowed the next Bayesian step timed: dense digits 2.50-2.68x interleaved with them,
+        # 2.43-2.47x without)
+        t = timed(steps, args.repeats, steps_each)
+        o = None
         if args.ops and posterior_kernel.available(x):  # the same Bayesian steps on PyTorch ops, for comparison
-            rounds.append({k + (" ops" if k.endswith("bayes") else ""): on_ops(s) if k.endswith("bayes") else s
-                           for k, s in steps.items()})
-        t, *ops = [timed(group, args.repeats, steps_each) for group in rounds]
+            o = timed({k + " ops" if k.endswith("bayes") else k: on_ops(s) if k.endswith("bayes") else s
+                       for k, s in steps.items()}, args.repeats, steps_each)
         line = f"{name:<26} {pair(t['det']):>16} {pair(t['bayes']):>16} {ratio(t['bayes'], t['det']):>11}"
         if args.dense:
             line += (f"   {pair(t['dense det']):>16} {pair(t['dense bayes']):>16} "
                      f"{ratio(t['dense bayes'], t['dense det']):>11}")
-        if ops:  # (against the deterministic steps of their own round)
-            o, = ops
+        if o is not None:  # (against the deterministic steps of their own round)
             line += (f"   {pair(o['bayes ops']):>16} {ratio(o['bayes ops'], o['det']):>11}")
             if args.dense:
                 line += f" {pair(o['dense bayes ops']):>16} {ratio(o['dense bayes ops'], o['dense det']):>11}"
