@@ -96,7 +96,18 @@ VARIANTS = {
     "REPAIR mix PCA 16": ({}, {"repair": "mix", "pca": 16}),
     "REPAIR mix 256 members 3x1024 10000 steps": ({"members": 256}, {"repair": "mix", "hidden": 1024, "steps": 10000}),
     "REPAIR mix 6000 steps temperature 0.5": ({}, {"repair": "mix", "steps": 6000, "temperature": 0.5}),
+    # family zoos (`--families F --spawn-step K`: F inits, members of a family part at step K; 21 steps = 1 epoch
+    # here): several members per basin, where the independent zoo above has one
+    "8 families x 8": ({"families": 8}, {"repair": "mix"}),
+    "8 families x 8, parting at 21": ({"families": 8, "spawn_step": 21}, {"repair": "mix"}),
+    "8 families x 8, parting at 42": ({"families": 8, "spawn_step": 42}, {"repair": "mix"}),
+    "4 families x 16, parting at 21": ({"families": 4, "spawn_step": 21}, {"repair": "mix"}),
+    "16 families x 4, parting at 21": ({"families": 16, "spawn_step": 21}, {"repair": "mix"}),
+    "32 families x 2, parting at 21": ({"families": 32, "spawn_step": 21}, {"repair": "mix"}),
+    "8 families x 8, parting at 21, no canonicalisation": ({"families": 8, "spawn_step": 21},
+                                                           {"repair": "mix", "canonicalise": "none"}),
 }
+ZOO_OPTIONS = ("members", "families", "spawn_step")  # VARIANTS' zoo keys that are ZooOptions, not config
 
 
 def novel_median(r: dict) -> float:
@@ -139,7 +150,7 @@ def patches_npz(path: Path, size: int = 12, per_class: int = 500, seed: int = 0)
 
 def row(name: str, r: dict) -> str:
     a, n, d = r["accuracy"], r["novelty"], r["diversity"]
-    pruned = r.get("pruned")
+    pruned, fam = r.get("pruned"), r.get("families")
     return (f"{name:<22} zoo {a['zoo']['median']:.3f}  gen {a['generated']['median']:.3f} "
             f"[{a['generated']['p05']:.3f}, {a['generated']['p95']:.3f}]  gauss {a['gaussian']['median']:.3f}  "
             f"mean-net {a['zoo_mean']:.3f}  div zoo/gen {d['zoo']:.3f}/{d['generated']:.3f}  "
@@ -148,6 +159,8 @@ def row(name: str, r: dict) -> str:
                if r.get("repair", {}).get("applied") else f"{n['near_copy_share']:.2f}")
             + (f"  pruned@{pruned['density']:.2f} zoo {pruned['zoo']['median']:.3f} gen {pruned['generated']['median']:.3f}"
                if pruned else "")
+            + (f"  inside a family {fam['inside_share']:.2f} (centre {fam['generated_centre_median']:.1f}, radius "
+               f"{fam['radius_median']:.1f}, families {fam['between_median']:.1f} apart)" if fam else "")
             + f"  s train {r['seconds']['train']:.0f} gen {r['seconds']['generate']:.1f}")
 
 
@@ -159,12 +172,13 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
     for name in names:
         zoo_over, gen_over = VARIANTS[name]
         zoo_over, gen_over = dict(zoo_over), {"repair": "none", **gen_over}
-        n = zoo_over.pop("members", members)
+        zoo_options = {"members": members, **{k: zoo_over.pop(k) for k in ZOO_OPTIONS if k in zoo_over}}
+        n = zoo_options["members"]
         rs = []
         for seed in seeds:
             config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": "digits", "seed": seed,
                                            **zoo_over})
-            zoo = Z.train_zoo(Z.ZooOptions(members=n), config, runs_dir=runs_dir)
+            zoo = Z.train_zoo(Z.ZooOptions(**zoo_options), config, runs_dir=runs_dir)
             r = G.generate(runs_dir, zoo["run_id"], G.GenerateOptions(**{"pca": n - 1, "steps": steps, "seed": seed,
                                                                          **gen_over}))
             rs.append(r)
@@ -184,15 +198,17 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
                      agg(lambda r: r.get("repair", {}).get("near_copy_share_before", r["novelty"]["near_copy_share"])),
                      agg(lambda r: r["novelty"]["generated_nn_median"]), agg(lambda r: r["novelty"]["zoo_nn_median"]),
                      agg(lambda r: r["diversity"]["generated"]), agg(lambda r: r["diversity"]["zoo"]),
-                     agg(lambda r: sum(r["seconds"].values()))))
+                     agg(lambda r: sum(r["seconds"].values())),
+                     agg(lambda r: r.get("families", {}).get("inside_share", float("nan")))))
     print(f"\nsweep (seeds {seeds.start}..{seeds.stop - 1}; median over seeds [min, max] of each seed's figure)")
-    print("(near copies: as the flow gave them, before any REPAIR; NN gen: after it)")
+    print("(near copies: as the flow gave them, before any REPAIR; NN gen: after it; inside: a family zoo's "
+          "generated nets within their nearest family's radius)")
     print(f"{'setting':<24} {'zoo':>5} {'generated':>21} {'novel':>5} {'gap':>6} {'mean-net':>8} {'gauss':>5} "
-          f"{'near copies':>18} {'NN gen':>6} {'NN zoo':>6} {'div gen':>7} {'div zoo':>7} {'seconds':>7}")
-    for name, zoo, gen, novel, gap, mean, gauss, copies, nn_gen, nn_zoo, div, div_zoo, secs in rows:
+          f"{'near copies':>18} {'NN gen':>6} {'NN zoo':>6} {'div gen':>7} {'div zoo':>7} {'seconds':>7} {'inside':>6}")
+    for name, zoo, gen, novel, gap, mean, gauss, copies, nn_gen, nn_zoo, div, div_zoo, secs, inside in rows:
         print(f"{name:<24} {zoo[0]:.3f} {gen[0]:.3f} [{gen[1]:.3f}, {gen[2]:.3f}] {novel[0]:.3f} {gap[0]:+.3f} "
               f"{mean[0]:8.3f} {gauss[0]:.3f} {copies[0]:.2f} [{copies[1]:.2f}, {copies[2]:.2f}] {nn_gen[0]:6.1f} "
-              f"{nn_zoo[0]:6.1f} {div[0]:7.3f} {div_zoo[0]:7.3f} {secs[0]:7.0f}")
+              f"{nn_zoo[0]:6.1f} {div[0]:7.3f} {div_zoo[0]:7.3f} {secs[0]:7.0f} {inside[0]:6.2f}")
 
 
 def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path) -> None:

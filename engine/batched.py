@@ -284,8 +284,10 @@ def _evaluate(fwd, params: dict[str, torch.Tensor], split: Split) -> tuple[torch
 
 def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Sequence[Member], *,
                   on_eval: Callable[[int, dict], None] | None = None, cancel=None,
-                  on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None) -> BatchedResult:
-    """Train every member from its start step to the end of the schedule, all in one computation.
+                  on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+                  stop: int | None = None) -> BatchedResult:
+    """Train every member from its start step to the end of the schedule (or to step `stop`: a family zoo's
+    parents, which part there; evaluated there, the schedule still the whole training's), all in one computation.
 
     `model`: a module of the members' architecture (only its structure is used; it is not changed).
     `on_eval(i, point)` after member i's evaluations (the points trainer.train's on_eval gets);
@@ -300,6 +302,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     bs, k, device = cfg.batch_size, len(members), y.device
     per_epoch = steps_per_epoch(len(y), cfg)
     total = cfg.epochs * per_epoch
+    end = total if stop is None else min(stop, total)
     eval_every = cfg.eval_every or per_epoch
     names = [n for n, _ in model.named_parameters()]
     buffers = [n for n, _ in model.named_buffers()]  # BatchNorm statistics: stacked too, updated per member
@@ -355,7 +358,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
     was_training = model.training
     model.train()
     t0 = time.perf_counter()
-    for step in range(starts[0], total):
+    for step in range(starts[0], end):
         epoch, b = divmod(step, per_epoch)
         if perms is None or b == 0:  # each member its own order, by the trainer's own rule
             perms = torch.stack([torch.randperm(len(y), generator=generator(members[i].seed, "order", epoch))
@@ -403,7 +406,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         if cancel is not None and cancel.is_set():
             raise RunCancelled("cancelled")
 
-        if (step + 1) % eval_every == 0 or step + 1 == total:
+        if (step + 1) % eval_every == 0 or step + 1 == end:
             at = [step + 1 if j < n_act else None for j in range(k)]
             counted = torch.tensor([n for g, n in zip(groups, steps_since) for _ in g], device=device)
             _record(model, eval_fwd, full_stack(), data, curves, flat, at, per_epoch, loss_sum / counted.clamp(min=1),
@@ -426,7 +429,7 @@ def train_batched(model: nn.Module, data: Dataset, cfg: TrainConfig, members: Se
         for point in curve[1:]:
             if point["val_loss"] < best["val_loss"]:
                 best = point
-        results.append(TrainResult(iterations=total, seconds=seconds, final={q: curve[-1][q] for q in keys},
+        results.append(TrainResult(iterations=end, seconds=seconds, final={q: curve[-1][q] for q in keys},
                                    early_stop_iteration=best["iteration"], at_early_stop={q: best[q] for q in keys},
                                    curve=curve))
     return BatchedResult(results, {n: w.index_select(0, back) for n, w in full_stack().items()})

@@ -462,6 +462,24 @@ def novelty(generated: torch.Tensor, zoo: torch.Tensor, zoo_nn: torch.Tensor | N
             "near_copy_share": float((gen_nn < NEAR_COPY * typical).float().mean())}
 
 
+def family_placement(generated: torch.Tensor, zoo: torch.Tensor, families: list[int]) -> dict:
+    """Where generated nets lie relative to a family zoo's families (members sharing an init, engine.zoo): each
+    net's distance to the nearest family centre (its members' mean), next to each family's radius (its farthest
+    member from its centre) and the distance from each centre to the nearest other. A net within its nearest
+    family's radius is inside that family's cloud: a new net in a basin the zoo samples, not a new basin."""
+    ids = sorted(set(families))
+    which = torch.tensor([ids.index(f) for f in families])
+    zoo = zoo.double()
+    centres = torch.stack([zoo[which == j].mean(0) for j in range(len(ids))])
+    radius = torch.stack([(zoo[which == j] - centres[j]).norm(dim=1).max() for j in range(len(ids))])
+    d = torch.cdist(generated.double(), centres)
+    nearest, j = d.min(1)
+    between = torch.cdist(centres, centres).fill_diagonal_(float("inf")).min(1).values
+    return {"families": len(ids), "generated_centre_median": float(nearest.median()),
+            "radius_median": float(radius.median()), "between_median": float(between.median()),
+            "inside_share": float((nearest <= radius[j]).float().mean())}
+
+
 def distribution(values: list[float]) -> dict:
     """Median, 5th/95th percentiles, min, max and mean of a list of accuracies."""
     t = torch.tensor(values, dtype=torch.float64)
@@ -770,6 +788,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         return evaluate_stack(zoo.model, s, data.test, bn_data=bn, cancel=cancel)
 
     zoo_nn = nearest_other(x)  # (for the novelty of the generated nets before and after REPAIR)
+    x_flow = flatten(generated, mask)  # the nets as the flow gave them
     repaired = {"applied": o.repair != "none"}
     if o.repair != "none":  # the generated nets and both baselines alike, each toward the zoo it came from
         from .analysis.interpolation import bn_subset
@@ -788,7 +807,7 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
             return repair(zoo.model, s, repair_targets(stats, weights.to(batch.device)), batch)
         spans: dict[int, Span] = {}  # each zoo's span, taken once (up to 3 mixes from one zoo)
 
-        before = novelty(flatten(generated, mask), x, zoo_nn)
+        before = novelty(x_flow, x, zoo_nn)
         generated = fix(generated)
         repaired.update(target=o.repair, examples=len(batch), layers=list(member_stats),
                         generated_nn_before=before["generated_nn"], near_copy_share_before=before["near_copy_share"])
@@ -831,6 +850,9 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "flow_loss": losses,
         "map": _map(x, x_gen),
     }
+    families = [m.get("family") for m in zoo.members]
+    if None not in families:  # a family zoo: the flow's nets (before any REPAIR) placed among its families
+        report["families"] = {**family_placement(x_flow, x, families), "spawn_step": zoo.options.spawn_step}
     if mask is not None:
         names = list(mask)
         zero = all(bool((generated[k][:, ~mask[k]] == 0).all()) for k in names)
@@ -924,6 +946,12 @@ def format_report(r: dict, others: list[dict] = ()) -> str:
                   f"unit statistics of {rep['examples']} training examples)"]
     else:
         lines += [f"                 no REPAIR (the nets as the flow gave them): {after}", "  REPAIR         not applied"]
+    if "families" in r:
+        f = r["families"]
+        lines.append(f"  families       {f['families']} families parting at step {f['spawn_step']}, centres "
+                     f"{f['between_median']:.3g} apart (median to the nearest other), radius {f['radius_median']:.3g} "
+                     f"(median, farthest member): the flow's nets at {f['generated_centre_median']:.3g} from the "
+                     f"nearest centre (median), {100 * f['inside_share']:.0f}% inside that family's radius")
     if r.get("batchnorm_recomputed"):
         lines.append("  BatchNorm      statistics recomputed on training data for every net above, zoo members too "
                      "(`lottery show` gives the members' accuracies with their own statistics)")

@@ -66,6 +66,11 @@ class ZooOptions:
     ticket: str | None = option(None, "make a ticket zoo: RUN_ID of a stored run whose ticket every member retrains "
                                 "from the run's rewind point, each with its own data order")
     level: int | None = option(None, "ticket zoo: the ticket's level (default: the run's last completed level)", lo=0)
+    families: int | None = option(None, "dense zoo: members in this many families (member i in family i mod F); "
+                                  "a family's members share one init and, up to --spawn-step, one training: "
+                                  "several members per basin", lo=1, hi=100_000)
+    spawn_step: int = option(0, "family zoo: the step where a family's members part (before it they are one "
+                             "network, trained with its first member's data order)", lo=0)
     chunk: int = option(32, "members trained together as one batched computation (and stored together: the "
                         "unit a cancelled zoo resumes from)", lo=1, hi=100_000, hashed=False)
 
@@ -73,6 +78,13 @@ class ZooOptions:
         validate(self)
         if self.level is not None and self.ticket is None:
             raise ConfigError("level", self.level, "applies to ticket zoos: give --ticket RUN_ID")
+        if self.families is not None and self.ticket is not None:
+            raise ConfigError("families", self.families, "applies to dense zoos (a ticket zoo's members already "
+                              "share one start): leave out --ticket or --families")
+        if self.families is not None and self.families > self.members:
+            raise ConfigError("families", self.families, f"at most --members ({self.members})")
+        if self.spawn_step and self.families is None:
+            raise ConfigError("spawn_step", self.spawn_step, "applies to family zoos: give --families F")
 
 
 # ---------------------------------------------------------------- planning (everything that can fail, before writing)
@@ -139,7 +151,7 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     from .batched import check_batchable
 
     kind = "dense" if options.ticket is None else "ticket"
-    start, start_step, mask = None, 0, None
+    start, start_step, mask = None, options.spawn_step, None
     if options.ticket is not None:
         store, level = ticket_level(options, runs_dir)
         options = dataclasses.replace(options, level=level)
@@ -157,10 +169,16 @@ def plan(options: ZooOptions, config: RunConfig, runs_dir, data) -> _Plan:
     return _Plan(zoo_id(options, config), config, options, kind, start, start_step, mask)
 
 
+# Options added after zoos were first stored: hashed only when set, so an earlier zoo keeps its id (its command
+# finds it again rather than training it anew)
+_HASHED_WHEN_SET = ("families", "spawn_step")
+
+
 def zoo_id(options: ZooOptions, config: RunConfig) -> str:
     """The id of the zoo of `options` (a ticket zoo's with its --level resolved) and `config`."""
-    blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
-                               if f.metadata.get("hashed", True)}, "config": config.non_default()},
+    fields = [f for f in dataclasses.fields(options) if f.metadata.get("hashed", True)
+              and not (f.name in _HASHED_WHEN_SET and getattr(options, f.name) == f.default)]
+    blob = json.dumps({"zoo": {f.name: getattr(options, f.name) for f in fields}, "config": config.non_default()},
                       sort_keys=True, default=list).encode()
     dataset = "".join(c for c in config.data.dataset.split(":")[0].lower() if c.isalnum())
     return f"zoo-{config.model.model}-{dataset}-{hashlib.sha256(blob).hexdigest()[:10]}"
@@ -197,7 +215,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     current step with status "cancelled", keeping the finished chunks."""
     from . import data as data_mod
     from . import models
-    from .batched import Member, train_batched
+    from .batched import Member, member_weights, train_batched
     from .runner import resolve_device
     from .trainer import total_steps
 
@@ -206,6 +224,8 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     p = plan(options, config, runs_dir, data)
     total = total_steps(len(data.train), config.train)
     if p.start_step >= total:
+        if options.ticket is None:
+            raise ConfigError("spawn_step", p.start_step, f"must be below the {total} steps of this training")
         raise ConfigError("ticket", options.ticket, f"its rewind step {p.start_step} is past the {total} steps "
                           "of this training")
     root = check_writable(runs_dir)
@@ -241,14 +261,19 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
         _emit(on_event, ev.RunStarted(p.zoo_id, KIND, len(stored) + len(new), total, len(stored)))
         store.write_summary(summarise())
         template = _architecture(config, data)
+        parents = _family_parents(p, template, data, cancel) if p.options.families and new else None
         for c, (_, record) in enumerate(stored):
             _emit(on_event, ev.LevelDone(p.zoo_id, c, KIND, record, reused=True))
         for c, indices in enumerate(new, len(stored)):
             members = []
             for i in indices:
-                init_seed = derive_seed(config.seed, "zoo", "init", i)
-                init = p.start if p.start is not None else models.build(
-                    config.model, data.input_shape, data.num_classes, init_seed).state_dict()
+                if parents is not None:
+                    init = member_weights(parents, _family(p, i))
+                elif p.start is not None:
+                    init = p.start
+                else:
+                    init = models.build(config.model, data.input_shape, data.num_classes,
+                                        derive_seed(config.seed, "zoo", "init", i)).state_dict()
                 members.append(Member({k: v.to(device) for k, v in init.items()}, p.mask,
                                       seed=derive_seed(config.seed, "zoo", "order", i), start_step=p.start_step))
             _emit(on_event, ev.TrainingStarted(p.zoo_id, c, KIND, 1.0, p.start_step, total))
@@ -292,6 +317,29 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     return summary
 
 
+def _family(p: _Plan, i: int) -> int | None:
+    """Member i's family in a family zoo (None otherwise): i mod F, so its first F members are the dense zoo's."""
+    return None if p.options.families is None else i % p.options.families
+
+
+def _family_parents(p: _Plan, template, data, cancel) -> dict:
+    """A family zoo's parents, stacked: family f starts as the dense zoo's member f (its init) and trains to
+    --spawn-step with member f's data order, all families as one batched computation (the same on every call,
+    so a resumed zoo's members start from the same parents). The optimizer's state is not handed on: members
+    start it afresh, as a rewound ticket does."""
+    from . import models
+    from .batched import Member, stack_weights, train_batched
+
+    device = data.train.y.device
+    seeds = [derive_seed(p.config.seed, "zoo", "init", f) for f in range(p.options.families)]
+    inits = [{k: v.to(device) for k, v in models.build(p.config.model, data.input_shape, data.num_classes,
+                                                       s).state_dict().items()} for s in seeds]
+    if not p.start_step:
+        return stack_weights(inits)
+    members = [Member(init, seed=derive_seed(p.config.seed, "zoo", "order", f)) for f, init in enumerate(inits)]
+    return train_batched(template, data, p.config.train, members, stop=p.start_step, cancel=cancel).weights
+
+
 def _emit(sink, event) -> None:
     if sink is not None:
         sink(event)
@@ -321,7 +369,9 @@ def _retrain_hint(problem: str, store: RunStore, c: int) -> StoreDamaged:
 
 
 def _member_record(i: int, config: RunConfig, p: _Plan, r) -> dict:
-    return {"member": i, "init_seed": None if p.start is not None else derive_seed(config.seed, "zoo", "init", i),
+    family = _family(p, i)
+    init = None if p.start is not None else derive_seed(config.seed, "zoo", "init", i if family is None else family)
+    return {"member": i, "init_seed": init, **({} if family is None else {"family": family}),
             "order_seed": derive_seed(config.seed, "zoo", "order", i), "start_step": p.start_step,
             **{k: r.final[k] for k in ("test_accuracy", "test_loss", "val_accuracy", "val_loss")},
             "early_stop_iteration": r.early_stop_iteration,
@@ -403,6 +453,7 @@ def _summary(store: RunStore, p: _Plan, status: str, device: str, error: str | N
          "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
          "members": p.options.members, "trained": len(records), "train_seconds": round(seconds, 3),
          "epochs": p.config.train.epochs, "ticket": p.options.ticket, "level": p.options.level,
+         "families": p.options.families, "spawn_step": p.options.spawn_step,
          "density": None, "config": p.config.non_default(),
          "test_accuracy": _stats([r["test_accuracy"] for r in records]),
          "val_accuracy": _stats([r["val_accuracy"] for r in records]),
@@ -490,13 +541,19 @@ def list_tail(s: dict) -> str:
 
     tail = (f"{s.get('zoo_kind', '?'):<6} zoo of {s.get('trained')}/{s.get('members')} {s.get('model')}, median test "
             f"{pct((s.get('test_accuracy') or {}).get('median'))}")
-    return tail + (f"; retrains {s.get('ticket')} level {s.get('level')}" if s.get("zoo_kind") == "ticket" else "")
+    return tail + (f"; retrains {s.get('ticket')} level {s.get('level')}" if s.get("zoo_kind") == "ticket" else
+                   f"; {_families_text(s)}" if s.get("families") else "")
+
+
+def _families_text(s: dict) -> str:
+    return f"{s['families']} families, parting at step {s.get('spawn_step', 0)}"
 
 
 def format_zoo(s: dict) -> str:
     """What `lottery show ZOO_ID` prints."""
     what = (f"ticket zoo of {s['ticket']} level {s['level']} (density {100 * s['density']:.2f}%)"
-            if s.get("zoo_kind") == "ticket" else "dense zoo")
+            if s.get("zoo_kind") == "ticket" else f"dense zoo of {_families_text(s)}" if s.get("families")
+            else "dense zoo")
     lines = [f"zoo {s['run_id']}  {s['status']}  ({what}: {s['trained']}/{s['members']} x {s['model']} on "
              f"{s['dataset']}, seed {s['seed']}, {s['epochs']} epochs, {s.get('device', '?')})"]
     if s.get("error"):

@@ -86,6 +86,16 @@ def test_disagreement_and_novelty_measure_what_they_say():
     assert G.novelty(torch.tensor([[10.0, 10.0]]), zoo, G.nearest_other(zoo)) == far
 
 
+def test_family_placement_says_which_nets_lie_inside_a_familys_cloud():
+    # two families: {0, 1} around (0, 0) with radius 1, {2, 3} around (10, 0) with radius 2
+    zoo = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [8.0, 0.0], [12.0, 0.0]])
+    generated = torch.tensor([[0.5, 0.0], [10.0, 1.5], [5.0, 0.0], [0.0, 3.0]])
+    f = G.family_placement(generated, zoo, [0, 0, 1, 1])
+    assert (f["families"], f["between_median"], f["radius_median"]) == (2, 10.0, 1.0)  # torch's lower median
+    assert f["inside_share"] == 0.5  # (0.5, 0) and (10, 1.5) inside; (5, 0) between them, (0, 3) beyond family 0
+    assert f["generated_centre_median"] == pytest.approx(1.5)  # distances 0.5, 1.5, 5, 3
+
+
 def test_the_flow_learns_where_the_data_is():
     g = torch.Generator().manual_seed(0)
     data = torch.tensor([3.0, -2.0]) + 0.1 * torch.randn(64, 2, generator=g)
@@ -256,6 +266,19 @@ def test_a_generation_is_measured_stored_and_found_again(runs):
     writing.rmdir()
     with pytest.raises(ConfigError, match="plain"):
         G.load_generation(runs_dir, dense, "../../" + dense)
+
+
+def test_a_family_zoos_generation_places_its_nets_among_the_families(runs):
+    runs_dir = runs[0]
+    options = Z.ZooOptions(members=4, families=2, spawn_step=3)
+    zoo = Z.train_zoo(options, Z.zoo_config(options, DENSE, runs_dir=runs_dir), runs_dir=runs_dir)["run_id"]
+    report = G.generate(runs_dir, zoo, G.GenerateOptions(**FAST))
+    f = report["families"]
+    assert (f["families"], f["spawn_step"]) == (2, 3) and 0 <= f["inside_share"] <= 1
+    assert f["radius_median"] < f["between_median"]  # siblings nearer each other than families are
+    assert "2 families parting at step 3" in G.format_report(report)
+    dense = G.generate(runs_dir, runs[1], G.GenerateOptions(**FAST))
+    assert "families" not in dense and "families" not in G.format_report(dense)
 
 
 def test_a_cooler_temperature_generates_networks_closer_together(runs):

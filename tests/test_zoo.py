@@ -1,4 +1,6 @@
 """Model zoos: trained as one batched computation, stored as one run, resumable, refused cleanly."""
+import hashlib
+import json
 import re
 import threading
 
@@ -165,12 +167,76 @@ def test_a_ticket_zoo_retrains_the_ticket_from_its_rewind_point_with_other_data_
     assert all(torch.equal(Z.load_zoo(runs_dir, summary["run_id"]).mask[n], stored_mask[n]) for n in stored_mask)
 
 
+def test_a_family_zoos_members_continue_their_familys_parent_each_with_its_own_data_order(runs_dir):
+    # 2 families, 3 members (member 2 in family 0), parting at step 4: a member is its family's init trained to
+    # step 4 with the family's first member's order, then on from there with its own order and a fresh optimizer,
+    # which trainer.train, one network at a time, reproduces
+    options = Z.ZooOptions(members=3, chunk=2, families=2, spawn_step=4)
+    config = Z.zoo_config(options, DENSE, runs_dir=runs_dir)
+    summary = Z.train_zoo(options, config, runs_dir=runs_dir)
+    assert summary["status"] == "completed" and (summary["families"], summary["spawn_step"]) == (2, 4)
+    zoo = Z.load_zoo(runs_dir, summary["run_id"])
+    assert [m["family"] for m in zoo.members] == [0, 1, 0] and {m["start_step"] for m in zoo.members} == {4}
+    data = load(config.data)
+    parent = models.build(config.model, data.input_shape, data.num_classes, derive_seed(config.seed, "zoo", "init", 0))
+    at_spawn = {}
+
+    def capture(step, model):
+        if step == 4:
+            at_spawn.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    trainer.train(parent, data, config.train, None, seed=derive_seed(config.seed, "zoo", "order", 0), on_step=capture)
+    child = models.build(config.model, data.input_shape, data.num_classes, 0)
+    child.load_state_dict(at_spawn)
+    trainer.train(child, data, config.train, None, seed=derive_seed(config.seed, "zoo", "order", 2), start_step=4)
+    for k, v in child.state_dict().items():
+        torch.testing.assert_close(zoo.member(2)[k], v, atol=2e-6, rtol=1e-5)
+    assert not torch.equal(zoo.weights["out.weight"][0], zoo.weights["out.weight"][2])  # siblings, not copies
+    # shown and listed as a family zoo; the options are part of its id (a dense zoo of the same seeds is another)
+    assert "dense zoo of 2 families, parting at step 4: 3/3" in Z.format_zoo(summary)
+    assert "2 families, parting at step 4" in Z.list_tail(summary)
+    assert Z.zoo_id(Z.ZooOptions(members=3, chunk=2), config) != summary["run_id"]
+
+
+def test_a_family_zoo_parting_at_step_0_shares_inits_and_with_one_member_each_is_the_dense_zoo(runs_dir):
+    options, config = _dense(runs_dir)
+    dense = Z.load_zoo(runs_dir, Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"])
+    same = Z.ZooOptions(members=3, chunk=2, families=3)
+    one_each = Z.load_zoo(runs_dir, Z.train_zoo(same, config, runs_dir=runs_dir)["run_id"])
+    assert one_each.dir != dense.dir
+    for k, v in dense.weights.items():
+        torch.testing.assert_close(one_each.weights[k], v, atol=2e-6, rtol=1e-5)
+    # one family: every member starts from member 0's init, so they end nearer each other than dense members do
+    one = Z.load_zoo(runs_dir, Z.train_zoo(Z.ZooOptions(members=3, chunk=2, families=1), config,
+                                           runs_dir=runs_dir)["run_id"])
+    assert {m["init_seed"] for m in one.members} == {dense.members[0]["init_seed"]}
+
+    def spread(z):
+        from engine.generate import flatten, nearest_other
+        return float(nearest_other(flatten(z.weights)).median())
+
+    assert spread(one) < 0.5 * spread(dense)
+
+
+def test_an_earlier_zoos_id_is_unchanged_by_the_family_options():
+    # ids are hashes of the options: a zoo stored before --families existed is found again by its command
+    config = Z.zoo_config(Z.ZooOptions(members=3), DENSE)
+    blob = json.dumps({"zoo": {"members": 3, "ticket": None, "level": None}, "config": config.non_default()},
+                      sort_keys=True, default=list).encode()
+    assert Z.zoo_id(Z.ZooOptions(members=3), config) == f"zoo-mlp-digits-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
 def test_bad_zoos_are_one_line_errors_and_store_nothing(runs_dir, ticket_run, capsys, text_cache):
     before = sorted(p.name for p in runs_dir.iterdir())
     cases = [(["--model", "bert-tiny", "--dataset", "pydoc-topics"], "has not been tested on: Dropout"),(["--members", "1"], "--members: 1"),
              (["--ticket", "nope"], "--ticket: 'nope'"),
              (["--ticket", ticket_run, "--level", "3"], "--level: 3 is not valid; completed ticket levels"),
              (["--level", "1"], "applies to ticket zoos"),
+             (["--families", "4", "--members", "3"], "--families: 4 is not valid; at most --members (3)"),
+             (["--families", "2", "--ticket", ticket_run], "--families: 2 is not valid; applies to dense zoos"),
+             (["--families", "0"], "--families: 0"),
+             (["--spawn-step", "5"], "--spawn-step: 5 is not valid; applies to family zoos"),
+             (["--families", "2", "--spawn-step", "100000"], "--spawn-step: 100000 is not valid; must be below the"),
              (["--ticket", ticket_run, "--model", "conv2"], "--model: 'conv2'"),
              # zoos never train Bayesian layers or text: those flags are not offered (--help listed them)
              (["--model", "mlp", "--bayesian"], "unrecognized arguments: --bayesian"),
