@@ -3,6 +3,7 @@
     python bench/science_generative.py [--seeds 3] [--members 64] [--hidden 32,32] [--steps 3000]
                                        [--datasets digits,patches] [--parts rebasin,none,ticket]
                                        [--repair auto|mix|mean|none] [--runs-dir bench-runs] [--quick]
+    python bench/science_generative.py --parts rebasin,families [--families 8] [--spawn-step 21]
     python bench/science_generative.py --parts sweep [--variants "default,temperature 0.6,zoo 60 epochs"]
     python bench/science_generative.py --parts ceiling [--hidden 32,32] [--members 64]
 
@@ -15,12 +16,15 @@ as one net, diversity (mean pairwise prediction disagreement) and novelty (media
 next to the zoo's own, share of near copies), and the generated vs zoo nets magnitude-pruned to 20% density
 with no retraining. Then generated tickets: an IMP run (rewind iter:50, 6 levels: 28.7% density on digits), a
 ticket zoo of 32 retrainings of its last ticket, a flow on it (no canonicalisation: members share mask and start).
+`--parts families` (with or instead of those): a family zoo of the same size, `--families` inits whose members
+part at `--spawn-step`, generated with and without canonicalisation (several members per basin; the README's
+"Several members per basin").
 `--parts sweep` instead measures each of VARIANTS (sampling temperature, EMA, flow size and steps, the zoo's
 training and width, REPAIR of the generated and baseline nets) on the digits zoos of every seed and prints the
 accuracy vs novelty table the README quotes (`--variants "default,REPAIR mix,REPAIR mean"`: REPAIR against none).
 `--parts ceiling` trains no flow: it measures blends of the aligned digits zoo's members (a member and its nearest
 neighbour, its mean, ...) given the same REPAIR, i.e. how accurate a generated net that is not a near copy can be
-when it sits between members.
+when it sits between members (`--parts ceiling,families`: of a family zoo, with blends within a family too).
 
 Figures: README, "Generated networks (DeepWeightFlow)".
 
@@ -99,12 +103,12 @@ VARIANTS = {
     # family zoos (`--families F --spawn-step K`: F inits, members of a family part at step K; 21 steps = 1 epoch
     # here): several members per basin, where the independent zoo above has one
     "8 families x 8": ({"families": 8}, {"repair": "mix"}),
-    "8 families x 8, parting at 21": ({"families": 8, "spawn_step": 21}, {"repair": "mix"}),
-    "8 families x 8, parting at 42": ({"families": 8, "spawn_step": 42}, {"repair": "mix"}),
-    "4 families x 16, parting at 21": ({"families": 4, "spawn_step": 21}, {"repair": "mix"}),
-    "16 families x 4, parting at 21": ({"families": 16, "spawn_step": 21}, {"repair": "mix"}),
-    "32 families x 2, parting at 21": ({"families": 32, "spawn_step": 21}, {"repair": "mix"}),
-    "8 families x 8, parting at 21, no canonicalisation": ({"families": 8, "spawn_step": 21},
+    "8 families x 8 parting at 21": ({"families": 8, "spawn_step": 21}, {"repair": "mix"}),
+    "8 families x 8 parting at 42": ({"families": 8, "spawn_step": 42}, {"repair": "mix"}),
+    "4 families x 16 parting at 21": ({"families": 4, "spawn_step": 21}, {"repair": "mix"}),
+    "16 families x 4 parting at 21": ({"families": 16, "spawn_step": 21}, {"repair": "mix"}),
+    "32 families x 2 parting at 21": ({"families": 32, "spawn_step": 21}, {"repair": "mix"}),
+    "8 families x 8 parting at 21 no canonicalisation": ({"families": 8, "spawn_step": 21},
                                                            {"repair": "mix", "canonicalise": "none"}),
 }
 ZOO_OPTIONS = ("members", "families", "spawn_step")  # VARIANTS' zoo keys that are ZooOptions, not config
@@ -211,7 +215,8 @@ def sweep(names: list[str], seeds: range, hidden: tuple, members: int, steps: in
               f"{nn_zoo[0]:6.1f} {div[0]:7.3f} {div_zoo[0]:7.3f} {secs[0]:7.0f} {inside[0]:6.2f}")
 
 
-def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path) -> None:
+def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path, families: int | None = None,
+            spawn_step: int = 0) -> None:
     """What a generator that does not copy could reach by blending members: points of the aligned zoo's span
     (Re-Basin to member 0, MergeMany 20 rounds, as `lottery generate` does), each given REPAIR mix like the
     generated nets, and evaluated. Per seed: the median test accuracy [5-95%] of each kind of point and its share
@@ -223,7 +228,8 @@ def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path) -> None:
 
     for seed in seeds:
         config = config_from_settings({**ZOO, "model.hidden": hidden, "data.dataset": "digits", "seed": seed})
-        zoo_id = Z.train_zoo(Z.ZooOptions(members=members), config, runs_dir=runs_dir)["run_id"]
+        options = Z.ZooOptions(members=members, families=families, spawn_step=spawn_step if families else 0)
+        zoo_id = Z.train_zoo(options, config, runs_dir=runs_dir)["run_id"]
         zoo = Z.load_zoo(runs_dir, zoo_id)
         model, data = zoo.model(), zoo.data
         ref = member_weights(zoo.weights, 0)
@@ -247,6 +253,12 @@ def ceiling(seeds: range, hidden: tuple, members: int, runs_dir: Path) -> None:
                                                        for i in range(members)])].mean(1),
             "halfway member -> mean": (x + mean) / 2,
         }
+        if families:  # a family zoo: blends within a family (what its generated nets are, README)
+            family = torch.tensor([m["family"] for m in zoo.members])
+            same = family[:, None] == family[None, :]
+            sibling = pairs.masked_fill(~same, float("inf")).argmin(1)
+            points["midpoint with nearest sibling"] = (x + x[sibling]) / 2
+            points["its family's mean"] = torch.stack([x[family == f].mean(0) for f in family.tolist()])
         print(f"[ceiling, digits {'-'.join(map(str, hidden))}, {members} members, seed {seed}] zoo {zoo_id}; near "
               f"copy: closer than {threshold:.1f} to a member; REPAIR mix on every point but the members", flush=True)
         for name, rows in points.items():
@@ -269,9 +281,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--hidden", default="32,32", help="the zoo's MLP widths (MergeMany pulls a wider zoo together "
                    "further: README)")
+    p.add_argument("--families", type=int, default=8, help="`--parts families`: the family zoo's families")
+    p.add_argument("--spawn-step", type=int, default=21, help="`--parts families`: the step its members part at "
+                   "(21: one epoch of digits)")
     p.add_argument("--datasets", default="digits,patches")
     p.add_argument("--parts", default="rebasin,none,ticket", help="which generations: dense zoo with Re-Basin, "
-                   "without canonicalisation, a ticket zoo; `sweep`: the VARIANTS on digits instead; `ceiling`: "
+                   "without canonicalisation, a ticket zoo, `families`: a family zoo with and without; `sweep`: the VARIANTS on digits instead; `ceiling`: "
                    "how accurate blends of the aligned digits zoo's members are, with REPAIR (no flow)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="sweep: which VARIANTS, comma separated")
     p.add_argument("--repair", default="auto", choices=G.REPAIR, help="REPAIR of the generated and baseline nets "
@@ -286,7 +301,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     runs_dir = Path(args.runs_dir)
     if "ceiling" in parts:
-        ceiling(range(args.first_seed, args.first_seed + args.seeds), hidden, args.members, runs_dir)
+        ceiling(range(args.first_seed, args.first_seed + args.seeds), hidden, args.members, runs_dir,
+                args.families if "families" in parts else None, args.spawn_step)
         return
     if "sweep" in parts:
         sweep(args.variants.split(","), range(args.first_seed, args.first_seed + args.seeds), hidden, args.members,
@@ -302,13 +318,17 @@ def main() -> None:
             zoo = Z.train_zoo(options, config, runs_dir=runs_dir)
             print(f"[{name} seed {seed}] zoo {zoo['run_id']}: {args.members} members in {time.perf_counter() - t0:.0f} s"
                   f" (stored: {zoo['train_seconds']:.0f} s of training)", flush=True)
-            for canon in [c for c in ("rebasin", "none") if c in parts]:
-                opts = G.GenerateOptions(canonicalise=canon, pca=args.members - 1, steps=args.steps, seed=seed,
-                                         repair=args.repair,
-                                         prune_density=0.2 if canon == "rebasin" else 0.0)
-                r = G.generate(runs_dir, zoo["run_id"], opts)
-                results.setdefault(f"{name} dense {canon}", []).append(r)
-                print("  " + row(f"dense, {canon}", r), flush=True)
+            kinds = [("dense", zoo, [c for c in ("rebasin", "none") if c in parts])]
+            if "families" in parts:  # several members per basin: every canonicalisation
+                f_opts = Z.ZooOptions(members=args.members, families=args.families, spawn_step=args.spawn_step)
+                kinds.append(("families", Z.train_zoo(f_opts, config, runs_dir=runs_dir), ["rebasin", "none"]))
+            for kind, z, canons in kinds:
+                for canon in canons:
+                    opts = G.GenerateOptions(canonicalise=canon, pca=args.members - 1, steps=args.steps, seed=seed,
+                                             repair=args.repair, prune_density=0.2 if canon == "rebasin" else 0.0)
+                    r = G.generate(runs_dir, z["run_id"], opts)
+                    results.setdefault(f"{name} {kind} {canon}", []).append(r)
+                    print("  " + row(f"{kind}, {canon}", r), flush=True)
             if "ticket" not in parts:
                 continue
             # generated tickets: a stable ticket (late rewinding), its retrainings as the zoo
