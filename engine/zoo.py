@@ -2,11 +2,14 @@
 
     lottery zoo --model mlp --hidden 64,32 --dataset digits --members 64 [--seed S] [--epochs E] [--json]
     lottery zoo --ticket RUN_ID [--level L] --members 16        # a ticket zoo
+    lottery zoo ... --members 64 --families 8 [--spawn-step K]  # a family zoo (dense)
     lottery show ZOO_ID                                          # members' accuracy summary, stored generations
 
 Two kinds:
 - *dense*: member i starts from its own initialisation (seed stream ("zoo", "init", i)) and sees its own data
-  order (("zoo", "order", i)): independent seeds, what DeepWeightFlow learns a distribution from;
+  order (("zoo", "order", i)): independent seeds, what DeepWeightFlow learns a distribution from; with
+  `--families F`, member i starts from family f = i mod F's init (member f's seed stream) and, up to
+  `--spawn-step`, is one network with its family (trained with member f's order): several members per basin;
 - *ticket*: every member retrains a stored ticket (its mask) from the run's rewind point (init, iter:K,
   or for learning-rate rewinding the previous level's trained weights) with its own data order; members
   share one mask and, when the rewind point is stable, one basin. The model, data and training settings
@@ -318,7 +321,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
 
 
 def _family(p: _Plan, i: int) -> int | None:
-    """Member i's family in a family zoo (None otherwise): i mod F, so its first F members are the dense zoo's."""
+    """Member i's family in a family zoo (None otherwise): i mod F, so member f starts as the dense zoo's does."""
     return None if p.options.families is None else i % p.options.families
 
 

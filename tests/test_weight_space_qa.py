@@ -52,3 +52,28 @@ def test_the_tabs_train_zoo_refuses_a_bad_ticket_or_level_at_once_naming_its_box
         panel.train_zoo()
         assert panel.job is None and panel.status.object.startswith(said), panel.status.object
     assert sorted(p.name for p in runs_dir.iterdir()) == [ticket_run]
+
+
+def test_the_tabs_train_zoo_makes_a_family_zoo_and_refuses_families_with_a_ticket_at_once(runs_dir):
+    """The zoo form is ZooOptions': --families and --spawn-step are boxes of the tab, checked like the flags."""
+    from engine import zoo as Z
+    from explorer import weight_space as W
+
+    from conftest import wait_until
+
+    panel = W.WeightSpacePanel(runs_dir)
+    panel.zoo_form["ticket"].value = "some-run"
+    panel.zoo_form["families"].value = "2"
+    panel.train_zoo()
+    assert panel.job is None and panel.status.object.startswith("**zoo**: families: 2 is not valid; applies to "
+                                                                "dense zoos"), panel.status.object
+    panel.zoo_form["ticket"].value = ""
+    panel.zoo_form["members"].value, panel.zoo_form["spawn_step"].value = 4, 3
+    for path, value in {"model.hidden": "8", "train.epochs": 1}.items():
+        panel.zoo_settings[path].value = value
+    panel.train_zoo()
+    wait_until(lambda: panel.poll() or panel.job is None, what="the family zoo trains")
+    [zoo_id] = panel.zoos()
+    zoo = Z.load_zoo(runs_dir, zoo_id)
+    assert (zoo.options.families, zoo.options.spawn_step) == (2, 3)
+    assert [m["family"] for m in zoo.members] == [0, 1, 0, 1]
