@@ -531,9 +531,9 @@ def load_zoo(runs_dir, zoo_id: str, device="cpu") -> Zoo:
                read_json(store.path("members.json"))["members"], device)
 
 
-# What `lottery list --json` adds to a zoo's row: dense or ticket, and the ticket run and level a ticket zoo
-# retrains (None for a dense zoo)
-LIST_FIELDS = ("zoo_kind", "ticket", "level")
+# What `lottery list --json` adds to a zoo's row: dense or ticket, the ticket run and level a ticket zoo retrains
+# (None for a dense zoo), a family zoo's families and spawn step (None and 0 for others; None if stored before them)
+LIST_FIELDS = ("zoo_kind", "ticket", "level", "families", "spawn_step")
 
 
 def list_tail(s: dict) -> str:

@@ -167,7 +167,7 @@ def test_a_ticket_zoo_retrains_the_ticket_from_its_rewind_point_with_other_data_
     assert all(torch.equal(Z.load_zoo(runs_dir, summary["run_id"]).mask[n], stored_mask[n]) for n in stored_mask)
 
 
-def test_a_family_zoos_members_continue_their_familys_parent_each_with_its_own_data_order(runs_dir):
+def test_a_family_zoos_members_continue_their_familys_parent_each_with_its_own_data_order(runs_dir, capsys):
     # 2 families, 3 members (member 2 in family 0), parting at step 4: a member is its family's init trained to
     # step 4 with the family's first member's order, then on from there with its own order and a fresh optimizer,
     # which trainer.train, one network at a time, reproduces
@@ -195,6 +195,9 @@ def test_a_family_zoos_members_continue_their_familys_parent_each_with_its_own_d
     # shown and listed as a family zoo; the options are part of its id (a dense zoo of the same seeds is another)
     assert "dense zoo of 2 families, parting at step 4: 3/3" in Z.format_zoo(summary)
     assert "2 families, parting at step 4" in Z.list_tail(summary)
+    assert main(["list", "--runs-dir", str(runs_dir), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["zoo_kind"], row["families"], row["spawn_step"]) == ("dense", 2, 4)
     assert Z.zoo_id(Z.ZooOptions(members=3, chunk=2), config) != summary["run_id"]
 
 

@@ -44,6 +44,7 @@ def test_list_json_gives_a_zoos_kind_ticket_run_and_level(zoos, capsys):
     assert main(["list", "--runs-dir", str(runs_dir), "--json"]) == 0
     rows = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[dense]["zoo_kind"] == "dense" and rows[dense]["ticket"] is None and rows[dense]["level"] is None
+    assert rows[dense]["families"] is None  # a family zoo's row gives its families and spawn step (test_zoo.py)
     assert (rows[ticket]["zoo_kind"], rows[ticket]["ticket"], rows[ticket]["level"]) == ("ticket", ticket_run, 1)
     assert "zoo_kind" not in rows[ticket_run]  # a ticket run's row is as it was
 
