@@ -286,8 +286,9 @@ def main() -> None:
                    "(21: one epoch of digits)")
     p.add_argument("--datasets", default="digits,patches")
     p.add_argument("--parts", default="rebasin,none,ticket", help="which generations: dense zoo with Re-Basin, "
-                   "without canonicalisation, a ticket zoo, `families`: a family zoo with and without; `sweep`: the VARIANTS on digits instead; `ceiling`: "
-                   "how accurate blends of the aligned digits zoo's members are, with REPAIR (no flow)")
+                   "without canonicalisation, a ticket zoo, `families`: a family zoo with and without; `sweep`: the "
+                   "VARIANTS on digits instead; `ceiling`: how accurate blends of the aligned digits zoo's members "
+                   "are, with REPAIR (no flow)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="sweep: which VARIANTS, comma separated")
     p.add_argument("--repair", default="auto", choices=G.REPAIR, help="REPAIR of the generated and baseline nets "
                    "(the engine's option; `none`: the README's rows measured before it)")

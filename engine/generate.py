@@ -850,9 +850,9 @@ def generate(runs_dir, zoo_id: str, options: GenerateOptions | None = None, *, o
         "flow_loss": losses,
         "map": _map(x, x_gen),
     }
-    families = [m.get("family") for m in zoo.members]
-    if None not in families:  # a family zoo: the flow's nets (before any REPAIR) placed among its families
-        report["families"] = {**family_placement(x_flow, x, families), "spawn_step": zoo.options.spawn_step}
+    if zoo.options.families is not None:  # a family zoo: the flow's nets (before any REPAIR) among its families
+        report["families"] = {**family_placement(x_flow, x, [m["family"] for m in zoo.members]),
+                              "spawn_step": zoo.options.spawn_step}
     if mask is not None:
         names = list(mask)
         zero = all(bool((generated[k][:, ~mask[k]] == 0).all()) for k in names)

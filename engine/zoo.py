@@ -204,6 +204,14 @@ def _rewind_point(store: RunStore, config: RunConfig, level: int, mask) -> tuple
     return load_tensors(store.weights_path("init")), 0
 
 
+def _member_init(config: RunConfig, data, i: int) -> dict:
+    """Dense zoo member i's initial weights (its own seed stream; a family zoo's family i starts from them)."""
+    from . import models
+
+    return models.build(config.model, data.input_shape, data.num_classes,
+                        derive_seed(config.seed, "zoo", "init", i)).state_dict()
+
+
 def _architecture(config: RunConfig, data):
     from . import models
 
@@ -217,8 +225,7 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
     Bad input raises ConfigError before anything is written; a cancel (`cancel.is_set()`) stops after the
     current step with status "cancelled", keeping the finished chunks."""
     from . import data as data_mod
-    from . import models
-    from .batched import Member, member_weights, train_batched
+    from .batched import Member, train_batched
     from .runner import resolve_device
     from .trainer import total_steps
 
@@ -271,12 +278,11 @@ def train_zoo(options: ZooOptions, config: RunConfig, *, runs_dir, on_event: ev.
             members = []
             for i in indices:
                 if parents is not None:
-                    init = member_weights(parents, _family(p, i))
+                    init = parents[_family(p, i)]
                 elif p.start is not None:
                     init = p.start
                 else:
-                    init = models.build(config.model, data.input_shape, data.num_classes,
-                                        derive_seed(config.seed, "zoo", "init", i)).state_dict()
+                    init = _member_init(config, data, i)
                 members.append(Member({k: v.to(device) for k, v in init.items()}, p.mask,
                                       seed=derive_seed(config.seed, "zoo", "order", i), start_step=p.start_step))
             _emit(on_event, ev.TrainingStarted(p.zoo_id, c, KIND, 1.0, p.start_step, total))
@@ -325,22 +331,19 @@ def _family(p: _Plan, i: int) -> int | None:
     return None if p.options.families is None else i % p.options.families
 
 
-def _family_parents(p: _Plan, template, data, cancel) -> dict:
-    """A family zoo's parents, stacked: family f starts as the dense zoo's member f (its init) and trains to
+def _family_parents(p: _Plan, template, data, cancel) -> list[dict]:
+    """A family zoo's parents' weights, by family: family f starts as the dense zoo's member f (its init) and trains to
     --spawn-step with member f's data order, all families as one batched computation (the same on every call,
     so a resumed zoo's members start from the same parents). The optimizer's state is not handed on: members
     start it afresh, as a rewound ticket does."""
-    from . import models
-    from .batched import Member, stack_weights, train_batched
+    from .batched import Member, train_batched
 
-    device = data.train.y.device
-    seeds = [derive_seed(p.config.seed, "zoo", "init", f) for f in range(p.options.families)]
-    inits = [{k: v.to(device) for k, v in models.build(p.config.model, data.input_shape, data.num_classes,
-                                                       s).state_dict().items()} for s in seeds]
+    inits = [_member_init(p.config, data, f) for f in range(p.options.families)]
     if not p.start_step:
-        return stack_weights(inits)
+        return inits
     members = [Member(init, seed=derive_seed(p.config.seed, "zoo", "order", f)) for f, init in enumerate(inits)]
-    return train_batched(template, data, p.config.train, members, stop=p.start_step, cancel=cancel).weights
+    out = train_batched(template, data, p.config.train, members, stop=p.start_step, cancel=cancel)
+    return [out.member(f) for f in range(len(members))]
 
 
 def _emit(sink, event) -> None:
